@@ -1,0 +1,3 @@
+"""polishd: a hot-folder daemon that finishes AI-generated images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,157 @@
+"""The per-image archive folder: atomic writes, numbered snapshots, manifest.json.
+
+``archive/<stem>-<first 8 hex of sha256>/`` holds ``00-original.<ext>``
+(byte-identical to what was dropped), the stages' numbered snapshots and
+``manifest.json``.  Every file is written to a temporary name in the same
+folder, fsynced, moved into place with ``os.replace`` and the folder fsynced, so
+a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+MANIFEST = "manifest.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_save_image(path: Path, image: Image.Image, **save_args: Any) -> None:
+    buf = io.BytesIO()
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[Path(path).suffix.lower()]
+    if fmt == "PNG":
+        save_args.setdefault("compress_level", 4)
+    image.save(buf, format=fmt, **save_args)
+    atomic_write(path, buf.getvalue())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
+
+
+def safe_stem(name: str, limit: int = 80) -> str:
+    """A folder-name-safe stem from an untrusted file name.
+
+    Keeps letters and digits of any script; everything else (spaces, newlines,
+    control characters, path separators) becomes ``_``; no leading dots.
+    """
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    stem = unicodedata.normalize("NFC", stem)
+    stem = _UNSAFE.sub("_", stem).strip("._") or "image"
+    return stem[:limit]
+
+
+def unique_path(path: Path) -> Path:
+    """``path`` itself if free, else ``name-2.ext``, ``name-3.ext``, …: nothing is overwritten."""
+    if not os.path.lexists(path):
+        return path
+    stem, suffix = (path.name.split(".", 1) + [""])[:2]
+    suffix = f".{suffix}" if suffix else ""
+    n = 2
+    while True:
+        candidate = path.with_name(f"{stem}-{n}{suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+        n += 1
+
+
+@dataclass
+class Manifest:
+    id: str
+    source: dict
+    config_sha256: str
+    started: str = field(default_factory=now_iso)
+    finished: str | None = None
+    status: str = "running"
+    stages: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    error: dict | None = None
+
+    def to_json(self) -> bytes:
+        data = {k: v for k, v in self.__dict__.items() if not (k == "error" and v is None)}
+        if not self.duplicates:
+            data.pop("duplicates")
+        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+
+    def stage(self, name: str) -> dict | None:
+        return next((s for s in self.stages if s["name"] == name), None)
+
+    def put_stage(self, entry: dict) -> None:
+        self.stages = [s for s in self.stages if s["name"] != entry["name"]] + [entry]
+
+
+class ArchiveFolder:
+    """One image's archive folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"archive file names are plain names, got {name!r}")
+        return self.path / name
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        target = self.file(name)
+        atomic_write(target, data)
+        return target
+
+    def save_image(self, name: str, image: Image.Image, **save_args: Any) -> Path:
+        target = self.file(name)
+        atomic_save_image(target, image, **save_args)
+        return target
+
+    def read_manifest(self) -> Manifest | None:
+        try:
+            data = json.loads(self.file(MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        known = set(Manifest.__dataclass_fields__)
+        return Manifest(**{k: v for k, v in data.items() if k in known})
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.write_bytes(MANIFEST, manifest.to_json())

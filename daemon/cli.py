@@ -1,0 +1,246 @@
+"""The ``polishd`` command: argv → config → logging → signals → run → exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from daemon import __version__, logs
+from daemon import config as config_mod
+from daemon.archive import sha256_file
+from daemon.config import Config, ConfigError
+from daemon.intake import is_junk, sidecar_suffix
+from daemon.journal import Journal
+from stages.base import Stage
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="polishd",
+        description="Finishes AI-generated images dropped into an inbox folder: auto-masks faces and hands, "
+                    "upscales, and archives every stage with a manifest.")
+    p.add_argument("--version", action="version", version=f"polishd {__version__}")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help=f"pipeline.toml to use (default: ${config_mod.CONFIG_ENV}, else ./pipeline.toml)")
+    p.add_argument("--log-format", choices=["auto", "console", "json"],
+                   help="override [log].format (auto: console on a terminal, JSON lines otherwise)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [log].level")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("run", help="watch the inbox and process what arrives (the daemon)",
+                   description="Watch [paths].inbox, process each stable image through every enabled stage, "
+                               "archive the results and remove it from the inbox. Stops cleanly on SIGTERM/SIGINT; "
+                               "reloads pipeline.toml when it changes or on SIGHUP.")
+    pp = sub.add_parser("process", help="process files or folders once, leaving them where they are",
+                        description="Run the pipeline once on the given images (folders: the images directly in "
+                                    "them) into [paths].archive. Inputs are not moved or removed. Exit status 1 if "
+                                    "any image failed.")
+    pp.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ps = sub.add_parser("status", help="jobs by state, throughput, recent failures",
+                        description="Show the journal: jobs by state, images finished in the last hour, "
+                                    "and the most recent failures with their reasons.")
+    ps.add_argument("--json", action="store_true", help="machine-readable output")
+    ps.add_argument("--failures", type=int, default=10, metavar="N", help="how many recent failures (default 10)")
+
+    pr = sub.add_parser("retry", help="put failed jobs back in the queue",
+                        description="Move a failed image from [paths].failed back into the inbox and queue it "
+                                    "again with its attempts reset.")
+    g = pr.add_mutually_exclusive_group(required=True)
+    g.add_argument("job", nargs="?", type=int, metavar="ID", help="job id (see polishd status)")
+    g.add_argument("--failed", action="store_true", help="retry every failed job")
+
+    pc = sub.add_parser("check-config", help="validate a pipeline.toml and exit",
+                        description="Parse and validate FILE (default: the --config file); print every problem.")
+    pc.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = config_mod.default_path(args.config)
+    if args.command == "check-config":
+        return _check_config(args.file or config_path)
+    try:
+        cfg = config_mod.load(config_path)
+    except ConfigError as exc:
+        print(f"polishd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
+    if args.command == "status":
+        return _status(cfg, args.json, args.failures)
+    if args.command == "retry":
+        return _retry(cfg, args.job, args.failed)
+    if stages is None:
+        from daemon.runner import default_stages
+        stages = default_stages()
+    if args.command == "run":
+        return _run(config_path, cfg, stages)
+    return _process(cfg, stages, args.paths, progress=not args.no_progress)
+
+
+def _check_config(path: Path) -> int:
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: ok (inbox {cfg.paths.inbox}, archive {cfg.paths.archive})")
+    return EXIT_OK
+
+
+def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:
+    from daemon.service import AlreadyRunning, Daemon
+    from daemon.signals import Signals
+
+    signals = Signals()
+    signals.install()
+    try:
+        return Daemon(config_path, cfg, stages, signals).run()
+    except AlreadyRunning as exc:
+        structlog.get_logger("polishd").error(str(exc))
+        return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- process
+
+
+def _inputs(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(c for c in p.iterdir() if (c.is_file() or c.is_symlink())
+                              and not is_junk(c.name) and sidecar_suffix(c.name) is None))
+        else:
+            out.append(p)
+    return out
+
+
+def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool) -> int:
+    from daemon.runner import Runner
+    from daemon.service import journal_path
+
+    for p in (cfg.paths.archive, cfg.paths.state, cfg.paths.models):
+        p.mkdir(parents=True, exist_ok=True)
+    files = _inputs(paths)
+    missing = [str(p) for p in files if not os.path.lexists(p)]
+    if missing:
+        print("polishd: no such file: " + ", ".join(missing), file=sys.stderr)
+        return EXIT_USAGE
+    journal = Journal(journal_path(cfg))
+    runner = Runner(journal, lambda: cfg, stages)
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=len(files), unit="image", file=sys.stderr)
+    outcomes = []
+    t0 = time.monotonic()
+    for path in files:
+        path = path.absolute()
+        st = os.lstat(path)
+        digest = sha256_file(path) if not path.is_symlink() else "symlink"
+        job = journal.start_direct(path, digest, st.st_size, st.st_mtime)
+        outcome = runner.run_job(job)
+        outcomes.append(outcome)
+        if bar:
+            bar.update(1)
+            bar.set_postfix_str(f"{path.name}: {outcome.status}")
+    if bar:
+        bar.close()
+    for stage in stages:
+        stage.close()
+    for o in outcomes:
+        print(_summary(o))
+    failed = sum(o.status == "failed" for o in outcomes)
+    print(f"{len(outcomes)} images in {time.monotonic() - t0:.1f} s: "
+          f"{sum(o.status == 'done' for o in outcomes)} done, "
+          f"{sum(o.status == 'duplicate' for o in outcomes)} duplicates, {failed} failed; "
+          f"archive: {cfg.paths.archive}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _summary(o) -> str:
+    lines = [f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else "")]
+    if o.archive:
+        lines.append(f"  archive: {o.archive}")
+    for s in o.stages:
+        what = ", ".join(s.get("outputs", [])) or s.get("reason", "")
+        took = f" ({s['duration_s']:.1f} s)" if s.get("duration_s") is not None else ""
+        lines.append(f"  {s['name']}: {s['status']}{took} {what}".rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- status / retry
+
+
+def status_data(cfg: Config, failures: int = 10) -> dict:
+    from daemon.service import journal_path
+
+    journal = Journal(journal_path(cfg))
+    counts = journal.counts()
+    hour = journal.done_since(time.time() - 3600)
+    recent = [{"id": j.id, "name": j.name, "stage": j.error_stage, "error": j.last_error, "attempts": j.attempts,
+               "finished": j.finished, "moved_to": j.source}
+              for j in journal.jobs("failed", limit=failures, newest_first=True)]
+    return {"counts": counts, "finished_last_hour": hour, "recent_failures": recent,
+            "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
+
+
+def _status(cfg: Config, as_json: bool, failures: int) -> int:
+    data = status_data(cfg, failures)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    c = data["counts"]
+    print("jobs: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    print(f"finished in the last hour: {data['finished_last_hour']}")
+    if data["recent_failures"]:
+        print("recent failures:")
+        for f in data["recent_failures"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["finished"] or 0))
+            print(f"  #{f['id']} {f['name']} [{f['stage']}] {when}: {f['error']}")
+    return EXIT_OK
+
+
+def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:
+    from daemon.archive import unique_path
+    from daemon.service import journal_path
+
+    journal = Journal(journal_path(cfg))
+    jobs = journal.jobs("failed") if all_failed else [j for j in [journal.get(job_id)] if j]
+    if not jobs:
+        print("polishd: no such failed job" if not all_failed else "no failed jobs", file=sys.stderr)
+        return EXIT_FAILED if not all_failed else EXIT_OK
+    status = EXIT_OK
+    for job in jobs:
+        if job.state != "failed" or job.origin != "inbox":
+            print(f"#{job.id} {job.name}: not a failed inbox job ({job.state}, {job.origin})", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        src = Path(job.source)
+        if not os.path.lexists(src):
+            print(f"#{job.id} {job.name}: {src} is gone; nothing to retry", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        dest = unique_path(cfg.paths.inbox / job.name)
+        os.replace(src, dest)
+        report = src.with_name(src.name + ".error.json")
+        if report.exists():
+            os.replace(report, unique_path(report.with_name(report.name + ".retried")))
+        journal.retry(job.id, dest)
+        print(f"#{job.id} {job.name}: queued again as {dest}")
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

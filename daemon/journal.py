@@ -1,0 +1,275 @@
+"""The durable job table: SQLite in WAL mode with ``synchronous=FULL``.
+
+A job moves queued → running → done | failed; a second copy of bytes already
+finished becomes ``duplicate``.  ``running`` rows carry an owner (``pid@host``)
+and a heartbeat, so that a restart after a crash puts them back in the queue.
+Each thread opens its own connection; SQLite serialises the writers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+STATES = ("queued", "running", "done", "failed", "duplicate")
+LEASE_SECONDS = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    source     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    bytes      INTEGER NOT NULL,
+    mtime      REAL NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('queued','running','done','failed','duplicate')),
+    origin     TEXT NOT NULL DEFAULT 'inbox' CHECK (origin IN ('inbox','process')),
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    owner      TEXT,
+    heartbeat  REAL,
+    created    REAL NOT NULL,
+    started    REAL,
+    finished   REAL,
+    archive    TEXT,
+    dup_of     INTEGER REFERENCES jobs(id),
+    last_error TEXT,
+    error_stage TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
+CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
+CREATE INDEX IF NOT EXISTS jobs_source ON jobs(source, state);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    source: str
+    name: str
+    sha256: str
+    bytes: int
+    mtime: float
+    state: str
+    origin: str
+    attempts: int
+    owner: str | None
+    heartbeat: float | None
+    created: float
+    started: float | None
+    finished: float | None
+    archive: str | None
+    dup_of: int | None
+    last_error: str | None
+    error_stage: str | None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.source)
+
+
+def owner_id() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    pid_s, _, host = owner.partition("@")
+    if host != socket.gethostname():
+        return True  # another machine's lease: trust the heartbeat only
+    try:
+        os.kill(int(pid_s), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)
+
+    # -- connection handling ---------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection):
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+    def _tx(self) -> "Journal._Tx":
+        return Journal._Tx(self._conn())
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- writing -----------------------------------------------------------------------
+    def enqueue(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:
+        """Queues a stable inbox file; None when this very file is already queued or running."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE source=? AND sha256=? AND state IN ('queued','running')",
+                (str(path), sha256)).fetchone()
+            if row:
+                return None
+            cur = db.execute(
+                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created) VALUES (?,?,?,?,?,'queued',?)",
+                (str(path), path.name, sha256, size, mtime, time.time()))
+            return self._get(db, cur.lastrowid)
+
+    def start_direct(self, path: Path, sha256: str, size: int, mtime: float) -> Job:
+        """A job for ``polishd process``: running at once, owned by this process, never queued."""
+        with self._tx() as db:
+            now = time.time()
+            cur = db.execute(
+                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,attempts,owner,heartbeat,created,started)"
+                " VALUES (?,?,?,?,?,'running','process',1,?,?,?,?)",
+                (str(path), path.name, sha256, size, mtime, owner_id(), now, now, now))
+            return self._get(db, cur.lastrowid)
+
+    def claim(self) -> Job | None:
+        """Takes the oldest queued job whose bytes no other worker is processing right now."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs AS j WHERE state='queued' AND NOT EXISTS ("
+                " SELECT 1 FROM jobs AS r WHERE r.state='running' AND r.sha256=j.sha256)"
+                " ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute(
+                "UPDATE jobs SET state='running', attempts=attempts+1, owner=?, heartbeat=?, started=? WHERE id=?",
+                (owner_id(), now, now, row["id"]))
+            return self._get(db, row["id"])
+
+    def heartbeat(self, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        with self._tx() as db:
+            db.executemany("UPDATE jobs SET heartbeat=? WHERE id=? AND state='running'",
+                           [(time.time(), i) for i in job_ids])
+
+    def set_archive(self, job_id: int, archive: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET archive=? WHERE id=?", (archive, job_id))
+
+    def finish(self, job_id: int, state: str, *, error: str | None = None, stage: str | None = None,
+               dup_of: int | None = None, source: str | None = None) -> None:
+        assert state in ("done", "failed", "duplicate")
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, finished=?, last_error=?, error_stage=?, dup_of=?,"
+                " source=COALESCE(?, source), owner=NULL WHERE id=?",
+                (state, time.time(), error, stage, dup_of, source, job_id))
+
+    def requeue(self, job_id: int, *, error: str | None = None, stage: str | None = None,
+                count_attempt: bool = True) -> None:
+        """Back to the queue: after a failed attempt, or (count_attempt=False) after a clean stop."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state='queued', owner=NULL, heartbeat=NULL,"
+                " attempts=attempts - ?, last_error=COALESCE(?, last_error),"
+                " error_stage=COALESCE(?, error_stage) WHERE id=?",
+                (0 if count_attempt else 1, error, stage, job_id))
+
+    def retry(self, job_id: int, source: Path) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='queued', attempts=0, source=?, name=?, owner=NULL,"
+                       " finished=NULL WHERE id=?", (str(source), source.name, job_id))
+
+    def recover(self) -> tuple[list[Job], list[Job]]:
+        """At daemon start (under the single-instance lock): orphaned running jobs.
+
+        Every running inbox job belonged to a daemon that is gone: back to the
+        queue.  A ``polishd process`` job whose process is gone or silent is
+        marked failed (its file lives outside the inbox, not the daemon's to
+        take).  Returns (requeued, abandoned).
+        """
+        requeued, abandoned = [], []
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state='running'").fetchall()
+            stale_before = time.time() - LEASE_SECONDS
+            for row in rows:
+                job = Job(**dict(row))
+                if job.origin == "process" and _owner_alive(job.owner) and (job.heartbeat or 0) > stale_before:
+                    continue
+                if job.origin == "process":
+                    db.execute("UPDATE jobs SET state='failed', finished=?, owner=NULL,"
+                               " last_error='interrupted: the polishd process run ended' WHERE id=?",
+                               (time.time(), job.id))
+                    abandoned.append(job)
+                else:
+                    db.execute("UPDATE jobs SET state='queued', owner=NULL, heartbeat=NULL WHERE id=?",
+                               (job.id,))
+                    requeued.append(job)
+        return requeued, abandoned
+
+    # -- reading -----------------------------------------------------------------------
+    @staticmethod
+    def _get(db: sqlite3.Connection, job_id: int | None) -> Job:
+        return Job(**dict(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()))
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return Job(**dict(row)) if row else None
+
+    def first_done_with(self, sha256: str, before_id: int) -> Job | None:
+        row = self._conn().execute(
+            "SELECT * FROM jobs WHERE sha256=? AND state='done' AND id<? ORDER BY id LIMIT 1",
+            (sha256, before_id)).fetchone()
+        return Job(**dict(row)) if row else None
+
+    def active_sources(self) -> set[str]:
+        rows = self._conn().execute("SELECT source FROM jobs WHERE state IN ('queued','running')")
+        return {r["source"] for r in rows}
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATES}
+        for r in self._conn().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            out[r["state"]] = r["n"]
+        return out
+
+    def done_since(self, since: float) -> int:
+        return self._conn().execute(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('done','duplicate') AND finished>=?", (since,)).fetchone()[0]
+
+    def jobs(self, state: str | None = None, limit: int = 1000, newest_first: bool = False) -> list[Job]:
+        order = "DESC" if newest_first else "ASC"
+        if state:
+            rows = self._conn().execute(
+                f"SELECT * FROM jobs WHERE state=? ORDER BY COALESCE(finished, created) {order}, id {order} LIMIT ?",
+                (state, limit))
+        else:
+            rows = self._conn().execute(f"SELECT * FROM jobs ORDER BY id {order} LIMIT ?", (limit,))
+        return [Job(**dict(r)) for r in rows]
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs())

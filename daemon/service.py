@@ -1,0 +1,198 @@
+"""``polishd run``: the long-running daemon.
+
+Main thread: signals, config reloads, systemd notifications, journal
+heartbeats.  Worker threads: claim a job, run it, repeat.  The watcher only
+enqueues; the journal is the only hand-over between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from daemon import config as config_mod
+from daemon.config import Config, ConfigError
+from daemon.journal import Journal
+from daemon.notify import Notifier, watchdog_interval
+from daemon.runner import Runner
+from daemon.signals import Signals
+from daemon.watcher import InboxWatcher, start_observer
+from stages.base import Stage
+
+log = structlog.get_logger("polishd.daemon")
+
+HEARTBEAT_EVERY = 10.0
+STATUS_EVERY = 5.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def journal_path(cfg: Config) -> Path:
+    return cfg.paths.state / "journal.sqlite3"
+
+
+def acquire_lock(state: Path):
+    """One daemon per state folder; a second one exits with a clear message."""
+    state.mkdir(parents=True, exist_ok=True)
+    f = open(state / "polishd.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        raise AlreadyRunning(f"another polishd is running on {state} (pid {f.read().strip() or '?'})") from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+class _ConfigHandler(FileSystemEventHandler):
+    def __init__(self, path: Path, signals: Signals):
+        self.path, self.signals = path.resolve(), signals
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for p in (event.src_path, getattr(event, "dest_path", "")):
+            if p and Path(os.fsdecode(p)).resolve() == self.path and event.event_type != "opened":
+                self.signals.reload.set()
+                self.signals.wake.set()
+
+
+class Daemon:
+    def __init__(self, config_path: Path, cfg: Config, stages: list[Stage], signals: Signals,
+                 notifier: Notifier | None = None):
+        self.config_path = config_path
+        self.cfg = cfg
+        self.stages = stages
+        self.signals = signals
+        self.notifier = notifier or Notifier()
+        self.work = threading.Event()  # wakes idle workers
+        self.progress: dict[str, float] = {}
+
+    # The runner and watcher read the config through this, so a reload applies to the next job.
+    def current(self) -> Config:
+        return self.cfg
+
+    def run(self) -> int:
+        cfg = self.cfg
+        for p in (cfg.paths.inbox, cfg.paths.archive, cfg.paths.failed, cfg.paths.state, cfg.paths.models):
+            p.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(cfg.paths.state)
+        self.journal = Journal(journal_path(cfg))
+        requeued, abandoned = self.journal.recover()
+        if requeued or abandoned:
+            log.warning("recovered jobs left running by an earlier process",
+                        requeued=[j.id for j in requeued], abandoned=[j.id for j in abandoned])
+        self.runner = Runner(self.journal, self.current, self.stages, self.signals.stop)
+        self.runner.beat = self._beat
+        watcher = InboxWatcher(self.current, self.journal, self.work)
+
+        def schedule(observer):
+            watcher.schedule(observer)
+            observer.schedule(_ConfigHandler(self.config_path, self.signals), str(self.config_path.parent))
+
+        observer = start_observer(cfg.daemon.watch, schedule)
+        watcher.start()
+        workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+                   for i in range(cfg.daemon.workers)]
+        for w in workers:
+            w.start()
+        log.info("watching", inbox=str(cfg.paths.inbox), archive=str(cfg.paths.archive),
+                 workers=len(workers), watch=type(observer).__name__, config=str(self.config_path))
+        self.notifier.ready(self._status())
+        try:
+            self._main_loop(workers)
+        finally:
+            self.notifier.stopping()
+            observer.stop()
+            watcher.stop()
+            self.work.set()
+            deadline = time.monotonic() + self.cfg.daemon.stop_timeout
+            for w in workers:
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
+            stuck = [w.name for w in workers if w.is_alive()]
+            if stuck:
+                log.warning("stop_timeout reached; the unfinished job is taken up again at the next start",
+                            workers=stuck, jobs=sorted(self.runner.active))
+            observer.join(timeout=5)
+            for stage in self.stages:
+                stage.close()
+            log.info("stopped")
+            lock.close()
+        return 0
+
+    def _main_loop(self, workers: list[threading.Thread]) -> None:
+        ping = watchdog_interval()
+        tick = min(1.0, ping) if ping else 1.0
+        last_heartbeat = last_status = 0.0
+        while not self.signals.stop.is_set():
+            self.signals.wake.wait(tick)
+            self.signals.wake.clear()
+            if self.signals.stop.is_set():
+                break
+            if self.signals.reload.is_set():
+                self.signals.reload.clear()
+                self._reload()
+            now = time.monotonic()
+            if now - last_heartbeat >= HEARTBEAT_EVERY:
+                last_heartbeat = now
+                self.journal.heartbeat(sorted(self.runner.active))
+            if now - last_status >= STATUS_EVERY:
+                last_status = now
+                self.notifier.status(self._status())
+            if ping and self._workers_healthy(workers, ping * 2):
+                self.notifier.watchdog()
+
+    def _workers_healthy(self, workers: list[threading.Thread], limit: float) -> bool:
+        """A worker is healthy if it is alive and made progress (a loop turn or a safe point) lately."""
+        now = time.monotonic()
+        return all(w.is_alive() and now - self.progress.get(w.name, now) < limit for w in workers)
+
+    def _beat(self) -> None:
+        self.progress[threading.current_thread().name] = time.monotonic()
+
+    def _worker(self) -> None:
+        while not self.signals.stop.is_set():
+            self._beat()
+            job = self.journal.claim()
+            if job is None:
+                self.work.wait(0.5)
+                self.work.clear()
+                continue
+            try:
+                self.runner.run_job(job)
+            except Exception as exc:  # a bug, not bad input: the job goes back, the worker lives on
+                log.exception("worker error; job put back in the queue", job=job.id)
+                self.journal.requeue(job.id, error=f"{type(exc).__name__}: {exc}", stage="runner")
+            self.notifier.status(self._status())
+        self.journal.close()
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = config_mod.load(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload failed; keeping the last good config", error=str(exc))
+            self.notifier.ready(self._status())
+            return
+        if new.sha256 != self.cfg.sha256:
+            if new.paths != self.cfg.paths or new.daemon.workers != self.cfg.daemon.workers \
+                    or new.daemon.watch != self.cfg.daemon.watch:
+                log.warning("[paths], [daemon].workers and [daemon].watch apply at the next restart")
+                new = dataclasses.replace(new, paths=self.cfg.paths)
+            self.cfg = new
+            log.info("config reloaded", sha256=new.sha256[:12])
+        self.notifier.ready(self._status())
+
+    def _status(self) -> str:
+        c = self.journal.counts()
+        return (f"queued {c['queued']}, running {c['running']}, done {c['done']}, failed {c['failed']}, "
+                f"duplicates {c['duplicate']}")

@@ -1,0 +1,209 @@
+"""Watching the inbox.  The watcher only enqueues.
+
+watchdog's native observer (inotify) by default, its polling observer when
+configured or when the native one cannot start.  A file is queued once it is
+stable: no events for ``stability_delay`` seconds, size and mtime unchanged
+between two looks, and still a regular file (links are queued so that the
+runner can refuse them with a report).  Files present at start-up are queued,
+and a periodic rescan catches whatever the observer missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from daemon.archive import sha256_file
+from daemon.config import Config
+from daemon.intake import is_junk, owner_of_sidecar, sidecar_suffix
+from daemon.journal import Journal
+
+log = structlog.get_logger("polishd.watcher")
+
+
+def make_observer(mode: str) -> BaseObserver:
+    """A started-able observer; falls back to polling when the native one cannot start."""
+    if mode == "polling":
+        return PollingObserver(timeout=1.0)
+    return Observer()
+
+
+def start_observer(mode: str, schedule: Callable[[BaseObserver], None]) -> BaseObserver:
+    observer = make_observer(mode)
+    try:
+        schedule(observer)
+        observer.start()
+        return observer
+    except OSError as exc:
+        if mode == "polling":
+            raise
+        log.warning("native file watching unavailable; falling back to polling "
+                    "(set [daemon].watch = \"polling\" to silence this)", error=str(exc))
+        observer = PollingObserver(timeout=1.0)
+        schedule(observer)
+        observer.start()
+        return observer
+
+
+@dataclass
+class _Pending:
+    last_event: float
+    size: int
+    mtime_ns: int
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, touch: Callable[[str], None]):
+        self.touch = touch
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
+            return
+        path = getattr(event, "dest_path", "") or event.src_path
+        self.touch(os.fsdecode(path))
+
+
+class InboxWatcher:
+    def __init__(self, config: Callable[[], Config], journal: Journal, wake: threading.Event):
+        self.config = config
+        self.journal = journal
+        self.wake = wake
+        self.inbox = config().paths.inbox
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._warned_orphans: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self.enqueued = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def schedule(self, observer: BaseObserver) -> None:
+        observer.schedule(_Handler(self.touch), str(self.inbox), recursive=False)
+
+    def start(self) -> None:
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.rescan()
+        self._thread = threading.Thread(target=self._loop, name="stability", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    # -- events ------------------------------------------------------------------------
+    def touch(self, path: str) -> None:
+        p = Path(path)
+        if p.parent != self.inbox or not self._candidate(p.name):
+            return
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            with self._lock:
+                self._pending.pop(path, None)
+            return
+        with self._lock:
+            self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+
+    def _candidate(self, name: str) -> bool:
+        return not is_junk(name, self.config().daemon.ignore) and sidecar_suffix(name) is None
+
+    def rescan(self) -> None:
+        """Looks at every file in the inbox: catches what the observer missed, warns of orphan sidecars."""
+        try:
+            entries = list(os.scandir(self.inbox))
+        except FileNotFoundError:
+            return
+        names = {e.name for e in entries}
+        active = self.journal.active_sources()
+        for e in entries:
+            if sidecar_suffix(e.name) is not None:
+                if owner_of_sidecar(Path(e.path), names) is None and e.path not in self._warned_orphans:
+                    self._warned_orphans.add(e.path)
+                    log.warning("sidecar without an image; left alone", path=e.path)
+                continue
+            if e.path in active or not self._candidate(e.name):
+                continue
+            with self._lock:
+                known = e.path in self._pending
+            if not known:
+                self.touch(e.path)
+
+    # -- the stability loop ---------------------------------------------------------------
+    def _loop(self) -> None:
+        last_rescan = time.monotonic()
+        while not self._stop.wait(0.2):
+            cfg = self.config()
+            try:
+                self._settle(cfg.daemon.stability_delay)
+                if time.monotonic() - last_rescan >= cfg.daemon.rescan_interval:
+                    last_rescan = time.monotonic()
+                    self.rescan()
+            except Exception:  # the watcher must outlive any one odd file
+                log.exception("watcher error; carrying on")
+
+    def _settle(self, delay: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
+        for path, seen in due:
+            ready, current = self._still(path, seen)
+            with self._lock:
+                if current is None:
+                    self._pending.pop(path, None)
+                elif not ready:
+                    self._pending[path] = current
+                else:
+                    self._pending.pop(path, None)
+            if ready:
+                self._enqueue(Path(path))
+
+    @staticmethod
+    def _still(path: str, seen: _Pending) -> tuple[bool, _Pending | None]:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False, None
+        if stat.S_ISLNK(st.st_mode):
+            return True, seen
+        if not stat.S_ISREG(st.st_mode):
+            return False, None
+        current = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+        same = st.st_size == seen.size and st.st_mtime_ns == seen.mtime_ns
+        return same, current
+
+    def _enqueue(self, path: Path) -> None:
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                # Never follow it: the runner refuses it and moves the link itself to failed/.
+                digest = hashlib.sha256(b"symlink\0" + os.fsencode(os.readlink(path))).hexdigest()
+            else:
+                digest = sha256_file(path)
+                after = os.lstat(path)
+                if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                    self.touch(str(path))  # still being written after all
+                    return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read inbox file; will look again", path=str(path), error=str(exc))
+            self.touch(str(path))
+            return
+        job = self.journal.enqueue(path, digest, st.st_size, st.st_mtime)
+        if job is not None:
+            self.enqueued += 1
+            log.info("queued", path=str(path), job=job.id, sha256=digest[:12])
+            self.wake.set()

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from daemon import config as config_mod
+from daemon.journal import Journal
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parent.parent
+
+
+def write_config(root: Path, extra: str = "", stability_delay: float = 0.3) -> Path:
+    path = root / "pipeline.toml"
+    path.write_text(
+        f"""
+[paths]
+inbox = "inbox"
+archive = "archive"
+failed = "failed"
+state = "state"
+models = "{REPO / 'var' / 'models'}"
+
+[daemon]
+stability_delay = {stability_delay}
+rescan_interval = 1.0
+stop_timeout = 10.0
+
+[log]
+format = "json"
+level = "debug"
+{extra}
+""", encoding="utf-8")
+    for sub in ("inbox", "archive", "failed", "state"):
+        (root / sub).mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path):
+    path = write_config(tmp_path)
+    return tmp_path, config_mod.load(path)
+
+
+@pytest.fixture
+def journal(workdir):
+    root, cfg = workdir
+    j = Journal(cfg.paths.state / "journal.sqlite3")
+    yield j
+    j.close()
+
+
+def png_bytes(size=(64, 48), color=(200, 40, 40), seed: int = 0) -> bytes:
+    im = Image.new("RGB", size, color)
+    im.putpixel((seed % size[0], (seed // size[0]) % size[1]), (seed % 256, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(size=(256, 256)) -> bytes:
+    buf = io.BytesIO()
+    Image.open(DATA / "astronaut.png").convert("RGB").resize(size).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def astronaut(tmp_path: Path) -> Path:
+    p = tmp_path / "src" / "astronaut.png"
+    p.parent.mkdir(exist_ok=True)
+    shutil.copy(DATA / "astronaut.png", p)
+    return p

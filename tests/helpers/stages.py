@@ -1,0 +1,74 @@
+"""Test-only stages: real files written through the real archive, no models."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from stages.base import JobContext, Stage, StageResult
+
+
+@dataclass(frozen=True)
+class SleepParams:
+    seconds: float
+    enabled: bool = True
+
+
+class SleepStage(Stage):
+    """Sleeps in small steps (safe points between them), then writes a marker file."""
+
+    name = "sleep"
+    prefix = "15"
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+        self.runs = 0
+
+    def params(self, ctx: JobContext) -> SleepParams:
+        return SleepParams(self.seconds)
+
+    def run(self, ctx: JobContext, params: SleepParams) -> StageResult:
+        self.runs += 1
+        end = time.monotonic() + params.seconds
+        while time.monotonic() < end:
+            ctx.check_stop()
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        ctx.archive.write_bytes("15-sleep.txt", f"slept {params.seconds}\n".encode())
+        return StageResult(outputs=["15-sleep.txt"], summary=f"slept {params.seconds} s")
+
+
+@dataclass(frozen=True)
+class CopyParams:
+    enabled: bool = True
+
+
+class CopyStage(Stage):
+    """Writes the master as a PNG snapshot and makes it the new master."""
+
+    name = "copy"
+    prefix = "16"
+
+    def __init__(self):
+        self.runs = 0
+
+    def params(self, ctx: JobContext) -> CopyParams:
+        return CopyParams()
+
+    def run(self, ctx: JobContext, params: CopyParams) -> StageResult:
+        self.runs += 1
+        image = ctx.open_master()
+        ctx.archive.save_image("16-copy.png", image)
+        return StageResult(outputs=["16-copy.png"], produces={"master": "16-copy.png"})
+
+
+class BoomStage(Stage):
+    """Fails every time, like a stage with a bug or a broken model."""
+
+    name = "boom"
+    prefix = "17"
+
+    def params(self, ctx: JobContext) -> CopyParams:
+        return CopyParams()
+
+    def run(self, ctx: JobContext, params: CopyParams) -> StageResult:
+        raise RuntimeError("the model exploded")

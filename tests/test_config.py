@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from daemon import config as config_mod
+from daemon.config import Config, ConfigError
+
+REPO = Path(__file__).parent.parent
+
+
+def _flatten(obj, prefix=""):
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.name in ("source", "sha256"):
+            continue
+        v = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _flatten_toml(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_toml(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_shipped_pipeline_toml_documents_every_option_with_its_default():
+    shipped = _flatten_toml(tomllib.loads((REPO / "pipeline.toml").read_text()))
+    defaults = _flatten(Config())
+    assert set(shipped) == set(defaults), "pipeline.toml and daemon/config.py disagree on the options"
+    for key, value in defaults.items():
+        v = shipped[key]
+        expected = [str(x) for x in value] if isinstance(value, tuple) else value
+        if isinstance(value, Path):
+            expected = str(value)
+        assert (list(v) if isinstance(v, list) else v) == expected, key
+
+
+def test_demo_config_is_valid():
+    cfg = config_mod.load(REPO / "examples" / "demo.toml")
+    assert cfg.paths.inbox.is_absolute()
+
+
+def test_errors_name_the_table_the_key_and_the_allowed_values():
+    with pytest.raises(ConfigError) as e:
+        config_mod.parse("[upscale]\nscale = 5\n[daemon]\nwatch = 'inotify'\nworkers = 0\n")
+    msg = str(e.value)
+    assert "pipeline.toml: [upscale].scale must be one of 2, 3 or 4 (got 5)" in msg
+    assert '[daemon].watch must be one of "native", "polling" (got "inotify")' in msg
+    assert "[daemon].workers must be at least 1 (got 0)" in msg
+
+
+def test_unknown_keys_are_errors_with_a_did_you_mean():
+    with pytest.raises(ConfigError, match=r"unknown key \[upscale\]\.scael; did you mean 'scale'\?"):
+        config_mod.parse("[upscale]\nscael = 2\n")
+    with pytest.raises(ConfigError, match=r"unknown table \[upscal\]; did you mean 'upscale'\?"):
+        config_mod.parse("[upscal]\nscale = 2\n")
+
+
+def test_types_are_checked():
+    with pytest.raises(ConfigError, match=r"\[daemon\]\.stability_delay must be a number \(got \"2s\"\)"):
+        config_mod.parse("[daemon]\nstability_delay = '2s'\n")
+    with pytest.raises(ConfigError, match=r"\[automask\.face\]\.merge must be true or false"):
+        config_mod.parse("[automask.face]\nmerge = 1\n")
+    with pytest.raises(ConfigError, match=r"\[upscale\]\.apply_to must be a list of"):
+        config_mod.parse("[upscale]\napply_to = ['everything']\n")
+
+
+def test_invalid_toml_is_reported_with_the_file_name():
+    with pytest.raises(ConfigError, match=r"^pipeline.toml: not valid TOML"):
+        config_mod.parse("[upscale\nscale = 2")
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+    p = tmp_path / "conf" / "pipeline.toml"
+    p.parent.mkdir()
+    p.write_text('[paths]\ninbox = "in"\narchive = "/abs/archive"\n')
+    cfg = config_mod.load(p)
+    assert cfg.paths.inbox == p.parent.resolve() / "in"
+    assert cfg.paths.archive == Path("/abs/archive")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        config_mod.load(tmp_path / "nope.toml")

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from daemon.intake import InputError, decode, is_junk, owner_of_sidecar, read_dropped, sidecars_for
+from tests.conftest import jpeg_bytes, png_bytes
+
+FORMATS = ("png", "jpeg", "webp")
+
+
+def _decode(data: bytes, max_pixels: int = 89_478_485):
+    return decode(data, "x.png", FORMATS, max_pixels)
+
+
+def truncated_jpeg_that_verifies() -> bytes:
+    data = jpeg_bytes()
+    return data[: len(data) // 2]
+
+
+def bomb_png(side: int = 12000) -> bytes:
+    """A tiny PNG that claims side×side pixels (a decompression bomb)."""
+    raw = zlib.compress(b"\x00" * (side + 1) * 1, 9)
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def test_good_images_decode_by_content_whatever_the_name():
+    fmt, im = _decode(png_bytes())
+    assert fmt == "png" and im.size == (64, 48)
+    fmt, _ = _decode(jpeg_bytes())
+    assert fmt == "jpeg"
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "WEBP")
+    assert _decode(buf.getvalue())[0] == "webp"
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "empty"),
+    (png_bytes()[:60], "cannot be decoded"),
+    (os.urandom(4096), "not a PNG, JPEG or WebP"),
+    (bomb_png(), "decompression bomb"),
+])
+def test_bad_input_is_an_input_error_naming_the_file(data, match):
+    with pytest.raises(InputError, match=match):
+        _decode(data)
+
+
+def test_truncated_jpeg_that_passes_verify_is_refused():
+    data = truncated_jpeg_that_verifies()
+    Image.open(io.BytesIO(data)).verify()  # Pillow's cheap check says yes…
+    with pytest.raises(InputError, match="cannot be decoded as JPEG"):
+        _decode(data)  # …the full decode says no
+
+
+def test_format_not_in_config_is_refused():
+    with pytest.raises(InputError, match="not accepted by \\[daemon\\].formats"):
+        decode(jpeg_bytes(), "a.jpg", ("png",), 10**8)
+
+
+def test_links_are_refused_and_their_targets_untouched(tmp_path):
+    target = tmp_path / "outside.png"
+    target.write_bytes(png_bytes())
+    before = target.read_bytes()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "sym.png").symlink_to(target)
+    os.link(target, inbox / "hard.png")
+    with pytest.raises(InputError, match="symbolic link"):
+        read_dropped(inbox / "sym.png", FORMATS, 10**8, 10**9)
+    with pytest.raises(InputError, match="hard link"):
+        read_dropped(inbox / "hard.png", FORMATS, 10**8, 10**9)
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["a.part", "b.png.tmp", "c.crdownload", ".hidden.png", "~lock.png",
+                                  "._mac.png", "Thumbs.db", ".syncthing.x.png.tmp", "x.png.error.json"])
+def test_junk_names_are_ignored(name):
+    assert is_junk(name)
+
+
+def test_extra_ignore_globs():
+    assert is_junk("draft-1.png", ("draft-*",))
+    assert not is_junk("final.png", ("draft-*",))
+
+
+def test_sidecars_are_found_by_stem(tmp_path):
+    img = tmp_path / "hero.png"
+    img.write_bytes(png_bytes())
+    (tmp_path / "hero.mask.png").write_bytes(png_bytes())
+    (tmp_path / "hero.toml").write_text("[upscale]\nscale = 2\n")
+    (tmp_path / "other.json").write_text("{}")
+    found = sidecars_for(img)
+    assert set(found) == {"00-sidecar-mask.png", "00-sidecar.toml"}
+    names = {"hero.png", "hero.mask.png", "hero.toml", "other.json"}
+    assert owner_of_sidecar(tmp_path / "hero.mask.png", names) == "hero.png"
+    assert owner_of_sidecar(tmp_path / "other.json", names) is None

@@ -1,0 +1,208 @@
+"""The runner in-process, with test-only stages: archive, manifest, inbox hand-over, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+
+from daemon import config as config_mod
+from daemon.runner import Runner
+from tests.conftest import DATA, png_bytes, write_config
+from tests.helpers.stages import BoomStage, CopyStage, SleepStage
+
+
+def _drop(cfg, name: str, data: bytes):
+    p = cfg.paths.inbox / name
+    p.write_bytes(data)
+    return p
+
+
+def _enqueue(journal, path):
+    data = path.read_bytes() if not path.is_symlink() else b"link"
+    st = os.lstat(path)
+    return journal.enqueue(path, hashlib.sha256(data).hexdigest(), st.st_size, st.st_mtime)
+
+
+def _run_next(journal, runner):
+    job = journal.claim()
+    assert job is not None
+    return runner.run_job(job)
+
+
+def test_done_job_archives_byte_identical_original_and_empties_inbox(workdir, journal):
+    root, cfg = workdir
+    data = (DATA / "astronaut.png").read_bytes()
+    src = _drop(cfg, "astro naut ✨.png", data)
+    (cfg.paths.inbox / "astro naut ✨.toml").write_text("[upscale]\nscale = 2\n")
+    _enqueue(journal, src)
+    runner = Runner(journal, lambda: cfg, [SleepStage(0), CopyStage()])
+    out = _run_next(journal, runner)
+    assert out.status == "done"
+    sha = hashlib.sha256(data).hexdigest()
+    assert out.archive.name == f"astro_naut-{sha[:8]}"
+    assert (out.archive / "00-original.png").read_bytes() == data
+    assert (out.archive / "00-sidecar.toml").read_text() == "[upscale]\nscale = 2\n"
+    assert sorted(os.listdir(cfg.paths.inbox)) == []
+    m = json.loads((out.archive / "manifest.json").read_text())
+    assert m["status"] == "done" and m["source"] == {"name": "astro naut ✨.png", "sha256": sha,
+                                                     "bytes": len(data), "format": "png"}
+    assert m["config_sha256"] == cfg.sha256 and m["finished"]
+    assert [s["name"] for s in m["stages"]] == ["sleep", "copy"]
+    assert m["stages"][1]["outputs"] == ["16-copy.png"] and m["stages"][1]["status"] == "done"
+    assert journal.get(out.job_id).state == "done"
+    assert not [p for p in out.archive.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_disabled_and_unable_stages_are_recorded_as_skipped(workdir, journal):
+    root, cfg = workdir
+
+    class Unable(CopyStage):
+        name = "unable"
+
+        def able_to_run(self, ctx, params):
+            return "nothing to do here"
+
+    _enqueue(journal, _drop(cfg, "a.png", png_bytes()))
+    out = _run_next(journal, Runner(journal, lambda: cfg, [Unable()]))
+    m = json.loads((out.archive / "manifest.json").read_text())
+    assert m["stages"][0] == {**m["stages"][0], "status": "skipped", "reason": "nothing to do here", "outputs": []}
+
+
+def test_bad_input_goes_to_failed_at_once_with_a_report(workdir, journal):
+    root, cfg = workdir
+    src = _drop(cfg, "broken\nname.png", png_bytes()[:50])
+    (cfg.paths.inbox / "broken\nname.mask.png").write_bytes(png_bytes())
+    _enqueue(journal, src)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "failed"
+    moved = cfg.paths.failed / "broken\nname.png"
+    assert moved.read_bytes() == png_bytes()[:50]
+    assert (cfg.paths.failed / "broken\nname.mask.png").exists()
+    report = json.loads((cfg.paths.failed / "broken\nname.png.error.json").read_text())
+    assert report["error"] == "InputError" and report["stage"] == "intake" and report["attempts"] == 1
+    assert list(cfg.paths.inbox.iterdir()) == []
+
+
+def test_a_failing_stage_is_retried_then_failed_and_nothing_is_lost(workdir, journal):
+    root, cfg = workdir
+    data = png_bytes()
+    _enqueue(journal, _drop(cfg, "x.png", data))
+    runner = Runner(journal, lambda: cfg, [BoomStage()])
+    statuses = [_run_next(journal, runner).status for _ in range(cfg.daemon.max_attempts)]
+    assert statuses == ["retry", "retry", "failed"]
+    assert (cfg.paths.failed / "x.png").read_bytes() == data
+    report = json.loads((cfg.paths.failed / "x.png.error.json").read_text())
+    assert report["stage"] == "boom" and report["attempts"] == 3 and "the model exploded" in report["message"]
+    archive = next(cfg.paths.archive.iterdir())
+    m = json.loads((archive / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["error"]["stage"] == "boom"
+    assert journal.claim() is None
+
+
+def test_failed_names_never_overwrite(workdir, journal):
+    root, cfg = workdir
+    (cfg.paths.failed / "x.png").write_bytes(b"earlier")
+    _enqueue(journal, _drop(cfg, "x.png", b"not an image"))
+    _run_next(journal, Runner(journal, lambda: cfg, []))
+    assert (cfg.paths.failed / "x.png").read_bytes() == b"earlier"
+    assert (cfg.paths.failed / "x-2.png").read_bytes() == b"not an image"
+    assert (cfg.paths.failed / "x-2.png.error.json").exists()
+
+
+def test_symlink_is_moved_as_a_link_and_its_target_untouched(workdir, journal, tmp_path):
+    root, cfg = workdir
+    target = tmp_path / "secret.png"
+    target.write_bytes(png_bytes())
+    link = cfg.paths.inbox / "link.png"
+    link.symlink_to(target)
+    _enqueue(journal, link)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "failed" and "symbolic link" in out.error
+    assert (cfg.paths.failed / "link.png").is_symlink()
+    assert target.read_bytes() == png_bytes()
+
+
+def test_duplicates_are_recorded_not_processed_twice(workdir, journal):
+    root, cfg = workdir
+    data = png_bytes()
+    stage = CopyStage()
+    runner = Runner(journal, lambda: cfg, [stage])
+    _enqueue(journal, _drop(cfg, "first.png", data))
+    first = _run_next(journal, runner)
+    _enqueue(journal, _drop(cfg, "again.png", data))
+    second = _run_next(journal, runner)
+    assert (first.status, second.status) == ("done", "duplicate")
+    assert stage.runs == 1
+    assert list(cfg.paths.inbox.iterdir()) == []
+    assert len(list(cfg.paths.archive.iterdir())) == 1
+    m = json.loads((first.archive / "manifest.json").read_text())
+    assert [d["name"] for d in m["duplicates"]] == ["again.png"]
+    assert journal.get(second.job_id).dup_of == first.job_id
+
+
+def test_duplicates_process_mode_makes_a_second_archive(tmp_path):
+    path = write_config(tmp_path)
+    text = path.read_text().replace("[daemon]\n", '[daemon]\nduplicates = "process"\n')
+    path.write_text(text)
+    cfg = config_mod.load(path)
+    from daemon.journal import Journal
+    journal = Journal(cfg.paths.state / "j.sqlite3")
+    runner = Runner(journal, lambda: cfg, [CopyStage()])
+    for name in ("a.png", "b.png"):
+        _enqueue(journal, _drop(cfg, name, png_bytes()))
+        assert _run_next(journal, runner).status == "done"
+    assert len(list(cfg.paths.archive.iterdir())) == 2
+
+
+def test_a_resumed_job_keeps_stages_already_done_with_the_same_params(workdir, journal):
+    root, cfg = workdir
+    sleep, boom = SleepStage(0), BoomStage()
+    _enqueue(journal, _drop(cfg, "r.png", png_bytes()))
+    assert _run_next(journal, Runner(journal, lambda: cfg, [sleep, boom])).status == "retry"
+    copy = CopyStage()
+    out = _run_next(journal, Runner(journal, lambda: cfg, [sleep, copy]))
+    assert out.status == "done"
+    assert sleep.runs == 1 and copy.runs == 1
+    # Changed parameters: the stage runs again.
+    sleep2 = SleepStage(0.01)
+    _enqueue(journal, _drop(cfg, "r.png", png_bytes(seed=3)))
+    _run_next(journal, Runner(journal, lambda: cfg, [sleep2]))
+    assert sleep2.runs == 1
+
+
+def test_process_mode_leaves_inputs_where_they_are(workdir, journal, astronaut):
+    root, cfg = workdir
+    before = astronaut.read_bytes()
+    st = os.lstat(astronaut)
+    job = journal.start_direct(astronaut, hashlib.sha256(before).hexdigest(), st.st_size, st.st_mtime)
+    out = Runner(journal, lambda: cfg, [CopyStage()]).run_job(job)
+    assert out.status == "done" and astronaut.read_bytes() == before
+    bad = astronaut.with_name("bad.png")
+    bad.write_bytes(b"garbage")
+    job = journal.start_direct(bad, "x", 7, 0.0)
+    out = Runner(journal, lambda: cfg, [CopyStage()]).run_job(job)
+    assert out.status == "failed" and bad.read_bytes() == b"garbage"
+    assert list(cfg.paths.failed.iterdir()) == []
+
+
+def test_journal_recovery_requeues_orphaned_running_jobs(workdir, journal):
+    root, cfg = workdir
+    _enqueue(journal, _drop(cfg, "a.png", png_bytes()))
+    job = journal.claim()
+    with journal._tx() as db:
+        db.execute("UPDATE jobs SET owner=? WHERE id=?", (f"999999999@{job.owner.split('@')[1]}", job.id))
+    requeued, abandoned = journal.recover()
+    assert [j.id for j in requeued] == [job.id] and abandoned == []
+    assert journal.claim().id == job.id
+
+
+def test_same_file_seen_twice_is_queued_once(workdir, journal):
+    root, cfg = workdir
+    p = _drop(cfg, "a.png", png_bytes())
+    assert _enqueue(journal, p) is not None
+    assert _enqueue(journal, p) is None
+    assert journal.counts()["queued"] == 1
