@@ -60,8 +60,11 @@ class _ConfigHandler(FileSystemEventHandler):
         self.path, self.signals = path.resolve(), signals
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Only writes count: reading the file on reload must not trigger another reload.
+        if event.event_type not in ("created", "modified", "moved", "closed"):
+            return
         for p in (event.src_path, getattr(event, "dest_path", "")):
-            if p and Path(os.fsdecode(p)).resolve() == self.path and event.event_type != "opened":
+            if p and Path(os.fsdecode(p)).resolve() == self.path:
                 self.signals.reload.set()
                 self.signals.wake.set()
 

@@ -12,7 +12,7 @@ import pytest
 from daemon import config as config_mod
 from daemon.runner import Runner
 from tests.conftest import DATA, png_bytes, write_config
-from tests.helpers.stages import BoomStage, CopyStage, SleepStage
+from tests.helpers.toy_stages import BoomStage, CopyStage, SleepStage
 
 
 def _drop(cfg, name: str, data: bytes):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from daemon.cli import main
-from tests.helpers.stages import CopyStage, SleepStage
+from tests.helpers.toy_stages import CopyStage, SleepStage
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

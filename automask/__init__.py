@@ -1,0 +1,1 @@
+"""Finding faces and hands, and turning them into masks."""

@@ -1,0 +1,317 @@
+"""``polishd run`` as a real process: real watchdog, real files, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.journal import Journal
+from tests.conftest import DATA, REPO, jpeg_bytes, png_bytes, write_config
+from tests.test_intake import bomb_png, truncated_jpeg_that_verifies
+
+HELPER = REPO / "tests" / "helpers" / "run_polishd.py"
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Polishd:
+    def __init__(self, root: Path, sleep: float = 0.0, env: dict | None = None):
+        self.root = root
+        self.config = root / "pipeline.toml"
+        self.log = root / "polishd.log"
+        self.sleep = sleep
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Polishd":
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.run_polishd", "--sleep", str(self.sleep), "--", "--config", str(self.config), "run"],
+            cwd=REPO, env=self.env, stdout=logf, stderr=subprocess.STDOUT)
+        wait_until(lambda: "watching" in self.events() or self.proc.poll() is not None, 30, "daemon start")
+        assert self.proc.poll() is None, self.log.read_text()
+        return self
+
+    def events(self) -> list[str]:
+        out = []
+        if self.log.exists():
+            for line in self.log.read_text(errors="replace").splitlines():
+                try:
+                    out.append(json.loads(line).get("event", ""))
+                except json.JSONDecodeError:
+                    pass
+        return out
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            return self.proc.wait(timeout)
+        return self.proc.returncode if self.proc else 0
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def journal(self) -> Journal:
+        return Journal(self.root / "state" / "journal.sqlite3")
+
+    def done(self) -> int:
+        j = self.journal()
+        try:
+            c = j.counts()
+            return c["done"] + c["duplicate"] + c["failed"]
+        finally:
+            j.close()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    write_config(tmp_path)
+    procs: list[Polishd] = []
+
+    def make(sleep: float = 0.0, env: dict | None = None) -> Polishd:
+        p = Polishd(tmp_path, sleep, env)
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        if p.proc and p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)
+
+
+def archives(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "archive").iterdir() if p.is_dir())
+
+
+def test_files_before_start_moved_in_and_renamed_are_each_processed_once(daemon, tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "early.png").write_bytes(png_bytes(seed=1))
+    d = daemon().start()
+    # Moved in from elsewhere on the same filesystem.
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(png_bytes(seed=2))
+    os.replace(outside, inbox / "moved.png")
+    # Written under a temporary name, then renamed (how browsers and rsync deliver).
+    (inbox / "late.png.part").write_bytes(png_bytes(seed=3))
+    os.replace(inbox / "late.png.part", inbox / "late.png")
+    wait_until(lambda: d.done() == 3, what="three jobs")
+    wait_until(lambda: list(inbox.iterdir()) == [], what="empty inbox")
+    assert d.stop() == 0
+    names = sorted(json.loads((a / "manifest.json").read_text())["source"]["name"] for a in archives(tmp_path))
+    assert names == ["early.png", "late.png", "moved.png"]
+    j = d.journal()
+    assert [job.state for job in j.jobs()] == ["done"] * 3
+
+
+def test_a_file_written_slowly_is_taken_once_after_it_is_stable(daemon, tmp_path):
+    d = daemon().start()
+    data = (DATA / "astronaut.png").read_bytes()
+    target = tmp_path / "inbox" / "slow.png"
+    chunk = len(data) // 8 + 1
+    with open(target, "wb") as f:
+        for i in range(8):
+            f.write(data[i * chunk:(i + 1) * chunk])
+            f.flush()
+            time.sleep(0.15)  # shorter than stability_delay (0.3 s): still "being written"
+            assert d.done() == 0
+    wait_until(lambda: d.done() == 1, what="the slow file")
+    time.sleep(1.0)
+    assert d.done() == 1
+    (archive,) = archives(tmp_path)
+    assert (archive / "00-original.png").read_bytes() == data
+    assert list((tmp_path / "failed").iterdir()) == []
+
+
+def test_kill_9_mid_job_then_restart_completes_the_job_once(daemon, tmp_path):
+    data = png_bytes(seed=9)
+    (tmp_path / "inbox" / "k.png").write_bytes(data)
+    d = daemon(sleep=3.0).start()
+    j = d.journal()
+    wait_until(lambda: j.counts()["running"] == 1, what="job running")
+    time.sleep(0.5)
+    d.kill9()
+    assert j.counts()["running"] == 1  # the crash left it running
+    d2 = daemon(sleep=0.2).start()
+    wait_until(lambda: d2.done() == 1, what="job finished after restart")
+    assert d2.stop() == 0
+    assert "recovered jobs left running by an earlier process" in d2.events()
+    (archive,) = archives(tmp_path)
+    assert [p.name for p in archive.glob("00-original.*")] == ["00-original.png"]
+    assert (archive / "00-original.png").read_bytes() == data
+    assert json.loads((archive / "manifest.json").read_text())["status"] == "done"
+    assert list((tmp_path / "inbox").iterdir()) == []
+    assert list((tmp_path / "failed").iterdir()) == []
+    assert not [p for p in archive.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_burst_of_200_files_is_processed_exactly_once(daemon, tmp_path):
+    d = daemon().start()
+    inbox = tmp_path / "inbox"
+    for i in range(200):
+        (inbox / f"burst-{i:03d}.png").write_bytes(png_bytes(size=(16, 16), seed=i))
+    wait_until(lambda: d.done() == 200, timeout=120, what="200 jobs")
+    assert d.stop() == 0
+    j = d.journal()
+    jobs = j.jobs()
+    assert len(jobs) == 200 and {job.state for job in jobs} == {"done"}
+    assert sorted(job.name for job in jobs) == sorted(f"burst-{i:03d}.png" for i in range(200))
+    folders = archives(tmp_path)
+    assert len(folders) == 200
+    assert sorted(json.loads((f / "manifest.json").read_text())["source"]["name"] for f in folders) == \
+        sorted(job.name for job in jobs)
+    assert list(inbox.iterdir()) == []
+
+
+def test_bad_inputs_land_in_failed_with_reports_and_the_daemon_goes_on(daemon, tmp_path):
+    inbox = tmp_path / "inbox"
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png_bytes(seed=5))
+    outside_before = outside.read_bytes()
+    d = daemon().start()
+    bad = {
+        "zero.png": b"",
+        "truncated.png": png_bytes()[:70],
+        "truncated.jpg": truncated_jpeg_that_verifies(),
+        "random bytes.png": os.urandom(2048),
+        "bomb.png": bomb_png(),
+        "dots..name.png": b"GIF89a not accepted",
+        "ünïcödé\nnewline.png": b"\x89PNG\r\n\x1a\n broken",
+    }
+    for name, data in bad.items():
+        (inbox / name).write_bytes(data)
+    (inbox / "symlink.png").symlink_to(outside)
+    os.link(outside, inbox / "hardlink.png")
+    (inbox / "good after bad.jpg").write_bytes(jpeg_bytes())
+    wait_until(lambda: d.done() == len(bad) + 3, timeout=40, what="all files handled")
+    assert d.stop() == 0
+    failed = tmp_path / "failed"
+    for name in [*bad, "symlink.png", "hardlink.png"]:
+        report = json.loads((failed / f"{name}.error.json").read_text())
+        assert report["image"] == name and report["stage"] == "intake" and report["message"]
+        assert os.path.lexists(failed / name)
+    for name, data in bad.items():
+        assert (failed / name).read_bytes() == data  # nothing lost, nothing rewritten
+    assert (failed / "symlink.png").is_symlink()
+    assert outside.read_bytes() == outside_before
+    (good,) = archives(tmp_path)
+    assert json.loads((good / "manifest.json").read_text())["status"] == "done"
+    assert list(inbox.iterdir()) == []
+
+
+def test_orphan_sidecars_and_junk_are_left_alone(daemon, tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "lonely.mask.png").write_bytes(png_bytes())
+    (inbox / "download.png.crdownload").write_bytes(b"partial")
+    (inbox / ".hidden.png").write_bytes(png_bytes())
+    d = daemon().start()
+    (inbox / "real.png").write_bytes(png_bytes(seed=7))
+    wait_until(lambda: d.done() == 1, what="real.png")
+    assert d.stop() == 0
+    assert sorted(p.name for p in inbox.iterdir()) == [".hidden.png", "download.png.crdownload", "lonely.mask.png"]
+    assert "sidecar without an image; left alone" in d.events()
+
+
+def test_invalid_config_is_logged_and_the_last_good_one_stays(daemon, tmp_path):
+    d = daemon().start()
+    inbox, config = tmp_path / "inbox", tmp_path / "pipeline.toml"
+    good = config.read_text()
+    config.write_text(good + "\n[daemon\nbroken = \n")
+    wait_until(lambda: "config reload failed; keeping the last good config" in d.events(), what="reload error")
+    (inbox / "one.skipme.png").write_bytes(png_bytes(seed=11))
+    wait_until(lambda: d.done() == 1, what="processed under the old config")
+    # A fixed file, written the way editors do (temp file, then rename), takes effect.
+    tmp = tmp_path / ".pipeline.toml.swp"
+    tmp.write_text(good.replace("[daemon]\n", '[daemon]\nignore = ["*.skipme.png"]\n'))
+    os.replace(tmp, config)
+    wait_until(lambda: "config reloaded" in d.events(), what="reload")
+    (inbox / "two.skipme.png").write_bytes(png_bytes(seed=12))
+    (inbox / "three.png").write_bytes(png_bytes(seed=13))
+    wait_until(lambda: d.done() == 2, what="three.png")
+    time.sleep(1.5)  # a rescan (every 1 s here) would have taken two.skipme.png by now
+    assert d.done() == 2
+    assert (inbox / "two.skipme.png").exists()
+    assert d.stop() == 0
+
+
+def test_sigterm_mid_stage_puts_the_job_back_and_a_second_signal_changes_nothing(daemon, tmp_path):
+    (tmp_path / "inbox" / "s.png").write_bytes(png_bytes(seed=21))
+    d = daemon(sleep=30.0).start()
+    j = d.journal()
+    wait_until(lambda: j.counts()["running"] == 1, what="job running")
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.send_signal(signal.SIGINT)  # a different signal: two SIGTERMs in a row may arrive as one
+    assert d.proc.wait(15) == 0
+    assert j.counts()["queued"] == 1 and j.counts()["running"] == 0
+    assert j.jobs()[0].attempts == 0  # a clean stop is not a failed attempt
+    assert "already stopping; signal ignored" in d.events()
+    assert (tmp_path / "inbox" / "s.png").exists()
+    (archive,) = archives(tmp_path)
+    assert not [p for p in archive.iterdir() if p.name.endswith(".tmp")]
+    d2 = daemon(sleep=0.0).start()
+    wait_until(lambda: d2.done() == 1, what="finished after restart")
+    assert d2.stop() == 0
+    assert json.loads((archive / "manifest.json").read_text())["status"] == "done"
+
+
+def test_systemd_notifications_arrive_in_order(daemon, tmp_path):
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    d = daemon(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
+    d.start()
+    messages: list[str] = []
+
+    def drain():
+        try:
+            for _ in range(100):
+                messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+
+    wait_until(lambda: (drain(), any("WATCHDOG=1" in m for m in messages))[1], what="watchdog ping")
+    (tmp_path / "inbox" / "n.png").write_bytes(png_bytes(seed=31))
+    wait_until(lambda: d.done() == 1, what="job")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (drain(), any("RELOADING=1" in m for m in messages))[1], what="reload")
+    assert d.stop() == 0
+    drain()
+    sock.close()
+
+    def first(key):
+        return next(i for i, m in enumerate(messages) if key in m.split("\n"))
+
+    ready = first("READY=1")
+    assert "STATUS=" in messages[ready]
+    assert ready < first("WATCHDOG=1") < first("RELOADING=1") < first("STOPPING=1")
+    assert any(m.startswith("STATUS=queued 0, running 0, done 1") for m in messages)
+    reloading = messages[first("RELOADING=1")]
+    assert "MONOTONIC_USEC=" in reloading
