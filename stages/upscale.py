@@ -1,0 +1,184 @@
+"""40 — upscale: Real-ESRGAN at its native scale, tiled, then Lanczos to the exact target size.
+
+Writes ``40-upscale.png`` for the master and ``40-upscale-<variant>.png`` for each
+outpainted variant (when ``apply_to`` includes them).  Alpha is upscaled
+separately (Lanczos) and reattached; grey images stay grey, 16-bit grey stays
+16-bit; the ICC profile is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+import torch
+from PIL import Image
+
+from daemon.config import UpscaleConfig
+from stages.base import JobContext, ModelRef, Stage, StageResult
+from stages.device import dtype_name, pick_device, pick_dtype
+from stages.esrgan import load as esrgan_load
+from stages.esrgan import tile as tiling
+
+log = structlog.get_logger("polishd.upscale")
+
+CPU_TILE = 128  # input px per tile on the CPU: measured in bench/upscale.py (cache fit vs. overlap overhead)
+MIN_TILE = 64
+
+
+@dataclass(frozen=True)
+class UpscaleParams(UpscaleConfig):
+    device: str = "auto"
+
+
+class UpscaleStage(Stage):
+    name = "upscale"
+    prefix = "40"
+
+    def __init__(self) -> None:
+        self._model: esrgan_load.LoadedModel | None = None
+        self._key: tuple | None = None
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+
+    def params(self, ctx: JobContext) -> UpscaleParams:
+        cfg = ctx.config
+        return UpscaleParams(**dataclasses.asdict(cfg.upscale), device=cfg.daemon.device)
+
+    def able_to_run(self, ctx: JobContext, params: UpscaleParams) -> str | None:
+        if not self._targets(ctx, params):
+            return "nothing to upscale ([upscale].apply_to names no existing image)"
+        return None
+
+    # ------------------------------------------------------------------ models
+    def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
+        device = pick_device(params.device)
+        dtype = pick_dtype(device, params.dtype)
+        key = (params.model, str(device), dtype)
+        if key == self._key:
+            return
+        self.close()
+        if device.type == "cpu":
+            torch.set_num_threads(params.threads or os.cpu_count() or 1)
+        paths = ctx.config.paths
+        search = [paths.models, paths.models / "upscale_models"]
+        model = esrgan_load.load(params.model, paths.models, search)
+        net = model.net.to(device=device, dtype=dtype)
+        if device.type == "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        model.net = net
+        self._model, self._key, self.device, self.dtype = model, key, device, dtype
+        log.info("upscaler loaded", model=model.name, device=str(device), dtype=dtype_name(dtype),
+                 scale=model.scale)
+
+    def close(self) -> None:
+        self._model = self._key = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ work
+    def _targets(self, ctx: JobContext, params: UpscaleParams) -> list[tuple[str, str]]:
+        """(source archive name, output name) for the master and, if asked, each variant."""
+        out = []
+        if "master" in params.apply_to:
+            out.append((ctx.master_name, f"{self.prefix}-upscale.png"))
+        if "variants" in params.apply_to:
+            for key, name in sorted(ctx.artifacts.items()):
+                if key.startswith("variant-"):
+                    out.append((name, f"{self.prefix}-upscale-{key.removeprefix('variant-')}.png"))
+        return out
+
+    def run(self, ctx: JobContext, params: UpscaleParams) -> StageResult:
+        assert self._model is not None
+        outputs, sizes = [], {}
+        tile = params.tile or self._auto_tile()
+        for source, output in self._targets(ctx, params):
+            with Image.open(ctx.path(source)) as im:
+                im.load()
+                result, tile = self.upscale_image(im, params, tile, ctx.check_stop)
+            icc = im.info.get("icc_profile")
+            ctx.archive.save_image(output, result, **({"icc_profile": icc} if icc else {}))
+            outputs.append(output)
+            sizes[output] = {"from": list(im.size), "to": list(result.size)}
+        m = self._model
+        return StageResult(
+            outputs=outputs,
+            summary=f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values()),
+            models=[ModelRef(m.name, m.sha256, str(m.path))],
+            device=str(self.device), dtype=dtype_name(self.dtype),
+            details={"native_scale": m.scale, "tile": tile, "tile_overlap": params.tile_overlap, "sizes": sizes},
+            produces={"upscaled": outputs[0]} if outputs else {})
+
+    def upscale_image(self, im: Image.Image, params: UpscaleParams, tile: int,
+                      check_stop=lambda: None) -> tuple[Image.Image, int]:
+        """Any mode in, the same kind of mode out, at the exact target size.  Returns the tile size used."""
+        target = target_size(im.size, params)
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA" if has_alpha else "RGB")
+        alpha = im.getchannel("A") if has_alpha else None
+        sixteen = im.mode in ("I;16", "I;16B", "I;16L", "I")
+        grey = im.mode in ("L", "LA") or sixteen
+        if sixteen:
+            arr = np.asarray(im, dtype=np.float32) / 65535.0
+            rgb = np.repeat(arr[:, :, None], 3, axis=2)
+        else:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        while True:
+            try:
+                up = tiling.upscale(self._run, rgb, self._model.scale, tile, params.tile_overlap, check_stop,
+                                    depth=16 if sixteen else 8)
+                break
+            except torch.OutOfMemoryError:
+                if tile // 2 < MIN_TILE:
+                    raise
+                tile //= 2
+                log.warning("out of device memory; retrying with smaller tiles", tile=tile)
+                torch.cuda.empty_cache()
+        if sixteen:
+            grey16 = np.rint(up.astype(np.float32).mean(axis=2)).astype(np.uint16)
+            out = Image.fromarray(grey16, "I;16")
+        else:
+            out = Image.fromarray(up, "RGB")
+            if grey:
+                out = out.convert("L")
+        if out.size != target:
+            out = out.resize(target, Image.Resampling.LANCZOS)
+        if alpha is not None:
+            out = out.convert("LA" if grey and not sixteen else "RGBA")
+            out.putalpha(alpha.resize(target, Image.Resampling.LANCZOS))
+        return out, tile
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = x.to(device=self.device, dtype=self.dtype)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self._model.net(x).float().cpu()
+
+    def _auto_tile(self) -> int:
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            per_px = 64 * 16 * (2 if self.dtype == torch.float16 else 4) * 4  # ~4 live 64-ch maps at ×4
+            return int(max(MIN_TILE, min(1024, (free * 0.6 / per_px) ** 0.5)) // 8 * 8)
+        if self.device.type == "mps":
+            return 512
+        return CPU_TILE
+
+
+def target_size(size: tuple[int, int], params: UpscaleConfig) -> tuple[int, int]:
+    """The exact output size: ``scale``, or ``long_edge``, or ``width``/``height`` (aspect kept if one is 0)."""
+    w, h = size
+    if params.long_edge:
+        f = params.long_edge / max(w, h)
+        return max(1, round(w * f)), max(1, round(h * f))
+    if params.width and params.height:
+        return params.width, params.height
+    if params.width:
+        return params.width, max(1, round(h * params.width / w))
+    if params.height:
+        return max(1, round(w * params.height / h)), params.height
+    return w * params.scale, h * params.scale
