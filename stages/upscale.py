@@ -140,9 +140,9 @@ class UpscaleStage(Stage):
                 torch.cuda.empty_cache()
         if sixteen:
             grey16 = np.rint(up.astype(np.float32).mean(axis=2)).astype(np.uint16)
-            out = Image.fromarray(grey16, "I;16")
+            out = Image.fromarray(grey16)  # uint16 → "I;16"
         else:
-            out = Image.fromarray(up, "RGB")
+            out = Image.fromarray(up)
             if grey:
                 out = out.convert("L")
         if out.size != target:

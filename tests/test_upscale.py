@@ -1,0 +1,233 @@
+"""Real-ESRGAN: weight conversion against ncnn itself, the tiler, modes, user weights, the stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageCms
+
+from daemon.config import UpscaleConfig
+from stages.esrgan import load as esrgan_load
+from stages.esrgan import tile as tiling
+from stages.esrgan.arch import UnsupportedModelError
+from stages.upscale import UpscaleParams, UpscaleStage, target_size
+from tests.conftest import DATA, REPO
+
+CACHE = REPO / "var" / "models"
+
+
+def crop(size: int, box=(200, 80)) -> np.ndarray:
+    im = Image.open(DATA / "astronaut.png").convert("RGB").crop((*box, box[0] + size, box[1] + size))
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def runner(net):
+    def run(x):
+        with torch.inference_mode():
+            return net(x)
+    return run
+
+
+@pytest.mark.parametrize("name, size", [("animevideov3", 48), ("x4plus-anime", 32), ("x4plus", 24)])
+def test_converted_weights_match_ncnn_running_the_same_files(name, size):
+    ncnn = pytest.importorskip("ncnn")
+    model = esrgan_load.load(name, CACHE, [])
+    stem = esrgan_load.BUILTINS[name].ncnn_stem
+    folder = esrgan_load.package_dir()
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage"):
+        setattr(net.opt, flag, False)  # ncnn's exact fp32 path, to compare numbers
+    net.load_param(str(folder / f"{stem}.param"))
+    net.load_model(str(folder / f"{stem}.bin"))
+    x = np.ascontiguousarray(crop(size).transpose(2, 0, 1))
+    ex = net.create_extractor()
+    ex.input("data", ncnn.Mat(x))
+    _, out = ex.extract("output")
+    theirs = np.array(out)
+    with torch.inference_mode():
+        ours = model.net(torch.from_numpy(x)[None])[0].numpy()
+    assert ours.shape == theirs.shape == (3, size * 4, size * 4)
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_converted_weights_are_cached_as_safetensors():
+    path = esrgan_load.builtin_weights("animevideov3", CACHE)
+    assert path.suffix == ".safetensors" and path.parent == CACHE / "realesrgan"
+    assert esrgan_load.load("animevideov3", CACHE, []).sha256 == esrgan_load.load("animevideov3", CACHE, []).sha256
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(100, 32, 8), (257, 64, 16), (40, 64, 16), (129, 128, 16)])
+def test_tile_weights_sum_to_one_so_a_pointwise_model_is_reproduced_exactly(length, tile, overlap):
+    """With nearest-neighbour upsampling as the 'model', tiled output must equal untiled output."""
+    rng = np.random.default_rng(0)
+    image = rng.random((length, length + 13, 3), dtype=np.float32)
+
+    def nearest(x):
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+    tiled = tiling.upscale(nearest, image, 2, tile, overlap)
+    whole = tiling.upscale(nearest, image, 2, 10_000, 0)
+    assert tiled.shape == (2 * length, 2 * (length + 13), 3)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1  # float rounding of the blend only
+
+
+def test_spans_partition_the_image():
+    for length in (1, 7, 128, 129, 1000):
+        s = tiling.spans(length, 100, 10)
+        assert s[0].core_start == 0 and s[-1].core_end == length
+        assert all(a.core_end == b.core_start for a, b in zip(s, s[1:]))
+        assert all(0 <= sp.input_start <= sp.keep_start <= sp.core_start < sp.core_end <= sp.keep_end
+                   <= sp.input_end <= length for sp in s)
+
+
+def test_tiled_animevideov3_matches_untiled_without_seams():
+    net = esrgan_load.load("animevideov3", CACHE, []).net
+    image = crop(128)
+    whole = tiling.upscale(runner(net), image, 4, 1000, 0)
+    tiled = tiling.upscale(runner(net), image, 4, 48, 16)
+    assert psnr(tiled, whole) >= 45.0
+
+
+@pytest.mark.slow
+def test_tiled_x4plus_matches_untiled_at_45_db():
+    net = esrgan_load.load("x4plus", CACHE, []).net
+    image = crop(192, box=(150, 40))
+    whole = tiling.upscale(runner(net), image, 4, 1000, 0)
+    tiled = tiling.upscale(runner(net), image, 4, 96, 16)
+    assert psnr(tiled, whole) >= 45.0
+
+
+@pytest.mark.parametrize("params, expected", [
+    (UpscaleConfig(scale=2), (200, 100)),
+    (UpscaleConfig(scale=3), (300, 150)),
+    (UpscaleConfig(long_edge=4096), (4096, 2048)),
+    (UpscaleConfig(width=640), (640, 320)),
+    (UpscaleConfig(height=64), (128, 64)),
+    (UpscaleConfig(width=500, height=300), (500, 300)),
+])
+def test_target_size(params, expected):
+    assert target_size((100, 50), params) == expected
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return UpscaleStage()
+
+
+class _Ctx:
+    """Just enough of a JobContext for setup()."""
+
+    def __init__(self, models: Path):
+        self.config = type("C", (), {"paths": type("P", (), {"models": models})()})()
+
+
+@pytest.fixture(scope="module")
+def anime(stage):
+    params = UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32)
+    stage.setup(_Ctx(CACHE), params)
+    return params
+
+
+def small(mode: str) -> Image.Image:
+    return Image.open(DATA / "astronaut.png").crop((200, 80, 240, 110)).convert(mode)
+
+
+def test_modes_come_back_as_they_went_in(stage, anime):
+    rgba = small("RGBA")
+    a = np.array(rgba)
+    a[:, :20, 3] = 0
+    rgba = Image.fromarray(a)
+    out, _ = stage.upscale_image(rgba, anime, 32)
+    assert out.mode == "RGBA" and out.size == (80, 60)
+    alpha = np.asarray(out.getchannel("A"))
+    assert alpha[:, :30].max() < 16 and alpha[:, 50:].min() > 240
+    assert stage.upscale_image(small("L"), anime, 32)[0].mode == "L"
+    assert stage.upscale_image(small("P"), anime, 32)[0].mode == "RGB"
+    grey16 = Image.fromarray(np.asarray(small("L"), dtype=np.uint16) * 257)
+    out16, _ = stage.upscale_image(grey16, anime, 32)
+    assert out16.mode == "I;16" and out16.size == (80, 60)
+    values = np.asarray(out16)
+    assert values.max() > 255 and len(np.unique(values)) > 256  # 16-bit range and precision kept
+
+
+def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
+    from daemon import config as config_mod
+    from daemon.journal import Journal
+    from daemon.runner import Runner
+    from tests.conftest import write_config
+
+    path = write_config(tmp_path, '[upscale]\nmodel = "animevideov3"\nscale = 3\ntile = 64\n')
+    cfg = config_mod.load(path)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = cfg.paths.inbox / "photo.png"
+    Image.open(DATA / "astronaut.png").resize((96, 64)).save(src, icc_profile=icc)
+    journal = Journal(cfg.paths.state / "j.sqlite3")
+    import hashlib
+    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
+    out = Runner(journal, lambda: cfg, [UpscaleStage()]).run_job(journal.claim())
+    assert out.status == "done", out.error
+    up = Image.open(out.archive / "40-upscale.png")
+    assert up.size == (288, 192) and up.info.get("icc_profile") == icc
+    entry = json.loads((out.archive / "manifest.json").read_text())["stages"][0]
+    assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
+    assert entry["device"] == "cpu" and entry["dtype"] == "fp32" and entry["details"]["native_scale"] == 4
+    assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
+
+
+# ---------------------------------------------------------------------- user weights
+
+
+def test_official_pth_layouts_and_old_esrgan_keys_load(tmp_path):
+    sd = esrgan_load.load("x4plus-anime", CACHE, []).net.state_dict()
+    torch.save({"params_ema": sd}, tmp_path / "4x-anime.pth")
+    old = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] == "body":
+            old[f"model.1.sub.{parts[1]}.{parts[2].upper().replace('RDB', 'RDB')}.{parts[3]}.0.{parts[4]}"] = v
+        elif parts[0] == "conv_body":
+            old[f"model.1.sub.6.{parts[1]}"] = v
+        else:
+            old[{"conv_first": "model.0", "conv_up1": "model.3", "conv_up2": "model.6", "conv_hr": "model.8",
+                 "conv_last": "model.10"}[parts[0]] + "." + parts[1]] = v
+    torch.save(old, tmp_path / "old-esrgan.pth")
+    x = torch.from_numpy(np.ascontiguousarray(crop(16).transpose(2, 0, 1)))[None]
+    with torch.inference_mode():
+        ref = esrgan_load.load("x4plus-anime", CACHE, []).net(x)
+        for name in ("4x-anime", "old-esrgan.pth"):
+            m = esrgan_load.load(name, CACHE, [tmp_path])
+            assert m.scale == 4 and torch.equal(m.net(x), ref), name
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this would run code",))
+
+
+def test_pickles_that_are_not_plain_tensors_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"params": Evil()}))
+    with pytest.raises(esrgan_load.UnsafeModelError, match="weights_only=True"):
+        esrgan_load.load(str(path), CACHE, [])
+
+
+def test_unknown_architectures_and_missing_models_are_named(tmp_path):
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    with pytest.raises(UnsupportedModelError, match="not a Real-ESRGAN"):
+        esrgan_load.load("other.pth", CACHE, [tmp_path])
+    with pytest.raises(esrgan_load.ModelNotFound, match=r"\[upscale\].model = 'nope'"):
+        esrgan_load.load("nope", CACHE, [tmp_path])
