@@ -82,7 +82,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class FaceMaskConfig:
     enabled: bool = True
-    min_confidence: float = 0.3
+    min_confidence: float = 0.5
     top_k: int = 0
     rank_by: Literal["area", "confidence"] = "area"
     min_area_ratio: float = 0.0

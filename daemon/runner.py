@@ -40,9 +40,12 @@ log = structlog.get_logger("polishd.runner")
 
 def default_stages() -> list[Stage]:
     """The pipeline, in order.  Stage modules are imported here, lazily, so the CLI starts without torch."""
+    from stages.automask import AutoMaskStage
     from stages.upscale import UpscaleStage
 
     return [
+        # Find faces and hands first, on the untouched original.
+        AutoMaskStage(),
         # Upscale last: it finishes whatever the earlier stages made (the master, later its variants).
         UpscaleStage(),
     ]

@@ -1,0 +1,186 @@
+"""Faces and hands, found offline with MediaPipe's Tasks API.
+
+Recall comes first — a missed hand is never repaired — so one image is searched
+several ways and the results merged:
+
+* both face models (short range for close-ups, full range for small far faces);
+* the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
+* a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
+* overlapping tiles when the image is large (the models see 128–256 px inputs).
+
+Detections of one kind that overlap (IoU above ``nms_iou``, or one mostly
+inside the other) are the same thing: the most confident one is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODELS = Path(__file__).parent / "models"
+SHIPPED = {
+    "short": MODELS / "face_detection_short_range.tflite",
+    "full": MODELS / "face_detection_full_range_sparse.tflite",
+    "hand": MODELS / "hand_landmarker.task",
+}
+HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wrist lie outside
+
+
+@dataclass
+class Detection:
+    kind: str  # "face" | "hand"
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+    score: float
+    model: str
+    landmarks: list[tuple[float, float]] = field(default_factory=list)
+    label: str = ""  # e.g. handedness
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+    def moved(self, scale: float, dx: float, dy: float) -> "Detection":
+        x0, y0, x1, y1 = self.box
+        return Detection(self.kind, (x0 * scale + dx, y0 * scale + dy, x1 * scale + dx, y1 * scale + dy),
+                         self.score, self.model, [(x * scale + dx, y * scale + dy) for x, y in self.landmarks],
+                         self.label)
+
+    def clamped(self, width: int, height: int) -> "Detection":
+        x0, y0, x1, y1 = self.box
+        box = (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width),
+               min(max(y1, 0.0), height))
+        return Detection(self.kind, box, self.score, self.model, self.landmarks, self.label)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    face_models: tuple[str, ...] = ("short", "full")
+    face_model_paths: dict | None = None  # "short"/"full" → path (None: shipped)
+    hand_model: Path | None = None
+    num_hands: int = 12
+    min_confidence: float = 0.2  # what MediaPipe returns at all; per-kind filters come later
+    upsample_below: int = 768
+    tile_above: int = 1536
+    nms_iou: float = 0.4
+    faces: bool = True
+    hands: bool = True
+
+
+def iou(a: tuple, b: tuple) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def containment(a: tuple, b: tuple) -> float:
+    """How much of the smaller box lies inside the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def nms(detections: list[Detection], threshold: float) -> list[Detection]:
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: d.score, reverse=True):
+        if all(d.kind != k.kind or (iou(d.box, k.box) <= threshold and containment(d.box, k.box) < 0.8)
+               for k in kept):
+            kept.append(d)
+    return kept
+
+
+def tiles(width: int, height: int, size: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
+    """Overlapping square-ish windows covering the image."""
+    def starts(length: int) -> list[int]:
+        if length <= size:
+            return [0]
+        step = int(size * (1 - overlap))
+        out = list(range(0, length - size, step))
+        return out + [length - size]
+    return [(x, y, min(width, x + size), min(height, y + size)) for y in starts(height) for x in starts(width)]
+
+
+class Detector:
+    """Loads the models once; ``detect`` is then cheap enough to call per image."""
+
+    def __init__(self, settings: DetectorSettings):
+        import mediapipe as mp
+        from mediapipe.tasks import python as mp_tasks
+        from mediapipe.tasks.python import vision
+
+        self._mp = mp
+        self.settings = settings
+        paths = settings.face_model_paths or {}
+        self.model_files: dict[str, Path] = {}
+        self._faces = []
+        if settings.faces:
+            for name in settings.face_models:
+                path = Path(paths.get(name) or SHIPPED[name])
+                self.model_files[f"face-{name}"] = path
+                options = vision.FaceDetectorOptions(
+                    base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
+                    min_detection_confidence=settings.min_confidence)
+                self._faces.append((f"face-{name}", vision.FaceDetector.create_from_options(options)))
+        self._hands = None
+        if settings.hands:
+            path = Path(settings.hand_model or SHIPPED["hand"])
+            self.model_files["hand"] = path
+            options = vision.HandLandmarkerOptions(
+                base_options=mp_tasks.BaseOptions(model_asset_path=str(path)), num_hands=settings.num_hands,
+                min_hand_detection_confidence=settings.min_confidence,
+                min_hand_presence_confidence=settings.min_confidence, min_tracking_confidence=settings.min_confidence)
+            self._hands = vision.HandLandmarker.create_from_options(options)
+
+    def close(self) -> None:
+        for _, det in self._faces:
+            det.close()
+        if self._hands is not None:
+            self._hands.close()
+        self._faces, self._hands = [], None
+
+    # ------------------------------------------------------------------ passes
+    def detect(self, image: Image.Image) -> list[Detection]:
+        rgb = image.convert("RGB")
+        w, h = rgb.size
+        s = self.settings
+        found = self._pass(rgb)
+        if max(w, h) < s.upsample_below:
+            big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
+            found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
+        if max(w, h) > s.tile_above:
+            size = max(512, s.tile_above // 2)
+            for x0, y0, x1, y1 in tiles(w, h, size):
+                found += [d.moved(1.0, x0, y0) for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
+        return [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+
+    def _pass(self, rgb: Image.Image) -> list[Detection]:
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                  data=np.ascontiguousarray(np.asarray(rgb)))
+        w, h = rgb.size
+        out: list[Detection] = []
+        for model, detector in self._faces:
+            for d in detector.detect(mp_image).detections:
+                b = d.bounding_box
+                out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
+                                     float(d.categories[0].score), model))
+        if self._hands is not None:
+            result = self._hands.detect(mp_image)
+            for landmarks, handedness in zip(result.hand_landmarks, result.handedness):
+                pts = [(p.x * w, p.y * h) for p in landmarks]
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                pad = HAND_PAD * max(max(xs) - min(xs), max(ys) - min(ys))
+                box = (min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
+                out.append(Detection("hand", box, float(handedness[0].score), "hand", pts,
+                                     handedness[0].category_name))
+        return out
