@@ -164,12 +164,22 @@ class UpscaleConfig:
 
 
 @dataclass(frozen=True)
+class ContactConfig:
+    enabled: bool = True
+    height: int = 384
+
+    def check(self, err: _Errors) -> None:
+        err.between("height", self.height, 64, 4096)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     log: LogConfig = field(default_factory=LogConfig)
     automask: AutomaskConfig = field(default_factory=AutomaskConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
     source: Path | None = None
     sha256: str = ""
 

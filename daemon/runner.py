@@ -41,13 +41,16 @@ log = structlog.get_logger("polishd.runner")
 def default_stages() -> list[Stage]:
     """The pipeline, in order.  Stage modules are imported here, lazily, so the CLI starts without torch."""
     from stages.automask import AutoMaskStage
+    from stages.contact import ContactSheetStage
     from stages.upscale import UpscaleStage
 
     return [
         # Find faces and hands first, on the untouched original.
         AutoMaskStage(),
-        # Upscale last: it finishes whatever the earlier stages made (the master, later its variants).
+        # Upscale after every stage that changes pixels: it finishes the master (later its variants).
         UpscaleStage(),
+        # Last of all: a picture of everything above, for the person who reviews the batch.
+        ContactSheetStage(),
     ]
 
 

@@ -94,6 +94,7 @@ class AutoMaskStage(Stage):
         dropped = [d for d in found if d not in kept]
         ctx.archive.save_image(f"{self.prefix}-detections.png", draw_detections(image, kept, dropped))
         outputs.append(f"{self.prefix}-detections.png")
+        produces["detections"] = f"{self.prefix}-detections.png"
         counts = {k: sum(d.kind == k for d in kept) for k in KINDS}
         summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in counts.items()) if kept \
             else "no faces or hands found"

@@ -151,7 +151,8 @@ def test_user_masks_painted_on_transparency_or_as_grey():
 # ---------------------------------------------------------------------- the stage
 
 
-def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.Image | None = None):
+def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.Image | None = None,
+         stages=None):
     cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n"))
     src = cfg.paths.inbox / name
     image.save(src)
@@ -159,7 +160,7 @@ def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.I
         mask.save(cfg.paths.inbox / (src.stem + ".mask.png"))
     journal = Journal(cfg.paths.state / "j.sqlite3")
     journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
-    out = Runner(journal, lambda: cfg, [AutoMaskStage()]).run_job(journal.claim())
+    out = Runner(journal, lambda: cfg, stages or [AutoMaskStage()]).run_job(journal.claim())
     assert out.status == "done", out.error
     manifest = json.loads((out.archive / "manifest.json").read_text())
     return out.archive, manifest["stages"][0]
@@ -194,3 +195,16 @@ def test_user_mask_replace_skips_detection(tmp_path):
     assert entry["details"]["detections"] == []
     assert np.asarray(Image.open(archive / "10-mask-user.png"))[30, 30] == 255
     assert (archive / "00-sidecar-mask.png").exists()
+
+
+def test_contact_sheet_shows_original_and_detections_labelled(tmp_path):
+    from stages.contact import ContactSheetStage
+
+    archive, _ = _run(tmp_path, "astronaut.png", Image.open(DATA / "astronaut.png"),
+                      stages=[AutoMaskStage(), ContactSheetStage()])
+    manifest = json.loads((archive / "manifest.json").read_text())
+    contact = manifest["stages"][1]
+    assert contact["name"] == "contact" and contact["outputs"] == ["99-contact.jpg"]
+    assert contact["reason"] == "2 panels"
+    sheet = Image.open(archive / "99-contact.jpg")
+    assert sheet.format == "JPEG" and sheet.height > 384 and 2 * 384 < sheet.width < 2 * 384 + 60
