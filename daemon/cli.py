@@ -145,6 +145,7 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
         bar = tqdm(total=len(files), unit="image", file=sys.stderr)
     outcomes = []
     t0 = time.monotonic()
+    beating = _Heartbeat(journal, runner)
     for path in files:
         path = path.absolute()
         st = os.lstat(path)
@@ -155,6 +156,7 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
         if bar:
             bar.update(1)
             bar.set_postfix_str(f"{path.name}: {outcome.status}")
+    beating.stop()
     if bar:
         bar.close()
     for stage in stages:
@@ -167,6 +169,27 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
           f"{sum(o.status == 'duplicate' for o in outcomes)} duplicates, {failed} failed; "
           f"archive: {cfg.paths.archive}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+class _Heartbeat:
+    """Keeps this process's running job fresh in the journal, so a daemon starting meanwhile leaves it be."""
+
+    def __init__(self, journal: Journal, runner, every: float = 10.0):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(journal.path, runner, every), daemon=True)
+        self._thread.start()
+
+    def _loop(self, path: Path, runner, every: float) -> None:
+        journal = Journal(path)  # a connection of its own: this is another thread
+        while not self._stop.wait(every):
+            journal.heartbeat(sorted(runner.active))
+        journal.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _summary(o) -> str:

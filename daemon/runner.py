@@ -31,7 +31,7 @@ import structlog
 from daemon import archive as arc
 from daemon.archive import ArchiveFolder, Manifest
 from daemon.config import Config
-from daemon.intake import Dropped, InputError, read_dropped, sidecars_for
+from daemon.intake import SIDECAR_KINDS, Dropped, InputError, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
 from stages.base import JobContext, Stage, StageResult, StopRequested, params_dict, params_hash
 
@@ -184,7 +184,7 @@ class Runner:
             data = src.read_bytes()
             if not folder.file(name).exists() or folder.file(name).read_bytes() != data:
                 folder.write_bytes(name, data)
-            sidecars[name.removeprefix("00-sidecar").lstrip("-.").split(".")[0] or name] = name
+            sidecars[SIDECAR_KINDS[name]] = name
         folder.write_manifest(manifest)
         ctx = JobContext(id=folder.path.name, config=cfg, archive=folder, original=original,
                          sidecars=sidecars, stop=self.stop, beat=self.beat)

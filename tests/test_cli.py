@@ -1,0 +1,84 @@
+"""The polishd command as users type it: process, status, retry, check-config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import DATA, REPO, png_bytes, write_config
+
+
+def polishd(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tests.helpers.run_polishd", "--", *args], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+
+
+def test_process_leaves_inputs_summarises_and_fails_loudly(tmp_path):
+    config = write_config(tmp_path)
+    src = tmp_path / "batch"
+    src.mkdir()
+    (src / "one.png").write_bytes((DATA / "astronaut.png").read_bytes())
+    (src / "two.png").write_bytes(png_bytes(seed=4))
+    ok = polishd("--config", str(config), "process", str(src))
+    assert ok.returncode == 0, ok.stderr
+    assert "one.png: done" in ok.stdout and "two.png: done" in ok.stdout
+    assert "sleep: done" in ok.stdout and "16-copy.png" in ok.stdout
+    assert "2 images" in ok.stdout and "2 done" in ok.stdout and "0 failed" in ok.stdout
+    assert sorted(p.name for p in src.iterdir()) == ["one.png", "two.png"]  # inputs stay
+    assert len(list((tmp_path / "archive").iterdir())) == 2
+
+    (src / "bad.png").write_bytes(b"definitely not a png")
+    bad = polishd("--config", str(config), "process", str(src / "bad.png"))
+    assert bad.returncode == 1
+    assert "bad.png: failed" in bad.stdout and "not a PNG, JPEG or WebP" in bad.stdout
+    assert (src / "bad.png").read_bytes() == b"definitely not a png"
+
+
+def test_status_json_counts_and_recent_failures(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"junk")
+    polishd("--config", str(config), "process", str(tmp_path / "x.png"))
+    polishd("--config", str(config), "process", str(DATA / "camera.png"))
+    out = polishd("--config", str(config), "status", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["counts"]["done"] == 1 and data["counts"]["failed"] == 1
+    assert data["finished_last_hour"] == 1
+    (failure,) = data["recent_failures"]
+    assert failure["name"] == "x.png" and failure["stage"] == "intake" and "InputError" in failure["error"]
+    human = polishd("--config", str(config), "status")
+    assert "done 1" in human.stdout and "x.png [intake]" in human.stdout
+
+
+def test_retry_moves_a_failed_image_back_to_the_inbox(tmp_path, workdir):
+    root, cfg = workdir
+    from daemon.journal import Journal
+    from daemon.runner import Runner
+    import hashlib
+
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    src = cfg.paths.inbox / "flaky.png"
+    src.write_bytes(png_bytes(seed=8))
+    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), 1, 0.0)
+    from tests.helpers.toy_stages import BoomStage
+    runner = Runner(journal, lambda: cfg, [BoomStage()])
+    for _ in range(3):
+        runner.run_job(journal.claim())
+    assert (cfg.paths.failed / "flaky.png").exists()
+    out = polishd("--config", str(root / "pipeline.toml"), "retry", "--failed")
+    assert out.returncode == 0, out.stderr
+    assert (cfg.paths.inbox / "flaky.png").exists() and not (cfg.paths.failed / "flaky.png").exists()
+    job = journal.jobs()[0]
+    assert job.state == "queued" and job.attempts == 0 and job.source == str(cfg.paths.inbox / "flaky.png")
+
+
+def test_check_config_exit_codes(tmp_path):
+    good = write_config(tmp_path)
+    assert polishd("check-config", str(good)).returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[upscale]\nscale = 5\n")
+    out = polishd("check-config", str(bad))
+    assert out.returncode == 3 and "bad.toml: [upscale].scale must be one of 2, 3 or 4 (got 5)" in out.stderr
+    assert polishd("--config", str(bad), "status").returncode == 3

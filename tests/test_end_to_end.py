@@ -1,0 +1,42 @@
+"""The main job, as `make demo` runs it: real models, real CLI, the demo config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from tests.conftest import DATA, REPO
+
+
+@pytest.mark.slow
+def test_demo_pipeline_on_the_astronaut(tmp_path):
+    config = tmp_path / "demo.toml"
+    text = (REPO / "examples" / "demo.toml").read_text().replace("../var/demo/", "").replace(
+        '"../var/models"', f'"{REPO / "var" / "models"}"')
+    config.write_text(text)
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(DATA / "astronaut.png", src / "astronaut.png")
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "--log-format", "json",
+                          "process", str(src)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    (archive,) = (tmp_path / "archive").iterdir()
+    manifest = json.loads((archive / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert [(s["name"], s["status"]) for s in manifest["stages"]] == [
+        ("automask", "done"), ("upscale", "done"), ("contact", "done")]
+    assert Image.open(archive / "40-upscale.png").size == (1024, 1024)
+    assert Image.open(archive / "10-mask-face.png").size == (512, 512)
+    assert (archive / "99-contact.jpg").exists()
+    assert (archive / "00-original.png").read_bytes() == (DATA / "astronaut.png").read_bytes()
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    finished = [r for r in lines if r.get("event") == "job finished"]
+    assert finished and set(finished[0]["stages"]) == {"automask", "upscale", "contact"}
+    assert all("image" in r for r in lines if r.get("event") == "stage completed")
