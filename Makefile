@@ -11,6 +11,7 @@ $(BIN)/polishd: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps open_clip_torch==3.3.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 

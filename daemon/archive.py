@@ -109,12 +109,11 @@ class Manifest:
     status: str = "running"
     stages: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
+    overrides: dict = field(default_factory=dict)  # per-image settings from a sidecar
     error: dict | None = None
 
     def to_json(self) -> bytes:
-        data = {k: v for k, v in self.__dict__.items() if not (k == "error" and v is None)}
-        if not self.duplicates:
-            data.pop("duplicates")
+        data = {k: v for k, v in self.__dict__.items() if v or k in ("stages", "finished", "status")}
         return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
     def stage(self, name: str) -> dict | None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,11 @@ DEFAULT_CONFIG_NAME = "pipeline.toml"
 
 class ConfigError(ValueError):
     """pipeline.toml (or a sidecar) does not parse or does not validate."""
+
+
+_META = ("source", "sha256", "raw")  # Config fields that are not options
+# Tables a per-image sidecar may override: the stages', not where files go or how the daemon runs.
+SIDECAR_TABLES = ("automask", "inpaint", "upscale", "contact")
 
 
 # --------------------------------------------------------------------------- sections
@@ -164,6 +170,71 @@ class UpscaleConfig:
 
 
 @dataclass(frozen=True)
+class InpaintKindConfig:
+    """Per-kind overrides of [inpaint]; a key left out (None) inherits the [inpaint] value."""
+
+    enabled: bool = True
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    padding: int | None = None
+
+    def check(self, err: _Errors) -> None:
+        if self.steps is not None:
+            err.between("steps", self.steps, 1, 500)
+        if self.strength is not None:
+            err.between("strength", self.strength, 0.0, 1.0)
+        if self.guidance is not None:
+            err.between("guidance", self.guidance, 0.0, 50.0)
+        if self.padding is not None:
+            err.between("padding", self.padding, 0, 1024)
+
+
+@dataclass(frozen=True)
+class InpaintFaceConfig(InpaintKindConfig):
+    prompt: str | None = "a detailed natural face, {prompt}"
+    strength: float | None = 0.45
+
+
+@dataclass(frozen=True)
+class InpaintHandConfig(InpaintKindConfig):
+    prompt: str | None = "a detailed natural hand with five fingers, {prompt}"
+    strength: float | None = 0.6
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    enabled: bool = True
+    model: str = ""
+    steps: int = 30
+    guidance: float = 7.0
+    strength: float = 0.6
+    prompt: str = "{prompt}"
+    negative_prompt: str = "blurry, deformed, extra fingers, bad anatomy, lowres"
+    padding: int = 32
+    resolution: int = 0
+    seed: int = -1
+    colour_match: bool = True
+    idle_unload: float = 600.0
+    face: InpaintFaceConfig = field(default_factory=InpaintFaceConfig)
+    hand: InpaintHandConfig = field(default_factory=InpaintHandConfig)
+    user: InpaintKindConfig = field(default_factory=InpaintKindConfig)
+
+    def check(self, err: _Errors) -> None:
+        err.between("steps", self.steps, 1, 500)
+        err.between("guidance", self.guidance, 0.0, 50.0)
+        err.between("strength", self.strength, 0.0, 1.0)
+        err.between("padding", self.padding, 0, 1024)
+        if self.resolution and (self.resolution % 8 or not 64 <= self.resolution <= 2048):
+            err.add("resolution", f"must be 0 (the model's own) or a multiple of 8 from 64 to 2048 "
+                                  f"(got {self.resolution})")
+        err.at_least("seed", self.seed, -1)
+        err.at_least("idle_unload", self.idle_unload, 0.0)
+
+
+@dataclass(frozen=True)
 class ContactConfig:
     enabled: bool = True
     height: int = 384
@@ -178,10 +249,12 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     log: LogConfig = field(default_factory=LogConfig)
     automask: AutomaskConfig = field(default_factory=AutomaskConfig)
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
     contact: ContactConfig = field(default_factory=ContactConfig)
     source: Path | None = None
     sha256: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def check(self, err: _Errors) -> None:
         pass
@@ -230,7 +303,7 @@ def _build(cls: type, data: dict, table: str, origin: str, problems: list[str]) 
     """Turns one TOML table into ``cls``, type-checking each key and naming the bad ones."""
     err = _Errors(origin, table, problems)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("source", "sha256")}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _META}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
@@ -270,6 +343,9 @@ def _convert(kind: Any, value: Any) -> tuple[bool, Any]:
         return isinstance(value, str), value
     if kind is Path:
         return isinstance(value, str) and value != "", Path(value) if isinstance(value, str) else value
+    if origin in (typing.Union, types.UnionType):  # "X | None": TOML has no null, so it is an X
+        inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
+        return _convert(inner, value)
     if origin is Literal:
         return value in typing.get_args(kind) and type(value) in {type(a) for a in typing.get_args(kind)}, value
     if origin is tuple:
@@ -288,6 +364,8 @@ def _convert(kind: Any, value: Any) -> tuple[bool, Any]:
 
 def _describe(kind: Any, value: Any) -> str:
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return _describe([a for a in typing.get_args(kind) if a is not type(None)][0], value)
     if origin is Literal:
         allowed = typing.get_args(kind)
         return "must be one of " + ", ".join(_show(a) for a in allowed) + f" (got {_show(value)})"
@@ -315,7 +393,28 @@ def parse(text: str, origin: str = DEFAULT_CONFIG_NAME, source: Path | None = No
     paths = PathsConfig(**{f.name: _resolve(base, getattr(cfg.paths, f.name))
                            for f in dataclasses.fields(PathsConfig)})
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return dataclasses.replace(cfg, paths=paths, source=source, sha256=digest)
+    return dataclasses.replace(cfg, paths=paths, source=source, sha256=digest, raw=data)
+
+
+def with_overrides(cfg: Config, overrides: dict, origin: str) -> Config:
+    """``cfg`` with a sidecar's tables merged in, validated like pipeline.toml itself."""
+    problems = [f"{origin}: [{k}] cannot be set per image; only {', '.join(SIDECAR_TABLES)} can"
+                for k in overrides if k not in SIDECAR_TABLES]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    merged = _deep_merge(cfg.raw, overrides)
+    built = _build(Config, merged, "", origin, problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()
+    return dataclasses.replace(built, paths=cfg.paths, source=cfg.source, sha256=digest, raw=merged)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _resolve(base: Path, p: Path) -> Path:

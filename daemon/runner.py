@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ import structlog
 
 from daemon import archive as arc
 from daemon.archive import ArchiveFolder, Manifest
-from daemon.config import Config
+from daemon import config as config_mod
+from daemon.config import Config, ConfigError
 from daemon.intake import SIDECAR_KINDS, Dropped, InputError, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
 from stages.base import JobContext, Stage, StageResult, StopRequested, params_dict, params_hash
@@ -42,11 +44,14 @@ def default_stages() -> list[Stage]:
     """The pipeline, in order.  Stage modules are imported here, lazily, so the CLI starts without torch."""
     from stages.automask import AutoMaskStage
     from stages.contact import ContactSheetStage
+    from stages.inpaint import InpaintStage
     from stages.upscale import UpscaleStage
 
     return [
         # Find faces and hands first, on the untouched original.
         AutoMaskStage(),
+        # Repaint them inside their masks; skipped (with the reason) when no model is configured.
+        InpaintStage(),
         # Upscale after every stage that changes pixels: it finishes the master (later its variants).
         UpscaleStage(),
         # Last of all: a picture of everything above, for the person who reviews the batch.
@@ -130,7 +135,10 @@ class Runner:
                                 source={"name": job.name, "sha256": dropped.sha256, "bytes": len(dropped.data),
                                         "format": dropped.format})
         manifest.status, manifest.config_sha256, manifest.error = "running", cfg.sha256, None
-        ctx = self._prepare(job, cfg, folder, dropped, manifest)
+        try:
+            ctx = self._prepare(job, cfg, folder, dropped, manifest)
+        except InputError as exc:  # a sidecar that does not parse or validate
+            return self._fail(job, cfg, "intake", exc, consume, manifest=manifest, folder=folder)
 
         # 4. Stages.
         try:
@@ -179,15 +187,24 @@ class Runner:
         target = folder.file(original)
         if not (target.exists() and arc.sha256_file(target) == dropped.sha256):
             folder.write_bytes(original, dropped.data)
-        sidecars = {}
+        sidecars, dropped_names = {}, {}
         for name, src in sidecars_for(job.path).items():
+            dropped_names[name] = src.name
             data = src.read_bytes()
             if not folder.file(name).exists() or folder.file(name).read_bytes() != data:
                 folder.write_bytes(name, data)
             sidecars[SIDECAR_KINDS[name]] = name
+        settings = sidecars.get("toml") or sidecars.get("json")
+        overrides = _sidecar_overrides(folder, settings, dropped_names.get(settings)) if settings else {}
+        if overrides:
+            try:
+                cfg = config_mod.with_overrides(cfg, overrides, dropped_names[settings])
+            except ConfigError as exc:
+                raise InputError(str(exc)) from None
+            manifest.overrides = overrides
         folder.write_manifest(manifest)
         ctx = JobContext(id=folder.path.name, config=cfg, archive=folder, original=original,
-                         sidecars=sidecars, stop=self.stop, beat=self.beat)
+                         sidecars=sidecars, overrides=overrides, stop=self.stop, beat=self.beat)
         ctx.artifacts["image"] = original
         return ctx
 
@@ -308,6 +325,23 @@ def _reusable(previous: dict | None, entry: dict, ctx: JobContext) -> bool:
     if previous.get("params_sha256") != entry["params_sha256"]:
         return False
     return all(ctx.path(name).exists() for name in previous.get("outputs", []))
+
+
+SIDECAR_LIMIT = 64 * 1024  # bytes: a sidecar is a few settings, not a payload
+
+
+def _sidecar_overrides(folder: ArchiveFolder, name: str, shown: str) -> dict:
+    """Per-image settings from ``<name>.toml`` (or ``.json``): tables of pipeline.toml to override."""
+    data = folder.file(name).read_bytes()
+    if len(data) > SIDECAR_LIMIT:
+        raise InputError(f"{shown}: larger than {SIDECAR_LIMIT} bytes")
+    try:
+        parsed = tomllib.loads(data.decode("utf-8")) if name.endswith(".toml") else json.loads(data)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{shown}: per-image settings do not parse: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InputError(f"{shown}: per-image settings must be a table of pipeline.toml sections")
+    return parsed
 
 
 def _holds_original(folder: Path, sha256: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -67,6 +68,13 @@ class _ConfigHandler(FileSystemEventHandler):
             if p and Path(os.fsdecode(p)).resolve() == self.path:
                 self.signals.reload.set()
                 self.signals.wake.set()
+
+
+def _unload_idle_models(cfg: Config) -> None:
+    """A generative model left idle for [inpaint].idle_unload seconds gives its memory back."""
+    engine = sys.modules.get("stages.diffusion.engine")  # never import diffusers just to check
+    if engine is not None:
+        engine.unload_if_idle(cfg.inpaint.idle_unload)
 
 
 class Daemon:
@@ -151,6 +159,7 @@ class Daemon:
             if now - last_status >= STATUS_EVERY:
                 last_status = now
                 self.notifier.status(self._status())
+                _unload_idle_models(self.cfg)
             if ping and self._workers_healthy(workers, ping * 2):
                 self.notifier.watchdog()
 

@@ -160,7 +160,10 @@ def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.I
         mask.save(cfg.paths.inbox / (src.stem + ".mask.png"))
     journal = Journal(cfg.paths.state / "j.sqlite3")
     journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
-    out = Runner(journal, lambda: cfg, stages or [AutoMaskStage()]).run_job(journal.claim())
+    stages = stages or [AutoMaskStage()]
+    out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
+    for stage in stages:
+        stage.close()
     assert out.status == "done", out.error
     manifest = json.loads((out.archive / "manifest.json").read_text())
     return out.archive, manifest["stages"][0]

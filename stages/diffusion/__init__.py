@@ -1,0 +1,1 @@
+"""Generative engines (diffusers), loaded offline and kept between jobs."""

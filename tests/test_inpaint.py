@@ -1,0 +1,208 @@
+"""Inpainting: a tiny randomly initialised SD inpainting pipeline, saved and loaded through the real code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from daemon import config as config_mod
+from daemon.journal import Journal
+from daemon.runner import Runner
+from stages import prompts
+from stages.automask import AutoMaskStage
+from stages.diffusion import engine as engine_mod
+from stages.diffusion.tokenizer import clip_tokenizer
+from stages.inpaint import InpaintStage, colour_match, crop_box, paste, working_size
+from tests.conftest import DATA, write_config
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny SD 1.x inpainting pipeline (9-channel UNet), built from configs, saved as a diffusers folder."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
+    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
+                                        num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
+                                        vocab_size=49408, projection_dim=32))
+    pipe = StableDiffusionInpaintPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=clip_tokenizer(),
+                                          scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
+                                          feature_extractor=None, requires_safety_checker=False)
+    folder = tmp_path_factory.mktemp("models") / "tiny-sd-inpaint"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_clip_tokenizer_built_offline_matches_clip():
+    assert clip_tokenizer()("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+# ---------------------------------------------------------------------- geometry
+
+
+def test_crop_box_is_square_padded_and_shifted_inside_the_image():
+    assert crop_box((100, 100, 150, 200), 10, (512, 512)) == (65, 90, 185, 210)
+    x0, y0, x1, y1 = crop_box((0, 0, 40, 20), 16, (512, 512))
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0 == 72  # pushed in from the corner, not cut
+    x0, y0, x1, y1 = crop_box((10, 10, 500, 60), 0, (512, 100))
+    assert (x0, x1) == (10, 500) and (y0, y1) == (0, 100)  # too wide to square: the image height bounds it
+
+
+def test_working_size_is_the_model_size_in_multiples_of_8():
+    assert working_size((120, 120), 512) == (512, 512)
+    assert working_size((300, 100), 512) == (512, 168)
+    w, h = working_size((77, 51), 1024)
+    assert w == 1024 and h % 8 == 0
+
+
+def test_paste_keeps_pixels_outside_the_mask_bit_identical():
+    rng = np.random.default_rng(1)
+    original = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    patch = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 128
+    mask[15:25, 15:25] = 255
+    out = paste(original, patch, mask)
+    assert np.array_equal(out[mask == 0], original[mask == 0])
+    assert np.array_equal(out[mask == 255], patch[mask == 255])
+
+
+def test_colour_match_moves_a_tinted_patch_to_its_surroundings():
+    reference = np.full((32, 32, 3), (120, 100, 90), np.uint8)
+    patch = np.full((32, 32, 3), (160, 100, 130), np.uint8)
+    ring = np.zeros((32, 32), bool)
+    ring[:4] = True
+    matched = colour_match(patch, reference, ring)
+    assert np.abs(matched.astype(int) - reference.astype(int)).max() <= 3
+
+
+# ---------------------------------------------------------------------- prompts from metadata
+
+
+def _png_with(tmp_path, key: str, value: str) -> Image.Image:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    path = tmp_path / f"{key}.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return Image.open(path)
+
+
+def test_a1111_parameters_are_read(tmp_path):
+    im = _png_with(tmp_path, "parameters", "portrait of a knight, detailed\nNegative prompt: blurry, cartoon\n"
+                                           "Steps: 30, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1")
+    found = prompts.from_image(im)
+    assert (found.positive, found.negative, found.source) == ("portrait of a knight, detailed", "blurry, cartoon",
+                                                              "a1111")
+
+
+def test_comfyui_prompt_graph_is_followed_to_the_sampler(tmp_path):
+    graph = {"3": {"class_type": "KSampler", "inputs": {"positive": ["6", 0], "negative": ["7", 0], "seed": 5}},
+             "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox in snow", "clip": ["4", 1]}},
+             "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "lowres", "clip": ["4", 1]}},
+             "9": {"class_type": "CLIPTextEncode", "inputs": {"text": "unused", "clip": ["4", 1]}}}
+    found = prompts.from_image(_png_with(tmp_path, "prompt", json.dumps(graph)))
+    assert (found.positive, found.negative, found.source) == ("a red fox in snow", "lowres", "comfyui")
+
+
+def test_oversized_or_broken_metadata_is_ignored(tmp_path):
+    assert prompts.from_image(_png_with(tmp_path, "parameters", "x" * 70_000)) is None
+    assert prompts.from_image(_png_with(tmp_path, "prompt", "{not json")) is None
+
+
+# ---------------------------------------------------------------------- the stage, end to end
+
+
+def _job(tmp_path, extra: str, image_path: Path, sidecar: str | None = None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n"))
+    src = cfg.paths.inbox / image_path.name
+    src.write_bytes(image_path.read_bytes())
+    if sidecar:
+        (cfg.paths.inbox / (src.stem + ".toml")).write_text(sidecar)
+    journal = Journal(cfg.paths.state / "j.sqlite3")
+    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
+    stages = [AutoMaskStage(), InpaintStage()]
+    out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
+    for stage in stages:
+        stage.close()
+    assert out.status == "done", out.error
+    manifest = json.loads((out.archive / "manifest.json").read_text())
+    return out.archive, manifest["stages"][1]
+
+
+def test_without_a_model_the_stage_is_skipped_with_the_reason(tmp_path):
+    archive, entry = _job(tmp_path, "", DATA / "astronaut.png")
+    assert entry["status"] == "skipped"
+    assert "no inpainting model configured" in entry["reason"]
+    assert not list(archive.glob("20-*"))
+    _, entry = _job(tmp_path / "b", '[inpaint]\nmodel = "/nowhere/model.safetensors"\n', DATA / "astronaut.png")
+    assert entry["status"] == "skipped" and "model not found" in entry["reason"]
+
+
+def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_sd):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "an astronaut portrait\nNegative prompt: ugly\nSteps: 20, Seed: 3")
+    source = tmp_path / "astro.png"
+    Image.open(DATA / "astronaut.png").save(source, pnginfo=info)
+    extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
+    archive, entry = _job(tmp_path / "one", extra, source)
+    assert entry["status"] == "done", entry
+    assert entry["outputs"] == ["20-face-0-before.png", "20-face-0-after.png", "20-inpaint.png"]
+    region = entry["details"]["regions"][0]
+    assert region["prompt"] == "a detailed natural face, an astronaut portrait"
+    assert region["prompt_source"] == "a1111" and region["negative_prompt"].endswith("ugly")
+    assert entry["details"]["pipeline"] == "StableDiffusionInpaintPipeline"
+    assert entry["details"]["scheduler"] == "PNDMScheduler"
+    assert entry["models"][0]["name"] == "tiny-sd-inpaint" and entry["device"] == "cpu"
+    original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
+    result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB"))
+    mask = np.asarray(Image.open(archive / "10-mask-face.png"))
+    assert np.array_equal(result[mask == 0], original[mask == 0])  # untouched outside the mask
+    assert np.abs(result[mask == 255].astype(int) - original[mask == 255]).mean() > 2  # repainted inside
+    # The same seed gives the same pixels.
+    archive2, _ = _job(tmp_path / "two", extra, source)
+    assert (archive2 / "20-inpaint.png").read_bytes() == (archive / "20-inpaint.png").read_bytes()
+
+
+def test_a_sidecar_prompt_comes_first_and_is_validated(tmp_path, tiny_sd):
+    extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
+    sidecar = '[inpaint.face]\nprompt = "a calm smiling face"\nstrength = 0.3\n'
+    _, entry = _job(tmp_path, extra, DATA / "astronaut.png", sidecar=sidecar)
+    region = entry["details"]["regions"][0]
+    assert region["prompt"] == "a calm smiling face" and region["prompt_source"] == "sidecar"
+    assert region["strength"] == 0.3
+
+
+def test_an_invalid_sidecar_fails_the_image_with_a_report(tmp_path):
+    cfg = config_mod.load(write_config(tmp_path))
+    src = cfg.paths.inbox / "x.png"
+    src.write_bytes((DATA / "camera.png").read_bytes())
+    (cfg.paths.inbox / "x.toml").write_text("[inpaint]\nstrength = 3\n")
+    journal = Journal(cfg.paths.state / "j.sqlite3")
+    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), 1, 0.0)
+    out = Runner(journal, lambda: cfg, [InpaintStage()]).run_job(journal.claim())
+    assert out.status == "failed" and "x.toml: [inpaint].strength must be between 0.0 and 1.0 (got 3.0)" in out.error
+    assert (cfg.paths.failed / "x.png").exists() and (cfg.paths.failed / "x.toml").exists()
+    report = json.loads((cfg.paths.failed / "x.png.error.json").read_text())
+    assert report["stage"] == "intake"
+
+
+def test_engine_refuses_to_guess_what_a_path_is(tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(engine_mod.ModelNotFound, match="neither a diffusers folder"):
+        engine_mod.resolve(str(tmp_path / "notamodel"), None)
+    assert engine_mod.resolve("someone/some-model", None) == ("hub", None)
