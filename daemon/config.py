@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -31,7 +32,7 @@ class ConfigError(ValueError):
 
 _META = ("source", "sha256", "raw")  # Config fields that are not options
 # Tables a per-image sidecar may override: the stages', not where files go or how the daemon runs.
-SIDECAR_TABLES = ("automask", "inpaint", "upscale", "contact")
+SIDECAR_TABLES = ("automask", "inpaint", "outpaint", "upscale", "contact")
 
 
 # --------------------------------------------------------------------------- sections
@@ -234,6 +235,39 @@ class InpaintConfig:
         err.at_least("idle_unload", self.idle_unload, 0.0)
 
 
+_VARIANT = re.compile(r"^(?:(\d+):(\d+)|(\d+)x(\d+))(?:@(center|left|right|top|bottom))?$")
+
+
+@dataclass(frozen=True)
+class OutpaintConfig:
+    enabled: bool = True
+    variants: tuple[str, ...] = ("16:9", "9:16", "4:5")
+    max_step: float = 0.3
+    infill: Literal["blur", "reflect", "color", "patchmatch"] = "blur"
+    model: str = ""
+    prompt: str = "{prompt}"
+    negative_prompt: str = ""
+    steps: int = 30
+    guidance: float = 7.0
+    strength: float = 0.9
+    seam_band: int = 32
+    seam_strength: float = 0.35
+    seam_pass: bool = True
+
+    def check(self, err: _Errors) -> None:
+        for v in self.variants:
+            m = _VARIANT.match(v)
+            if not m or "0" in (m.group(1), m.group(2), m.group(3), m.group(4)):
+                err.add("variants", f'entries are "W:H" or "WIDTHxHEIGHT", optionally "@left", "@right", "@top", '
+                                    f'"@bottom" or "@center" (got {v!r})')
+        err.between("max_step", self.max_step, 0.05, 1.0)
+        err.between("steps", self.steps, 1, 500)
+        err.between("guidance", self.guidance, 0.0, 50.0)
+        err.between("strength", self.strength, 0.0, 1.0)
+        err.between("seam_band", self.seam_band, 0, 512)
+        err.between("seam_strength", self.seam_strength, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class ContactConfig:
     enabled: bool = True
@@ -250,6 +284,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     automask: AutomaskConfig = field(default_factory=AutomaskConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    outpaint: OutpaintConfig = field(default_factory=OutpaintConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
     contact: ContactConfig = field(default_factory=ContactConfig)
     source: Path | None = None

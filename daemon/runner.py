@@ -45,6 +45,7 @@ def default_stages() -> list[Stage]:
     from stages.automask import AutoMaskStage
     from stages.contact import ContactSheetStage
     from stages.inpaint import InpaintStage
+    from stages.outpaint import OutpaintStage
     from stages.upscale import UpscaleStage
 
     return [
@@ -52,6 +53,8 @@ def default_stages() -> list[Stage]:
         AutoMaskStage(),
         # Repaint them inside their masks; skipped (with the reason) when no model is configured.
         InpaintStage(),
+        # Aspect-ratio variants of the finished master (they see the repaired faces and hands).
+        OutpaintStage(),
         # Upscale after every stage that changes pixels: it finishes the master (later its variants).
         UpscaleStage(),
         # Last of all: a picture of everything above, for the person who reviews the batch.

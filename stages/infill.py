@@ -1,0 +1,132 @@
+"""Classical fills for a new canvas strip: the starting point of the generative pass.
+
+Each takes the canvas (H×W×3 uint8) and a boolean ``known`` map (True where the
+picture is), fills everything else, and leaves the known pixels as they are.
+Alone they look poor on portraits (stretched stripes, mirrored limbs): they give
+the diffusion model colours and layout to start from, not a result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+def _edge_stretch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Every unknown pixel takes the value of the nearest known pixel along its row, then its column."""
+    ys, xs = np.nonzero(known)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    inner = canvas[y0:y1, x0:x1]
+    h, w = canvas.shape[:2]
+    return np.pad(inner, ((y0, h - y1), (x0, w - x1), (0, 0)), mode="edge")
+
+
+def _known_box(known: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(known)
+    return ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+
+
+def distance_outside(known: np.ndarray) -> np.ndarray:
+    """Chebyshev distance (px) of each pixel from the known rectangle; 0 inside."""
+    y0, y1, x0, x1 = _known_box(known)
+    h, w = known.shape
+    yy = np.arange(h)[:, None]
+    xx = np.arange(w)[None, :]
+    dy = np.maximum(np.maximum(y0 - yy, yy - (y1 - 1)), 0)
+    dx = np.maximum(np.maximum(x0 - xx, xx - (x1 - 1)), 0)
+    return np.maximum(dx, dy).astype(np.float32)
+
+
+def fill_color(canvas: np.ndarray, known: np.ndarray, band: int = 16) -> np.ndarray:
+    """The mean colour of the picture's outer ``band`` px."""
+    y0, y1, x0, x1 = _known_box(known)
+    inner = canvas[y0:y1, x0:x1].astype(np.float32)
+    ring = np.ones(inner.shape[:2], bool)
+    ring[band:-band, band:-band] = False
+    out = canvas.copy()
+    out[~known] = np.rint(inner[ring].mean(axis=0)).astype(np.uint8)
+    return out
+
+
+def fill_reflect(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
+    y0, y1, x0, x1 = _known_box(known)
+    inner = canvas[y0:y1, x0:x1]
+    h, w = canvas.shape[:2]
+    pads = ((y0, h - y1), (x0, w - x1), (0, 0))
+    if max(y0, h - y1) >= inner.shape[0] or max(x0, w - x1) >= inner.shape[1]:
+        out = np.pad(inner, pads, mode="symmetric")  # wider than the picture: numpy repeats the mirror
+    else:
+        out = np.pad(inner, pads, mode="reflect")
+    out[known] = canvas[known]
+    return out
+
+
+def fill_blur(canvas: np.ndarray, known: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Edge stretch, blurred more the farther from the picture, plus a little noise (Fooocus's starting canvas)."""
+    stretched = _edge_stretch(canvas, known)
+    dist = distance_outside(known)
+    far = max(1.0, float(dist.max()))
+    levels = [stretched.astype(np.float32)]
+    for radius in (4, 12, 32):
+        levels.append(np.asarray(Image.fromarray(stretched).filter(ImageFilter.GaussianBlur(radius)),
+                                 dtype=np.float32))
+    t = np.clip(dist / far, 0, 1) * (len(levels) - 1)  # 0 at the edge → the most blurred level far out
+    lo = np.floor(t).astype(int)
+    hi = np.minimum(lo + 1, len(levels) - 1)
+    frac = (t - lo)[..., None]
+    stack = np.stack(levels)
+    rows, cols = np.indices(dist.shape)
+    blended = stack[lo, rows, cols] * (1 - frac) + stack[hi, rows, cols] * frac
+    noise = np.random.default_rng(seed).normal(0, 6.0, canvas.shape).astype(np.float32)
+    blended += noise * np.clip(dist / 32.0, 0, 1)[..., None]
+    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    out[known] = canvas[known]
+    return out
+
+
+def fill_patchmatch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
+    try:
+        from patchmatch import patch_match  # pypatchmatch
+    except Exception as exc:  # its native library builds at first import and may fail
+        raise RuntimeError(f'[outpaint].infill = "patchmatch" needs a working pypatchmatch package ({exc})') from None
+    mask = (~known).astype(np.uint8) * 255
+    out = patch_match.inpaint(canvas, mask=mask, patch_size=3)
+    out = np.asarray(out, dtype=np.uint8).copy()
+    out[known] = canvas[known]
+    return out
+
+
+def infill(method: str, canvas: np.ndarray, known: np.ndarray, seed: int = 0) -> np.ndarray:
+    if method == "blur":
+        return fill_blur(canvas, known, seed)
+    if method == "reflect":
+        return fill_reflect(canvas, known)
+    if method == "color":
+        return fill_color(canvas, known)
+    if method == "patchmatch":
+        return fill_patchmatch(canvas, known)
+    raise ValueError(f"unknown infill {method!r}")
+
+
+def seam_score(image: np.ndarray, known: np.ndarray, width: int = 4) -> float:
+    """How visible the joins are: the mean colour jump across the picture's edges, relative to the mean
+    jump between neighbouring pixels just inside the picture.  ~1 = no visible seam; higher = a seam shows."""
+    y0, y1, x0, x1 = _known_box(known)
+    img = image.astype(np.float32)
+    jumps, inside = [], []
+    h, w = known.shape
+    if x0 > 0:
+        jumps.append(np.abs(img[y0:y1, x0] - img[y0:y1, x0 - 1]).mean())
+        inside.append(np.abs(np.diff(img[y0:y1, x0:x0 + width], axis=1)).mean())
+    if x1 < w:
+        jumps.append(np.abs(img[y0:y1, x1] - img[y0:y1, x1 - 1]).mean())
+        inside.append(np.abs(np.diff(img[y0:y1, x1 - width:x1], axis=1)).mean())
+    if y0 > 0:
+        jumps.append(np.abs(img[y0, x0:x1] - img[y0 - 1, x0:x1]).mean())
+        inside.append(np.abs(np.diff(img[y0:y0 + width, x0:x1], axis=0)).mean())
+    if y1 < h:
+        jumps.append(np.abs(img[y1, x0:x1] - img[y1 - 1, x0:x1]).mean())
+        inside.append(np.abs(np.diff(img[y1 - width:y1, x0:x1], axis=0)).mean())
+    if not jumps:
+        return 1.0
+    return float(np.mean(jumps) / max(np.mean(inside), 1e-3))

@@ -1,0 +1,147 @@
+"""Outpainting: the planner's promises, each infill on a real photo, the invariant, one variant end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon import config as config_mod
+from daemon.journal import Journal
+from daemon.runner import Runner
+from stages.infill import infill, seam_score
+from stages.outpaint import OutpaintStage, band_mask
+from stages.outpaint_plan import canvas_size, plan
+from tests.conftest import DATA, write_config
+from tests.test_inpaint import tiny_sd  # noqa: F401  (the session fixture)
+
+SPECS = ["16:9", "9:16", "4:5", "5:4", "1:1", "21:9", "3:2", "2:3", "1920x1080", "640x480", "16:9@left",
+         "9:16@bottom", "7:3@right"]
+SIZES = [(512, 512), (512, 768), (1024, 576), (333, 517), (64, 1000), (1000, 64), (8, 8)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("spec", SPECS)
+def test_plan_exact_aspect_bounded_steps_never_a_crop(size, spec):
+    p = plan(size, spec, max_step=0.3)
+    w, h = p.size
+    a, b = p.target.ratio
+    if p.target.exact and p.target.exact[0] >= size[0] and p.target.exact[1] >= size[1]:
+        assert (w, h) == p.target.exact
+    else:
+        assert w * b == h * a, "exact aspect"
+        assert w % 8 == 0 and h % 8 == 0
+    assert w >= size[0] and h >= size[1], "never a crop"
+    prev = size
+    for step in p.steps:
+        grow_w, grow_h = step.size[0] - prev[0], step.size[1] - prev[1]
+        assert 0 <= grow_w <= max(1, math.floor(prev[0] * 0.3)) and 0 <= grow_h <= max(1, math.floor(prev[1] * 0.3))
+        assert 0 <= step.offset[0] <= grow_w and 0 <= step.offset[1] <= grow_h
+        prev = step.size
+    assert prev == (w, h) and 0 <= p.origin[0] <= w - size[0] and 0 <= p.origin[1] <= h - size[1]
+
+
+def test_anchors_pin_the_original():
+    assert plan((512, 512), "16:9@left").origin[0] == 0
+    p = plan((512, 512), "16:9@right")
+    assert p.origin[0] + 512 == p.size[0]
+    p = plan((512, 512), "16:9")
+    assert abs(p.origin[0] - (p.size[0] - 512 - p.origin[0])) <= len(p.steps)  # centred, to a px per step
+
+
+def test_canvas_size_is_the_smallest_that_fits():
+    assert canvas_size((512, 512), (16, 9)) == (1024, 576)
+    assert canvas_size((512, 512), (4, 5)) == (512, 640)
+    assert canvas_size((1920, 1080), (16, 9)) == (1920, 1080)
+
+
+def _steps(image: np.ndarray, spec: str, method: str):
+    p = plan(image.shape[1::-1], spec)
+    canvas = image
+    for st in p.steps:
+        big = np.zeros((st.size[1], st.size[0], 3), np.uint8)
+        ox, oy = st.offset
+        big[oy:oy + canvas.shape[0], ox:ox + canvas.shape[1]] = canvas
+        known = np.zeros(big.shape[:2], bool)
+        known[oy:oy + canvas.shape[0], ox:ox + canvas.shape[1]] = True
+        canvas = infill(method, big, known, 0)
+    known = np.zeros(canvas.shape[:2], bool)
+    known[p.origin[1]:p.origin[1] + image.shape[0], p.origin[0]:p.origin[0] + image.shape[1]] = True
+    return canvas, known
+
+
+@pytest.mark.parametrize("method", ["blur", "reflect", "color"])
+def test_each_infill_fills_the_strip_and_keeps_the_photo(method):
+    photo = np.asarray(Image.open(DATA / "astronaut.png").convert("RGB"))
+    canvas, known = _steps(photo, "16:9", method)
+    assert canvas.shape == (576, 1024, 3)
+    assert np.array_equal(canvas[known].reshape(512, 512, 3), photo)
+    strip = canvas[~known]
+    assert strip.std() > 1 and strip.mean() > 10  # filled, not left black
+    assert np.isfinite(seam_score(canvas, known))
+
+
+def test_seam_metric_tells_a_hard_edge_from_a_smooth_one():
+    photo = np.asarray(Image.open(DATA / "camera.png").convert("RGB"))
+    hard, known = _steps(photo, "16:9", "color")
+    soft, _ = _steps(photo, "16:9", "reflect")
+    assert seam_score(hard, known) > 3 * seam_score(soft, known)
+
+
+def test_band_masks_never_reach_past_the_band():
+    m = band_mask((300, 200), (50, 0), (200, 200), "left", 16, outside=True)
+    assert m[:, :50].min() == 255 and m[:, 50 + 16:].max() == 0 and m[:, 50] .min() > 200
+    s = band_mask((300, 200), (50, 0), (200, 200), "right", 8, outside=False)
+    assert s[:, 250 - 8:250 + 8].min() > 0 and s[:, :250 - 8].max() == 0 and s[:, 250 + 8:].max() == 0
+
+
+def _run(tmp_path, extra: str):
+    cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n"))
+    src = cfg.paths.inbox / "astro.png"
+    src.write_bytes((DATA / "astronaut.png").read_bytes())
+    journal = Journal(cfg.paths.state / "j.sqlite3")
+    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), 1, 0.0)
+    out = Runner(journal, lambda: cfg, [OutpaintStage()]).run_job(journal.claim())
+    assert out.status == "done", out.error
+    return out.archive, json.loads((out.archive / "manifest.json").read_text())["stages"][0]
+
+
+def _original_untouched(archive, entry, label: str, band: int) -> None:
+    variant = np.asarray(Image.open(archive / f"30-outpaint-{label}.png").convert("RGB"))
+    plan_entry = next(v for v in entry["details"]["variants"] if v["label"] == label)
+    ox, oy = plan_entry["origin"]
+    original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
+    inner = variant[oy + band:oy + 512 - band, ox + band:ox + 512 - band]
+    assert np.array_equal(inner, original[band:512 - band, band:512 - band])
+
+
+def test_without_a_model_variants_are_infill_only_and_the_manifest_says_so(tmp_path):
+    archive, entry = _run(tmp_path, '[outpaint]\nvariants = ["16:9", "4:5", "21:9"]\n')
+    assert entry["status"] == "done" and "no generative model configured: infill only" in entry["reason"]
+    assert entry["details"]["generative"] is False
+    assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
+    assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)
+    assert (archive / "30-outpaint-16x9-compare.png").exists()
+    assert entry["produces"] == {"variant-16x9": "30-outpaint-16x9.png", "variant-4x5": "30-outpaint-4x5.png",
+                                 "variant-21x9": "30-outpaint-21x9.png"}
+    _original_untouched(archive, entry, "16x9", 0)
+
+
+def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):  # noqa: F811
+    extra = (f'[inpaint]\nmodel = "{tiny_sd}"\nresolution = 64\n'
+             '[outpaint]\nvariants = ["16:9"]\nsteps = 2\nseam_band = 16\n')
+    archive, entry = _run(tmp_path, extra)
+    details = entry["details"]
+    assert details["generative"] is True and entry["models"][0]["name"] == "tiny-sd-inpaint"
+    (variant,) = details["variants"]
+    assert [s["file"] for s in variant["steps"]] == [f"30-outpaint-16x9-step{i}.png" for i in (1, 2, 3)]
+    assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
+    _original_untouched(archive, entry, "16x9", 16)
+    # The random tiny model repainted the strips: they differ from the plain infill.
+    plain, known = _steps(np.asarray(Image.open(DATA / "astronaut.png").convert("RGB")), "16:9", "blur")
+    out = np.asarray(Image.open(archive / "30-outpaint-16x9.png").convert("RGB"))
+    assert np.abs(out[~known].astype(int) - plain[~known]).mean() > 2
