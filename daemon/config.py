@@ -235,7 +235,8 @@ class InpaintConfig:
         err.at_least("idle_unload", self.idle_unload, 0.0)
 
 
-_VARIANT = re.compile(r"^(?:(\d+):(\d+)|(\d+)x(\d+))(?:@(center|left|right|top|bottom))?$")
+# An outpaint variant: "W:H" or "WIDTHxHEIGHT", optionally "@anchor".
+VARIANT = re.compile(r"^(?:(\d+):(\d+)|(\d+)x(\d+))(?:@(center|left|right|top|bottom))?$")
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ class OutpaintConfig:
 
     def check(self, err: _Errors) -> None:
         for v in self.variants:
-            m = _VARIANT.match(v)
+            m = VARIANT.match(v)
             if not m or "0" in (m.group(1), m.group(2), m.group(3), m.group(4)):
                 err.add("variants", f'entries are "W:H" or "WIDTHxHEIGHT", optionally "@left", "@right", "@top", '
                                     f'"@bottom" or "@center" (got {v!r})')

@@ -8,7 +8,6 @@ manifest lists every detection with its model file and sha256.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from PIL import Image
@@ -17,7 +16,7 @@ from automask.detect import Detection, Detector, DetectorSettings
 from automask.mask import draw_detections, masks_for, select, user_mask
 from daemon.archive import sha256_file
 from daemon.config import AutomaskConfig
-from stages.base import JobContext, ModelRef, Stage, StageResult
+from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 
 KINDS = ("face", "hand")
 
@@ -37,8 +36,7 @@ class AutoMaskStage(Stage):
         self._digests: dict[str, str] = {}
 
     def params(self, ctx: JobContext) -> AutomaskParams:
-        return AutomaskParams(**{f.name: getattr(ctx.config.automask, f.name)
-                                 for f in dataclasses.fields(AutomaskConfig)})
+        return from_section(AutomaskParams, ctx.config.automask)
 
     def setup(self, ctx: JobContext, params: AutomaskParams) -> None:
         cfg = ctx.config

@@ -114,6 +114,11 @@ class Stage:
         """Unload models (daemon shutdown)."""
 
 
+def from_section(params_cls: type, section: Any, **extra: Any) -> Any:
+    """A stage's params from its config section (nested tables kept as dataclasses), plus extra fields."""
+    return params_cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(section)}, **extra)
+
+
 def params_dict(params: Any) -> dict:
     return section_dict(params) if dataclasses.is_dataclass(params) else dict(params)
 

@@ -7,13 +7,12 @@ height and labelled.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
 from daemon.config import ContactConfig
-from stages.base import JobContext, Stage, StageResult
+from stages.base import JobContext, Stage, StageResult, from_section
 
 @dataclass(frozen=True)
 class ContactParams(ContactConfig):
@@ -25,7 +24,7 @@ class ContactSheetStage(Stage):
     prefix = "99"
 
     def params(self, ctx: JobContext) -> ContactParams:
-        return ContactParams(**dataclasses.asdict(ctx.config.contact))
+        return from_section(ContactParams, ctx.config.contact)
 
     def panels(self, ctx: JobContext) -> list[tuple[str, str]]:
         """(archive name, label) in review order; masks are left out (the detections show the boxes)."""

@@ -14,7 +14,6 @@ the reason: a face is never replaced by a non-generative fill.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from PIL import Image, ImageFilter
 
 from daemon.config import InpaintConfig
 from stages import prompts
-from stages.base import JobContext, ModelRef, Stage, StageResult
+from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 
 log = structlog.get_logger("polishd.inpaint")
@@ -140,8 +139,7 @@ class InpaintStage(Stage):
     prefix = "20"
 
     def params(self, ctx: JobContext) -> InpaintParams:
-        return InpaintParams(**{f.name: getattr(ctx.config.inpaint, f.name)
-                                for f in dataclasses.fields(InpaintConfig)}, device=ctx.config.daemon.device)
+        return from_section(InpaintParams, ctx.config.inpaint, device=ctx.config.daemon.device)
 
     def regions(self, ctx: JobContext, params: InpaintParams) -> list[Region]:
         """What to repaint: one region per detection of a merged mask, per separate mask, per user mask."""
@@ -260,7 +258,7 @@ def _detections(ctx: JobContext) -> list[dict]:
 
 
 def _prompt(ctx: JobContext, kind: str, ks: KindSettings, found) -> tuple[str, str, str]:
-    """(prompt, negative, source): a sidecar's own prompt, else the image's prompt in the template, else the template."""
+    """(prompt, negative, source): a sidecar's prompt, else the image's own in the template, else the template."""
     side = ctx.overrides.get("inpaint", {}) if isinstance(ctx.overrides.get("inpaint"), dict) else {}
     side_kind = side.get(kind, {}) if isinstance(side.get(kind), dict) else {}
     if "prompt" in side_kind or "prompt" in side:

@@ -19,7 +19,6 @@ outlined), e.g. label ``16x9``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from daemon.config import OutpaintConfig
 from stages import prompts
-from stages.base import JobContext, ModelRef, Stage, StageResult
+from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.infill import infill, seam_score
 from stages.inpaint import crop_box, image_seed, paste, working_size
@@ -92,8 +91,8 @@ class OutpaintStage(Stage):
 
     def params(self, ctx: JobContext) -> OutpaintParams:
         cfg = ctx.config
-        return OutpaintParams(**dataclasses.asdict(cfg.outpaint), model_resolved=cfg.outpaint.model or
-                              cfg.inpaint.model, resolution=cfg.inpaint.resolution, device=cfg.daemon.device)
+        return from_section(OutpaintParams, cfg.outpaint, model_resolved=cfg.outpaint.model or cfg.inpaint.model,
+                            resolution=cfg.inpaint.resolution, device=cfg.daemon.device)
 
     def able_to_run(self, ctx: JobContext, params: OutpaintParams) -> str | None:
         return None if params.variants else "no variants asked for ([outpaint].variants is empty)"

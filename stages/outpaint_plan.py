@@ -18,10 +18,9 @@ keys step results by that prefix and runs a shared step once.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
-_VARIANT = re.compile(r"^(?:(\d+):(\d+)|(\d+)x(\d+))(?:@(center|left|right|top|bottom))?$")
+from daemon.config import VARIANT as _VARIANT
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ separately (Lanczos) and reattached; grey images stay grey, 16-bit grey stays
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 
 from daemon.config import UpscaleConfig
-from stages.base import JobContext, ModelRef, Stage, StageResult
+from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import tile as tiling
@@ -46,7 +45,7 @@ class UpscaleStage(Stage):
 
     def params(self, ctx: JobContext) -> UpscaleParams:
         cfg = ctx.config
-        return UpscaleParams(**dataclasses.asdict(cfg.upscale), device=cfg.daemon.device)
+        return from_section(UpscaleParams, cfg.upscale, device=cfg.daemon.device)
 
     def able_to_run(self, ctx: JobContext, params: UpscaleParams) -> str | None:
         if not self._targets(ctx, params):

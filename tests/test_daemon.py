@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,7 +42,8 @@ class Polishd:
     def start(self) -> "Polishd":
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.run_polishd", "--sleep", str(self.sleep), "--", "--config", str(self.config), "run"],
+            [sys.executable, "-m", "tests.helpers.run_polishd", "--sleep", str(self.sleep), "--",
+             "--config", str(self.config), "run"],
             cwd=REPO, env=self.env, stdout=logf, stderr=subprocess.STDOUT)
         wait_until(lambda: "watching" in self.events() or self.proc.poll() is not None, 30, "daemon start")
         assert self.proc.poll() is None, self.log.read_text()

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
-import pytest
 
 from daemon import config as config_mod
 from daemon.runner import Runner
