@@ -22,6 +22,7 @@ demo: setup
 	@echo "Finished archives: var/demo/archive/ (one folder per image, see manifest.json and the numbered PNGs)"
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" -q
 	$(BIN)/python -m pytest -m slow -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 

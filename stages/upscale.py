@@ -20,6 +20,7 @@ from daemon.config import UpscaleConfig
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.esrgan import load as esrgan_load
+from stages.esrgan import onnx_backend
 from stages.esrgan import tile as tiling
 
 log = structlog.get_logger("polishd.upscale")
@@ -42,6 +43,8 @@ class UpscaleStage(Stage):
         self._key: tuple | None = None
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
+        self.backend = ""
+        self._runner = None
 
     def params(self, ctx: JobContext) -> UpscaleParams:
         cfg = ctx.config
@@ -56,25 +59,37 @@ class UpscaleStage(Stage):
     def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
-        key = (params.model, str(device), dtype)
+        backend = params.backend
+        if backend == "auto":
+            cpu_fp32 = device.type == "cpu" and dtype == torch.float32
+            backend = "onnxruntime" if cpu_fp32 and onnx_backend.available() else "torch"
+        elif backend == "onnxruntime" and (device.type != "cpu" or dtype != torch.float32):
+            raise RuntimeError('[upscale].backend = "onnxruntime" runs on the CPU in fp32 only; '
+                               'use "auto" or "torch" here')
+        key = (params.model, str(device), dtype, backend)
         if key == self._key:
             return
         self.close()
+        threads = params.threads or os.cpu_count() or 1
         if device.type == "cpu":
-            torch.set_num_threads(params.threads or os.cpu_count() or 1)
+            torch.set_num_threads(threads)
         paths = ctx.config.paths
         search = [paths.models, paths.models / "upscale_models"]
         model = esrgan_load.load(params.model, paths.models, search)
-        net = model.net.to(device=device, dtype=dtype)
-        if device.type == "cpu":
-            net = net.to(memory_format=torch.channels_last)
-        model.net = net
-        self._model, self._key, self.device, self.dtype = model, key, device, dtype
+        if backend == "onnxruntime":
+            self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, paths.models), threads)
+        else:
+            net = model.net.to(device=device, dtype=dtype)
+            if device.type == "cpu":
+                net = net.to(memory_format=torch.channels_last)
+            model.net = net
+            self._runner = self._run_torch
+        self._model, self._key, self.device, self.dtype, self.backend = model, key, device, dtype, backend
         log.info("upscaler loaded", model=model.name, device=str(device), dtype=dtype_name(dtype),
-                 scale=model.scale)
+                 scale=model.scale, backend=backend)
 
     def close(self) -> None:
-        self._model = self._key = None
+        self._model = self._key = self._runner = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -108,7 +123,8 @@ class UpscaleStage(Stage):
             summary=f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values()),
             models=[ModelRef(m.name, m.sha256, str(m.path))],
             device=str(self.device), dtype=dtype_name(self.dtype),
-            details={"native_scale": m.scale, "tile": tile, "tile_overlap": params.tile_overlap, "sizes": sizes},
+            details={"backend": self.backend, "native_scale": m.scale, "tile": tile,
+                     "tile_overlap": params.tile_overlap, "sizes": sizes},
             produces={"upscaled": outputs[0]} if outputs else {})
 
     def upscale_image(self, im: Image.Image, params: UpscaleParams, tile: int,
@@ -152,6 +168,9 @@ class UpscaleStage(Stage):
         return out, tile
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return self._runner(x)
+
+    def _run_torch(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.to(device=self.device, dtype=self.dtype)
             if self.device.type == "cpu":

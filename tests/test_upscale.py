@@ -229,3 +229,17 @@ def test_unknown_architectures_and_missing_models_are_named(tmp_path):
         esrgan_load.load("other.pth", CACHE, [tmp_path])
     with pytest.raises(esrgan_load.ModelNotFound, match=r"\[upscale\].model = 'nope'"):
         esrgan_load.load("nope", CACHE, [tmp_path])
+
+
+def test_onnxruntime_backend_gives_the_torch_result(tmp_path):
+    pytest.importorskip("onnxruntime")
+    image = Image.fromarray((crop(40) * 255).astype(np.uint8))
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        stage = UpscaleStage()
+        params = UpscaleParams(model="animevideov3", scale=4, device="cpu", tile=32, backend=backend)
+        stage.setup(_Ctx(CACHE), params)
+        assert stage.backend == backend
+        outs[backend] = np.asarray(stage.upscale_image(image, params, 32)[0], dtype=int)
+    assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1  # a rounding step at most
+    assert (CACHE / "onnx").is_dir()

@@ -1,0 +1,56 @@
+"""ONNX Runtime for the upscaler on the CPU: the same weights, exported once, run by ORT's kernels.
+
+Measured in bench/upscale.py: on this project's 2-core CPU, ORT's convolutions run x4plus about 1.2×
+faster than torch's (fp32, channels_last), with outputs within 1e-5 of torch.  The model is exported
+once per weights file (by its sha256) into ``<models>/onnx/`` with free height and width.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from daemon.archive import atomic_write
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export(net: torch.nn.Module, sha256: str, cache: Path) -> Path:
+    path = cache / "onnx" / f"{sha256[:16]}.onnx"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    net = net.float().to(memory_format=torch.contiguous_format)
+    torch.onnx.export(net, (torch.rand(1, 3, 64, 64),), str(tmp), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "H", 3: "W"}}, opset_version=17,
+                      dynamo=False)
+    atomic_write(path, tmp.read_bytes())
+    tmp.unlink()
+    return path
+
+
+class OrtRunner:
+    """Callable like the torch path: 1×3×h×w float tensor in, 1×3×h·s×w·s float tensor out."""
+
+    def __init__(self, onnx_path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.session.run(None, {"x": np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(y)
