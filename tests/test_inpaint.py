@@ -19,32 +19,13 @@ from stages.diffusion import engine as engine_mod
 from stages.diffusion.tokenizer import clip_tokenizer
 from stages.inpaint import InpaintStage, colour_match, crop_box, paste, working_size
 from tests.conftest import DATA, write_config
+from tests.helpers.tiny_sd import build_tiny_sd
 
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> Path:
     """A tiny SD 1.x inpainting pipeline (9-channel UNet), built from configs, saved as a diffusers folder."""
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=4, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
-    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
-                                        num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
-                                        vocab_size=49408, projection_dim=32))
-    pipe = StableDiffusionInpaintPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=clip_tokenizer(),
-                                          scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
-                                          feature_extractor=None, requires_safety_checker=False)
-    folder = tmp_path_factory.mktemp("models") / "tiny-sd-inpaint"
-    pipe.save_pretrained(folder)
-    return folder
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-inpaint")
 
 
 def test_clip_tokenizer_built_offline_matches_clip():

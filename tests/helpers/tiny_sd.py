@@ -1,0 +1,35 @@
+"""A tiny, randomly initialised SD 1.x inpainting pipeline, built from configs (no weights downloaded).
+
+It exercises the real diffusers code paths — 9-channel UNet, VAE, CLIP text encoder, our offline
+tokenizer — in seconds on a CPU.  Its pixels are noise: it tests plumbing, never quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.diffusion.tokenizer import clip_tokenizer
+
+
+def build_tiny_sd(folder: Path) -> Path:
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
+    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
+                                        num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
+                                        vocab_size=49408, projection_dim=32))
+    pipe = StableDiffusionInpaintPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=clip_tokenizer(),
+                                          scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+                                          safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder
