@@ -315,3 +315,36 @@ def test_systemd_notifications_arrive_in_order(daemon, tmp_path):
     assert any(m.startswith("STATUS=queued 0, running 0, done 1") for m in messages)
     reloading = messages[first("RELOADING=1")]
     assert "MONOTONIC_USEC=" in reloading
+
+
+def test_polling_observer_when_configured(daemon, tmp_path):
+    config = tmp_path / "pipeline.toml"
+    config.write_text(config.read_text().replace("[daemon]\n", '[daemon]\nwatch = "polling"\n'))
+    d = daemon().start()
+    assert any(r.get("watch") == "PollingObserver" for r in d.records() if r.get("event") == "watching")
+    (tmp_path / "inbox" / "p.png").write_bytes(png_bytes(seed=41))
+    wait_until(lambda: d.done() == 1, what="polled file")
+    assert d.stop() == 0
+
+
+def test_native_watching_falls_back_to_polling_with_a_warning(tmp_path):
+    from structlog.testing import capture_logs
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers.polling import PollingObserver
+
+    from daemon.watcher import start_observer
+
+    def schedule(observer):
+        if not isinstance(observer, PollingObserver):
+            raise OSError(28, "inotify watch limit reached")
+        observer.schedule(FileSystemEventHandler(), str(tmp_path))
+
+    with capture_logs() as logs:
+        observer = start_observer("native", schedule)
+    try:
+        assert isinstance(observer, PollingObserver)
+        (warning,) = [e for e in logs if e["log_level"] == "warning"]
+        assert "falling back to polling" in warning["event"] and "watch limit" in warning["error"]
+    finally:
+        observer.stop()
+        observer.join(5)

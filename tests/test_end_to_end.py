@@ -31,12 +31,15 @@ def test_demo_pipeline_on_the_astronaut(tmp_path):
     manifest = json.loads((archive / "manifest.json").read_text())
     assert manifest["status"] == "done"
     assert [(s["name"], s["status"]) for s in manifest["stages"]] == [
-        ("automask", "done"), ("upscale", "done"), ("contact", "done")]
+        ("automask", "done"), ("inpaint", "skipped"), ("outpaint", "done"), ("upscale", "done"), ("contact", "done")]
+    assert "no inpainting model configured" in manifest["stages"][1]["reason"]
     assert Image.open(archive / "40-upscale.png").size == (1024, 1024)
+    assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
+    assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)
     assert Image.open(archive / "10-mask-face.png").size == (512, 512)
     assert (archive / "99-contact.jpg").exists()
     assert (archive / "00-original.png").read_bytes() == (DATA / "astronaut.png").read_bytes()
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     finished = [r for r in lines if r.get("event") == "job finished"]
-    assert finished and set(finished[0]["stages"]) == {"automask", "upscale", "contact"}
+    assert finished and set(finished[0]["stages"]) == {"automask", "outpaint", "upscale", "contact"}
     assert all("image" in r for r in lines if r.get("event") == "stage completed")
