@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -74,3 +76,20 @@ def astronaut(tmp_path: Path) -> Path:
     p.parent.mkdir(exist_ok=True)
     shutil.copy(DATA / "astronaut.png", p)
     return p
+
+
+def run_one(cfg, src: Path, stages: list, expect: str = "done"):
+    """Queues ``src``, runs it once through ``stages`` with the real runner; returns (outcome, manifest)."""
+    from daemon.runner import Runner
+
+    journal = Journal(cfg.paths.state / "j.sqlite3")
+    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
+    try:
+        out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
+    finally:
+        for stage in stages:
+            stage.close()
+        journal.close()
+    assert out.status == expect, out.error
+    manifest = json.loads((out.archive / "manifest.json").read_text()) if out.archive else None
+    return out, manifest

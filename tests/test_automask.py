@@ -13,10 +13,8 @@ from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms,
 from automask.mask import box_mask, masks_for, select, user_mask
 from daemon import config as config_mod
 from daemon.config import FaceMaskConfig
-from daemon.journal import Journal
-from daemon.runner import Runner
 from stages.automask import AutoMaskStage
-from tests.conftest import DATA, write_config
+from tests.conftest import DATA, run_one, write_config
 
 
 @pytest.fixture(scope="module")
@@ -158,14 +156,7 @@ def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.I
     image.save(src)
     if mask is not None:
         mask.save(cfg.paths.inbox / (src.stem + ".mask.png"))
-    journal = Journal(cfg.paths.state / "j.sqlite3")
-    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
-    stages = stages or [AutoMaskStage()]
-    out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
-    for stage in stages:
-        stage.close()
-    assert out.status == "done", out.error
-    manifest = json.loads((out.archive / "manifest.json").read_text())
+    out, manifest = run_one(cfg, src, stages or [AutoMaskStage()])
     return out.archive, manifest["stages"][0]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from daemon import config as config_mod
-from daemon.journal import Journal
-from daemon.runner import Runner
 from stages import prompts
 from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
 from stages.diffusion.tokenizer import clip_tokenizer
 from stages.inpaint import InpaintStage, colour_match, crop_box, paste, working_size
-from tests.conftest import DATA, write_config
+from tests.conftest import DATA, run_one, write_config
 from tests.helpers.tiny_sd import build_tiny_sd
 
 
@@ -114,14 +111,7 @@ def _job(tmp_path, extra: str, image_path: Path, sidecar: str | None = None):
     src.write_bytes(image_path.read_bytes())
     if sidecar:
         (cfg.paths.inbox / (src.stem + ".toml")).write_text(sidecar)
-    journal = Journal(cfg.paths.state / "j.sqlite3")
-    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
-    stages = [AutoMaskStage(), InpaintStage()]
-    out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
-    for stage in stages:
-        stage.close()
-    assert out.status == "done", out.error
-    manifest = json.loads((out.archive / "manifest.json").read_text())
+    out, manifest = run_one(cfg, src, [AutoMaskStage(), InpaintStage()])
     return out.archive, manifest["stages"][1]
 
 
@@ -173,10 +163,8 @@ def test_an_invalid_sidecar_fails_the_image_with_a_report(tmp_path):
     src = cfg.paths.inbox / "x.png"
     src.write_bytes((DATA / "camera.png").read_bytes())
     (cfg.paths.inbox / "x.toml").write_text("[inpaint]\nstrength = 3\n")
-    journal = Journal(cfg.paths.state / "j.sqlite3")
-    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), 1, 0.0)
-    out = Runner(journal, lambda: cfg, [InpaintStage()]).run_job(journal.claim())
-    assert out.status == "failed" and "x.toml: [inpaint].strength must be between 0.0 and 1.0 (got 3.0)" in out.error
+    out, _ = run_one(cfg, src, [InpaintStage()], expect="failed")
+    assert "x.toml: [inpaint].strength must be between 0.0 and 1.0 (got 3.0)" in out.error
     assert (cfg.paths.failed / "x.png").exists() and (cfg.paths.failed / "x.toml").exists()
     report = json.loads((cfg.paths.failed / "x.png.error.json").read_text())
     assert report["stage"] == "intake"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 import numpy as np
@@ -11,12 +9,10 @@ import pytest
 from PIL import Image
 
 from daemon import config as config_mod
-from daemon.journal import Journal
-from daemon.runner import Runner
 from stages.infill import infill, seam_score
 from stages.outpaint import OutpaintStage, band_mask
 from stages.outpaint_plan import canvas_size, plan
-from tests.conftest import DATA, write_config
+from tests.conftest import DATA, run_one, write_config
 from tests.test_inpaint import tiny_sd  # noqa: F401  (the session fixture)
 
 SPECS = ["16:9", "9:16", "4:5", "5:4", "1:1", "21:9", "3:2", "2:3", "1920x1080", "640x480", "16:9@left",
@@ -105,11 +101,8 @@ def _run(tmp_path, extra: str):
     cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n"))
     src = cfg.paths.inbox / "astro.png"
     src.write_bytes((DATA / "astronaut.png").read_bytes())
-    journal = Journal(cfg.paths.state / "j.sqlite3")
-    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), 1, 0.0)
-    out = Runner(journal, lambda: cfg, [OutpaintStage()]).run_job(journal.claim())
-    assert out.status == "done", out.error
-    return out.archive, json.loads((out.archive / "manifest.json").read_text())["stages"][0]
+    out, manifest = run_one(cfg, src, [OutpaintStage()])
+    return out.archive, manifest["stages"][0]
 
 
 def _original_untouched(archive, entry, label: str, band: int) -> None:

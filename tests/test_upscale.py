@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -164,23 +163,17 @@ def test_modes_come_back_as_they_went_in(stage, anime):
 
 def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
     from daemon import config as config_mod
-    from daemon.journal import Journal
-    from daemon.runner import Runner
-    from tests.conftest import write_config
+    from tests.conftest import run_one, write_config
 
     path = write_config(tmp_path, '[upscale]\nmodel = "animevideov3"\nscale = 3\ntile = 64\n')
     cfg = config_mod.load(path)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     src = cfg.paths.inbox / "photo.png"
     Image.open(DATA / "astronaut.png").resize((96, 64)).save(src, icc_profile=icc)
-    journal = Journal(cfg.paths.state / "j.sqlite3")
-    import hashlib
-    journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size, src.stat().st_mtime)
-    out = Runner(journal, lambda: cfg, [UpscaleStage()]).run_job(journal.claim())
-    assert out.status == "done", out.error
+    out, manifest = run_one(cfg, src, [UpscaleStage()])
     up = Image.open(out.archive / "40-upscale.png")
     assert up.size == (288, 192) and up.info.get("icc_profile") == icc
-    entry = json.loads((out.archive / "manifest.json").read_text())["stages"][0]
+    entry = manifest["stages"][0]
     assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
     assert entry["device"] == "cpu" and entry["dtype"] == "fp32" and entry["details"]["native_scale"] == 4
     assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
