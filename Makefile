@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.upscale
 	$(BIN)/python -m bench.automask
+	$(BIN)/python -m bench.inpaint
 
 models: setup
 	$(BIN)/python automask/models/extract.py

@@ -24,6 +24,11 @@ from typing import Any
 from PIL import Image
 
 MANIFEST = "manifest.json"
+# mkstemp creates files 0600; archive files should get the usual mode under the process umask
+# (systemd's UMask=, a shell's umask).  Read once, at import, before any thread exists.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 def now_iso() -> str:
@@ -42,6 +47,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -53,6 +53,8 @@ def test_done_job_archives_byte_identical_original_and_empties_inbox(workdir, jo
     assert m["stages"][1]["outputs"] == ["16-copy.png"] and m["stages"][1]["status"] == "done"
     assert journal.get(out.job_id).state == "done"
     assert not [p for p in out.archive.iterdir() if p.name.endswith(".tmp")]
+    from daemon.archive import FILE_MODE
+    assert {p.stat().st_mode & 0o777 for p in out.archive.iterdir()} == {FILE_MODE}  # not mkstemp's 0600
 
 
 def test_disabled_and_unable_stages_are_recorded_as_skipped(workdir, journal):
