@@ -59,11 +59,8 @@ class UpscaleStage(Stage):
     def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
-        backend = params.backend
-        if backend == "auto":
-            cpu_fp32 = device.type == "cpu" and dtype == torch.float32
-            backend = "onnxruntime" if cpu_fp32 and onnx_backend.available() else "torch"
-        elif backend == "onnxruntime" and (device.type != "cpu" or dtype != torch.float32):
+        backend = "torch" if params.backend == "auto" else params.backend
+        if backend == "onnxruntime" and (device.type != "cpu" or dtype != torch.float32):
             raise RuntimeError('[upscale].backend = "onnxruntime" runs on the CPU in fp32 only; '
                                'use "auto" or "torch" here')
         key = (params.model, str(device), dtype, backend)

@@ -1,8 +1,10 @@
-"""ONNX Runtime for the upscaler on the CPU: the same weights, exported once, run by ORT's kernels.
+"""ONNX Runtime for the upscaler on the CPU (``[upscale].backend = "onnxruntime"``).
 
-Measured in bench/upscale.py: on this project's 2-core CPU, ORT's convolutions run x4plus about 1.2×
-faster than torch's (fp32, channels_last), with outputs within 1e-5 of torch.  The model is exported
-once per weights file (by its sha256) into ``<models>/onnx/`` with free height and width.
+The same weights, exported once per weights file (by sha256) into ``<models>/onnx/`` with free height
+and width.  Measured on a 2-core CPU with x4plus: a single 256² input runs about 1.2× faster than
+torch (fp32, channels_last) and matches it to 1e-5; but each new tile shape makes ORT plan and keep
+more arena memory — a 2048² image in 256 px tiles passed 3.4 GB — and with the arena off it is slower
+than torch.  So "auto" means torch, and this path is for small images.
 """
 
 from __future__ import annotations
