@@ -47,6 +47,10 @@ format = "json"
 level = "warning"
 [automask]
 enabled = false
+[inpaint]
+enabled = false
+[outpaint]
+enabled = false
 [upscale]
 enabled = false
 [contact]
