@@ -34,7 +34,7 @@ class ContactSheetStage(Stage):
             out.append((a["detections"], "detections"))
         if "inpainted" in a:
             out.append((a["inpainted"], "inpainted"))
-        out += [(name, key.removeprefix("variant-").replace("x", ":")) for key, name in sorted(a.items())
+        out += [(name, f"variant {key.removeprefix('variant-')}") for key, name in sorted(a.items())
                 if key.startswith("variant-")]
         if "upscaled" in a:
             out.append((a["upscaled"], "upscaled"))
@@ -49,7 +49,7 @@ class ContactSheetStage(Stage):
                 size = im.size
                 im = im.convert("RGB")
                 im.thumbnail((height * 4, height), Image.Resampling.LANCZOS)
-                tiles.append((im, f"{label}  {size[0]}×{size[1]}"))
+                tiles.append((im, f"{label}  {size[0]}x{size[1]}"))  # the default font has no "×"
         label_h = font.size + 2 * pad
         width = sum(t.width for t, _ in tiles) + pad * (len(tiles) + 1)
         sheet = Image.new("RGB", (width, height + label_h + 2 * pad), (28, 28, 28))
