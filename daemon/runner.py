@@ -101,6 +101,9 @@ class Runner:
         structlog.contextvars.bind_contextvars(image=job.name, job=job.id)
         try:
             outcome = self._run(job, cfg, consume)
+        except Exception as exc:  # outside any stage (a full disk, a bug): retried, then failed like the rest
+            log.error("job error outside the stages", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            outcome = self._fail(job, cfg, "runner", exc, consume, manifest=None, folder=None)
         finally:
             self.active.discard(job.id)
         outcome.seconds = time.monotonic() - started

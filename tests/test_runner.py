@@ -206,3 +206,20 @@ def test_same_file_seen_twice_is_queued_once(workdir, journal):
     assert _enqueue(journal, p) is not None
     assert _enqueue(journal, p) is None
     assert journal.counts()["queued"] == 1
+
+
+def test_an_error_outside_the_stages_is_retried_then_failed(workdir, journal, monkeypatch):
+    root, cfg = workdir
+    data = png_bytes(seed=77)
+    _enqueue(journal, _drop(cfg, "disk.png", data))
+    runner = Runner(journal, lambda: cfg, [CopyStage()])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("daemon.archive.ArchiveFolder.write_bytes", full_disk)  # the archive's disk is full
+    statuses = [_run_next(journal, runner).status for _ in range(cfg.daemon.max_attempts)]
+    monkeypatch.undo()
+    assert statuses == ["retry", "retry", "failed"]
+    assert (cfg.paths.failed / "disk.png").read_bytes() == data
+    assert journal.get(1).error_stage == "runner" and "No space left" in journal.get(1).last_error
