@@ -184,6 +184,7 @@ class Daemon:
             except Exception as exc:  # a bug, not bad input: the job goes back, the worker lives on
                 log.exception("worker error; job put back in the queue", job=job.id)
                 self.journal.requeue(job.id, error=f"{type(exc).__name__}: {exc}", stage="runner")
+                self.signals.stop.wait(5.0)  # whatever broke (a full disk?) gets a moment before the next try
             self.notifier.status(self._status())
         self.journal.close()
 
