@@ -70,6 +70,14 @@ def jpeg_bytes(size=(256, 256)) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny SD 1.x inpainting pipeline (9-channel UNet), built from configs, saved as a diffusers folder."""
+    from tests.helpers.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-inpaint")
+
+
 @pytest.fixture
 def astronaut(tmp_path: Path) -> Path:
     p = tmp_path / "src" / "astronaut.png"

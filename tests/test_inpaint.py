@@ -16,13 +16,6 @@ from stages.diffusion import engine as engine_mod
 from stages.diffusion.tokenizer import clip_tokenizer
 from stages.inpaint import InpaintStage, colour_match, crop_box, paste, working_size
 from tests.conftest import DATA, run_one, write_config
-from tests.helpers.tiny_sd import build_tiny_sd
-
-
-@pytest.fixture(scope="session")
-def tiny_sd(tmp_path_factory) -> Path:
-    """A tiny SD 1.x inpainting pipeline (9-channel UNet), built from configs, saved as a diffusers folder."""
-    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-inpaint")
 
 
 def test_clip_tokenizer_built_offline_matches_clip():

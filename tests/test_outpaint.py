@@ -13,7 +13,6 @@ from stages.infill import infill, seam_score
 from stages.outpaint import OutpaintStage, band_mask
 from stages.outpaint_plan import canvas_size, plan
 from tests.conftest import DATA, run_one, write_config
-from tests.test_inpaint import tiny_sd  # noqa: F401  (the session fixture)
 
 SPECS = ["16:9", "9:16", "4:5", "5:4", "1:1", "21:9", "3:2", "2:3", "1920x1080", "640x480", "16:9@left",
          "9:16@bottom", "7:3@right"]
@@ -126,7 +125,7 @@ def test_without_a_model_variants_are_infill_only_and_the_manifest_says_so(tmp_p
     _original_untouched(archive, entry, "16x9", 0)
 
 
-def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):  # noqa: F811
+def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):
     extra = (f'[inpaint]\nmodel = "{tiny_sd}"\nresolution = 64\n'
              '[outpaint]\nvariants = ["16:9"]\nsteps = 2\nseam_band = 16\n')
     archive, entry = _run(tmp_path, extra)
