@@ -43,8 +43,9 @@ def main(argv=None) -> int:
         model = build_tiny_sd(root / "tiny")
         cfg = config_mod.load(write_config(root, f'[inpaint]\nmodel = "{model}"\nsteps = 4\nstrength = 1.0\n'
                                                  f'resolution = {args.resolution}\n[automask.hand]\nenabled = false\n'
-                                                 '[upscale]\nenabled = false\n[contact]\nenabled = false\n'
-                                                 '[log]\nlevel = "warning"\n'))
+                                                 '[automask.face]\ntop_k = 1\nrank_by = "confidence"\n'
+                                                 '[outpaint]\nenabled = false\n[upscale]\nenabled = false\n'
+                                                 '[contact]\nenabled = false\n'))
         canvas = Image.new("RGB", (args.side, args.side), (128, 128, 128))
         canvas.paste(Image.open(DATA / "astronaut.png"), (args.side // 3, args.side // 3))
         src = cfg.paths.inbox / "big.png"

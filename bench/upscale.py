@@ -6,7 +6,8 @@ Prints a table and writes bench/out/upscale.md and bench/out/upscale.png.  Each
 engine runs once per size after a warm-up on a small input, all with the same
 number of threads.  PSNR is measured against plain fp32 torch (untiled), the
 reference of faithfulness; peak RSS of a large input is measured in a fresh
-child process (ru_maxrss), so earlier runs do not count.
+child process (VmHWM: the high-water mark of its own memory; ru_maxrss would carry the parent's
+pages over the fork), so earlier runs do not count.
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ def timed(fn, *args):
 def rss_child(model: str, size: int, threads: int) -> dict:
     """Runs polishd's upscaler on one size×size photo in a fresh process; returns seconds and peak RSS."""
     code = (
-        "import json, resource, sys, time; sys.path.insert(0, %r)\n"
+        "import json, sys, time; sys.path.insert(0, %r)\n"
         "from bench.upscale import Polishd, photo\n"
         "p = Polishd(%r, %d); im = photo(%d); t = time.perf_counter(); out = p(im)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'shape': list(out.shape),"
-        " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'tile': p.tile}))\n"
+        " 'peak_rss_mb': int(hwm) / 1024, 'tile': p.tile}))\n"
     ) % (str(REPO), model, threads, size)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
