@@ -131,7 +131,7 @@ def chart(rows: list[dict], path: Path) -> None:
             y0 = h - margin - (h - 2 * margin) * r[e] / top
             d.rectangle((x0, y0, x0 + bar * 0.9, h - margin), fill=colours[e])
             d.text((x0, y0 - 14), f"{r[e]:.1f}s", fill="black")
-        d.text((margin + gi * group + group / 3, h - margin + 8), f"{r['size']}² input", fill="black")
+        d.text((margin + gi * group + group / 3, h - margin + 8), f"{r['size']}x{r['size']} input", fill="black")
     for i, e in enumerate(engines):
         d.rectangle((margin + i * 150, 12, margin + i * 150 + 14, 26), fill=colours[e])
         d.text((margin + i * 150 + 20, 13), e, fill="black")
