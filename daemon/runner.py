@@ -209,7 +209,7 @@ class Runner:
                 raise InputError(str(exc)) from None
             manifest.overrides = overrides
         folder.write_manifest(manifest)
-        ctx = JobContext(id=folder.path.name, config=cfg, archive=folder, original=original,
+        ctx = JobContext(id=folder.path.name, config=cfg, archive=folder, original=original, sha256=dropped.sha256,
                          sidecars=sidecars, overrides=overrides, stop=self.stop, beat=self.beat)
         ctx.artifacts["image"] = original
         return ctx

@@ -197,8 +197,7 @@ class InpaintStage(Stage):
         image = ctx.open_master()
         mode = image.mode
         rgb = np.asarray(image.convert("RGB")).copy()
-        manifest_source = json.loads(ctx.path("manifest.json").read_text())["source"]
-        seed = image_seed(manifest_source["sha256"], params.seed)
+        seed = image_seed(ctx.sha256, params.seed)
         found = prompts.from_image(Image.open(ctx.path(ctx.original)))
         outputs, records = [], []
         for n, region in enumerate(self.regions(ctx, params)):

@@ -19,7 +19,6 @@ outlined), e.g. label ``16x9``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,8 +113,7 @@ class OutpaintStage(Stage):
 
     def run(self, ctx: JobContext, params: OutpaintParams) -> StageResult:
         master = ctx.open_master().convert("RGB")
-        source = json.loads(ctx.path("manifest.json").read_text())["source"]
-        seed = image_seed(source["sha256"], ctx.config.inpaint.seed)
+        seed = image_seed(ctx.sha256, ctx.config.inpaint.seed)
         found = prompts.from_image(Image.open(ctx.path(ctx.original)))
         prompt = params.prompt.replace("{prompt}", found.positive if found else "").strip(" ,")
         negative = ", ".join(p for p in (params.negative_prompt, found.negative if found else "") if p)
