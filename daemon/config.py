@@ -184,14 +184,7 @@ class InpaintKindConfig:
     padding: int | None = None
 
     def check(self, err: _Errors) -> None:
-        if self.steps is not None:
-            err.between("steps", self.steps, 1, 500)
-        if self.strength is not None:
-            err.between("strength", self.strength, 0.0, 1.0)
-        if self.guidance is not None:
-            err.between("guidance", self.guidance, 0.0, 50.0)
-        if self.padding is not None:
-            err.between("padding", self.padding, 0, 1024)
+        err.generation(self)
 
 
 @dataclass(frozen=True)
@@ -225,10 +218,7 @@ class InpaintConfig:
     user: InpaintKindConfig = field(default_factory=InpaintKindConfig)
 
     def check(self, err: _Errors) -> None:
-        err.between("steps", self.steps, 1, 500)
-        err.between("guidance", self.guidance, 0.0, 50.0)
-        err.between("strength", self.strength, 0.0, 1.0)
-        err.between("padding", self.padding, 0, 1024)
+        err.generation(self)
         if self.resolution and (self.resolution % 8 or not 64 <= self.resolution <= 2048):
             err.add("resolution", f"must be 0 (the model's own) or a multiple of 8 from 64 to 2048 "
                                   f"(got {self.resolution})")
@@ -263,9 +253,7 @@ class OutpaintConfig:
                 err.add("variants", f'entries are "W:H" or "WIDTHxHEIGHT", optionally "@left", "@right", "@top", '
                                     f'"@bottom" or "@center" (got {v!r})')
         err.between("max_step", self.max_step, 0.05, 1.0)
-        err.between("steps", self.steps, 1, 500)
-        err.between("guidance", self.guidance, 0.0, 50.0)
-        err.between("strength", self.strength, 0.0, 1.0)
+        err.generation(self)
         err.between("seam_band", self.seam_band, 0, 512)
         err.between("seam_strength", self.seam_strength, 0.0, 1.0)
 
@@ -330,6 +318,16 @@ class _Errors:
     def between(self, key: str, value: float, low: float, high: float) -> None:
         if not low <= value <= high:
             self.add(key, f"must be between {low} and {high} (got {_show(value)})")
+
+    def generation(self, section: Any) -> None:
+        """The diffusion settings [inpaint], its per-kind tables and [outpaint] share; None = inherited."""
+        for key, (low, high) in _GENERATION_BOUNDS.items():
+            value = getattr(section, key, None)
+            if value is not None:
+                self.between(key, value, low, high)
+
+
+_GENERATION_BOUNDS = {"steps": (1, 500), "guidance": (0.0, 50.0), "strength": (0.0, 1.0), "padding": (0, 1024)}
 
 
 def _show(value: Any) -> str:

@@ -100,3 +100,15 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         config_mod.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[inpaint]\nsteps = 0\n", "[inpaint].steps must be between 1 and 500 (got 0)"),
+    ("[inpaint.face]\nstrength = 2\n", "[inpaint.face].strength must be between 0.0 and 1.0 (got 2.0)"),
+    ("[inpaint.hand]\npadding = -1\n", "[inpaint.hand].padding must be between 0 and 1024 (got -1)"),
+    ("[outpaint]\nguidance = 99\n", "[outpaint].guidance must be between 0.0 and 50.0 (got 99.0)"),
+])
+def test_diffusion_settings_are_bounded_in_every_table(text, message):
+    with pytest.raises(ConfigError) as e:
+        config_mod.parse(text)
+    assert message in str(e.value)
