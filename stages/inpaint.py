@@ -228,23 +228,35 @@ class InpaintStage(Stage):
 
     def _region(self, ctx, rgb: np.ndarray, region: Region, ks: KindSettings, prompt: str, negative: str,
                 seed: int, match: bool):
-        h, w = rgb.shape[:2]
         with Image.open(ctx.path(region.mask)) as im:
             full_mask = np.asarray(im.convert("L"))
-        box = crop_box(region.box, ks.padding, (w, h), aspect=1.0)
-        x0, y0, x1, y1 = box
-        crop, mask = rgb[y0:y1, x0:x1], full_mask[y0:y1, x0:x1]
-        size = working_size((x1 - x0, y1 - y0), ctx.config.inpaint.resolution or self.engine.native)
-        generated = self.engine.inpaint(
-            Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS),
-            Image.fromarray(mask).resize(size, Image.Resampling.BILINEAR), prompt, negative, ks.steps, ks.guidance,
-            ks.strength, seed, callback=ctx.check_stop)
-        patch = np.asarray(generated.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS))
-        if match:
-            patch = colour_match(patch, crop, ring_of(mask))
-        out = rgb.copy()
-        out[y0:y1, x0:x1] = paste(crop, patch, mask)
-        return Image.fromarray(crop), Image.fromarray(out[y0:y1, x0:x1]), out
+        out, (x0, y0, x1, y1) = repaint(self.engine, rgb, full_mask, region.box, ks.padding,
+                                        ctx.config.inpaint.resolution, prompt, negative, ks.steps, ks.guidance,
+                                        ks.strength, seed, ctx.check_stop, match)
+        return Image.fromarray(rgb[y0:y1, x0:x1]), Image.fromarray(out[y0:y1, x0:x1]), out
+
+
+def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: int, resolution: int, prompt: str,
+            negative: str, steps: int, guidance: float, strength: float, seed: int, callback=None,
+            match: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Only-masked inpainting of one region (used by inpaint and outpaint).
+
+    Crops ``box`` plus ``padding`` (square, inside the image), runs the engine at its working size, brings the
+    patch back, optionally colour-matches it, and pastes it through ``mask``.  Returns the new image and the crop.
+    """
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = crop = crop_box(box, padding, (w, h), aspect=1.0)
+    part, m = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    size = working_size((x1 - x0, y1 - y0), resolution or engine.native)
+    generated = engine.inpaint(Image.fromarray(part).resize(size, Image.Resampling.LANCZOS),
+                               Image.fromarray(m).resize(size, Image.Resampling.BILINEAR), prompt, negative, steps,
+                               guidance, strength, seed, callback=callback)
+    patch = np.asarray(generated.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS))
+    if match:
+        patch = colour_match(patch, part, ring_of(m))
+    out = image.copy()
+    out[y0:y1, x0:x1] = paste(part, patch, m)
+    return out, crop
 
 
 def _detections(ctx: JobContext) -> list[dict]:

@@ -30,7 +30,7 @@ from stages import prompts
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.infill import infill, seam_score
-from stages.inpaint import crop_box, image_seed, paste, working_size
+from stages.inpaint import image_seed, repaint
 from stages.outpaint_plan import Plan, plan
 
 log = structlog.get_logger("polishd.outpaint")
@@ -193,17 +193,8 @@ class OutpaintStage(Stage):
 
     def _inpaint(self, image: np.ndarray, mask: np.ndarray, box, engine, prompt, negative, strength,
                  params: OutpaintParams, seed: int, ctx: JobContext) -> np.ndarray:
-        h, w = image.shape[:2]
-        x0, y0, x1, y1 = crop_box(box, 0, (w, h), aspect=1.0)
-        crop, m = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-        size = working_size((x1 - x0, y1 - y0), params.resolution or engine.native)
-        generated = engine.inpaint(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS),
-                                   Image.fromarray(m).resize(size, Image.Resampling.BILINEAR), prompt, negative,
-                                   params.steps, params.guidance, strength, seed, callback=ctx.check_stop)
-        patch = np.asarray(generated.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS))
-        out = image.copy()
-        out[y0:y1, x0:x1] = paste(crop, patch, m)
-        return out
+        return repaint(engine, image, mask, box, 0, params.resolution, prompt, negative, params.steps,
+                       params.guidance, strength, seed, ctx.check_stop)[0]
 
 
 def side_by_side(master: Image.Image, variant: Image.Image, p: Plan, height: int = 512) -> Image.Image:
