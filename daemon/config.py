@@ -203,6 +203,7 @@ class InpaintHandConfig(InpaintKindConfig):
 class InpaintConfig:
     enabled: bool = True
     model: str = ""
+    model_config: str = ""
     steps: int = 30
     guidance: float = 7.0
     strength: float = 0.6
@@ -237,6 +238,7 @@ class OutpaintConfig:
     max_step: float = 0.3
     infill: Literal["blur", "reflect", "color", "patchmatch"] = "blur"
     model: str = ""
+    model_config: str = ""
     prompt: str = "{prompt}"
     negative_prompt: str = ""
     steps: int = 30

@@ -172,7 +172,8 @@ class InpaintStage(Stage):
         from stages.diffusion import engine
 
         try:
-            how, _ = engine.resolve(params.model, ctx.config.source.parent if ctx.config.source else None)
+            how, _ = engine.resolve(params.model, ctx.config.source.parent if ctx.config.source else None,
+                                    params.model_config)
         except engine.ModelNotFound as exc:
             return f"model not found: {exc}"
         if how == "hub" and not _in_hf_cache(params.model):
@@ -185,7 +186,7 @@ class InpaintStage(Stage):
 
         device = pick_device(params.device)
         self.engine = engine.get(params.model, ctx.config.source.parent if ctx.config.source else None,
-                                 device, pick_dtype(device, "auto"), ctx.config.paths.models)
+                                 device, pick_dtype(device, "auto"), ctx.config.paths.models, params.model_config)
 
     def close(self) -> None:
         from sys import modules

@@ -39,6 +39,7 @@ log = structlog.get_logger("polishd.outpaint")
 @dataclass(frozen=True)
 class OutpaintParams(OutpaintConfig):
     model_resolved: str = ""  # [outpaint].model, else [inpaint].model
+    model_config_resolved: str = ""  # and the model_config that goes with it
     resolution: int = 0
     device: str = "auto"
 
@@ -90,7 +91,9 @@ class OutpaintStage(Stage):
 
     def params(self, ctx: JobContext) -> OutpaintParams:
         cfg = ctx.config
+        own = bool(cfg.outpaint.model)
         return from_section(OutpaintParams, cfg.outpaint, model_resolved=cfg.outpaint.model or cfg.inpaint.model,
+                            model_config_resolved=cfg.outpaint.model_config if own else cfg.inpaint.model_config,
                             resolution=cfg.inpaint.resolution, device=cfg.daemon.device)
 
     def able_to_run(self, ctx: JobContext, params: OutpaintParams) -> str | None:
@@ -104,12 +107,12 @@ class OutpaintStage(Stage):
 
         base = ctx.config.source.parent if ctx.config.source else None
         try:
-            engine.resolve(params.model_resolved, base)
+            engine.resolve(params.model_resolved, base, params.model_config_resolved)
         except engine.ModelNotFound as exc:
             return None, f"model not found ({exc}): infill only"
         device = pick_device(params.device)
         return engine.get(params.model_resolved, base, device, pick_dtype(device, "auto"),
-                          ctx.config.paths.models), None
+                          ctx.config.paths.models, params.model_config_resolved), None
 
     def run(self, ctx: JobContext, params: OutpaintParams) -> StageResult:
         master = ctx.open_master().convert("RGB")

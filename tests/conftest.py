@@ -78,6 +78,14 @@ def tiny_sd(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-inpaint")
 
 
+@pytest.fixture(scope="session")
+def tiny_sd_file(tiny_sd, tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny pipeline as one A1111-layout ``.safetensors`` file, and a folder holding its configs only."""
+    from tests.helpers.tiny_sd import write_single_file
+
+    return write_single_file(tiny_sd, tmp_path_factory.mktemp("single") / "tiny-sd-inpaint.safetensors")
+
+
 @pytest.fixture
 def astronaut(tmp_path: Path) -> Path:
     p = tmp_path / "src" / "astronaut.png"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, PngImagePlugin
 
 from daemon import config as config_mod
@@ -168,3 +170,77 @@ def test_engine_refuses_to_guess_what_a_path_is(tmp_path):
     with pytest.raises(engine_mod.ModelNotFound, match="neither a diffusers folder"):
         engine_mod.resolve(str(tmp_path / "notamodel"), None)
     assert engine_mod.resolve("someone/some-model", None) == ("hub", None)
+
+
+def test_a_single_file_checkpoint_paints_exactly_like_its_diffusers_folder(tmp_path, tiny_sd, tiny_sd_file):
+    checkpoint, configs = tiny_sd_file
+    base = '[inpaint]\nsteps = 2\nresolution = 64\n'
+    folder_archive, _ = _job(tmp_path / "folder", base + f'model = "{tiny_sd}"\n', DATA / "astronaut.png")
+    archive, entry = _job(tmp_path / "file", base + f'model = "{checkpoint}"\nmodel_config = "{configs}"\n',
+                          DATA / "astronaut.png")
+    assert entry["status"] == "done", entry
+    model = entry["models"][0]
+    assert model["name"] == "tiny-sd-inpaint.safetensors"
+    assert model["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    # Same weights, same configs, same seed: the same pixels, whichever way the model was stored.
+    assert (archive / "20-inpaint.png").read_bytes() == (folder_archive / "20-inpaint.png").read_bytes()
+
+
+def test_an_ordinary_sd1_checkpoint_loads_with_its_four_channel_unet(tmp_path, tiny_sd_file):
+    from tests.helpers.tiny_sd import build_tiny_sd, write_single_file
+
+    _, configs = tiny_sd_file  # an inpainting model's configs: 9 input channels
+    checkpoint, _ = write_single_file(build_tiny_sd(tmp_path / "plain", in_channels=4), tmp_path / "plain.safetensors")
+    assert engine_mod.inspect_checkpoint(checkpoint) == engine_mod.Checkpoint("sd1", 4)
+    try:
+        eng = engine_mod.get(str(checkpoint), None, torch.device("cpu"), torch.float32, tmp_path / "cache",
+                             model_config=str(configs))
+        assert eng.kind == "StableDiffusionInpaintPipeline" and eng.pipe.unet.config.in_channels == 4
+        image = Image.open(DATA / "astronaut.png").convert("RGB").resize((64, 64))
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (16, 16, 48, 48))
+        out = eng.inpaint(image, mask, "a face", "", steps=2, guidance=7.0, strength=0.5, seed=1)
+        assert out.size == (64, 64)
+    finally:
+        engine_mod.unload()
+    # The configs folder made for it holds configs and a tokenizer, never weights.
+    (made,) = (tmp_path / "cache" / "diffusers-configs").iterdir()
+    assert json.loads((made / "unet" / "config.json").read_text())["in_channels"] == 4
+    assert json.loads((configs / "unet" / "config.json").read_text())["in_channels"] == 9  # the user's: untouched
+    assert not [f for f in made.rglob("*") if f.suffix in (".safetensors", ".bin")]
+
+
+def test_the_shipped_sd15_configs_describe_sd15_inpainting(tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    folder = engine_mod.single_file_config(tmp_path)
+    with torch.device("meta"):  # the real SD 1.5 shapes, without allocating them
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    assert unet.conv_in.weight.shape == (320, 9, 3, 3) and unet.config.cross_attention_dim == 768
+    assert vae.config.latent_channels == 4
+    tok = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    plain = engine_mod.single_file_config(tmp_path, in_channels=4)
+    assert plain != folder and json.loads((plain / "unet" / "config.json").read_text())["in_channels"] == 4
+
+
+def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_path):
+    from safetensors.torch import save_file
+
+    sdxl = tmp_path / "some-sdxl-inpaint.safetensors"
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(4),
+               engine_mod.UNET_IN: torch.zeros(8, 9, 3, 3)}, str(sdxl))
+    assert engine_mod.inspect_checkpoint(sdxl) == engine_mod.Checkpoint("sdxl", 9)
+    with pytest.raises(engine_mod.ModelNotFound, match="is an SDXL checkpoint.*set \\[inpaint\\].model_config"):
+        engine_mod.resolve(str(sdxl), None)
+    with pytest.raises(engine_mod.ModelNotFound, match="not a diffusers folder"):
+        engine_mod.resolve(str(sdxl), None, str(tmp_path))
+    broken = tmp_path / "truncated.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(engine_mod.ModelNotFound, match="not a readable .safetensors file"):
+        engine_mod.resolve(str(broken), None)
+    # Through the stage: skipped with the reason, the image still finished.
+    _, entry = _job(tmp_path / "job", f'[inpaint]\nmodel = "{sdxl}"\n', DATA / "astronaut.png")
+    assert entry["status"] == "skipped" and "SDXL checkpoint" in entry["reason"]

@@ -4,9 +4,13 @@
 
 * a diffusers folder (``model_index.json`` inside): SD 1.x/2.x inpainting, SDXL inpainting,
   or Flux Fill, whichever pipeline class the folder names;
-* a single ``.safetensors`` SD 1.x inpainting checkpoint: loaded with the component configs
-  that ship in ``configs/sd15-inpaint`` and a CLIP tokenizer built offline (a single file holds
-  no tokenizer, and without ``config=`` diffusers would try to download one);
+* a single ``.safetensors`` checkpoint in the original (A1111/ComfyUI) layout.  A single file
+  holds weights but no configs and no tokenizer, and without ``config=`` diffusers would try to
+  download them.  SD 1.x files — inpainting (9-channel UNet) or ordinary (4-channel, inpainted
+  the way A1111 does with a normal model) — load with the configs that ship in
+  ``configs/sd15-inpaint``; any other family (SD 2.x, SDXL) needs ``model_config``: a diffusers
+  folder of the same family whose ``*.json`` configs are used (its weights are never read).
+  Missing tokenizers are built offline from the CLIP BPE merges;
 * a hub id (``owner/name``) already in the user's Hugging Face cache, loaded with
   ``HF_HUB_OFFLINE=1``.
 
@@ -16,6 +20,7 @@ Nothing is ever downloaded.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import shutil
@@ -43,6 +48,34 @@ class ModelNotFound(FileNotFoundError):
     pass
 
 
+# Which family a single-file checkpoint is, told by a key only that family has.
+FAMILY_KEYS = (("sdxl", "conditioner.embedders.1.model."), ("sd2", "cond_stage_model.model."),
+               ("sd1", "cond_stage_model.transformer."), ("flux", "double_blocks."))
+SINGLE_FILE_PIPELINE = {"sd1": "StableDiffusionInpaintPipeline", "sd2": "StableDiffusionInpaintPipeline",
+                        "sdxl": "StableDiffusionXLInpaintPipeline"}
+UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    family: str        # sd1, sd2, sdxl, flux or unknown
+    in_channels: int   # 9 for an inpainting UNet, 4 for an ordinary one, 0 if none
+
+
+def inspect_checkpoint(path: Path) -> Checkpoint:
+    """Family and UNet input channels of a single-file checkpoint, from its header alone."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            in_channels = f.get_slice(UNET_IN).get_shape()[1] if UNET_IN in keys else 0
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise ModelNotFound(f"{path}: not a readable .safetensors file ({exc})") from None
+    family = next((name for name, prefix in FAMILY_KEYS if any(k.startswith(prefix) for k in keys)), "unknown")
+    return Checkpoint(family, int(in_channels))
+
+
 @dataclass
 class Engine:
     spec: str
@@ -53,6 +86,7 @@ class Engine:
     sha256: str
     native: int
     last_used: float = 0.0
+    model_config: str = ""
 
     @property
     def kind(self) -> str:
@@ -82,14 +116,16 @@ _lock = threading.Lock()
 _active: Engine | None = None  # one generative model in memory at a time
 
 
-def get(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, cache: Path) -> Engine:
+def get(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, cache: Path,
+        model_config: str = "") -> Engine:
     """The engine for ``spec``, loading it (and unloading any other) if needed."""
     global _active
     with _lock:
-        if _active is not None and (_active.spec, _active.device, _active.dtype) == (spec, device, dtype):
+        if _active is not None and (_active.spec, _active.model_config, _active.device, _active.dtype) == \
+                (spec, model_config, device, dtype):
             return _active
         unload_locked()
-        _active = _load(spec, base, device, dtype, cache)
+        _active = _load(spec, base, device, dtype, cache, model_config)
         return _active
 
 
@@ -117,14 +153,19 @@ def unload_locked() -> None:
         torch.cuda.empty_cache()
 
 
-def resolve(spec: str, base: Path | None) -> tuple[str, Path | None]:
-    """("folder" | "file" | "hub", path) for a model spec; raises ModelNotFound with what was tried."""
+def _path(spec: str, base: Path | None) -> Path:
     p = Path(spec).expanduser()
-    if not p.is_absolute() and base is not None:
-        p = base / p
+    return base / p if not p.is_absolute() and base is not None else p
+
+
+def resolve(spec: str, base: Path | None, model_config: str = "") -> tuple[str, Path | None]:
+    """("folder" | "file" | "hub", path) for a model spec; raises ModelNotFound with what was tried,
+    or why a single file cannot be loaded as configured."""
+    p = _path(spec, base)
     if p.is_dir() and (p / "model_index.json").exists():
         return "folder", p
     if p.is_file() and p.suffix == ".safetensors":
+        config_folder(p, base, model_config)  # raises if the file cannot be loaded as configured
         return "file", p
     if p.exists():
         raise ModelNotFound(f"[inpaint].model = {spec!r}: {p} is neither a diffusers folder (with "
@@ -134,19 +175,42 @@ def resolve(spec: str, base: Path | None) -> tuple[str, Path | None]:
     raise ModelNotFound(f"[inpaint].model = {spec!r}: no such file or folder ({p})")
 
 
-def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, cache: Path) -> Engine:
+def config_folder(path: Path, base: Path | None, model_config: str) -> tuple[Path, Checkpoint]:
+    """The folder whose configs describe the single file ``path``, and what the file is."""
+    ckpt = inspect_checkpoint(path)
+    if model_config:
+        folder = _path(model_config, base)
+        if not (folder / "model_index.json").is_file():
+            raise ModelNotFound(f"[inpaint].model_config = {model_config!r}: {folder} is not a diffusers folder "
+                                "(no model_index.json)")
+        return folder, ckpt
+    if ckpt.family == "sd1":
+        return CONFIGS / "sd15-inpaint", ckpt
+    what = {"sd2": "an SD 2.x", "sdxl": "an SDXL", "flux": "a Flux"}.get(ckpt.family, "an unrecognised")
+    hint = ("load Flux Fill from a diffusers folder" if ckpt.family == "flux" else
+            "set [inpaint].model_config to a diffusers folder of the same family (only its .json configs are read)")
+    raise ModelNotFound(f"{path.name} is {what} checkpoint; polishd ships configs for SD 1.x only: {hint}")
+
+
+def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, cache: Path,
+          model_config: str = "") -> Engine:
     import diffusers
 
-    how, path = resolve(spec, base)
+    how, path = resolve(spec, base, model_config)
     t0 = time.monotonic()
-    common = dict(torch_dtype=dtype, local_files_only=True)
+    common = dict(dtype=dtype, local_files_only=True)
     if how == "folder":
         pipe = diffusers.AutoPipelineForInpainting.from_pretrained(path, **common)
         digest = _folder_digest(path)
     elif how == "file":
-        pipe = diffusers.StableDiffusionInpaintPipeline.from_single_file(
-            str(path), config=str(single_file_config(cache)), safety_checker=None, requires_safety_checker=False,
-            **common)
+        source, ckpt = config_folder(path, base, model_config)
+        folder = single_file_config(cache, source, ckpt.in_channels)
+        kind = json.loads((folder / "model_index.json").read_text())["_class_name"]
+        if kind not in SINGLE_FILE_PIPELINE.values():
+            raise ModelNotFound(f"{path.name}: the configs in {source} are for {kind}; a single file loads as "
+                                "an SD 1.x/2.x or SDXL inpainting pipeline")
+        extra = dict(safety_checker=None, requires_safety_checker=False) if "XL" not in kind else {}
+        pipe = getattr(diffusers, kind).from_single_file(str(path), config=str(folder), **extra, **common)
         digest = sha256_file(path)
     else:
         old = os.environ.get("HF_HUB_OFFLINE")
@@ -168,22 +232,47 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
     pipe.to(device)
     name = path.name if path is not None else spec
     engine = Engine(spec, pipe, device, dtype, name, digest, NATIVE_SIZE.get(type(pipe).__name__, 512),
-                    time.monotonic())
+                    time.monotonic(), model_config)
     log.info("generative model loaded", model=name, pipeline=engine.kind, device=str(device),
              dtype=dtype_name(dtype), seconds=round(time.monotonic() - t0, 2))
     return engine
 
 
-def single_file_config(cache: Path) -> Path:
-    """The shipped SD 1.x inpainting configs plus an offline-built tokenizer, as one folder in the cache."""
-    target = cache / "diffusers-configs" / "sd15-inpaint"
-    if not (target / "tokenizer" / "vocab.json").exists():
-        tmp = target.with_name(target.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(CONFIGS / "sd15-inpaint", tmp)
-        write_tokenizer(tmp / "tokenizer")
-        shutil.rmtree(target, ignore_errors=True)
+def single_file_config(cache: Path, source: Path = CONFIGS / "sd15-inpaint", in_channels: int = 0) -> Path:
+    """A config folder for ``from_single_file``, made once in the cache from ``source``: its ``*.json``
+    and tokenizer files only (never its weights), with the UNet's input channels set to the
+    checkpoint's (an ordinary SD 1.x file has 4, an inpainting one 9) and a CLIP tokenizer built
+    offline wherever ``model_index.json`` asks for one that is missing."""
+    import hashlib
+
+    files = sorted(f for f in source.rglob("*") if f.is_file() and f.suffix in (".json", ".txt", ".model")
+                   and not f.name.endswith(".index.json"))
+    key = hashlib.sha256(f"{in_channels}".encode())
+    for f in files:  # keyed by content: an edited config folder gets a fresh copy
+        key.update(f"{f.relative_to(source)}\0".encode() + f.read_bytes())
+    target = cache / "diffusers-configs" / f"{source.name}-{key.hexdigest()[:12]}"
+    if (target / "model_index.json").exists():
+        return target
+    tmp = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in files:
+        (tmp / f.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, tmp / f.relative_to(source))
+    index = json.loads((tmp / "model_index.json").read_text())
+    for name, spec in index.items():
+        if isinstance(spec, list) and spec[1:] and "Tokenizer" in str(spec[1]) and not (tmp / name).is_dir():
+            # SDXL's second tokenizer is the same BPE, padded with "!" as OpenCLIP pads
+            write_tokenizer(tmp / name, pad_token="!" if name == "tokenizer_2" else "<|endoftext|>")
+    unet_config = tmp / "unet" / "config.json"
+    if in_channels and unet_config.exists():
+        unet = json.loads(unet_config.read_text())
+        if unet.get("in_channels") != in_channels:
+            unet["in_channels"] = in_channels
+            unet_config.write_text(json.dumps(unet, indent=2))
+    try:
         os.replace(tmp, target)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -67,7 +67,7 @@ def clip_tokenizer(max_length: int = 77):
                          pad_token="<|endoftext|>")
 
 
-def write_tokenizer(folder: Path, max_length: int = 77) -> Path:
+def write_tokenizer(folder: Path, max_length: int = 77, pad_token: str = "<|endoftext|>") -> Path:
     """vocab.json + merges.txt + configs, loadable with ``CLIPTokenizer.from_pretrained(folder)``."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = vocab_and_merges()
@@ -75,5 +75,5 @@ def write_tokenizer(folder: Path, max_length: int = 77) -> Path:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token}))
     return folder

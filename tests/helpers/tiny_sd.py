@@ -11,14 +11,16 @@ from pathlib import Path
 from stages.diffusion.tokenizer import clip_tokenizer
 
 
-def build_tiny_sd(folder: Path) -> Path:
+def build_tiny_sd(folder: Path, in_channels: int = 9) -> Path:
+    """``in_channels`` 9: an inpainting UNet (latents + mask + masked image); 4: an ordinary one."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
+                                in_channels=in_channels, out_channels=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
                                 attention_head_dim=4, norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
@@ -33,3 +35,17 @@ def build_tiny_sd(folder: Path) -> Path:
                                           requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+def write_single_file(folder: Path, target: Path) -> tuple[Path, Path]:
+    """The pipeline in ``folder`` as one original-layout checkpoint, plus a folder of its configs only
+    (what ``[inpaint].model_config`` points at for a checkpoint that is not full-size SD 1.x)."""
+    import shutil
+
+    from tests.helpers.ldm_checkpoint import write_ldm_checkpoint
+
+    configs = target.parent / (target.stem + "-configs")
+    for f in folder.rglob("*.json"):
+        (configs / f.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, configs / f.relative_to(folder))
+    return write_ldm_checkpoint(folder, target), configs
