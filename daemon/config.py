@@ -200,6 +200,16 @@ class InpaintHandConfig(InpaintKindConfig):
 
 
 @dataclass(frozen=True)
+class InpaintRemoveConfig(InpaintKindConfig):
+    """A user's ``<name>.remove.png``: what is under it is taken away, with no model needed."""
+
+    fill: Literal["patchmatch", "telea", "navier-stokes"] = "patchmatch"
+    refine: bool = True
+    prompt: str | None = "seamless natural background"
+    strength: float | None = 0.5
+
+
+@dataclass(frozen=True)
 class InpaintConfig:
     enabled: bool = True
     model: str = ""
@@ -217,6 +227,7 @@ class InpaintConfig:
     face: InpaintFaceConfig = field(default_factory=InpaintFaceConfig)
     hand: InpaintHandConfig = field(default_factory=InpaintHandConfig)
     user: InpaintKindConfig = field(default_factory=InpaintKindConfig)
+    remove: InpaintRemoveConfig = field(default_factory=InpaintRemoveConfig)
 
     def check(self, err: _Errors) -> None:
         err.generation(self)

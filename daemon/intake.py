@@ -22,9 +22,11 @@ from PIL import Image, UnidentifiedImageError
 JUNK_PATTERNS = ("*.part", "*.tmp", "*.crdownload", ".*", "~*", "._*", "Thumbs.db", ".syncthing.*",
                  "*.error.json")
 # Files that travel with an image of the same stem: suffix → archive name.
-SIDECAR_SUFFIXES = {".mask.png": "00-sidecar-mask.png", ".toml": "00-sidecar.toml", ".json": "00-sidecar.json"}
+SIDECAR_SUFFIXES = {".mask.png": "00-sidecar-mask.png", ".remove.png": "00-sidecar-remove.png",
+                    ".toml": "00-sidecar.toml", ".json": "00-sidecar.json"}
 # What stages call them: archive name → kind (``JobContext.sidecars`` is keyed by kind).
-SIDECAR_KINDS = {"00-sidecar-mask.png": "mask", "00-sidecar.toml": "toml", "00-sidecar.json": "json"}
+SIDECAR_KINDS = {"00-sidecar-mask.png": "mask", "00-sidecar-remove.png": "remove", "00-sidecar.toml": "toml",
+                 "00-sidecar.json": "json"}
 
 _MAGIC = {
     "png": lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"),

@@ -2,6 +2,7 @@
 
 Writes ``10-mask-face.png`` and ``10-mask-hand.png`` (or ``10-mask-face-0.png``, …
 with ``merge = false``), ``10-mask-user.png`` from a user's ``<name>.mask.png``,
+``10-mask-remove.png`` from a user's ``<name>.remove.png`` (things to take away),
 and ``10-detections.png`` with every box, score and hand landmark drawn.  The
 manifest lists every detection with its model file and sha256.
 """
@@ -82,13 +83,15 @@ class AutoMaskStage(Stage):
                 ctx.archive.save_image(name, mask)
                 outputs.append(name)
                 produces[f"mask-{kind}" if settings.merge else f"mask-{kind}-{i}"] = name
-        if user:
-            with Image.open(ctx.path(user)) as raw:
-                mask = user_mask(raw, size)
-            name = f"{self.prefix}-mask-user.png"
-            ctx.archive.save_image(name, mask)
-            outputs.append(name)
-            produces["mask-user"] = name
+        for kind in ("user", "remove"):  # <name>.mask.png (repaint) and <name>.remove.png (take away)
+            drawn = ctx.sidecars.get("mask" if kind == "user" else kind)
+            if drawn:
+                with Image.open(ctx.path(drawn)) as raw:
+                    mask = user_mask(raw, size)
+                name = f"{self.prefix}-mask-{kind}.png"
+                ctx.archive.save_image(name, mask)
+                outputs.append(name)
+                produces[f"mask-{kind}"] = name
         dropped = [d for d in found if d not in kept]
         ctx.archive.save_image(f"{self.prefix}-detections.png", draw_detections(image, kept, dropped))
         outputs.append(f"{self.prefix}-detections.png")
@@ -98,6 +101,8 @@ class AutoMaskStage(Stage):
             else "no faces or hands found"
         if user:
             summary += f"; user mask ({params.user_mask})"
+        if ctx.sidecars.get("remove"):
+            summary += "; removal mask"
         area = float(size[0] * size[1])
         return StageResult(
             outputs=outputs, summary=summary, produces=produces,

@@ -63,7 +63,7 @@ class JobContext:
     archive: ArchiveFolder
     original: str  # archive name of 00-original.<ext>
     sha256: str  # of the dropped bytes: the image's identity (seeds derive from it)
-    sidecars: dict[str, str]  # archive names of sidecars, by kind ("mask", "toml", "json")
+    sidecars: dict[str, str]  # archive names of sidecars, by kind ("mask", "remove", "toml", "json")
     overrides: dict = field(default_factory=dict)  # the per-image settings a sidecar gave (already in config)
     artifacts: dict[str, str] = field(default_factory=dict)  # e.g. master, mask-face, variant-16x9
     stop: threading.Event = field(default_factory=threading.Event)

@@ -7,9 +7,15 @@ pixels around the mask, and paste it through the feathered mask.  Pixels where
 the mask is 0 are copied from the input untouched — bit-identical, so the VAE's
 colour shift never reaches the rest of the picture.
 
+A user's removal mask (``<name>.remove.png``, kind ``remove``) is handled first and
+needs no model: what is under it is filled from the picture around it (PatchMatch,
+or OpenCV's Telea / Navier-Stokes), then — with a model and ``refine`` — repainted
+at a moderate strength so the fill reads as part of the picture.
+
 Writes ``20-<kind>-<i>-before.png`` / ``-after.png`` per region and
-``20-inpaint.png``, the new master.  Without a model the stage is skipped with
-the reason: a face is never replaced by a non-generative fill.
+``20-inpaint.png``, the new master.  Without a model faces, hands and user masks
+are left as they are, with the reason: a face is never replaced by a
+non-generative fill.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from stages.device import dtype_name, pick_device, pick_dtype
 
 log = structlog.get_logger("polishd.inpaint")
 
-KINDS = ("face", "hand", "user")
+KINDS = ("remove", "face", "hand", "user")  # the order regions are done in
 RING = 16  # px around the mask whose colours the patch is matched to
 
 
@@ -146,7 +152,7 @@ class InpaintStage(Stage):
         out: list[Region] = []
         detections = _detections(ctx)
         for key, name in sorted(ctx.artifacts.items()):
-            m = re.fullmatch(r"mask-(face|hand|user)(?:-(\d+))?", key)
+            m = re.fullmatch(r"mask-(face|hand|user|remove)(?:-(\d+))?", key)
             if not m or not getattr(params, m.group(1)).enabled:
                 continue
             kind = m.group(1)
@@ -156,17 +162,16 @@ class InpaintStage(Stage):
             if bounds is None:
                 continue
             boxes = [d["box"] for d in detections if d["kind"] == kind] if m.group(2) is None else []
-            if kind != "user" and len(boxes) > 1:
+            if kind in ("face", "hand") and len(boxes) > 1:
                 for i, b in enumerate(boxes):
                     box = tuple(int(round(v)) for v in b)
                     out.append(Region(kind, i, box, name))
             else:
                 out.append(Region(kind, int(m.group(2) or 0), bounds, name))
-        return out
+        return sorted(out, key=lambda r: KINDS.index(r.kind))  # removals first: later repaints see them gone
 
-    def able_to_run(self, ctx: JobContext, params: InpaintParams) -> str | None:
-        if not self.regions(ctx, params):
-            return "no masks to inpaint"
+    def model_problem(self, ctx: JobContext, params: InpaintParams) -> str | None:
+        """Why the generative model cannot be used, or None."""
         if not params.model:
             return "no inpainting model configured ([inpaint].model is empty); faces and hands left as they are"
         from stages.diffusion import engine
@@ -181,12 +186,23 @@ class InpaintStage(Stage):
                     "polishd never downloads models")
         return None
 
+    def able_to_run(self, ctx: JobContext, params: InpaintParams) -> str | None:
+        regions = self.regions(ctx, params)
+        if not regions:
+            return "no masks to inpaint"
+        problem = self.model_problem(ctx, params)
+        return None if any(r.kind == "remove" for r in regions) else problem
+
     def setup(self, ctx: JobContext, params: InpaintParams) -> None:
         from stages.diffusion import engine
 
-        device = pick_device(params.device)
-        self.engine = engine.get(params.model, ctx.config.source.parent if ctx.config.source else None,
-                                 device, pick_dtype(device, "auto"), ctx.config.paths.models, params.model_config)
+        self.engine, self.without_model = None, self.model_problem(ctx, params)
+        wanted = [r for r in self.regions(ctx, params) if r.kind != "remove" or params.remove.refine]
+        if self.without_model is None and wanted:
+            device = pick_device(params.device)
+            self.engine = engine.get(params.model, ctx.config.source.parent if ctx.config.source else None,
+                                     device, pick_dtype(device, "auto"), ctx.config.paths.models,
+                                     params.model_config)
 
     def close(self) -> None:
         from sys import modules
@@ -201,40 +217,88 @@ class InpaintStage(Stage):
         seed = image_seed(ctx.sha256, params.seed)
         found = prompts.from_image(Image.open(ctx.path(ctx.original)))
         outputs, records = [], []
+        e = self.engine
         for n, region in enumerate(self.regions(ctx, params)):
             ctx.check_stop()
             ks = settings_for(params, region.kind)
-            prompt, negative, source = _prompt(ctx, region.kind, ks, found)
-            before, after, rgb = self._region(ctx, rgb, region, ks, prompt, negative, seed + n, params.colour_match)
+            record = {"kind": region.kind, "index": region.index, "box": list(region.box)}
+            if region.kind != "remove" and e is None:
+                records.append({**record, "skipped": self.without_model})
+                continue
+            with Image.open(ctx.path(region.mask)) as im:
+                full_mask = np.asarray(im.convert("L"))
+            x0, y0, x1, y1 = crop_box(region.box, ks.padding, (rgb.shape[1], rgb.shape[0]))
+            before = rgb
+            if region.kind == "remove":
+                rgb, fill_crop = remove(rgb, full_mask, region.box, params.remove.fill)
+                record.update(fill=params.remove.fill, refined=False)
+                (x0, y0, x1, y1) = _union((x0, y0, x1, y1), fill_crop)
+            if e is not None and (region.kind != "remove" or params.remove.refine):
+                prompt, negative, source = _prompt(ctx, region.kind, ks, found)
+                rgb, crop = repaint(e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative,
+                                    ks.steps, ks.guidance, ks.strength, seed + n, ctx.check_stop,
+                                    params.colour_match)
+                (x0, y0, x1, y1) = _union((x0, y0, x1, y1), crop)
+                record.update(seed=seed + n, prompt=prompt, negative_prompt=negative, prompt_source=source,
+                              steps=ks.steps, strength=ks.strength, guidance=ks.guidance, padding=ks.padding,
+                              **({"refined": True} if region.kind == "remove" else {}))
             stem = f"{self.prefix}-{region.kind}-{region.index}"
-            ctx.archive.save_image(f"{stem}-before.png", before)
-            ctx.archive.save_image(f"{stem}-after.png", after)
+            ctx.archive.save_image(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1]))
+            ctx.archive.save_image(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1]))
             outputs += [f"{stem}-before.png", f"{stem}-after.png"]
-            records.append({"kind": region.kind, "index": region.index, "box": list(region.box),
-                            "seed": seed + n, "prompt": prompt, "negative_prompt": negative,
-                            "prompt_source": source, "steps": ks.steps, "strength": ks.strength,
-                            "guidance": ks.guidance, "padding": ks.padding})
+            records.append(record)
+        done = [r for r in records if "skipped" not in r]  # never empty: able_to_run saw to that
         result = Image.fromarray(rgb)
         if mode in ("RGBA", "LA"):
             result.putalpha(image.getchannel("A"))
         name = f"{self.prefix}-inpaint.png"
         ctx.archive.save_image(name, result)
         outputs.append(name)
-        e = self.engine
+        removed = sum(r["kind"] == "remove" for r in done)
+        parts = [f"{removed} removed ({params.remove.fill})"] if removed else []
+        if len(done) > removed:
+            parts.append(f"{len(done) - removed} regions repainted with {e.name}")
+        if len(records) > len(done):
+            parts.append(f"{len(records) - len(done)} left as they are: {self.without_model}")
         return StageResult(
-            outputs=outputs, summary=f"{len(records)} regions repainted with {e.name}",
-            models=[ModelRef(e.name, e.sha256, e.spec)], device=str(e.device), dtype=dtype_name(e.dtype), seed=seed,
-            details={"pipeline": e.kind, "scheduler": type(e.pipe.scheduler).__name__, "regions": records},
+            outputs=outputs, summary="; ".join(parts),
+            models=[ModelRef(e.name, e.sha256, e.spec)] if e else [], device=str(e.device) if e else "",
+            dtype=dtype_name(e.dtype) if e else "", seed=seed,
+            details={"pipeline": e.kind if e else None, "scheduler": type(e.pipe.scheduler).__name__ if e else None,
+                     "regions": records},
             produces={"master": name, "inpainted": name})
 
-    def _region(self, ctx, rgb: np.ndarray, region: Region, ks: KindSettings, prompt: str, negative: str,
-                seed: int, match: bool):
-        with Image.open(ctx.path(region.mask)) as im:
-            full_mask = np.asarray(im.convert("L"))
-        out, (x0, y0, x1, y1) = repaint(self.engine, rgb, full_mask, region.box, ks.padding,
-                                        ctx.config.inpaint.resolution, prompt, negative, ks.steps, ks.guidance,
-                                        ks.strength, seed, ctx.check_stop, match)
-        return Image.fromarray(rgb[y0:y1, x0:x1]), Image.fromarray(out[y0:y1, x0:x1]), out
+
+def _union(a: tuple, b: tuple) -> tuple[int, int, int, int]:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tuple[np.ndarray, tuple]:
+    """Fills what is under ``mask`` from the picture around it, with no model.
+
+    Works on a crop of three times the box (the texture that fills the hole comes from close by, and
+    PatchMatch's cost grows with the area it searches); pastes through ``mask``, so pixels where the
+    mask is 0 stay bit-identical.  Returns the new image and the crop.
+    """
+    side = max(box[2] - box[0], box[3] - box[1])
+    x0, y0, x1, y1 = crop = crop_box(box, side, (image.shape[1], image.shape[0]))
+    part, m = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    hole = (m > 0).astype(np.uint8) * 255
+    if method == "patchmatch":
+        try:
+            from patchmatch import patch_match  # pypatchmatch
+        except Exception as exc:  # its native library builds at first import and may fail
+            raise RuntimeError(f'[inpaint.remove].fill = "patchmatch" needs a working pypatchmatch ({exc})') \
+                from None
+        filled = np.asarray(patch_match.inpaint(part.copy(), mask=hole, patch_size=3), dtype=np.uint8)
+    else:
+        import cv2
+
+        flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+        filled = cv2.inpaint(np.ascontiguousarray(part), hole, 5, flag)
+    out = image.copy()
+    out[y0:y1, x0:x1] = paste(part, filled, m)
+    return out, crop
 
 
 def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: int, resolution: int, prompt: str,

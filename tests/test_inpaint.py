@@ -99,13 +99,15 @@ def test_oversized_or_broken_metadata_is_ignored(tmp_path):
 # ---------------------------------------------------------------------- the stage, end to end
 
 
-def _job(tmp_path, extra: str, image_path: Path, sidecar: str | None = None):
+def _job(tmp_path, extra: str, image_path: Path, sidecar: str | None = None, remove: Image.Image | None = None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n"))
     src = cfg.paths.inbox / image_path.name
     src.write_bytes(image_path.read_bytes())
     if sidecar:
         (cfg.paths.inbox / (src.stem + ".toml")).write_text(sidecar)
+    if remove is not None:
+        remove.save(cfg.paths.inbox / (src.stem + ".remove.png"))
     out, manifest = run_one(cfg, src, [AutoMaskStage(), InpaintStage()])
     return out.archive, manifest["stages"][1]
 
@@ -244,3 +246,52 @@ def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_
     # Through the stage: skipped with the reason, the image still finished.
     _, entry = _job(tmp_path / "job", f'[inpaint]\nmodel = "{sdxl}"\n', DATA / "astronaut.png")
     assert entry["status"] == "skipped" and "SDXL checkpoint" in entry["reason"]
+
+
+# camera.png's tower on the skyline: sky around it is ~208-214 grey, the tower 225-233 with a dark edge.
+TOWER = (408, 112, 436, 190)
+
+
+def _tower_mask() -> Image.Image:
+    mask = Image.new("L", (512, 512), 0)
+    mask.paste(255, TOWER)
+    return mask
+
+
+@pytest.mark.parametrize("fill", ["patchmatch", "telea"])
+def test_a_removal_mask_takes_the_object_away_without_a_model(tmp_path, fill):
+    extra = f'[inpaint.remove]\nfill = "{fill}"\n'
+    archive, entry = _job(tmp_path, extra, DATA / "camera.png", remove=_tower_mask())
+    assert entry["status"] == "done", entry
+    assert entry["models"] == []  # no model configured: the face was left alone, the tower still went
+    kinds = {r["kind"]: r for r in entry["details"]["regions"]}
+    assert kinds["remove"]["fill"] == fill and kinds["remove"]["refined"] is False
+    assert "no inpainting model configured" in kinds["face"]["skipped"]
+    assert "20-remove-0-before.png" in entry["outputs"] and "20-face-0-before.png" not in entry["outputs"]
+    original = np.asarray(Image.open(DATA / "camera.png").convert("L")).astype(int)
+    result = np.asarray(Image.open(archive / "20-inpaint.png").convert("L")).astype(int)
+    inside = np.zeros_like(original, bool)
+    inside[TOWER[1]:TOWER[3], TOWER[0]:TOWER[2]] = True
+    assert np.array_equal(result[~inside], original[~inside])
+    # The sky on either side, row by row, is what should be there now (above the tree line, where the
+    # smooth OpenCV fills are at their best; PatchMatch also carries the trees across below it).
+    x0, y0, x1, y1 = TOWER[0], TOWER[1], TOWER[2], 165
+    sky = (original[y0:y1, x0 - 8:x0 - 2].mean(axis=1) + original[y0:y1, x1 + 2:x1 + 8].mean(axis=1)) / 2
+    before = np.abs(original[y0:y1, x0:x1] - sky[:, None]).mean()
+    after = np.abs(result[y0:y1, x0:x1] - sky[:, None]).mean()
+    assert before > 12 and after < 4, (before, after)
+
+
+def test_removal_is_refined_by_the_model_when_there_is_one(tmp_path, tiny_sd):
+    extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n[inpaint.face]\nenabled = false\n'
+    archive, entry = _job(tmp_path, extra, DATA / "camera.png", remove=_tower_mask())
+    assert entry["status"] == "done", entry
+    (region,) = entry["details"]["regions"]
+    assert region["kind"] == "remove" and region["refined"] is True
+    assert region["prompt"] == "seamless natural background" and region["strength"] == 0.5
+    assert entry["models"][0]["name"] == "tiny-sd-inpaint"
+
+
+def test_a_removal_fill_must_be_one_we_have(tmp_path):
+    with pytest.raises(config_mod.ConfigError, match=r"\[inpaint.remove\].fill must be one of"):
+        config_mod.load(write_config(tmp_path, '[inpaint.remove]\nfill = "lama"\n'))

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from daemon.intake import InputError, decode, is_junk, owner_of_sidecar, read_dropped, sidecars_for
+from daemon.intake import InputError, decode, is_junk, owner_of_sidecar, sidecar_suffix, read_dropped, sidecars_for
 from tests.conftest import jpeg_bytes, png_bytes
 
 FORMATS = ("png", "jpeg", "webp")
@@ -97,10 +97,13 @@ def test_sidecars_are_found_by_stem(tmp_path):
     img = tmp_path / "hero.png"
     img.write_bytes(png_bytes())
     (tmp_path / "hero.mask.png").write_bytes(png_bytes())
+    (tmp_path / "hero.remove.png").write_bytes(png_bytes())
     (tmp_path / "hero.toml").write_text("[upscale]\nscale = 2\n")
     (tmp_path / "other.json").write_text("{}")
     found = sidecars_for(img)
-    assert set(found) == {"00-sidecar-mask.png", "00-sidecar.toml"}
-    names = {"hero.png", "hero.mask.png", "hero.toml", "other.json"}
+    assert set(found) == {"00-sidecar-mask.png", "00-sidecar-remove.png", "00-sidecar.toml"}
+    names = {"hero.png", "hero.mask.png", "hero.remove.png", "hero.toml", "other.json"}
     assert owner_of_sidecar(tmp_path / "hero.mask.png", names) == "hero.png"
+    assert owner_of_sidecar(tmp_path / "hero.remove.png", names) == "hero.png"
+    assert sidecar_suffix("hero.remove.png") == ".remove.png"  # never taken for an image of its own
     assert owner_of_sidecar(tmp_path / "other.json", names) is None
