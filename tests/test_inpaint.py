@@ -146,6 +146,19 @@ def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_
     assert (archive2 / "20-inpaint.png").read_bytes() == (archive / "20-inpaint.png").read_bytes()
 
 
+def test_an_sdxl_inpainting_folder_runs_through_the_same_stage(tmp_path, tiny_sdxl):
+    archive, entry = _job(tmp_path, f'[inpaint]\nmodel = "{tiny_sdxl}"\nsteps = 2\nresolution = 64\n',
+                          DATA / "astronaut.png")
+    assert entry["status"] == "done", entry
+    assert entry["details"]["pipeline"] == "StableDiffusionXLInpaintPipeline"
+    assert entry["details"]["scheduler"] == "EulerDiscreteScheduler"
+    original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
+    result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB"))
+    mask = np.asarray(Image.open(archive / "10-mask-face.png"))
+    assert np.array_equal(result[mask == 0], original[mask == 0])
+    assert np.abs(result[mask == 255].astype(int) - original[mask == 255]).mean() > 2
+
+
 def test_a_sidecar_prompt_comes_first_and_is_validated(tmp_path, tiny_sd):
     extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
     sidecar = '[inpaint.face]\nprompt = "a calm smiling face"\nstrength = 0.3\n'

@@ -49,3 +49,35 @@ def write_single_file(folder: Path, target: Path) -> tuple[Path, Path]:
         (configs / f.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, configs / f.relative_to(folder))
     return write_ldm_checkpoint(folder, target), configs
+
+
+def build_tiny_sdxl(folder: Path) -> Path:
+    """A tiny SDXL inpainting pipeline: two text encoders (the second with a projection), the
+    size/crop "time ids" conditioning, 9-channel UNet."""
+    import torch
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+                                norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
+    text = CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
+                          num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=49408,
+                          projection_dim=32, hidden_act="gelu")
+    pipe = StableDiffusionXLInpaintPipeline(
+        unet=unet, vae=vae, text_encoder=CLIPTextModel(text), text_encoder_2=CLIPTextModelWithProjection(text),
+        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         steps_offset=1, timestep_spacing="leading"),
+        requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
+    pipe.save_pretrained(folder)
+    return folder
