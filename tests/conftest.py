@@ -87,6 +87,14 @@ def tiny_sdxl(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_flux_fill(tmp_path_factory) -> Path:
+    """A tiny Flux Fill pipeline (flow-matching transformer, CLIP + T5), saved as a diffusers folder."""
+    from tests.helpers.tiny_sd import build_tiny_flux_fill
+
+    return build_tiny_flux_fill(tmp_path_factory.mktemp("models") / "tiny-flux-fill")
+
+
+@pytest.fixture(scope="session")
 def tiny_sd_file(tiny_sd, tmp_path_factory) -> tuple[Path, Path]:
     """The tiny pipeline as one A1111-layout ``.safetensors`` file, and a folder holding its configs only."""
     from tests.helpers.tiny_sd import write_single_file

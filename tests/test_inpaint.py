@@ -146,12 +146,15 @@ def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_
     assert (archive2 / "20-inpaint.png").read_bytes() == (archive / "20-inpaint.png").read_bytes()
 
 
-def test_an_sdxl_inpainting_folder_runs_through_the_same_stage(tmp_path, tiny_sdxl):
-    archive, entry = _job(tmp_path, f'[inpaint]\nmodel = "{tiny_sdxl}"\nsteps = 2\nresolution = 64\n',
+@pytest.mark.parametrize("which, pipeline, scheduler", [
+    ("tiny_sdxl", "StableDiffusionXLInpaintPipeline", "EulerDiscreteScheduler"),
+    ("tiny_flux_fill", "FluxFillPipeline", "FlowMatchEulerDiscreteScheduler")])
+def test_sdxl_and_flux_fill_folders_run_through_the_same_stage(tmp_path, request, which, pipeline, scheduler):
+    model = request.getfixturevalue(which)
+    archive, entry = _job(tmp_path, f'[inpaint]\nmodel = "{model}"\nsteps = 2\nresolution = 64\n',
                           DATA / "astronaut.png")
     assert entry["status"] == "done", entry
-    assert entry["details"]["pipeline"] == "StableDiffusionXLInpaintPipeline"
-    assert entry["details"]["scheduler"] == "EulerDiscreteScheduler"
+    assert entry["details"]["pipeline"] == pipeline and entry["details"]["scheduler"] == scheduler
     original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
     result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB"))
     mask = np.asarray(Image.open(archive / "10-mask-face.png"))

@@ -200,7 +200,7 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
     t0 = time.monotonic()
     common = dict(dtype=dtype, local_files_only=True)
     if how == "folder":
-        pipe = diffusers.AutoPipelineForInpainting.from_pretrained(path, **common)
+        pipe = _from_pretrained(path, json.loads((path / "model_index.json").read_text()), common)
         digest = _folder_digest(path)
     elif how == "file":
         source, ckpt = config_folder(path, base, model_config)
@@ -216,7 +216,8 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
         old = os.environ.get("HF_HUB_OFFLINE")
         os.environ["HF_HUB_OFFLINE"] = "1"
         try:
-            pipe = diffusers.AutoPipelineForInpainting.from_pretrained(spec, **common)
+            pipe = _from_pretrained(spec, diffusers.DiffusionPipeline.load_config(spec, local_files_only=True),
+                                    common)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"[inpaint].model = {spec!r}: not in the Hugging Face cache "
                                 f"({exc.__class__.__name__}); polishd never downloads models") from None
@@ -236,6 +237,18 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
     log.info("generative model loaded", model=name, pipeline=engine.kind, device=str(device),
              dtype=dtype_name(dtype), seconds=round(time.monotonic() - t0, 2))
     return engine
+
+
+def _from_pretrained(where, index: dict, common: dict):
+    """An inpainting pipeline from a diffusers folder or hub id: the class the folder names when it is
+    one of ours (AutoPipeline knows no inpainting task for Flux Fill), else AutoPipeline's inpainting
+    counterpart of it (e.g. an ordinary SD or SDXL text-to-image folder)."""
+    import diffusers
+
+    name = index.get("_class_name", "")
+    if name in NATIVE_SIZE:
+        return getattr(diffusers, name).from_pretrained(where, **common)
+    return diffusers.AutoPipelineForInpainting.from_pretrained(where, **common)
 
 
 def single_file_config(cache: Path, source: Path = CONFIGS / "sd15-inpaint", in_channels: int = 0) -> Path:

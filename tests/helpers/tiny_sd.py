@@ -81,3 +81,38 @@ def build_tiny_sdxl(folder: Path) -> Path:
         requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
     pipe.save_pretrained(folder)
     return folder
+
+
+def build_tiny_flux_fill(folder: Path) -> Path:
+    """A tiny Flux Fill pipeline: a flow-matching transformer fed latents, masked-image latents and the
+    mask (packed 2×2), a CLIP and a T5 text encoder.  The T5 tokenizer is a small unigram vocabulary
+    written here: Flux's own comes with the model folder."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(0)
+    latent = 4
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=latent,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8,
+                        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    # Packed 2×2: latents (4·latent) + masked-image latents (4·latent) + the mask (4 · vae factor², here 2²).
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4 * latent * 2 + 4 * 4, out_channels=4 * latent,
+                                         num_layers=1, num_single_layers=1, attention_head_dim=16,
+                                         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                                         axes_dims_rope=[4, 4, 8])
+    clip = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
+                                        num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
+                                        vocab_size=49408, projection_dim=32))
+    words = "a an the of and with photo portrait face hand natural detailed background person".split()
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0 - i) for i, w in enumerate(words)]
+    pieces += [(c, -30.0) for c in "abcdefghijklmnopqrstuvwxyz,."] + [("▁", -40.0)]
+    t5_tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=64)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                                 num_heads=4, decoder_start_token_id=0))
+    pipe = FluxFillPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip,
+                            tokenizer=clip_tokenizer(), text_encoder_2=t5, tokenizer_2=t5_tokenizer,
+                            transformer=transformer)
+    pipe.save_pretrained(folder)
+    return folder
