@@ -3,7 +3,8 @@
 ``[inpaint].model`` may be
 
 * a diffusers folder (``model_index.json`` inside): SD 1.x/2.x inpainting, SDXL inpainting,
-  or Flux Fill, whichever pipeline class the folder names;
+  or Flux Fill, whichever pipeline class the folder names (an ordinary text-to-image folder is
+  loaded as its inpainting counterpart);
 * a single ``.safetensors`` checkpoint in the original (A1111/ComfyUI) layout.  A single file
   holds weights but no configs and no tokenizer, and without ``config=`` diffusers would try to
   download them.  SD 1.x files — inpainting (9-channel UNet) or ordinary (4-channel, inpainted

@@ -1,10 +1,12 @@
-"""Write a diffusers SD 1.x folder as one original-layout (LDM) ``.safetensors`` checkpoint.
+"""Write a diffusers SD 1.x or SDXL folder as one original-layout (LDM) ``.safetensors`` checkpoint.
 
 This is the file layout that A1111, ComfyUI and the model sites use, and what
 ``[inpaint].model = "something.safetensors"`` loads.  The tests build a tiny pipeline with
 diffusers, write it here in that layout, and load it back through polishd's real single-file path.
 The key mapping is the inverse of the one diffusers applies when it reads such a file; it covers
-the block types the tiny pipeline uses (and SD 1.x itself): ResNet and cross-attention blocks.
+the block types the tiny pipelines use (and SD 1.x and SDXL themselves): ResNet and cross-attention
+blocks, SDXL's size-conditioning embedding, CLIP (SD 1.x, SDXL's first encoder) and OpenCLIP
+(SDXL's second encoder, with its fused q/k/v projection).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def unet_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch
     pairs += _resnet_pairs("mid_block.resnets.0", "middle_block.0")
     pairs += _resnet_pairs("mid_block.resnets.1", "middle_block.2")
     pairs.append(("mid_block.attentions.0.", "middle_block.1."))
+    pairs += [("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2.")]
     return {"model.diffusion_model." + _rename(k, pairs): v for k, v in state.items()}
 
 
@@ -91,18 +94,47 @@ def vae_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.
     return out
 
 
-def clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def clip_to_ldm(state: dict[str, torch.Tensor], prefix: str = "cond_stage_model.transformer.") \
+        -> dict[str, torch.Tensor]:
     # transformers ≥ 5.6 saves CLIPTextModel without its "text_model." level; the original layout has it.
-    return {"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
-            for k, v in state.items()}
+    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
+
+
+OPEN_CLIP = [("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."),
+             ("mlp.fc2.", "mlp.c_proj."), ("self_attn.out_proj.", "attn.out_proj.")]
+
+
+def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A CLIPTextModelWithProjection in OpenCLIP's layout (SDXL's second text encoder)."""
+    state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out = {prefix + "positional_embedding": state.pop("embeddings.position_embedding.weight"),
+           prefix + "token_embedding.weight": state.pop("embeddings.token_embedding.weight"),
+           prefix + "text_projection": state.pop("text_projection.weight").T.contiguous()}
+    for k in [k for k in state if k.startswith("final_layer_norm.")]:
+        out[prefix + "ln_final." + k.split(".")[-1]] = state.pop(k)
+    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")})
+    for n in layers:
+        src, dst = f"encoder.layers.{n}.", f"{prefix}transformer.resblocks.{n}."
+        for part in ("weight", "bias"):  # q, k and v travel as one in_proj tensor
+            out[f"{dst}attn.in_proj_{part}"] = torch.cat([state.pop(f"{src}self_attn.{x}_proj.{part}")
+                                                         for x in "qkv"])
+        for k in [k for k in state if k.startswith(src)]:
+            out[dst + _rename(k[len(src):], OPEN_CLIP)] = state.pop(k)
+    if state:
+        raise KeyError(f"no OpenCLIP name for {sorted(state)}")
+    return out
 
 
 def write_ldm_checkpoint(folder: Path, target: Path) -> Path:
-    """``folder``: a diffusers SD 1.x folder; ``target``: the single ``.safetensors`` file to write."""
+    """``folder``: a diffusers SD 1.x or SDXL folder; ``target``: the single ``.safetensors`` file to write."""
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
     state = unet_to_ldm(_weights(folder / "unet"), unet_cfg)
     state.update(vae_to_ldm(_weights(folder / "vae"), vae_cfg))
-    state.update(clip_to_ldm(_weights(folder / "text_encoder")))
+    if (folder / "text_encoder_2").is_dir():  # SDXL: two encoders, under "conditioner.embedders"
+        state.update(clip_to_ldm(_weights(folder / "text_encoder"), "conditioner.embedders.0.transformer."))
+        state.update(open_clip_to_ldm(_weights(folder / "text_encoder_2"), "conditioner.embedders.1.model."))
+    else:
+        state.update(clip_to_ldm(_weights(folder / "text_encoder")))
     save_file({k: v.contiguous() for k, v in state.items()}, str(target))
     return target

@@ -65,16 +65,17 @@ def build_tiny_sdxl(folder: Path) -> Path:
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
                                 use_linear_projection=True, addition_embed_type="text_time",
                                 addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
-                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=32 + 48,
                                 norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
-    text = CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
-                          num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=49408,
-                          projection_dim=32, hidden_act="gelu")
+    # The two encoders differ in width, as SDXL's do (768 and 1280): that is how a single file tells them apart.
+    text = dict(bos_token_id=0, eos_token_id=2, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                pad_token_id=1, vocab_size=49408, projection_dim=32, hidden_act="gelu")
     pipe = StableDiffusionXLInpaintPipeline(
-        unet=unet, vae=vae, text_encoder=CLIPTextModel(text), text_encoder_2=CLIPTextModelWithProjection(text),
+        unet=unet, vae=vae, text_encoder=CLIPTextModel(CLIPTextConfig(hidden_size=32, **text)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=48, **text)),
         tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(),
         scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                          steps_offset=1, timestep_spacing="leading"),
