@@ -324,3 +324,9 @@ def test_removal_is_refined_by_the_model_when_there_is_one(tmp_path, tiny_sd):
 def test_a_removal_fill_must_be_one_we_have(tmp_path):
     with pytest.raises(config_mod.ConfigError, match=r"\[inpaint.remove\].fill must be one of"):
         config_mod.load(write_config(tmp_path, '[inpaint.remove]\nfill = "lama"\n'))
+
+
+def test_flux_never_runs_in_fp16():
+    assert engine_mod.safe_dtype("FluxFillPipeline", torch.float16) == torch.bfloat16
+    assert engine_mod.safe_dtype("StableDiffusionXLInpaintPipeline", torch.float16) == torch.float16
+    assert engine_mod.safe_dtype("FluxFillPipeline", torch.float32) == torch.float32

@@ -88,6 +88,7 @@ class Engine:
     native: int
     last_used: float = 0.0
     model_config: str = ""
+    asked: torch.dtype | None = None  # the dtype asked for (``dtype`` is what it runs in)
 
     @property
     def kind(self) -> str:
@@ -122,7 +123,7 @@ def get(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, 
     """The engine for ``spec``, loading it (and unloading any other) if needed."""
     global _active
     with _lock:
-        if _active is not None and (_active.spec, _active.model_config, _active.device, _active.dtype) == \
+        if _active is not None and (_active.spec, _active.model_config, _active.device, _active.asked) == \
                 (spec, model_config, device, dtype):
             return _active
         unload_locked()
@@ -228,13 +229,17 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
             else:
                 os.environ["HF_HUB_OFFLINE"] = old
         digest = ""
+    actual = getattr(pipe, "dtype", dtype)
+    if actual != dtype:
+        log.info("generative model runs in another dtype than asked", asked=dtype_name(dtype),
+                 dtype=dtype_name(actual), pipeline=type(pipe).__name__)
     if hasattr(pipe, "safety_checker"):
         pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     name = path.name if path is not None else spec
-    engine = Engine(spec, pipe, device, dtype, name, digest, NATIVE_SIZE.get(type(pipe).__name__, 512),
-                    time.monotonic(), model_config)
+    engine = Engine(spec, pipe, device, actual, name, digest, NATIVE_SIZE.get(type(pipe).__name__, 512),
+                    time.monotonic(), model_config, asked=dtype)
     log.info("generative model loaded", model=name, pipeline=engine.kind, device=str(device),
              dtype=dtype_name(dtype), seconds=round(time.monotonic() - t0, 2))
     return engine
@@ -247,9 +252,17 @@ def _from_pretrained(where, index: dict, common: dict):
     import diffusers
 
     name = index.get("_class_name", "")
+    common = {**common, "dtype": safe_dtype(name, common["dtype"])}
     if name in NATIVE_SIZE:
         return getattr(diffusers, name).from_pretrained(where, **common)
     return diffusers.AutoPipelineForInpainting.from_pretrained(where, **common)
+
+
+def safe_dtype(pipeline: str, dtype: torch.dtype) -> torch.dtype:
+    """Flux was trained in bf16 and its activations overflow fp16 (black or NaN images): where fp16 was
+    picked for speed, a Flux pipeline gets bf16 instead.  SD and SDXL run in fp16 (diffusers keeps
+    SDXL's VAE decode in fp32 where its config asks for that)."""
+    return torch.bfloat16 if pipeline.startswith("Flux") and dtype == torch.float16 else dtype
 
 
 def single_file_config(cache: Path, source: Path = CONFIGS / "sd15-inpaint", in_channels: int = 0) -> Path:
