@@ -1,11 +1,14 @@
 # polishd — the two commands a newcomer needs:
 #   make demo   set up, then process the sample images in examples/inbox
-#   make test   set up, then run the whole test suite (fast tier, then the slow tier)
+#   make test   set up, then run the whole test suite (fast tier, slow tier, spandrel tier)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# spandrel (other upscaler architectures) imports torchvision, which needs its own torch build:
+# its tests run in an environment of their own.
+SPANDREL_VENV ?= .venv-spandrel
 
-.PHONY: setup demo test test-fast test-slow bench models clean
+.PHONY: setup demo test test-fast test-slow test-spandrel bench models clean
 
 $(BIN)/polishd: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +26,25 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not spandrel" -q
 	$(BIN)/python -m pytest -m slow -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+	$(MAKE) test-spandrel
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not spandrel" -q
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+$(SPANDREL_VENV)/bin/polishd: pyproject.toml requirements-spandrel.lock
+	$(PYTHON) -m venv $(SPANDREL_VENV)
+	$(SPANDREL_VENV)/bin/pip install --quiet --upgrade pip
+	$(SPANDREL_VENV)/bin/pip install --quiet -r requirements-spandrel.lock
+	$(SPANDREL_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+test-spandrel: $(SPANDREL_VENV)/bin/polishd
+	$(SPANDREL_VENV)/bin/python -m pytest -m spandrel -q tests/test_spandrel.py
 
 bench: setup
 	$(BIN)/python -m bench.spine

@@ -73,6 +73,9 @@ class UpscaleStage(Stage):
         paths = ctx.config.paths
         search = [paths.models, paths.models / "upscale_models"]
         model = esrgan_load.load(params.model, paths.models, search)
+        if dtype == torch.float16 and not getattr(model.net, "supports_half", True):
+            log.info("this architecture is not safe in fp16; running it in fp32", model=model.name)
+            dtype = torch.float32
         if backend == "onnxruntime":
             self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, paths.models), threads)
         else:

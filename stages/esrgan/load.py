@@ -6,6 +6,12 @@ once into ``<models>/realesrgan/<name>.safetensors``.  Anything else is a path o
 a name found in the models folder (ComfyUI's ``models/upscale_models`` layout
 works): ``.safetensors``, or a ``.pth``/``.pt`` pickle loaded with
 ``weights_only=True`` — a pickle that needs more than tensors is refused.
+
+Real-ESRGAN's two architectures (RRDBNet — ESRGAN and its many community
+fine-tunes — and SRVGGNetCompact) are built here, sizes read from the weights.
+Any other architecture (SwinIR, HAT, DAT, SPAN, OmniSR, …) is handed to the
+``spandrel`` package when it is installed: it is the loader ComfyUI and chaiNNer
+use, and it imports torchvision, so it is an optional extra.
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UnsupportedModelError(f"{path.name}: no state dict of tensors inside")
-    return _new_style(obj)
+    return obj
 
 
 _OLD_RRDB = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
@@ -128,9 +134,10 @@ _OLD_TOP = {"model.0": "conv_first", "model.3": "conv_up1", "model.6": "conv_up2
 def _new_style(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Old-style ESRGAN keys (``model.1.sub.0.RDB1.conv1.0.weight``) → today's names."""
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    if "model.0.weight" not in sd:
+    numbers = [int(m.group(1)) for k in sd if (m := _OLD_RRDB.match(k))]
+    if "model.0.weight" not in sd or not numbers:  # today's names, or not an ESRGAN at all
         return sd
-    blocks = max(int(m.group(1)) for k in sd if (m := _OLD_RRDB.match(k)))
+    blocks = max(numbers)
     out = {}
     for key, value in sd.items():
         if m := _OLD_RRDB.match(key):
@@ -145,16 +152,56 @@ def _new_style(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+class SpandrelNet(torch.nn.Module):
+    """A model that spandrel recognised, called like ours: a batch of 0–1 RGB tensors in, ×scale out."""
+
+    def __init__(self, descriptor) -> None:
+        super().__init__()
+        self.model = descriptor.model  # registered, so .to() moves it
+        self.descriptor = descriptor  # pads to the architecture's size requirements and crops back
+        self.scale = descriptor.scale
+        self.supports_half = descriptor.supports_half
+        self.architecture = descriptor.architecture.name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.descriptor(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+def spandrel_net(sd: dict[str, torch.Tensor], path: Path, why: UnsupportedModelError) -> SpandrelNet:
+    try:
+        import spandrel
+    except ImportError:
+        raise UnsupportedModelError(
+            f"{path.name}: {why}; other architectures (SwinIR, HAT, DAT, SPAN, …) load through the optional "
+            "spandrel package: pip install spandrel (with the torchvision built for your torch)") from None
+    try:
+        descriptor = spandrel.ModelLoader().load_from_state_dict(sd)
+    except spandrel.UnsupportedModelError:
+        raise UnsupportedModelError(f"{path.name}: {why}; spandrel does not know it either") from None
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.purpose == "FaceSR" \
+            or (descriptor.input_channels, descriptor.output_channels) != (3, 3):
+        raise UnsupportedModelError(
+            f"{path.name}: a {descriptor.architecture.name} model ({descriptor.purpose}, "
+            f"{descriptor.input_channels}→{descriptor.output_channels} channels) is not a whole-image RGB upscaler")
+    return SpandrelNet(descriptor)
+
+
 def load(model: str, cache: Path, search: list[Path]) -> LoadedModel:
     if model in BUILTINS:
         path = builtin_weights(model, cache)
         net = BUILTINS[model].build()
         sd = load_file(str(path))
+        net.load_state_dict(sd, strict=True)
     else:
         path = resolve(model, search)
-        sd = read_state_dict(path)
-        net = infer(sd)
-    net.load_state_dict(sd, strict=True)
+        raw = read_state_dict(path)
+        try:
+            sd = _new_style(raw)
+            net = infer(sd)
+        except UnsupportedModelError as exc:
+            net = spandrel_net(raw, path, exc)  # loads its own weights
+        else:
+            net.load_state_dict(sd, strict=True)
     net.eval().requires_grad_(False)
     return LoadedModel(name=model if model in BUILTINS else path.name, net=net, scale=net.scale, path=path,
                        sha256=_digest(path))
