@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python -m bench.upscale
 	$(BIN)/python -m bench.automask
 	$(BIN)/python -m bench.inpaint
+	$(BIN)/python -m bench.conv_paths
 
 models: setup
 	$(BIN)/python automask/models/extract.py

@@ -262,8 +262,8 @@ class InpaintStage(Stage):
             parts.append(f"{len(records) - len(done)} left as they are: {self.without_model}")
         return StageResult(
             outputs=outputs, summary="; ".join(parts),
-            models=[ModelRef(e.name, e.sha256, e.spec)] if e else [], device=str(e.device) if e else "",
-            dtype=dtype_name(e.dtype) if e else "", seed=seed,
+            models=[ModelRef(e.name, e.sha256, e.spec)] if e else [], device=str(e.device) if e else None,
+            dtype=dtype_name(e.dtype) if e else None, seed=seed,
             details={"pipeline": e.kind if e else None, "scheduler": type(e.pipe.scheduler).__name__ if e else None,
                      "regions": records},
             produces={"master": name, "inpainted": name})

@@ -52,8 +52,7 @@ class ModelNotFound(FileNotFoundError):
 # Which family a single-file checkpoint is, told by a key only that family has.
 FAMILY_KEYS = (("sdxl", "conditioner.embedders.1.model."), ("sd2", "cond_stage_model.model."),
                ("sd1", "cond_stage_model.transformer."), ("flux", "double_blocks."))
-SINGLE_FILE_PIPELINE = {"sd1": "StableDiffusionInpaintPipeline", "sd2": "StableDiffusionInpaintPipeline",
-                        "sdxl": "StableDiffusionXLInpaintPipeline"}
+SINGLE_FILE_PIPELINES = ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline")
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 
 
@@ -208,7 +207,7 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
         source, ckpt = config_folder(path, base, model_config)
         folder = single_file_config(cache, source, ckpt.in_channels)
         kind = json.loads((folder / "model_index.json").read_text())["_class_name"]
-        if kind not in SINGLE_FILE_PIPELINE.values():
+        if kind not in SINGLE_FILE_PIPELINES:
             raise ModelNotFound(f"{path.name}: the configs in {source} are for {kind}; a single file loads as "
                                 "an SD 1.x/2.x or SDXL inpainting pipeline")
         extra = dict(safety_checker=None, requires_safety_checker=False) if "XL" not in kind else {}
