@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from stages.device import dtype_name
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import tile as tiling
 from stages.upscale import UpscaleParams, UpscaleStage
@@ -171,7 +172,10 @@ def main(argv=None) -> int:
     tiled_psnr = psnr(outputs["polishd"], whole) if big.size[0] == rows[-1]["size"] else None
     rss = rss_child(args.model, args.rss_size, args.threads) if args.rss_size else None
 
+    st = engines["polishd"].stage
     lines = [f"# Upscaler benchmark ({args.model}, {args.threads} threads, CPU)", "",
+             f"polishd ran with its defaults here: backend {st.backend}, {dtype_name(st.dtype)}, "
+             f"tile {engines['polishd'].tile}.", "",
              "| input | ncnn s | torch fp32 s | polishd s | polishd vs ncnn | PSNR polishd vs fp32 | "
              "PSNR ncnn vs fp32 |", "|---|---|---|---|---|---|---|"]
     for r in rows:

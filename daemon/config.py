@@ -155,7 +155,7 @@ class UpscaleConfig:
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     apply_to: tuple[Literal["master", "variants"], ...] = ("master", "variants")
     threads: int = 0
-    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    backend: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
 
     def check(self, err: _Errors) -> None:
         err.one_of("scale", self.scale, (2, 3, 4))

@@ -20,12 +20,12 @@ from daemon.config import UpscaleConfig
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.esrgan import load as esrgan_load
-from stages.esrgan import onnx_backend
+from stages.esrgan import onnx_backend, openvino_backend
 from stages.esrgan import tile as tiling
 
 log = structlog.get_logger("polishd.upscale")
 
-CPU_TILE = 256  # input px per CPU tile: the fastest measured at 512², peak memory ~1–2 GB (bench/upscale.py)
+CPU_TILE = 256  # input px per CPU tile: the fastest measured at 512², peak memory < 2 GB (bench/upscale.py)
 MIN_TILE = 64
 
 
@@ -59,11 +59,11 @@ class UpscaleStage(Stage):
     def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
-        backend = "torch" if params.backend == "auto" else params.backend
-        if backend == "onnxruntime" and (device.type != "cpu" or dtype != torch.float32):
-            raise RuntimeError('[upscale].backend = "onnxruntime" runs on the CPU in fp32 only; '
-                               'use "auto" or "torch" here')
-        key = (params.model, str(device), dtype, backend)
+        if params.backend in ("onnxruntime", "openvino") and device.type != "cpu":
+            raise RuntimeError(f'[upscale].backend = "{params.backend}" runs on the CPU; use "auto" or "torch" here')
+        if params.backend == "onnxruntime" and dtype != torch.float32:
+            raise RuntimeError('[upscale].backend = "onnxruntime" runs in fp32 only; set [upscale].dtype = "fp32"')
+        key = (params.model, str(device), params.dtype, params.backend)
         if key == self._key:
             return
         self.close()
@@ -73,10 +73,19 @@ class UpscaleStage(Stage):
         paths = ctx.config.paths
         search = [paths.models, paths.models / "upscale_models"]
         model = esrgan_load.load(params.model, paths.models, search)
+        backend = params.backend
+        if backend == "auto":  # OpenVINO for the architectures we build (they export to ONNX), on a CPU
+            ours = not isinstance(model.net, esrgan_load.SpandrelNet)
+            backend = "openvino" if device.type == "cpu" and ours and openvino_backend.available() else "torch"
         if dtype == torch.float16 and not getattr(model.net, "supports_half", True):
             log.info("this architecture is not safe in fp16; running it in fp32", model=model.name)
             dtype = torch.float32
-        if backend == "onnxruntime":
+        if backend == "openvino":
+            bf16 = params.dtype == "bf16" or (params.dtype == "auto" and openvino_backend.bf16_capable())
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            self._runner = openvino_backend.OpenVinoRunner(
+                onnx_backend.export(model.net, model.sha256, paths.models), threads, bf16)
+        elif backend == "onnxruntime":
             self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, paths.models), threads)
         else:
             net = model.net.to(device=device, dtype=dtype)

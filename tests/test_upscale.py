@@ -175,7 +175,12 @@ def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
     assert up.size == (288, 192) and up.info.get("icc_profile") == icc
     entry = manifest["stages"][0]
     assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
-    assert entry["device"] == "cpu" and entry["dtype"] == "fp32" and entry["details"]["native_scale"] == 4
+    # On a CPU the default is OpenVINO, in bf16 where the CPU has bf16 instructions.
+    from stages.esrgan import openvino_backend
+
+    assert entry["device"] == "cpu" and entry["details"]["backend"] == "openvino"
+    assert entry["dtype"] == ("bf16" if openvino_backend.bf16_capable() else "fp32")
+    assert entry["details"]["native_scale"] == 4
     assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
 
 
@@ -240,3 +245,24 @@ def test_onnxruntime_backend_gives_the_torch_result(tmp_path):
         outs[backend] = np.asarray(stage.upscale_image(image, params, 32)[0], dtype=int)
     assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1  # a rounding step at most
     assert (CACHE / "onnx").is_dir()
+
+
+def test_openvino_backend_is_faithful_to_torch_fp32():
+    from stages.esrgan import openvino_backend
+
+    # 44×36: tiles of 32 with overlap 8 give four different tile shapes, all served by one compiled model.
+    image = Image.open(DATA / "astronaut.png").crop((190, 70, 234, 106)).convert("RGB")
+    outs = {}
+    for backend, dtype in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "auto")):
+        stage = UpscaleStage()
+        params = UpscaleParams(model="x4plus", scale=4, device="cpu", tile=32, tile_overlap=8, backend=backend,
+                               dtype=dtype)
+        stage.setup(_Ctx(CACHE), params)
+        assert stage.backend == backend
+        outs[backend, dtype] = np.asarray(stage.upscale_image(image, params, 32)[0])
+    torch_out = outs["torch", "fp32"]
+    assert np.abs(outs["openvino", "fp32"].astype(int) - torch_out).max() <= 1
+    # bf16 (where the CPU has it) is kept only because it stays faithful: the bar is 45 dB.
+    assert psnr(outs["openvino", "auto"], torch_out) >= 45
+    if not openvino_backend.bf16_capable():
+        assert np.abs(outs["openvino", "auto"].astype(int) - torch_out).max() <= 1
