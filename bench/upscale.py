@@ -2,7 +2,8 @@
 
     python -m bench.upscale [--model x4plus] [--sizes 256 512] [--rss-size 2048] [--threads 2]
 
-Prints a table and writes bench/out/upscale.md and bench/out/upscale.png.  Each
+Prints a table and writes bench/out/upscale.md, bench/out/upscale.png (the chart) and
+bench/out/upscale-compare.png (a crop of fp32 torch and polishd on the largest size, and their difference).  Each
 engine runs once per size after a warm-up on a small input, all with the same
 number of threads.  PSNR is measured against plain fp32 torch (untiled), the
 reference of faithfulness; peak RSS of a large input is measured in a fresh
@@ -116,6 +117,19 @@ def rss_child(model: str, size: int, threads: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def compare(reference: np.ndarray, candidate: np.ndarray, path: Path, side: int = 384) -> None:
+    """A centre crop of fp32 torch, of polishd, and of their difference ×20, side by side."""
+    h, w = reference.shape[:2]
+    y, x = (h - side) // 2, (w - side) // 2
+    a, b = reference[y:y + side, x:x + side], candidate[y:y + side, x:x + side]
+    diff = np.clip(np.abs(a.astype(int) - b.astype(int)).max(axis=2) * 20, 0, 255).astype(np.uint8)
+    canvas = Image.new("RGB", (3 * side + 16, side + 22), "white")
+    for i, (tile, label) in enumerate([(a, "torch fp32"), (b, "polishd"), (np.stack([diff] * 3, 2), "difference x20")]):
+        canvas.paste(Image.fromarray(tile), (i * (side + 8), 22))
+        ImageDraw.Draw(canvas).text((i * (side + 8) + 4, 5), label, fill="black")
+    canvas.save(path)
+
+
 def chart(rows: list[dict], path: Path) -> None:
     """Seconds per image, one group of bars per size."""
     engines = ["ncnn", "torch fp32", "polishd"]
@@ -190,6 +204,7 @@ def main(argv=None) -> int:
     (OUT / "upscale.md").write_text(report)
     (OUT / "upscale.json").write_text(json.dumps({"rows": rows, "tiled_psnr": tiled_psnr, "rss": rss}, indent=2))
     chart(rows, OUT / "upscale.png")
+    compare(outputs["torch fp32"], outputs["polishd"], OUT / "upscale-compare.png")
     print(report)
     return 0
 
