@@ -33,7 +33,7 @@ from daemon import archive as arc
 from daemon.archive import ArchiveFolder, Manifest
 from daemon import config as config_mod
 from daemon.config import Config, ConfigError
-from daemon.intake import SIDECAR_KINDS, Dropped, InputError, read_dropped, sidecars_for
+from daemon.intake import SIDECAR_KINDS, Dropped, InputError, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
 from stages.base import JobContext, Stage, StageResult, StopRequested, params_dict, params_hash
 
@@ -197,6 +197,8 @@ class Runner:
         for name, src in sidecars_for(job.path).items():
             dropped_names[name] = src.name
             data = src.read_bytes()
+            if SIDECAR_KINDS[name] in ("mask", "remove"):  # a drawn mask that does not decode cannot heal
+                decode(data, src.name, ("png", "jpeg", "webp"), cfg.daemon.max_pixels)
             if not folder.file(name).exists() or folder.file(name).read_bytes() != data:
                 folder.write_bytes(name, data)
             sidecars[SIDECAR_KINDS[name]] = name

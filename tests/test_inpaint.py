@@ -330,3 +330,17 @@ def test_flux_never_runs_in_fp16():
     assert engine_mod.safe_dtype("FluxFillPipeline", torch.float16) == torch.bfloat16
     assert engine_mod.safe_dtype("StableDiffusionXLInpaintPipeline", torch.float16) == torch.float16
     assert engine_mod.safe_dtype("FluxFillPipeline", torch.float32) == torch.float32
+
+
+def test_a_broken_removal_mask_fails_the_image_and_keeps_both_files(tmp_path):
+    cfg = config_mod.load(write_config(tmp_path, "[upscale]\nenabled = false\n"))
+    src = cfg.paths.inbox / "shot.png"
+    src.write_bytes((DATA / "camera.png").read_bytes())
+    (cfg.paths.inbox / "shot.remove.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out, _ = run_one(cfg, src, [AutoMaskStage(), InpaintStage()], expect="failed")
+    # Failed at once (a broken drawing cannot heal on a retry), naming the user's file.
+    assert "shot.remove.png cannot be decoded as PNG" in out.error
+    assert (cfg.paths.failed / "shot.png").read_bytes() == (DATA / "camera.png").read_bytes()
+    assert (cfg.paths.failed / "shot.remove.png").exists() and not list(cfg.paths.inbox.iterdir())
+    report = json.loads((cfg.paths.failed / "shot.png.error.json").read_text())
+    assert report["stage"] == "intake"
