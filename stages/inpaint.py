@@ -197,7 +197,11 @@ class InpaintStage(Stage):
         from stages.diffusion import engine
 
         self.engine, self.without_model = None, self.model_problem(ctx, params)
-        wanted = [r for r in self.regions(ctx, params) if r.kind != "remove" or params.remove.refine]
+        # Which masks there are, from their names (able_to_run has read them already): load the model only
+        # when something will use it.
+        kinds = {m.group(1) for key in ctx.artifacts if (m := re.fullmatch(r"mask-(\w+?)(?:-\d+)?", key))}
+        kinds = {k for k in kinds if k in KINDS and getattr(params, k).enabled}
+        wanted = kinds & {"face", "hand", "user"} or (params.remove.refine and "remove" in kinds)
         if self.without_model is None and wanted:
             device = pick_device(params.device)
             self.engine = engine.get(params.model, ctx.config.source.parent if ctx.config.source else None,
