@@ -82,10 +82,17 @@ class UpscaleStage(Stage):
             dtype = torch.float32
         if backend == "openvino":
             bf16 = params.dtype == "bf16" or (params.dtype == "auto" and openvino_backend.bf16_capable())
-            dtype = torch.bfloat16 if bf16 else torch.float32
-            self._runner = openvino_backend.OpenVinoRunner(
-                onnx_backend.export(model.net, model.sha256, paths.models), threads, bf16)
-        elif backend == "onnxruntime":
+            try:
+                self._runner = openvino_backend.OpenVinoRunner(
+                    onnx_backend.export(model.net, model.sha256, paths.models), threads, bf16)
+                dtype = torch.bfloat16 if bf16 else torch.float32
+            except Exception as exc:  # export or compile: a chosen backend fails loudly, "auto" falls back
+                if params.backend == "openvino":
+                    raise
+                log.warning("OpenVINO could not take this model; using torch", model=model.name,
+                            error=f"{type(exc).__name__}: {exc}")
+                backend = "torch"
+        if backend == "onnxruntime":
             self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, paths.models), threads)
         else:
             net = model.net.to(device=device, dtype=dtype)

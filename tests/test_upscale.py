@@ -266,3 +266,19 @@ def test_openvino_backend_is_faithful_to_torch_fp32():
     assert psnr(outs["openvino", "auto"], torch_out) >= 45
     if not openvino_backend.bf16_capable():
         assert np.abs(outs["openvino", "auto"].astype(int) - torch_out).max() <= 1
+
+
+def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatch):
+    from stages.esrgan import openvino_backend
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot compile")
+
+    monkeypatch.setattr(openvino_backend, "OpenVinoRunner", refuse)
+    stage = UpscaleStage()
+    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32))
+    assert stage.backend == "torch" and stage.dtype == torch.float32
+    out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
+    assert out.size == (80, 60)
+    with pytest.raises(RuntimeError, match="cannot compile"):  # asked for by name: no silent switch
+        UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend="openvino"))
