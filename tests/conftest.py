@@ -79,6 +79,14 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd2(tmp_path_factory) -> Path:
+    """A tiny pipeline of SD 2.x's shape (linear attention projections, a GELU text encoder)."""
+    from tests.helpers.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd2-inpaint", sd2=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> Path:
     """A tiny SDXL inpainting pipeline (two text encoders, size conditioning), saved as a diffusers folder."""
     from tests.helpers.tiny_sd import build_tiny_sdxl

@@ -1,4 +1,4 @@
-"""Write a diffusers SD 1.x or SDXL folder as one original-layout (LDM) ``.safetensors`` checkpoint.
+"""Write a diffusers SD 1.x/2.x or SDXL folder as one original-layout (LDM) ``.safetensors`` checkpoint.
 
 This is the file layout that A1111, ComfyUI and the model sites use, and what
 ``[inpaint].model = "something.safetensors"`` loads.  The tests build a tiny pipeline with
@@ -105,11 +105,12 @@ OPEN_CLIP = [("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", 
 
 
 def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """A CLIPTextModelWithProjection in OpenCLIP's layout (SDXL's second text encoder)."""
+    """A CLIP text model in OpenCLIP's layout (SD 2.x's encoder, SDXL's second)."""
     state = {k.removeprefix("text_model."): v for k, v in state.items()}
     out = {prefix + "positional_embedding": state.pop("embeddings.position_embedding.weight"),
-           prefix + "token_embedding.weight": state.pop("embeddings.token_embedding.weight"),
-           prefix + "text_projection": state.pop("text_projection.weight").T.contiguous()}
+           prefix + "token_embedding.weight": state.pop("embeddings.token_embedding.weight")}
+    if "text_projection.weight" in state:  # SDXL's second encoder has one; SD 2.x's encoder does not
+        out[prefix + "text_projection"] = state.pop("text_projection.weight").T.contiguous()
     for k in [k for k in state if k.startswith("final_layer_norm.")]:
         out[prefix + "ln_final." + k.split(".")[-1]] = state.pop(k)
     layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")})
@@ -125,8 +126,9 @@ def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, t
     return out
 
 
-def write_ldm_checkpoint(folder: Path, target: Path) -> Path:
-    """``folder``: a diffusers SD 1.x or SDXL folder; ``target``: the single ``.safetensors`` file to write."""
+def write_ldm_checkpoint(folder: Path, target: Path, open_clip: bool = False) -> Path:
+    """``folder``: a diffusers SD 1.x/2.x or SDXL folder; ``target``: the single ``.safetensors`` file to write.
+    ``open_clip``: the text encoder in SD 2.x's OpenCLIP layout rather than SD 1.x's CLIP layout."""
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
     state = unet_to_ldm(_weights(folder / "unet"), unet_cfg)
@@ -134,6 +136,8 @@ def write_ldm_checkpoint(folder: Path, target: Path) -> Path:
     if (folder / "text_encoder_2").is_dir():  # SDXL: two encoders, under "conditioner.embedders"
         state.update(clip_to_ldm(_weights(folder / "text_encoder"), "conditioner.embedders.0.transformer."))
         state.update(open_clip_to_ldm(_weights(folder / "text_encoder_2"), "conditioner.embedders.1.model."))
+    elif open_clip:
+        state.update(open_clip_to_ldm(_weights(folder / "text_encoder"), "cond_stage_model.model."))
     else:
         state.update(clip_to_ldm(_weights(folder / "text_encoder")))
     save_file({k: v.contiguous() for k, v in state.items()}, str(target))

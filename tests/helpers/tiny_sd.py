@@ -11,8 +11,9 @@ from pathlib import Path
 from stages.diffusion.tokenizer import clip_tokenizer
 
 
-def build_tiny_sd(folder: Path, in_channels: int = 9) -> Path:
-    """``in_channels`` 9: an inpainting UNet (latents + mask + masked image); 4: an ordinary one."""
+def build_tiny_sd(folder: Path, in_channels: int = 9, sd2: bool = False) -> Path:
+    """``in_channels`` 9: an inpainting UNet (latents + mask + masked image); 4: an ordinary one.
+    ``sd2``: SD 2.x's shape — linear attention projections, an OpenCLIP-style (GELU) text encoder."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -22,13 +23,14 @@ def build_tiny_sd(folder: Path, in_channels: int = 9) -> Path:
                                 in_channels=in_channels, out_channels=4,
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=4, norm_num_groups=8)
+                                attention_head_dim=4, norm_num_groups=8, use_linear_projection=sd2)
     vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
     text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
                                         num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
-                                        vocab_size=49408, projection_dim=32))
+                                        vocab_size=49408, projection_dim=32,
+                                        hidden_act="gelu" if sd2 else "quick_gelu"))
     pipe = StableDiffusionInpaintPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=clip_tokenizer(),
                                           scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
                                           safety_checker=None, feature_extractor=None,
@@ -37,7 +39,7 @@ def build_tiny_sd(folder: Path, in_channels: int = 9) -> Path:
     return folder
 
 
-def write_single_file(folder: Path, target: Path) -> tuple[Path, Path]:
+def write_single_file(folder: Path, target: Path, open_clip: bool = False) -> tuple[Path, Path]:
     """The pipeline in ``folder`` as one original-layout checkpoint, plus a folder of its configs only
     (what ``[inpaint].model_config`` points at for a checkpoint that is not full-size SD 1.x)."""
     import shutil
@@ -48,7 +50,7 @@ def write_single_file(folder: Path, target: Path) -> tuple[Path, Path]:
     for f in folder.rglob("*.json"):
         (configs / f.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, configs / f.relative_to(folder))
-    return write_ldm_checkpoint(folder, target), configs
+    return write_ldm_checkpoint(folder, target, open_clip), configs
 
 
 def build_tiny_sdxl(folder: Path) -> Path:
