@@ -87,6 +87,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.work = threading.Event()  # wakes idle workers
         self.progress: dict[str, float] = {}
+        self._signals_logged = 0
 
     # The runner and watcher read the config through this, so a reload applies to the next job.
     def current(self) -> Config:
@@ -122,13 +123,16 @@ class Daemon:
         try:
             self._main_loop(workers)
         finally:
+            self._log_signals()
             self.notifier.stopping()
             observer.stop()
             watcher.stop()
             self.work.set()
             deadline = time.monotonic() + self.cfg.daemon.stop_timeout
             for w in workers:
-                w.join(timeout=max(0.0, deadline - time.monotonic()))
+                while w.is_alive() and time.monotonic() < deadline:
+                    w.join(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+                    self._log_signals()
             stuck = [w.name for w in workers if w.is_alive()]
             if stuck:
                 log.warning("stop_timeout reached; the unfinished job is taken up again at the next start",
@@ -136,6 +140,7 @@ class Daemon:
             observer.join(timeout=5)
             for stage in self.stages:
                 stage.close()
+            self._log_signals()
             log.info("stopped")
             lock.close()
         return 0
@@ -162,6 +167,16 @@ class Daemon:
                 _unload_idle_models(self.cfg)
             if ping and self._workers_healthy(workers, ping * 2):
                 self.notifier.watchdog()
+
+    def _log_signals(self) -> None:
+        """Logs the stop signals the handler noted (it may not log itself: see daemon/signals.py)."""
+        while self._signals_logged < len(self.signals.received):
+            name = self.signals.received[self._signals_logged]
+            if self._signals_logged == 0:
+                log.info("stopping: no new jobs; the current stage finishes or is put back", signal=name)
+            else:
+                log.warning("already stopping; signal ignored", signal=name)
+            self._signals_logged += 1
 
     def _workers_healthy(self, workers: list[threading.Thread], limit: float) -> bool:
         """A worker is healthy if it is alive and made progress (a loop turn or a safe point) lately."""

@@ -1,13 +1,14 @@
-"""SIGTERM/SIGINT stop the daemon once; SIGHUP asks for a config reload."""
+"""SIGTERM/SIGINT stop the daemon once; SIGHUP asks for a config reload.
+
+The handlers only set flags and note which signal came: they never log.  structlog
+writes under a non-reentrant lock, and a signal that lands while the main thread
+holds it would deadlock a handler that logged.  The main loop logs what arrived.
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
-
-import structlog
-
-log = structlog.get_logger("polishd.signals")
 
 
 class Signals:
@@ -15,6 +16,7 @@ class Signals:
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.wake = threading.Event()  # anything the main loop should look at
+        self.received: list[str] = []  # names of stop signals, in order, for the main loop to log
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -22,11 +24,7 @@ class Signals:
         signal.signal(signal.SIGHUP, self._on_hup)
 
     def _on_stop(self, signum: int, _frame) -> None:
-        name = signal.Signals(signum).name
-        if self.stop.is_set():
-            log.warning("already stopping; signal ignored", signal=name)
-            return
-        log.info("stopping: no new jobs; the current stage finishes or is put back", signal=name)
+        self.received.append(signal.Signals(signum).name)
         self.stop.set()
         self.wake.set()
 
