@@ -8,15 +8,29 @@ its surroundings instead of ending on a hard edge.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from automask.detect import Detection
-from daemon.config import FaceMaskConfig
 
 
-# One kind's filters and mask shape: [automask.face] / [automask.hand] in pipeline.toml.
-MaskSettings = FaceMaskConfig
+@dataclass(frozen=True)
+class MaskSettings:
+    """One kind's filters and mask shape (``[automask.face]`` / ``[automask.hand]`` in pipeline.toml)."""
+
+    enabled: bool = True
+    min_confidence: float = 0.5
+    top_k: int = 0
+    rank_by: Literal["area", "confidence"] = "area"
+    min_area_ratio: float = 0.0
+    max_area_ratio: float = 1.0
+    padding: int = 8
+    dilate: int = 4
+    feather: float = 4.0
+    merge: bool = True
 
 
 def select(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Detection]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from automask.detect import Detector, DetectorSettings
-from daemon.config import AutomaskConfig
+from stages.automask import AutomaskConfig
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"

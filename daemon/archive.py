@@ -9,71 +9,21 @@ a crash leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from PIL import Image
+from stages.files import (FILE_MODE, MANIFEST, Folder, atomic_save_image, atomic_write, fsync_dir,  # noqa: F401
+                          sha256_file)
 
-MANIFEST = "manifest.json"
-# mkstemp creates files 0600; archive files should get the usual mode under the process umask
-# (systemd's UMask=, a shell's umask).  Read once, at import, before any thread exists.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_save_image(path: Path, image: Image.Image, **save_args: Any) -> None:
-    buf = io.BytesIO()
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[Path(path).suffix.lower()]
-    if fmt == "PNG":
-        save_args.setdefault("compress_level", 4)
-    image.save(buf, format=fmt, **save_args)
-    atomic_write(path, buf.getvalue())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 _UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
@@ -129,26 +79,8 @@ class Manifest:
         self.stages = [s for s in self.stages if s["name"] != entry["name"]] + [entry]
 
 
-class ArchiveFolder:
-    """One image's archive folder."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def file(self, name: str) -> Path:
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"archive file names are plain names, got {name!r}")
-        return self.path / name
-
-    def write_bytes(self, name: str, data: bytes) -> Path:
-        target = self.file(name)
-        atomic_write(target, data)
-        return target
-
-    def save_image(self, name: str, image: Image.Image, **save_args: Any) -> Path:
-        target = self.file(name)
-        atomic_save_image(target, image, **save_args)
-        return target
+class ArchiveFolder(Folder):
+    """One image's archive folder, as the runner sees it: the stages' files plus the manifest."""
 
     def read_manifest(self) -> Manifest | None:
         try:
@@ -159,4 +91,4 @@ class ArchiveFolder:
         return Manifest(**{k: v for k, v in data.items() if k in known})
 
     def write_manifest(self, manifest: Manifest) -> None:
-        self.write_bytes(MANIFEST, manifest.to_json())
+        atomic_write(self.file(MANIFEST), manifest.to_json())

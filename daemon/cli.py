@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
     if args.command == "retry":
         return _retry(cfg, args.job, args.failed)
     if stages is None:
-        from daemon.runner import default_stages
+        from daemon.pipeline import default_stages
         stages = default_stages()
     if args.command == "run":
         return _run(config_path, cfg, stages)

@@ -86,7 +86,7 @@ class Dropped:
     data: bytes
     sha256: str
     format: str  # png | jpeg | webp
-    image: Image.Image
+    image: Image.Image | None  # decoded once at intake; the runner lets it go before the stages run
 
     @property
     def ext(self) -> str:

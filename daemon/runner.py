@@ -1,21 +1,27 @@
 """The stage runner: one job through every stage, into the archive, out of the inbox.
 
-The order of stages lives in ``default_stages`` and nowhere else.  For one job
-the runner:
+The order of stages lives in ``daemon/pipeline.py``; the contract between the
+runner and a stage is written in ``stages/base.py``.  For one job the runner:
 
-1. reads the dropped file once (links refused, format by content, fully decoded);
+1. reads the dropped file once (links refused, format by content, fully decoded),
+   keeps what the stages need of it (orientation, colour profile, prompt) and
+   lets the decoded pixels go;
 2. settles duplicates (same bytes already finished → recorded, not redone);
-3. opens the archive folder and writes ``00-original.<ext>`` and the sidecars;
-4. runs each stage — disabled or unable ones are recorded as skipped, ones whose
-   snapshots and parameters are already in the manifest (a resumed job) are kept;
+3. opens the archive folder and writes ``00-original.<ext>``, the sidecars and,
+   for a turned photo, ``00-upright.png`` (``stages/picture.py``);
+4. runs each stage, handing it the typed products it consumes — disabled or
+   unable ones are recorded as skipped; ones whose parameters and inputs match a
+   finished entry in the manifest (a resumed job) are kept without running;
 5. marks the manifest done, and only then removes the file from the inbox.
 
 Bad input fails at once; any other error is retried up to ``max_attempts``, then
-the file moves to ``failed/`` with ``<name>.error.json`` beside it.
+the file moves to ``failed/`` with ``<name>.error.json`` beside it.  The runner is
+the only writer of ``manifest.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,49 +30,41 @@ import time
 import tomllib
 import traceback
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Callable
 
 import structlog
+from PIL import Image
 
 from daemon import archive as arc
-from daemon.archive import ArchiveFolder, Manifest
 from daemon import config as config_mod
+from daemon.archive import ArchiveFolder, Manifest
 from daemon.config import Config, ConfigError
 from daemon.intake import SIDECAR_KINDS, Dropped, InputError, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
-from stages.base import JobContext, Stage, StageResult, StopRequested, params_dict, params_hash
+from stages import picture, prompts
+from stages.base import (JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict,
+                         params_hash)
+from stages.models import ModelUnavailable
+from stages.products import Picture, Products, Source
 
 log = structlog.get_logger("polishd.runner")
 
 
-def default_stages() -> list[Stage]:
-    """The pipeline, in order.  Stage modules are imported here, lazily, so the CLI starts without torch."""
-    from stages.automask import AutoMaskStage
-    from stages.contact import ContactSheetStage
-    from stages.inpaint import InpaintStage
-    from stages.outpaint import OutpaintStage
-    from stages.upscale import UpscaleStage
-
-    return [
-        # Find faces and hands first, on the untouched original.
-        AutoMaskStage(),
-        # Repaint them inside their masks; skipped (with the reason) when no model is configured.
-        InpaintStage(),
-        # Aspect-ratio variants of the finished master (they see the repaired faces and hands).
-        OutpaintStage(),
-        # Upscale after every stage that changes pixels: it finishes the master (later its variants).
-        UpscaleStage(),
-        # Last of all: a picture of everything above, for the person who reviews the batch.
-        ContactSheetStage(),
-    ]
+class JobStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"        # the attempt failed; the job is queued again
+    STOPPED = "stopped"    # put back in the queue for a shutdown
 
 
 @dataclass
 class Outcome:
     job_id: int
     name: str
-    status: str  # done | failed | duplicate | retry | stopped
+    status: JobStatus
     archive: Path | None = None
     error: str | None = None
     stages: list[dict] = field(default_factory=list)
@@ -122,10 +120,11 @@ class Runner:
             msg = f"{job.name} disappeared from {job.path.parent} before it was processed"
             self.journal.finish(job.id, "failed", error=msg, stage="intake")
             log.warning("input vanished", path=str(job.path))
-            return Outcome(job.id, job.name, "failed", error=msg)
+            return Outcome(job.id, job.name, JobStatus.FAILED, error=msg)
         except InputError as exc:
             return self._fail(job, cfg, "intake", exc, consume, manifest=None, folder=None)
         structlog.contextvars.bind_contextvars(image=f"{arc.safe_stem(job.name)}-{dropped.sha256[:8]}")
+        decoded, dropped.image = dropped.image, None  # the stages decode what they read themselves
 
         # 2. Duplicates.
         if cfg.daemon.duplicates == "skip":
@@ -142,18 +141,21 @@ class Runner:
                                         "format": dropped.format})
         manifest.status, manifest.config_sha256, manifest.error = "running", cfg.sha256, None
         try:
-            ctx = self._prepare(job, cfg, folder, dropped, manifest)
+            cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest)
         except InputError as exc:  # a sidecar that does not parse or validate
             return self._fail(job, cfg, "intake", exc, consume, manifest=manifest, folder=folder)
+        source, icc = _intake_picture(folder, dropped, decoded, sidecars)
+        del decoded
 
         # 4. Stages.
         try:
-            self._stages(ctx, manifest)
+            self._stages(_JobState(cfg, folder, dropped.sha256, icc), Products(source=source, master=source.picture),
+                         manifest)
         except StopRequested:
             folder.write_manifest(manifest)
             self.journal.requeue(job.id, count_attempt=False)
             log.info("job put back in the queue for shutdown")
-            return Outcome(job.id, job.name, "stopped", folder.path, stages=manifest.stages)
+            return Outcome(job.id, job.name, JobStatus.STOPPED, folder.path, stages=manifest.stages)
         except _Failure as f:
             return self._fail(job, cfg, f.stage, f.exc, consume, manifest=manifest, folder=folder)
 
@@ -163,7 +165,7 @@ class Runner:
         if consume:
             self._consume(job, dropped, folder)
         self.journal.finish(job.id, "done")
-        return Outcome(job.id, job.name, "done", folder.path, stages=manifest.stages)
+        return Outcome(job.id, job.name, JobStatus.DONE, folder.path, stages=manifest.stages)
 
     def _folder_for(self, job: Job, cfg: Config, dropped: Dropped) -> ArchiveFolder:
         if job.archive and _holds_original(Path(job.archive), dropped.sha256):
@@ -188,7 +190,9 @@ class Runner:
         return ArchiveFolder(path)
 
     def _prepare(self, job: Job, cfg: Config, folder: ArchiveFolder, dropped: Dropped,
-                 manifest: Manifest) -> JobContext:
+                 manifest: Manifest) -> tuple[Config, dict[str, str]]:
+        """Writes the original and the sidecars; returns the config with the image's own settings merged in,
+        and the archive names of the sidecars by kind ("mask", "remove", "toml", "json")."""
         original = f"00-original.{dropped.ext}"
         target = folder.file(original)
         if not (target.exists() and arc.sha256_file(target) == dropped.sha256):
@@ -211,63 +215,64 @@ class Runner:
                 raise InputError(str(exc)) from None
             manifest.overrides = overrides
         folder.write_manifest(manifest)
-        ctx = JobContext(id=folder.path.name, config=cfg, archive=folder, original=original, sha256=dropped.sha256,
-                         sidecars=sidecars, overrides=overrides, stop=self.stop, beat=self.beat)
-        ctx.artifacts["image"] = original
-        return ctx
+        return cfg, sidecars
 
-    def _stages(self, ctx: JobContext, manifest: Manifest) -> None:
-        resuming = True  # keep earlier results only while every stage before was kept too
+    def _stages(self, job: _JobState, products: Products, manifest: Manifest) -> None:
+        digests = _Digests(job.folder, {products.source.original: job.sha256})
+        models = config_mod.models_for(job.cfg)
         for stage in self.stages:
-            ctx.check_stop()
+            if self.stop.is_set():
+                raise StopRequested()
             structlog.contextvars.bind_contextvars(stage=stage.name)
-            params = stage.params(ctx)
-            entry = {"name": stage.name, "params": params_dict(params), "params_sha256": params_hash(stage, params)}
+            params = stage.params(job.cfg)
+            inputs = products.only(stage.consumes)
+            entry = {"name": stage.name, "params": params_dict(params), "params_sha256": params_hash(stage, params),
+                     "inputs_sha256": digests.of(inputs)}
             previous = manifest.stage(stage.name)
-            if resuming and _reusable(previous, entry, ctx):
-                ctx.artifacts.update(previous.get("produces", {}))
+            if _reusable(previous, entry, job.folder):
+                products = products.merged(Products.from_json(previous.get("products", {})))
                 log.info("stage kept from an earlier attempt", outputs=previous["outputs"])
                 continue
-            resuming = False
-            reason = None if stage.enabled(params) else f"disabled in pipeline.toml ([{stage.name}].enabled = false)"
-            reason = reason or stage.able_to_run(ctx, params)
-            if reason:
-                log.debug("stage skipped", reason=reason)
-                manifest.put_stage({**entry, "status": "skipped", "reason": reason, "outputs": []})
-                ctx.archive.write_manifest(manifest)
-                continue
-            manifest.put_stage(self._run_stage(stage, ctx, params, entry))
-            ctx.archive.write_manifest(manifest)
+            ctx = JobContext(id=job.folder.path.name, folder=job.folder, sha256=job.sha256, products=inputs,
+                             models=models, icc=job.icc, stop=self.stop, beat=self.beat)
+            outcome, seconds = self._attempt(stage, ctx, params)
+            if isinstance(outcome, Skipped):
+                log.debug("stage skipped", reason=outcome.reason)
+                manifest.put_stage({**entry, "status": StageStatus.SKIPPED, "reason": outcome.reason, "outputs": []})
+            else:
+                products = products.merged(_checked(stage, outcome.products))
+                manifest.put_stage(_done_entry(entry, outcome, seconds))
+            job.folder.write_manifest(manifest)
         structlog.contextvars.unbind_contextvars("stage")
 
-    def _run_stage(self, stage: Stage, ctx: JobContext, params, entry: dict) -> dict:
+    def _attempt(self, stage: Stage, ctx: JobContext, params) -> tuple[StageResult | Skipped, float]:
+        """The stage's result or skip, and the seconds it took; a stop passes through; any other error
+        becomes a _Failure."""
+        if not getattr(params, "enabled", True):
+            return Skipped(f"disabled in pipeline.toml ([{stage.name}].enabled = false)"), 0.0
+        reason = stage.skip_reason(ctx, params)
+        if reason:
+            return Skipped(reason), 0.0
         t0 = time.monotonic()
         try:
             with self._locks[stage.name]:
-                stage.setup(ctx, params)
                 try:
-                    result: StageResult = stage.run(ctx, params)
+                    stage.setup(ctx, params)
+                    result = stage.run(ctx, params)
                 finally:
                     stage.cleanup(ctx)
         except StopRequested:
             raise
+        except ModelUnavailable as exc:
+            log.warning("stage skipped: its model is unavailable", reason=str(exc))
+            return Skipped(str(exc)), 0.0
         except InputError as exc:
             raise _Failure(stage.name, exc) from exc
         except Exception as exc:
             log.error("stage failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
             raise _Failure(stage.name, exc) from exc
-        seconds = round(time.monotonic() - t0, 3)
-        ctx.artifacts.update(result.produces)
-        log.info("stage completed", summary=result.summary, outputs=result.outputs, seconds=seconds)
-        out = {**entry, "status": "done", "reason": result.summary, "outputs": result.outputs,
-               "models": [m.__dict__ for m in result.models], "duration_s": seconds,
-               "produces": result.produces}
-        for key in ("device", "dtype", "seed"):
-            if getattr(result, key) is not None:
-                out[key] = getattr(result, key)
-        if result.details:
-            out["details"] = result.details
-        return out
+        return result, round(time.monotonic() - t0, 3)
+
 
     # ------------------------------------------------------------------ endings
     def _consume(self, job: Job, dropped: Dropped, folder: ArchiveFolder) -> None:
@@ -292,7 +297,7 @@ class Runner:
         self.journal.finish(job.id, "duplicate", dup_of=first.id)
         log.info("duplicate of an earlier image; not processed again", first_job=first.id,
                  archive=str(folder.path))
-        return Outcome(job.id, job.name, "duplicate", folder.path)
+        return Outcome(job.id, job.name, JobStatus.DUPLICATE, folder.path)
 
     def _fail(self, job: Job, cfg: Config, stage: str, exc: BaseException, consume: bool,
               manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
@@ -306,7 +311,7 @@ class Runner:
                 folder.write_manifest(manifest)
             log.warning("attempt failed; will retry", attempt=job.attempts, max_attempts=cfg.daemon.max_attempts,
                         error=message)
-            return Outcome(job.id, job.name, "retry", folder.path if folder else None, message)
+            return Outcome(job.id, job.name, JobStatus.RETRY, folder.path if folder else None, message)
         report = {"image": job.name, "error": type(exc).__name__, "message": str(exc), "stage": stage,
                   "attempts": job.attempts, "job": job.id, "time": arc.now_iso(),
                   "archive": str(folder.path) if folder else None,
@@ -321,18 +326,84 @@ class Runner:
         self.journal.finish(job.id, "failed", error=message, stage=stage,
                             source=str(destination) if destination else None)
         log.error("image failed", stage=stage, error=message, moved_to=str(destination or ""))
-        return Outcome(job.id, job.name, "failed", folder.path if folder else None, message)
+        return Outcome(job.id, job.name, JobStatus.FAILED, folder.path if folder else None, message)
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _reusable(previous: dict | None, entry: dict, ctx: JobContext) -> bool:
-    if not previous or previous.get("status") != "done":
+@dataclass
+class _JobState:
+    """What every stage of one job shares: the config (with the image's own settings), the folder, the identity."""
+
+    cfg: Config
+    folder: ArchiveFolder
+    sha256: str
+    icc: bytes | None
+
+
+class _Digests:
+    """sha256 of archive files, each read once per job: a stage's inputs are its consumed values and these."""
+
+    def __init__(self, folder: ArchiveFolder, known: dict[str, str]):
+        self.folder, self.known = folder, dict(known)
+
+    def file(self, name: str) -> str:
+        if name not in self.known:
+            self.known[name] = arc.sha256_file(self.folder.file(name))
+        return self.known[name]
+
+    def of(self, inputs: Products) -> str:
+        blob = json.dumps({"values": inputs.to_json(), "files": {n: self.file(n) for n in inputs.files()}},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _reusable(previous: dict | None, entry: dict, folder: ArchiveFolder) -> bool:
+    """A finished entry with the same parameters and inputs, whose files are all still there."""
+    if not previous or previous.get("status") != StageStatus.DONE:
         return False
-    if previous.get("params_sha256") != entry["params_sha256"]:
+    if (previous.get("params_sha256"), previous.get("inputs_sha256")) != \
+            (entry["params_sha256"], entry["inputs_sha256"]):
         return False
-    return all(ctx.path(name).exists() for name in previous.get("outputs", []))
+    return all(folder.file(name).exists() for name in previous.get("outputs", []))
+
+
+def _done_entry(entry: dict, result: StageResult, seconds: float) -> dict:
+    log.info("stage completed", summary=result.summary, outputs=result.outputs, seconds=seconds)
+    out = {**entry, "status": StageStatus.DONE, "reason": result.summary, "outputs": result.outputs,
+           "models": [m.__dict__ for m in result.models], "duration_s": seconds,
+           "products": result.products.to_json()}
+    for key in ("device", "dtype", "seed"):
+        if getattr(result, key) is not None:
+            out[key] = getattr(result, key)
+    if result.details:
+        out["details"] = result.details
+    return out
+
+
+def _checked(stage: Stage, products: Products) -> Products:
+    extra = products.slots() - stage.produces
+    if extra:
+        raise RuntimeError(f"stage {stage.name} produced {sorted(extra)}, which it does not declare")
+    return products
+
+
+def _intake_picture(folder: ArchiveFolder, dropped: Dropped, decoded: Image.Image,
+                    sidecars: dict[str, str]) -> tuple[Source, bytes | None]:
+    """The picture model at intake: upright once (00-upright.png), its colour profile, its prompt."""
+    original = f"00-original.{dropped.ext}"
+    icc = picture.icc_of(decoded)
+    turned = picture.upright(decoded)
+    if turned is not None:
+        if not folder.file(picture.UPRIGHT).exists():
+            folder.save_image(picture.UPRIGHT, turned, **({"icc_profile": icc} if icc else {}))
+        shown, size = Picture(picture.UPRIGHT), turned.size
+    else:
+        shown, size = Picture(original), decoded.size
+    source = Source(original=original, picture=shown, size=size, prompt=prompts.from_image(decoded),
+                    user_mask=sidecars.get("mask"), remove_mask=sidecars.get("remove"))
+    return source, icc
 
 
 SIDECAR_LIMIT = 64 * 1024  # bytes: a sidecar is a few settings, not a payload

@@ -9,17 +9,69 @@ manifest lists every detection with its model file and sha256.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 
 from automask.detect import Detection, Detector, DetectorSettings
-from automask.mask import draw_detections, masks_for, select, user_mask
-from daemon.archive import sha256_file
-from daemon.config import AutomaskConfig
+from automask.mask import MaskSettings, draw_detections, masks_for, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
+from stages.files import sha256_file
+from stages.models import ModelKind, ModelSetting, ModelUnavailable
+from stages.products import Found, Mask, Picture, Products, Slot
+from stages.schema import Errors
 
 KINDS = ("face", "hand")
+
+
+# --------------------------------------------------------------------------- [automask]
+
+
+@dataclass(frozen=True)
+class FaceMaskConfig(MaskSettings):
+    def check(self, err: Errors) -> None:
+        err.between("min_confidence", self.min_confidence, 0.0, 1.0)
+        err.at_least("top_k", self.top_k, 0)
+        err.between("min_area_ratio", self.min_area_ratio, 0.0, 1.0)
+        err.between("max_area_ratio", self.max_area_ratio, 0.0, 1.0)
+        if self.min_area_ratio > self.max_area_ratio:
+            err.add("min_area_ratio", f"must not exceed max_area_ratio ({self.max_area_ratio})")
+        err.at_least("padding", self.padding, 0)
+        err.at_least("feather", self.feather, 0.0)
+
+
+@dataclass(frozen=True)
+class HandMaskConfig(FaceMaskConfig):
+    min_confidence: float = 0.3
+    padding: int = 24
+    dilate: int = 8
+    feather: float = 6.0
+
+
+@dataclass(frozen=True)
+class AutomaskConfig:
+    enabled: bool = True
+    face_models: tuple[Literal["short", "full"], ...] = ("short", "full")
+    face_model_short: str = ""
+    face_model_full: str = ""
+    hand_model: str = ""
+    num_hands: int = 12
+    upsample_below: int = 768
+    tile_above: int = 1536
+    nms_iou: float = 0.4
+    user_mask: Literal["merge", "replace"] = "merge"
+    face: FaceMaskConfig = field(default_factory=FaceMaskConfig)
+    hand: HandMaskConfig = field(default_factory=HandMaskConfig)
+
+    def check(self, err: Errors) -> None:
+        if not self.face_models:
+            err.add("face_models", 'must name at least one of "short", "full"')
+        err.between("num_hands", self.num_hands, 1, 64)
+        err.at_least("upsample_below", self.upsample_below, 0)
+        err.at_least("tile_above", self.tile_above, 256)
+        err.between("nms_iou", self.nms_iou, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -27,25 +79,43 @@ class AutomaskParams(AutomaskConfig):
     pass
 
 
+MODEL_KEYS = ("face_model_short", "face_model_full", "hand_model")
+
+
 class AutoMaskStage(Stage):
     name = "automask"
     prefix = "10"
+    Config = AutomaskConfig
+    consumes = frozenset({Slot.SOURCE, Slot.MASTER})
+    produces = frozenset({Slot.DETECTIONS, Slot.MASKS})
 
     def __init__(self) -> None:
         self._detector: Detector | None = None
         self._settings: DetectorSettings | None = None
         self._digests: dict[str, str] = {}
 
-    def params(self, ctx: JobContext) -> AutomaskParams:
-        return from_section(AutomaskParams, ctx.config.automask)
+    def params(self, config) -> AutomaskParams:
+        return from_section(AutomaskParams, config.automask)
+
+    def model_settings(self, params: AutomaskParams) -> list[ModelSetting]:
+        return [ModelSetting(f"[automask].{key}", getattr(params, key), ModelKind.DETECTOR)
+                for key in MODEL_KEYS if getattr(params, key)]
+
+    def _model_paths(self, ctx: JobContext, params: AutomaskParams) -> dict[str, Path]:
+        paths = {}
+        for key, ms in zip((k for k in MODEL_KEYS if getattr(params, k)), self.model_settings(params)):
+            try:
+                paths[key] = ctx.models.resolve(ms).path
+            except FileNotFoundError as exc:
+                raise ModelUnavailable(str(exc)) from None
+        return paths
 
     def setup(self, ctx: JobContext, params: AutomaskParams) -> None:
-        cfg = ctx.config
+        paths = self._model_paths(ctx, params)
         settings = DetectorSettings(
             face_models=params.face_models,
-            face_model_paths={k: cfg.model_path(v) for k, v in
-                              (("short", params.face_model_short), ("full", params.face_model_full)) if v},
-            hand_model=cfg.model_path(params.hand_model) if params.hand_model else None,
+            face_model_paths={k: paths[f"face_model_{k}"] for k in ("short", "full") if f"face_model_{k}" in paths},
+            hand_model=paths.get("hand_model"),
             num_hands=params.num_hands,
             min_confidence=min(params.face.min_confidence, params.hand.min_confidence, 0.5),
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
@@ -53,7 +123,10 @@ class AutoMaskStage(Stage):
         if settings == self._settings:
             return
         self.close()
-        self._detector = Detector(settings)
+        try:
+            self._detector = Detector(settings)
+        except (RuntimeError, ValueError, OSError) as exc:  # MediaPipe refusing a model file
+            raise ModelUnavailable(f"a detection model could not be loaded: {exc}") from None
         self._settings = settings
         self._digests = {k: sha256_file(p) for k, p in self._detector.model_files.items()}
 
@@ -63,54 +136,63 @@ class AutoMaskStage(Stage):
         self._detector = self._settings = None
 
     def run(self, ctx: JobContext, params: AutomaskParams) -> StageResult:
-        image = ctx.open_master()
-        size = image.size
-        user = ctx.sidecars.get("mask")
+        source = ctx.products.source
+        view = ctx.view(ctx.products.master)
+        image, size = view.image(), view.size
         found: list[Detection] = []
-        if not (user and params.user_mask == "replace"):
+        if not (source.user_mask and params.user_mask == "replace"):
             ctx.check_stop()
             found = self._detector.detect(image)
         kept: list[Detection] = []
         outputs: list[str] = []
-        produces: dict[str, str] = {}
+        masks: list[Mask] = []
         for kind in KINDS:
             settings = getattr(params, kind)
             chosen = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
             kept += chosen
-            masks = masks_for(chosen, settings, size)
-            for i, mask in enumerate(masks):
+            for i, mask in enumerate(masks_for(chosen, settings, size)):
                 name = f"{self.prefix}-mask-{kind}.png" if settings.merge else f"{self.prefix}-mask-{kind}-{i}.png"
-                ctx.archive.save_image(name, mask)
-                outputs.append(name)
-                produces[f"mask-{kind}" if settings.merge else f"mask-{kind}-{i}"] = name
-        for kind in ("user", "remove"):  # <name>.mask.png (repaint) and <name>.remove.png (take away)
-            drawn = ctx.sidecars.get("mask" if kind == "user" else kind)
-            if drawn:
+                outputs.append(ctx.save_mask(name, mask))
+                boxes = tuple(tuple(d.box) for d in chosen) if settings.merge else ()
+                masks.append(Mask(kind, name, _bounds(mask), boxes, None if settings.merge else i))
+        for kind, drawn in (("user", source.user_mask), ("remove", source.remove_mask)):
+            if drawn:  # <name>.mask.png (repaint) and <name>.remove.png (take away)
                 with Image.open(ctx.path(drawn)) as raw:
                     mask = user_mask(raw, size)
-                name = f"{self.prefix}-mask-{kind}.png"
-                ctx.archive.save_image(name, mask)
+                name = ctx.save_mask(f"{self.prefix}-mask-{kind}.png", mask)
                 outputs.append(name)
-                produces[f"mask-{kind}"] = name
+                masks.append(Mask(kind, name, _bounds(mask)))
         dropped = [d for d in found if d not in kept]
-        ctx.archive.save_image(f"{self.prefix}-detections.png", draw_detections(image, kept, dropped))
-        outputs.append(f"{self.prefix}-detections.png")
-        produces["detections"] = f"{self.prefix}-detections.png"
-        counts = {k: sum(d.kind == k for d in kept) for k in KINDS}
-        summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in counts.items()) if kept \
-            else "no faces or hands found"
-        if user:
-            summary += f"; user mask ({params.user_mask})"
-        if ctx.sidecars.get("remove"):
-            summary += "; removal mask"
-        area = float(size[0] * size[1])
+        picture = Picture(ctx.save_picture(f"{self.prefix}-detections.png",
+                                           draw_detections(view.flat(), kept, dropped)))
+        outputs.append(picture.name)
         return StageResult(
-            outputs=outputs, summary=summary, produces=produces,
+            outputs=outputs, summary=_summary(kept, source, params),
+            products=Products(detections=Found(tuple(kept), picture),
+                              masks=tuple(m for m in masks if m.bounds != (0, 0, 0, 0))),
             models=[ModelRef(k, self._digests[k], str(p)) for k, p in self._detector.model_files.items()]
             if self._detector else [],
-            details={"detections": [
-                {"kind": d.kind, "box": [round(v, 1) for v in d.box], "score": round(d.score, 4),
-                 "area_ratio": round(d.area / area, 5), "model": d.model,
-                 "model_sha256": self._digests.get(d.model, ""), **({"label": d.label} if d.label else {})}
-                for d in kept],
-                "dropped": len(dropped), "counts": counts})
+            details={"detections": [self._record(d, size) for d in kept], "dropped": len(dropped),
+                     "counts": {k: sum(d.kind == k for d in kept) for k in KINDS}})
+
+    def _record(self, d: Detection, size: tuple[int, int]) -> dict:
+        return {"kind": d.kind, "box": [round(v, 1) for v in d.box], "score": round(d.score, 4),
+                "area_ratio": round(d.area / float(size[0] * size[1]), 5), "model": d.model,
+                "model_sha256": self._digests.get(d.model, ""), **({"label": d.label} if d.label else {})}
+
+
+def _bounds(mask: Image.Image) -> tuple[int, int, int, int]:
+    box = mask.getbbox()
+    return tuple(box) if box else (0, 0, 0, 0)
+
+
+def _summary(kept: list[Detection], source, params: AutomaskParams) -> str:
+    counts = {k: sum(d.kind == k for d in kept) for k in KINDS}
+    summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in counts.items()) if kept \
+        else "no faces or hands found"
+    if source.user_mask:
+        summary += f"; user mask ({params.user_mask})"
+    if source.remove_mask:
+        summary += "; removal mask"
+    return summary
+

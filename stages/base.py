@@ -1,37 +1,69 @@
-"""The contract every stage keeps, and what a stage sees of a job.
+"""The stage contract: what the runner promises a stage, and what a stage must do.
 
-A stage is an object with:
+The runner (``daemon/runner.py``) owns the order of stages, the archive folder's
+manifest, resuming and error handling.  For each job and each stage, in order, it:
 
-``name``            short, stable, used in the manifest and in logs;
-``prefix``          the two-digit number its snapshot files start with;
-``params(ctx)``     its typed parameters for this job (a frozen dataclass);
-``able_to_run(ctx, params)``  None, or the reason it has nothing to do here;
-``setup(ctx, params)``        load what it needs (models stay loaded between jobs);
-``run(ctx, params) -> StageResult``  do the work, write snapshots, list them;
-``cleanup(ctx)``    always called after ``run`` — success, error or stop.
+1. calls ``params(config)`` — every config value the stage will use, as one frozen
+   dataclass.  The stage reads nothing else of the config: its parameters hash
+   (recorded in the manifest) then says exactly what its outputs depend on;
+2. hands the stage a ``JobContext`` holding only the ``Products`` slots the stage
+   ``consumes``, the image's archive folder, the model resolver and the stop flag;
+3. keeps the stage's earlier outputs, without calling it, when the manifest shows
+   it done with the same parameters hash and the same inputs (the consumed values
+   and the bytes of every file they name), whatever earlier stages did;
+4. otherwise records a skip when ``params.enabled`` is false or ``skip_reason``
+   names one; else calls ``setup``, ``run`` and — always, whatever happened —
+   ``cleanup``;
+5. merges what ``run`` returned into the job's products (a stage may set only the
+   slots it ``produces``) and writes the manifest.  Only the runner writes it.
 
-The runner (``daemon/runner.py``) owns the order, the manifest, resuming and
-error handling; a stage only does its one thing.
+A stage must:
+
+* write its files into the archive folder through the context (``save_picture``
+  attaches the source's colour profile), named ``<prefix>-…`` and listed in its
+  result's ``outputs``;
+* return a ``StageResult`` with typed ``products``, or ``Skipped(reason)`` when it
+  finds it has nothing to do; raise ``ModelUnavailable`` (from setup or run) when a
+  model it needs cannot be found or loaded — the runner records a skip with that
+  reason, never retries it;
+* call ``ctx.check_stop()`` between tiles, steps and regions: at those safe points
+  a shutdown ends the stage with ``StopRequested`` and the job goes back in the queue;
+* hold no per-job state: one instance serves many jobs (in several worker threads,
+  one job at a time inside a stage) and may keep models loaded between them.
+  ``close()`` unloads them at shutdown.
+
+Any other exception fails the attempt; the runner retries the job up to
+``[daemon].max_attempts`` and then moves the image to ``failed/`` with a report.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from PIL import Image
 
-from daemon.archive import ArchiveFolder
-from daemon.config import Config, section_dict
+from stages.files import Folder
+from stages.models import ModelSetting, Models
+from stages.picture import View, open_view
+from stages.products import Picture, Products, Slot
+from stages.schema import section_dict
 
 
 class StopRequested(Exception):
     """Raised at a safe point when the daemon is shutting down; the job goes back to the queue."""
+
+
+class StageStatus(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -43,73 +75,88 @@ class ModelRef:
 
 @dataclass
 class StageResult:
-    outputs: list[str]
-    summary: str = ""
+    outputs: list[str]                 # archive names of every file written, in order
+    summary: str = ""                  # one line for people: the manifest's "reason", the log's "summary"
+    products: Products = field(default_factory=Products)
     models: list[ModelRef] = field(default_factory=list)
     device: str | None = None
     dtype: str | None = None
     seed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
-    # Names of archive files later stages build on, e.g. {"master": "20-inpaint.png"}.
-    produces: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
 
 
 @dataclass
 class JobContext:
     """What a stage may read and write for one image."""
 
-    id: str
-    config: Config
-    archive: ArchiveFolder
-    original: str  # archive name of 00-original.<ext>
-    sha256: str  # of the dropped bytes: the image's identity (seeds derive from it)
-    sidecars: dict[str, str]  # archive names of sidecars, by kind ("mask", "remove", "toml", "json")
-    overrides: dict = field(default_factory=dict)  # the per-image settings a sidecar gave (already in config)
-    artifacts: dict[str, str] = field(default_factory=dict)  # e.g. master, mask-face, variant-16x9
+    id: str                    # the archive folder's name
+    folder: Folder
+    sha256: str                # of the dropped bytes: the image's identity (seeds derive from it)
+    products: Products         # the slots this stage consumes, and only those
+    models: Models
+    icc: bytes | None = None   # the source's colour profile, attached to every picture written
     stop: threading.Event = field(default_factory=threading.Event)
     beat: Callable[[], None] = lambda: None  # "still making progress", for systemd's watchdog
 
     def check_stop(self) -> None:
-        """A safe point: long stages call this between tiles or steps."""
+        """A safe point: long stages call this between tiles, steps and regions."""
         self.beat()
         if self.stop.is_set():
             raise StopRequested()
 
     def path(self, name: str) -> Path:
-        return self.archive.file(name)
+        return self.folder.file(name)
 
-    @property
-    def master_name(self) -> str:
-        return self.artifacts.get("master", self.original)
+    def view(self, picture: Picture) -> View:
+        """The 8-bit view of an archived picture (see stages/picture.py)."""
+        return open_view(self.path(picture.name))
 
-    def open_master(self) -> Image.Image:
-        with Image.open(self.path(self.master_name)) as im:
-            im.load()
-            return im
+    def save_picture(self, name: str, image: Image.Image, **save_args: Any) -> str:
+        """Writes a picture with the source's ICC profile: the colour policy of stages/picture.py."""
+        if self.icc:
+            save_args.setdefault("icc_profile", self.icc)
+        self.folder.save_image(name, image, **save_args)
+        return name
+
+    def save_mask(self, name: str, mask: Image.Image) -> str:
+        self.folder.save_image(name, mask)
+        return name
 
 
-class Stage:
-    name: ClassVar[str]
-    prefix: ClassVar[str]
-    version: ClassVar[int] = 1  # bump when the same params would now give other pixels
+class Stage(abc.ABC):
+    name: ClassVar[str]                  # short and stable: its pipeline.toml table, the manifest, the logs
+    prefix: ClassVar[str]                # the two digits its snapshot files start with
+    Config: ClassVar[type]               # its pipeline.toml table (a frozen dataclass with check(err))
+    consumes: ClassVar[frozenset[Slot]]
+    produces: ClassVar[frozenset[Slot]]
+    version: ClassVar[int] = 1           # bump when the same params would now give other pixels
 
-    def params(self, ctx: JobContext) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def params(self, config: Any) -> Any:
+        """Every config value this stage uses, as a frozen dataclass with an ``enabled`` field."""
 
-    def enabled(self, params: Any) -> bool:
-        return bool(getattr(params, "enabled", True))
+    def model_settings(self, params: Any) -> list[ModelSetting]:
+        """The model settings these params name (checked by ``polishd check-config``)."""
+        return []
 
-    def able_to_run(self, ctx: JobContext, params: Any) -> str | None:
+    def skip_reason(self, ctx: JobContext, params: Any) -> str | None:
+        """Why this stage has nothing to do for this job, or None.  Cheap: no model is loaded yet."""
         return None
 
     def setup(self, ctx: JobContext, params: Any) -> None:
-        """Load models; called before every run, so it must be cheap when already loaded."""
+        """Load models; called before every run, so it must be cheap when they are already loaded."""
 
-    def run(self, ctx: JobContext, params: Any) -> StageResult:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, ctx: JobContext, params: Any) -> StageResult | Skipped:
+        """Do the work, write the snapshots, return them with the typed products."""
 
     def cleanup(self, ctx: JobContext) -> None:
-        """Always called after run."""
+        """Always called after setup: success, skip, error or stop."""
 
     def close(self) -> None:
         """Unload models (daemon shutdown)."""

@@ -1,11 +1,20 @@
-"""Where models run: ``device = "auto"`` means CUDA, then Apple's MPS, then the CPU."""
+"""Where models run: ``device = "auto"`` means CUDA, then Apple's MPS, then the CPU.
+
+torch is imported when a device is first asked for, not when a stage module is:
+the CLI (``status``, ``check-config``) starts without it.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
-def pick_device(preference: str) -> torch.device:
+def pick_device(preference: str) -> "torch.device":
+    import torch
+
     if preference == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -20,8 +29,10 @@ def pick_device(preference: str) -> torch.device:
     return torch.device(preference)
 
 
-def pick_dtype(device: torch.device, preference: str) -> torch.dtype:
+def pick_dtype(device: "torch.device", preference: str) -> "torch.dtype":
     """fp16 where it is safe and fast (CUDA, MPS); fp32 on the CPU unless asked otherwise."""
+    import torch
+
     if preference == "fp32":
         return torch.float32
     if preference == "fp16":
@@ -33,5 +44,8 @@ def pick_dtype(device: torch.device, preference: str) -> torch.dtype:
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def dtype_name(dtype: "torch.dtype") -> str:
+    return _NAMES[str(dtype)]

@@ -20,18 +20,19 @@ non-generative fill.
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import structlog
 from PIL import Image, ImageFilter
 
-from daemon.config import InpaintConfig
-from stages import prompts
-from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
-from stages.device import dtype_name, pick_device, pick_dtype
+from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
+from stages.generative import acquire
+from stages.models import ModelKind, ModelSetting, ModelUnavailable
+from stages.products import Mask, Picture, Products, Slot
+from stages.prompts import FoundPrompt
+from stages.schema import Errors
 
 log = structlog.get_logger("polishd.inpaint")
 
@@ -39,9 +40,80 @@ KINDS = ("remove", "face", "hand", "user")  # the order regions are done in
 RING = 16  # px around the mask whose colours the patch is matched to
 
 
+# --------------------------------------------------------------------------- [inpaint]
+
+
+@dataclass(frozen=True)
+class InpaintKindConfig:
+    """Per-kind overrides of [inpaint]; a key left out (None) inherits the [inpaint] value."""
+
+    enabled: bool = True
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    padding: int | None = None
+
+    def check(self, err: Errors) -> None:
+        err.generation(self)
+
+
+@dataclass(frozen=True)
+class InpaintFaceConfig(InpaintKindConfig):
+    prompt: str | None = "a detailed natural face, {prompt}"
+    strength: float | None = 0.45
+
+
+@dataclass(frozen=True)
+class InpaintHandConfig(InpaintKindConfig):
+    prompt: str | None = "a detailed natural hand with five fingers, {prompt}"
+    strength: float | None = 0.6
+
+
+@dataclass(frozen=True)
+class InpaintRemoveConfig(InpaintKindConfig):
+    """A user's ``<name>.remove.png``: what is under it is taken away, with no model needed."""
+
+    fill: Literal["patchmatch", "telea", "navier-stokes"] = "patchmatch"
+    refine: bool = True
+    prompt: str | None = "seamless natural background"
+    strength: float | None = 0.5
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    enabled: bool = True
+    model: str = ""
+    model_config: str = ""
+    steps: int = 30
+    guidance: float = 7.0
+    strength: float = 0.6
+    prompt: str = "{prompt}"
+    negative_prompt: str = "blurry, deformed, extra fingers, bad anatomy, lowres"
+    padding: int = 32
+    resolution: int = 0
+    seed: int = -1
+    colour_match: bool = True
+    idle_unload: float = 600.0
+    face: InpaintFaceConfig = field(default_factory=InpaintFaceConfig)
+    hand: InpaintHandConfig = field(default_factory=InpaintHandConfig)
+    user: InpaintKindConfig = field(default_factory=InpaintKindConfig)
+    remove: InpaintRemoveConfig = field(default_factory=InpaintRemoveConfig)
+
+    def check(self, err: Errors) -> None:
+        err.generation(self)
+        if self.resolution and (self.resolution % 8 or not 64 <= self.resolution <= 2048):
+            err.add("resolution", f"must be 0 (the model's own) or a multiple of 8 from 64 to 2048 "
+                                  f"(got {self.resolution})")
+        err.at_least("seed", self.seed, -1)
+        err.at_least("idle_unload", self.idle_unload, 0.0)
+
+
 @dataclass(frozen=True)
 class InpaintParams(InpaintConfig):
-    device: str = "auto"
+    device: str = "auto"                 # [daemon].device
+    sidecar_prompts: tuple[str, ...] = ()  # the kinds whose prompt an image's own settings file set
 
 
 @dataclass(frozen=True)
@@ -143,70 +215,37 @@ def image_seed(sha256: str, configured: int) -> int:
 class InpaintStage(Stage):
     name = "inpaint"
     prefix = "20"
+    Config = InpaintConfig
+    consumes = frozenset({Slot.SOURCE, Slot.MASKS, Slot.MASTER})
+    produces = frozenset({Slot.MASTER})
 
-    def params(self, ctx: JobContext) -> InpaintParams:
-        return from_section(InpaintParams, ctx.config.inpaint, device=ctx.config.daemon.device)
+    def params(self, config) -> InpaintParams:
+        return from_section(InpaintParams, config.inpaint, device=config.daemon.device,
+                            sidecar_prompts=sidecar_prompt_kinds(config.overrides))
 
-    def regions(self, ctx: JobContext, params: InpaintParams) -> list[Region]:
-        """What to repaint: one region per detection of a merged mask, per separate mask, per user mask."""
-        out: list[Region] = []
-        detections = _detections(ctx)
-        for key, name in sorted(ctx.artifacts.items()):
-            m = re.fullmatch(r"mask-(face|hand|user|remove)(?:-(\d+))?", key)
-            if not m or not getattr(params, m.group(1)).enabled:
-                continue
-            kind = m.group(1)
-            with Image.open(ctx.path(name)) as im:
-                mask = np.asarray(im.convert("L"))
-            bounds = mask_bounds(mask)
-            if bounds is None:
-                continue
-            boxes = [d["box"] for d in detections if d["kind"] == kind] if m.group(2) is None else []
-            if kind in ("face", "hand") and len(boxes) > 1:
-                for i, b in enumerate(boxes):
-                    box = tuple(int(round(v)) for v in b)
-                    out.append(Region(kind, i, box, name))
-            else:
-                out.append(Region(kind, int(m.group(2) or 0), bounds, name))
-        return sorted(out, key=lambda r: KINDS.index(r.kind))  # removals first: later repaints see them gone
+    def model_settings(self, params: InpaintParams) -> list[ModelSetting]:
+        model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
+        config = ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG)
+        return [m for m in (model, config) if m.value]
 
-    def model_problem(self, ctx: JobContext, params: InpaintParams) -> str | None:
-        """Why the generative model cannot be used, or None."""
-        if not params.model:
-            return "no inpainting model configured ([inpaint].model is empty); faces and hands left as they are"
-        from stages.diffusion import engine
-
-        try:
-            how, _ = engine.resolve(params.model, ctx.config.source.parent if ctx.config.source else None,
-                                    params.model_config)
-        except engine.ModelNotFound as exc:
-            return f"model not found: {exc}"
-        if how == "hub" and not _in_hf_cache(params.model):
-            return (f"model not found: [inpaint].model = {params.model!r} is not in the Hugging Face cache; "
-                    "polishd never downloads models")
-        return None
-
-    def able_to_run(self, ctx: JobContext, params: InpaintParams) -> str | None:
-        regions = self.regions(ctx, params)
+    def skip_reason(self, ctx: JobContext, params: InpaintParams) -> str | None:
+        regions = plan_regions(ctx.products.masks or (), params)
         if not regions:
             return "no masks to inpaint"
-        problem = self.model_problem(ctx, params)
-        return None if any(r.kind == "remove" for r in regions) else problem
+        if any(r.kind == "remove" for r in regions):
+            return None  # takes no model
+        return self.model_problem(ctx, params)
 
-    def setup(self, ctx: JobContext, params: InpaintParams) -> None:
-        from stages.diffusion import engine
-
-        self.engine, self.without_model = None, self.model_problem(ctx, params)
-        # Which masks there are, from their names (able_to_run has read them already): load the model only
-        # when something will use it.
-        kinds = {m.group(1) for key in ctx.artifacts if (m := re.fullmatch(r"mask-(\w+?)(?:-\d+)?", key))}
-        kinds = {k for k in kinds if k in KINDS and getattr(params, k).enabled}
-        wanted = kinds & {"face", "hand", "user"} or (params.remove.refine and "remove" in kinds)
-        if self.without_model is None and wanted:
-            device = pick_device(params.device)
-            self.engine = engine.get(params.model, ctx.config.source.parent if ctx.config.source else None,
-                                     device, pick_dtype(device, "auto"), ctx.config.paths.models,
-                                     params.model_config)
+    def model_problem(self, ctx: JobContext, params: InpaintParams) -> str | None:
+        """Why the generative model cannot be used, found without loading it; or None."""
+        if not params.model:
+            return "no inpainting model configured ([inpaint].model is empty); faces and hands left as they are"
+        try:
+            for ms in self.model_settings(params):
+                ctx.models.resolve(ms)
+        except FileNotFoundError as exc:
+            return f"model not found: {exc}"
+        return None
 
     def close(self) -> None:
         from sys import modules
@@ -214,23 +253,41 @@ class InpaintStage(Stage):
         if "stages.diffusion.engine" in modules:
             modules["stages.diffusion.engine"].unload()
 
-    def run(self, ctx: JobContext, params: InpaintParams) -> StageResult:
-        image = ctx.open_master()
-        mode = image.mode
-        rgb = np.asarray(image.convert("RGB")).copy()
+    def _engine(self, ctx: JobContext, params: InpaintParams, regions: list[Region]):
+        """(engine, None), or (None, why the faces are left as they are) when only removals can be done."""
+        kinds = {r.kind for r in regions}
+        wanted = kinds & {"face", "hand", "user"} or (params.remove.refine and "remove" in kinds)
+        problem = self.model_problem(ctx, params)
+        if not wanted or problem:
+            return None, problem
+        model, *config = self.model_settings(params)
+        try:
+            return acquire(ctx.models, model, config[0] if config else None, params.device), None
+        except ModelUnavailable as exc:
+            if "remove" not in kinds:
+                raise
+            return None, f"model not available: {exc}"
+
+    def run(self, ctx: JobContext, params: InpaintParams) -> StageResult | Skipped:
+        view = ctx.view(ctx.products.master)
+        rgb = view.rgb
         seed = image_seed(ctx.sha256, params.seed)
-        found = prompts.from_image(Image.open(ctx.path(ctx.original)))
+        found = ctx.products.source.prompt
+        regions = plan_regions(ctx.products.masks, params)
+        e, without_model = self._engine(ctx, params, regions)
         outputs, records = [], []
-        e = self.engine
-        for n, region in enumerate(self.regions(ctx, params)):
+        masks: dict[str, np.ndarray] = {}
+        for n, region in enumerate(regions):
             ctx.check_stop()
             ks = settings_for(params, region.kind)
             record = {"kind": region.kind, "index": region.index, "box": list(region.box)}
             if region.kind != "remove" and e is None:
-                records.append({**record, "skipped": self.without_model})
+                records.append({**record, "skipped": without_model})
                 continue
-            with Image.open(ctx.path(region.mask)) as im:
-                full_mask = np.asarray(im.convert("L"))
+            if region.mask not in masks:
+                with Image.open(ctx.path(region.mask)) as im:
+                    masks[region.mask] = np.asarray(im.convert("L"))
+            full_mask = masks[region.mask]
             x0, y0, x1, y1 = crop_box(region.box, ks.padding, (rgb.shape[1], rgb.shape[0]))
             before = rgb
             if region.kind == "remove":
@@ -238,7 +295,7 @@ class InpaintStage(Stage):
                 record.update(fill=params.remove.fill, refined=False)
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), fill_crop)
             if e is not None and (region.kind != "remove" or params.remove.refine):
-                prompt, negative, source = _prompt(ctx, region.kind, ks, found)
+                prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
                 rgb, crop = repaint(e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative,
                                     ks.steps, ks.guidance, ks.strength, seed + n, ctx.check_stop,
                                     params.colour_match)
@@ -247,30 +304,60 @@ class InpaintStage(Stage):
                               steps=ks.steps, strength=ks.strength, guidance=ks.guidance, padding=ks.padding,
                               **({"refined": True} if region.kind == "remove" else {}))
             stem = f"{self.prefix}-{region.kind}-{region.index}"
-            ctx.archive.save_image(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1]))
-            ctx.archive.save_image(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1]))
-            outputs += [f"{stem}-before.png", f"{stem}-after.png"]
+            outputs.append(ctx.save_picture(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1])))
+            outputs.append(ctx.save_picture(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1])))
             records.append(record)
-        done = [r for r in records if "skipped" not in r]  # never empty: able_to_run saw to that
+        done = [r for r in records if "skipped" not in r]
+        if not done:
+            return Skipped(without_model or "no masks to inpaint")
         result = Image.fromarray(rgb)
-        if mode in ("RGBA", "LA"):
-            result.putalpha(image.getchannel("A"))
-        name = f"{self.prefix}-inpaint.png"
-        ctx.archive.save_image(name, result)
+        if view.alpha is not None:
+            result.putalpha(Image.fromarray(view.alpha))
+        name = ctx.save_picture(f"{self.prefix}-inpaint.png", result)
         outputs.append(name)
-        removed = sum(r["kind"] == "remove" for r in done)
-        parts = [f"{removed} removed ({params.remove.fill})"] if removed else []
-        if len(done) > removed:
-            parts.append(f"{len(done) - removed} regions repainted with {e.name}")
-        if len(records) > len(done):
-            parts.append(f"{len(records) - len(done)} left as they are: {self.without_model}")
         return StageResult(
-            outputs=outputs, summary="; ".join(parts),
+            outputs=outputs, summary=_summary(records, done, params, e, without_model),
+            products=Products(master=Picture(name, "inpainted")),
             models=[ModelRef(e.name, e.sha256, e.spec)] if e else [], device=str(e.device) if e else None,
-            dtype=dtype_name(e.dtype) if e else None, seed=seed,
+            dtype=_dtype(e), seed=seed,
             details={"pipeline": e.kind if e else None, "scheduler": type(e.pipe.scheduler).__name__ if e else None,
-                     "regions": records},
-            produces={"master": name, "inpainted": name})
+                     "regions": records})
+
+
+def plan_regions(masks: tuple[Mask, ...], params: InpaintParams) -> list[Region]:
+    """What to repaint: one region per detection of a merged mask, per separate mask, per user mask;
+    removals first, so later repaints see the cleaned picture."""
+    out: list[Region] = []
+    for m in masks:
+        if m.kind not in KINDS or not getattr(params, m.kind).enabled:
+            continue
+        if m.kind in ("face", "hand") and len(m.boxes) > 1:
+            out += [Region(m.kind, i, tuple(int(round(v)) for v in b), m.name) for i, b in enumerate(m.boxes)]
+        else:
+            out.append(Region(m.kind, m.index or 0, m.bounds, m.name))
+    return sorted(out, key=lambda r: KINDS.index(r.kind))
+
+
+def sidecar_prompt_kinds(overrides: dict) -> tuple[str, ...]:
+    """The region kinds whose prompt an image's own settings file sets (its [inpaint] or [inpaint.<kind>])."""
+    side = overrides.get("inpaint") if isinstance(overrides.get("inpaint"), dict) else {}
+    return tuple(k for k in KINDS if "prompt" in side or (isinstance(side.get(k), dict) and "prompt" in side[k]))
+
+
+def _summary(records: list, done: list, params: InpaintParams, e, without_model: str | None) -> str:
+    removed = sum(r["kind"] == "remove" for r in done)
+    parts = [f"{removed} removed ({params.remove.fill})"] if removed else []
+    if len(done) > removed:
+        parts.append(f"{len(done) - removed} regions repainted with {e.name}")
+    if len(records) > len(done):
+        parts.append(f"{len(records) - len(done)} left as they are: {without_model}")
+    return "; ".join(parts)
+
+
+def _dtype(e) -> str | None:
+    from stages.device import dtype_name
+
+    return dtype_name(e.dtype) if e is not None else None
 
 
 def _union(a: tuple, b: tuple) -> tuple[int, int, int, int]:
@@ -328,20 +415,10 @@ def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: in
     return out, crop
 
 
-def _detections(ctx: JobContext) -> list[dict]:
-    try:
-        manifest = json.loads(ctx.path("manifest.json").read_text())
-    except FileNotFoundError:
-        return []
-    entry = next((s for s in manifest.get("stages", []) if s["name"] == "automask"), None)
-    return (entry or {}).get("details", {}).get("detections", [])
-
-
-def _prompt(ctx: JobContext, kind: str, ks: KindSettings, found) -> tuple[str, str, str]:
+def _prompt(kind: str, ks: KindSettings, found: FoundPrompt | None,
+            sidecar: tuple[str, ...]) -> tuple[str, str, str]:
     """(prompt, negative, source): a sidecar's prompt, else the image's own in the template, else the template."""
-    side = ctx.overrides.get("inpaint", {}) if isinstance(ctx.overrides.get("inpaint"), dict) else {}
-    side_kind = side.get(kind, {}) if isinstance(side.get(kind), dict) else {}
-    if "prompt" in side_kind or "prompt" in side:
+    if kind in sidecar:
         own = found.positive if found is not None else ""
         return ks.prompt.replace("{prompt}", own).strip(" ,"), ks.negative_prompt, "sidecar"
     if found is not None:
@@ -349,11 +426,3 @@ def _prompt(ctx: JobContext, kind: str, ks: KindSettings, found) -> tuple[str, s
         negative = ", ".join(p for p in (ks.negative_prompt, found.negative) if p)
         return prompt, negative, found.source
     return ks.prompt.replace("{prompt}", "").strip(" ,"), ks.negative_prompt, "config"
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - diffusers depends on it
-        return False
-    return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)

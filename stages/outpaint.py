@@ -19,29 +19,63 @@ outlined), e.g. label ``16x9``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import structlog
 from PIL import Image, ImageDraw
 
-from daemon.config import OutpaintConfig
-from stages import prompts
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
-from stages.device import dtype_name, pick_device, pick_dtype
+from stages.generative import acquire
 from stages.infill import infill, seam_score
 from stages.inpaint import image_seed, repaint
-from stages.outpaint_plan import Plan, plan
+from stages.models import ModelKind, ModelSetting
+from stages.outpaint_plan import VARIANT, Plan, plan
+from stages.picture import View, flatten
+from stages.products import Picture, Products, Slot, Variant
+from stages.schema import Errors
 
 log = structlog.get_logger("polishd.outpaint")
 
 
 @dataclass(frozen=True)
+class OutpaintConfig:
+    enabled: bool = True
+    variants: tuple[str, ...] = ("16:9", "9:16", "4:5")
+    max_step: float = 0.3
+    infill: Literal["blur", "reflect", "color", "patchmatch"] = "blur"
+    model: str = ""
+    model_config: str = ""
+    prompt: str = "{prompt}"
+    negative_prompt: str = ""
+    steps: int = 30
+    guidance: float = 7.0
+    strength: float = 0.9
+    seam_band: int = 32
+    seam_strength: float = 0.35
+    seam_pass: bool = True
+
+    def check(self, err: Errors) -> None:
+        for v in self.variants:
+            m = VARIANT.match(v)
+            if not m or "0" in (m.group(1), m.group(2), m.group(3), m.group(4)):
+                err.add("variants", f'entries are "W:H" or "WIDTHxHEIGHT", optionally "@left", "@right", "@top", '
+                                    f'"@bottom" or "@center" (got {v!r})')
+        err.between("max_step", self.max_step, 0.05, 1.0)
+        err.generation(self)
+        err.between("seam_band", self.seam_band, 0, 512)
+        err.between("seam_strength", self.seam_strength, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class OutpaintParams(OutpaintConfig):
-    model_resolved: str = ""  # [outpaint].model, else [inpaint].model
-    model_config_resolved: str = ""  # and the model_config that goes with it
-    resolution: int = 0
-    device: str = "auto"
+    # The model, and the table it was set in: [outpaint].model, else [inpaint].model (with its model_config).
+    model_table: str = "outpaint"
+    seed: int = -1          # [inpaint].seed: one seed setting for every repaint of an image
+    resolution: int = 0     # [inpaint].resolution
+    device: str = "auto"    # [daemon].device
 
 
 def strip_boxes(size: tuple[int, int], offset: tuple[int, int], inner: tuple[int, int]) -> list[tuple]:
@@ -88,42 +122,53 @@ def band_mask(size: tuple[int, int], offset: tuple[int, int], inner: tuple[int, 
 class OutpaintStage(Stage):
     name = "outpaint"
     prefix = "30"
+    Config = OutpaintConfig
+    consumes = frozenset({Slot.SOURCE, Slot.MASTER})
+    produces = frozenset({Slot.VARIANTS})
 
-    def params(self, ctx: JobContext) -> OutpaintParams:
-        cfg = ctx.config
-        own = bool(cfg.outpaint.model)
-        return from_section(OutpaintParams, cfg.outpaint, model_resolved=cfg.outpaint.model or cfg.inpaint.model,
-                            model_config_resolved=cfg.outpaint.model_config if own else cfg.inpaint.model_config,
-                            resolution=cfg.inpaint.resolution, device=cfg.daemon.device)
+    def params(self, config) -> OutpaintParams:
+        own = bool(config.outpaint.model)
+        table = config.outpaint if own else config.inpaint
+        params = from_section(OutpaintParams, config.outpaint, model_table="outpaint" if own else "inpaint",
+                              seed=config.inpaint.seed, resolution=config.inpaint.resolution,
+                              device=config.daemon.device)
+        return dataclasses.replace(params, model=table.model, model_config=table.model_config)
 
-    def able_to_run(self, ctx: JobContext, params: OutpaintParams) -> str | None:
-        return None if params.variants else "no variants asked for ([outpaint].variants is empty)"
+    def model_settings(self, params: OutpaintParams) -> list[ModelSetting]:
+        t = params.model_table
+        return [m for m in (ModelSetting(f"[{t}].model", params.model, ModelKind.DIFFUSION),
+                            ModelSetting(f"[{t}].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG))
+                if m.value]
+
+    def skip_reason(self, ctx: JobContext, params: OutpaintParams) -> str | None:
+        if not params.variants:
+            return "no variants asked for ([outpaint].variants is empty)"
+        if params.model:
+            try:
+                for ms in self.model_settings(params):
+                    ctx.models.resolve(ms)
+            except FileNotFoundError as exc:
+                return f"model not found: {exc}"
+        return None
 
     def _engine(self, ctx: JobContext, params: OutpaintParams):
-        """The generative engine, or (None, why not)."""
-        if not params.model_resolved:
-            return None, "no generative model configured: infill only"
-        from stages.diffusion import engine
-
-        base = ctx.config.source.parent if ctx.config.source else None
-        try:
-            engine.resolve(params.model_resolved, base, params.model_config_resolved)
-        except engine.ModelNotFound as exc:
-            return None, f"model not found ({exc}): infill only"
-        device = pick_device(params.device)
-        return engine.get(params.model_resolved, base, device, pick_dtype(device, "auto"),
-                          ctx.config.paths.models, params.model_config_resolved), None
+        """The generative engine, or None (infill only) when no model is configured."""
+        if not params.model:
+            return None
+        model, *config = self.model_settings(params)
+        return acquire(ctx.models, model, config[0] if config else None, params.device)
 
     def run(self, ctx: JobContext, params: OutpaintParams) -> StageResult:
-        master = ctx.open_master().convert("RGB")
-        seed = image_seed(ctx.sha256, ctx.config.inpaint.seed)
-        found = prompts.from_image(Image.open(ctx.path(ctx.original)))
+        view = ctx.view(ctx.products.master)
+        master = Image.fromarray(view.rgb)
+        seed = image_seed(ctx.sha256, params.seed)
+        found = ctx.products.source.prompt
         prompt = params.prompt.replace("{prompt}", found.positive if found else "").strip(" ,")
         negative = ", ".join(p for p in (params.negative_prompt, found.negative if found else "") if p)
-        engine, why_not = self._engine(ctx, params)
-        rgb = np.asarray(master)
+        engine = self._engine(ctx, params)
+        rgb = view.rgb
         shared: dict[tuple, tuple[np.ndarray, str]] = {}  # step prefix → (canvas, file)
-        outputs, produces, plans = [], {}, []
+        outputs, variants, plans = [], [], []
         for spec in params.variants:
             p = plan(master.size, spec, params.max_step)
             label = p.target.label
@@ -137,32 +182,30 @@ class OutpaintStage(Stage):
                                        "shared": True})
                     continue
                 canvas = self._step(canvas, step, params, engine, prompt, negative, seed + i, ctx)
-                file = f"{self.prefix}-outpaint-{label}-step{i + 1}.png"
-                ctx.archive.save_image(file, Image.fromarray(canvas))
+                file = ctx.save_picture(f"{self.prefix}-outpaint-{label}-step{i + 1}.png", Image.fromarray(canvas))
                 outputs.append(file)
                 shared[key] = (canvas, file)
                 steps_done.append({"size": list(step.size), "offset": list(step.offset), "file": file})
-            final = Image.fromarray(canvas)
-            exact = p.target.exact
-            if exact and final.size != exact:
-                final = final.resize(exact, Image.Resampling.LANCZOS)
-            name = f"{self.prefix}-outpaint-{label}.png"
-            ctx.archive.save_image(name, final)
-            compare = f"{self.prefix}-outpaint-{label}-compare.png"
-            ctx.archive.save_image(compare, side_by_side(master, Image.fromarray(canvas), p))
+            final, frame = finish(canvas, view, p)
+            name = ctx.save_picture(f"{self.prefix}-outpaint-{label}.png", final)
+            compare = ctx.save_picture(f"{self.prefix}-outpaint-{label}-compare.png",
+                                       side_by_side(view.flat(), flatten(final), p))
             outputs += [name, compare]
-            produces[f"variant-{label}"] = name
+            variants.append(Variant(label, Picture(name, f"variant {label}"), frame))
             known = np.zeros(canvas.shape[:2], bool)
             known[p.origin[1]:p.origin[1] + master.height, p.origin[0]:p.origin[0] + master.width] = True
             plans.append({"variant": spec, "label": label, "size": list(p.size), "origin": list(p.origin),
                           "output_size": list(final.size), "steps": steps_done,
                           "seam_score": round(seam_score(canvas, known), 3)})
         details = {"infill": params.infill, "generative": engine is not None, "variants": plans,
-                   "max_step": params.max_step}
-        result = StageResult(outputs=outputs, produces=produces, details=details,
+                   "max_step": params.max_step, "alpha": "edge" if view.alpha is not None else None}
+        why_not = "" if engine else " (no generative model configured: infill only)"
+        result = StageResult(outputs=outputs, products=Products(variants=tuple(variants)), details=details,
                              summary=", ".join(f"{v['label']} {v['output_size'][0]}×{v['output_size'][1]}"
-                                               for v in plans) + ("" if engine else f" ({why_not})"))
+                                               for v in plans) + why_not)
         if engine is not None:
+            from stages.device import dtype_name
+
             details.update({"prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": params.steps,
                             "strength": params.strength, "guidance": params.guidance,
                             "seam_band": params.seam_band, "seam_strength": params.seam_strength})
@@ -198,6 +241,29 @@ class OutpaintStage(Stage):
                  params: OutpaintParams, seed: int, ctx: JobContext) -> np.ndarray:
         return repaint(engine, image, mask, box, 0, params.resolution, prompt, negative, params.steps,
                        params.guidance, strength, seed, ctx.check_stop)[0]
+
+
+def finish(canvas: np.ndarray, view: View, p: Plan) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The variant at its exact size, and where the master sits in it.
+
+    A picture with transparency keeps it: the new canvas takes the alpha of the nearest edge pixel of
+    the master (an opaque photo stays opaque; a cut-out on a transparent background gets transparent
+    margins).  The colours under fully transparent pixels were already filled from visible neighbours.
+    """
+    h, w = view.rgb.shape[:2]
+    ox, oy = p.origin
+    final = Image.fromarray(canvas)
+    if view.alpha is not None:
+        H, W = canvas.shape[:2]
+        alpha = np.pad(view.alpha, ((oy, H - oy - h), (ox, W - ox - w)), mode="edge")
+        final.putalpha(Image.fromarray(alpha))
+    frame = (ox, oy, ox + w, oy + h)
+    exact = p.target.exact
+    if exact and final.size != exact:
+        fx, fy = exact[0] / final.width, exact[1] / final.height
+        final = final.resize(exact, Image.Resampling.LANCZOS)
+        frame = (round(ox * fx), round(oy * fy), round((ox + w) * fx), round((oy + h) * fy))
+    return final, frame
 
 
 def side_by_side(master: Image.Image, variant: Image.Image, p: Plan, height: int = 512) -> Image.Image:

@@ -18,9 +18,11 @@ keys step results by that prefix and runs a shared step once.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
-from daemon.config import VARIANT as _VARIANT
+# An outpaint variant: "W:H" or "WIDTHxHEIGHT", optionally "@anchor".
+VARIANT = re.compile(r"^(?:(\d+):(\d+)|(\d+)x(\d+))(?:@(center|left|right|top|bottom))?$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Plan:
 
 
 def parse_target(spec: str) -> Target:
-    m = _VARIANT.match(spec)
+    m = VARIANT.match(spec)
     if not m:
         raise ValueError(f"not a variant: {spec!r}")
     if m.group(1):

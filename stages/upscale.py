@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import structlog
-import torch
 from PIL import Image
 
-from daemon.config import UpscaleConfig
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
-from stages.device import dtype_name, pick_device, pick_dtype
-from stages.esrgan import load as esrgan_load
-from stages.esrgan import onnx_backend, openvino_backend
-from stages.esrgan import tile as tiling
+from stages.models import ModelKind, ModelSetting, ModelUnavailable, Resolved
+from stages.picture import fill_hidden
+from stages.products import Picture, Products, Slot, Upscaled
+from stages.schema import Errors
+
+if TYPE_CHECKING:
+    import torch
+
+    from stages.esrgan import load as esrgan_load
 
 log = structlog.get_logger("polishd.upscale")
 
@@ -30,13 +34,45 @@ MIN_TILE = 64
 
 
 @dataclass(frozen=True)
+class UpscaleConfig:
+    enabled: bool = True
+    model: str = "x4plus"
+    scale: int = 4
+    long_edge: int = 0
+    width: int = 0
+    height: int = 0
+    tile: int = 0
+    tile_overlap: int = 16
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    apply_to: tuple[Literal["master", "variants"], ...] = ("master", "variants")
+    threads: int = 0
+    backend: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
+
+    def check(self, err: Errors) -> None:
+        err.one_of("scale", self.scale, (2, 3, 4))
+        for key in ("long_edge", "width", "height"):
+            err.between(key, getattr(self, key), 0, 32768)
+        if self.long_edge and (self.width or self.height):
+            err.add("long_edge", "cannot be combined with width/height; set one or the other")
+        if self.tile and not 32 <= self.tile <= 4096:
+            err.add("tile", f"must be 0 (automatic) or between 32 and 4096 (got {self.tile})")
+        err.between("tile_overlap", self.tile_overlap, 0, 256)
+        if self.tile and self.tile_overlap * 2 >= self.tile:
+            err.add("tile_overlap", f"must be less than half of tile ({self.tile}) (got {self.tile_overlap})")
+        err.at_least("threads", self.threads, 0)
+
+
+@dataclass(frozen=True)
 class UpscaleParams(UpscaleConfig):
-    device: str = "auto"
+    device: str = "auto"  # [daemon].device
 
 
 class UpscaleStage(Stage):
     name = "upscale"
     prefix = "40"
+    Config = UpscaleConfig
+    consumes = frozenset({Slot.MASTER, Slot.VARIANTS})
+    produces = frozenset({Slot.UPSCALED})
 
     def __init__(self) -> None:
         self._model: esrgan_load.LoadedModel | None = None
@@ -46,17 +82,34 @@ class UpscaleStage(Stage):
         self.backend = ""
         self._runner = None
 
-    def params(self, ctx: JobContext) -> UpscaleParams:
-        cfg = ctx.config
-        return from_section(UpscaleParams, cfg.upscale, device=cfg.daemon.device)
+    def params(self, config) -> UpscaleParams:
+        return from_section(UpscaleParams, config.upscale, device=config.daemon.device)
 
-    def able_to_run(self, ctx: JobContext, params: UpscaleParams) -> str | None:
+    def model_settings(self, params: UpscaleParams) -> list[ModelSetting]:
+        return [ModelSetting("[upscale].model", params.model, ModelKind.UPSCALER)]
+
+    def skip_reason(self, ctx: JobContext, params: UpscaleParams) -> str | None:
         if not self._targets(ctx, params):
             return "nothing to upscale ([upscale].apply_to names no existing image)"
         return None
 
     # ------------------------------------------------------------------ models
+    def _load(self, ctx: JobContext, params: UpscaleParams) -> esrgan_load.LoadedModel:
+        from stages.esrgan import load as esrgan_load
+
+        try:
+            resolved: Resolved = ctx.models.resolve(self.model_settings(params)[0])
+            return esrgan_load.load(resolved, ctx.models.cache)
+        except (FileNotFoundError, esrgan_load.UnsupportedModelError, esrgan_load.UnsafeModelError) as exc:
+            raise ModelUnavailable(str(exc)) from None
+
     def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
+        import torch
+
+        from stages.device import dtype_name, pick_device, pick_dtype
+        from stages.esrgan import load as esrgan_load
+        from stages.esrgan import onnx_backend, openvino_backend
+
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
         if params.backend in ("onnxruntime", "openvino") and device.type != "cpu":
@@ -70,9 +123,8 @@ class UpscaleStage(Stage):
         threads = params.threads or os.cpu_count() or 1
         if device.type == "cpu":
             torch.set_num_threads(threads)
-        paths = ctx.config.paths
-        search = [paths.models, paths.models / "upscale_models"]
-        model = esrgan_load.load(params.model, paths.models, search)
+        model = self._load(ctx, params)
+        cache = ctx.models.cache
         backend = params.backend
         if backend == "auto":  # OpenVINO for the architectures we build (they export to ONNX), on a CPU
             ours = not isinstance(model.net, esrgan_load.SpandrelNet)
@@ -84,7 +136,7 @@ class UpscaleStage(Stage):
             bf16 = params.dtype == "bf16" or (params.dtype == "auto" and openvino_backend.bf16_capable())
             try:
                 self._runner = openvino_backend.OpenVinoRunner(
-                    onnx_backend.export(model.net, model.sha256, paths.models), threads, bf16)
+                    onnx_backend.export(model.net, model.sha256, cache), threads, bf16)
                 dtype = torch.bfloat16 if bf16 else torch.float32
             except Exception as exc:  # export or compile: a chosen backend fails loudly, "auto" falls back
                 if params.backend == "openvino":
@@ -93,7 +145,7 @@ class UpscaleStage(Stage):
                             error=f"{type(exc).__name__}: {exc}")
                 backend = "torch"
         if backend == "onnxruntime":
-            self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, paths.models), threads)
+            self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, cache), threads)
         else:
             net = model.net.to(device=device, dtype=dtype)
             if device.type == "cpu":
@@ -106,32 +158,35 @@ class UpscaleStage(Stage):
 
     def close(self) -> None:
         self._model = self._key = self._runner = None
-        if torch.cuda.is_available():
+        import sys
+
+        torch = sys.modules.get("torch")  # nothing to free if torch was never imported
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ work
-    def _targets(self, ctx: JobContext, params: UpscaleParams) -> list[tuple[str, str]]:
-        """(source archive name, output name) for the master and, if asked, each variant."""
+    def _targets(self, ctx: JobContext, params: UpscaleParams) -> list[tuple[str, Picture, str]]:
+        """(what it is, source picture, output name) for the master and, if asked, each variant."""
         out = []
-        if "master" in params.apply_to:
-            out.append((ctx.master_name, f"{self.prefix}-upscale.png"))
+        if "master" in params.apply_to and ctx.products.master is not None:
+            out.append(("master", ctx.products.master, f"{self.prefix}-upscale.png"))
         if "variants" in params.apply_to:
-            for key, name in sorted(ctx.artifacts.items()):
-                if key.startswith("variant-"):
-                    out.append((name, f"{self.prefix}-upscale-{key.removeprefix('variant-')}.png"))
+            for v in ctx.products.variants or ():
+                out.append((v.label, v.picture, f"{self.prefix}-upscale-{v.label}.png"))
         return out
 
     def run(self, ctx: JobContext, params: UpscaleParams) -> StageResult:
+        from stages.device import dtype_name
+
         assert self._model is not None
-        outputs, sizes = [], {}
+        outputs, sizes, made = [], {}, []
         tile = params.tile or self._auto_tile()
-        for source, output in self._targets(ctx, params):
-            with Image.open(ctx.path(source)) as im:
+        for what, source, output in self._targets(ctx, params):
+            with Image.open(ctx.path(source.name)) as im:
                 im.load()
                 result, tile = self.upscale_image(im, params, tile, ctx.check_stop)
-            icc = im.info.get("icc_profile")
-            ctx.archive.save_image(output, result, **({"icc_profile": icc} if icc else {}))
-            outputs.append(output)
+            outputs.append(ctx.save_picture(output, result))
+            made.append(Upscaled(what, Picture(output, "upscaled" if what == "master" else f"upscaled {what}")))
             sizes[output] = {"from": list(im.size), "to": list(result.size)}
         m = self._model
         return StageResult(
@@ -141,11 +196,18 @@ class UpscaleStage(Stage):
             device=str(self.device), dtype=dtype_name(self.dtype),
             details={"backend": self.backend, "native_scale": m.scale, "tile": tile,
                      "tile_overlap": params.tile_overlap, "sizes": sizes},
-            produces={"upscaled": outputs[0]} if outputs else {})
+            products=Products(upscaled=tuple(made)))
 
     def upscale_image(self, im: Image.Image, params: UpscaleParams, tile: int,
                       check_stop=lambda: None) -> tuple[Image.Image, int]:
-        """Any mode in, the same kind of mode out, at the exact target size.  Returns the tile size used."""
+        """Any mode in, the same kind of mode out, at the exact target size.  Returns the tile size used.
+
+        Colours under fully transparent pixels are filled from visible neighbours first, so that the
+        model's receptive field never carries them into visible pixels."""
+        import torch
+
+        from stages.esrgan import tile as tiling
+
         target = target_size(im.size, params)
         has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
         if im.mode in ("P", "PA"):
@@ -157,7 +219,10 @@ class UpscaleStage(Stage):
             arr = np.asarray(im, dtype=np.float32) / 65535.0
             rgb = np.repeat(arr[:, :, None], 3, axis=2)
         else:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            rgb8 = np.asarray(im.convert("RGB"))
+            if alpha is not None:
+                rgb8 = fill_hidden(rgb8, np.asarray(alpha))
+            rgb = rgb8.astype(np.float32) / 255.0
         while True:
             try:
                 up = tiling.upscale(self._run, rgb, self._model.scale, tile, params.tile_overlap, check_stop,
@@ -187,6 +252,8 @@ class UpscaleStage(Stage):
         return self._runner(x)
 
     def _run_torch(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         with torch.inference_mode():
             x = x.to(device=self.device, dtype=self.dtype)
             if self.device.type == "cpu":
@@ -194,6 +261,8 @@ class UpscaleStage(Stage):
             return self._model.net(x).float().cpu()
 
     def _auto_tile(self) -> int:
+        import torch
+
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             per_px = 64 * 16 * (2 if self.dtype == torch.float16 else 4) * 4  # ~4 live 64-ch maps at ×4

@@ -12,7 +12,7 @@ from PIL import Image
 from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms, tiles
 from automask.mask import box_mask, masks_for, select, user_mask
 from daemon import config as config_mod
-from daemon.config import FaceMaskConfig
+from stages.automask import FaceMaskConfig
 from stages.automask import AutoMaskStage
 from tests.conftest import DATA, run_one, write_config
 

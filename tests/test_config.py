@@ -15,7 +15,7 @@ REPO = Path(__file__).parent.parent
 def _flatten(obj, prefix=""):
     out = {}
     for f in dataclasses.fields(obj):
-        if f.name in config_mod._META:
+        if f.name in config_mod.META_FIELDS:
             continue
         v = getattr(obj, f.name)
         key = f"{prefix}{f.name}"

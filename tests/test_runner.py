@@ -63,7 +63,7 @@ def test_disabled_and_unable_stages_are_recorded_as_skipped(workdir, journal):
     class Unable(CopyStage):
         name = "unable"
 
-        def able_to_run(self, ctx, params):
+        def skip_reason(self, ctx, params):
             return "nothing to do here"
 
     _enqueue(journal, _drop(cfg, "a.png", png_bytes()))

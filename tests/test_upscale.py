@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from daemon.config import UpscaleConfig
+from stages.upscale import UpscaleConfig
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import tile as tiling
 from stages.esrgan.arch import UnsupportedModelError

@@ -34,19 +34,16 @@ import structlog
 import torch
 from PIL import Image
 
-from daemon.archive import sha256_file
+from stages.files import sha256_file
 from stages.device import dtype_name
 from stages.diffusion.tokenizer import write_tokenizer
+from stages.models import ModelNotFound, Resolved
 
 log = structlog.get_logger("polishd.diffusion")
 
 CONFIGS = Path(__file__).parent / "configs"
 NATIVE_SIZE = {"StableDiffusionInpaintPipeline": 512, "StableDiffusionXLInpaintPipeline": 1024,
                "FluxFillPipeline": 1024}
-
-
-class ModelNotFound(FileNotFoundError):
-    pass
 
 
 # Which family a single-file checkpoint is, told by a key only that family has.
@@ -117,16 +114,17 @@ _lock = threading.Lock()
 _active: Engine | None = None  # one generative model in memory at a time
 
 
-def get(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, cache: Path,
-        model_config: str = "") -> Engine:
-    """The engine for ``spec``, loading it (and unloading any other) if needed."""
+def get(model: Resolved, config: Resolved | None, device: torch.device, dtype: torch.dtype, cache: Path) -> Engine:
+    """The engine for a resolved model setting, loading it (and unloading any other) if needed."""
     global _active
+    spec = str(model.path) if model.path is not None else model.setting.value
+    model_config = str(config.path) if config is not None else ""
     with _lock:
         if _active is not None and (_active.spec, _active.model_config, _active.device, _active.asked) == \
                 (spec, model_config, device, dtype):
             return _active
         unload_locked()
-        _active = _load(spec, base, device, dtype, cache, model_config)
+        _active = _load(model, config, device, dtype, cache)
         return _active
 
 
@@ -154,57 +152,33 @@ def unload_locked() -> None:
         torch.cuda.empty_cache()
 
 
-def _path(spec: str, base: Path | None) -> Path:
-    p = Path(spec).expanduser()
-    return base / p if not p.is_absolute() and base is not None else p
-
-
-def resolve(spec: str, base: Path | None, model_config: str = "") -> tuple[str, Path | None]:
-    """("folder" | "file" | "hub", path) for a model spec; raises ModelNotFound with what was tried,
-    or why a single file cannot be loaded as configured."""
-    p = _path(spec, base)
-    if p.is_dir() and (p / "model_index.json").exists():
-        return "folder", p
-    if p.is_file() and p.suffix == ".safetensors":
-        config_folder(p, base, model_config)  # raises if the file cannot be loaded as configured
-        return "file", p
-    if p.exists():
-        raise ModelNotFound(f"[inpaint].model = {spec!r}: {p} is neither a diffusers folder (with "
-                            "model_index.json) nor a .safetensors checkpoint")
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        return "hub", None
-    raise ModelNotFound(f"[inpaint].model = {spec!r}: no such file or folder ({p})")
-
-
-def config_folder(path: Path, base: Path | None, model_config: str) -> tuple[Path, Checkpoint]:
+def config_folder(path: Path, config: Resolved | None,
+                  setting: str = "[inpaint].model_config") -> tuple[Path, Checkpoint]:
     """The folder whose configs describe the single file ``path``, and what the file is."""
     ckpt = inspect_checkpoint(path)
-    if model_config:
-        folder = _path(model_config, base)
-        if not (folder / "model_index.json").is_file():
-            raise ModelNotFound(f"[inpaint].model_config = {model_config!r}: {folder} is not a diffusers folder "
-                                "(no model_index.json)")
-        return folder, ckpt
+    if config is not None:
+        return config.path, ckpt
     if ckpt.family == "sd1":
         return CONFIGS / "sd15-inpaint", ckpt
     what = {"sd2": "an SD 2.x", "sdxl": "an SDXL", "flux": "a Flux"}.get(ckpt.family, "an unrecognised")
     hint = ("load Flux Fill from a diffusers folder" if ckpt.family == "flux" else
-            "set [inpaint].model_config to a diffusers folder of the same family (only its .json configs are read)")
+            f"set {setting} to a diffusers folder of the same family (only its .json configs are read)")
     raise ModelNotFound(f"{path.name} is {what} checkpoint; polishd ships configs for SD 1.x only: {hint}")
 
 
-def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype, cache: Path,
-          model_config: str = "") -> Engine:
+def _load(model: Resolved, config: Resolved | None, device: torch.device, dtype: torch.dtype,
+          cache: Path) -> Engine:
     import diffusers
 
-    how, path = resolve(spec, base, model_config)
     t0 = time.monotonic()
     common = dict(dtype=dtype, local_files_only=True)
-    if how == "folder":
+    path = model.path
+    if path is not None and path.is_dir():
         pipe = _from_pretrained(path, json.loads((path / "model_index.json").read_text()), common)
         digest = _folder_digest(path)
-    elif how == "file":
-        source, ckpt = config_folder(path, base, model_config)
+    elif path is not None:
+        setting = model.setting.setting.replace("].model", "].model_config")
+        source, ckpt = config_folder(path, config, setting)
         folder = single_file_config(cache, source, ckpt.in_channels)
         kind = json.loads((folder / "model_index.json").read_text())["_class_name"]
         if kind not in SINGLE_FILE_PIPELINES:
@@ -214,13 +188,14 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
         pipe = getattr(diffusers, kind).from_single_file(str(path), config=str(folder), **extra, **common)
         digest = sha256_file(path)
     else:
+        spec = model.setting.value
         old = os.environ.get("HF_HUB_OFFLINE")
         os.environ["HF_HUB_OFFLINE"] = "1"
         try:
             pipe = _from_pretrained(spec, diffusers.DiffusionPipeline.load_config(spec, local_files_only=True),
                                     common)
         except (OSError, ValueError) as exc:
-            raise ModelNotFound(f"[inpaint].model = {spec!r}: not in the Hugging Face cache "
+            raise ModelNotFound(f"{model.setting.setting} = {spec!r}: not in the Hugging Face cache "
                                 f"({exc.__class__.__name__}); polishd never downloads models") from None
         finally:
             if old is None:
@@ -236,10 +211,10 @@ def _load(spec: str, base: Path | None, device: torch.device, dtype: torch.dtype
         pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    name = path.name if path is not None else spec
-    engine = Engine(spec, pipe, device, actual, name, digest, NATIVE_SIZE.get(type(pipe).__name__, 512),
-                    time.monotonic(), model_config, asked=dtype)
-    log.info("generative model loaded", model=name, pipeline=engine.kind, device=str(device),
+    spec = str(path) if path is not None else model.setting.value
+    engine = Engine(spec, pipe, device, actual, model.label, digest, NATIVE_SIZE.get(type(pipe).__name__, 512),
+                    time.monotonic(), str(config.path) if config is not None else "", asked=dtype)
+    log.info("generative model loaded", model=engine.name, pipeline=engine.kind, device=str(device),
              dtype=dtype_name(dtype), seconds=round(time.monotonic() - t0, 2))
     return engine
 

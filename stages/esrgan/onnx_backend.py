@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daemon.archive import atomic_write
+from stages.files import atomic_write
 
 
 def export(net: torch.nn.Module, sha256: str, cache: Path) -> Path:

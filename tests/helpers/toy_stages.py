@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from stages.base import JobContext, Stage, StageResult
+from stages.products import Picture, Products, Slot
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,15 @@ class SleepStage(Stage):
 
     name = "sleep"
     prefix = "15"
+    Config = SleepParams
+    consumes = frozenset()
+    produces = frozenset()
 
     def __init__(self, seconds: float = 0.0):
         self.seconds = seconds
         self.runs = 0
 
-    def params(self, ctx: JobContext) -> SleepParams:
+    def params(self, config) -> SleepParams:
         return SleepParams(self.seconds)
 
     def run(self, ctx: JobContext, params: SleepParams) -> StageResult:
@@ -33,7 +37,7 @@ class SleepStage(Stage):
         while time.monotonic() < end:
             ctx.check_stop()
             time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-        ctx.archive.write_bytes("15-sleep.txt", f"slept {params.seconds}\n".encode())
+        ctx.folder.write_bytes("15-sleep.txt", f"slept {params.seconds}\n".encode())
         return StageResult(outputs=["15-sleep.txt"], summary=f"slept {params.seconds} s")
 
 
@@ -47,18 +51,21 @@ class CopyStage(Stage):
 
     name = "copy"
     prefix = "16"
+    Config = CopyParams
+    consumes = frozenset({Slot.MASTER})
+    produces = frozenset({Slot.MASTER})
 
     def __init__(self):
         self.runs = 0
 
-    def params(self, ctx: JobContext) -> CopyParams:
+    def params(self, config) -> CopyParams:
         return CopyParams()
 
     def run(self, ctx: JobContext, params: CopyParams) -> StageResult:
         self.runs += 1
-        image = ctx.open_master()
-        ctx.archive.save_image("16-copy.png", image)
-        return StageResult(outputs=["16-copy.png"], produces={"master": "16-copy.png"})
+        ctx.check_stop()
+        name = ctx.save_picture("16-copy.png", ctx.view(ctx.products.master).image())
+        return StageResult(outputs=[name], products=Products(master=Picture(name, "copied")))
 
 
 class BoomStage(Stage):
@@ -66,8 +73,11 @@ class BoomStage(Stage):
 
     name = "boom"
     prefix = "17"
+    Config = CopyParams
+    consumes = frozenset()
+    produces = frozenset()
 
-    def params(self, ctx: JobContext) -> CopyParams:
+    def params(self, config) -> CopyParams:
         return CopyParams()
 
     def run(self, ctx: JobContext, params: CopyParams) -> StageResult:

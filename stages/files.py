@@ -1,0 +1,93 @@
+"""Crash-safe files: atomic writes with fsync, content digests, and one image's snapshot folder.
+
+Every file is written to a temporary name in the same folder, fsynced, moved into
+place with ``os.replace`` and the folder fsynced, so a crash leaves either the old
+file or the new one, never half of one.  The runner and the stages both write
+through here; only the runner writes ``manifest.json`` (``daemon/archive.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+MANIFEST = "manifest.json"
+# mkstemp creates files 0600; archive files should get the usual mode under the process umask
+# (systemd's UMask=, a shell's umask).  Read once, at import, before any thread exists.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_save_image(path: Path, image: Image.Image, **save_args: Any) -> None:
+    buf = io.BytesIO()
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[Path(path).suffix.lower()]
+    if fmt == "PNG":
+        save_args.setdefault("compress_level", 4)
+    image.save(buf, format=fmt, **save_args)
+    atomic_write(path, buf.getvalue())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Folder:
+    """One image's archive folder as a stage sees it: plain file names in, atomic writes out."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"archive file names are plain names, got {name!r}")
+        return self.path / name
+
+    def writable(self, name: str) -> Path:
+        if name == MANIFEST:
+            raise ValueError(f"{MANIFEST} is the runner's to write")
+        return self.file(name)
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        target = self.writable(name)
+        atomic_write(target, data)
+        return target
+
+    def save_image(self, name: str, image: Image.Image, **save_args: Any) -> Path:
+        target = self.writable(name)
+        atomic_save_image(target, image, **save_args)
+        return target
