@@ -109,17 +109,15 @@ class Models:
 
     def _check(self, ms: ModelSetting, path: Path) -> Path:
         """A path that exists must be the kind of thing the setting takes."""
-        if ms.kind in (ModelKind.DIFFUSION, ModelKind.DIFFUSION_CONFIG) and path.is_dir():
-            if (path / "model_index.json").is_file():
-                return path
-            raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is a folder without model_index.json "
-                                "(not a diffusers folder)")
-        if ms.kind == ModelKind.DIFFUSION_CONFIG or path.is_dir():
-            raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is not a "
-                                f"{'diffusers folder' if ms.kind == ModelKind.DIFFUSION_CONFIG else 'file'}")
-        if ms.kind == ModelKind.DIFFUSION and path.suffix != ".safetensors":
+        folder = path.is_dir() and (path / "model_index.json").is_file()
+        if ms.kind == ModelKind.DIFFUSION and not (folder or (path.is_file() and path.suffix == ".safetensors")):
             raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is neither a diffusers folder (with "
                                 "model_index.json) nor a .safetensors checkpoint")
+        if ms.kind == ModelKind.DIFFUSION_CONFIG and not folder:
+            raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is not a diffusers folder "
+                                "(no model_index.json)")
+        if ms.kind in (ModelKind.UPSCALER, ModelKind.DETECTOR) and not path.is_file():
+            raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is not a file")
         return path
 
     def _not_found(self, ms: ModelSetting, tried: list[Path]) -> str:

@@ -17,6 +17,7 @@ from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
 from stages.diffusion.tokenizer import clip_tokenizer
 from stages.inpaint import InpaintStage, colour_match, crop_box, paste, working_size
+from stages.models import ModelKind, Models, ModelSetting
 from tests.conftest import DATA, run_one, write_config
 
 
@@ -183,11 +184,17 @@ def test_an_invalid_sidecar_fails_the_image_with_a_report(tmp_path):
     assert report["stage"] == "intake"
 
 
+def _resolve(value: str, key: str = "model", models: Path | None = None):
+    kind = ModelKind.DIFFUSION if key == "model" else ModelKind.DIFFUSION_CONFIG
+    return Models(None, models or Path("/nonexistent")).resolve(ModelSetting(f"[inpaint].{key}", value, kind))
+
+
 def test_engine_refuses_to_guess_what_a_path_is(tmp_path):
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(engine_mod.ModelNotFound, match="neither a diffusers folder"):
-        engine_mod.resolve(str(tmp_path / "notamodel"), None)
-    assert engine_mod.resolve("someone/some-model", None) == ("hub", None)
+        _resolve(str(tmp_path / "notamodel"))
+    with pytest.raises(engine_mod.ModelNotFound, match="not in the Hugging Face cache; polishd never downloads"):
+        _resolve("someone/some-model")
 
 
 @pytest.mark.parametrize("which, family", [("tiny_sd", "sd1"), ("tiny_sd2", "sd2"), ("tiny_sdxl", "sdxl")])
@@ -224,8 +231,8 @@ def test_an_ordinary_sd1_checkpoint_loads_with_its_four_channel_unet(tmp_path, t
     checkpoint, _ = write_single_file(build_tiny_sd(tmp_path / "plain", in_channels=4), tmp_path / "plain.safetensors")
     assert engine_mod.inspect_checkpoint(checkpoint) == engine_mod.Checkpoint("sd1", 4)
     try:
-        eng = engine_mod.get(str(checkpoint), None, torch.device("cpu"), torch.float32, tmp_path / "cache",
-                             model_config=str(configs))
+        eng = engine_mod.get(_resolve(str(checkpoint)), _resolve(str(configs), "model_config"),
+                             torch.device("cpu"), torch.float32, tmp_path / "cache")
         assert eng.kind == "StableDiffusionInpaintPipeline" and eng.pipe.unet.config.in_channels == 4
         image = Image.open(DATA / "astronaut.png").convert("RGB").resize((64, 64))
         mask = Image.new("L", (64, 64), 0)
@@ -265,13 +272,13 @@ def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_
                engine_mod.UNET_IN: torch.zeros(8, 9, 3, 3)}, str(sdxl))
     assert engine_mod.inspect_checkpoint(sdxl) == engine_mod.Checkpoint("sdxl", 9)
     with pytest.raises(engine_mod.ModelNotFound, match="is an SDXL checkpoint.*set \\[inpaint\\].model_config"):
-        engine_mod.resolve(str(sdxl), None)
+        engine_mod.config_folder(_resolve(str(sdxl)).path, None)
     with pytest.raises(engine_mod.ModelNotFound, match="not a diffusers folder"):
-        engine_mod.resolve(str(sdxl), None, str(tmp_path))
+        _resolve(str(tmp_path), "model_config")
     broken = tmp_path / "truncated.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(engine_mod.ModelNotFound, match="not a readable .safetensors file"):
-        engine_mod.resolve(str(broken), None)
+        engine_mod.config_folder(_resolve(str(broken)).path, None)
     # Through the stage: skipped with the reason, the image still finished.
     _, entry = _job(tmp_path / "job", f'[inpaint]\nmodel = "{sdxl}"\n', DATA / "astronaut.png")
     assert entry["status"] == "skipped" and "SDXL checkpoint" in entry["reason"]

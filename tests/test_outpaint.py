@@ -120,8 +120,10 @@ def test_without_a_model_variants_are_infill_only_and_the_manifest_says_so(tmp_p
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
     assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)
     assert (archive / "30-outpaint-16x9-compare.png").exists()
-    assert entry["produces"] == {"variant-16x9": "30-outpaint-16x9.png", "variant-4x5": "30-outpaint-4x5.png",
-                                 "variant-21x9": "30-outpaint-21x9.png"}
+    origins = {v["label"]: v["origin"] for v in entry["details"]["variants"]}
+    assert [(v["label"], v["picture"]["name"], v["frame"]) for v in entry["products"]["variants"]] == [
+        (label, f"30-outpaint-{label}.png", [*origins[label], origins[label][0] + 512, origins[label][1] + 512])
+        for label in ("16x9", "4x5", "21x9")]
     _original_untouched(archive, entry, "16x9", 0)
 
 

@@ -11,14 +11,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from stages.upscale import UpscaleConfig
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import tile as tiling
 from stages.esrgan.arch import UnsupportedModelError
-from stages.upscale import UpscaleParams, UpscaleStage, target_size
+from stages.files import sha256_file
+from stages.models import ModelKind, Models, ModelSetting
+from stages.upscale import UpscaleConfig, UpscaleParams, UpscaleStage, target_size
 from tests.conftest import DATA, REPO
 
 CACHE = REPO / "var" / "models"
+
+
+def load(name: str, models_dir: Path = CACHE) -> esrgan_load.LoadedModel:
+    """[upscale].model = name, resolved as the stage resolves it (files looked for in models_dir)."""
+    setting = ModelSetting("[upscale].model", name, ModelKind.UPSCALER)
+    return esrgan_load.load(Models(None, models_dir).resolve(setting), CACHE)
 
 
 def crop(size: int, box=(200, 80)) -> np.ndarray:
@@ -41,7 +48,7 @@ def runner(net):
 @pytest.mark.parametrize("name, size", [("animevideov3", 48), ("x4plus-anime", 32), ("x4plus", 24)])
 def test_converted_weights_match_ncnn_running_the_same_files(name, size):
     ncnn = pytest.importorskip("ncnn")
-    model = esrgan_load.load(name, CACHE, [])
+    model = load(name)
     stem = esrgan_load.BUILTINS[name].ncnn_stem
     folder = esrgan_load.package_dir()
     net = ncnn.Net()
@@ -64,7 +71,10 @@ def test_converted_weights_match_ncnn_running_the_same_files(name, size):
 def test_converted_weights_are_cached_as_safetensors():
     path = esrgan_load.builtin_weights("animevideov3", CACHE)
     assert path.suffix == ".safetensors" and path.parent == CACHE / "realesrgan"
-    assert esrgan_load.load("animevideov3", CACHE, []).sha256 == esrgan_load.load("animevideov3", CACHE, []).sha256
+    converted = path.stat().st_mtime_ns
+    model = load("animevideov3")
+    assert model.path == path and model.sha256 == sha256_file(path)  # the digest is of the file it loaded
+    assert path.stat().st_mtime_ns == converted  # converted once, then read from the cache
 
 
 @pytest.mark.parametrize("length, tile, overlap", [(100, 32, 8), (257, 64, 16), (40, 64, 16), (129, 128, 16)])
@@ -92,7 +102,7 @@ def test_spans_partition_the_image():
 
 
 def test_tiled_animevideov3_matches_untiled_without_seams():
-    net = esrgan_load.load("animevideov3", CACHE, []).net
+    net = load("animevideov3").net
     image = crop(128)
     whole = tiling.upscale(runner(net), image, 4, 1000, 0)
     tiled = tiling.upscale(runner(net), image, 4, 48, 16)
@@ -101,7 +111,7 @@ def test_tiled_animevideov3_matches_untiled_without_seams():
 
 @pytest.mark.slow
 def test_tiled_x4plus_matches_untiled_at_45_db():
-    net = esrgan_load.load("x4plus", CACHE, []).net
+    net = load("x4plus").net
     image = crop(192, box=(150, 40))
     whole = tiling.upscale(runner(net), image, 4, 1000, 0)
     tiled = tiling.upscale(runner(net), image, 4, 96, 16)
@@ -129,7 +139,7 @@ class _Ctx:
     """Just enough of a JobContext for setup()."""
 
     def __init__(self, models: Path):
-        self.config = type("C", (), {"paths": type("P", (), {"models": models})()})()
+        self.models = Models(None, models)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +198,7 @@ def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
 
 
 def test_official_pth_layouts_and_old_esrgan_keys_load(tmp_path):
-    sd = esrgan_load.load("x4plus-anime", CACHE, []).net.state_dict()
+    sd = load("x4plus-anime").net.state_dict()
     torch.save({"params_ema": sd}, tmp_path / "4x-anime.pth")
     old = {}
     for k, v in sd.items():
@@ -203,9 +213,9 @@ def test_official_pth_layouts_and_old_esrgan_keys_load(tmp_path):
     torch.save(old, tmp_path / "old-esrgan.pth")
     x = torch.from_numpy(np.ascontiguousarray(crop(16).transpose(2, 0, 1)))[None]
     with torch.inference_mode():
-        ref = esrgan_load.load("x4plus-anime", CACHE, []).net(x)
+        ref = load("x4plus-anime").net(x)
         for name in ("4x-anime", "old-esrgan.pth"):
-            m = esrgan_load.load(name, CACHE, [tmp_path])
+            m = load(name, tmp_path)
             assert m.scale == 4 and torch.equal(m.net(x), ref), name
 
 
@@ -218,7 +228,7 @@ def test_pickles_that_are_not_plain_tensors_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"params": Evil()}))
     with pytest.raises(esrgan_load.UnsafeModelError, match="weights_only=True"):
-        esrgan_load.load(str(path), CACHE, [])
+        load(str(path))
 
 
 def test_unknown_architectures_and_missing_models_are_named(tmp_path):
@@ -228,9 +238,9 @@ def test_unknown_architectures_and_missing_models_are_named(tmp_path):
     # Without spandrel, the error says how to get other architectures (with it: tests/test_spandrel.py).
     hint = "pip install spandrel" if importlib.util.find_spec("spandrel") is None else "spandrel does not know"
     with pytest.raises(UnsupportedModelError, match=f"not a Real-ESRGAN.*{hint}"):
-        esrgan_load.load("other.pth", CACHE, [tmp_path])
+        load("other.pth", tmp_path)
     with pytest.raises(esrgan_load.ModelNotFound, match=r"\[upscale\].model = 'nope'"):
-        esrgan_load.load("nope", CACHE, [tmp_path])
+        load("nope", tmp_path)
 
 
 def test_onnxruntime_backend_gives_the_torch_result(tmp_path):
