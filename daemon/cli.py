@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("process", help="process files or folders once, leaving them where they are",
                         description="Run the pipeline once on the given images (folders: the images directly in "
                                     "them) into [paths].archive. Inputs are not moved or removed. Exit status 1 if "
-                                    "any image failed.")
+                                    "any image did not finish.")
     pp.add_argument("paths", nargs="+", metavar="PATH", type=Path)
     pp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
     if stages is None:
         from daemon.pipeline import default_stages
         stages = default_stages()
+        _warn_about_models(cfg)
     if args.command == "run":
         return _run(config_path, cfg, stages)
     return _process(cfg, stages, args.paths, progress=not args.no_progress)
@@ -95,8 +96,21 @@ def _check_config(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    problems = config_mod.model_problems(cfg, path.name)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: ok (inbox {cfg.paths.inbox}, archive {cfg.paths.archive})")
     return EXIT_OK
+
+
+def _warn_about_models(cfg: Config) -> None:
+    """A model setting that resolves to nothing does not stop the daemon: the stages that need it are
+    skipped with the reason, and a model put in place later is picked up.  Say so once, at the start."""
+    origin = cfg.source.name if cfg.source is not None else "pipeline.toml"
+    for problem in config_mod.model_problems(cfg, origin):
+        structlog.get_logger("polishd").warning("a model setting resolves to nothing; the stages that need it "
+                                                "will be skipped", problem=problem)
 
 
 def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:
@@ -127,7 +141,7 @@ def _inputs(paths: list[Path]) -> list[Path]:
 
 
 def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool) -> int:
-    from daemon.runner import Runner
+    from daemon.runner import JobStatus, Runner
     from daemon.service import journal_path
 
     for p in (cfg.paths.archive, cfg.paths.state, cfg.paths.models):
@@ -152,6 +166,8 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
         digest = sha256_file(path) if not path.is_symlink() else "symlink"
         job = journal.start_direct(path, digest, st.st_size, st.st_mtime)
         outcome = runner.run_job(job)
+        while outcome.status == JobStatus.RETRY and (job := journal.claim_id(job.id)) is not None:
+            outcome = runner.run_job(job)  # one-shot: the next attempt runs now, not later
         outcomes.append(outcome)
         if bar:
             bar.update(1)
@@ -163,12 +179,13 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
         stage.close()
     for o in outcomes:
         print(_summary(o))
-    failed = sum(o.status == "failed" for o in outcomes)
-    print(f"{len(outcomes)} images in {time.monotonic() - t0:.1f} s: "
-          f"{sum(o.status == 'done' for o in outcomes)} done, "
-          f"{sum(o.status == 'duplicate' for o in outcomes)} duplicates, {failed} failed; "
-          f"archive: {cfg.paths.archive}")
-    return EXIT_FAILED if failed else EXIT_OK
+    counts = {s: sum(o.status == s for o in outcomes) for s in JobStatus}
+    unfinished = len(outcomes) - counts[JobStatus.DONE] - counts[JobStatus.DUPLICATE]
+    other = unfinished - counts[JobStatus.FAILED]
+    print(f"{len(outcomes)} images in {time.monotonic() - t0:.1f} s: {counts[JobStatus.DONE]} done, "
+          f"{counts[JobStatus.DUPLICATE]} duplicates, {counts[JobStatus.FAILED]} failed"
+          + (f", {other} not finished" if other else "") + f"; archive: {cfg.paths.archive}")
+    return EXIT_FAILED if unfinished else EXIT_OK
 
 
 class _Heartbeat:

@@ -170,6 +170,15 @@ class Journal:
                 (owner_id(), now, now, row["id"]))
             return self._get(db, row["id"])
 
+    def claim_id(self, job_id: int) -> Job | None:
+        """Takes one queued job by id (``polishd process`` running its next attempt at once), or None."""
+        with self._tx() as db:
+            now = time.time()
+            cur = db.execute(
+                "UPDATE jobs SET state='running', attempts=attempts+1, owner=?, heartbeat=?, started=? "
+                "WHERE id=? AND state='queued'", (owner_id(), now, now, job_id))
+            return self._get(db, job_id) if cur.rowcount else None
+
     def heartbeat(self, job_ids: list[int]) -> None:
         if not job_ids:
             return
