@@ -19,7 +19,6 @@ outlined), e.g. label ``16x9``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,11 +70,15 @@ class OutpaintConfig:
 
 @dataclass(frozen=True)
 class OutpaintParams(OutpaintConfig):
-    # The model, and the table it was set in: [outpaint].model, else [inpaint].model (with its model_config).
-    model_table: str = "outpaint"
-    seed: int = -1          # [inpaint].seed: one seed setting for every repaint of an image
-    resolution: int = 0     # [inpaint].resolution
-    device: str = "auto"    # [daemon].device
+    inpaint_model: str = ""         # [inpaint].model and .model_config: used when [outpaint].model is empty
+    inpaint_model_config: str = ""
+    seed: int = -1                  # [inpaint].seed: one seed setting for every repaint of an image
+    resolution: int = 0             # [inpaint].resolution
+    device: str = "auto"            # [daemon].device
+
+    @property
+    def generative(self) -> bool:
+        return bool(self.model or self.inpaint_model)
 
 
 def strip_boxes(size: tuple[int, int], offset: tuple[int, int], inner: tuple[int, int]) -> list[tuple]:
@@ -127,23 +130,23 @@ class OutpaintStage(Stage):
     produces = frozenset({Slot.VARIANTS})
 
     def params(self, config) -> OutpaintParams:
-        own = bool(config.outpaint.model)
-        table = config.outpaint if own else config.inpaint
-        params = from_section(OutpaintParams, config.outpaint, model_table="outpaint" if own else "inpaint",
-                              seed=config.inpaint.seed, resolution=config.inpaint.resolution,
-                              device=config.daemon.device)
-        return dataclasses.replace(params, model=table.model, model_config=table.model_config)
+        inpaint = config.inpaint
+        return from_section(OutpaintParams, config.outpaint, inpaint_model=inpaint.model,
+                            inpaint_model_config=inpaint.model_config, seed=inpaint.seed,
+                            resolution=inpaint.resolution, device=config.daemon.device)
 
     def model_settings(self, params: OutpaintParams) -> list[ModelSetting]:
-        t = params.model_table
-        return [m for m in (ModelSetting(f"[{t}].model", params.model, ModelKind.DIFFUSION),
-                            ModelSetting(f"[{t}].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG))
+        """[outpaint].model (with its model_config), else [inpaint].model (with its)."""
+        table, model, config = ("outpaint", params.model, params.model_config) if params.model else \
+            ("inpaint", params.inpaint_model, params.inpaint_model_config)
+        return [m for m in (ModelSetting(f"[{table}].model", model, ModelKind.DIFFUSION),
+                            ModelSetting(f"[{table}].model_config", config, ModelKind.DIFFUSION_CONFIG))
                 if m.value]
 
     def skip_reason(self, ctx: JobContext, params: OutpaintParams) -> str | None:
         if not params.variants:
             return "no variants asked for ([outpaint].variants is empty)"
-        if params.model:
+        if params.generative:
             try:
                 for ms in self.model_settings(params):
                     ctx.models.resolve(ms)
@@ -153,7 +156,7 @@ class OutpaintStage(Stage):
 
     def _engine(self, ctx: JobContext, params: OutpaintParams):
         """The generative engine, or None (infill only) when no model is configured."""
-        if not params.model:
+        if not params.generative:
             return None
         model, *config = self.model_settings(params)
         return acquire(ctx.models, model, config[0] if config else None, params.device)
