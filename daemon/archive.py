@@ -76,7 +76,12 @@ class Manifest:
         return next((s for s in self.stages if s["name"] == name), None)
 
     def put_stage(self, entry: dict) -> None:
-        self.stages = [s for s in self.stages if s["name"] != entry["name"]] + [entry]
+        """Adds a stage's entry, or replaces its earlier one where it stands (entries stay in pipeline order)."""
+        names = [s["name"] for s in self.stages]
+        if entry["name"] in names:
+            self.stages[names.index(entry["name"])] = entry
+        else:
+            self.stages.append(entry)
 
 
 class ArchiveFolder(Folder):

@@ -79,6 +79,14 @@ def test_tiles_cover_the_image_with_overlap():
     ts = tiles(2000, 1000, 768)
     assert ts[0][:2] == (0, 0) and max(t[2] for t in ts) == 2000 and max(t[3] for t in ts) == 1000
     assert all(t[2] - t[0] <= 768 for t in ts)
+    covered = np.zeros((1000, 2000), int)
+    for x0, y0, x1, y1 in ts:
+        covered[y0:y1, x0:x1] += 1
+    assert covered.min() >= 1  # every pixel is searched
+    xs = sorted({t[0] for t in ts})
+    ends = sorted({t[2] for t in ts})
+    # Neighbouring tiles share at least a quarter of a tile, so a face cut by one border is whole in the next.
+    assert all(end - start >= 768 // 4 for start, end in zip(xs[1:], ends[:-1])), (xs, ends)
 
 
 def test_nms_keeps_the_most_confident_of_overlapping_boxes_per_kind():

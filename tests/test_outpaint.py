@@ -79,7 +79,11 @@ def test_each_infill_fills_the_strip_and_keeps_the_photo(method):
     assert np.array_equal(canvas[known].reshape(256, 256, 3), photo)
     strip = canvas[~known]
     assert strip.std() > 1 and strip.mean() > 10  # filled, not left black
-    assert np.isfinite(seam_score(canvas, known))
+    hard = canvas.copy()
+    hard[~known] = 0  # the same canvas with the strip left black: a seam anyone sees
+    assert seam_score(canvas, known) < seam_score(hard, known) / 1.4
+    if method != "color":  # a flat colour meets the photo at an edge by design; the others continue it
+        assert seam_score(canvas, known) < 2.0
 
 
 def test_seam_metric_tells_a_hard_edge_from_a_smooth_one():

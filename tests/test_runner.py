@@ -7,8 +7,12 @@ import json
 import os
 
 
+from PIL import Image
+
 from daemon import config as config_mod
 from daemon.runner import Runner
+from stages.base import StageResult
+from stages.products import Picture, Products
 from tests.conftest import DATA, png_bytes, write_config
 from tests.helpers.toy_stages import BoomStage, CopyStage, SleepStage
 
@@ -167,11 +171,46 @@ def test_a_resumed_job_keeps_stages_already_done_with_the_same_params(workdir, j
     out = _run_next(journal, Runner(journal, lambda: cfg, [sleep, copy]))
     assert out.status == "done"
     assert sleep.runs == 1 and copy.runs == 1
-    # Changed parameters: the stage runs again.
-    sleep2 = SleepStage(0.01)
-    _enqueue(journal, _drop(cfg, "r.png", png_bytes(seed=3)))
-    _run_next(journal, Runner(journal, lambda: cfg, [sleep2]))
-    assert sleep2.runs == 1
+
+
+def test_a_resumed_job_runs_a_stage_again_when_its_params_changed(workdir, journal):
+    root, cfg = workdir
+    _enqueue(journal, _drop(cfg, "p.png", png_bytes(seed=5)))
+    first = _run_next(journal, Runner(journal, lambda: cfg, [SleepStage(0), CopyStage(), BoomStage()]))
+    assert first.status == "retry"
+    changed, copy = SleepStage(0.01), CopyStage()  # the config changed between the attempts
+    again = _run_next(journal, Runner(journal, lambda: cfg, [changed, copy]))
+    assert again.status == "done" and again.archive == first.archive  # the same job, the same folder
+    assert changed.runs == 1 and copy.runs == 0  # copy's params and inputs are as before: kept
+    m = json.loads((again.archive / "manifest.json").read_text())
+    assert m["stages"][0]["params"] == {"seconds": 0.01, "enabled": True}
+
+
+def test_a_stage_whose_input_changed_runs_again(workdir, journal):
+    root, cfg = workdir
+
+    class Varying(CopyStage):
+        """Makes other pixels each time it runs, as a model on another GPU might."""
+
+        name, prefix = "varying", "14"
+
+        def run(self, ctx, params):
+            self.runs += 1
+            image = ctx.view(ctx.products.master).image()
+            image.putpixel((0, 0), (self.runs * 40, 0, 0))
+            name = ctx.save_picture("14-varying.png", image)
+            return StageResult(outputs=[name], products=Products(master=Picture(name)))
+
+    _enqueue(journal, _drop(cfg, "i.png", png_bytes(seed=6)))
+    varying, copy = Varying(), CopyStage()
+    first = _run_next(journal, Runner(journal, lambda: cfg, [varying, copy, BoomStage()]))
+    assert first.status == "retry" and (varying.runs, copy.runs) == (1, 1)
+    m = json.loads((first.archive / "manifest.json").read_text())
+    m["stages"] = [s for s in m["stages"] if s["name"] != "varying"]  # as if it never finished: it runs again
+    (first.archive / "manifest.json").write_text(json.dumps(m))
+    out = _run_next(journal, Runner(journal, lambda: cfg, [varying, copy]))
+    assert out.status == "done" and (varying.runs, copy.runs) == (2, 2)  # its input changed: copy ran again
+    assert Image.open(out.archive / "16-copy.png").getpixel((0, 0)) == (80, 0, 0)
 
 
 def test_process_mode_leaves_inputs_where_they_are(workdir, journal, astronaut):
