@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from stages.device import dtype_name
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import tile as tiling
+from stages.models import ModelKind, Models, ModelSetting
 from stages.upscale import UpscaleParams, UpscaleStage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +72,8 @@ class Ncnn:
 
 class PlainTorch:
     def __init__(self, model: str):
-        self.net = esrgan_load.load(model, CACHE, []).net
+        setting = ModelSetting("[upscale].model", model, ModelKind.UPSCALER)
+        self.net = esrgan_load.load(Models(None, CACHE).resolve(setting), CACHE).net
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
@@ -85,7 +87,7 @@ class Polishd:
         self.params = UpscaleParams(model=model, scale=4, device="cpu", threads=threads, tile=tile)
 
         class _Ctx:
-            config = type("C", (), {"paths": type("P", (), {"models": CACHE})()})()
+            models = Models(None, CACHE)
 
         self.stage.setup(_Ctx(), self.params)
         self.tile = tile or self.stage._auto_tile()

@@ -144,13 +144,6 @@ def settings_for(params: InpaintConfig, kind: str) -> KindSettings:
 # ---------------------------------------------------------------------- geometry (pure)
 
 
-def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 def crop_box(box: tuple[int, int, int, int], padding: int, image_size: tuple[int, int],
              aspect: float = 1.0) -> tuple[int, int, int, int]:
     """``box`` plus padding, widened to ``aspect`` (w/h) around its centre, shifted (not cut) to fit the image."""
