@@ -233,12 +233,7 @@ class InpaintStage(Stage):
         """Why the generative model cannot be used, found without loading it; or None."""
         if not params.model:
             return "no inpainting model configured ([inpaint].model is empty); faces and hands left as they are"
-        try:
-            for ms in self.model_settings(params):
-                ctx.models.resolve(ms)
-        except FileNotFoundError as exc:
-            return f"model not found: {exc}"
-        return None
+        return ctx.models.problem(self.model_settings(params))
 
     def close(self) -> None:
         from sys import modules

@@ -107,6 +107,15 @@ class Models:
                                 "cache; polishd never downloads models")
         raise ModelNotFound(self._not_found(ms, candidates))
 
+    def problem(self, settings: list[ModelSetting]) -> str | None:
+        """Why one of these settings cannot be used, found without loading anything; or None."""
+        try:
+            for ms in settings:
+                self.resolve(ms)
+        except FileNotFoundError as exc:
+            return f"model not found: {exc}"
+        return None
+
     def _check(self, ms: ModelSetting, path: Path) -> Path:
         """A path that exists must be the kind of thing the setting takes."""
         folder = path.is_dir() and (path / "model_index.json").is_file()

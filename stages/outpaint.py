@@ -146,13 +146,7 @@ class OutpaintStage(Stage):
     def skip_reason(self, ctx: JobContext, params: OutpaintParams) -> str | None:
         if not params.variants:
             return "no variants asked for ([outpaint].variants is empty)"
-        if params.generative:
-            try:
-                for ms in self.model_settings(params):
-                    ctx.models.resolve(ms)
-            except FileNotFoundError as exc:
-                return f"model not found: {exc}"
-        return None
+        return ctx.models.problem(self.model_settings(params)) if params.generative else None
 
     def _engine(self, ctx: JobContext, params: OutpaintParams):
         """The generative engine, or None (infill only) when no model is configured."""

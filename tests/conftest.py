@@ -16,6 +16,19 @@ DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
 
 
+# A pipeline every stage runs on the CPU in seconds: one variant in one step, a 2× upscale by the small model.
+CPU_PIPELINE = """
+[outpaint]
+variants = ["16:9"]
+max_step = 1.0
+[upscale]
+model = "animevideov3"
+scale = 2
+backend = "torch"
+tile = 128
+"""
+
+
 def write_config(root: Path, extra: str = "", stability_delay: float = 0.3) -> Path:
     path = root / "pipeline.toml"
     path.write_text(

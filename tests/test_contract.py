@@ -24,7 +24,7 @@ from daemon.pipeline import STAGES, default_stages
 from daemon.runner import JobStatus, Runner
 from stages.base import Stage, params_hash
 from stages.schema import META_FIELDS
-from tests.conftest import DATA, write_config
+from tests.conftest import CPU_PIPELINE, DATA, write_config
 from tests.helpers.toy_stages import BoomStage
 
 # A small job every stage does real work on, on the CPU and without generative weights: a face to find,
@@ -32,15 +32,7 @@ from tests.helpers.toy_stages import BoomStage
 JOB = """
 [inpaint.remove]
 fill = "telea"
-[outpaint]
-variants = ["16:9"]
-max_step = 1.0
-[upscale]
-model = "animevideov3"
-scale = 2
-backend = "torch"
-tile = 128
-apply_to = ["master"]
+""" + CPU_PIPELINE + """apply_to = ["master"]
 """
 
 # How each stage can be made to skip for a reason of its own (None: it has none but being disabled):

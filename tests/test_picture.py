@@ -19,23 +19,11 @@ from stages.outpaint import OutpaintStage
 from stages.outpaint_plan import plan
 from stages.picture import fill_hidden, orientation, view
 from stages.upscale import UpscaleStage
-from tests.conftest import DATA, run_one, write_config
+from tests.conftest import CPU_PIPELINE, DATA, run_one, write_config
 from tests.helpers.icc import rgb_profile
 
-PIPELINE = """
-[outpaint]
-variants = ["16:9"]
-max_step = 1.0
-[upscale]
-model = "animevideov3"
-scale = 2
-backend = "torch"
-tile = 128
-"""
-
-
 def _run(tmp_path, name: str, data: bytes, extra: str = ""):
-    cfg = config_mod.load(write_config(tmp_path, PIPELINE + extra))
+    cfg = config_mod.load(write_config(tmp_path, CPU_PIPELINE + extra))
     src = cfg.paths.inbox / name
     src.write_bytes(data)
     out, manifest = run_one(cfg, src, [AutoMaskStage(), OutpaintStage(), UpscaleStage(), ContactSheetStage()])

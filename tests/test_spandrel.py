@@ -14,6 +14,7 @@ from PIL import Image
 
 from stages.esrgan import load as esrgan_load
 from stages.esrgan.arch import UnsupportedModelError
+from stages.models import ModelKind, Models, ModelSetting
 from stages.upscale import UpscaleParams, UpscaleStage
 from tests.conftest import DATA
 
@@ -22,7 +23,13 @@ pytestmark = pytest.mark.spandrel
 
 class _Ctx:
     def __init__(self, models):
-        self.config = type("C", (), {"paths": type("P", (), {"models": models})()})()
+        self.models = Models(None, models)
+
+
+def _load(name: str, folder):
+    """[upscale].model = name, found in ``folder`` as the stage finds it."""
+    setting = ModelSetting("[upscale].model", name, ModelKind.UPSCALER)
+    return esrgan_load.load(Models(None, folder).resolve(setting), folder / "cache")
 
 
 def _span(scale: int) -> torch.nn.Module:
@@ -47,7 +54,7 @@ def test_other_architectures_upscale_through_spandrel(tmp_path, build, scale, ar
     net = build(scale)
     path = tmp_path / f"4x-tiny-{architecture}.pth"
     torch.save({"params_ema": net.state_dict()}, path)  # the BasicSR trainers' layout
-    loaded = esrgan_load.load(path.name, tmp_path / "cache", [tmp_path])
+    loaded = _load(path.name, tmp_path)
     assert isinstance(loaded.net, esrgan_load.SpandrelNet) and loaded.net.architecture == architecture
     assert loaded.scale == scale and len(loaded.sha256) == 64
 
@@ -73,7 +80,7 @@ def test_spandrel_refuses_what_is_not_an_rgb_upscaler(tmp_path):
     grey = SPANNet(num_in_ch=1, num_out_ch=1, feature_channels=16, upscale=2)
     torch.save(grey.state_dict(), tmp_path / "grey.pth")
     with pytest.raises(UnsupportedModelError, match="1→1 channels.*not a whole-image RGB upscaler"):
-        esrgan_load.load("grey.pth", tmp_path / "cache", [tmp_path])
+        _load("grey.pth", tmp_path)
     torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
     with pytest.raises(UnsupportedModelError, match="spandrel does not know it either"):
-        esrgan_load.load("other.pth", tmp_path / "cache", [tmp_path])
+        _load("other.pth", tmp_path)
