@@ -9,6 +9,7 @@ a crash leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,25 @@ def safe_stem(name: str, limit: int = 80) -> str:
     stem = unicodedata.normalize("NFC", stem)
     stem = _UNSAFE.sub("_", stem).strip("._") or "image"
     return stem[:limit]
+
+
+# A name in failed/ leaves room for "-NN", ".error.json" and a sidecar's suffix within the usual
+# 255-byte limit of one file name.
+FAILED_NAME_BYTES = 180
+
+
+def short_name(name: str, limit: int = FAILED_NAME_BYTES) -> str:
+    """``name`` if it fits in ``limit`` bytes, else its start, a short hash of the whole, and its extension."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext.encode()) > 16:
+        stem, ext = name, ""
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    keep = limit - len(ext.encode()) - len(digest) - 2
+    start = stem.encode("utf-8", "surrogateescape")[:keep].decode("utf-8", "ignore")
+    return f"{start}-{digest}" + (f".{ext}" if ext else "")
 
 
 def unique_path(path: Path) -> Path:

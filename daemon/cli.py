@@ -23,18 +23,29 @@ from stages.base import Stage
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
 
+def _global_options(default) -> argparse.ArgumentParser:
+    """Options that go before or after the command: ``polishd --config X process`` = ``polishd process --config X``.
+    The commands' copies default to SUPPRESS, so a command never resets what was given before it."""
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("-c", "--config", metavar="FILE", default=default,
+                   help=f"pipeline.toml to use (default: ${config_mod.CONFIG_ENV}, else ./pipeline.toml)")
+    g.add_argument("--log-format", choices=["auto", "console", "json"], default=default,
+                   help="override [log].format (auto: console on a terminal, JSON lines otherwise)")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=default,
+                   help="override [log].level")
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="polishd",
+        prog="polishd", parents=[_global_options(None)],
         description="Finishes AI-generated images dropped into an inbox folder: auto-masks faces and hands, "
                     "upscales, and archives every stage with a manifest.")
     p.add_argument("--version", action="version", version=f"polishd {__version__}")
-    p.add_argument("-c", "--config", metavar="FILE",
-                   help=f"pipeline.toml to use (default: ${config_mod.CONFIG_ENV}, else ./pipeline.toml)")
-    p.add_argument("--log-format", choices=["auto", "console", "json"],
-                   help="override [log].format (auto: console on a terminal, JSON lines otherwise)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [log].level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _global_options(argparse.SUPPRESS)
+    real_add = sub.add_parser
+    sub.add_parser = lambda *a, **k: real_add(*a, parents=[common], **k)  # every command takes them too
 
     sub.add_parser("run", help="watch the inbox and process what arrives (the daemon)",
                    description="Watch [paths].inbox, process each stable image through every enabled stage, "

@@ -59,8 +59,11 @@ def sidecars_for(image: Path) -> dict[str, Path]:
     found = {}
     for suffix, archive_name in SIDECAR_SUFFIXES.items():
         p = image.with_name(stem + suffix)
-        if p != image and p.is_file() and not p.is_symlink():
-            found[archive_name] = p
+        try:
+            if p != image and p.is_file() and not p.is_symlink():
+                found[archive_name] = p
+        except OSError:  # a name too long to exist (ENAMETOOLONG): there is no such sidecar
+            continue
     return found
 
 

@@ -133,10 +133,12 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------
     def enqueue(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:
-        """Queues a stable inbox file; None when this very file is already queued or running."""
+        """Queues a stable inbox file; None when this very file is already queued or running, or failed
+        and could not be moved out of the inbox (its job's source is still this path): it is not taken
+        again until its bytes change."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT id FROM jobs WHERE source=? AND sha256=? AND state IN ('queued','running')",
+                "SELECT id FROM jobs WHERE source=? AND sha256=? AND state IN ('queued','running','failed')",
                 (str(path), sha256)).fetchone()
             if row:
                 return None

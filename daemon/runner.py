@@ -316,17 +316,28 @@ class Runner:
                   "attempts": job.attempts, "job": job.id, "time": arc.now_iso(),
                   "archive": str(folder.path) if folder else None,
                   "traceback": None if permanent else "".join(traceback.format_exception(exc))}
+        # Whatever fails from here on (a full disk, a name the file system refuses), the job ends failed
+        # in the journal with the reason, and the worker moves on.
+        problems = []
         if manifest is not None and folder is not None:
             manifest.status, manifest.finished = "failed", arc.now_iso()
             manifest.error = {"stage": stage, "message": message}
-            folder.write_manifest(manifest)
+            try:
+                folder.write_manifest(manifest)
+            except OSError as err:
+                problems.append(f"manifest not written: {err}")
         destination = None
         if consume:
-            destination = _move_to_failed(job.path, cfg.paths.failed, report)
-        self.journal.finish(job.id, "failed", error=message, stage=stage,
+            try:
+                destination = _move_to_failed(job.path, cfg.paths.failed, report)
+            except OSError as err:
+                problems.append(f"not moved to failed/ ({err}); left in the inbox and not taken again until "
+                                "it changes")
+        error = "; ".join([message, *problems])
+        self.journal.finish(job.id, "failed", error=error, stage=stage,
                             source=str(destination) if destination else None)
-        log.error("image failed", stage=stage, error=message, moved_to=str(destination or ""))
-        return Outcome(job.id, job.name, JobStatus.FAILED, folder.path if folder else None, message)
+        log.error("image failed", stage=stage, error=error, moved_to=str(destination or ""))
+        return Outcome(job.id, job.name, JobStatus.FAILED, folder.path if folder else None, error)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -450,12 +461,16 @@ def _move_to_failed(path: Path, failed_root: Path, report: dict) -> Path | None:
     failed_root.mkdir(parents=True, exist_ok=True)
     if not os.path.lexists(path):
         return None
-    destination = arc.unique_path(failed_root / path.name)
+    destination = arc.unique_path(failed_root / arc.short_name(path.name))
     report = {**report, "moved_to": str(destination)}
     arc.atomic_write(destination.with_name(destination.name + ".error.json"),
                      (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
     sidecars = sidecars_for(path) if not path.is_symlink() else {}
-    _move(path, destination)
+    try:
+        _move(path, destination)
+    except OSError:
+        destination.with_name(destination.name + ".error.json").unlink(missing_ok=True)  # no report without it
+        raise
     stem = destination.name.rsplit(".", 1)[0]
     for src in sidecars.values():
         suffix = src.name[len(path.name.rsplit(".", 1)[0]):]

@@ -82,3 +82,18 @@ def test_check_config_exit_codes(tmp_path):
     out = polishd("check-config", str(bad))
     assert out.returncode == 3 and "bad.toml: [upscale].scale must be one of 2, 3 or 4 (got 5)" in out.stderr
     assert polishd("--config", str(bad), "status").returncode == 3
+
+
+def test_global_options_go_before_or_after_the_command(tmp_path):
+    config = write_config(tmp_path)
+    src = tmp_path / "one.png"
+    src.write_bytes(png_bytes(seed=31))
+    after = polishd("process", "--config", str(config), "--log-format", "json", str(src))
+    assert after.returncode == 0, after.stderr
+    assert "one.png: done" in after.stdout
+    status = polishd("status", "--config", str(config), "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["done"] == 1
+    before = polishd("--config", str(config), "status", "--json")
+    assert json.loads(before.stdout) == json.loads(status.stdout)
+    missing = polishd("status", "--config", str(tmp_path / "nope.toml"))  # given after: still the one used
+    assert missing.returncode == 3 and "nope.toml: no such file" in missing.stderr

@@ -262,3 +262,39 @@ def test_an_error_outside_the_stages_is_retried_then_failed(workdir, journal, mo
     assert statuses == ["retry", "retry", "failed"]
     assert (cfg.paths.failed / "disk.png").read_bytes() == data
     assert journal.get(1).error_stage == "runner" and "No space left" in journal.get(1).last_error
+
+
+def test_a_name_too_long_for_failed_cannot_wedge_the_queue(workdir, journal):
+    root, cfg = workdir
+    bad = _drop(cfg, "a" * 246 + ".png", b"not an image")  # 250 bytes: "<name>.error.json" cannot exist
+    good = _drop(cfg, "b" * 246 + ".png", png_bytes(seed=12))
+    for p in (bad, good):
+        _enqueue(journal, p)
+    runner = Runner(journal, lambda: cfg, [CopyStage()])
+    first, second = _run_next(journal, runner), _run_next(journal, runner)
+    assert (first.status, second.status) == ("failed", "done")
+    assert journal.claim() is None and list(cfg.paths.inbox.iterdir()) == []
+    (moved,) = [p for p in cfg.paths.failed.iterdir() if not p.name.endswith(".error.json")]
+    assert moved.read_bytes() == b"not an image" and moved.suffix == ".png" and len(moved.name.encode()) <= 180
+    report = json.loads(moved.with_name(moved.name + ".error.json").read_text())
+    assert report["image"] == bad.name and report["moved_to"] == str(moved)
+    assert (second.archive / "00-original.png").read_bytes() == png_bytes(seed=12)
+
+
+def test_whatever_fails_while_failing_the_job_ends_failed_and_is_not_taken_again(workdir, journal, monkeypatch):
+    root, cfg = workdir
+    src = _drop(cfg, "stuck.png", b"junk")
+    _enqueue(journal, src)
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("daemon.runner._move", refuse)  # failed/ cannot take it (read-only, another mount…)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "failed" and "not moved to failed/" in out.error
+    assert src.read_bytes() == b"junk"  # nothing lost: it stays where the user put it
+    assert list(cfg.paths.failed.iterdir()) == []  # and no report without its image
+    assert journal.get(out.job_id).state == "failed"
+    assert _enqueue(journal, src) is None  # the watcher's rescan does not take it again…
+    src.write_bytes(b"junk, edited")
+    assert _enqueue(journal, src) is not None  # …until it changes
