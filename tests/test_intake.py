@@ -48,7 +48,7 @@ def test_good_images_decode_by_content_whatever_the_name():
     (b"", "empty"),
     (png_bytes()[:60], "cannot be decoded"),
     (os.urandom(4096), "not a PNG, JPEG or WebP"),
-    (bomb_png(), "decompression bomb"),
+    (bomb_png(), "decompression-bomb guard"),
 ])
 def test_bad_input_is_an_input_error_naming_the_file(data, match):
     with pytest.raises(InputError, match=match):
@@ -107,3 +107,19 @@ def test_sidecars_are_found_by_stem(tmp_path):
     assert owner_of_sidecar(tmp_path / "hero.remove.png", names) == "hero.png"
     assert sidecar_suffix("hero.remove.png") == ".remove.png"  # never taken for an image of its own
     assert owner_of_sidecar(tmp_path / "other.json", names) is None
+
+
+def test_the_bomb_guard_names_our_setting_and_its_value_at_any_size():
+    # 20000² is past twice Pillow's own constant: Pillow's guard would have spoken first, naming its limit.
+    for side, limit in ((12000, 89_478_485), (20000, 89_478_485), (2000, 1_000_000)):
+        with pytest.raises(InputError) as err:
+            _decode(bomb_png(side), max_pixels=limit)
+        assert f"is {side}×{side} = {side * side} pixels, over [daemon].max_pixels ({limit})" in str(err.value)
+        assert "178956970" not in str(err.value)
+
+
+def test_a_limit_above_pillows_own_is_honoured():
+    """[daemon].max_pixels is the one limit: set above Pillow's constant, an image below it is not refused."""
+    Image.new("L", (1, 1)).save(io.BytesIO(), "PNG")  # Pillow imported and configured by daemon.intake
+    im = Image.open(io.BytesIO(bomb_png(14000)))  # 196 M pixels: more than twice Pillow's 89.5 M
+    assert im.size == (14000, 14000)  # opened: the header alone, no guard of Pillow's in the way
