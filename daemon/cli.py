@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Sequence
 
 import structlog
 
-from daemon import __version__, logs
+from daemon import __version__, folders, logs
 from daemon import config as config_mod
 from daemon.archive import sha256_file
 from daemon.config import Config, ConfigError
@@ -88,10 +89,25 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
         print(f"polishd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
-    if args.command == "status":
-        return _status(cfg, args.json, args.failures)
-    if args.command == "retry":
-        return _retry(cfg, args.job, args.failed)
+    try:
+        return _command(args, config_path, cfg, stages)
+    except folders.FolderProblem as exc:  # the user's to fix: one line, no traceback
+        print(f"polishd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _command(args: argparse.Namespace, config_path: Path, cfg: Config, stages: list[Stage] | None) -> int:
+    if args.command in ("status", "retry"):
+        folders.existing_state(cfg)
+        try:
+            if args.command == "status":
+                return _status(cfg, args.json, args.failures)
+            return _retry(cfg, args.job, args.failed)
+        except sqlite3.OperationalError as exc:  # a journal in a folder polishd may not write (WAL needs to)
+            raise folders.FolderProblem(f"the journal in [paths].state = {cfg.paths.state} cannot be opened "
+                                        f"({exc}); give polishd write access to that folder") from None
+    folders.prepare(cfg, ("inbox", "archive", "failed", "state", "models") if args.command == "run"
+                    else ("archive", "state", "models"))
     if stages is None:
         from daemon.pipeline import default_stages
         stages = default_stages()
@@ -155,8 +171,6 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
     from daemon.runner import JobStatus, Runner
     from daemon.service import journal_path
 
-    for p in (cfg.paths.archive, cfg.paths.state, cfg.paths.models):
-        p.mkdir(parents=True, exist_ok=True)
     files = _inputs(paths)
     missing = [str(p) for p in files if not os.path.lexists(p)]
     if missing:
