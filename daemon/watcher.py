@@ -85,6 +85,7 @@ class InboxWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._warned_orphans: set[str] = set()
+        self._warned_folders: set[str] = set()
         self._thread: threading.Thread | None = None
         self.enqueued = 0
 
@@ -121,7 +122,8 @@ class InboxWatcher:
         return not is_junk(name, self.config().daemon.ignore) and sidecar_suffix(name) is None
 
     def rescan(self) -> None:
-        """Looks at every file in the inbox: catches what the observer missed, warns of orphan sidecars."""
+        """Looks at every file in the inbox: catches what the observer missed, warns (once) of orphan sidecars
+        and of subfolders, which are never taken: only files directly in the inbox are jobs."""
         try:
             entries = list(os.scandir(self.inbox))
         except FileNotFoundError:
@@ -129,6 +131,12 @@ class InboxWatcher:
         names = {e.name for e in entries}
         active = self.journal.active_sources()
         for e in entries:
+            if e.is_dir(follow_symlinks=False) and not is_junk(e.name, self.config().daemon.ignore):
+                if e.path not in self._warned_folders:
+                    self._warned_folders.add(e.path)
+                    log.warning("a folder in the inbox is not looked into; move its images up into the inbox "
+                                "to have them processed", path=e.path)
+                continue
             if sidecar_suffix(e.name) is not None:
                 if owner_of_sidecar(Path(e.path), names) is None and e.path not in self._warned_orphans:
                     self._warned_orphans.add(e.path)

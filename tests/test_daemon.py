@@ -239,6 +239,19 @@ def test_orphan_sidecars_and_junk_are_left_alone(daemon, tmp_path):
     assert "sidecar without an image; left alone" in d.events()
 
 
+def test_a_subfolder_of_the_inbox_is_left_alone_and_named_once(daemon, tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "later").mkdir()
+    (inbox / "later" / "kept.png").write_bytes(png_bytes(seed=41))
+    d = daemon().start()
+    (inbox / "now.png").write_bytes(png_bytes(seed=42))
+    wait_until(lambda: d.done() == 1, what="now.png")
+    time.sleep(2.5)  # a couple of rescans (rescan_interval = 1 s)
+    assert d.stop() == 0
+    assert (inbox / "later" / "kept.png").read_bytes() == png_bytes(seed=41)
+    assert sum(e.startswith("a folder in the inbox is not looked into") for e in d.events()) == 1
+
+
 def test_invalid_config_is_logged_and_the_last_good_one_stays(daemon, tmp_path):
     d = daemon().start()
     inbox, config = tmp_path / "inbox", tmp_path / "pipeline.toml"
