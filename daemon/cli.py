@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
     except ConfigError as exc:
         print(f"polishd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command in ("run", "process"):  # the commands that load native libraries
+        logs.capture_native()
     logs.configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
     try:
         return _command(args, config_path, cfg, stages)

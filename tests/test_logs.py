@@ -1,0 +1,80 @@
+"""stderr is polishd's: with --log-format json every line is one JSON object, native libraries' output
+included (re-emitted as structured events); on the console only polishd's own lines show."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import structlog
+
+from daemon import logs
+from tests.conftest import DATA, REPO, write_config
+
+JOB = '[outpaint]\nenabled = false\n[upscale]\nenabled = false\n'  # detection (MediaPipe) and the sheet
+
+
+def _process(tmp_path, *options: str) -> subprocess.CompletedProcess:
+    config = write_config(tmp_path, JOB)
+    src = tmp_path / "astronaut.png"
+    src.write_bytes((DATA / "astronaut.png").read_bytes())
+    return subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), *options, "process",
+                           "--no-progress", str(src)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_a_real_job_logs_one_json_object_per_stderr_line(tmp_path):
+    out = _process(tmp_path, "--log-format", "json", "--log-level", "debug")
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = [json.loads(line) for line in out.stderr.splitlines()]  # every line parses, or this fails
+    native = [e for e in events if e.get("source") == "native"]
+    assert native, "MediaPipe's own output should arrive as events"
+    assert all(e["level"] in ("debug", "warning") and "event" in e for e in native)
+    finished = [e for e in events if e["event"] == "job finished"]
+    assert len(finished) == 1 and finished[0]["status"] == "done" and finished[0]["image"].startswith("astronaut")
+    assert any(e.get("stage") == "automask" and e["event"] == "stage completed" for e in events)
+
+
+def test_the_console_shows_polishds_own_lines_only(tmp_path):
+    out = _process(tmp_path, "--log-format", "console", "--log-level", "info")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    assert lines and not [line for line in lines if line.startswith(("INFO:", "W0000", "I0000", "E0000"))], lines
+    assert any("stage completed" in line for line in lines)
+
+
+def test_one_line_is_capped_and_a_traceback_is_a_field():
+    stream = io.StringIO()
+    logs.configure("debug", "json", stream)
+    try:
+        raise ValueError("x" * 50_000)
+    except ValueError:
+        structlog.get_logger("t").error("it broke", detail="y" * 30_000, exc_info=True)
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert len(line) <= logs.MAX_LINE and event["event"] == "it broke" and "exception" in event
+    assert event["detail"].startswith("yyyy") and "more characters" in event["detail"]
+
+
+def test_python_warnings_and_library_logging_become_events():
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    warnings.warn("this old API goes away", DeprecationWarning, stacklevel=1)
+    import logging
+
+    logging.getLogger("somelib").warning("disk %s is slow", "sda")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any("this old API goes away" in e["event"] and e["source"] == "python" for e in events)
+    assert any(e["event"] == "disk sda is slow" and e["level"] == "warning" for e in events)
+
+
+def test_native_lines_are_classified_by_their_own_severity():
+    w = logs._classify("W0000 00:00:1795511529.766368    8531 inference_feedback_manager.cc:121] Feedback off.")
+    e = logs._classify("E0000 00:00:1795511529.766368    8531 calculator_graph.cc:887] Graph failed.")
+    t = logs._classify("INFO: [environment.cc:36] Creating LiteRT environment with options")
+    assert w == (10, "inference_feedback_manager.cc:121", "Feedback off.")
+    assert e[0] == 30 and t == (10, "environment.cc:36", "Creating LiteRT environment with options")
