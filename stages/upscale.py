@@ -136,7 +136,7 @@ class UpscaleStage(Stage):
             bf16 = params.dtype == "bf16" or (params.dtype == "auto" and openvino_backend.bf16_capable())
             try:
                 self._runner = openvino_backend.OpenVinoRunner(
-                    onnx_backend.export(model.net, model.sha256, cache), threads, bf16)
+                    onnx_backend.export(model.net, model.sha256, cache), threads, bf16, cache / "openvino")
                 dtype = torch.bfloat16 if bf16 else torch.float32
             except Exception as exc:  # export or compile: a chosen backend fails loudly, "auto" falls back
                 if params.backend == "openvino":

@@ -292,3 +292,16 @@ def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatc
     assert out.size == (80, 60)
     with pytest.raises(RuntimeError, match="cannot compile"):  # asked for by name: no silent switch
         UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend="openvino"))
+
+
+def test_openvino_compiles_a_model_once_and_loads_it_from_the_models_folder_after(tmp_path):
+    from stages.esrgan import onnx_backend, openvino_backend
+
+    model = load("animevideov3")
+    onnx = onnx_backend.export(model.net, model.sha256, CACHE)
+    first = openvino_backend.OpenVinoRunner(onnx, 2, False, tmp_path / "openvino")
+    assert first.compiled.get_property("LOADED_FROM_CACHE") is False and list((tmp_path / "openvino").iterdir())
+    again = openvino_backend.OpenVinoRunner(onnx, 2, False, tmp_path / "openvino")  # as a fresh process would
+    assert again.compiled.get_property("LOADED_FROM_CACHE") is True
+    x = torch.from_numpy(np.ascontiguousarray(crop(24).transpose(2, 0, 1)))[None]
+    assert torch.equal(first(x), again(x))

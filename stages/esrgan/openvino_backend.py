@@ -33,10 +33,15 @@ def bf16_capable() -> bool:
 class OpenVinoRunner:
     """Callable like the torch path: 1×3×h×w float tensor in, 1×3×h·s×w·s float tensor out."""
 
-    def __init__(self, onnx_path: Path, threads: int, bf16: bool):
+    def __init__(self, onnx_path: Path, threads: int, bf16: bool, cache: Path | None = None):
         import openvino as ov
 
         core = ov.Core()
+        if cache is not None:
+            # OpenVINO keeps the compiled model there, keyed by the model's content, the device and the
+            # compile settings (precision, threads): a fresh process loads it instead of compiling again.
+            cache.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache)})
         model = core.read_model(str(onnx_path))
         self.precision = "bf16" if bf16 else "f32"
         self.compiled = core.compile_model(model, "CPU", {
