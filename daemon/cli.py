@@ -300,11 +300,16 @@ def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:
             status = EXIT_FAILED
             continue
         dest = unique_path(cfg.paths.inbox / job.name)
+        st = os.lstat(src)
+        digest = sha256_file(src) if not src.is_symlink() else job.sha256
         os.replace(src, dest)
+        taken = journal.retry(job.id, dest, digest, st.st_size, st.st_mtime)
         report = src.with_name(src.name + ".error.json")
         if report.exists():
             os.replace(report, unique_path(report.with_name(report.name + ".retried")))
-        journal.retry(job.id, dest)
+        if taken != job.id:
+            print(f"#{job.id} {job.name}: already being processed again as #{taken}")
+            continue
         print(f"#{job.id} {job.name}: queued again as {dest}")
     return status
 

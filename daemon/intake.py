@@ -45,6 +45,10 @@ class InputError(Exception):
     """The dropped file itself is unusable; retrying cannot help."""
 
 
+class Undecodable(InputError):
+    """Empty, or not a whole image: unusable as it is, though it may still be being written."""
+
+
 def is_junk(name: str, extra_ignore: tuple[str, ...] = ()) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in (*JUNK_PATTERNS, *extra_ignore))
 
@@ -127,7 +131,7 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
 def decode(data: bytes, name: str, formats: tuple[str, ...], max_pixels: int) -> tuple[str, Image.Image]:
     """Content-sniffs and fully decodes an image; every failure is an InputError naming the file."""
     if not data:
-        raise InputError(f"{name} is empty (0 bytes)")
+        raise Undecodable(f"{name} is empty (0 bytes)")
     fmt = sniff(data[:16])
     if fmt is None:
         raise InputError(f"{name} is not a PNG, JPEG or WebP image (by content)")
@@ -143,7 +147,7 @@ def decode(data: bytes, name: str, formats: tuple[str, ...], max_pixels: int) ->
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{name} cannot be decoded as {fmt.upper()}: {exc}") from None
+        raise Undecodable(f"{name} cannot be decoded as {fmt.upper()}: {exc}") from None
     return fmt, image
 
 

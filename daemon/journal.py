@@ -133,12 +133,21 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------
     def enqueue(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:
-        """Queues a stable inbox file; None when this very file is already queued or running, or failed
-        and could not be moved out of the inbox (its job's source is still this path): it is not taken
-        again until its bytes change."""
+        """Queues a stable inbox file: one job per file.  None when
+
+        * a job for this path is queued already (whatever its bytes: it takes the newest, which this
+          records);
+        * this very file (path and bytes) is running, or failed and could not be moved out of the inbox
+          (its job's source is still this path): it is not taken again until its bytes change.
+        """
         with self._tx() as db:
+            queued = db.execute("SELECT id FROM jobs WHERE source=? AND state='queued'", (str(path),)).fetchone()
+            if queued:
+                db.execute("UPDATE jobs SET sha256=?, bytes=?, mtime=? WHERE id=?",
+                           (sha256, size, mtime, queued["id"]))
+                return None
             row = db.execute(
-                "SELECT id FROM jobs WHERE source=? AND sha256=? AND state IN ('queued','running','failed')",
+                "SELECT id FROM jobs WHERE source=? AND sha256=? AND state IN ('running','failed')",
                 (str(path), sha256)).fetchone()
             if row:
                 return None
@@ -211,10 +220,27 @@ class Journal:
                 " error_stage=COALESCE(?, error_stage) WHERE id=?",
                 (0 if count_attempt else 1, error, stage, job_id))
 
-    def retry(self, job_id: int, source: Path) -> None:
+    def retry(self, job_id: int, source: Path, sha256: str, size: int, mtime: float) -> int:
+        """Queued again, as the file now is at ``source`` (the user may have repaired it meanwhile): one job
+        per file, so a job the watcher made for the returning file in the meantime is folded into this one.
+        Returns the job that will process it (another one's id if that was already running)."""
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state='queued', attempts=0, source=?, name=?, owner=NULL,"
-                       " finished=NULL WHERE id=?", (str(source), source.name, job_id))
+            other = db.execute("SELECT id, state FROM jobs WHERE source=? AND state IN ('queued','running')"
+                               " AND id<>?", (str(source), job_id)).fetchone()
+            if other is not None and other["state"] == "running":  # this failure is in hand again: not stale
+                db.execute("UPDATE jobs SET state='duplicate', dup_of=? WHERE id=?", (other["id"], job_id))
+                return other["id"]
+            if other is not None:
+                db.execute("DELETE FROM jobs WHERE id=?", (other["id"],))  # never claimed: nothing is lost
+            db.execute("UPDATE jobs SET state='queued', attempts=0, source=?, name=?, sha256=?, bytes=?, mtime=?,"
+                       " owner=NULL, finished=NULL WHERE id=?",
+                       (str(source), source.name, sha256, size, mtime, job_id))
+            return job_id
+
+    def set_sha256(self, job_id: int, sha256: str) -> None:
+        """The bytes a running job really read: the watcher then knows the file is taken."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET sha256=? WHERE id=?", (sha256, job_id))
 
     def recover(self) -> tuple[list[Job], list[Job]]:
         """At daemon start (under the single-instance lock): orphaned running jobs.

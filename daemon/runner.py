@@ -41,7 +41,7 @@ from daemon import archive as arc
 from daemon import config as config_mod
 from daemon.archive import ArchiveFolder, Manifest
 from daemon.config import Config, ConfigError
-from daemon.intake import SIDECAR_KINDS, Dropped, InputError, decode, read_dropped, sidecars_for
+from daemon.intake import SIDECAR_KINDS, Dropped, InputError, Undecodable, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
 from stages import picture, prompts
 from stages.base import (JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict,
@@ -57,6 +57,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     DUPLICATE = "duplicate"
     RETRY = "retry"        # the attempt failed; the job is queued again
+    WAITING = "waiting"    # the file was still being written: queued again, no attempt counted
     STOPPED = "stopped"    # put back in the queue for a shutdown
 
 
@@ -121,9 +122,17 @@ class Runner:
             self.journal.finish(job.id, "failed", error=msg, stage="intake")
             log.warning("input vanished", path=str(job.path))
             return Outcome(job.id, job.name, JobStatus.FAILED, error=msg)
+        except Undecodable as exc:
+            if consume and self._still_being_written(job, cfg.daemon.stability_delay):
+                self.journal.requeue(job.id, count_attempt=False)
+                log.info("input still being written; back in the queue", reason=str(exc))
+                return Outcome(job.id, job.name, JobStatus.WAITING)
+            return self._fail(job, cfg, "intake", exc, consume, manifest=None, folder=None)
         except InputError as exc:
             return self._fail(job, cfg, "intake", exc, consume, manifest=None, folder=None)
         structlog.contextvars.bind_contextvars(image=f"{arc.safe_stem(job.name)}-{dropped.sha256[:8]}")
+        if dropped.sha256 != job.sha256:  # the file changed after it was queued: record what is being processed
+            self.journal.set_sha256(job.id, dropped.sha256)
         decoded, dropped.image = dropped.image, None  # the stages decode what they read themselves
 
         # 2. Duplicates.
@@ -166,6 +175,16 @@ class Runner:
             self._consume(job, dropped, folder)
         self.journal.finish(job.id, "done")
         return Outcome(job.id, job.name, JobStatus.DONE, folder.path, stages=manifest.stages)
+
+    def _still_being_written(self, job: Job, delay: float) -> bool:
+        """A file that does not decode is looked at once more after ``stability_delay``: a writer that paused
+        longer than that has changed its size or mtime meanwhile (the watcher judged it stable too soon)."""
+        self.stop.wait(delay)
+        try:
+            now = os.lstat(job.path)
+        except OSError:
+            return False
+        return (now.st_size, now.st_mtime) != (job.bytes, job.mtime)  # as the watcher saw it when it queued it
 
     def _folder_for(self, job: Job, cfg: Config, dropped: Dropped) -> ArchiveFolder:
         if job.archive and _holds_original(Path(job.archive), dropped.sha256):
@@ -301,8 +320,9 @@ class Runner:
 
     def _fail(self, job: Job, cfg: Config, stage: str, exc: BaseException, consume: bool,
               manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
-        message = f"{type(exc).__name__}: {exc}"
         permanent = isinstance(exc, InputError)
+        kind = "InputError" if permanent else type(exc).__name__  # one name for every fault of the input itself
+        message = f"{kind}: {exc}"
         if not permanent and job.attempts < cfg.daemon.max_attempts:
             self.journal.requeue(job.id, error=message, stage=stage)
             if manifest is not None and folder is not None:
@@ -312,7 +332,7 @@ class Runner:
             log.warning("attempt failed; will retry", attempt=job.attempts, max_attempts=cfg.daemon.max_attempts,
                         error=message)
             return Outcome(job.id, job.name, JobStatus.RETRY, folder.path if folder else None, message)
-        report = {"image": job.name, "error": type(exc).__name__, "message": str(exc), "stage": stage,
+        report = {"image": job.name, "error": kind, "message": str(exc), "stage": stage,
                   "attempts": job.attempts, "job": job.id, "time": arc.now_iso(),
                   "archive": str(folder.path) if folder else None,
                   "traceback": None if permanent else "".join(traceback.format_exception(exc))}

@@ -361,3 +361,22 @@ def test_native_watching_falls_back_to_polling_with_a_warning(tmp_path):
     finally:
         observer.stop()
         observer.join(5)
+
+
+def test_retry_while_the_daemon_runs_makes_one_job_and_no_phantom_failure(daemon, tmp_path):
+    inbox, failed = tmp_path / "inbox", tmp_path / "failed"
+    d = daemon(sleep=1.0).start()  # each job takes a second: the watcher sees the retried file meanwhile
+    (inbox / "fixme.png").write_bytes(b"not yet an image")
+    wait_until(lambda: (failed / "fixme.png").exists(), what="failed")
+    (failed / "fixme.png").write_bytes(png_bytes(seed=51))  # the user repairs it…
+    out = subprocess.run([sys.executable, "-m", "tests.helpers.run_polishd", "--", "--config",
+                          str(tmp_path / "pipeline.toml"), "retry", "--failed"], cwd=REPO, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    j = d.journal()
+    wait_until(lambda: j.counts()["done"] == 1, what="retried job done")
+    time.sleep(2.0)  # the watcher's own look at the returning file (stability_delay + a rescan)
+    assert d.stop() == 0
+    jobs = [(x.id, x.state, x.last_error) for x in j.jobs()]
+    assert j.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 0, "duplicate": 0}, jobs
+    assert len(j.jobs()) == 1 and list(inbox.iterdir()) == []

@@ -298,3 +298,33 @@ def test_whatever_fails_while_failing_the_job_ends_failed_and_is_not_taken_again
     assert _enqueue(journal, src) is None  # the watcher's rescan does not take it again…
     src.write_bytes(b"junk, edited")
     assert _enqueue(journal, src) is not None  # …until it changes
+
+
+def test_a_writer_that_pauses_longer_than_the_stability_delay_loses_nothing(workdir, journal):
+    root, cfg = workdir
+    data = (DATA / "astronaut.png").read_bytes()
+    src = cfg.paths.inbox / "slow.png"
+    src.write_bytes(data[: len(data) // 2])  # the writer paused here; the watcher judged it stable
+    _enqueue(journal, src)
+    runner = Runner(journal, lambda: cfg, [CopyStage()])
+    import threading
+
+    writer = threading.Timer(0.1, lambda: src.write_bytes(data))  # …and goes on while polishd looks again
+    writer.start()
+    first = _run_next(journal, runner)
+    writer.join()
+    assert first.status == "waiting" and list(cfg.paths.failed.iterdir()) == []
+    assert journal.get(first.job_id).attempts == 0 and journal.counts()["queued"] == 1
+    _enqueue(journal, src)  # the watcher, seeing the file settle: the queued job takes the new bytes
+    assert journal.counts()["queued"] == 1
+    second = _run_next(journal, runner)
+    assert second.status == "done" and (second.archive / "00-original.png").read_bytes() == data
+
+
+def test_a_broken_file_that_does_not_change_still_fails_after_one_more_look(workdir, journal):
+    root, cfg = workdir
+    data = (DATA / "astronaut.png").read_bytes()[:5000]
+    _enqueue(journal, _drop(cfg, "cut.png", data))
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "failed" and "cannot be decoded" in out.error
+    assert (cfg.paths.failed / "cut.png").read_bytes() == data
