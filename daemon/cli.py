@@ -191,7 +191,7 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
         path = path.absolute()
         st = os.lstat(path)
         digest = sha256_file(path) if not path.is_symlink() else "symlink"
-        job = journal.start_direct(path, digest, st.st_size, st.st_mtime)
+        job = _start(journal, path, digest, st)
         outcome = runner.run_job(job)
         while outcome.status == JobStatus.RETRY and (job := journal.claim_id(job.id)) is not None:
             outcome = runner.run_job(job)  # one-shot: the next attempt runs now, not later
@@ -213,6 +213,18 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
           f"{counts[JobStatus.DUPLICATE]} duplicates, {counts[JobStatus.FAILED]} failed"
           + (f", {other} not finished" if other else "") + f"; archive: {cfg.paths.archive}")
     return EXIT_FAILED if unfinished else EXIT_OK
+
+
+def _start(journal: Journal, path: Path, digest: str, st: os.stat_result):
+    """This file's job, once no daemon is running the same bytes (then the duplicates rule applies)."""
+    waited = False
+    while (job := journal.start_direct(path, digest, st.st_size, st.st_mtime)) is None:
+        if not waited:
+            structlog.get_logger("polishd").info("the daemon is processing the same bytes; waiting for it",
+                                                 path=str(path))
+            waited = True
+        time.sleep(0.5)
+    return job
 
 
 class _Heartbeat:

@@ -156,9 +156,14 @@ class Journal:
                 (str(path), path.name, sha256, size, mtime, time.time()))
             return self._get(db, cur.lastrowid)
 
-    def start_direct(self, path: Path, sha256: str, size: int, mtime: float) -> Job:
-        """A job for ``polishd process``: running at once, owned by this process, never queued."""
+    def start_direct(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:
+        """A job for ``polishd process``: running at once, owned by this process, never queued.  None while
+        another live process (the daemon) is running the same bytes: the caller waits, then the duplicates
+        rule sees that job finished, as it would for two files in the inbox."""
         with self._tx() as db:
+            busy = db.execute("SELECT owner FROM jobs WHERE state='running' AND sha256=?", (sha256,)).fetchall()
+            if any(_owner_alive(r["owner"]) for r in busy):
+                return None
             now = time.time()
             cur = db.execute(
                 "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,attempts,owner,heartbeat,created,started)"

@@ -97,3 +97,35 @@ def test_global_options_go_before_or_after_the_command(tmp_path):
     assert json.loads(before.stdout) == json.loads(status.stdout)
     missing = polishd("status", "--config", str(tmp_path / "nope.toml"))  # given after: still the one used
     assert missing.returncode == 3 and "nope.toml: no such file" in missing.stderr
+
+
+def test_process_beside_a_daemon_on_the_same_bytes_keeps_one_archive(tmp_path, workdir):
+    """The daemon is running these bytes: process waits for it, then records a duplicate, not a second folder."""
+    import hashlib
+    import threading
+
+    from daemon.cli import main
+    from daemon.journal import Journal
+    from daemon.runner import Runner
+    from tests.helpers.toy_stages import CopyStage
+
+    root, cfg = workdir
+    data = png_bytes(seed=61)
+    (cfg.paths.inbox / "ws.png").write_bytes(data)
+    elsewhere = tmp_path / "with space.png"
+    elsewhere.write_bytes(data)
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    src = cfg.paths.inbox / "ws.png"
+    journal.enqueue(src, hashlib.sha256(data).hexdigest(), len(data), src.stat().st_mtime)
+    daemons_job = journal.claim()  # the daemon has taken it and is in its stages
+    result = {}
+    beside = threading.Thread(target=lambda: result.update(code=main(
+        ["--config", str(root / "pipeline.toml"), "process", "--no-progress", str(elsewhere)], stages=[CopyStage()])))
+    beside.start()
+    beside.join(1.5)
+    assert beside.is_alive()  # waiting, not processing the same bytes a second time
+    Runner(journal, lambda: cfg, [CopyStage()]).run_job(daemons_job)
+    beside.join(30)
+    assert result["code"] == 0
+    assert len([p for p in cfg.paths.archive.iterdir() if p.is_dir()]) == 1
+    assert [j.state for j in journal.jobs()] == ["done", "duplicate"]
