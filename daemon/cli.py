@@ -271,7 +271,7 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
     recent = [{"id": j.id, "name": j.name, "stage": j.error_stage, "error": j.last_error, "attempts": j.attempts,
                "finished": j.finished, "moved_to": j.source}
               for j in journal.jobs("failed", limit=failures, newest_first=True)]
-    return {"counts": counts, "finished_last_hour": hour, "recent_failures": recent,
+    return {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "waiting": journal.waiting(),
             "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
 
 
@@ -283,6 +283,8 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
     c = data["counts"]
     print("jobs: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     print(f"finished in the last hour: {data['finished_last_hour']}")
+    for w in data["waiting"]:
+        print(f"waiting ({w['reason']}): {w['source']}")
     if data["recent_failures"]:
         print("recent failures:")
         for f in data["recent_failures"]:

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(source, state);
+-- Inbox files the watcher cannot take yet (unreadable), for `polishd status`; cleared when taken or gone.
+CREATE TABLE IF NOT EXISTS waiting (
+    source     TEXT PRIMARY KEY,
+    reason     TEXT NOT NULL,
+    since      REAL NOT NULL
+);
 """
 
 
@@ -288,6 +294,19 @@ class Journal:
             "SELECT * FROM jobs WHERE sha256=? AND state='done' AND id<? ORDER BY id LIMIT 1",
             (sha256, before_id)).fetchone()
         return Job(**dict(row)) if row else None
+
+    def note_waiting(self, path: Path, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO waiting(source, reason, since) VALUES (?,?,?) ON CONFLICT(source) DO UPDATE"
+                       " SET reason=excluded.reason", (str(path), reason, time.time()))
+
+    def clear_waiting(self, path: Path) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM waiting WHERE source=?", (str(path),))
+
+    def waiting(self) -> list[dict]:
+        rows = self._conn().execute("SELECT source, reason, since FROM waiting ORDER BY since")
+        return [dict(r) for r in rows]
 
     def active_sources(self) -> set[str]:
         rows = self._conn().execute("SELECT source FROM jobs WHERE state IN ('queued','running')")

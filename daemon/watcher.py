@@ -86,6 +86,7 @@ class InboxWatcher:
         self._stop = threading.Event()
         self._warned_orphans: set[str] = set()
         self._warned_folders: set[str] = set()
+        self._unreadables: dict[str, tuple] = {}  # path → the file's state when it could not be read
         self._thread: threading.Thread | None = None
         self.enqueued = 0
 
@@ -129,6 +130,8 @@ class InboxWatcher:
         except FileNotFoundError:
             return
         names = {e.name for e in entries}
+        for gone in [p for p in self._unreadables if Path(p).name not in names]:
+            self._readable(Path(gone))  # no longer waiting: it left the inbox
         active = self.journal.active_sources()
         for e in entries:
             if e.is_dir(follow_symlinks=False) and not is_junk(e.name, self.config().daemon.ignore):
@@ -192,6 +195,20 @@ class InboxWatcher:
         same = st.st_size == seen.size and st.st_mtime_ns == seen.mtime_ns
         return same, current
 
+    def _unreadable(self, path: Path, st: os.stat_result, exc: OSError) -> None:
+        """Said once (per state of the file), shown by ``status``, looked at again when it changes or at the
+        next rescan — never polled every second."""
+        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        if self._unreadables.get(str(path)) != key:
+            self._unreadables[str(path)] = key
+            log.warning("cannot read inbox file; it waits until it changes", path=str(path),
+                        error=exc.strerror or str(exc))
+            self.journal.note_waiting(path, f"unreadable: {exc.strerror or exc}")
+
+    def _readable(self, path: Path) -> None:
+        if self._unreadables.pop(str(path), None) is not None:
+            self.journal.clear_waiting(path)
+
     def _enqueue(self, path: Path) -> None:
         try:
             st = os.lstat(path)
@@ -205,11 +222,12 @@ class InboxWatcher:
                     self.touch(str(path))  # still being written after all
                     return
         except FileNotFoundError:
+            self._readable(path)
             return
         except OSError as exc:
-            log.warning("cannot read inbox file; will look again", path=str(path), error=str(exc))
-            self.touch(str(path))
+            self._unreadable(path, st, exc)
             return
+        self._readable(path)
         job = self.journal.enqueue(path, digest, st.st_size, st.st_mtime)
         if job is not None:
             self.enqueued += 1
