@@ -272,6 +272,7 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
                "finished": j.finished, "moved_to": j.source}
               for j in journal.jobs("failed", limit=failures, newest_first=True)]
     return {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "waiting": journal.waiting(),
+            "paused": journal.notes().get("paused"),
             "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
 
 
@@ -281,6 +282,8 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
         print(json.dumps(data, indent=2))
         return EXIT_OK
     c = data["counts"]
+    if data["paused"]:
+        print(f"paused: {data['paused']}")
     print("jobs: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     print(f"finished in the last hour: {data['finished_last_hour']}")
     for w in data["waiting"]:

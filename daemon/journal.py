@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(source, state);
+-- What the running daemon wants `polishd status` to show (e.g. "paused": "disk full at …").
+CREATE TABLE IF NOT EXISTS notes (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    since      REAL NOT NULL
+);
 -- Inbox files the watcher cannot take yet (unreadable), for `polishd status`; cleared when taken or gone.
 CREATE TABLE IF NOT EXISTS waiting (
     source     TEXT PRIMARY KEY,
@@ -294,6 +300,17 @@ class Journal:
             "SELECT * FROM jobs WHERE sha256=? AND state='done' AND id<? ORDER BY id LIMIT 1",
             (sha256, before_id)).fetchone()
         return Job(**dict(row)) if row else None
+
+    def set_note(self, key: str, value: str | None) -> None:
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM notes WHERE key=?", (key,))
+            else:
+                db.execute("INSERT INTO notes(key, value, since) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE"
+                           " SET value=excluded.value", (key, value, time.time()))
+
+    def notes(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self._conn().execute("SELECT key, value FROM notes")}
 
     def note_waiting(self, path: Path, reason: str) -> None:
         with self._tx() as db:

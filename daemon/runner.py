@@ -58,6 +58,7 @@ class JobStatus(StrEnum):
     DUPLICATE = "duplicate"
     RETRY = "retry"        # the attempt failed; the job is queued again
     WAITING = "waiting"    # the file was still being written: queued again, no attempt counted
+    DISK_FULL = "disk full"  # no space to write: queued again, no attempt counted; the daemon pauses
     STOPPED = "stopped"    # put back in the queue for a shutdown
 
 
@@ -320,6 +321,9 @@ class Runner:
 
     def _fail(self, job: Job, cfg: Config, stage: str, exc: BaseException, consume: bool,
               manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
+        full = disk_full(exc)
+        if full is not None:
+            return self._no_space(job, full, manifest, folder)
         permanent = isinstance(exc, InputError)
         kind = "InputError" if permanent else type(exc).__name__  # one name for every fault of the input itself
         message = f"{kind}: {exc}"
@@ -360,7 +364,38 @@ class Runner:
         return Outcome(job.id, job.name, JobStatus.FAILED, folder.path if folder else None, error)
 
 
+    def _no_space(self, job: Job, where: str, manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
+        """Not the image's fault: back in the queue with no attempt counted, and no archive folder left
+        behind that holds nothing finished (the original is still where the user put it)."""
+        archive = folder.path if folder is not None else (Path(a) if (a := self.journal.get(job.id).archive)
+                                                           else None)
+        finished = manifest is not None and any(s.get("status") == StageStatus.DONE for s in manifest.stages)
+        if archive is not None and archive.is_dir() and not finished:
+            shutil.rmtree(archive, ignore_errors=True)
+            self.journal.set_archive(job.id, None)
+            archive = None
+        self.journal.requeue(job.id, error=f"disk full at {where}", stage="runner", count_attempt=False)
+        log.warning("no space left; the job goes back to the queue", where=where)
+        return Outcome(job.id, job.name, JobStatus.DISK_FULL, archive, error=f"disk full at {where}")
+
+
 # ---------------------------------------------------------------------- helpers
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """Where the disk (or the quota) is full, if that is what ``exc`` or its causes are; else None."""
+    import errno
+    import sqlite3
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return str(exc.filename) if exc.filename else "the archive or state folder"
+        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+            return "the journal (in [paths].state)"
+        exc = getattr(exc, "exc", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from daemon import config as config_mod
 from daemon.config import Config, ConfigError
 from daemon.journal import Journal
 from daemon.notify import Notifier, watchdog_interval
-from daemon.runner import Runner
+from daemon.runner import JobStatus, Outcome, Runner
 from daemon.signals import Signals
 from daemon.watcher import InboxWatcher, start_observer
 from stages.base import Stage
@@ -31,10 +32,40 @@ log = structlog.get_logger("polishd.daemon")
 
 HEARTBEAT_EVERY = 10.0
 STATUS_EVERY = 5.0
+PAUSE_FIRST, PAUSE_LONGEST = 2.0, 60.0  # seconds before the next try after a full disk, doubling
 
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+class Pause:
+    """Intake paused because a disk is full: workers take no job until the backoff has passed, then try one.
+    A job that gets through (space is back) ends the pause."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.where: str | None = None
+        self._delay = 0.0
+        self._until = 0.0
+
+    def hit(self, where: str) -> tuple[bool, float]:
+        """(whether this starts a pause, seconds until the next try)."""
+        with self._lock:
+            first = self.where is None
+            self.where = where
+            self._delay = PAUSE_FIRST if first else min(PAUSE_LONGEST, self._delay * 2)
+            self._until = time.monotonic() + self._delay
+            return first, self._delay
+
+    def clear(self) -> bool:
+        with self._lock:
+            was, self.where, self._delay = self.where is not None, None, 0.0
+            return was
+
+    def remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._until - time.monotonic()) if self.where else 0.0
 
 
 def journal_path(cfg: Config) -> Path:
@@ -88,6 +119,7 @@ class Daemon:
         self.work = threading.Event()  # wakes idle workers
         self.progress: dict[str, float] = {}
         self._signals_logged = 0
+        self.pause = Pause()
 
     # The runner and watcher read the config through this, so a reload applies to the next job.
     def current(self) -> Config:
@@ -99,6 +131,7 @@ class Daemon:
             p.mkdir(parents=True, exist_ok=True)
         lock = acquire_lock(cfg.paths.state)
         self.journal = Journal(journal_path(cfg))
+        self._note("paused", None)  # an earlier run's pause is not this one's
         requeued, abandoned = self.journal.recover()
         if requeued or abandoned:
             log.warning("recovered jobs left running by an earlier process",
@@ -141,6 +174,7 @@ class Daemon:
             for stage in self.stages:
                 stage.close()
             self._log_signals()
+            self._note("paused", None)
             log.info("stopped")
             lock.close()
         return 0
@@ -189,19 +223,43 @@ class Daemon:
     def _worker(self) -> None:
         while not self.signals.stop.is_set():
             self._beat()
+            if (wait := self.pause.remaining()) > 0:
+                self.signals.stop.wait(min(wait, 1.0))
+                continue
             job = self.journal.claim()
             if job is None:
                 self.work.wait(0.5)
                 self.work.clear()
                 continue
             try:
-                self.runner.run_job(job)
+                outcome = self.runner.run_job(job)
             except Exception as exc:  # a bug, not bad input: the job goes back, the worker lives on
                 log.exception("worker error; job put back in the queue", job=job.id)
                 self.journal.requeue(job.id, error=f"{type(exc).__name__}: {exc}", stage="runner")
-                self.signals.stop.wait(5.0)  # whatever broke (a full disk?) gets a moment before the next try
+                self.signals.stop.wait(5.0)  # whatever broke gets a moment before the next try
+            else:
+                self._after(outcome)
             self.notifier.status(self._status())
         self.journal.close()
+
+    def _after(self, outcome: Outcome) -> None:
+        """A full disk pauses intake (said once); the next job that gets through ends the pause."""
+        if outcome.status == JobStatus.DISK_FULL:
+            first, delay = self.pause.hit(outcome.error or "disk full")
+            if first:
+                log.warning("disk full: intake paused; trying again with a backoff", where=outcome.error,
+                            next_try_s=delay)
+                self._note("paused", outcome.error)
+            return
+        if outcome.status in (JobStatus.DONE, JobStatus.DUPLICATE, JobStatus.FAILED) and self.pause.clear():
+            log.info("space is back: intake resumed")
+            self._note("paused", None)
+
+    def _note(self, key: str, value: str | None) -> None:
+        try:
+            self.journal.set_note(key, value)
+        except sqlite3.Error as exc:  # the journal's disk may be the full one: the log has said it already
+            log.debug("could not note the pause in the journal", error=str(exc))
 
     def _reload(self) -> None:
         self.notifier.reloading()
@@ -222,5 +280,6 @@ class Daemon:
 
     def _status(self) -> str:
         c = self.journal.counts()
-        return (f"queued {c['queued']}, running {c['running']}, done {c['done']}, failed {c['failed']}, "
+        paused = f"paused: {self.pause.where}; " if self.pause.where else ""
+        return (f"{paused}queued {c['queued']}, running {c['running']}, done {c['done']}, failed {c['failed']}, "
                 f"duplicates {c['duplicate']}")

@@ -380,3 +380,46 @@ def test_retry_while_the_daemon_runs_makes_one_job_and_no_phantom_failure(daemon
     jobs = [(x.id, x.state, x.last_error) for x in j.jobs()]
     assert j.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 0, "duplicate": 0}, jobs
     assert len(j.jobs()) == 1 and list(inbox.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs for [paths].archive (needs root), filled to within 200 KiB of full."""
+    if os.geteuid() != 0:
+        pytest.skip("a tmpfs needs root; tests/test_runner.py injects ENOSPC instead")
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    filler = disk / "filler.bin"
+    filler.write_bytes(b"\0" * (4 * 1024 * 1024 - 200 * 1024))
+    yield disk, filler
+    subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_full_disk_pauses_intake_then_work_resumes_when_space_returns(daemon, tmp_path, small_disk):
+    disk, filler = small_disk
+    config = tmp_path / "pipeline.toml"
+    config.write_text(config.read_text().replace('archive = "archive"', f'archive = "{disk / "archive"}"'))
+    (disk / "archive").mkdir()
+    data = (DATA / "astronaut.png").read_bytes()  # 500 KB: more than the disk has left
+    d = daemon().start()
+    (tmp_path / "inbox" / "big.png").write_bytes(data)
+    j = d.journal()
+    wait_until(lambda: "paused" in j.notes(), what="paused")
+    assert j.notes()["paused"].startswith("disk full at " + str(disk / "archive"))
+    status = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "status"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert status.stdout.startswith("paused: disk full at ")
+    time.sleep(3)  # a try or two more, each with a longer wait
+    (job,) = j.jobs()
+    assert job.state in ("queued", "running") and job.attempts <= 1  # full-disk tries are not attempts
+    assert list((disk / "archive").iterdir()) == [] and list((tmp_path / "failed").iterdir()) == []
+    assert (tmp_path / "inbox" / "big.png").read_bytes() == data
+    filler.unlink()  # space returns
+    wait_until(lambda: j.counts()["done"] == 1, what="done after space returned", timeout=30)
+    assert "paused" not in j.notes()
+    assert d.stop() == 0
+    events = d.events()
+    assert events.count("disk full: intake paused; trying again with a backoff") == 1
+    assert "space is back: intake resumed" in events

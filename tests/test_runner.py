@@ -253,15 +253,39 @@ def test_an_error_outside_the_stages_is_retried_then_failed(workdir, journal, mo
     _enqueue(journal, _drop(cfg, "disk.png", data))
     runner = Runner(journal, lambda: cfg, [CopyStage()])
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def broken_disk(*args, **kwargs):
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("daemon.archive.ArchiveFolder.write_bytes", full_disk)  # the archive's disk is full
+    monkeypatch.setattr("daemon.archive.ArchiveFolder.write_bytes", broken_disk)  # the archive's disk fails
     statuses = [_run_next(journal, runner).status for _ in range(cfg.daemon.max_attempts)]
     monkeypatch.undo()
     assert statuses == ["retry", "retry", "failed"]
     assert (cfg.paths.failed / "disk.png").read_bytes() == data
-    assert journal.get(1).error_stage == "runner" and "No space left" in journal.get(1).last_error
+    assert journal.get(1).error_stage == "runner" and "Input/output error" in journal.get(1).last_error
+
+
+def test_a_full_disk_requeues_the_job_without_an_attempt_and_leaves_no_folder(workdir, journal, monkeypatch):
+    root, cfg = workdir
+    data = png_bytes(seed=78)
+    src = _drop(cfg, "full.png", data)
+    _enqueue(journal, src)
+    from stages.files import atomic_write as real
+
+    def full(path, blob):
+        if "archive" in str(path):
+            raise OSError(28, "No space left on device")  # as write() says it: no file name
+        return real(path, blob)
+
+    monkeypatch.setattr("daemon.archive.atomic_write", full)
+    monkeypatch.setattr("stages.files.atomic_write", full)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "disk full" and "disk full at" in out.error
+    job = journal.get(out.job_id)
+    assert job.state == "queued" and job.attempts == 0 and job.archive is None
+    assert [p for p in cfg.paths.archive.iterdir()] == []  # no empty or partial folder
+    assert src.read_bytes() == data and list(cfg.paths.failed.iterdir()) == []
+    monkeypatch.undo()  # space is back
+    assert _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()])).status == "done"
 
 
 def test_a_name_too_long_for_failed_cannot_wedge_the_queue(workdir, journal):
