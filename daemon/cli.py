@@ -181,9 +181,11 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
     journal = Journal(journal_path(cfg))
     runner = Runner(journal, lambda: cfg, stages)
     bar = None
-    if progress and sys.stderr.isatty():
+    if progress and sys.stderr.isatty():  # on a terminal only: nothing when stderr is a file or journald
         from tqdm import tqdm
-        bar = tqdm(total=len(files), unit="image", file=sys.stderr)
+        bar = tqdm(total=len(files), unit="image", file=sys.stderr, dynamic_ncols=True)
+        runner.progress = _show_stage(bar)
+        logs.print_to(logs.AboveTheBar(bar, sys.stderr))
     outcomes = []
     t0 = time.monotonic()
     beating = _Heartbeat(journal, runner)
@@ -198,10 +200,11 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
         outcomes.append(outcome)
         if bar:
             bar.update(1)
-            bar.set_postfix_str(f"{path.name}: {outcome.status}")
+            bar.set_postfix_str(f"{path.name}: {outcome.status}", refresh=True)
     beating.stop()
     if bar:
         bar.close()
+        logs.print_to(sys.stderr)
     for stage in stages:
         stage.close()
     for o in outcomes:
@@ -213,6 +216,20 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
           f"{counts[JobStatus.DUPLICATE]} duplicates, {counts[JobStatus.FAILED]} failed"
           + (f", {other} not finished" if other else "") + f"; archive: {cfg.paths.archive}")
     return EXIT_FAILED if unfinished else EXIT_OK
+
+
+def _show_stage(bar):
+    """The progress bar's tail: the image, the stage that is running and how far it is."""
+    state = {"stage": "", "at": 0.0}
+
+    def show(stage: str, done: int, total: int, unit: str) -> None:
+        now = time.monotonic()
+        if stage == state["stage"] and total and done < total and now - state["at"] < 0.2:
+            return  # at most five updates a second
+        state.update(stage=stage, at=now)
+        name = structlog.contextvars.get_contextvars().get("image", "")
+        bar.set_postfix_str(f"{name} · {stage}" + (f" {done}/{total} {unit}" if total else ""), refresh=True)
+    return show
 
 
 def _start(journal: Journal, path: Path, digest: str, st: os.stat_result):

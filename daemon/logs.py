@@ -63,6 +63,31 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     logging.captureWarnings(True)
 
 
+class AboveTheBar:
+    """A stream for structlog while a tqdm bar is drawn: each whole line is printed above the bar."""
+
+    def __init__(self, bar, stream: TextIO):
+        self.bar, self.stream, self._pending = bar, stream, ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self.bar.write(line, file=self.stream)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+def print_to(stream: TextIO) -> None:
+    """Points structlog's output at ``stream``, keeping everything else of ``configure``."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream))
+
+
 def get(name: str = "polishd") -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
 

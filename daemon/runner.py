@@ -88,6 +88,8 @@ class Runner:
         self.stop = stop or threading.Event()
         self.active: set[int] = set()
         self.beat: Callable[[], None] = lambda: None
+        # (stage, done, total, unit) as a stage starts (0, 0, "") and at its safe points: for a progress bar.
+        self.progress: Callable[[str, int, int, str], None] = lambda stage, done, total, unit: None
         # Models are shared between worker threads: one job at a time inside a stage,
         # while other workers may be in other stages.
         self._locks = {stage.name: threading.Lock() for stage in stages}
@@ -253,8 +255,10 @@ class Runner:
                 products = products.merged(Products.from_json(previous.get("products", {})))
                 log.info("stage kept from an earlier attempt", outputs=previous["outputs"])
                 continue
+            self.progress(stage.name, 0, 0, "")
             ctx = JobContext(id=job.folder.path.name, folder=job.folder, sha256=job.sha256, products=inputs,
-                             models=models, icc=job.icc, stop=self.stop, beat=self.beat)
+                             models=models, icc=job.icc, stop=self.stop, beat=self.beat,
+                             report=lambda done, total, unit, name=stage.name: self.progress(name, done, total, unit))
             outcome, seconds = self._attempt(stage, ctx, params)
             if isinstance(outcome, Skipped):
                 log.debug("stage skipped", reason=outcome.reason)

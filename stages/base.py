@@ -102,10 +102,14 @@ class JobContext:
     icc: bytes | None = None   # the source's colour profile, attached to every picture written
     stop: threading.Event = field(default_factory=threading.Event)
     beat: Callable[[], None] = lambda: None  # "still making progress", for systemd's watchdog
+    report: Callable[[int, int, str], None] = lambda done, total, unit: None  # for a progress bar
 
-    def check_stop(self) -> None:
-        """A safe point: long stages call this between tiles, steps and regions."""
+    def check_stop(self, done: int | None = None, total: int | None = None, unit: str = "") -> None:
+        """A safe point: long stages call this between tiles, steps and regions, saying how far they are
+        (``done`` of ``total`` ``unit``) where they know."""
         self.beat()
+        if total:
+            self.report(done or 0, total, unit)
         if self.stop.is_set():
             raise StopRequested()
 

@@ -46,15 +46,16 @@ class ContactSheetStage(Stage):
         height, pad = params.height, max(4, params.height // 48)
         font = ImageFont.load_default(size=max(12, height // 20))
         tiles = []
-        for picture, label in panels(ctx.products):
-            ctx.check_stop()
+        shown = panels(ctx.products)
+        for n, (picture, label) in enumerate(shown):
+            ctx.check_stop(n, len(shown), "panels")
             with Image.open(ctx.path(picture.name)) as im:
                 size = im.size
                 im.draft("RGB", (height * 4, height))  # a JPEG decodes at a reduced size where it can
-                shown = flatten(view(im).image()) if im.mode in ("RGBA", "LA", "PA", "P", *SIXTEEN) \
+                panel = flatten(view(im).image()) if im.mode in ("RGBA", "LA", "PA", "P", *SIXTEEN) \
                     else im.convert("RGB")
-            shown.thumbnail((height * 4, height), Image.Resampling.LANCZOS)
-            tiles.append((shown, f"{label}  {size[0]}x{size[1]}"))  # the default font has no "×"
+            panel.thumbnail((height * 4, height), Image.Resampling.LANCZOS)
+            tiles.append((panel, f"{label}  {size[0]}x{size[1]}"))  # the default font has no "×"
         label_h = font.size + 2 * pad
         width = sum(t.width for t, _ in tiles) + pad * (len(tiles) + 1)
         sheet = Image.new("RGB", (width, height + label_h + 2 * pad), (28, 28, 28))

@@ -266,7 +266,7 @@ class InpaintStage(Stage):
         outputs, records = [], []
         masks: dict[str, np.ndarray] = {}
         for n, region in enumerate(regions):
-            ctx.check_stop()
+            ctx.check_stop(n, len(regions), "regions")
             ks = settings_for(params, region.kind)
             record = {"kind": region.kind, "index": region.index, "box": list(region.box)}
             if region.kind != "remove" and e is None:
@@ -285,7 +285,9 @@ class InpaintStage(Stage):
             if e is not None and (region.kind != "remove" or params.remove.refine):
                 prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
                 rgb, crop = repaint(e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative,
-                                    ks.steps, ks.guidance, ks.strength, seed + n, ctx.check_stop,
+                                    ks.steps, ks.guidance, ks.strength, seed + n,
+                                    lambda done, total, r=region: ctx.check_stop(done, total,
+                                                                                 f"steps of {r.kind} {r.index}"),
                                     params.colour_match)
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), crop)
                 record.update(seed=seed + n, prompt=prompt, negative_prompt=negative, prompt_source=source,

@@ -171,7 +171,7 @@ class OutpaintStage(Stage):
             label = p.target.label
             canvas, steps_done = rgb, []
             for i, step in enumerate(p.steps):
-                ctx.check_stop()
+                ctx.check_stop(i, len(p.steps), f"steps of {label}")
                 key = p.steps[:i + 1]
                 if key in shared:
                     canvas, file = shared[key]
@@ -237,7 +237,8 @@ class OutpaintStage(Stage):
     def _inpaint(self, image: np.ndarray, mask: np.ndarray, box, engine, prompt, negative, strength,
                  params: OutpaintParams, seed: int, ctx: JobContext) -> np.ndarray:
         return repaint(engine, image, mask, box, 0, params.resolution, prompt, negative, params.steps,
-                       params.guidance, strength, seed, ctx.check_stop)[0]
+                       params.guidance, strength, seed,
+                       lambda done, total: ctx.check_stop(done, total, "denoising steps"))[0]
 
 
 def finish(canvas: np.ndarray, view: View, p: Plan) -> tuple[Image.Image, tuple[int, int, int, int]]:

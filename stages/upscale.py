@@ -184,7 +184,8 @@ class UpscaleStage(Stage):
         for what, source, output in self._targets(ctx, params):
             with Image.open(ctx.path(source.name)) as im:
                 im.load()
-                result, tile = self.upscale_image(im, params, tile, ctx.check_stop)
+                result, tile = self.upscale_image(
+                    im, params, tile, lambda done, total, name=output: ctx.check_stop(done, total, f"tiles of {name}"))
             outputs.append(ctx.save_picture(output, result))
             made.append(Upscaled(what, Picture(output, "upscaled" if what == "master" else f"upscaled {what}")))
             sizes[output] = {"from": list(im.size), "to": list(result.size)}
@@ -199,7 +200,7 @@ class UpscaleStage(Stage):
             products=Products(upscaled=tuple(made)))
 
     def upscale_image(self, im: Image.Image, params: UpscaleParams, tile: int,
-                      check_stop=lambda: None) -> tuple[Image.Image, int]:
+                      check_stop=lambda done, total: None) -> tuple[Image.Image, int]:
         """Any mode in, the same kind of mode out, at the exact target size.  Returns the tile size used.
 
         Colours under fully transparent pixels are filled from visible neighbours first, so that the

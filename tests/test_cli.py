@@ -129,3 +129,51 @@ def test_process_beside_a_daemon_on_the_same_bytes_keeps_one_archive(tmp_path, w
     assert result["code"] == 0
     assert len([p for p in cfg.paths.archive.iterdir() if p.is_dir()]) == 1
     assert [j.state for j in journal.jobs()] == ["done", "duplicate"]
+
+
+def _on_a_terminal(args: list[str]) -> str:
+    """What a person sees: the command run with its stderr on a pseudo-terminal of 140 columns."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave, env={**os.environ, "PYTHONPATH": str(REPO)})
+    os.close(slave)
+    out = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    assert proc.wait(120) == 0
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_process_shows_the_running_stage_and_its_tiles_on_a_terminal_and_nothing_elsewhere(tmp_path):
+    config = write_config(tmp_path, '[automask]\nenabled = false\n[outpaint]\nenabled = false\n'
+                                    '[upscale]\nmodel = "animevideov3"\nscale = 2\ntile = 64\nbackend = "torch"\n')
+    src = tmp_path / "astronaut.png"
+    from PIL import Image
+
+    Image.open(DATA / "astronaut.png").crop((128, 0, 384, 256)).save(src)  # 256²: 16 tiles of 64
+    seen = _on_a_terminal(["--config", str(config), "--log-level", "warning", "process", str(src)])
+    assert "/16 tiles of 40-upscale.png" in seen, seen[-2000:]
+    assert "astronaut-" in seen and "· contact" in seen and "astronaut.png: done" in seen
+    assert "INFO:" not in seen and "W0000" not in seen  # no native lines on the screen
+    plain = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "--log-level", "warning",
+                            "process", str(src)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert plain.returncode == 0 and "\r" not in plain.stderr and "image/s" not in plain.stderr

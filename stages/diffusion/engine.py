@@ -92,7 +92,8 @@ class Engine:
 
     def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative: str, steps: int,
                 guidance: float, strength: float, seed: int, callback=None) -> Image.Image:
-        """One crop in, the same size out.  ``image``/``mask`` must already be at the working size."""
+        """One crop in, the same size out.  ``image``/``mask`` must already be at the working size.
+        ``callback(done, total)`` is called after each denoising step."""
         self.last_used = time.monotonic()
         # img2img runs int(steps × strength) steps: never let that round down to none.
         steps = max(steps, math.ceil(1 / strength)) if strength > 0 else steps
@@ -103,7 +104,8 @@ class Engine:
         if self.kind != "FluxFillPipeline":
             args["negative_prompt"] = negative or None
         if callback is not None:
-            args["callback_on_step_end"] = lambda pipe, step, t, kw: (callback(), kw)[1]
+            args["callback_on_step_end"] = lambda pipe, step, t, kw: (
+                callback(step + 1, getattr(pipe, "num_timesteps", 0) or steps), kw)[1]
         with torch.inference_mode():
             result = self.pipe(**args).images[0]
         self.last_used = time.monotonic()

@@ -63,11 +63,12 @@ def ramp(span: Span, first: bool, last: bool, overlap: int, scale: int) -> np.nd
 
 
 def upscale(run: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, scale: int, tile: int, overlap: int,
-            check_stop: Callable[[], None] = lambda: None, context: int | None = None,
+            check_stop: Callable[[int, int], None] = lambda done, total: None, context: int | None = None,
             depth: int = 8) -> np.ndarray:
     """``image``: H×W×C float32 in [0, 1] (C = 3).  Returns H·s × W·s × C uint8 (uint16 for depth 16).
 
     ``run`` maps a 1×C×h×w float tensor to 1×C×h·s×w·s (device and dtype are its business).
+    ``check_stop(done, total)`` is called before each tile.
     """
     h, w, c = image.shape
     tile = max(1, tile)
@@ -85,7 +86,7 @@ def upscale(run: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, scal
             band[offset:offset + carry.shape[0]] += carry
         row_w = ramp(row, ri == 0, ri == len(rows) - 1, overlap, scale)[:, None, None]
         for ci, col in enumerate(cols):
-            check_stop()
+            check_stop(ri * len(cols) + ci, len(rows) * len(cols))  # a safe point, and how far it is
             patch = image[row.input_start:row.input_end, col.input_start:col.input_end]
             x = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None]
             y = run(x)[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
