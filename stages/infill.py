@@ -14,23 +14,32 @@ from PIL import Image, ImageFilter
 
 def _edge_stretch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Every unknown pixel takes the value of the nearest known pixel along its row, then its column."""
-    ys, xs = np.nonzero(known)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    y0, y1, x0, x1 = _known_box(known)
     inner = canvas[y0:y1, x0:x1]
     h, w = canvas.shape[:2]
     return np.pad(inner, ((y0, h - y1), (x0, w - x1), (0, 0)), mode="edge")
 
 
 def _known_box(known: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(known)
-    return ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ys, xs = np.flatnonzero(known.any(axis=1)), np.flatnonzero(known.any(axis=0))
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
 
 
-def distance_outside(known: np.ndarray) -> np.ndarray:
-    """Chebyshev distance (px) of each pixel from the known rectangle; 0 inside."""
+class _AsFloat:
+    """``image[index]`` as float32, converting only what is indexed."""
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.image[index].astype(np.float32)
+
+
+def distance_outside(known: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """Chebyshev distance (px) of each pixel (of ``rows``) from the known rectangle; 0 inside."""
     y0, y1, x0, x1 = _known_box(known)
     h, w = known.shape
-    yy = np.arange(h)[:, None]
+    yy = np.arange(h)[rows][:, None]
     xx = np.arange(w)[None, :]
     dy = np.maximum(np.maximum(y0 - yy, yy - (y1 - 1)), 0)
     dx = np.maximum(np.maximum(x0 - xx, xx - (x1 - 1)), 0)
@@ -61,25 +70,37 @@ def fill_reflect(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
     return out
 
 
+BAND_ROWS = 256  # rows blended at a time: memory stays a few bands, whatever the canvas size
+
+
 def fill_blur(canvas: np.ndarray, known: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Edge stretch, blurred more the farther from the picture, plus a little noise (Fooocus's starting canvas)."""
+    """Edge stretch, blurred more the farther from the picture, plus a little noise (Fooocus's starting canvas).
+
+    Blended in bands of rows from 8-bit levels, so a 64-megapixel canvas needs a few hundred MB, not ten
+    GB; the result is the same as blending the whole canvas at once (the noise is drawn in the same order).
+    """
     stretched = _edge_stretch(canvas, known)
-    dist = distance_outside(known)
-    far = max(1.0, float(dist.max()))
-    levels = [stretched.astype(np.float32)]
-    for radius in (4, 12, 32):
-        levels.append(np.asarray(Image.fromarray(stretched).filter(ImageFilter.GaussianBlur(radius)),
-                                 dtype=np.float32))
-    t = np.clip(dist / far, 0, 1) * (len(levels) - 1)  # 0 at the edge → the most blurred level far out
-    lo = np.floor(t).astype(int)
-    hi = np.minimum(lo + 1, len(levels) - 1)
-    frac = (t - lo)[..., None]
-    stack = np.stack(levels)
-    rows, cols = np.indices(dist.shape)
-    blended = stack[lo, rows, cols] * (1 - frac) + stack[hi, rows, cols] * frac
-    noise = np.random.default_rng(seed).normal(0, 6.0, canvas.shape).astype(np.float32)
-    blended += noise * np.clip(dist / 32.0, 0, 1)[..., None]
-    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    base = Image.fromarray(stretched)
+    blurred = [base.filter(ImageFilter.GaussianBlur(radius)) for radius in (4, 12, 32)]  # kept as 8-bit images
+    del base
+    far = max(1.0, float(distance_outside(known).max()))
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(canvas)
+    for start in range(0, canvas.shape[0], BAND_ROWS):
+        rows = slice(start, min(start + BAND_ROWS, canvas.shape[0]))
+        dist = distance_outside(known, rows)
+        t = np.clip(dist / far, 0, 1) * len(blurred)  # 0 at the edge → the most blurred level far out
+        lo = np.floor(t).astype(np.intp)
+        hi = np.minimum(lo + 1, len(blurred))
+        frac = (t - lo)[..., None]
+        band = np.stack([stretched[rows], *(np.asarray(b.crop((0, rows.start, b.width, rows.stop)))
+                                            for b in blurred)]).astype(np.float32)
+        low = np.take_along_axis(band, lo[None, ..., None], axis=0)[0]
+        high = np.take_along_axis(band, hi[None, ..., None], axis=0)[0]
+        blended = low * (1 - frac) + high * frac
+        noise = rng.normal(0, 6.0, blended.shape).astype(np.float32)
+        blended += noise * np.clip(dist / 32.0, 0, 1)[..., None]
+        out[rows] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     out[known] = canvas[known]
     return out
 
@@ -112,7 +133,7 @@ def seam_score(image: np.ndarray, known: np.ndarray, width: int = 4) -> float:
     """How visible the joins are: the mean colour jump across the picture's edges, relative to the mean
     jump between neighbouring pixels just inside the picture.  ~1 = no visible seam; higher = a seam shows."""
     y0, y1, x0, x1 = _known_box(known)
-    img = image.astype(np.float32)
+    img = _AsFloat(image)  # converts only the rows and columns looked at, not the whole picture
     jumps, inside = [], []
     h, w = known.shape
     if x0 > 0:

@@ -164,7 +164,7 @@ class OutpaintStage(Stage):
         negative = ", ".join(p for p in (params.negative_prompt, found.negative if found else "") if p)
         engine = self._engine(ctx, params)
         rgb = view.rgb
-        shared: dict[tuple, tuple[np.ndarray, str]] = {}  # step prefix → (canvas, file)
+        shared: dict[tuple, str] = {}  # step prefix → its file (read back when a later variant shares it)
         outputs, variants, plans = [], [], []
         for spec in params.variants:
             p = plan(master.size, spec, params.max_step)
@@ -173,16 +173,19 @@ class OutpaintStage(Stage):
             for i, step in enumerate(p.steps):
                 ctx.check_stop(i, len(p.steps), f"steps of {label}")
                 key = p.steps[:i + 1]
+                record = {"size": list(step.size), "offset": list(step.offset)}
                 if key in shared:
-                    canvas, file = shared[key]
-                    steps_done.append({"size": list(step.size), "offset": list(step.offset), "file": file,
-                                       "shared": True})
+                    canvas = np.asarray(Image.open(ctx.path(shared[key])).convert("RGB"))
+                    steps_done.append({**record, "file": shared[key], "shared": True})
                     continue
                 canvas = self._step(canvas, step, params, engine, prompt, negative, seed + i, ctx)
-                file = ctx.save_picture(f"{self.prefix}-outpaint-{label}-step{i + 1}.png", Image.fromarray(canvas))
-                outputs.append(file)
-                shared[key] = (canvas, file)
-                steps_done.append({"size": list(step.size), "offset": list(step.offset), "file": file})
+                if i == len(p.steps) - 1 and not (p.target.exact and tuple(step.size) != p.target.exact):
+                    file = f"{self.prefix}-outpaint-{label}.png"  # the last step is the variant: one file, not two
+                else:
+                    file = ctx.save_picture(f"{self.prefix}-outpaint-{label}-step{i + 1}.png", Image.fromarray(canvas))
+                    outputs.append(file)
+                shared[key] = file
+                steps_done.append({**record, "file": file})
             final, frame = finish(canvas, view, p)
             name = ctx.save_picture(f"{self.prefix}-outpaint-{label}.png", final)
             compare = ctx.save_picture(f"{self.prefix}-outpaint-{label}-compare.png",
