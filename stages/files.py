@@ -9,11 +9,10 @@ through here; only the runner writes ``manifest.json`` (``daemon/archive.py``).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -34,12 +33,23 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
+    _atomic(Path(path), lambda f: f.write(data))
+
+
+def atomic_save_image(path: Path, image: Image.Image, **save_args: Any) -> None:
+    """Encodes straight into the temporary file: a big picture is not held twice more as encoded bytes."""
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[Path(path).suffix.lower()]
+    if fmt == "PNG":
+        save_args.setdefault("compress_level", 4)
+    _atomic(Path(path), lambda f: image.save(f, format=fmt, **save_args))
+
+
+def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,15 +62,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-
-
-def atomic_save_image(path: Path, image: Image.Image, **save_args: Any) -> None:
-    buf = io.BytesIO()
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[Path(path).suffix.lower()]
-    if fmt == "PNG":
-        save_args.setdefault("compress_level", 4)
-    image.save(buf, format=fmt, **save_args)
-    atomic_write(path, buf.getvalue())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -12,14 +12,6 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 
-def _edge_stretch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Every unknown pixel takes the value of the nearest known pixel along its row, then its column."""
-    y0, y1, x0, x1 = _known_box(known)
-    inner = canvas[y0:y1, x0:x1]
-    h, w = canvas.shape[:2]
-    return np.pad(inner, ((y0, h - y1), (x0, w - x1), (0, 0)), mode="edge")
-
-
 def _known_box(known: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.flatnonzero(known.any(axis=1)), np.flatnonzero(known.any(axis=0))
     return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
@@ -53,7 +45,7 @@ def fill_color(canvas: np.ndarray, known: np.ndarray, band: int = 16) -> np.ndar
     ring = np.ones(inner.shape[:2], bool)
     ring[band:-band, band:-band] = False
     out = canvas.copy()
-    out[~known] = np.rint(inner[ring].mean(axis=0)).astype(np.uint8)
+    np.copyto(out, np.rint(inner[ring].mean(axis=0)).astype(np.uint8), where=~known[..., None])
     return out
 
 
@@ -66,42 +58,61 @@ def fill_reflect(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
         out = np.pad(inner, pads, mode="symmetric")  # wider than the picture: numpy repeats the mirror
     else:
         out = np.pad(inner, pads, mode="reflect")
-    out[known] = canvas[known]
+    np.copyto(out, canvas, where=known[..., None])
     return out
 
 
-BAND_ROWS = 256  # rows blended at a time: memory stays a few bands, whatever the canvas size
+BAND_ROWS = 512  # rows blended at a time: memory stays a few bands, whatever the canvas size
+RADII = (4, 12, 32)  # the blur levels, nearest the picture first
+
+
+def _stretched_rows(canvas: np.ndarray, box: tuple[int, int, int, int], start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of the edge-stretched canvas — every unknown pixel takes the value of the nearest
+    known pixel along its row, then its column — made without the rest of it."""
+    y0, y1, x0, x1 = box
+    rows = np.clip(np.arange(start, stop), y0, y1 - 1)
+    return np.pad(canvas[rows, x0:x1], ((0, 0), (x0, canvas.shape[1] - x1), (0, 0)), mode="edge")
+
+
+def _blurred_rows(canvas: np.ndarray, box: tuple, start: int, stop: int, radius: int) -> np.ndarray:
+    """Rows ``start:stop`` of the stretched canvas blurred by ``radius``: blurred with a margin of rows wider
+    than the blur reaches, so they are the same as rows of the whole canvas blurred at once."""
+    margin = 4 * radius + 8
+    lo, hi = max(0, start - margin), min(canvas.shape[0], stop + margin)
+    blurred = Image.fromarray(_stretched_rows(canvas, box, lo, hi)).filter(ImageFilter.GaussianBlur(radius))
+    return np.asarray(blurred)[start - lo:stop - lo]
 
 
 def fill_blur(canvas: np.ndarray, known: np.ndarray, seed: int = 0) -> np.ndarray:
     """Edge stretch, blurred more the farther from the picture, plus a little noise (Fooocus's starting canvas).
 
-    Blended in bands of rows from 8-bit levels, so a 64-megapixel canvas needs a few hundred MB, not ten
-    GB; the result is the same as blending the whole canvas at once (the noise is drawn in the same order).
+    Made in bands of rows, blur included, so a 64-megapixel canvas needs a few hundred MB beyond itself;
+    the result is the same as for the whole canvas at once (blur margins, and noise drawn in the same order).
     """
-    stretched = _edge_stretch(canvas, known)
-    base = Image.fromarray(stretched)
-    blurred = [base.filter(ImageFilter.GaussianBlur(radius)) for radius in (4, 12, 32)]  # kept as 8-bit images
-    del base
-    far = max(1.0, float(distance_outside(known).max()))
+    box = _known_box(known)
+    y0, y1, x0, x1 = box
+    h, w = known.shape
+    far = float(max(1, y0, h - y1, x0, w - x1))  # the largest distance from the picture: its widest margin
     rng = np.random.default_rng(seed)
     out = np.empty_like(canvas)
     for start in range(0, canvas.shape[0], BAND_ROWS):
-        rows = slice(start, min(start + BAND_ROWS, canvas.shape[0]))
+        stop = min(start + BAND_ROWS, canvas.shape[0])
+        rows = slice(start, stop)
         dist = distance_outside(known, rows)
-        t = np.clip(dist / far, 0, 1) * len(blurred)  # 0 at the edge → the most blurred level far out
+        t = np.clip(dist / far, 0, 1) * len(RADII)  # 0 at the edge → the most blurred level far out
         lo = np.floor(t).astype(np.intp)
-        hi = np.minimum(lo + 1, len(blurred))
+        hi = np.minimum(lo + 1, len(RADII))
         frac = (t - lo)[..., None]
-        band = np.stack([stretched[rows], *(np.asarray(b.crop((0, rows.start, b.width, rows.stop)))
-                                            for b in blurred)]).astype(np.float32)
-        low = np.take_along_axis(band, lo[None, ..., None], axis=0)[0]
-        high = np.take_along_axis(band, hi[None, ..., None], axis=0)[0]
+        levels = [_stretched_rows(canvas, box, start, stop),
+                  *(_blurred_rows(canvas, box, start, stop, r) for r in RADII)]  # 8-bit: a quarter of float32
+        low = np.choose(lo[..., None], levels).astype(np.float32)
+        high = np.choose(hi[..., None], levels).astype(np.float32)
+        del levels
         blended = low * (1 - frac) + high * frac
         noise = rng.normal(0, 6.0, blended.shape).astype(np.float32)
         blended += noise * np.clip(dist / 32.0, 0, 1)[..., None]
         out[rows] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    out[known] = canvas[known]
+    np.copyto(out, canvas, where=known[..., None])  # not out[known] = …: no index arrays of every known pixel
     return out
 
 
@@ -113,7 +124,7 @@ def fill_patchmatch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
     mask = (~known).astype(np.uint8) * 255
     out = patch_match.inpaint(canvas, mask=mask, patch_size=3)
     out = np.asarray(out, dtype=np.uint8).copy()
-    out[known] = canvas[known]
+    np.copyto(out, canvas, where=known[..., None])
     return out
 
 
