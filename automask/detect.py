@@ -6,7 +6,9 @@ several ways and the results merged:
 * both face models (short range for close-ups, full range for small far faces);
 * the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
-* overlapping tiles when the image is large (the models see 128–256 px inputs).
+* overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
+  only a tile made is kept when a second look, at a crop around it and another scale, finds
+  it again (large images must not invent faces).
 
 Detections of one kind that overlap (IoU above ``nms_iou``, or one mostly
 inside the other) are the same thing: the most confident one is kept.
@@ -31,6 +33,8 @@ SHIPPED = {
     "hand": MODELS / "hand_landmarker.task",
 }
 HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wrist lie outside
+SECOND_LOOK = 192  # px: the long side of the context crop a tile's find is checked on (a third of it the find)
+CONFIRM = 0.7      # the score the second look must give it
 
 
 @dataclass
@@ -89,6 +93,11 @@ def containment(a: tuple, b: tuple) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def _same_as_any(d: Detection, others: list[Detection]) -> bool:
+    return any(o.kind == d.kind and (iou(d.box, o.box) >= 0.3 or containment(d.box, o.box) >= 0.7)
+               for o in others)
 
 
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
@@ -160,9 +169,26 @@ class Detector:
             found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
         if max(w, h) > s.tile_above:
             size = max(512, s.tile_above // 2)
-            for x0, y0, x1, y1 in tiles(w, h, size):
-                found += [d.moved(1.0, x0, y0) for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
+            whole = list(found)
+            in_tiles = [d.moved(1.0, x0, y0) for x0, y0, x1, y1 in tiles(w, h, size)
+                        for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
+            found += [d for d in nms(in_tiles, s.nms_iou) if _same_as_any(d, whole) or self._seen_again(rgb, d)]
         return [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+
+    def _seen_again(self, rgb: Image.Image, d: Detection) -> bool:
+        """A find that only a tile made is kept if a second look finds it too: a crop three times its size
+        around it, at another scale.  A real small face or hand is found again; texture that resembled one
+        at the tile's scale (an enlarged image's blur, a flag's folds) mostly is not."""
+        x0, y0, x1, y1 = d.box
+        side = 3 * max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        box = (max(0, round(cx - side / 2)), max(0, round(cy - side / 2)),
+               min(rgb.width, round(cx + side / 2)), min(rgb.height, round(cy + side / 2)))
+        crop = rgb.crop(box)
+        f = SECOND_LOOK / max(crop.size)
+        crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))), Image.Resampling.LANCZOS)
+        again = [a.moved(1 / f, box[0], box[1]) for a in self._pass(crop) if a.score >= CONFIRM]
+        return _same_as_any(d, again)
 
     def _pass(self, rgb: Image.Image) -> list[Detection]:
         mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,

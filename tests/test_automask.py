@@ -75,6 +75,17 @@ def test_large_images_are_searched_in_tiles_and_small_faces_found(detector):
     assert 1700 < cx < 1850 and 1200 < cy < 1350
 
 
+def test_an_enlarged_copy_finds_what_the_original_finds(detector):
+    """Tiles of a 4x enlarged photo see blur and fabric at a face's size; only the one real face is kept."""
+    im = Image.open(DATA / "astronaut.png").convert("RGB")
+    big = im.resize((2048, 2048), Image.Resampling.LANCZOS)
+    small_faces, big_faces = faces(detector.detect(im)), faces(detector.detect(big))
+    assert len(small_faces) == len(big_faces) == 1
+    (sx, sy), (bx, by) = centre(small_faces[0].box), centre(big_faces[0].box)
+    assert abs(bx / 4 - sx) < 10 and abs(by / 4 - sy) < 10
+    assert not [d for d in detector.detect(big) if d.kind == "hand" and d.score >= 0.3]
+
+
 def test_tiles_cover_the_image_with_overlap():
     ts = tiles(2000, 1000, 768)
     assert ts[0][:2] == (0, 0) and max(t[2] for t in ts) == 2000 and max(t[3] for t in ts) == 1000
