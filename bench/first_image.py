@@ -1,9 +1,10 @@
 """The upscaler's first image in a fresh process: what it pays before and after the on-disk caches.
 
 Each measurement is a new Python process that loads the upscale stage and upscales one 128² photo crop
-with x4plus on the CPU (OpenVINO), timing set-up (weights, ONNX export, OpenVINO compilation) and the
-image.  Three states of [paths].models: empty (the very first run on a machine), with the converted
-weights and ONNX file but no compiled model, and warm (everything cached).
+with x4plus on the CPU, timing set-up and the image.  OpenVINO (set-up: weights, ONNX export, compilation) in
+three states of [paths].models: empty (the very first run on a machine), with the converted weights and
+ONNX file but no compiled model, and warm (everything cached).  Then ncnn, which "auto" picks on CPUs
+without bf16 instructions (set-up: reading the weights; nothing to export or compile), empty and warm.
 
     python -m bench.first_image            # → bench/out/first_image.md
 """
@@ -31,7 +32,7 @@ from stages.upscale import UpscaleParams, UpscaleStage
 class Ctx:
     models = Models(None, __import__("pathlib").Path(sys.argv[1]))
 stage = UpscaleStage()
-params = UpscaleParams(model=sys.argv[2], scale=4, device="cpu")
+params = UpscaleParams(model=sys.argv[2], scale=4, device="cpu", backend=sys.argv[3])
 t1 = time.monotonic()
 stage.setup(Ctx(), params)
 t2 = time.monotonic()
@@ -40,14 +41,17 @@ stage.upscale_image(image, params, 256)
 t3 = time.monotonic()
 stage.upscale_image(image, params, 256)
 t4 = time.monotonic()
-print(json.dumps({"import": t1 - t0, "setup": t2 - t1, "image": t3 - t2, "again": t4 - t3}))
+print(json.dumps({"import": t1 - t0, "setup": t2 - t1, "image": t3 - t2, "again": t4 - t3,
+                  "backend": stage.backend}))
 """
 
 
-def child(models: Path, model: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(models), model], cwd=REPO, capture_output=True,
-                         text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def child(models: Path, model: str, backend: str = "openvino") -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(models), model, backend], cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend, result
+    return result
 
 
 def cpu() -> str:
@@ -71,9 +75,15 @@ def main() -> int:
         rows.append(("weights and ONNX cached, compiled model not", child(models, args.model)))
         rows.append(("warm: everything cached", child(models, args.model)))
         rows.append(("warm, again", child(models, args.model)))
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        rows.append(("ncnn: empty [paths].models", child(models, args.model, "ncnn")))
+        rows.append(("ncnn: warm", child(models, args.model, "ncnn")))
     lines = [f"# The upscaler's first image in a fresh process ({args.model}, 128² → 512², CPU)", "",
+             "OpenVINO rows unless the row says ncnn.", "",
              f"CPU: {cpu()}; `python -m bench.first_image`", "",
-             "Set-up: weights, ONNX export, OpenVINO compilation (and the imports they need). "
+             "Set-up: weights, ONNX export, OpenVINO compilation (and the imports they need); for ncnn, reading "
+             "its weights. "
              "Warm image: the same image again in the same process.", "",
              "| [paths].models | set-up s | first image s | set-up + first image s | warm image s |",
              "|---|---|---|---|---|"]

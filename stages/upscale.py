@@ -46,7 +46,7 @@ class UpscaleConfig:
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     apply_to: tuple[Literal["master", "variants"], ...] = ("master", "variants")
     threads: int = 0
-    backend: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
+    backend: Literal["auto", "torch", "openvino", "ncnn", "onnxruntime"] = "auto"
 
     def check(self, err: Errors) -> None:
         err.one_of("scale", self.scale, (2, 3, 4))
@@ -60,6 +60,8 @@ class UpscaleConfig:
         if self.tile and self.tile_overlap * 2 >= self.tile:
             err.add("tile_overlap", f"must be less than half of tile ({self.tile}) (got {self.tile_overlap})")
         err.at_least("threads", self.threads, 0)
+        if self.backend == "ncnn" and self.dtype == "fp16":
+            err.add("dtype", 'must be "auto", "fp32" or "bf16" with backend = "ncnn" (got "fp16")')
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,11 @@ class UpscaleStage(Stage):
 
         from stages.device import dtype_name, pick_device, pick_dtype
         from stages.esrgan import load as esrgan_load
-        from stages.esrgan import onnx_backend, openvino_backend
+        from stages.esrgan import ncnn_backend, onnx_backend, openvino_backend
 
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
-        if params.backend in ("onnxruntime", "openvino") and device.type != "cpu":
+        if params.backend in ("onnxruntime", "openvino", "ncnn") and device.type != "cpu":
             raise RuntimeError(f'[upscale].backend = "{params.backend}" runs on the CPU; use "auto" or "torch" here')
         if params.backend == "onnxruntime" and dtype != torch.float32:
             raise RuntimeError('[upscale].backend = "onnxruntime" runs in fp32 only; set [upscale].dtype = "fp32"')
@@ -125,13 +127,17 @@ class UpscaleStage(Stage):
             torch.set_num_threads(threads)
         model = self._load(ctx, params)
         cache = ctx.models.cache
-        backend = params.backend
-        if backend == "auto":  # OpenVINO for the architectures we build (they export to ONNX), on a CPU
-            ours = not isinstance(model.net, esrgan_load.SpandrelNet)
-            backend = "openvino" if device.type == "cpu" and ours and openvino_backend.available() else "torch"
+        backend = params.backend if params.backend != "auto" else self._auto_backend(device, model, params)
         if dtype == torch.float16 and not getattr(model.net, "supports_half", True):
             log.info("this architecture is not safe in fp16; running it in fp32", model=model.name)
             dtype = torch.float32
+        if backend == "ncnn":
+            if model.ncnn is None:
+                raise RuntimeError(f'[upscale].backend = "ncnn" runs the built-in models only '
+                                   f'({", ".join(esrgan_load.BUILTINS)}); use "auto" for {model.name}')
+            bf16 = params.dtype in ("auto", "bf16")
+            self._runner = ncnn_backend.NcnnRunner(*model.ncnn, threads, bf16)
+            dtype = torch.bfloat16 if bf16 else torch.float32
         if backend == "openvino":
             bf16 = params.dtype == "bf16" or (params.dtype == "auto" and openvino_backend.bf16_capable())
             try:
@@ -146,7 +152,7 @@ class UpscaleStage(Stage):
                 backend = "torch"
         if backend == "onnxruntime":
             self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, cache), threads)
-        else:
+        elif backend == "torch":
             net = model.net.to(device=device, dtype=dtype)
             if device.type == "cpu":
                 net = net.to(memory_format=torch.channels_last)
@@ -155,6 +161,26 @@ class UpscaleStage(Stage):
         self._model, self._key, self.device, self.dtype, self.backend = model, key, device, dtype, backend
         log.info("upscaler loaded", model=model.name, device=str(device), dtype=dtype_name(dtype),
                  scale=model.scale, backend=backend)
+
+    @staticmethod
+    def _auto_backend(device, model: esrgan_load.LoadedModel, params: UpscaleParams) -> str:
+        """The fastest faithful path (at least 45 dB PSNR against fp32 torch) for this device and model.
+
+        On a GPU, torch.  On a CPU with bf16 instructions (AVX-512 BF16, AMX), OpenVINO in bf16; on any
+        other CPU, a built-in model runs fastest in ncnn with bf16 storage, and anything else in OpenVINO
+        fp32 (measured in ``bench/upscale_cpu.py``).  Architectures that only spandrel knows run in torch.
+        """
+        from stages.esrgan import load as esrgan_load
+        from stages.esrgan import ncnn_backend, openvino_backend
+
+        if device.type != "cpu":
+            return "torch"
+        bf16_cpu = openvino_backend.available() and openvino_backend.bf16_capable()
+        if (model.ncnn is not None and not bf16_cpu and params.dtype in ("auto", "bf16")
+                and ncnn_backend.available()):
+            return "ncnn"
+        ours = not isinstance(model.net, esrgan_load.SpandrelNet)
+        return "openvino" if ours and openvino_backend.available() else "torch"
 
     def close(self) -> None:
         self._model = self._key = self._runner = None

@@ -185,11 +185,11 @@ def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
     assert up.size == (288, 192) and up.info.get("icc_profile") == icc
     entry = manifest["stages"][0]
     assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
-    # On a CPU the default is OpenVINO, in bf16 where the CPU has bf16 instructions.
+    # On a CPU with bf16 instructions the default is OpenVINO in bf16; on any other, ncnn with bf16 storage.
     from stages.esrgan import openvino_backend
 
-    assert entry["device"] == "cpu" and entry["details"]["backend"] == "openvino"
-    assert entry["dtype"] == ("bf16" if openvino_backend.bf16_capable() else "fp32")
+    assert entry["device"] == "cpu" and entry["dtype"] == "bf16"
+    assert entry["details"]["backend"] == ("openvino" if openvino_backend.bf16_capable() else "ncnn")
     assert entry["details"]["native_scale"] == 4
     assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
 
@@ -257,25 +257,53 @@ def test_onnxruntime_backend_gives_the_torch_result(tmp_path):
     assert (CACHE / "onnx").is_dir()
 
 
-def test_openvino_backend_is_faithful_to_torch_fp32():
-    from stages.esrgan import openvino_backend
+def test_cpu_backends_run_the_model_and_are_faithful_to_torch_fp32(monkeypatch):
+    from stages.esrgan import ncnn_backend, openvino_backend
 
-    # 44×36: tiles of 32 with overlap 8 give four different tile shapes, all served by one compiled model.
+    calls = {"openvino": 0, "ncnn": 0}
+    for backend, cls in (("openvino", openvino_backend.OpenVinoRunner), ("ncnn", ncnn_backend.NcnnRunner)):
+        def counted(self, x, _call=cls.__call__, _name=backend):
+            calls[_name] += 1
+            return _call(self, x)
+        monkeypatch.setattr(cls, "__call__", counted)
+    # 44×36: tiles of 32 with overlap 8 give four different tile shapes, all served by one loaded model.
     image = Image.open(DATA / "astronaut.png").crop((190, 70, 234, 106)).convert("RGB")
     outs = {}
-    for backend, dtype in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "auto")):
+    for backend, dtype in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "auto"), ("ncnn", "fp32"),
+                           ("ncnn", "auto")):
         stage = UpscaleStage()
         params = UpscaleParams(model="x4plus", scale=4, device="cpu", tile=32, tile_overlap=8, backend=backend,
                                dtype=dtype)
         stage.setup(_Ctx(CACHE), params)
         assert stage.backend == backend
+        before = dict(calls)
         outs[backend, dtype] = np.asarray(stage.upscale_image(image, params, 32)[0])
+        if backend != "torch":  # the tiles really went through the backend named
+            assert calls[backend] - before[backend] == 4
     torch_out = outs["torch", "fp32"]
     assert np.abs(outs["openvino", "fp32"].astype(int) - torch_out).max() <= 1
-    # bf16 (where the CPU has it) is kept only because it stays faithful: the bar is 45 dB.
+    assert np.abs(outs["ncnn", "fp32"].astype(int) - torch_out).max() <= 1
+    # bf16 is kept only because it stays faithful: the bar is 45 dB against fp32.
     assert psnr(outs["openvino", "auto"], torch_out) >= 45
+    assert psnr(outs["ncnn", "auto"], torch_out) >= 45
+    assert not np.array_equal(outs["ncnn", "auto"], outs["ncnn", "fp32"])  # bf16 storage is really on
     if not openvino_backend.bf16_capable():
         assert np.abs(outs["openvino", "auto"].astype(int) - torch_out).max() <= 1
+
+
+def test_ncnn_runs_the_built_in_models_only_and_not_in_fp16(tmp_path):
+    from stages.schema import Errors
+
+    torch.save({"params_ema": load("x4plus-anime").net.state_dict()}, tmp_path / "4x-anime.pth")
+    with pytest.raises(RuntimeError, match='backend = "ncnn" runs the built-in models only'):
+        UpscaleStage().setup(_Ctx(tmp_path), UpscaleParams(model="4x-anime", device="cpu", backend="ncnn"))
+    stage = UpscaleStage()  # "auto" takes the file through OpenVINO instead
+    stage.setup(_Ctx(tmp_path), UpscaleParams(model="4x-anime", device="cpu"))
+    assert stage.backend == "openvino"
+    problems: list[str] = []
+    UpscaleConfig(backend="ncnn", dtype="fp16").check(Errors("pipeline.toml", "upscale", problems))
+    assert problems == ['pipeline.toml: [upscale].dtype must be "auto", "fp32" or "bf16" with backend = "ncnn" '
+                        '(got "fp16")']
 
 
 def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatch):
@@ -286,7 +314,8 @@ def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatc
 
     monkeypatch.setattr(openvino_backend, "OpenVinoRunner", refuse)
     stage = UpscaleStage()
-    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32))
+    # fp32: on any CPU "auto" then takes OpenVINO, which refuses here
+    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32, dtype="fp32"))
     assert stage.backend == "torch" and stage.dtype == torch.float32
     out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
     assert out.size == (80, 60)

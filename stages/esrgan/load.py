@@ -63,6 +63,7 @@ class LoadedModel:
     scale: int
     path: Path
     sha256: str
+    ncnn: tuple[Path, Path] | None = None  # a built-in's own .param and .bin, which ncnn runs as they are
 
 
 def package_dir() -> Path:
@@ -177,7 +178,10 @@ def load(model: Resolved, cache: Path) -> LoadedModel:
         net = BUILTINS[name].build()
         sd = load_file(str(path))
         net.load_state_dict(sd, strict=True)
+        stem = package_dir() / BUILTINS[name].ncnn_stem
+        ncnn = (stem.with_suffix(".param"), stem.with_suffix(".bin"))
     else:
+        ncnn = None
         path = model.path
         name = path.name
         raw = read_state_dict(path)
@@ -189,7 +193,7 @@ def load(model: Resolved, cache: Path) -> LoadedModel:
         else:
             net.load_state_dict(sd, strict=True)
     net.eval().requires_grad_(False)
-    return LoadedModel(name=name, net=net, scale=net.scale, path=path, sha256=_digest(path))
+    return LoadedModel(name=name, net=net, scale=net.scale, path=path, sha256=_digest(path), ncnn=ncnn)
 
 
 _DIGESTS: dict[tuple[str, float], str] = {}
