@@ -17,6 +17,8 @@ inside the other) are the same thing: the most confident one is kept.
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ SHIPPED = {
 HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wrist lie outside
 SECOND_LOOK = 192  # px: the long side of the context crop a tile's find is checked on (a third of it the find)
 CONFIRM = 0.7      # the score the second look must give it
+WHOLE_SURE = 0.5   # a find of the whole view that confirms a tile's find without a second look
 
 
 @dataclass
@@ -69,7 +72,8 @@ class DetectorSettings:
     face_model_paths: dict | None = None  # "short"/"full" → path (None: shipped)
     hand_model: Path | None = None
     num_hands: int = 12
-    min_confidence: float = 0.2  # what MediaPipe returns at all; per-kind filters come later
+    min_confidence: float = 0.2  # what the face models return at all; per-kind filters come later
+    hand_confidence: float = 0.2  # the hand landmarker's detection and presence thresholds (likewise)
     upsample_below: int = 768
     tile_above: int = 1536
     nms_iou: float = 0.4
@@ -95,15 +99,16 @@ def containment(a: tuple, b: tuple) -> float:
     return ix * iy / smaller if smaller > 0 else 0.0
 
 
-def _same_as_any(d: Detection, others: list[Detection]) -> bool:
-    return any(o.kind == d.kind and (iou(d.box, o.box) >= 0.3 or containment(d.box, o.box) >= 0.7)
+def _same_as_any(d: Detection, others: list[Detection], nested: bool = True) -> bool:
+    """Whether one of ``others`` is the same thing: a box like it, or (``nested``) one mostly inside the other."""
+    return any(o.kind == d.kind and (iou(d.box, o.box) >= 0.3 or (nested and containment(d.box, o.box) >= 0.7))
                for o in others)
 
 
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: d.score, reverse=True):
-        if all(d.kind != k.kind or (iou(d.box, k.box) <= threshold and containment(d.box, k.box) < 0.8)
+        if all(d.kind != k.kind or (iou(d.box, k.box) <= threshold and containment(d.box, k.box) < 0.7)
                for k in kept):
             kept.append(d)
     return kept
@@ -130,6 +135,7 @@ class Detector:
 
         self._mp = mp
         self.settings = settings
+        self.timings: dict[str, float] = {}
         paths = settings.face_model_paths or {}
         self.model_files: dict[str, Path] = {}
         self._faces = []
@@ -147,8 +153,8 @@ class Detector:
             self.model_files["hand"] = path
             options = vision.HandLandmarkerOptions(
                 base_options=mp_tasks.BaseOptions(model_asset_path=str(path)), num_hands=settings.num_hands,
-                min_hand_detection_confidence=settings.min_confidence,
-                min_hand_presence_confidence=settings.min_confidence, min_tracking_confidence=settings.min_confidence)
+                min_hand_detection_confidence=settings.hand_confidence,
+                min_hand_presence_confidence=settings.hand_confidence, min_tracking_confidence=settings.hand_confidence)
             self._hands = vision.HandLandmarker.create_from_options(options)
 
     def close(self) -> None:
@@ -160,20 +166,36 @@ class Detector:
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
+        """Every face and hand found; ``timings`` then holds the milliseconds each pass took."""
         rgb = image.convert("RGB")
         w, h = rgb.size
         s = self.settings
-        found = self._pass(rgb)
+        self.timings = {}
+        with self._timed("whole"):
+            found = self._pass(rgb)
         if max(w, h) < s.upsample_below:
-            big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
-            found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
+            with self._timed("2x"):
+                big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
+                found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
         if max(w, h) > s.tile_above:
             size = max(512, s.tile_above // 2)
             whole = list(found)
-            in_tiles = [d.moved(1.0, x0, y0) for x0, y0, x1, y1 in tiles(w, h, size)
-                        for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
-            found += [d for d in nms(in_tiles, s.nms_iou) if _same_as_any(d, whole) or self._seen_again(rgb, d)]
+            with self._timed("tiles"):
+                in_tiles = [d.moved(1.0, x0, y0) for x0, y0, x1, y1 in tiles(w, h, size)
+                            for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
+            with self._timed("second look"):
+                sure = [d for d in whole if d.score >= WHOLE_SURE]
+                found += [d for d in nms(in_tiles, s.nms_iou)
+                          if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
         return [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+
+    @contextmanager
+    def _timed(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = (time.perf_counter() - t0) * 1000
 
     def _seen_again(self, rgb: Image.Image, d: Detection) -> bool:
         """A find that only a tile made is kept if a second look finds it too: a crop three times its size

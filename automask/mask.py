@@ -1,9 +1,12 @@
 """Detections → feathered masks.  Pure numpy and Pillow: testable without any model.
 
 A mask is an 8-bit "L" image the size of the picture, 255 where the inpainter
-may repaint and 0 where it must not.  Each box is padded, grown or shrunk by
+may repaint and 0 where it must not.  Each shape is padded, grown or shrunk by
 ``dilate`` px, filled, then blurred by ``feather`` px so the repaint fades into
-its surroundings instead of ending on a hard edge.
+its surroundings instead of ending on a hard edge.  The shape is the detection's
+box, or for a hand with its 21 landmarks (``shape = "landmarks"``) the hand
+itself: the palm and each finger drawn as bones of a finger's width, so the
+background between spread fingers and around the wrist is left alone.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class MaskSettings:
     dilate: int = 4
     feather: float = 4.0
     merge: bool = True
+    shape: Literal["box", "landmarks"] = "box"
 
 
 def select(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Detection]:
@@ -45,11 +49,20 @@ def select(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) 
 
 def box_mask(size: tuple[int, int], boxes: list[tuple[float, float, float, float]], s: MaskSettings) -> Image.Image:
     """One mask holding every box, padded, dilated (or eroded) and feathered."""
+    return shape_mask(size, [Detection("box", b, 1.0, "") for b in boxes], s)
+
+
+def shape_mask(size: tuple[int, int], detections: list[Detection], s: MaskSettings) -> Image.Image:
+    """One mask holding every detection's shape (see the module's text), grown by padding + dilate, feathered."""
     w, h = size
     mask = Image.new("L", size, 0)
     draw = ImageDraw.Draw(mask)
     grow = s.padding + s.dilate
-    for x0, y0, x1, y1 in boxes:
+    for d in detections:
+        if s.shape == "landmarks" and len(d.landmarks) == 21:
+            _draw_hand(draw, d.landmarks, grow)
+            continue
+        x0, y0, x1, y1 = d.box
         bx0, by0, bx1, by1 = x0 - grow, y0 - grow, x1 + grow, y1 + grow
         if bx1 <= bx0 or by1 <= by0:
             continue  # eroded away
@@ -60,12 +73,36 @@ def box_mask(size: tuple[int, int], boxes: list[tuple[float, float, float, float
     return mask
 
 
+COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255)}
+HAND_CONNECTIONS = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
+                    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
+PALM = (0, 1, 5, 9, 13, 17)  # wrist, thumb base and the four knuckles
+
+
+def finger_width(landmarks: list[tuple[float, float]]) -> float:
+    """A finger's width in px: the knuckles of the index and little fingers are three fingers apart; seen
+    edge-on that span shrinks, so the palm's length (wrist to middle knuckle, about four widths) bounds it."""
+    def dist(a: int, b: int) -> float:
+        return float(np.hypot(landmarks[a][0] - landmarks[b][0], landmarks[a][1] - landmarks[b][1]))
+    return max(dist(5, 17) / 3, dist(0, 9) / 4, 2.0)
+
+
+def _draw_hand(draw: ImageDraw.ImageDraw, landmarks: list[tuple[float, float]], grow: int) -> None:
+    radius = finger_width(landmarks) / 2 + grow
+    if radius <= 0:
+        return  # eroded away
+    draw.polygon([landmarks[i] for i in PALM], fill=255)
+    for a, b in HAND_CONNECTIONS + list(zip(PALM, PALM[1:] + PALM[:1])):
+        draw.line((landmarks[a], landmarks[b]), fill=255, width=max(1, round(2 * radius)))
+    for x, y in landmarks:  # round joints and fingertips (a tip's flesh lies past its landmark)
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+
+
 def masks_for(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Image.Image]:
     """One merged mask, or one mask per detection (``merge = false``)."""
-    boxes = [d.box for d in detections]
-    if not boxes:
+    if not detections:
         return []
-    return [box_mask(size, boxes, s)] if s.merge else [box_mask(size, [b], s) for b in boxes]
+    return [shape_mask(size, detections, s)] if s.merge else [shape_mask(size, [d], s) for d in detections]
 
 
 def user_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -82,22 +119,23 @@ def user_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     return mask
 
 
-COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255)}
-HAND_CONNECTIONS = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
-                    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
-
-
-def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Detection]) -> Image.Image:
-    """The picture people check: kept boxes in colour with kind and score, dropped ones dashed grey."""
+def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Detection],
+                    masks: list[tuple[str, Image.Image]] = ()) -> Image.Image:
+    """The picture people check: what each mask will repaint (its outline, where the feathered mask
+    reaches half strength) in its kind's colour, kept boxes with kind and score, dropped ones thin grey."""
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 400))
     font = ImageFont.load_default(size=max(12, round(max(out.size) / 45)))
+    for kind, mask in masks:
+        inside = mask.point(lambda v: 255 if v >= 128 else 0)
+        edge = inside.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
+        out.paste(COLOURS.get(kind, (255, 255, 0)), mask=edge)
     for d in dropped:
         draw.rectangle(d.box, outline=(160, 160, 160), width=1)
     for d in kept:
         colour = COLOURS.get(d.kind, (255, 255, 0))
-        draw.rectangle(d.box, outline=colour, width=width)
+        draw.rectangle(d.box, outline=colour, width=max(1, width // 2))
         label = f"{d.kind} {d.score:.2f}" + (f" {d.label}" if d.label else "")
         tx, ty = d.box[0], max(0, d.box[1] - font.size - 4)
         bbox = draw.textbbox((tx, ty), label, font=font)

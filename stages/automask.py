@@ -24,6 +24,10 @@ from stages.products import Found, Mask, Picture, Products, Slot
 from stages.schema import Errors
 
 KINDS = ("face", "hand")
+# The hand landmarker's own detection and presence thresholds.  Lower than the selection after it
+# ([automask.hand].min_confidence, on the handedness score): at MediaPipe's usual 0.3–0.5 the palm detector
+# drops hands in full-body and group shots before they are ever scored.
+HAND_MODEL_CONFIDENCE = 0.2
 
 
 # --------------------------------------------------------------------------- [automask]
@@ -45,9 +49,10 @@ class FaceMaskConfig(MaskSettings):
 @dataclass(frozen=True)
 class HandMaskConfig(FaceMaskConfig):
     min_confidence: float = 0.3
-    padding: int = 24
-    dilate: int = 8
+    padding: int = 8
+    dilate: int = 6
     feather: float = 6.0
+    shape: Literal["box", "landmarks"] = "landmarks"
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class AutoMaskStage(Stage):
             hand_model=paths.get("hand_model"),
             num_hands=params.num_hands,
             min_confidence=min(params.face.min_confidence, params.hand.min_confidence, 0.5),
+            hand_confidence=min(params.hand.min_confidence, HAND_MODEL_CONFIDENCE),
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
             faces=params.face.enabled, hands=params.hand.enabled)
         if settings == self._settings:
@@ -146,6 +152,7 @@ class AutoMaskStage(Stage):
         kept: list[Detection] = []
         outputs: list[str] = []
         masks: list[Mask] = []
+        drawn_masks: list[tuple[str, Image.Image]] = []
         for kind in KINDS:
             settings = getattr(params, kind)
             chosen = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
@@ -153,6 +160,7 @@ class AutoMaskStage(Stage):
             for i, mask in enumerate(masks_for(chosen, settings, size)):
                 name = f"{self.prefix}-mask-{kind}.png" if settings.merge else f"{self.prefix}-mask-{kind}-{i}.png"
                 outputs.append(ctx.save_mask(name, mask))
+                drawn_masks.append((kind, mask))
                 boxes = tuple(tuple(d.box) for d in chosen) if settings.merge else ()
                 masks.append(Mask(kind, name, _bounds(mask), boxes, None if settings.merge else i))
         for kind, drawn in (("user", source.user_mask), ("remove", source.remove_mask)):
@@ -164,7 +172,7 @@ class AutoMaskStage(Stage):
                 masks.append(Mask(kind, name, _bounds(mask)))
         dropped = [d for d in found if d not in kept]
         picture = Picture(ctx.save_picture(f"{self.prefix}-detections.png",
-                                           draw_detections(view.flat(), kept, dropped)))
+                                           draw_detections(view.flat(), kept, dropped, drawn_masks)))
         outputs.append(picture.name)
         return StageResult(
             outputs=outputs, summary=_summary(kept, source, params),

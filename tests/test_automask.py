@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -10,9 +11,9 @@ import pytest
 from PIL import Image
 
 from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms, tiles
-from automask.mask import box_mask, masks_for, select, user_mask
+from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
-from stages.automask import FaceMaskConfig
+from stages.automask import FaceMaskConfig, HandMaskConfig
 from stages.automask import AutoMaskStage
 from tests.conftest import DATA, run_one, write_config
 
@@ -141,6 +142,62 @@ def test_overlapping_detections_merge_or_stay_apart():
     apart = masks_for(dets, FaceMaskConfig(feather=0, padding=0, dilate=0, merge=False), (100, 100))
     assert len(apart) == 2 and np.asarray(apart[0])[85, 85] == 0 and np.asarray(apart[1])[85, 85] == 255
     assert masks_for([], FaceMaskConfig(), (100, 100)) == []
+
+
+def spread_hand(scale: float = 1.0, dx: float = 0.0) -> Detection:
+    """21 landmarks of an open right hand, palm to the camera, fingers spread (MediaPipe's order)."""
+    pts = [(100, 190), (72, 175), (55, 152), (42, 132), (30, 114),   # wrist, thumb
+           (80, 120), (70, 90), (64, 70), (60, 52),                  # index
+           (100, 115), (100, 82), (100, 60), (100, 40),              # middle
+           (120, 118), (130, 88), (136, 68), (140, 50),              # ring
+           (138, 128), (154, 104), (164, 88), (172, 72)]             # little
+    pts = [(x * scale + dx, y * scale) for x, y in pts]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return Detection("hand", (min(xs), min(ys), max(xs), max(ys)), 0.95, "hand", pts, "Right")
+
+
+def test_hand_mask_follows_the_fingers_and_leaves_the_gaps_between_them():
+    hand = spread_hand()
+    s = HandMaskConfig(padding=2, dilate=0, feather=0)
+    m = np.asarray(masks_for([hand], s, (220, 220))[0])
+    for x, y in hand.landmarks:  # every joint and fingertip is inside, with the flesh beyond the tip
+        assert m[round(y), round(x)] == 255
+    assert m[40 - 8, 100] == 255  # past the middle fingertip
+    assert m[150, 100] == 255  # the palm
+    # Between the spread fingertips and around the wrist is background: the box would repaint it.
+    for x, y in [(82, 50), (120, 42), (156, 60), (40, 190), (165, 185)]:
+        assert m[y, x] == 0, (x, y)
+    box = np.asarray(masks_for([hand], dataclasses.replace(s, shape="box"), (220, 220))[0])
+    assert (m > 0).sum() < 0.75 * (box > 0).sum()
+    # It scales with the hand: the same hand at half size still has its gaps, and covers its joints.
+    small = np.asarray(masks_for([spread_hand(0.5)], s, (220, 220))[0])
+    assert small[25, 50] == 255 and small[round(50 * 0.5) - 1, round(120 * 0.5)] == 0
+
+
+def test_hand_mask_grows_with_dilation_and_erodes_away():
+    hand = spread_hand()
+    grown = np.asarray(masks_for([hand], HandMaskConfig(padding=8, dilate=6, feather=0), (220, 220))[0])
+    tight = np.asarray(masks_for([hand], HandMaskConfig(padding=0, dilate=0, feather=0), (220, 220))[0])
+    assert (grown > 0).sum() > (tight > 0).sum() and ((tight > 0) <= (grown > 0)).all()
+    gone = masks_for([hand], HandMaskConfig(padding=0, dilate=-40, feather=0), (220, 220))[0]
+    assert np.asarray(gone).max() == 0
+    # A hand without landmarks (a user's hand detector giving boxes) falls back to its box.
+    boxed = Detection("hand", hand.box, 0.9, "hand")
+    assert np.asarray(masks_for([boxed], HandMaskConfig(padding=0, dilate=0, feather=0), (220, 220))[0])[60, 82] == 255
+
+
+def test_detections_picture_outlines_what_each_mask_will_repaint():
+    image = Image.new("RGB", (220, 220), (40, 40, 40))
+    hand = spread_hand()
+    mask = masks_for([hand], HandMaskConfig(padding=2, dilate=0, feather=0), (220, 220))[0]
+    out = np.asarray(draw_detections(image, [hand], [], [("hand", mask)]))
+    inside = np.asarray(mask) >= 128
+    edge = inside & ~np.roll(inside, 1, axis=1)  # the mask's left edges
+    ys, xs = np.nonzero(edge)
+    hand_blue = np.array(COLOURS["hand"])
+    on_outline = [(out[y, x] == hand_blue).all() or (out[y, x - 1] == hand_blue).all() for y, x in zip(ys, xs)]
+    assert np.mean(on_outline) > 0.9
+    assert (out[110, 10] == (40, 40, 40)).all()  # far from the hand: the picture itself
 
 
 def test_filters_confidence_area_and_top_k():
