@@ -48,6 +48,9 @@ class Detection:
     model: str
     landmarks: list[tuple[float, float]] = field(default_factory=list)
     label: str = ""  # e.g. handedness
+    # A face's own outlines in image pixels, from the face landmark model (``face_mesh``): "oval", and
+    # "eyes" / "mouth" (one polygon per eye); empty until asked for.
+    outlines: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)
 
     @property
     def area(self) -> float:
@@ -63,7 +66,7 @@ class Detection:
         x0, y0, x1, y1 = self.box
         box = (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width),
                min(max(y1, 0.0), height))
-        return Detection(self.kind, box, self.score, self.model, self.landmarks, self.label)
+        return Detection(self.kind, box, self.score, self.model, self.landmarks, self.label, self.outlines)
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,9 @@ class Detector:
         for model, detector in self._faces:
             for d in detector.detect(mp_image).detections:
                 b = d.bounding_box
+                keypoints = [(k.x * w, k.y * h) for k in d.keypoints or ()]  # eyes, nose, mouth, ears
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
-                                     float(d.categories[0].score), model))
+                                     float(d.categories[0].score), model, keypoints))
         if self._hands is not None:
             result = self._hands.detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness):

@@ -4,9 +4,12 @@ A mask is an 8-bit "L" image the size of the picture, 255 where the inpainter
 may repaint and 0 where it must not.  Each shape is padded, grown or shrunk by
 ``dilate`` px, filled, then blurred by ``feather`` px so the repaint fades into
 its surroundings instead of ending on a hard edge.  The shape is the detection's
-box, or for a hand with its 21 landmarks (``shape = "landmarks"``) the hand
+box; for a hand with its 21 landmarks (``shape = "landmarks"``) the hand
 itself: the palm and each finger drawn as bones of a finger's width, so the
-background between spread fingers and around the wrist is left alone.
+background between spread fingers and around the wrist is left alone; for a
+face (``shape = "oval"``) its outline from hairline to chin, so hair, ears and
+background are not repainted.  ``part_mask`` narrows a face's mask to its eyes
+or its mouth.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class MaskSettings:
     dilate: int = 4
     feather: float = 4.0
     merge: bool = True
-    shape: Literal["box", "landmarks"] = "box"
+    shape: Literal["box", "landmarks", "oval"] = "box"
 
 
 def select(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Detection]:
@@ -58,9 +61,13 @@ def shape_mask(size: tuple[int, int], detections: list[Detection], s: MaskSettin
     mask = Image.new("L", size, 0)
     draw = ImageDraw.Draw(mask)
     grow = s.padding + s.dilate
+    polygons = []
     for d in detections:
         if s.shape == "landmarks" and len(d.landmarks) == 21:
             _draw_hand(draw, d.landmarks, grow)
+            continue
+        if s.shape == "oval" and d.outlines.get("oval"):
+            polygons += d.outlines["oval"]
             continue
         x0, y0, x1, y1 = d.box
         bx0, by0, bx1, by1 = x0 - grow, y0 - grow, x1 + grow, y1 + grow
@@ -68,12 +75,43 @@ def shape_mask(size: tuple[int, int], detections: list[Detection], s: MaskSettin
             continue  # eroded away
         draw.rectangle((max(0, round(bx0)), max(0, round(by0)), min(w, round(bx1)) - 1, min(h, round(by1)) - 1),
                        fill=255)
+    if polygons:
+        mask = Image.fromarray(np.maximum(np.asarray(mask), polygon_mask(size, polygons, grow)))
     if s.feather > 0:
         mask = mask.filter(ImageFilter.GaussianBlur(s.feather))
     return mask
 
 
-COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255)}
+def polygon_mask(size: tuple[int, int], polygons: list[list[tuple[float, float]]], grow: float) -> np.ndarray:
+    """Filled polygons, grown (or shrunk, for a negative ``grow``) by ``grow`` px with a round brush."""
+    import cv2
+
+    out = np.zeros((size[1], size[0]), dtype=np.uint8)
+    cv2.fillPoly(out, [np.round(np.asarray(p, dtype=np.float64)).astype(np.int32) for p in polygons if len(p) >= 3],
+                 255)
+    r = int(round(abs(grow)))
+    if r:
+        brush = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        out = cv2.dilate(out, brush) if grow > 0 else cv2.erode(out, brush)
+    return out
+
+
+PART_PADDING = 0.06  # a face part's mask reaches this share of the face's width beyond the part
+
+
+def part_mask(size: tuple[int, int], faces: list[Detection], part: str, s: MaskSettings) -> Image.Image:
+    """The eyes (with their brows) or the mouth of each face, padded by a share of the face's width (the
+    part's own scale) plus ``dilate``, and feathered: for edits that must keep the person."""
+    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+    for d in faces:
+        if d.outlines.get(part):
+            grow = PART_PADDING * (d.box[2] - d.box[0]) + s.dilate
+            mask = np.maximum(mask, polygon_mask(size, d.outlines[part], grow))
+    out = Image.fromarray(mask)
+    return out.filter(ImageFilter.GaussianBlur(s.feather)) if s.feather > 0 else out
+
+
+COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255), "face-eyes": (255, 210, 0), "face-mouth": (255, 120, 220)}
 HAND_CONNECTIONS = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
                     (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
 PALM = (0, 1, 5, 9, 13, 17)  # wrist, thumb base and the four knuckles

@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from automask.detect import Detector, DetectorSettings
+from automask.face_mesh import FaceMesh
 from automask.mask import draw_detections, masks_for, select
 from stages.automask import HAND_MODEL_CONFIDENCE, AutomaskConfig
 
@@ -60,13 +61,19 @@ def photos() -> tuple[list[Photo], str]:
     return dev + own, ""
 
 
-def kept(detector: Detector, image: Image.Image) -> tuple[list, list]:
-    """What the stage keeps with the default [automask.face] / [automask.hand] filters, and all it found."""
+def kept(detector: Detector, image: Image.Image, mesh: FaceMesh | None = None) -> tuple[list, list]:
+    """What the stage keeps with the default [automask.face] / [automask.hand] filters, and all it found;
+    with ``mesh``, the kept faces' outlines too (timed as the pass "face mesh")."""
     cfg = AutomaskConfig()
     found = detector.detect(image)
     out = []
     for kind in ("face", "hand"):
         out += select([d for d in found if d.kind == kind], getattr(cfg, kind), image.size)
+    if mesh is not None:
+        with detector._timed("face mesh"):
+            for d in out:
+                if d.kind == "face":
+                    d.outlines = mesh.outlines(image, d)
     return out, found
 
 
@@ -98,8 +105,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = AutomaskConfig()
     detector = Detector(settings())
+    mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
-    passes = ["whole", "2x", "tiles", "second look"]
+    passes = ["whole", "2x", "tiles", "second look", "face mesh"]
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              "`python -m bench.automask`. Counts are of what the stage keeps: faces ≥ "
              f"{cfg.face.min_confidence:.2f}, hands ≥ {cfg.hand.min_confidence:.2f}.", ""]
@@ -110,7 +118,7 @@ def main(argv=None) -> int:
     panels = []
     for p in todo:
         image = Image.open(p.path).convert("RGB")
-        found, everything = kept(detector, image)
+        found, everything = kept(detector, image, mesh)
         timings = detector.timings
         big, _ = kept(detector, image.resize((image.width * 4, image.height * 4), Image.Resampling.LANCZOS))
         cells = []
@@ -137,7 +145,7 @@ def main(argv=None) -> int:
         for p in todo:
             image = resized(Image.open(p.path).convert("RGB"), side)
             for _ in range(1 if side > 1024 else args.repeat):
-                found, _ = kept(detector, image)
+                found, _ = kept(detector, image, mesh)
                 times.append(sum(detector.timings.values()))
             for kind, expected in (("face", p.faces), ("hand", p.hands)):
                 n = count(found, kind)

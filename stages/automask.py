@@ -15,8 +15,8 @@ from typing import Literal
 
 from PIL import Image
 
-from automask.detect import Detection, Detector, DetectorSettings
-from automask.mask import MaskSettings, draw_detections, masks_for, select, user_mask
+from automask.detect import MODELS, Detection, Detector, DetectorSettings
+from automask.mask import MaskSettings, draw_detections, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.files import sha256_file
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
@@ -34,7 +34,7 @@ HAND_MODEL_CONFIDENCE = 0.2
 
 
 @dataclass(frozen=True)
-class FaceMaskConfig(MaskSettings):
+class _KindMaskConfig(MaskSettings):
     def check(self, err: Errors) -> None:
         err.between("min_confidence", self.min_confidence, 0.0, 1.0)
         err.at_least("top_k", self.top_k, 0)
@@ -47,7 +47,13 @@ class FaceMaskConfig(MaskSettings):
 
 
 @dataclass(frozen=True)
-class HandMaskConfig(FaceMaskConfig):
+class FaceMaskConfig(_KindMaskConfig):
+    shape: Literal["box", "oval"] = "oval"
+    parts: tuple[Literal["eyes", "mouth"], ...] = ()  # narrow masks of their own: 10-mask-face-eyes.png, …
+
+
+@dataclass(frozen=True)
+class HandMaskConfig(_KindMaskConfig):
     min_confidence: float = 0.3
     padding: int = 8
     dilate: int = 6
@@ -98,6 +104,7 @@ class AutoMaskStage(Stage):
         self._detector: Detector | None = None
         self._settings: DetectorSettings | None = None
         self._digests: dict[str, str] = {}
+        self._mesh = None  # automask.face_mesh.FaceMesh, loaded when a face's oval or parts are asked for
 
     def params(self, config) -> AutomaskParams:
         return from_section(AutomaskParams, config.automask)
@@ -126,20 +133,29 @@ class AutoMaskStage(Stage):
             hand_confidence=min(params.hand.min_confidence, HAND_MODEL_CONFIDENCE),
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
             faces=params.face.enabled, hands=params.hand.enabled)
-        if settings == self._settings:
-            return
-        self.close()
-        try:
-            self._detector = Detector(settings)
-        except (RuntimeError, ValueError, OSError) as exc:  # MediaPipe refusing a model file
-            raise ModelUnavailable(f"a detection model could not be loaded: {exc}") from None
-        self._settings = settings
-        self._digests = {k: sha256_file(p) for k, p in self._detector.model_files.items()}
+        if settings != self._settings:
+            self.close()
+            try:
+                self._detector = Detector(settings)
+            except (RuntimeError, ValueError, OSError) as exc:  # MediaPipe refusing a model file
+                raise ModelUnavailable(f"a detection model could not be loaded: {exc}") from None
+            self._settings = settings
+            self._digests = {k: sha256_file(p) for k, p in self._detector.model_files.items()}
+        if _needs_mesh(params) and self._mesh is None:
+            from automask.face_mesh import FaceMesh
+
+            try:
+                self._mesh = FaceMesh(FACE_MESH_MODEL)
+            except (RuntimeError, OSError) as exc:
+                raise ModelUnavailable(f"the face landmark model could not be loaded: {exc}") from None
+            self._digests["face-landmarks"] = sha256_file(FACE_MESH_MODEL)
 
     def close(self) -> None:
         if self._detector is not None:
             self._detector.close()
-        self._detector = self._settings = None
+        if self._mesh is not None:
+            self._mesh.close()
+        self._detector = self._settings = self._mesh = None
 
     def run(self, ctx: JobContext, params: AutomaskParams) -> StageResult:
         source = ctx.products.source
@@ -156,6 +172,10 @@ class AutoMaskStage(Stage):
         for kind in KINDS:
             settings = getattr(params, kind)
             chosen = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
+            if kind == "face" and _needs_mesh(params):
+                for d in chosen:
+                    ctx.check_stop()
+                    d.outlines = self._mesh.outlines(image, d)
             kept += chosen
             for i, mask in enumerate(masks_for(chosen, settings, size)):
                 name = f"{self.prefix}-mask-{kind}.png" if settings.merge else f"{self.prefix}-mask-{kind}-{i}.png"
@@ -163,6 +183,17 @@ class AutoMaskStage(Stage):
                 drawn_masks.append((kind, mask))
                 boxes = tuple(tuple(d.box) for d in chosen) if settings.merge else ()
                 masks.append(Mask(kind, name, _bounds(mask), boxes, None if settings.merge else i))
+            for part in settings.parts if kind == "face" else ():
+                groups = [chosen] if settings.merge else [[d] for d in chosen]
+                for i, group in enumerate(groups if chosen else []):
+                    mask = part_mask(size, group, part, settings)
+                    name = f"{self.prefix}-mask-face-{part}.png" if settings.merge else \
+                        f"{self.prefix}-mask-face-{part}-{i}.png"
+                    outputs.append(ctx.save_mask(name, mask))
+                    drawn_masks.append((f"face-{part}", mask))
+                    boxes = tuple(b for b in (_bounds(part_mask(size, [d], part, settings)) for d in group)
+                                  if b != (0, 0, 0, 0)) if settings.merge else ()
+                    masks.append(Mask(f"face-{part}", name, _bounds(mask), boxes, None if settings.merge else i))
         for kind, drawn in (("user", source.user_mask), ("remove", source.remove_mask)):
             if drawn:  # <name>.mask.png (repaint) and <name>.remove.png (take away)
                 with Image.open(ctx.path(drawn)) as raw:
@@ -178,8 +209,10 @@ class AutoMaskStage(Stage):
             outputs=outputs, summary=_summary(kept, source, params),
             products=Products(detections=Found(tuple(kept), picture),
                               masks=tuple(m for m in masks if m.bounds != (0, 0, 0, 0))),
-            models=[ModelRef(k, self._digests[k], str(p)) for k, p in self._detector.model_files.items()]
-            if self._detector else [],
+            models=([ModelRef(k, self._digests[k], str(p)) for k, p in self._detector.model_files.items()]
+                    if self._detector else [])
+            + ([ModelRef("face-landmarks", self._digests["face-landmarks"], str(FACE_MESH_MODEL))]
+               if self._mesh is not None and any(d.outlines for d in kept) else []),
             details={"detections": [self._record(d, size) for d in kept], "dropped": len(dropped),
                      "counts": {k: sum(d.kind == k for d in kept) for k in KINDS}})
 
@@ -187,6 +220,13 @@ class AutoMaskStage(Stage):
         return {"kind": d.kind, "box": [round(v, 1) for v in d.box], "score": round(d.score, 4),
                 "area_ratio": round(d.area / float(size[0] * size[1]), 5), "model": d.model,
                 "model_sha256": self._digests.get(d.model, ""), **({"label": d.label} if d.label else {})}
+
+
+FACE_MESH_MODEL = MODELS / "face_landmark.tflite"
+
+
+def _needs_mesh(params: AutomaskParams) -> bool:
+    return params.face.enabled and (params.face.shape == "oval" or bool(params.face.parts))
 
 
 def _bounds(mask: Image.Image) -> tuple[int, int, int, int]:

@@ -36,7 +36,8 @@ from stages.schema import Errors
 
 log = structlog.get_logger("polishd.inpaint")
 
-KINDS = ("remove", "face", "hand", "user")  # the order regions are done in
+KINDS = ("remove", "face", "face-eyes", "face-mouth", "hand", "user")  # the order regions are done in
+PARENT = {"face-eyes": "face", "face-mouth": "face"}  # [inpaint.face-eyes] inherits from [inpaint.face]
 RING = 16  # px around the mask whose colours the patch is matched to
 
 
@@ -100,6 +101,10 @@ class InpaintConfig:
     hand: InpaintHandConfig = field(default_factory=InpaintHandConfig)
     user: InpaintKindConfig = field(default_factory=InpaintKindConfig)
     remove: InpaintRemoveConfig = field(default_factory=InpaintRemoveConfig)
+    # [automask.face].parts: the eyes or the mouth alone, for edits that keep the person; in pipeline.toml
+    # [inpaint.face-eyes] and [inpaint.face-mouth], each key inherited from [inpaint.face] when left out.
+    face_eyes: InpaintKindConfig = field(default_factory=InpaintKindConfig)
+    face_mouth: InpaintKindConfig = field(default_factory=InpaintKindConfig)
 
     def check(self, err: Errors) -> None:
         err.generation(self)
@@ -134,9 +139,18 @@ class KindSettings:
     padding: int
 
 
+def kind_table(params: InpaintConfig, kind: str) -> InpaintKindConfig:
+    """The [inpaint.<kind>] table of a region kind ("face-eyes" is the field face_eyes)."""
+    return getattr(params, kind.replace("-", "_"))
+
+
 def settings_for(params: InpaintConfig, kind: str) -> KindSettings:
-    over = getattr(params, kind)
-    pick = lambda key: getattr(over, key) if getattr(over, key) is not None else getattr(params, key)  # noqa: E731
+    """A kind's settings: its own table's keys, else its parent table's (a face part's is [inpaint.face]),
+    else [inpaint]'s."""
+    chain = [kind_table(params, k) for k in (kind, PARENT.get(kind)) if k]
+
+    def pick(key: str):
+        return next((getattr(t, key) for t in chain if getattr(t, key) is not None), getattr(params, key))
     return KindSettings(*(pick(k) for k in ("prompt", "negative_prompt", "steps", "guidance", "strength",
                                              "padding")))
 
@@ -244,7 +258,7 @@ class InpaintStage(Stage):
     def _engine(self, ctx: JobContext, params: InpaintParams, regions: list[Region]):
         """(engine, None), or (None, why the faces are left as they are) when only removals can be done."""
         kinds = {r.kind for r in regions}
-        wanted = kinds & {"face", "hand", "user"} or (params.remove.refine and "remove" in kinds)
+        wanted = (kinds - {"remove"}) or (params.remove.refine and "remove" in kinds)
         problem = self.model_problem(ctx, params)
         if not wanted or problem:
             return None, problem
@@ -319,9 +333,9 @@ def plan_regions(masks: tuple[Mask, ...], params: InpaintParams) -> list[Region]
     removals first, so later repaints see the cleaned picture."""
     out: list[Region] = []
     for m in masks:
-        if m.kind not in KINDS or not getattr(params, m.kind).enabled:
+        if m.kind not in KINDS or not kind_table(params, m.kind).enabled:
             continue
-        if m.kind in ("face", "hand") and len(m.boxes) > 1:
+        if len(m.boxes) > 1:  # a merged mask of several faces or hands: one region each
             out += [Region(m.kind, i, tuple(int(round(v)) for v in b), m.name) for i, b in enumerate(m.boxes)]
         else:
             out.append(Region(m.kind, m.index or 0, m.bounds, m.name))

@@ -68,6 +68,8 @@ def build(cls: type, data: dict, table: str, origin: str, problems: list[str]) -
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in META_FIELDS}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        if "-" in key and key.replace("-", "_") in fields:  # [inpaint.face-eyes] is the field face_eyes
+            key = key.replace("-", "_")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             known = "keys" if table else "tables"

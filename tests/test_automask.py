@@ -251,6 +251,33 @@ def test_stage_writes_masks_detections_and_manifest(tmp_path):
     assert Image.open(archive / "10-detections.png").size == (512, 512)
 
 
+def test_face_mask_is_the_face_oval_and_parts_are_narrow_masks_of_their_own(tmp_path):
+    image = Image.open(DATA / "astronaut.png")
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "box").mkdir()
+    archive, entry = _run(tmp_path / "parts", "astronaut.png", image, '[automask.face]\nparts = ["eyes", "mouth"]\n')
+    assert entry["outputs"] == ["10-mask-face.png", "10-mask-face-eyes.png", "10-mask-face-mouth.png",
+                                "10-detections.png"]
+    assert [m["name"] for m in entry["models"]][-1] == "face-landmarks"
+    oval = np.asarray(Image.open(archive / "10-mask-face.png")) >= 128
+    box_archive, _ = _run(tmp_path / "box", "astronaut.png", image, '[automask.face]\nshape = "box"\n')
+    box = np.asarray(Image.open(box_archive / "10-mask-face.png")) >= 128
+    # Her face (measured by eye): forehead, both cheeks, chin inside; the hair above her temples and the
+    # background beside her jaw are in the box but not in the oval.
+    for x, y in [(224, 85), (195, 130), (250, 130), (222, 172)]:
+        assert oval[y, x] and box[y, x], (x, y)
+    for x, y in [(176, 62), (272, 62), (172, 180), (275, 180)]:
+        assert box[y, x] and not oval[y, x], (x, y)
+    assert oval.sum() < 0.85 * box.sum()
+    eyes = np.asarray(Image.open(archive / "10-mask-face-eyes.png")) >= 128
+    mouth = np.asarray(Image.open(archive / "10-mask-face-mouth.png")) >= 128
+    assert eyes[97, 203] and eyes[97, 247] and not eyes[148, 223]  # both eyes, not the mouth
+    assert mouth[148, 223] and not mouth[97, 203] and not mouth[97, 247]
+    assert eyes.sum() < 0.35 * oval.sum() and mouth.sum() < 0.2 * oval.sum()
+    assert not (eyes & ~oval).sum() > 0.05 * eyes.sum()  # the parts lie within the face
+    assert [m["kind"] for m in entry["products"]["masks"]] == ["face", "face-eyes", "face-mouth"]
+
+
 def test_stage_with_nothing_found_says_so(tmp_path):
     _, entry = _run(tmp_path, "sky.png", Image.new("RGB", (300, 200), (90, 140, 220)))
     assert entry["reason"] == "no faces or hands found" and entry["outputs"] == ["10-detections.png"]

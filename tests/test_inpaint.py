@@ -351,3 +351,31 @@ def test_a_broken_removal_mask_fails_the_image_and_keeps_both_files(tmp_path):
     assert (cfg.paths.failed / "shot.remove.png").exists() and not list(cfg.paths.inbox.iterdir())
     report = json.loads((cfg.paths.failed / "shot.png.error.json").read_text())
     assert report["stage"] == "intake"
+
+
+def test_face_parts_are_repainted_alone_with_settings_inherited_from_the_face(tmp_path, tiny_sd):
+    """[automask.face].parts: the eyes and the mouth get masks of their own, repainted with [inpaint.face-eyes]
+    and [inpaint.face-mouth], whose keys fall back to [inpaint.face], then to [inpaint]."""
+    extra = (f'[automask.face]\nparts = ["eyes", "mouth"]\n'
+             f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
+             '[inpaint.face]\nenabled = false\nstrength = 0.4\n'
+             '[inpaint.face-eyes]\nstrength = 0.25\nprompt = "bright eyes"\n'
+             '[inpaint.face-mouth]\n')
+    archive, entry = _job(tmp_path, extra, DATA / "astronaut.png")
+    assert entry["status"] == "done", entry
+    regions = {r["kind"]: r for r in entry["details"]["regions"]}
+    assert set(regions) == {"face-eyes", "face-mouth"}  # the whole face is switched off
+    assert regions["face-eyes"]["prompt"] == "bright eyes" and regions["face-eyes"]["strength"] == 0.25
+    assert regions["face-mouth"]["prompt"] == "a detailed natural face" and regions["face-mouth"]["strength"] == 0.4
+    original = np.asarray(Image.open(archive / "00-original.png").convert("RGB")).astype(int)
+    result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB")).astype(int)
+    eyes = np.asarray(Image.open(archive / "10-mask-face-eyes.png"))
+    mouth = np.asarray(Image.open(archive / "10-mask-face-mouth.png"))
+    assert (result[(eyes == 0) & (mouth == 0)] == original[(eyes == 0) & (mouth == 0)]).all()
+    assert np.abs(result[eyes == 255] - original[eyes == 255]).mean() > 1
+    assert np.abs(result[mouth == 255] - original[mouth == 255]).mean() > 1
+
+
+def test_an_unknown_face_part_is_named(tmp_path):
+    with pytest.raises(config_mod.ConfigError, match=r'\[automask.face\].parts must be a list of "eyes", "mouth"'):
+        config_mod.load(write_config(tmp_path, '[automask.face]\nparts = ["nose"]\n'))

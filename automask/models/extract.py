@@ -24,6 +24,9 @@ FACE = {
     "face_detection_short_range.tflite": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
     "face_detection_full_range_sparse.tflite":
         "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+    # 468 face landmarks on a 192² face crop: the face's oval and its parts.  Run through OpenVINO's
+    # TFLite reader (the Tasks API wants metadata this file lacks).
+    "face_landmark.tflite": "mediapipe/modules/face_landmark/face_landmark.tflite",
 }
 HAND_TASK = "hand_landmarker.task"
 HAND_PARTS = {
