@@ -68,6 +68,8 @@ class FaceMesh:
 
     def landmarks(self, rgb: Image.Image, face: Detection) -> tuple[np.ndarray, float]:
         """468×2 points in image pixels, and the model's confidence that a face is there (0–1)."""
+        if rgb.mode != "RGB":
+            rgb = rgb.convert("RGB")
         x0, y0, x1, y1 = face.box
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         side = ROI_SCALE * max(x1 - x0, y1 - y0)

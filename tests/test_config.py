@@ -29,8 +29,8 @@ def _flatten(obj, prefix=""):
 def _flatten_toml(d, prefix=""):
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten_toml(v, f"{prefix}{k}."))
+        if isinstance(v, dict):  # [inpaint.face-eyes] is the field face_eyes
+            out.update(_flatten_toml(v, f"{prefix}{k.replace('-', '_')}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
