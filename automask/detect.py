@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,11 +110,17 @@ def _same_as_any(d: Detection, others: list[Detection], nested: bool = True) -> 
 
 
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
+    """One detection per thing, most confident first.  Boxes alike (IoU above ``threshold``) are one thing:
+    the most confident stays.  A box mostly inside a larger one is a part of it (a finger a tile saw inside
+    a whole hand, an eye inside a face): the larger box stays, with the better score."""
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: d.score, reverse=True):
-        if all(d.kind != k.kind or (iou(d.box, k.box) <= threshold and containment(d.box, k.box) < 0.7)
-               for k in kept):
+        same = next((i for i, k in enumerate(kept) if k.kind == d.kind
+                     and (iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7)), None)
+        if same is None:
             kept.append(d)
+        elif iou(d.box, kept[same].box) <= threshold and d.area > kept[same].area:
+            kept[same] = dataclasses.replace(d, score=kept[same].score)
     return kept
 
 
