@@ -24,6 +24,7 @@ MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
 ROI_SCALE = 1.5  # MediaPipe's face mesh crop: 1.5 times the detection's box
 PARTS = ("eyes", "mouth")
+MIN_PRESENCE = 0.5  # the model's own face flag, below which its points are not a face's
 
 
 def _indices(*names: str) -> list[int]:
@@ -91,8 +92,11 @@ class FaceMesh:
         return image_pts, 1.0 / (1.0 + math.exp(-flag))
 
     def outlines(self, rgb: Image.Image, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
-        """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y)."""
-        pts, _ = self.landmarks(rgb, face)
+        """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y); empty when
+        the model does not see a face in the crop (a false detection keeps its box)."""
+        pts, presence = self.landmarks(rgb, face)
+        if presence < MIN_PRESENCE:
+            return {}
         out = {"oval": [_rounded(pts[self.oval])]}
         for part, groups in self.parts.items():
             out[part] = [_hull(pts[g]) for g in groups]

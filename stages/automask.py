@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import structlog
 from PIL import Image
 
 from automask.detect import MODELS, Detection, Detector, DetectorSettings
@@ -22,6 +23,8 @@ from stages.files import sha256_file
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
 from stages.products import Found, Mask, Picture, Products, Slot
 from stages.schema import Errors
+
+log = structlog.get_logger("polishd.automask")
 
 KINDS = ("face", "hand")
 # The hand landmarker's own detection and presence thresholds.  Lower than the selection after it
@@ -146,9 +149,11 @@ class AutoMaskStage(Stage):
 
             try:
                 self._mesh = FaceMesh(FACE_MESH_MODEL)
-            except (RuntimeError, OSError) as exc:
-                raise ModelUnavailable(f"the face landmark model could not be loaded: {exc}") from None
-            self._digests["face-landmarks"] = sha256_file(FACE_MESH_MODEL)
+            except (ImportError, RuntimeError, OSError) as exc:  # faces keep their boxes; parts are skipped
+                log.warning("the face landmark model could not be loaded; faces are masked by their boxes",
+                            error=f"{type(exc).__name__}: {exc}")
+            else:
+                self._digests["face-landmarks"] = sha256_file(FACE_MESH_MODEL)
 
     def close(self) -> None:
         if self._detector is not None:
@@ -172,7 +177,7 @@ class AutoMaskStage(Stage):
         for kind in KINDS:
             settings = getattr(params, kind)
             chosen = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
-            if kind == "face" and _needs_mesh(params):
+            if kind == "face" and _needs_mesh(params) and self._mesh is not None:
                 for d in chosen:
                     ctx.check_stop()
                     d.outlines = self._mesh.outlines(image, d)
@@ -185,7 +190,7 @@ class AutoMaskStage(Stage):
                 masks.append(Mask(kind, name, _bounds(mask), boxes, None if settings.merge else i))
             for part in settings.parts if kind == "face" else ():
                 groups = [chosen] if settings.merge else [[d] for d in chosen]
-                for i, group in enumerate(groups if chosen else []):
+                for i, group in enumerate(g for g in groups if any(d.outlines for d in g)):
                     mask = part_mask(size, group, part, settings)
                     name = f"{self.prefix}-mask-face-{part}.png" if settings.merge else \
                         f"{self.prefix}-mask-face-{part}-{i}.png"

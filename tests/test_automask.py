@@ -308,3 +308,38 @@ def test_contact_sheet_shows_original_and_detections_labelled(tmp_path):
     assert contact["reason"] == "2 panels"
     sheet = Image.open(archive / "99-contact.jpg")
     assert sheet.format == "JPEG" and sheet.height > 384 and 2 * 384 < sheet.width < 2 * 384 + 60
+
+
+def test_a_false_face_keeps_its_box_and_the_oval_is_only_drawn_on_a_face():
+    from automask.face_mesh import FaceMesh
+
+    mesh = FaceMesh()
+    image = Image.open(DATA / "camera.png").convert("RGB")
+    sky = Detection("face", (380, 20, 460, 100), 0.6, "face-short")  # an empty patch of sky
+    assert mesh.outlines(image, sky) == {}
+    (face,) = faces(Detector(DetectorSettings()).detect(image))
+    outlines = mesh.outlines(image, face)
+    oval = np.array(outlines["oval"][0])
+    assert len(outlines["eyes"]) == 2 and len(outlines["mouth"]) == 1
+    # The oval lies around the face the detector found (his face, in profile, at about (236, 160)).
+    assert abs(oval[:, 0].mean() - 236) < 25 and abs(oval[:, 1].mean() - 160) < 25
+    s = FaceMaskConfig(padding=0, dilate=0, feather=0)
+    sky_mask = np.asarray(masks_for([sky], s, image.size)[0])
+    assert sky_mask[60, 420] == 255 and sky_mask[21, 381] == 255  # the box, corners included
+    mesh.close()
+
+
+def test_without_the_face_landmark_model_faces_keep_their_boxes(tmp_path, monkeypatch):
+    import automask.face_mesh
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot read face_landmark.tflite")
+
+    monkeypatch.setattr(automask.face_mesh, "FaceMesh", broken)
+    archive, entry = _run(tmp_path, "astronaut.png", Image.open(DATA / "astronaut.png"),
+                          '[automask.face]\nparts = ["eyes"]\n')
+    assert entry["status"] == "done"
+    assert entry["outputs"] == ["10-mask-face.png", "10-detections.png"]  # no eyes without landmarks
+    assert "face-landmarks" not in [m["name"] for m in entry["models"]]
+    mask = np.asarray(Image.open(archive / "10-mask-face.png")) >= 128
+    assert mask[62, 176] and mask[62, 272]  # the box's top corners (hair), which the oval leaves out
