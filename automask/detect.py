@@ -10,16 +10,17 @@ several ways and the results merged:
   only a tile made is kept when a second look, at a crop around it and another scale, finds
   it again (large images must not invent faces).
 
-Detections of one kind that overlap (IoU above ``nms_iou``, or one mostly
-inside the other) are the same thing: the most confident one is kept.
+Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
+the most confident one is kept.  One mostly inside a larger one is a part of it:
+the larger box is kept, with the better score.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 

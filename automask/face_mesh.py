@@ -52,6 +52,20 @@ def _loop(name: str) -> list[int]:
     return order
 
 
+def rotated_crop(image: Image.Image, centre: tuple[float, float], side: float, angle: float,
+                 out: int) -> tuple[Image.Image, tuple[float, ...]]:
+    """The square of ``side`` px around ``centre``, turned by ``angle`` (radians), sampled to out×out — the crop
+    MediaPipe's landmark models expect — and the affine (a, b, c, d, e, f) that takes a crop pixel (u, v) back to
+    the image: (a·u + b·v + c, d·u + e·v + f)."""
+    k, cos, sin = side / out, math.cos(angle), math.sin(angle)
+    # Crop pixel (u, v) samples the image at centre + R(angle)·k·(u − out/2, v − out/2).
+    a, b, d, e = k * cos, -k * sin, k * sin, k * cos
+    c = centre[0] - (a + b) * out / 2
+    f = centre[1] - (d + e) * out / 2
+    coefficients = (a, b, c, d, e, f)
+    return image.transform((out, out), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR), coefficients
+
+
 class FaceMesh:
     """Loads the model once; ``shape`` gives a face's outlines in image pixels."""
 
@@ -78,12 +92,7 @@ class FaceMesh:
         if len(face.landmarks) >= 2:  # the detector's keypoints: the eye on the image's left, then the other
             (ex0, ey0), (ex1, ey1) = face.landmarks[0], face.landmarks[1]
             angle = math.atan2(ey1 - ey0, ex1 - ex0)
-        k, cos, sin = side / SIDE, math.cos(angle), math.sin(angle)
-        # Crop pixel (u, v) samples the image at centre + R(angle)·k·(u − 96, v − 96).
-        a, b, d, e = k * cos, -k * sin, k * sin, k * cos
-        c = cx - a * SIDE / 2 - b * SIDE / 2
-        f = cy - d * SIDE / 2 - e * SIDE / 2
-        crop = rgb.transform((SIDE, SIDE), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
+        crop, (a, b, c, d, e, f) = rotated_crop(rgb, (cx, cy), side, angle, SIDE)
         x = (np.asarray(crop, dtype=np.float32) / 255.0)[None]
         result = self._request.infer({0: x})
         pts = np.asarray(result[self._points_out], dtype=np.float64).reshape(-1, 3)[:, :2]

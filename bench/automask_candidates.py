@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from automask.detect import Detection, Detector, _same_as_any, nms
+from automask.face_mesh import rotated_crop
 from bench.automask import OUT, kept, photos, settings, sheet
 
 POSE_FILES = {"pose_detection.tflite": "mediapipe/modules/pose_detection/pose_detection.tflite",
@@ -119,10 +120,7 @@ class Pose:
         (x0, y0), (x1, y1) = kps[0], kps[1]
         side = 2.5 * math.hypot(x1 - x0, y1 - y0)  # MediaPipe's body crop: twice the radius, then ×1.25
         angle = math.atan2(y1 - y0, x1 - x0) + math.pi / 2
-        k, cos, sin = side / 256, math.cos(angle), math.sin(angle)
-        a, b, d, e = k * cos, -k * sin, k * sin, k * cos
-        c, f = x0 - 128 * (a + b), y0 - 128 * (d + e)
-        crop = image.transform((256, 256), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
+        crop, (a, b, c, d, e, f) = rotated_crop(image, (x0, y0), side, angle, 256)
         r = self.lmk.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
         p = r[self.lmk.outputs[0]].reshape(39, 5)
         pts = np.stack([a * p[:, 0] + b * p[:, 1] + c, d * p[:, 0] + e * p[:, 1] + f], axis=1)

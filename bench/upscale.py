@@ -50,24 +50,16 @@ def to_uint8(chw: np.ndarray) -> np.ndarray:
 
 
 class Ncnn:
-    def __init__(self, model: str, threads: int):
-        import ncnn
+    """ncnn on the built-in model's own files, through the stage's runner (its CPU defaults unless ``bf16``)."""
 
-        self.ncnn = ncnn
-        folder = esrgan_load.package_dir()
-        stem = esrgan_load.BUILTINS[model].ncnn_stem
-        self.net = ncnn.Net()
-        self.net.opt.use_vulkan_compute = False
-        self.net.opt.num_threads = threads  # ncnn's own defaults otherwise: its fastest CPU path
-        self.net.load_param(str(folder / f"{stem}.param"))
-        self.net.load_model(str(folder / f"{stem}.bin"))
+    def __init__(self, model: str, threads: int, bf16: bool = False):
+        from stages.esrgan.ncnn_backend import NcnnRunner
+
+        self.runner = NcnnRunner(*esrgan_load.builtin_ncnn_files(model), threads, bf16)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        x = np.ascontiguousarray((np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1))
-        ex = self.net.create_extractor()
-        ex.input("data", self.ncnn.Mat(x))
-        _, out = ex.extract("output")
-        return to_uint8(np.array(out))
+        x = torch.from_numpy(np.ascontiguousarray((np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1)))
+        return to_uint8(self.runner(x[None])[0].numpy())
 
 
 class PlainTorch:

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from bench.upscale import CACHE, OUT, PlainTorch, Polishd, photo, psnr, to_uint8
+from bench.upscale import CACHE, OUT, Ncnn, PlainTorch, Polishd, photo, psnr, to_uint8
 from stages.esrgan import load as esrgan_load
-from stages.esrgan import ncnn_backend, onnx_backend, openvino_backend
+from stages.esrgan import onnx_backend, openvino_backend
 
 FAITHFUL_DB = 45.0
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16",
@@ -83,16 +83,6 @@ def openvino_path(onnx: Path, threads: int, precision: str, int8: str = ""):
     return run
 
 
-def ncnn_path(model: str, threads: int, bf16: bool):
-    loaded = esrgan_load.load(_resolved(model), CACHE)
-    runner = ncnn_backend.NcnnRunner(*loaded.ncnn, threads, bf16)
-
-    def run(image: Image.Image) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy() / 255.0)[None]
-        return to_uint8(runner(x)[0].clamp(0, 1).numpy())
-    return run
-
-
 def _resolved(model: str):
     from stages.models import ModelKind, Models, ModelSetting
 
@@ -144,8 +134,8 @@ def main(argv=None) -> int:
     reference, ref_s = warm_seconds(PlainTorch(args.model), image, args.repeat)
     torch_net = PlainTorch(args.model).net
     onnx = onnx_backend.export(torch_net, esrgan_load.load(_resolved(args.model), CACHE).sha256, CACHE)
-    paths = {"ncnn, its defaults (fp32, Winograd)": lambda: ncnn_path(args.model, args.threads, False),
-             "ncnn, bf16 storage": lambda: ncnn_path(args.model, args.threads, True),
+    paths = {"ncnn, its defaults (fp32, Winograd)": lambda: Ncnn(args.model, args.threads),
+             "ncnn, bf16 storage": lambda: Ncnn(args.model, args.threads, bf16=True),
              "OpenVINO fp32": lambda: openvino_path(onnx, args.threads, "f32")}
     if openvino_backend.bf16_capable():
         paths["OpenVINO bf16"] = lambda: openvino_path(onnx, args.threads, "bf16")

@@ -74,14 +74,19 @@ def package_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
+def builtin_ncnn_files(name: str) -> tuple[Path, Path]:
+    """A built-in model's own ncnn ``.param`` and ``.bin`` in the weights package."""
+    stem = package_dir() / BUILTINS[name].ncnn_stem
+    return stem.with_suffix(".param"), stem.with_suffix(".bin")
+
+
 def builtin_weights(name: str, cache: Path) -> Path:
     """The converted weights of a built-in model, converting on first use."""
     b = BUILTINS[name]
     target = cache / "realesrgan" / f"{name}.safetensors"
     if target.exists():
         return target
-    src = package_dir()
-    param, binary = src / f"{b.ncnn_stem}.param", src / f"{b.ncnn_stem}.bin"
+    param, binary = builtin_ncnn_files(name)
     sd = to_state_dict(b.build(), param, binary)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.partial")
@@ -178,8 +183,7 @@ def load(model: Resolved, cache: Path) -> LoadedModel:
         net = BUILTINS[name].build()
         sd = load_file(str(path))
         net.load_state_dict(sd, strict=True)
-        stem = package_dir() / BUILTINS[name].ncnn_stem
-        ncnn = (stem.with_suffix(".param"), stem.with_suffix(".bin"))
+        ncnn = builtin_ncnn_files(name)
     else:
         ncnn = None
         path = model.path
