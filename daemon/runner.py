@@ -73,6 +73,25 @@ class Outcome:
     seconds: float = 0.0
 
 
+class JobTimeout(Exception):
+    """A cluster job that ran past ``[cluster].task_timeout``: the attempt fails (and is retried)."""
+
+
+class _StopOrDeadline:
+    """The stop flag a stage sees: set by a shutdown, or once the job's deadline has passed."""
+
+    def __init__(self, stop: threading.Event, deadline: float | None):
+        self.stop, self.deadline = stop, deadline
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.deadline is not None:
+            timeout = max(0.0, min(timeout if timeout is not None else 1e9, self.deadline - time.monotonic()))
+        return self.stop.wait(timeout) or self.is_set()
+
+
 class _Failure(Exception):
     def __init__(self, stage: str, exc: BaseException):
         super().__init__(str(exc))
@@ -82,8 +101,11 @@ class _Failure(Exception):
 class Runner:
     def __init__(self, journal: Journal, config: Callable[[], Config], stages: list[Stage],
                  stop: threading.Event | None = None):
-        self.journal = journal
+        self.journal = journal  # what a job records while it runs (its folder, the bytes it read, duplicates)
+        self.endings = Endings(journal, config)  # what happens to the journal and the inbox when an attempt ends
         self.config = config  # called once per job: a reload applies from the next job on
+        # Set per job by a cluster worker: past this (time.monotonic()), the next safe point fails the attempt.
+        self.deadline: float | None = None
         self.stages = stages
         self.stop = stop or threading.Event()
         self.active: set[int] = set()
@@ -93,21 +115,22 @@ class Runner:
         # Models are shared between worker threads: one job at a time inside a stage,
         # while other workers may be in other stages.
         self._locks = {stage.name: threading.Lock() for stage in stages}
+        self._folders: dict[int, Path] = {}  # job id → its archive folder, once this attempt knows it
 
     # ------------------------------------------------------------------ one job
     def run_job(self, job: Job) -> Outcome:
         cfg = self.config()
-        consume = job.origin == "inbox"
         started = time.monotonic()
         self.active.add(job.id)
         structlog.contextvars.bind_contextvars(image=job.name, job=job.id)
         try:
-            outcome = self._run(job, cfg, consume)
+            outcome = self._run(job, cfg)
         except Exception as exc:  # outside any stage (a full disk, a bug): retried, then failed like the rest
             log.error("job error outside the stages", error=f"{type(exc).__name__}: {exc}", exc_info=True)
-            outcome = self._fail(job, cfg, "runner", exc, consume, manifest=None, folder=None)
+            outcome = self._fail(job, cfg, "runner", exc, manifest=None, folder=None)
         finally:
             self.active.discard(job.id)
+            self._folders.pop(job.id, None)
         outcome.seconds = time.monotonic() - started
         durations = {s["name"]: s.get("duration_s") for s in outcome.stages if s.get("status") == "done"}
         log.info("job finished", status=outcome.status, archive=str(outcome.archive or ""),
@@ -115,24 +138,24 @@ class Runner:
         structlog.contextvars.unbind_contextvars("image", "job", "stage")
         return outcome
 
-    def _run(self, job: Job, cfg: Config, consume: bool) -> Outcome:
+    def _run(self, job: Job, cfg: Config) -> Outcome:
         d = cfg.daemon
         # 1. Read the dropped file.
         try:
             dropped = read_dropped(job.path, d.formats, d.max_pixels, d.max_bytes)
         except FileNotFoundError:
             msg = f"{job.name} disappeared from {job.path.parent} before it was processed"
-            self.journal.finish(job.id, "failed", error=msg, stage="intake")
+            self.endings.failed(job, msg, "intake", report=None)
             log.warning("input vanished", path=str(job.path))
             return Outcome(job.id, job.name, JobStatus.FAILED, error=msg)
         except Undecodable as exc:
-            if consume and self._still_being_written(job, cfg.daemon.stability_delay):
-                self.journal.requeue(job.id, count_attempt=False)
+            if job.origin == "inbox" and self._still_being_written(job, cfg.daemon.stability_delay):
+                self.endings.requeue(job, count_attempt=False)
                 log.info("input still being written; back in the queue", reason=str(exc))
                 return Outcome(job.id, job.name, JobStatus.WAITING)
-            return self._fail(job, cfg, "intake", exc, consume, manifest=None, folder=None)
+            return self._fail(job, cfg, "intake", exc, manifest=None, folder=None)
         except InputError as exc:
-            return self._fail(job, cfg, "intake", exc, consume, manifest=None, folder=None)
+            return self._fail(job, cfg, "intake", exc, manifest=None, folder=None)
         structlog.contextvars.bind_contextvars(image=f"{arc.safe_stem(job.name)}-{dropped.sha256[:8]}")
         if dropped.sha256 != job.sha256:  # the file changed after it was queued: record what is being processed
             self.journal.set_sha256(job.id, dropped.sha256)
@@ -142,7 +165,7 @@ class Runner:
         if cfg.daemon.duplicates == "skip":
             first = self.journal.first_done_with(dropped.sha256, job.id)
             if first is not None and first.archive and _holds_original(Path(first.archive), dropped.sha256):
-                return self._duplicate(job, first, dropped, consume)
+                return self._duplicate(job, first, dropped)
 
         # 3. Archive folder, original and sidecars.
         folder = self._folder_for(job, cfg, dropped)
@@ -155,7 +178,7 @@ class Runner:
         try:
             cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest)
         except InputError as exc:  # a sidecar that does not parse or validate
-            return self._fail(job, cfg, "intake", exc, consume, manifest=manifest, folder=folder)
+            return self._fail(job, cfg, "intake", exc, manifest=manifest, folder=folder)
         source, icc = _intake_picture(folder, dropped, decoded, sidecars)
         del decoded
 
@@ -165,18 +188,16 @@ class Runner:
                          manifest)
         except StopRequested:
             folder.write_manifest(manifest)
-            self.journal.requeue(job.id, count_attempt=False)
+            self.endings.requeue(job, count_attempt=False)
             log.info("job put back in the queue for shutdown")
             return Outcome(job.id, job.name, JobStatus.STOPPED, folder.path, stages=manifest.stages)
         except _Failure as f:
-            return self._fail(job, cfg, f.stage, f.exc, consume, manifest=manifest, folder=folder)
+            return self._fail(job, cfg, f.stage, f.exc, manifest=manifest, folder=folder)
 
         # 5. Done: the manifest says so before the inbox copy goes.
         manifest.status, manifest.finished = "done", arc.now_iso()
         folder.write_manifest(manifest)
-        if consume:
-            self._consume(job, dropped, folder)
-        self.journal.finish(job.id, "done")
+        self.endings.done(job, dropped.sha256, folder.path)
         return Outcome(job.id, job.name, JobStatus.DONE, folder.path, stages=manifest.stages)
 
     def _still_being_written(self, job: Job, delay: float) -> bool:
@@ -191,6 +212,7 @@ class Runner:
 
     def _folder_for(self, job: Job, cfg: Config, dropped: Dropped) -> ArchiveFolder:
         if job.archive and _holds_original(Path(job.archive), dropped.sha256):
+            self._folders[job.id] = Path(job.archive)
             return ArchiveFolder(Path(job.archive))  # a resumed job
         root = cfg.paths.archive
         root.mkdir(parents=True, exist_ok=True)
@@ -209,6 +231,7 @@ class Runner:
         path.mkdir(exist_ok=True)
         arc.fsync_dir(root)
         self.journal.set_archive(job.id, str(path))
+        self._folders[job.id] = path
         return ArchiveFolder(path)
 
     def _prepare(self, job: Job, cfg: Config, folder: ArchiveFolder, dropped: Dropped,
@@ -257,7 +280,8 @@ class Runner:
                 continue
             self.progress(stage.name, 0, 0, "")
             ctx = JobContext(id=job.folder.path.name, folder=job.folder, sha256=job.sha256, products=inputs,
-                             models=models, icc=job.icc, stop=self.stop, beat=self.beat,
+                             models=models, icc=job.icc, stop=_StopOrDeadline(self.stop, self.deadline),
+                             beat=self.beat,
                              report=lambda done, total, unit, name=stage.name: self.progress(name, done, total, unit))
             outcome, seconds = self._attempt(stage, ctx, params)
             if isinstance(outcome, Skipped):
@@ -286,6 +310,8 @@ class Runner:
                 finally:
                     stage.cleanup(ctx)
         except StopRequested:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise _Failure(stage.name, JobTimeout("the job ran past [cluster].task_timeout")) from None
             raise
         except ModelUnavailable as exc:
             log.warning("stage skipped: its model is unavailable", reason=str(exc))
@@ -299,31 +325,18 @@ class Runner:
 
 
     # ------------------------------------------------------------------ endings
-    def _consume(self, job: Job, dropped: Dropped, folder: ArchiveFolder) -> None:
-        """Removes the inbox file (and its sidecars) once the archive holds a byte-identical copy."""
-        original = next(folder.path.glob("00-original.*"))
-        if arc.sha256_file(original) != dropped.sha256:  # pragma: no cover - guarded by _prepare
-            raise RuntimeError(f"archive copy of {job.name} does not match; inbox file kept")
-        for name, src in sidecars_for(job.path).items():
-            if folder.file(name).exists() and folder.file(name).read_bytes() == src.read_bytes():
-                src.unlink()
-        _unlink_if_same(job.path, dropped.sha256)
-        arc.fsync_dir(job.path.parent)
-
-    def _duplicate(self, job: Job, first: Job, dropped: Dropped, consume: bool) -> Outcome:
+    def _duplicate(self, job: Job, first: Job, dropped: Dropped) -> Outcome:
         folder = ArchiveFolder(Path(first.archive))
         manifest = folder.read_manifest()
         if manifest is not None:
             manifest.duplicates.append({"name": job.name, "job": job.id, "at": arc.now_iso()})
             folder.write_manifest(manifest)
-        if consume:
-            _unlink_if_same(job.path, dropped.sha256)
-        self.journal.finish(job.id, "duplicate", dup_of=first.id)
+        self.endings.duplicate(job, first.id, dropped.sha256)
         log.info("duplicate of an earlier image; not processed again", first_job=first.id,
                  archive=str(folder.path))
         return Outcome(job.id, job.name, JobStatus.DUPLICATE, folder.path)
 
-    def _fail(self, job: Job, cfg: Config, stage: str, exc: BaseException, consume: bool,
+    def _fail(self, job: Job, cfg: Config, stage: str, exc: BaseException,
               manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
         full = disk_full(exc)
         if full is not None:
@@ -332,7 +345,7 @@ class Runner:
         kind = "InputError" if permanent else type(exc).__name__  # one name for every fault of the input itself
         message = f"{kind}: {exc}"
         if not permanent and job.attempts < cfg.daemon.max_attempts:
-            self.journal.requeue(job.id, error=message, stage=stage)
+            self.endings.requeue(job, error=message, stage=stage)
             if manifest is not None and folder is not None:
                 manifest.status = "retrying"
                 manifest.error = {"stage": stage, "message": message, "attempt": job.attempts}
@@ -354,36 +367,87 @@ class Runner:
                 folder.write_manifest(manifest)
             except OSError as err:
                 problems.append(f"manifest not written: {err}")
-        destination = None
-        if consume:
-            try:
-                destination = _move_to_failed(job.path, cfg.paths.failed, report)
-            except OSError as err:
-                problems.append(f"not moved to failed/ ({err}); left in the inbox and not taken again until "
-                                "it changes")
-        error = "; ".join([message, *problems])
-        self.journal.finish(job.id, "failed", error=error, stage=stage,
-                            source=str(destination) if destination else None)
-        log.error("image failed", stage=stage, error=error, moved_to=str(destination or ""))
+        error = self.endings.failed(job, message, stage, report=report, problems=problems)
         return Outcome(job.id, job.name, JobStatus.FAILED, folder.path if folder else None, error)
 
 
     def _no_space(self, job: Job, where: str, manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
         """Not the image's fault: back in the queue with no attempt counted, and no archive folder left
         behind that holds nothing finished (the original is still where the user put it)."""
-        archive = folder.path if folder is not None else (Path(a) if (a := self.journal.get(job.id).archive)
-                                                           else None)
+        archive = folder.path if folder is not None else (
+            self._folders.get(job.id) or (Path(job.archive) if job.archive else None))
         finished = manifest is not None and any(s.get("status") == StageStatus.DONE for s in manifest.stages)
         if archive is not None and archive.is_dir() and not finished:
             shutil.rmtree(archive, ignore_errors=True)
             self.journal.set_archive(job.id, None)
             archive = None
-        self.journal.requeue(job.id, error=f"disk full at {where}", stage="runner", count_attempt=False)
+        self.endings.requeue(job, error=f"disk full at {where}", stage="runner", count_attempt=False)
         log.warning("no space left; the job goes back to the queue", where=where)
         return Outcome(job.id, job.name, JobStatus.DISK_FULL, archive, error=f"disk full at {where}")
 
 
+# ---------------------------------------------------------------------- endings
+
+
+class Endings:
+    """What the end of an attempt does to the journal and to the user's file: the one place that removes an
+    inbox file, moves one to ``failed/``, or settles a job.  A cluster worker records these calls instead
+    (daemon/cluster.py), and the coordinator, which owns the inbox and the journal, makes them."""
+
+    def __init__(self, journal: Journal, config: Callable[[], Config]):
+        self.journal, self.config = journal, config
+
+    def requeue(self, job: Job, *, error: str | None = None, stage: str | None = None,
+                count_attempt: bool = True) -> None:
+        self.journal.requeue(job.id, error=error, stage=stage, count_attempt=count_attempt)
+
+    def done(self, job: Job, sha256: str, archive: Path) -> None:
+        """The manifest says done: the inbox file goes once the archive holds a byte-identical copy."""
+        if job.origin == "inbox":
+            _consume(job.path, sha256, ArchiveFolder(archive))
+        self.journal.finish(job.id, "done")
+
+    def duplicate(self, job: Job, first_id: int, sha256: str) -> None:
+        if job.origin == "inbox":
+            _unlink_if_same(job.path, sha256)
+        self.journal.finish(job.id, "duplicate", dup_of=first_id)
+
+    def failed(self, job: Job, message: str, stage: str, report: dict | None,
+               problems: list[str] | None = None) -> str:
+        """Moves an inbox file to ``failed/`` with its report (when there is one) and ends the job failed.
+        Whatever goes wrong on the way, the job ends failed with the reason; returns the error recorded."""
+        problems = list(problems or [])
+        destination = None
+        if job.origin == "inbox" and report is not None:
+            try:
+                destination = _move_to_failed(job.path, self.config().paths.failed, report)
+            except OSError as err:
+                problems.append(f"not moved to failed/ ({err}); left in the inbox and not taken again until "
+                                "it changes")
+        error = "; ".join([message, *problems])
+        self.journal.finish(job.id, "failed", error=error, stage=stage,
+                            source=str(destination) if destination else None)
+        if report is not None:
+            log.error("image failed", stage=stage, error=error, moved_to=str(destination or ""))
+        return error
+
+
 # ---------------------------------------------------------------------- helpers
+
+
+def _consume(path: Path, sha256: str, folder: ArchiveFolder) -> None:
+    """Removes the inbox file (and its sidecars) once the archive holds a byte-identical copy."""
+    manifest = folder.read_manifest()
+    original = next(folder.path.glob("00-original.*"), None)
+    if manifest is None or manifest.status != "done" or original is None or arc.sha256_file(original) != sha256:
+        raise RuntimeError(f"the archive {folder.path} does not hold a finished, verified copy of {path.name}; "
+                           "inbox file kept")
+    for name, src in sidecars_for(path).items():
+        if folder.file(name).exists() and folder.file(name).read_bytes() == src.read_bytes():
+            src.unlink()
+    _unlink_if_same(path, sha256)
+    arc.fsync_dir(path.parent)
+
 
 
 def disk_full(exc: BaseException) -> str | None:
