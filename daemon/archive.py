@@ -87,6 +87,7 @@ class Manifest:
     duplicates: list[dict] = field(default_factory=list)
     overrides: dict = field(default_factory=dict)  # per-image settings from a sidecar
     error: dict | None = None
+    job: int | None = None  # the journal's id of the job that made this folder
 
     def to_json(self) -> bytes:
         data = {k: v for k, v in self.__dict__.items() if v or k in ("stages", "finished", "status")}

@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Watch [paths].inbox, process each stable image through every enabled stage, "
                                "archive the results and remove it from the inbox. Stops cleanly on SIGTERM/SIGINT; "
                                "reloads pipeline.toml when it changes or on SIGHUP.")
+    pw = sub.add_parser("worker", help="run jobs for a coordinator ([cluster].broker): one process per GPU",
+                        description="A Celery worker for the coordinator that `polishd run` is when [cluster].broker "
+                                    "is set. It runs one job at a time through every stage, keeps its models loaded "
+                                    "between jobs, and writes the archive on the shared [paths]. Stops cleanly on "
+                                    "SIGTERM/SIGINT: the running job finishes its stage's safe point and goes back.")
+    pw.add_argument("--device", metavar="DEVICE",
+                    help='auto, cpu, cuda, cuda:N (this process sees GPU N alone) or mps; default [daemon].device')
+    pw.add_argument("--name", metavar="NAME", help="the name status shows (default: device-pid@host)")
     pp = sub.add_parser("process", help="process files or folders once, leaving them where they are",
                         description="Run the pipeline once on the given images (folders: the images directly in "
                                     "them) into [paths].archive. Inputs are not moved or removed. Exit status 1 if "
@@ -88,7 +96,15 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
     except ConfigError as exc:
         print(f"polishd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command in ("run", "process"):  # the commands that load native libraries
+    if args.command == "worker":
+        try:
+            device, visible = worker_device(args.device)
+        except ValueError as exc:
+            print(f"polishd: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if visible is not None:  # before anything imports torch
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    if args.command in ("run", "process", "worker"):  # the commands that load native libraries
         logs.capture_native()
     logs.configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
     try:
@@ -108,14 +124,19 @@ def _command(args: argparse.Namespace, config_path: Path, cfg: Config, stages: l
         except sqlite3.OperationalError as exc:  # a journal in a folder polishd may not write (WAL needs to)
             raise folders.FolderProblem(f"the journal in [paths].state = {cfg.paths.state} cannot be opened "
                                         f"({exc}); give polishd write access to that folder") from None
-    folders.prepare(cfg, ("inbox", "archive", "failed", "state", "models") if args.command == "run"
-                    else ("archive", "state", "models"))
+    if args.command == "worker" and not cfg.cluster.enabled:
+        raise folders.FolderProblem(f"{cfg.source.name if cfg.source else 'pipeline.toml'}: [cluster].broker is "
+                                    "not set; a worker needs the coordinator's broker (see README.md, Scale out)")
+    folders.prepare(cfg, {"run": ("inbox", "archive", "failed", "state", "models"),
+                          "worker": ("inbox", "archive", "models")}.get(args.command, ("archive", "state", "models")))
     if stages is None:
         from daemon.pipeline import default_stages
         stages = default_stages()
         _warn_about_models(cfg)
     if args.command == "run":
         return _run(config_path, cfg, stages)
+    if args.command == "worker":
+        return _worker(cfg, stages, args.device, args.name)
     return _process(cfg, stages, args.paths, progress=not args.no_progress)
 
 
@@ -153,6 +174,19 @@ def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:
     except AlreadyRunning as exc:
         structlog.get_logger("polishd").error(str(exc))
         return EXIT_FAILED
+
+
+def worker_device(device: str | None) -> tuple[str | None, str | None]:
+    from daemon.worker import parse_device
+
+    return parse_device(device)
+
+
+def _worker(cfg: Config, stages: list[Stage], device: str | None, name: str | None) -> int:
+    from daemon.worker import Worker, default_name
+
+    chosen, _ = worker_device(device)
+    return Worker(cfg, stages, chosen, name or default_name(device)).run()
 
 
 # --------------------------------------------------------------------------- process
@@ -288,9 +322,16 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
     recent = [{"id": j.id, "name": j.name, "stage": j.error_stage, "error": j.last_error, "attempts": j.attempts,
                "finished": j.finished, "moved_to": j.source}
               for j in journal.jobs("failed", limit=failures, newest_first=True)]
-    return {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "waiting": journal.waiting(),
-            "paused": journal.notes().get("paused"),
-            "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
+    notes = journal.notes()
+    data = {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "waiting": journal.waiting(),
+            "paused": notes.get("paused"), "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
+    if cfg.cluster.enabled:
+        from daemon.cluster import cluster_status
+
+        data["cluster"] = {**cluster_status(cfg), "note": notes.get("broker"),
+                           "on_workers": [{"id": j.id, "name": j.name, "worker": j.worker, "task": j.task}
+                                          for j in journal.dispatched()]}
+    return data
 
 
 def _status(cfg: Config, as_json: bool, failures: int) -> int:
@@ -305,12 +346,27 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
     print(f"finished in the last hour: {data['finished_last_hour']}")
     for w in data["waiting"]:
         print(f"waiting ({w['reason']}): {w['source']}")
+    if "cluster" in data:
+        _print_cluster(data["cluster"])
     if data["recent_failures"]:
         print("recent failures:")
         for f in data["recent_failures"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["finished"] or 0))
             print(f"  #{f['id']} {f['name']} [{f['stage']}] {when}: {f['error']}")
     return EXIT_OK
+
+
+def _print_cluster(c: dict) -> None:
+    if not c["reachable"]:
+        print(f"broker: {c['broker']} is out of reach ({c['error']})")
+    else:
+        print(f"broker: {c['broker']}, queue {c['queue']}: {c['queue_length']} waiting")
+    if c.get("note"):
+        print(f"coordinator: broker {c['note']}")
+    print(f"workers: {len(c['workers'])}")
+    for w in c["workers"]:
+        job = f"job #{w['job']} {w['image']}" if w["job"] is not None else w["state"]
+        print(f"  {w['name']} [{w['device']}] {job}; {w['jobs_done']} done; heartbeat {w['last_heartbeat_s']} s ago")
 
 
 def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,45 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Scale-out: with a broker, ``polishd run`` is the coordinator and ``polishd worker`` processes run the jobs."""
+
+    broker: str = ""              # "" = in-process workers; "redis://host:6379/0", "rediss://…" for TLS
+    queue: str = "polishd"        # the broker queue (and the prefix of polishd's keys in Redis)
+    task_timeout: float = 3600.0  # the longest one job may take; past it the attempt fails at a safe point
+    visibility_timeout: float = 0.0  # 0 = task_timeout + 600 s; an unacknowledged task is redelivered after it
+    heartbeat: float = 5.0        # seconds between a worker's heartbeats; three missed ones and it is taken as gone
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.broker)
+
+    @property
+    def visibility(self) -> float:
+        return self.visibility_timeout or self.task_timeout + 600.0
+
+    def check(self, err: Errors) -> None:
+        if self.broker and not re.match(r"^(redis|rediss|redis\+socket)://", self.broker):
+            err.add("broker", "must be a Redis URL (redis://, rediss:// or redis+socket://; "
+                              f"got {redact(self.broker)!r})")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.queue):
+            err.add("queue", f"must be 1–64 letters, digits, '_', '.' or '-' (got {self.queue!r})")
+        err.at_least("task_timeout", self.task_timeout, 1.0)
+        err.at_least("heartbeat", self.heartbeat, 0.2)
+        if self.visibility_timeout and self.visibility_timeout <= self.task_timeout:
+            err.add("visibility_timeout", f"must be longer than [cluster].task_timeout ({self.task_timeout:g}), "
+                                          f"or 0 for task_timeout + 600 s (got {self.visibility_timeout:g})")
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<secret>[^@/\s]+)@", re.I)
+
+
+def redact(text: str) -> str:
+    """A URL's password replaced by ``***``: ``redis://:s3cret@host`` → ``redis://:***@host``."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
@@ -88,7 +128,7 @@ def _assemble() -> type:
     """The Config class: [paths], [daemon], [log], then each stage's own table in pipeline order."""
     from daemon.pipeline import STAGES
 
-    tables = [("paths", PathsConfig), ("daemon", DaemonConfig), ("log", LogConfig),
+    tables = [("paths", PathsConfig), ("daemon", DaemonConfig), ("cluster", ClusterConfig), ("log", LogConfig),
               *((stage.name, stage.Config) for stage in STAGES)]
     fields = [(name, cls, field(default_factory=cls)) for name, cls in tables]
     meta = [("source", Path | None, field(default=None)), ("sha256", str, field(default="")),
@@ -107,7 +147,7 @@ def _assemble() -> type:
 Config = _assemble()
 # Tables a per-image sidecar may override: the stages', not where files go or how the daemon runs.
 SIDECAR_TABLES = tuple(f.name for f in dataclasses.fields(Config)
-                       if f.name not in ("paths", "daemon", "log", *META_FIELDS))
+                       if f.name not in ("paths", "daemon", "cluster", "log", *META_FIELDS))
 
 
 # --------------------------------------------------------------------------- loading
@@ -118,6 +158,11 @@ def parse(text: str, origin: str = DEFAULT_CONFIG_NAME, source: Path | None = No
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    return from_data(data, origin, source, hashlib.sha256(text.encode()).hexdigest())
+
+
+def from_data(data: dict, origin: str, source: Path | None, sha256: str) -> Config:
+    """A config from its parsed tables (as a coordinator sends them to its workers with each job)."""
     problems: list[str] = []
     cfg = build(Config, data, "", origin, problems)
     if problems:
@@ -125,8 +170,7 @@ def parse(text: str, origin: str = DEFAULT_CONFIG_NAME, source: Path | None = No
     base = source.parent if source is not None else Path.cwd()
     paths = PathsConfig(**{f.name: _resolve(base, getattr(cfg.paths, f.name))
                            for f in dataclasses.fields(PathsConfig)})
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return dataclasses.replace(cfg, paths=paths, source=source, sha256=digest, raw=data)
+    return dataclasses.replace(cfg, paths=paths, source=source, sha256=sha256, raw=data)
 
 
 def with_overrides(cfg: Config, overrides: dict, origin: str) -> Config:

@@ -39,11 +39,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     archive    TEXT,
     dup_of     INTEGER REFERENCES jobs(id),
     last_error TEXT,
-    error_stage TEXT
+    error_stage TEXT,
+    task       TEXT,
+    sent       REAL,
+    worker     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(source, state);
+CREATE INDEX IF NOT EXISTS jobs_task ON jobs(task);
 -- What the running daemon wants `polishd status` to show (e.g. "paused": "disk full at …").
 CREATE TABLE IF NOT EXISTS notes (
     key        TEXT PRIMARY KEY,
@@ -79,6 +83,11 @@ class Job:
     dup_of: int | None
     last_error: str | None
     error_stage: str | None
+    # With [cluster].broker: the task that carries this job to a worker, when it was handed to the broker,
+    # and the worker last seen running it.
+    task: str | None = None
+    sent: float | None = None
+    worker: str | None = None
 
     @property
     def path(self) -> Path:
@@ -109,7 +118,12 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
+        db = self._conn()
+        have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT")):
+            if have and column not in have:  # a journal from before the cluster mode
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        db.executescript(_SCHEMA)
 
     # -- connection handling ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -183,8 +197,9 @@ class Journal:
                 (str(path), path.name, sha256, size, mtime, owner_id(), now, now, now))
             return self._get(db, cur.lastrowid)
 
-    def claim(self) -> Job | None:
-        """Takes the oldest queued job whose bytes no other worker is processing right now."""
+    def claim(self, task: str | None = None) -> Job | None:
+        """Takes the oldest queued job whose bytes no other worker is processing right now; ``task`` names the
+        cluster task that will carry it (then ``mark_sent`` once the broker has it)."""
         with self._tx() as db:
             row = db.execute(
                 "SELECT id FROM jobs AS j WHERE state='queued' AND NOT EXISTS ("
@@ -194,9 +209,24 @@ class Journal:
                 return None
             now = time.time()
             db.execute(
-                "UPDATE jobs SET state='running', attempts=attempts+1, owner=?, heartbeat=?, started=? WHERE id=?",
-                (owner_id(), now, now, row["id"]))
+                "UPDATE jobs SET state='running', attempts=attempts+1, owner=?, heartbeat=?, started=?, task=?,"
+                " sent=NULL, worker=NULL WHERE id=?", (owner_id(), now, now, task, row["id"]))
             return self._get(db, row["id"])
+
+    def mark_sent(self, job_id: int, task: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET sent=? WHERE id=? AND task=?", (time.time(), job_id, task))
+
+    def seen_on(self, job_id: int, task: str, worker: str) -> None:
+        """A worker's heartbeat names this job's task: it is running there."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET worker=?, heartbeat=? WHERE id=? AND task=? AND state='running'",
+                       (worker, time.time(), job_id, task))
+
+    def dispatched(self) -> list[Job]:
+        """Running jobs carried by a cluster task, oldest first."""
+        rows = self._conn().execute("SELECT * FROM jobs WHERE state='running' AND task IS NOT NULL ORDER BY id")
+        return [Job(**dict(r)) for r in rows]
 
     def claim_id(self, job_id: int) -> Job | None:
         """Takes one queued job by id (``polishd process`` running its next attempt at once), or None."""
@@ -232,7 +262,7 @@ class Journal:
         """Back to the queue: after a failed attempt, or (count_attempt=False) after a clean stop."""
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET state='queued', owner=NULL, heartbeat=NULL,"
+                "UPDATE jobs SET state='queued', owner=NULL, heartbeat=NULL, task=NULL, sent=NULL, worker=NULL,"
                 " attempts=attempts - ?, last_error=COALESCE(?, last_error),"
                 " error_stage=COALESCE(?, error_stage) WHERE id=?",
                 (0 if count_attempt else 1, error, stage, job_id))
@@ -250,7 +280,7 @@ class Journal:
             if other is not None:
                 db.execute("DELETE FROM jobs WHERE id=?", (other["id"],))  # never claimed: nothing is lost
             db.execute("UPDATE jobs SET state='queued', attempts=0, source=?, name=?, sha256=?, bytes=?, mtime=?,"
-                       " owner=NULL, finished=NULL WHERE id=?",
+                       " owner=NULL, finished=NULL, task=NULL, sent=NULL, worker=NULL WHERE id=?",
                        (str(source), source.name, sha256, size, mtime, job_id))
             return job_id
 
@@ -259,13 +289,14 @@ class Journal:
         with self._tx() as db:
             db.execute("UPDATE jobs SET sha256=? WHERE id=?", (sha256, job_id))
 
-    def recover(self) -> tuple[list[Job], list[Job]]:
+    def recover(self, keep_dispatched: bool = False) -> tuple[list[Job], list[Job]]:
         """At daemon start (under the single-instance lock): orphaned running jobs.
 
         Every running inbox job belonged to a daemon that is gone: back to the
-        queue.  A ``polishd process`` job whose process is gone or silent is
-        marked failed (its file lives outside the inbox, not the daemon's to
-        take).  Returns (requeued, abandoned).
+        queue (with ``keep_dispatched``, a cluster coordinator's start, jobs a task
+        carries stay running: their results may still come).  A ``polishd process``
+        job whose process is gone or silent is marked failed (its file lives outside
+        the inbox, not the daemon's to take).  Returns (requeued, abandoned).
         """
         requeued, abandoned = [], []
         with self._tx() as db:
@@ -275,14 +306,16 @@ class Journal:
                 job = Job(**dict(row))
                 if job.origin == "process" and _owner_alive(job.owner) and (job.heartbeat or 0) > stale_before:
                     continue
+                if keep_dispatched and job.task is not None:
+                    continue  # a cluster task: its worker may still be at it; the coordinator follows it up
                 if job.origin == "process":
                     db.execute("UPDATE jobs SET state='failed', finished=?, owner=NULL,"
                                " last_error='interrupted: the polishd process run ended' WHERE id=?",
                                (time.time(), job.id))
                     abandoned.append(job)
                 else:
-                    db.execute("UPDATE jobs SET state='queued', owner=NULL, heartbeat=NULL WHERE id=?",
-                               (job.id,))
+                    db.execute("UPDATE jobs SET state='queued', owner=NULL, heartbeat=NULL, task=NULL, sent=NULL,"
+                               " worker=NULL WHERE id=?", (job.id,))
                     requeued.append(job)
         return requeued, abandoned
 

@@ -174,7 +174,7 @@ class Runner:
             manifest = Manifest(id=folder.path.name, config_sha256=cfg.sha256,
                                 source={"name": job.name, "sha256": dropped.sha256, "bytes": len(dropped.data),
                                         "format": dropped.format})
-        manifest.status, manifest.config_sha256, manifest.error = "running", cfg.sha256, None
+        manifest.status, manifest.config_sha256, manifest.error, manifest.job = "running", cfg.sha256, None, job.id
         try:
             cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest)
         except InputError as exc:  # a sidecar that does not parse or validate
@@ -224,8 +224,8 @@ class Runner:
             if existing is None and not any(path.iterdir()):
                 break
             if existing is not None and existing.source.get("sha256") == dropped.sha256 \
-                    and existing.status != "done":
-                break  # a crash before the journal learned the folder: resume it
+                    and (existing.status != "done" or existing.job == job.id):
+                break  # a crash before the journal learned the folder (or its result was lost): resume it
             path = base.with_name(f"{base.name}-{n}")
             n += 1
         path.mkdir(exist_ok=True)

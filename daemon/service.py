@@ -131,13 +131,19 @@ class Daemon:
             p.mkdir(parents=True, exist_ok=True)
         lock = acquire_lock(cfg.paths.state)
         self.journal = Journal(journal_path(cfg))
-        self._note("paused", None)  # an earlier run's pause is not this one's
-        requeued, abandoned = self.journal.recover()
+        self.note("paused", None)  # an earlier run's pause is not this one's
+        self.note("broker", None)
+        requeued, abandoned = self.journal.recover(keep_dispatched=cfg.cluster.enabled)
         if requeued or abandoned:
             log.warning("recovered jobs left running by an earlier process",
                         requeued=[j.id for j in requeued], abandoned=[j.id for j in abandoned])
         self.runner = Runner(self.journal, self.current, self.stages, self.signals.stop)
         self.runner.beat = self._beat
+        self.dispatcher = None
+        if cfg.cluster.enabled:
+            from daemon.coordinator import Dispatcher
+
+            self.dispatcher = Dispatcher(self)
         watcher = InboxWatcher(self.current, self.journal, self.work)
 
         def schedule(observer):
@@ -146,12 +152,18 @@ class Daemon:
 
         observer = start_observer(cfg.daemon.watch, schedule)
         watcher.start()
-        workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
-                   for i in range(cfg.daemon.workers)]
+        if self.dispatcher is not None:  # the jobs run on `polishd worker` processes
+            workers = [threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)]
+        else:
+            workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+                       for i in range(cfg.daemon.workers)]
         for w in workers:
             w.start()
+        cluster = {"broker": config_mod.redact(cfg.cluster.broker), "queue": cfg.cluster.queue} \
+            if self.dispatcher is not None else {}
         log.info("watching", inbox=str(cfg.paths.inbox), archive=str(cfg.paths.archive),
-                 workers=len(workers), watch=type(observer).__name__, config=str(self.config_path))
+                 workers=len(workers) if self.dispatcher is None else "cluster", watch=type(observer).__name__,
+                 config=str(self.config_path), **cluster)
         self.notifier.ready(self._status())
         try:
             self._main_loop(workers)
@@ -174,7 +186,7 @@ class Daemon:
             for stage in self.stages:
                 stage.close()
             self._log_signals()
-            self._note("paused", None)
+            self.note("paused", None)
             log.info("stopped")
             lock.close()
         return 0
@@ -194,7 +206,8 @@ class Daemon:
             now = time.monotonic()
             if now - last_heartbeat >= HEARTBEAT_EVERY:
                 last_heartbeat = now
-                self.journal.heartbeat(sorted(self.runner.active))
+                self.journal.heartbeat(sorted(self.runner.active) if self.dispatcher is None
+                                       else sorted(t.job_id for t in list(self.dispatcher.out.values())))
             if now - last_status >= STATUS_EVERY:
                 last_status = now
                 self.notifier.status(self._status())
@@ -220,6 +233,18 @@ class Daemon:
     def _beat(self) -> None:
         self.progress[threading.current_thread().name] = time.monotonic()
 
+    def beat_dispatcher(self) -> None:
+        self._beat()
+
+    def _dispatch(self) -> None:
+        try:
+            self.dispatcher.run()
+        except Exception:  # a bug: logged; the watchdog (systemd) sees the dispatcher make no progress
+            log.exception("the dispatcher stopped")
+            raise
+        finally:
+            self.journal.close()
+
     def _worker(self) -> None:
         while not self.signals.stop.is_set():
             self._beat()
@@ -238,24 +263,24 @@ class Daemon:
                 self.journal.requeue(job.id, error=f"{type(exc).__name__}: {exc}", stage="runner")
                 self.signals.stop.wait(5.0)  # whatever broke gets a moment before the next try
             else:
-                self._after(outcome)
+                self.after(outcome)
             self.notifier.status(self._status())
         self.journal.close()
 
-    def _after(self, outcome: Outcome) -> None:
+    def after(self, outcome: Outcome) -> None:
         """A full disk pauses intake (said once); the next job that gets through ends the pause."""
         if outcome.status == JobStatus.DISK_FULL:
             first, delay = self.pause.hit(outcome.error or "disk full")
             if first:
                 log.warning("disk full: intake paused; trying again with a backoff", where=outcome.error,
                             next_try_s=delay)
-                self._note("paused", outcome.error)
+                self.note("paused", outcome.error)
             return
         if outcome.status in (JobStatus.DONE, JobStatus.DUPLICATE, JobStatus.FAILED) and self.pause.clear():
             log.info("space is back: intake resumed")
-            self._note("paused", None)
+            self.note("paused", None)
 
-    def _note(self, key: str, value: str | None) -> None:
+    def note(self, key: str, value: str | None) -> None:
         try:
             self.journal.set_note(key, value)
         except sqlite3.Error as exc:  # the journal's disk may be the full one: the log has said it already
@@ -271,9 +296,9 @@ class Daemon:
             return
         if new.sha256 != self.cfg.sha256:
             if new.paths != self.cfg.paths or new.daemon.workers != self.cfg.daemon.workers \
-                    or new.daemon.watch != self.cfg.daemon.watch:
-                log.warning("[paths], [daemon].workers and [daemon].watch apply at the next restart")
-                new = dataclasses.replace(new, paths=self.cfg.paths)
+                    or new.daemon.watch != self.cfg.daemon.watch or new.cluster != self.cfg.cluster:
+                log.warning("[paths], [daemon].workers, [daemon].watch and [cluster] apply at the next restart")
+                new = dataclasses.replace(new, paths=self.cfg.paths, cluster=self.cfg.cluster)
             self.cfg = new
             log.info("config reloaded", sha256=new.sha256[:12])
         self.notifier.ready(self._status())
@@ -281,5 +306,7 @@ class Daemon:
     def _status(self) -> str:
         c = self.journal.counts()
         paused = f"paused: {self.pause.where}; " if self.pause.where else ""
+        if self.dispatcher is not None:
+            paused += f"workers {len(self.dispatcher.workers)}; "
         return (f"{paused}queued {c['queued']}, running {c['running']}, done {c['done']}, failed {c['failed']}, "
                 f"duplicates {c['duplicate']}")
