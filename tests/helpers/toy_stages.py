@@ -82,3 +82,21 @@ class BoomStage(Stage):
 
     def run(self, ctx: JobContext, params: CopyParams) -> StageResult:
         raise RuntimeError("the model exploded")
+
+
+class PoisonStage(Stage):
+    """Fails for every image whose archive name holds "poison": a poison job among good ones."""
+
+    name = "poison"
+    prefix = "18"
+    Config = CopyParams
+    consumes = frozenset()
+    produces = frozenset()
+
+    def params(self, config) -> CopyParams:
+        return CopyParams()
+
+    def run(self, ctx: JobContext, params: CopyParams) -> StageResult:
+        if "poison" in ctx.id:
+            raise RuntimeError("this image poisons the model")
+        return StageResult(outputs=[], summary="not poisoned")
