@@ -19,18 +19,20 @@ def _verify(unit: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (apt-get install systemd)")
-@pytest.mark.parametrize("name", ["polishd.service", "polishd-user.service"])
-def test_unit_files_verify(tmp_path, name):
+@pytest.mark.parametrize("name,instance", [("polishd.service", "polishd.service"),
+                                           ("polishd-user.service", "polishd.service"),
+                                           ("polishd-worker@.service", "polishd-worker@1.service")])
+def test_unit_files_verify(tmp_path, name, instance):
     text = (REPO / "systemd" / name).read_text()
     # Point ExecStart at this checkout's polishd so that the checker can see an executable.
     polishd = Path(sys.executable).parent / "polishd"
     text = text.replace("/opt/polishd/.venv/bin/polishd", str(polishd)).replace("@REPO@/.venv/bin/polishd",
                                                                                   str(polishd))
-    unit = tmp_path / "polishd.service"
+    unit = tmp_path / instance  # a template is checked as one of its instances
     unit.write_text(text)
     result = _verify(unit)
     assert result.returncode == 0, result.stdout + result.stderr
-    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "polishd.service" in line]
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if instance in line]
     assert warnings == []
 
 
