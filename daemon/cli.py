@@ -127,8 +127,12 @@ def _command(args: argparse.Namespace, config_path: Path, cfg: Config, stages: l
     if args.command == "worker" and not cfg.cluster.enabled:
         raise folders.FolderProblem(f"{cfg.source.name if cfg.source else 'pipeline.toml'}: [cluster].broker is "
                                     "not set; a worker needs the coordinator's broker (see README.md, Scale out)")
-    folders.prepare(cfg, {"run": ("inbox", "archive", "failed", "state", "models"),
-                          "worker": ("inbox", "archive", "models")}.get(args.command, ("archive", "state", "models")))
+    if args.command == "worker":
+        folders.shared(cfg, ("inbox", "archive"))
+        folders.prepare(cfg, ("models",))
+    else:
+        folders.prepare(cfg, ("inbox", "archive", "failed", "state", "models") if args.command == "run"
+                        else ("archive", "state", "models"))
     if stages is None:
         from daemon.pipeline import default_stages
         stages = default_stages()

@@ -56,3 +56,20 @@ def existing_state(cfg: Config) -> Path:
     if not journal.exists():
         raise FolderProblem(f"no journal in [paths].state = {cfg.paths.state}: nothing has run with this config yet")
     return journal
+
+
+def shared(cfg: Config, keys: tuple[str, ...]) -> None:
+    """A cluster worker's view of the shared ``[paths]``: each must exist already (a missing one is a
+    storage that is not mounted here, which a worker must not paper over with an empty local folder)."""
+    for key in keys:
+        path = getattr(cfg.paths, key)
+        if not path.is_dir():
+            raise FolderProblem(f"[paths].{key} = {path} does not exist on this machine: mount the storage the "
+                                "coordinator shares (every node sees [paths] at the same place; README.md, "
+                                "Scale out)")
+        if key == "inbox":
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise FolderProblem(f"[paths].inbox = {path} is not readable here; a worker reads the "
+                                    "images from it")
+        else:
+            _writable(key, path)

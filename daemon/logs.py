@@ -25,6 +25,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from daemon.config import redact
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 MAX_LINE = 16_000      # characters in one JSON line, at most
 MAX_VALUE = 4_000      # characters of one string value before it is shortened
@@ -38,6 +40,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         fmt = "console" if stream.isatty() else "json"
     shared = [
         structlog.contextvars.merge_contextvars,
+        _redact,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -61,6 +64,14 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     root.setLevel(logging.WARNING)
     logging.captureWarnings(False)  # captureWarnings(True) patches only once per process: apply it anew
     logging.captureWarnings(True)
+
+
+def _redact(_logger, _name, event: dict) -> dict:
+    """No password of a URL (a broker's, say) reaches a log line: ``redis://:secret@h`` → ``redis://:***@h``."""
+    for k, v in event.items():
+        if isinstance(v, str) and "://" in v:
+            event[k] = redact(v)
+    return event
 
 
 class AboveTheBar:

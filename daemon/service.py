@@ -237,13 +237,14 @@ class Daemon:
         self._beat()
 
     def _dispatch(self) -> None:
-        try:
-            self.dispatcher.run()
-        except Exception:  # a bug: logged; the watchdog (systemd) sees the dispatcher make no progress
-            log.exception("the dispatcher stopped")
-            raise
-        finally:
-            self.journal.close()
+        while not self.signals.stop.is_set():
+            try:
+                self.dispatcher.run()
+            except Exception:  # a bug, not the broker: logged, and the dispatcher starts again from the journal
+                log.exception("dispatcher error; following up the tasks from the journal again")
+                self.dispatcher.out.clear()
+                self.signals.stop.wait(5.0)
+        self.journal.close()
 
     def _worker(self) -> None:
         while not self.signals.stop.is_set():

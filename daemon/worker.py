@@ -11,7 +11,8 @@ runs, how many it finished) and keeps the lease of its task.  SIGTERM or SIGINT:
 the running job stops at its next safe point and goes back to the coordinator, which sends it on; if no
 safe point comes within ``[daemon].stop_timeout``, the worker leaves anyway and the coordinator, seeing its
 heartbeat stop, sends the job again.  A job that runs past ``task_timeout`` fails at its next safe point;
-one that reaches none for longer still ends the process, so that no hung stage holds its task for ever.
+one that reaches none within ``stop_timeout`` more ends the process (exit 70, and systemd starts it again),
+so that no hung stage holds its task for ever.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ class Worker:
     def _guard(self) -> None:
         """Ends the process when its job can no longer be handed back in time (see the module's text)."""
         current, now = self._current, time.monotonic()
-        if current is not None and now - current[2] > self.cluster.task_timeout + self.cfg.daemon.stop_timeout + 60:
+        if current is not None and now - current[2] > self.cluster.task_timeout + self.cfg.daemon.stop_timeout:
             log.error("a stage reached no safe point long past [cluster].task_timeout; the worker ends so that "
                       "its job is sent elsewhere", job=current[0].id, task_timeout=self.cluster.task_timeout)
             self._leave(EXIT_HUNG)

@@ -308,3 +308,54 @@ def test_status_shows_the_queue_and_each_worker_and_never_the_password(tmp_path)
                            "status"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                           text=True, timeout=60)
     assert down.returncode == 0 and "is out of reach" in down.stdout and "s3cret-pw" not in down.stdout
+
+
+def test_a_job_past_task_timeout_fails_at_a_safe_point_and_is_retried_then_failed(make_cluster):
+    c = make_cluster(sleep=30.0, task_timeout=1.5)
+    coordinator = c.coordinator()
+    c.worker("w1")
+    dropped = {"slow.png": c.drop("slow.png", 90)}
+    wait_until(lambda: c.settled() == 1, timeout=60, what="the job settled")
+    assert coordinator.stop() == 0
+    report = json.loads((c.root / "failed" / "slow.png.error.json").read_text())
+    assert report["error"] == "JobTimeout" and report["attempts"] == 3 and report["stage"] == "sleep"
+    assert "[cluster].task_timeout" in report["message"]
+    c.assert_exactly_once(dropped, failed=("slow.png",))
+
+
+def test_a_worker_whose_stage_never_reaches_a_safe_point_ends_itself_and_the_job_goes_on(make_cluster):
+    c = make_cluster(stages="hang,copy", sleep=600.0, task_timeout=1.5)
+    config = c.root / "pipeline.toml"
+    config.write_text(config.read_text().replace("stop_timeout = 10.0", "stop_timeout = 1.0"))
+    coordinator = c.coordinator()
+    stuck = c.worker("w1")
+    dropped = {"h.png": c.drop("h.png", 91)}
+    wait_until(lambda: any(b.job is not None for b in c.beats()), what="the job on w1")
+    assert stuck.proc.wait(20) == 70  # task_timeout + stop_timeout, then the process ends itself
+    assert "a stage reached no safe point long past [cluster].task_timeout; the worker ends so that its job " \
+           "is sent elsewhere" in stuck.events()
+    c.worker("w2", sleep=0.0)
+    wait_until(lambda: c.settled() == 1, timeout=40, what="the job finished on w2")
+    assert any(r.get("event") == "task sent again" for r in coordinator.records())
+    assert coordinator.stop() == 0
+    c.assert_exactly_once(dropped)
+
+
+def test_a_worker_needs_a_broker_a_known_device_and_the_shared_folders(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def worker(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(tmp_path / "pipeline.toml"),
+                               "worker", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    write_config(tmp_path)
+    out = worker()
+    assert out.returncode == 2 and "[cluster].broker is not set" in out.stderr and "Traceback" not in out.stderr
+    write_config(tmp_path, extra='[cluster]\nbroker = "redis://127.0.0.1:9/0"\n')
+    out = worker("--device", "tpu")
+    assert out.returncode == 2 and "--device must be auto, cpu, cuda, cuda:N or mps (got 'tpu')" in out.stderr
+    (tmp_path / "inbox").rmdir()
+    out = worker()
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"[paths].inbox = {tmp_path / 'inbox'} does not exist on this machine: mount the storage" in out.stderr
+    assert not (tmp_path / "inbox").exists()  # never papered over with an empty local folder

@@ -112,3 +112,26 @@ def test_diffusion_settings_are_bounded_in_every_table(text, message):
     with pytest.raises(ConfigError) as e:
         config_mod.parse(text)
     assert message in str(e.value)
+
+
+def test_the_cluster_table_is_off_by_default_and_checked_with_the_password_hidden():
+    cfg = config_mod.parse("")
+    assert not cfg.cluster.enabled and cfg.cluster.visibility == cfg.cluster.task_timeout + 600
+    with pytest.raises(ConfigError) as e:
+        config_mod.parse('[cluster]\nbroker = "amqp://guest:hunter2@rabbit//"\nqueue = "a queue"\n'
+                         "task_timeout = 0.5\nvisibility_timeout = 0.25\nheartbeat = 0.1\n")
+    msg = str(e.value)
+    assert "[cluster].broker must be a Redis URL (redis://, rediss:// or redis+socket://; " \
+           "got 'amqp://guest:***@rabbit//')" in msg and "hunter2" not in msg
+    assert "[cluster].queue must be 1–64 letters, digits, '_', '.' or '-' (got 'a queue')" in msg
+    assert "[cluster].task_timeout must be at least 1.0 (got 0.5)" in msg
+    assert "[cluster].visibility_timeout must be longer than [cluster].task_timeout (0.5)" in msg
+    assert "[cluster].heartbeat must be at least 0.2 (got 0.1)" in msg
+    tls = config_mod.parse('[cluster]\nbroker = "rediss://:pw@head:6380/1"\ntask_timeout = 60\n')
+    assert tls.cluster.enabled and tls.cluster.visibility == 660
+
+
+def test_a_sidecar_cannot_point_an_image_at_another_broker():
+    cfg = config_mod.parse("")
+    with pytest.raises(ConfigError, match=r"\[cluster\] cannot be set per image"):
+        config_mod.with_overrides(cfg, {"cluster": {"broker": "redis://elsewhere/0"}}, "hero.toml")

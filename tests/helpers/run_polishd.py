@@ -3,7 +3,7 @@
     python -m tests.helpers.run_polishd [--sleep S] [--stages sleep,copy] -- ARGS…
 
 ``--stages`` lists the toy stages in order: sleep, copy, poison (fails for any image whose name holds
-"poison").
+"poison"), hang (sleeps ``--sleep`` seconds with no safe point).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from daemon.cli import main
-from tests.helpers.toy_stages import CopyStage, PoisonStage, SleepStage
+from tests.helpers.toy_stages import CopyStage, HangStage, PoisonStage, SleepStage
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
@@ -25,5 +25,6 @@ if __name__ == "__main__":
         else:
             sys.exit(f"run_polishd: unknown option {flag}")
     argv = argv[1:]
-    make = {"sleep": lambda: SleepStage(sleep), "copy": CopyStage, "poison": PoisonStage}
+    make = {"sleep": lambda: SleepStage(sleep), "copy": CopyStage, "poison": PoisonStage,
+            "hang": lambda: HangStage(sleep)}
     sys.exit(main(argv, stages=[make[name]() for name in order]))

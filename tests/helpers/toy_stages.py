@@ -100,3 +100,15 @@ class PoisonStage(Stage):
         if "poison" in ctx.id:
             raise RuntimeError("this image poisons the model")
         return StageResult(outputs=[], summary="not poisoned")
+
+
+class HangStage(SleepStage):
+    """Sleeps in one piece, with no safe point: a stage stuck in a native call."""
+
+    name = "hang"
+    prefix = "19"
+
+    def run(self, ctx: JobContext, params: SleepParams) -> StageResult:
+        self.runs += 1
+        time.sleep(params.seconds)
+        return StageResult(outputs=[], summary=f"hung {params.seconds} s")
