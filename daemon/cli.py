@@ -128,11 +128,11 @@ def _command(args: argparse.Namespace, config_path: Path, cfg: Config, stages: l
         raise folders.FolderProblem(f"{cfg.source.name if cfg.source else 'pipeline.toml'}: [cluster].broker is "
                                     "not set; a worker needs the coordinator's broker (see README.md, Scale out)")
     if args.command == "worker":
-        folders.shared(cfg, ("inbox", "archive"))
+        folders.shared(cfg, ("inbox", "archive", "outbox"))
         folders.prepare(cfg, ("models",))
     else:
-        folders.prepare(cfg, ("inbox", "archive", "failed", "state", "models") if args.command == "run"
-                        else ("archive", "state", "models"))
+        folders.prepare(cfg, ("inbox", "archive", "failed", "state", "models", "outbox") if args.command == "run"
+                        else ("archive", "state", "models", "outbox"))
     if stages is None:
         from daemon.pipeline import default_stages
         stages = default_stages()

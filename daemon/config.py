@@ -44,6 +44,7 @@ class PathsConfig:
     failed: Path = Path("var/failed")
     state: Path = Path("var/state")
     models: Path = Path("var/models")
+    outbox: Path = Path("var/outbox")
 
     def check(self, err: Errors) -> None:
         pass

@@ -18,6 +18,7 @@ ROLES = {
     "failed": "failed/ (images that could not be processed)",
     "state": "the state folder (the job journal)",
     "models": "the models folder (converted weights are cached there)",
+    "outbox": "the outbox (the delivered files)",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from stages.automask import AutoMaskStage
 from stages.base import Stage
 from stages.contact import ContactSheetStage
+from stages.deliver import DeliverStage
 from stages.inpaint import InpaintStage
 from stages.outpaint import OutpaintStage
 from stages.upscale import UpscaleStage
@@ -23,6 +24,8 @@ STAGES: tuple[type[Stage], ...] = (
     OutpaintStage,
     # Upscale after every stage that changes pixels: the master and its variants.
     UpscaleStage,
+    # The finished files by preset, into the outbox: sized, in sRGB, graded, with the logo and the AI label.
+    DeliverStage,
     # Last of all: a picture of everything above, for the person who reviews the batch.
     ContactSheetStage,
 )

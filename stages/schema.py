@@ -65,7 +65,7 @@ def build(cls: type, data: dict, table: str, origin: str, problems: list[str]) -
     """Turns one TOML table into ``cls``, type-checking each key and naming the bad ones."""
     err = Errors(origin, table, problems)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in META_FIELDS}
+    fields = {f.name: f for f in dataclasses.fields(cls) if table or f.name not in META_FIELDS}  # top level only
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if "-" in key and key.replace("-", "_") in fields:  # [inpaint.face-eyes] is the field face_eyes
@@ -78,6 +78,14 @@ def build(cls: type, data: dict, table: str, origin: str, problems: list[str]) -
             problems.append(f"{origin}: unknown {where}{hint}")
             continue
         kind = hints[key]
+        if typing.get_origin(kind) is tuple and dataclasses.is_dataclass(typing.get_args(kind)[0]):
+            item = typing.get_args(kind)[0]  # an array of tables: [[deliver.preset]]
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                err.add(key, f"must be an array of tables ([[{table + '.' if table else ''}{key}]])")
+                continue
+            kwargs[key] = tuple(build(item, v, f"{table}.{key}.{v.get('name', i + 1)}" if table else key,
+                                      origin, problems) for i, v in enumerate(value))
+            continue
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
                 err.add(key, f"must be a table (got {show(value)})")

@@ -21,6 +21,8 @@ def _flatten(obj, prefix=""):
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(v):
             out.update(_flatten(v, key + "."))
+        elif isinstance(v, tuple) and v and dataclasses.is_dataclass(v[0]):  # [[deliver.preset]]
+            out[key] = [config_mod.section_dict(x) for x in v]
         else:
             out[key] = v
     return out
@@ -47,7 +49,8 @@ def test_shipped_pipeline_toml_documents_every_option_with_its_default():
     defaults = {k: v for k, v in defaults.items() if k not in inherited}
     for key, value in defaults.items():
         v = shipped[key]
-        expected = [str(x) for x in value] if isinstance(value, tuple) else value
+        expected = [x if isinstance(x, dict) else str(x) for x in value] if isinstance(value, (tuple, list)) \
+            else value
         if isinstance(value, Path):
             expected = str(value)
         assert (list(v) if isinstance(v, list) else v) == expected, key

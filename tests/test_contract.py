@@ -43,6 +43,8 @@ OWN_SKIP: dict[str, tuple[str, str, bool] | None] = {
     "inpaint": ("", "no inpainting model configured", False),  # faces found, no model, nothing to take away
     "outpaint": ("[outpaint]\nvariants = []\n", "no variants asked for", True),
     "upscale": ('[upscale]\nmodel = "animevideo3"\n', "did you mean 'animevideov3'?", True),
+    "deliver": ("[deliver]\nrequire_review = true\n", "waiting for approval ([deliver].require_review = true)",
+                True),
     "contact": None,
 }
 
@@ -150,9 +152,11 @@ class _Recorder:
 def _leaves(obj: Any, path: str) -> list[str]:
     value = obj
     for part in path.split("."):
-        value = getattr(value, part)
+        value = value[int(part)] if part.isdigit() else getattr(value, part)
     if dataclasses.is_dataclass(value):
         return [leaf for f in dataclasses.fields(value) for leaf in _leaves(obj, f"{path}.{f.name}")]
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):  # an array of tables
+        return [path] + [leaf for i in range(len(value)) for leaf in _leaves(obj, f"{path}.{i}")]
     return [path]
 
 
@@ -163,6 +167,8 @@ def _other(value: Any, hint: Any) -> Any:
         return not value
     if origin is Literal:
         return next(a for a in args if a != value)
+    if origin is tuple and dataclasses.is_dataclass(args[0]):  # one table more, named apart
+        return value + (dataclasses.replace(value[-1], name=value[-1].name + "-more"),)
     if origin is tuple:
         options = typing.get_args(args[0]) if typing.get_origin(args[0]) is Literal else ("changed",)
         missing = [o for o in options if o not in value]
@@ -176,6 +182,9 @@ def _other(value: Any, hint: Any) -> Any:
 
 
 def _replaced(obj: Any, parts: list[str]) -> Any:
+    if parts[0].isdigit():  # one table of an array
+        i = int(parts[0])
+        return obj[:i] + (_replaced(obj[i], parts[1:]),) + obj[i + 1:]
     hint = typing.get_type_hints(type(obj))[parts[0]]
     new = _other(getattr(obj, parts[0]), hint) if len(parts) == 1 else _replaced(getattr(obj, parts[0]), parts[1:])
     return dataclasses.replace(obj, **{parts[0]: new})
