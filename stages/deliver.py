@@ -177,18 +177,20 @@ class DeliverStage(Stage):
             ctx.check_stop(n, len(params.presets), "presets")
             try:
                 image, frame, source_name = _source(ctx, products, preset)
-                data, steps = render(image, frame, preset, ctx.icc, origin, _kept_metadata(ctx, preset))
+                made_by = origin.steps_for(source_name, products)
+                data, steps = render(image, frame, preset, ctx.icc, made_by, _kept_metadata(ctx, preset))
                 rendition = hashlib.sha256(data).hexdigest()
                 target = _target(folder, stem, preset, params.layout, earlier.get(preset.name))
                 if params.signing is not None and preset.metadata == "label":
                     data = _signed_unless_unchanged(data, rendition, target, earlier.get(preset.name), preset,
-                                                    origin, steps, ctx, params, stem)
+                                                    made_by, steps, ctx, params, stem)
                 if data is not None:
                     _write(target, data)
                 delivered.append({"preset": preset.name, "path": str(target), "source": source_name,
                                   "size": list(steps["size"]), "format": preset.format,
                                   "sha256": sha256_file(target), "rendition_sha256": rendition,
-                                  "label": _label_kind(preset, params), "steps": steps["done"]})
+                                  "label": _label_kind(preset, params),
+                                  "steps": [what for _, what in steps["done"]]})
             except PresetFailed as exc:
                 failed.append({"preset": preset.name, "reason": str(exc)})
             except provenance.SigningError as exc:
@@ -260,23 +262,29 @@ def _source(ctx: JobContext, products: Products, preset: PresetParams) -> tuple[
 def render(image: Image.Image, frame: tuple, preset: PresetParams, icc: bytes | None, origin: provenance.Origin,
            kept: dict) -> tuple[bytes, dict]:
     """The encoded file for one preset, and what was done (for the manifest and C2PA's actions)."""
-    done = []
+    done: list[tuple[str, str]] = []  # (C2PA action, what was done)
     fitted = fit(image, frame, preset)
-    if fitted.size != image.size:
-        done.append(f"resized {image.width}x{image.height} -> {fitted.width}x{fitted.height} ({preset.fit})"
-                    if preset.size else f"resized to {fitted.width}x{fitted.height}")
+    if fitted.size != image.size or (preset.size and preset.fit == "cover"):
+        cropped = preset.size and preset.fit == "cover" and \
+            abs(image.width / image.height - fitted.width / fitted.height) > 1e-3
+        if cropped:
+            done.append(("c2pa.cropped", f"cropped to {preset.size.replace('x', ':')} (outpainted canvas only)"))
+        if fitted.size != image.size:
+            done.append(("c2pa.resized", f"resized {image.width}x{image.height} -> {fitted.width}x{fitted.height}"
+                                         + (f" ({preset.fit})" if preset.size else "")))
     out, out_icc = fitted, icc
     if preset.colour == "srgb":
         out, converted = to_srgb(out, icc)
         out_icc = SRGB_ICC
         if converted:
-            done.append("converted to sRGB")
+            done.append(("c2pa.color_adjustments", "converted to sRGB"))
     if preset.lut_path:
         out = apply_lut(out, read_cube(Path(preset.lut_path)), preset.lut_strength)
-        done.append(f"graded with {Path(preset.lut_path).name} at {preset.lut_strength:g}")
+        done.append(("c2pa.color_adjustments", f"graded with {Path(preset.lut_path).name} at "
+                                               f"{preset.lut_strength:g}"))
     if preset.logo_path:
         out = lay_logo(out, _read_logo(Path(preset.logo_path)), preset)
-        done.append(f"logo {Path(preset.logo_path).name} {preset.logo_position}")
+        done.append(("c2pa.placed", f"logo {Path(preset.logo_path).name} {preset.logo_position}"))
     data = encode(out, preset, out_icc, origin, kept)
     return data, {"size": out.size, "done": done}
 
@@ -470,11 +478,8 @@ def _origin(ctx: JobContext, products: Products, params: DeliverParams) -> prove
     with Image.open(ctx.path(products.source.original)) as im:
         info = {k: v for k, v in {**im.info, **(getattr(im, "text", None) or {})}.items() if isinstance(v, str)}
     prompt = products.source.prompt.positive if products.source.prompt else None
-    steps = [n for n, changed in (("inpaint", products.master not in (None, products.source.picture)),
-                                  ("outpaint", bool(products.variants)), ("upscale", bool(products.upscaled)))
-             if changed]
     return provenance.Origin(params.input, provenance.generator_of(info) or params.generator or None, prompt,
-                             params.software, tuple(steps))
+                             params.software)
 
 
 def _label_kind(preset: PresetParams, params: DeliverParams) -> str:
@@ -513,16 +518,18 @@ def _signed_unless_unchanged(data: bytes, rendition: str, target: Path, earlier:
     if earlier and earlier.get("rendition_sha256") == rendition and Path(earlier["path"]) == target \
             and target.exists() and sha256_file(target) == earlier.get("sha256"):
         return None
-    actions = []
-    if steps["done"] and steps["done"][0].startswith("resized"):
-        actions.append({"action": "c2pa.resized", "parameters": {"description": steps["done"][0]}})
-    adjust = [s for s in steps["done"] if not s.startswith("resized")]
-    if adjust:
-        actions.append({"action": "c2pa.color_adjustments", "parameters": {"description": "; ".join(adjust)}})
+    actions: dict[str, list[str]] = {}
+    for action, what in steps["done"]:
+        actions.setdefault(action, []).append(what)
     original = ctx.path(ctx.products.source.original)
-    manifest = provenance.c2pa_manifest(origin, f"{stem}-{preset.name}", actions)
+    components = {"logo": Path(preset.logo_path)} if "c2pa.placed" in actions else {}
+    manifest = provenance.c2pa_manifest(
+        origin, f"{stem}-{preset.name}",
+        [{"action": a, "parameters": {"description": "; ".join(w),
+                                      **({"ingredientIds": ["logo"]} if a == "c2pa.placed" else {})}}
+         for a, w in actions.items()])
     fmt = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}[original.suffix.lower().lstrip(".")]
-    return provenance.sign(data, preset.format, manifest, original, fmt, params.signing)
+    return provenance.sign(data, preset.format, manifest, original, fmt, params.signing, components)
 
 
 def _write(target: Path, data: bytes) -> None:

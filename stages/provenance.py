@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -33,7 +34,19 @@ class Origin:
     generator: str | None       # "ComfyUI (sdxl_base_1.0.safetensors)", …
     prompt: str | None
     software: str               # "polishd 0.1.0"
-    steps: tuple[str, ...] = ()  # the stages that changed pixels: "inpaint", "outpaint", "upscale"
+    steps: tuple[str, ...] = ()  # the stages that changed this picture's pixels: "inpaint", "outpaint", "upscale"
+
+    def steps_for(self, picture: str, products) -> "Origin":
+        """This origin with the stages that made ``picture`` (an archive name): the repair when the master was
+        repainted, the outpaint for a variant, the upscale for an upscaled picture."""
+        upscaled = {u.picture.name: u.source for u in products.upscaled or ()}
+        made_from = upscaled.get(picture, picture)
+        variant = made_from != "master" and (made_from in {v.label for v in products.variants or ()}
+                                             or picture in {v.picture.name for v in products.variants or ()})
+        steps = [name for name, done in (
+            ("inpaint", products.master not in (None, products.source.picture)),
+            ("outpaint", variant), ("upscale", picture in upscaled)) if done]
+        return dataclasses.replace(self, steps=tuple(steps))
 
 
 def source_type_uri(kind: str) -> str:
@@ -129,8 +142,10 @@ def c2pa_manifest(origin: Origin, title: str, preset_actions: list[dict]) -> dic
             "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": actions}}]}
 
 
-def sign(data: bytes, fmt: str, manifest: dict, original: Path, original_fmt: str, key: SigningKey) -> bytes:
-    """``data`` (an encoded image) with a signed C2PA manifest embedded; the original as parent ingredient."""
+def sign(data: bytes, fmt: str, manifest: dict, original: Path, original_fmt: str, key: SigningKey,
+         components: dict[str, Path] | None = None) -> bytes:
+    """``data`` (an encoded image) with a signed C2PA manifest embedded; the original as parent ingredient, and
+    ``components`` (label → PNG file: a logo) as the ingredients ``c2pa.placed`` actions name."""
     import c2pa
 
     algorithms = {"es256": c2pa.C2paSigningAlg.ES256, "es384": c2pa.C2paSigningAlg.ES384,
@@ -147,6 +162,10 @@ def sign(data: bytes, fmt: str, manifest: dict, original: Path, original_fmt: st
             with open(original, "rb") as f:
                 builder.add_ingredient({"title": original.name, "relationship": "parentOf",
                                         "label": "original"}, MIME[original_fmt], f)
+            for label, path in (components or {}).items():
+                with open(path, "rb") as f:
+                    builder.add_ingredient({"title": path.name, "relationship": "componentOf", "label": label},
+                                           "image/png", f)
             out = io.BytesIO()
             builder.sign(signer, MIME[fmt], io.BytesIO(data), out)
             return out.getvalue()
