@@ -181,7 +181,7 @@ class DeliverStage(Stage):
                 data, steps = render(image, frame, preset, ctx.icc, made_by, _kept_metadata(ctx, preset))
                 rendition = hashlib.sha256(data).hexdigest()
                 target = _target(folder, stem, preset, params.layout, earlier.get(preset.name))
-                if params.signing is not None and preset.metadata == "label":
+                if params.signing is not None and preset.metadata != "strip":
                     data = _signed_unless_unchanged(data, rendition, target, earlier.get(preset.name), preset,
                                                     made_by, steps, ctx, params, stem)
                 if data is not None:
@@ -467,8 +467,16 @@ def encode(image: Image.Image, preset: PresetParams, icc: bytes | None, origin: 
         args.update(quality=preset.quality, method=4)
     if preset.format != "png" and xmp:
         args["xmp"] = xmp
-    if kept.get("exif"):
-        args["exif"] = kept["exif"]
+    exif = kept.get("exif", b"")
+    if preset.format != "png" and kept.get("text", {}).get("parameters"):
+        # A1111's own place for its settings in a JPEG or WebP: EXIF UserComment (Unicode)
+        data = Image.Exif()
+        if exif:
+            data.load(exif)
+        data.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + kept["text"]["parameters"].encode("utf-16-be")
+        exif = data.tobytes()
+    if exif:
+        args["exif"] = exif
     buf = io.BytesIO()
     image.save(buf, format={"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[preset.format], **args)
     return buf.getvalue()
@@ -483,9 +491,9 @@ def _origin(ctx: JobContext, products: Products, params: DeliverParams) -> prove
 
 
 def _label_kind(preset: PresetParams, params: DeliverParams) -> str:
-    if preset.metadata != "label":
-        return preset.metadata
-    return "xmp+c2pa" if params.signing is not None else "xmp"
+    """What marks the file as AI-made: the XMP label and/or C2PA ("strip" asks for neither)."""
+    kind = {"label": "xmp", "keep": "kept", "strip": "strip"}[preset.metadata]
+    return kind + "+c2pa" if params.signing is not None and preset.metadata != "strip" else kind
 
 
 def _target(folder: Path, stem: str, preset: PresetParams, layout: str, earlier: dict | None) -> Path:

@@ -302,10 +302,14 @@ def test_keep_keeps_the_generation_text_and_exif_but_not_the_orientation(tmp_pat
     src = tmp_path / "src" / "gen.png"
     src.parent.mkdir()
     _a1111_png(src, "an astronaut")
-    _, _, entry = _deliver(tmp_path, '[[deliver.preset]]\nname = "kept"\nmetadata = "keep"\n', source=src)
+    _, _, entry = _deliver(tmp_path, '[[deliver.preset]]\nname = "kept"\nmetadata = "keep"\n'
+                                     '[[deliver.preset]]\nname = "jpg"\nmetadata = "keep"\nformat = "jpeg"\n',
+                           source=src)
     kept = Image.open(_by_preset(entry)["kept"]["path"])
     assert kept.text["parameters"].startswith("an astronaut\nNegative prompt: blurry")
     assert "XML:com.adobe.xmp" not in kept.text
+    comment = Image.open(_by_preset(entry)["jpg"]["path"]).getexif().get_ifd(0x8769)[0x9286]
+    assert comment[:8] == b"UNICODE\0" and comment[8:].decode("utf-16-be").startswith("an astronaut\n")
     photo = tmp_path / "photo" / "src" / "turned.jpg"
     photo.parent.mkdir(parents=True)
     image = Image.open(DATA / "astronaut.png").convert("RGB").resize((120, 80))
