@@ -32,20 +32,11 @@ from PIL import Image, ImageDraw
 
 from bench.upscale_cpu import cpu
 from tests.conftest import png_bytes, write_config
+from tests.helpers import jsonlog
 from tests.helpers.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-
-
-def _records(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
 
 
 def _start(root: Path, name: str, args: list[str], seconds: float) -> subprocess.Popen:
@@ -86,9 +77,9 @@ def one_run(workers: int, jobs: int, seconds: float) -> dict:
             for i in range(jobs):  # into the inbox at once
                 os.replace(root / f"j{i:04d}.png", root / "inbox" / f"j{i:04d}.png")
             log = root / "coordinator.log"
-            _wait(lambda: sum(r.get("event") == "dispatch timing" for r in _records(log)) == jobs,
+            _wait(lambda: sum(r.get("event") == "dispatch timing" for r in jsonlog.records(log)) == jobs,
                   60 + jobs * seconds * 2, "every job")
-            timings = [r for r in _records(log) if r.get("event") == "dispatch timing"]
+            timings = [r for r in jsonlog.records(log) if r.get("event") == "dispatch timing"]
         finally:
             for p in procs:
                 p.terminate()

@@ -109,9 +109,15 @@ class Worker:
         try:
             cfg = self._config(data)
         except Exception as exc:  # the coordinator's config does not load here (a version skew)
+            message = f"worker {self.name}: the job's config does not load here: {exc}"
             log.error("the job's config does not load on this worker", error=str(exc))
-            recorder.requeue(job, error=f"worker {self.name}: config does not load: {exc}", stage="worker")
-            return self._result(recorder, JobStatus.RETRY, None, str(exc), received, idle_since)
+            if job.attempts < self.cfg.daemon.max_attempts:
+                recorder.requeue(job, error=message, stage="worker")
+                return self._result(recorder, JobStatus.RETRY, None, message, received, idle_since)
+            recorder.failed(job, message, "worker", report={"image": job.name, "error": "WorkerError",
+                                                            "message": message, "stage": "worker",
+                                                            "attempts": job.attempts, "job": job.id})
+            return self._result(recorder, JobStatus.FAILED, None, message, received, idle_since)
         self.runner.config = lambda: cfg
         self.runner.journal = recorder
         self.runner.endings = recorder

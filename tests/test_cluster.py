@@ -21,6 +21,7 @@ import pytest
 from daemon import config as config_mod
 from daemon.journal import Journal
 from tests.conftest import REPO, png_bytes, write_config
+from tests.helpers import jsonlog
 from tests.helpers.redis_server import REDIS, RedisServer
 from tests.test_daemon import wait_until
 
@@ -47,14 +48,7 @@ class Proc:
         return self
 
     def records(self) -> list[dict]:
-        out = []
-        if self.log.exists():
-            for line in self.log.read_text(errors="replace").splitlines():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
-        return out
+        return jsonlog.records(self.log)
 
     def events(self) -> list[str]:
         return [r.get("event", "") for r in self.records()]
@@ -280,6 +274,7 @@ def test_a_worker_stopped_with_sigterm_hands_its_job_back_within_stop_timeout(ma
 def test_status_shows_the_queue_and_each_worker_and_never_the_password(tmp_path):
     server = RedisServer(tmp_path / "redis", password="s3cret-pw").start()
     c = Cluster(tmp_path, server, sleep=0.0)
+    (tmp_path / "var" / "outbox").mkdir(parents=True)  # the shared folders, as a coordinator would have made them
     try:
         c.worker("gpu0")
         (tmp_path / "state").mkdir(exist_ok=True)

@@ -15,6 +15,7 @@ import pytest
 
 from daemon.journal import Journal
 from tests.conftest import DATA, REPO, jpeg_bytes, png_bytes, write_config
+from tests.helpers import jsonlog
 from tests.test_intake import bomb_png, truncated_jpeg_that_verifies
 
 HELPER = REPO / "tests" / "helpers" / "run_polishd.py"
@@ -50,23 +51,10 @@ class Polishd:
         return self
 
     def events(self) -> list[str]:
-        out = []
-        if self.log.exists():
-            for line in self.log.read_text(errors="replace").splitlines():
-                try:
-                    out.append(json.loads(line).get("event", ""))
-                except json.JSONDecodeError:
-                    pass
-        return out
+        return [r.get("event", "") for r in self.records()]
 
     def records(self) -> list[dict]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        return out
+        return jsonlog.records(self.log)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc and self.proc.poll() is None:
