@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("job", nargs="?", type=int, metavar="ID", help="job id (see polishd status)")
     g.add_argument("--failed", action="store_true", help="retry every failed job")
 
+    pv = sub.add_parser("serve", help="the review page: approve, reject, retry (a process of its own)",
+                        description="Serve the review page over the journal and the archive: a dashboard, a "
+                                    "gallery by review state and each image's before and after. Binds to "
+                                    "[review].host (loopback by default); any other address needs [review].token.")
+    pv.add_argument("--host", help="address to listen on (default [review].host)")
+    pv.add_argument("--port", type=int, help="port (default [review].port)")
     pc = sub.add_parser("check-config", help="validate a pipeline.toml and exit",
                         description="Parse and validate FILE (default: the --config file); print every problem.")
     pc.add_argument("file", nargs="?", type=Path, metavar="FILE")
@@ -115,6 +121,8 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
 
 
 def _command(args: argparse.Namespace, config_path: Path, cfg: Config, stages: list[Stage] | None) -> int:
+    if args.command == "serve":
+        return _serve(cfg, args.host or cfg.review.host, args.port or cfg.review.port)
     if args.command in ("status", "retry"):
         folders.existing_state(cfg)
         try:
@@ -178,6 +186,25 @@ def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:
     except AlreadyRunning as exc:
         structlog.get_logger("polishd").error(str(exc))
         return EXIT_FAILED
+
+
+def _serve(cfg: Config, host: str, port: int) -> int:
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not cfg.review.token:
+        print(f"polishd: serving on {host} needs [review].token: the page shows the team's unreleased images "
+              "(set a token of 16+ characters, or keep [review].host on 127.0.0.1)", file=sys.stderr)
+        return EXIT_USAGE
+    folders.existing_state(cfg)
+    from daemon.review.app import serve
+
+    structlog.get_logger("polishd.review").info("review page", url=f"http://{host}:{port}/",
+                                                login=bool(cfg.review.token))
+    return serve(cfg, host, port)
 
 
 def worker_device(device: str | None) -> tuple[str | None, str | None]:
@@ -374,7 +401,6 @@ def _print_cluster(c: dict) -> None:
 
 
 def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:
-    from daemon.archive import unique_path
     from daemon.service import journal_path
 
     journal = Journal(journal_path(cfg))
@@ -384,28 +410,33 @@ def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:
         return EXIT_FAILED if not all_failed else EXIT_OK
     status = EXIT_OK
     for job in jobs:
-        if job.state != "failed" or job.origin != "inbox":
-            print(f"#{job.id} {job.name}: not a failed inbox job ({job.state}, {job.origin})", file=sys.stderr)
-            status = EXIT_FAILED
-            continue
-        src = Path(job.source)
-        if not os.path.lexists(src):
-            print(f"#{job.id} {job.name}: {src} is gone; nothing to retry", file=sys.stderr)
-            status = EXIT_FAILED
-            continue
-        dest = unique_path(cfg.paths.inbox / job.name)
-        st = os.lstat(src)
-        digest = sha256_file(src) if not src.is_symlink() else job.sha256
-        os.replace(src, dest)
-        taken = journal.retry(job.id, dest, digest, st.st_size, st.st_mtime)
-        report = src.with_name(src.name + ".error.json")
-        if report.exists():
-            os.replace(report, unique_path(report.with_name(report.name + ".retried")))
-        if taken != job.id:
-            print(f"#{job.id} {job.name}: already being processed again as #{taken}")
-            continue
-        print(f"#{job.id} {job.name}: queued again as {dest}")
+        ok, message = retry_one(cfg, journal, job)
+        print(message, file=sys.stdout if ok else sys.stderr)
+        status = status if ok else EXIT_FAILED
     return status
+
+
+def retry_one(cfg: Config, journal: Journal, job) -> tuple[bool, str]:
+    """Moves a failed inbox job's file from [paths].failed back into the inbox and queues it again (for
+    ``polishd retry`` and the review page's retry button).  (whether it was queued, what happened)."""
+    from daemon.archive import unique_path
+
+    if job.state != "failed" or job.origin != "inbox":
+        return False, f"#{job.id} {job.name}: not a failed inbox job ({job.state}, {job.origin})"
+    src = Path(job.source)
+    if not os.path.lexists(src):
+        return False, f"#{job.id} {job.name}: {src} is gone; nothing to retry"
+    dest = unique_path(cfg.paths.inbox / job.name)
+    st = os.lstat(src)
+    digest = sha256_file(src) if not src.is_symlink() else job.sha256
+    os.replace(src, dest)
+    taken = journal.retry(job.id, dest, digest, st.st_size, st.st_mtime)
+    report = src.with_name(src.name + ".error.json")
+    if report.exists():
+        os.replace(report, unique_path(report.with_name(report.name + ".retried")))
+    if taken != job.id:
+        return True, f"#{job.id} {job.name}: already being processed again as #{taken}"
+    return True, f"#{job.id} {job.name}: queued again as {dest}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,6 +117,22 @@ def redact(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """``polishd serve``: the review page."""
+
+    host: str = "127.0.0.1"   # loopback by default; any other address needs a token
+    port: int = 8750
+    token: str = ""           # a shared secret: `Authorization: Bearer <token>`, or a login cookie made from it
+    page_size: int = 48       # thumbnails per gallery page
+
+    def check(self, err: Errors) -> None:
+        err.between("port", self.port, 1, 65535)
+        err.between("page_size", self.page_size, 1, 500)
+        if self.token and len(self.token) < 16:
+            err.add("token", "must be at least 16 characters (a shared secret, e.g. from `openssl rand -hex 24`)")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
@@ -129,7 +145,8 @@ def _assemble() -> type:
     """The Config class: [paths], [daemon], [log], then each stage's own table in pipeline order."""
     from daemon.pipeline import STAGES
 
-    tables = [("paths", PathsConfig), ("daemon", DaemonConfig), ("cluster", ClusterConfig), ("log", LogConfig),
+    tables = [("paths", PathsConfig), ("daemon", DaemonConfig), ("cluster", ClusterConfig), ("review", ReviewConfig),
+              ("log", LogConfig),
               *((stage.name, stage.Config) for stage in STAGES)]
     fields = [(name, cls, field(default_factory=cls)) for name, cls in tables]
     meta = [("source", Path | None, field(default=None)), ("sha256", str, field(default="")),
@@ -148,7 +165,7 @@ def _assemble() -> type:
 Config = _assemble()
 # Tables a per-image sidecar may override: the stages', not where files go or how the daemon runs.
 SIDECAR_TABLES = tuple(f.name for f in dataclasses.fields(Config)
-                       if f.name not in ("paths", "daemon", "cluster", "log", *META_FIELDS))
+                       if f.name not in ("paths", "daemon", "cluster", "review", "log", *META_FIELDS))
 
 
 # --------------------------------------------------------------------------- loading

@@ -42,12 +42,25 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_stage TEXT,
     task       TEXT,
     sent       REAL,
-    worker     TEXT
+    worker     TEXT,
+    review     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(source, state);
 CREATE INDEX IF NOT EXISTS jobs_task ON jobs(task);
+CREATE INDEX IF NOT EXISTS jobs_gallery ON jobs(state, review, finished);
+-- Reviewers' decisions (polishd serve): per image (variant NULL) or per variant, newest last.
+CREATE TABLE IF NOT EXISTS reviews (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    archive    TEXT NOT NULL,
+    variant    TEXT,
+    decision   TEXT NOT NULL CHECK (decision IN ('approve','reject')),
+    reason     TEXT NOT NULL DEFAULT '',
+    who        TEXT NOT NULL,
+    at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_archive ON reviews(archive, id);
 -- What the running daemon wants `polishd status` to show (e.g. "paused": "disk full at …").
 CREATE TABLE IF NOT EXISTS notes (
     key        TEXT PRIMARY KEY,
@@ -88,6 +101,7 @@ class Job:
     task: str | None = None
     sent: float | None = None
     worker: str | None = None
+    review: str | None = None  # the newest reviewer's decision on the image: "approve" | "reject"
 
     @property
     def path(self) -> Path:
@@ -120,7 +134,7 @@ class Journal:
         self._local = threading.local()
         db = self._conn()
         have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT")):
+        for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT"), ("review", "TEXT")):
             if have and column not in have:  # a journal from before the cluster mode
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.executescript(_SCHEMA)
@@ -381,6 +395,42 @@ class Journal:
         else:
             rows = self._conn().execute(f"SELECT * FROM jobs ORDER BY id {order} LIMIT ?", (limit,))
         return [Job(**dict(r)) for r in rows]
+
+    # -- reviews (polishd serve) ---------------------------------------------------------
+    def add_review(self, archive: str, variant: str | None, decision: str, reason: str, who: str) -> dict:
+        with self._tx() as db:
+            at = time.time()
+            cur = db.execute("INSERT INTO reviews(archive, variant, decision, reason, who, at) VALUES (?,?,?,?,?,?)",
+                             (archive, variant, decision, reason, who, at))
+            if variant is None:
+                db.execute("UPDATE jobs SET review=? WHERE archive=?", (decision, archive))
+            return {"id": cur.lastrowid, "variant": variant, "decision": decision, "reason": reason, "who": who,
+                    "at": at}
+
+    def reviews(self, archive: str) -> list[dict]:
+        rows = self._conn().execute("SELECT id, variant, decision, reason, who, at FROM reviews WHERE archive=?"
+                                    " ORDER BY id", (archive,))
+        return [dict(r) for r in rows]
+
+    def by_archive(self, archive: str) -> Job | None:
+        """The newest job that made this archive folder."""
+        row = self._conn().execute("SELECT * FROM jobs WHERE archive=? ORDER BY id DESC LIMIT 1",
+                                   (archive,)).fetchone()
+        return Job(**dict(row)) if row else None
+
+    _GALLERY = {"all": "state='done'", "awaiting": "state='done' AND review IS NULL",
+                "approved": "state='done' AND review='approve'", "rejected": "state='done' AND review='reject'",
+                "failed": "state='failed'"}
+
+    def gallery(self, state: str, limit: int, offset: int) -> tuple[list[Job], int]:
+        """One page of images by review state (newest finished first), and how many there are in all."""
+        where = self._GALLERY[state] + (" AND archive IS NOT NULL" if state != "failed" else "")
+        latest = f"SELECT MAX(id) FROM jobs WHERE {where} GROUP BY COALESCE(archive, 'job:' || id)"
+        db = self._conn()
+        total = db.execute(f"SELECT COUNT(*) FROM ({latest})").fetchone()[0]
+        rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({latest}) ORDER BY finished DESC, id DESC"
+                          " LIMIT ? OFFSET ?", (limit, offset))
+        return [Job(**dict(r)) for r in rows], total
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.jobs())

@@ -20,6 +20,7 @@ def test_demo_pipeline_on_the_astronaut(tmp_path):
     text = (REPO / "examples" / "demo.toml").read_text().replace("../var/demo/", "").replace(
         '"../var/models"', f'"{REPO / "var" / "models"}"')
     config.write_text(text)
+    shutil.copytree(REPO / "examples" / "brand", tmp_path / "brand")  # the logo and the grade the presets use
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(DATA / "astronaut.png", src / "astronaut.png")
@@ -31,7 +32,8 @@ def test_demo_pipeline_on_the_astronaut(tmp_path):
     manifest = json.loads((archive / "manifest.json").read_text())
     assert manifest["status"] == "done"
     assert [(s["name"], s["status"]) for s in manifest["stages"]] == [
-        ("automask", "done"), ("inpaint", "skipped"), ("outpaint", "done"), ("upscale", "done"), ("contact", "done")]
+        ("automask", "done"), ("inpaint", "skipped"), ("outpaint", "done"), ("upscale", "done"), ("deliver", "done"),
+        ("contact", "done")]
     assert "no inpainting model configured" in manifest["stages"][1]["reason"]
     assert Image.open(archive / "40-upscale.png").size == (1024, 1024)
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
@@ -39,7 +41,10 @@ def test_demo_pipeline_on_the_astronaut(tmp_path):
     assert Image.open(archive / "10-mask-face.png").size == (512, 512)
     assert (archive / "99-contact.jpg").exists()
     assert (archive / "00-original.png").read_bytes() == (DATA / "astronaut.png").read_bytes()
+    delivered = {p.name: Image.open(p).size for p in (tmp_path / "outbox" / archive.name).iterdir()}
+    assert delivered == {"astronaut-master.png": (1024, 1024), "astronaut-feed.jpg": (1080, 1350),
+                         "astronaut-banner.webp": (1920, 1080), "astronaut-story.jpg": (1080, 1920)}
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     finished = [r for r in lines if r.get("event") == "job finished"]
-    assert finished and set(finished[0]["stages"]) == {"automask", "outpaint", "upscale", "contact"}
+    assert finished and set(finished[0]["stages"]) == {"automask", "outpaint", "upscale", "deliver", "contact"}
     assert all("image" in r for r in lines if r.get("event") == "stage completed")

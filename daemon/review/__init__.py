@@ -1,0 +1,1 @@
+"""``polishd serve``: the review page (daemon/review/app.py), a process of its own beside ``polishd run``."""

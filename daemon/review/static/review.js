@@ -1,0 +1,103 @@
+// polishd review page: decisions, the before/after slider, keyboard shortcuts, retries.
+// Plain JavaScript, no build step. Text from the server is only ever set with textContent.
+"use strict";
+
+function csrf() {
+  return document.querySelector('meta[name="csrf-token"]').content;
+}
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf(), "X-Reviewer": reviewer()},
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  let data = {};
+  try { data = await response.json(); } catch (e) { data = {error: response.statusText}; }
+  return {ok: response.ok, data: data};
+}
+
+function reviewer() {
+  const input = document.getElementById("reviewer");
+  return (input && input.value.trim()) || localStorage.getItem("polishd-reviewer") || "reviewer";
+}
+
+function say(text) {
+  const said = document.getElementById("said");
+  if (said) said.textContent = text;
+}
+
+async function decide(decision, variant) {
+  const box = document.querySelector(".decide");
+  if (!box) return;
+  const reason = document.getElementById("reason").value;
+  const body = {decision: decision, reason: reason};
+  if (variant) body.variant = variant;
+  const result = await post("/api/images/" + encodeURIComponent(box.dataset.image) + "/review", body);
+  if (!result.ok) { say(result.data.error || "not recorded"); return; }
+  const r = result.data.recorded;
+  const item = document.createElement("li");
+  item.textContent = r.at + " · " + r.who + " · " + r.decision + (r.variant ? " (" + r.variant + ")" : "") +
+    (r.reason ? ": " + r.reason : "");
+  const list = document.getElementById("decisions");
+  const none = list.querySelector(".none");
+  if (none) none.remove();
+  list.appendChild(item);
+  if (!variant) document.getElementById("state").textContent = decision === "approve" ? "approved" : "rejected";
+  say((variant ? variant + ": " : "") + (decision === "approve" ? "approved" : "rejected"));
+}
+
+function slider() {
+  const range = document.getElementById("slider");
+  const clip = document.getElementById("before-clip");
+  if (!range || !clip) return;
+  const show = () => { clip.style.width = range.value + "%"; };
+  range.addEventListener("input", show);
+  show();
+}
+
+function keys() {
+  document.addEventListener("keydown", (event) => {
+    const tag = (event.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || event.ctrlKey || event.metaKey || event.altKey) return;
+    const go = (id) => { const a = document.getElementById(id); if (a) window.location = a.href; };
+    if (event.key === "a") decide("approve");
+    else if (event.key === "r") decide("reject");
+    else if (event.key === "j") go("next");
+    else if (event.key === "k") go("prev");
+  });
+}
+
+function wire() {
+  const who = document.getElementById("reviewer");
+  if (who) {
+    who.value = localStorage.getItem("polishd-reviewer") || "";
+    who.addEventListener("change", () => localStorage.setItem("polishd-reviewer", who.value.trim()));
+  }
+  for (const button of document.querySelectorAll(".decide button")) {
+    button.addEventListener("click", () => decide(button.dataset.decision));
+  }
+  for (const button of document.querySelectorAll(".variant-decision")) {
+    button.addEventListener("click", () => decide(button.dataset.decision, button.dataset.variant));
+  }
+  for (const button of document.querySelectorAll("button.retry")) {
+    button.addEventListener("click", async () => {
+      const result = await post("/api/jobs/" + encodeURIComponent(button.dataset.job) + "/retry", {});
+      button.textContent = result.ok ? "queued" : (result.data.message || result.data.error || "not queued");
+      button.disabled = true;
+    });
+  }
+  const login = document.getElementById("login");
+  if (login) {
+    login.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const result = await post("/login", {token: document.getElementById("token").value});
+      if (result.ok) window.location = "/"; else say(result.data.error || "not logged in");
+    });
+  }
+  slider();
+  keys();
+}
+
+document.addEventListener("DOMContentLoaded", wire);
