@@ -41,6 +41,7 @@ from starlette.templating import Jinja2Templates
 from daemon import archive as arc
 from daemon.config import Config
 from daemon.journal import Job, Journal
+from stages.picture import UPRIGHT
 
 HERE = Path(__file__).parent
 CSRF_COOKIE, SESSION_COOKIE = "polishd_csrf", "polishd_session"
@@ -81,7 +82,7 @@ class Review:
     def listed(manifest: dict) -> set[str]:
         """Every file the manifest names: the original, the sidecars, each stage's outputs and products."""
         names = {n for n in _strings(manifest.get("stages", [])) if "/" not in n and Path(n).suffix in SERVED}
-        names |= {f"00-original.{manifest.get('source', {}).get('format', 'png').replace('jpeg', 'jpg')}"}
+        names |= {_original(manifest), UPRIGHT}
         for stage in manifest.get("stages", []):
             names.update(stage.get("outputs", []))
         return {n for n in names if n and "/" not in n and "\\" not in n and n not in (".", "..")}
@@ -91,8 +92,7 @@ class Review:
         products: dict = {}
         for stage in manifest.get("stages", []):
             products.update(stage.get("products", {}))
-        source = products.get("source", {})
-        original = (source.get("picture") or {}).get("name") or f"00-original.{manifest['source'].get('format')}"
+        original = UPRIGHT if (folder / UPRIGHT).is_file() else _original(manifest)
         upscaled = {u["source"]: u["picture"]["name"] for u in products.get("upscaled") or []}
         master = upscaled.get("master") or (products.get("master") or {}).get("name") or original
         outputs = [n for s in manifest.get("stages", []) for n in s.get("outputs", [])]
@@ -100,7 +100,7 @@ class Review:
                    if n.startswith("20-") and "-before." in n and n.replace("-before.", "-after.") in outputs]
         variants = [{"label": v["label"], "picture": v["picture"]["name"], "upscaled": upscaled.get(v["label"])}
                     for v in products.get("variants") or []]
-        prompt = source.get("prompt") or {}
+        prompt = _prompt(folder / _original(manifest))
         job = self.journal.by_archive(str(folder))
         return {
             "id": image_id, "name": manifest.get("source", {}).get("name", image_id), "status": manifest.get("status"),
@@ -144,6 +144,23 @@ class Review:
         manifest.setdefault("review", []).append(entry)
         arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
         return entry
+
+
+def _original(manifest: dict) -> str:
+    ext = {"jpeg": "jpg"}.get(manifest.get("source", {}).get("format", "png"), manifest.get("source", {}).get("format"))
+    return f"00-original.{ext}"
+
+
+def _prompt(original: Path) -> dict:
+    """The prompt the image carries (A1111 or ComfyUI metadata), read from the archived original."""
+    from stages.prompts import from_image
+
+    try:
+        with Image.open(original) as im:
+            found = from_image(im)
+    except OSError:
+        found = None
+    return {"positive": found.positive, "negative": found.negative, "source": found.source} if found else {}
 
 
 def _strings(value) -> list[str]:

@@ -1,0 +1,168 @@
+"""The review page's HTTP side: pages, the JSON API, decisions in the journal and the manifest, and each
+security rule (binding, login, CSRF, files by manifest name only, escaping)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from starlette.testclient import TestClient
+
+from daemon import config as config_mod
+from daemon.journal import Journal
+from daemon.review.app import create_app
+from tests.conftest import REPO
+from tests.review_fixture import HOSTILE_PROMPT, make_archive
+
+TOKEN = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return make_archive(tmp_path_factory.mktemp("review"))
+
+
+def _client(cfg) -> TestClient:
+    client = TestClient(create_app(cfg), base_url="http://127.0.0.1:8750")
+    client.get("/")  # the CSRF cookie, as a browser gets it with its first page
+    return client
+
+
+def _post(client: TestClient, url: str, body: dict, **kw):
+    return client.post(url, json=body, headers={"X-CSRF-Token": client.cookies.get("polishd_csrf", ""),
+                                                **kw.pop("headers", {})}, **kw)
+
+
+def test_the_pages_and_the_api_show_the_archive(archive):
+    cfg, ids = archive
+    client = _client(cfg)
+    home = client.get("/")
+    assert home.status_code == 200 and "Recent failures" in home.text and "broken.png" in home.text
+    gallery = client.get("/gallery?state=awaiting")
+    assert all(f"/images/{i}" in gallery.text for i in ids.values())
+    listing = client.get("/api/images?state=all&limit=2").json()
+    assert listing["total"] == 3 and len(listing["images"]) == 2
+    assert client.get("/api/images?state=failed").json()["images"][0]["name"] == "broken.png"
+    one = client.get(f"/api/images/{ids['prompted.png']}").json()
+    assert one["prompt"]["positive"] == HOSTILE_PROMPT.strip() and one["prompt"]["source"] == "a1111"
+    assert one["detections"] == "10-detections.png" and [v["label"] for v in one["variants"]] == ["16x9", "4x5"]
+    assert one["state"] == "awaiting" and {s["name"] for s in one["stages"]} >= {"automask", "outpaint", "deliver"}
+    page = client.get(f"/images/{ids['prompted.png']}")
+    assert page.status_code == 200 and 'id="slider"' in page.text and "10-detections.png" in page.text
+    assert client.get("/images/no-such-image").status_code == 404
+    thumb = client.get(f"/thumbs/{ids['photo-1.png']}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    made = list((cfg.paths.state / "thumbnails").iterdir())
+    before = {p: p.stat().st_mtime_ns for p in made}
+    client.get(f"/thumbs/{ids['photo-1.png']}")
+    assert {p: p.stat().st_mtime_ns for p in made} == before  # made once, then served from the cache
+
+
+def test_a_decision_is_recorded_in_the_journal_and_the_manifest(archive):
+    cfg, ids = archive
+    client = _client(cfg)
+    image = ids["photo-2.png"]
+    r = _post(client, f"/api/images/{image}/review", {"decision": "reject", "reason": "hands look wrong"},
+              headers={"X-Reviewer": "dana"})
+    assert r.status_code == 200, r.text
+    r = _post(client, f"/api/images/{image}/review", {"decision": "approve", "variant": "16x9"})
+    assert r.status_code == 200
+    assert _post(client, f"/api/images/{image}/review", {"decision": "maybe"}).status_code == 422
+    assert _post(client, f"/api/images/{image}/review", {"decision": "approve", "variant": "1x1"}).status_code == 422
+    manifest = json.loads((cfg.paths.archive / image / "manifest.json").read_text())
+    assert [(r["who"], r["decision"], r.get("variant"), r["reason"]) for r in manifest["review"]] == [
+        ("dana", "reject", None, "hands look wrong"), ("reviewer", "approve", "16x9", "")]
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    assert [(r["decision"], r["variant"]) for r in journal.reviews(str(cfg.paths.archive / image))] == [
+        ("reject", None), ("approve", "16x9")]
+    assert journal.by_archive(str(cfg.paths.archive / image)).review == "reject"  # a variant's pick is not the image's
+    journal.close()
+    rejected = client.get("/api/images?state=rejected").json()["images"]
+    assert [i["id"] for i in rejected] == [image]
+
+
+def test_untrusted_text_is_escaped_everywhere_it_is_shown(archive):
+    cfg, ids = archive
+    page = _client(cfg).get(f"/images/{ids['prompted.png']}").text
+    assert "<script>window.pwned" not in page and 'onerror="window.pwned' not in page
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in page
+    assert "script-src 'self'" in _client(cfg).get("/").headers["content-security-policy"]
+
+
+def test_files_are_served_only_by_a_name_the_manifest_lists(archive, tmp_path):
+    cfg, ids = archive
+    client = _client(cfg)
+    image = ids["photo-1.png"]
+    folder = cfg.paths.archive / image
+    ok = client.get(f"/files/{image}/10-detections.png")
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
+    assert ok.content == (folder / "10-detections.png").read_bytes()
+    (tmp_path / "secret.png").write_bytes(b"not for you")
+    os.symlink(tmp_path / "secret.png", folder / "99-contact.jpg")  # a link where a listed name could be
+    (folder / "stray.png").write_bytes(b"unlisted")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["stages"].append({"name": "contact", "status": "done", "outputs": ["99-contact.jpg"]})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    attempts = [f"/files/{image}/stray.png", f"/files/{image}/99-contact.jpg", f"/files/{image}/manifest.json",
+                f"/files/{image}/..%2F..%2Fstate%2Fjournal.sqlite3", f"/files/{image}/%2E%2E%2Fother.png",
+                f"/files/..%2F{image}/10-detections.png", f"/files/{image}/%2Fetc%2Fpasswd",
+                f"/files/{image}/..\\..\\pipeline.toml", f"/files/{image}/", f"/files/{image}",
+                "/files/%2E%2E/pipeline.toml", f"/files/{image}/10-detections.png%00.json"]
+    for url in attempts:
+        r = client.get(url)
+        assert r.status_code == 404, url
+        assert b"not for you" not in r.content and b"unlisted" not in r.content, url
+    assert client.get("/files/").status_code == 404 and client.get("/static/").status_code == 404  # no listing
+
+
+def test_state_changing_requests_need_the_csrf_header(archive):
+    cfg, ids = archive
+    client = _client(cfg)
+    url = f"/api/images/{ids['photo-1.png']}/review"
+    assert client.post(url, json={"decision": "approve"}).status_code == 403  # no header: a cross-site form
+    assert client.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": "guess"}).status_code == 403
+    fresh = TestClient(create_app(cfg), base_url="http://127.0.0.1:8750")  # no cookie at all
+    assert fresh.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": "x"}).status_code == 403
+    assert _post(client, url, {"decision": "approve"}).status_code == 200
+
+
+def test_with_a_token_every_request_needs_it_or_the_login_cookie(archive):
+    cfg, ids = archive
+    cfg = _with_token(cfg)
+    client = TestClient(create_app(cfg), base_url="http://127.0.0.1:8750", follow_redirects=False)
+    assert client.get("/").status_code == 303 and client.get("/").headers["location"] == "/login"
+    assert client.get("/api/images").status_code == 401
+    assert client.get(f"/files/{ids['photo-1.png']}/10-detections.png").status_code in (303, 401)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/images?state=all", headers=bearer).status_code == 200
+    # a script with the token needs no CSRF header: nothing ambient rides along
+    r = client.post(f"/api/images/{ids['photo-1.png']}/review", json={"decision": "approve"}, headers=bearer)
+    assert r.status_code == 200
+    assert client.get("/api/images", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    client.get("/login")
+    assert _post(client, "/login", {"token": "wrong"}).status_code == 403
+    assert _post(client, "/login", {"token": TOKEN}).status_code == 200
+    assert client.get("/").status_code == 200  # the login cookie
+    assert client.get("/api/images").status_code == 200
+
+
+def _with_token(cfg):
+    import dataclasses
+
+    return dataclasses.replace(cfg, review=dataclasses.replace(cfg.review, token=TOKEN))
+
+
+def test_serve_binds_beyond_loopback_only_with_a_token(tmp_path):
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "serve", "--host", "0.0.0.0"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 2 and "serving on 0.0.0.0 needs [review].token" in out.stderr
+    assert "Traceback" not in out.stderr
+    with pytest.raises(config_mod.ConfigError, match=r"\[review\]\.token must be at least 16 characters"):
+        config_mod.parse('[review]\ntoken = "short"\n')
