@@ -21,7 +21,8 @@ def _verify(unit: Path) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (apt-get install systemd)")
 @pytest.mark.parametrize("name,instance", [("polishd.service", "polishd.service"),
                                            ("polishd-user.service", "polishd.service"),
-                                           ("polishd-worker@.service", "polishd-worker@1.service")])
+                                           ("polishd-worker@.service", "polishd-worker@1.service"),
+                                           ("polishd-review.service", "polishd-review.service")])
 def test_unit_files_verify(tmp_path, name, instance):
     text = (REPO / "systemd" / name).read_text()
     # Point ExecStart at this checkout's polishd so that the checker can see an executable.

@@ -1,0 +1,150 @@
+"""The review page with 2,000 archived images: server time of a gallery page, the JSON list and an image page,
+and screenshots of the dashboard, the gallery and an image page in Debian's Chromium.
+
+    python -m bench.review [--images 2000] [--repeat 30]
+
+Three real images go through the runner (detection, two infill variants, delivery); the archive is then
+filled to ``--images`` with copies of their folders, each with its own name and a job in the journal, as a
+team's month would leave it. Times are measured in-process (Starlette's test client: the server's own time,
+no network), median and 95th percentile over ``--repeat`` requests spread over the gallery's pages, with the
+thumbnails already made (they are made once, then served from the cache; the first making is timed too).
+
+Writes bench/out/review.md and bench/out/review-{dashboard,gallery,image}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.upscale_cpu import cpu
+from daemon.journal import Journal
+from tests.review_fixture import make_archive
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def fill(cfg, ids: dict[str, str], total: int) -> list[str]:
+    """Copies of the real folders under new names, each with a finished job, up to ``total`` images."""
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    db = journal._conn()
+    sources = list(ids.values())
+    made = list(sources)
+    now = time.time()
+    with journal._tx():
+        for i in range(total - len(sources)):
+            src = sources[i % len(sources)]
+            name = f"batch-{i:05d}-{src.rsplit('-', 1)[1]}"
+            folder = cfg.paths.archive / name
+            shutil.copytree(cfg.paths.archive / src, folder)
+            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest["id"] = name
+            manifest["source"]["name"] = f"batch-{i:05d}.png"
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+            db.execute("INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created,finished,archive)"
+                       " VALUES (?,?,?,?,?,'done',?,?,?)",
+                       (str(cfg.paths.inbox / f"batch-{i:05d}.png"), f"batch-{i:05d}.png", f"{i:064x}", 1, now,
+                        now, now - i, str(folder)))
+            made.append(name)
+    journal.close()
+    return made
+
+
+def timed(client, urls: list[str]) -> list[float]:
+    out = []
+    for url in urls:
+        t0 = time.perf_counter()
+        r = client.get(url)
+        out.append(1000 * (time.perf_counter() - t0))
+        assert r.status_code == 200, (url, r.status_code)
+    return out
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[max(0, int(round(0.95 * len(values))) - 1)]
+
+
+def screenshots(cfg, image: str) -> None:
+    import shutil as sh
+    import subprocess
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers.redis_server import free_port
+    from tests.test_review_browser import ARGS
+
+    chromium = sh.which("chromium")
+    if chromium is None:
+        print("chromium is not installed: no screenshots")
+        return
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "--log-level",
+                             "warning", "serve", "--port", str(port)], env={**os.environ},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            for path, name in (("/", "dashboard"), ("/gallery?state=all", "gallery"), (f"/images/{image}", "image")):
+                page.goto(f"http://127.0.0.1:{port}{path}")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(OUT / f"review-{name}.png"), full_page=False)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=30)
+    args = ap.parse_args(argv)
+    from starlette.testclient import TestClient
+
+    from daemon.review.app import create_app
+
+    with tempfile.TemporaryDirectory(prefix="polishd-review-") as tmp:
+        cfg, ids = make_archive(Path(tmp))
+        t0 = time.perf_counter()
+        made = fill(cfg, ids, args.images)
+        filled = time.perf_counter() - t0
+        client = TestClient(create_app(cfg))
+        pages = -(-args.images // cfg.review.page_size)
+        first_page = [f"/thumbs/{i}" for i in made[-cfg.review.page_size:]]
+        thumbs_cold = timed(client, first_page)
+        for i in made:  # every thumbnail made once, as browsing the gallery would
+            client.get(f"/thumbs/{i}")
+        spread = [1 + (k * 7919) % pages for k in range(args.repeat)]
+        gallery = timed(client, [f"/gallery?state=all&page={n}" for n in spread])
+        awaiting = timed(client, [f"/gallery?state=awaiting&page={n}" for n in spread])
+        listing = timed(client, [f"/api/images?state=all&limit=48&offset={48 * (n - 1)}" for n in spread])
+        image = timed(client, [f"/images/{made[(k * 131) % len(made)]}" for k in range(args.repeat)])
+        thumbs_warm = timed(client, first_page)
+        OUT.mkdir(parents=True, exist_ok=True)
+        screenshots(cfg, ids["prompted.png"])
+    rows = [("gallery page (all, 48 thumbnails)", gallery), ("gallery page (awaiting)", awaiting),
+            ("GET /api/images (48)", listing), ("image page", image), ("thumbnail, first time (made)", thumbs_cold),
+            ("thumbnail, cached", thumbs_warm)]
+    lines = ["# Review page: server time with an archive of many images", "",
+             f"`python -m bench.review --images {args.images} --repeat {args.repeat}`", "",
+             f"Machine: {cpu()[0]}, 2 cores. {args.images} archived images ({filled:.1f} s to lay out), "
+             f"{pages} gallery pages of {cfg.review.page_size}; in-process requests (no network).", "",
+             "| request | median ms | p95 ms |", "|---|---|---|"]
+    lines += [f"| {name} | {statistics.median(v):.1f} | {_p95(v):.1f} |" for name, v in rows]
+    lines += ["", "Goal: a gallery page under 300 ms of server time with 2,000 archived images.", ""]
+    (OUT / "review.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
