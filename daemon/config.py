@@ -197,7 +197,7 @@ def with_overrides(cfg: Config, overrides: dict, origin: str) -> Config:
                 for k in overrides if k not in SIDECAR_TABLES]
     if problems:
         raise ConfigError("\n".join(problems))
-    merged = _deep_merge(cfg.raw, overrides)
+    merged = deep_merge(cfg.raw, overrides)
     built = build(Config, merged, "", origin, problems)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -206,10 +206,10 @@ def with_overrides(cfg: Config, overrides: dict, origin: str) -> Config:
                                overrides=overrides)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

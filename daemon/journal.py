@@ -196,6 +196,21 @@ class Journal:
                 (str(path), path.name, sha256, size, mtime, time.time()))
             return self._get(db, cur.lastrowid)
 
+    def enqueue_rerun(self, archive: Path, original: Path, name: str, sha256: str) -> Job:
+        """Queues an archived image to run again in its own folder (review's approval, "retry with…"): its
+        source is the archived original, which is never removed; the daemon takes it like any queued job."""
+        st = original.stat()
+        with self._tx() as db:
+            queued = db.execute("SELECT id FROM jobs WHERE archive=? AND source=? AND state='queued'",
+                                (str(archive), str(original))).fetchone()
+            if queued:
+                return self._get(db, queued["id"])
+            cur = db.execute(
+                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,created,archive)"
+                " VALUES (?,?,?,?,?,'queued','process',?,?)",
+                (str(original), name, sha256, st.st_size, st.st_mtime, time.time(), str(archive)))
+            return self._get(db, cur.lastrowid)
+
     def start_direct(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:
         """A job for ``polishd process``: running at once, owned by this process, never queued.  None while
         another live process (the daemon) is running the same bytes: the caller waits, then the duplicates
@@ -322,7 +337,8 @@ class Journal:
                     continue
                 if keep_dispatched and job.task is not None:
                     continue  # a cluster task: its worker may still be at it; the coordinator follows it up
-                if job.origin == "process":
+                rerun = job.archive is not None and Path(job.source).parent == Path(job.archive)
+                if job.origin == "process" and not rerun:
                     db.execute("UPDATE jobs SET state='failed', finished=?, owner=NULL,"
                                " last_error='interrupted: the polishd process run ended' WHERE id=?",
                                (time.time(), job.id))

@@ -47,7 +47,7 @@ from stages import picture, prompts
 from stages.base import (JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict,
                          params_hash)
 from stages.models import ModelUnavailable
-from stages.products import Picture, Products, Source
+from stages.products import Picture, Products, Source, Verdict
 
 log = structlog.get_logger("polishd.runner")
 
@@ -161,8 +161,8 @@ class Runner:
             self.journal.set_sha256(job.id, dropped.sha256)
         decoded, dropped.image = dropped.image, None  # the stages decode what they read themselves
 
-        # 2. Duplicates.
-        if cfg.daemon.duplicates == "skip":
+        # 2. Duplicates (a job that runs an archived image again is that image, not a copy of it).
+        if cfg.daemon.duplicates == "skip" and not _reruns_archive(job):
             first = self.journal.first_done_with(dropped.sha256, job.id)
             if first is not None and first.archive and _holds_original(Path(first.archive), dropped.sha256):
                 return self._duplicate(job, first, dropped)
@@ -184,8 +184,8 @@ class Runner:
 
         # 4. Stages.
         try:
-            self._stages(_JobState(cfg, folder, dropped.sha256, icc), Products(source=source, master=source.picture),
-                         manifest)
+            self._stages(_JobState(cfg, folder, dropped.sha256, icc),
+                         Products(source=source, master=source.picture, review=_verdict(manifest)), manifest)
         except StopRequested:
             folder.write_manifest(manifest)
             self.endings.requeue(job, count_attempt=False)
@@ -243,7 +243,9 @@ class Runner:
         if not (target.exists() and arc.sha256_file(target) == dropped.sha256):
             folder.write_bytes(original, dropped.data)
         sidecars, dropped_names = {}, {}
-        for name, src in sidecars_for(job.path).items():
+        found = ({n: folder.file(n) for n in SIDECAR_KINDS if folder.file(n).is_file()} if _reruns_archive(job)
+                 else sidecars_for(job.path))  # an archived image runs again with its archived sidecars
+        for name, src in found.items():
             dropped_names[name] = src.name
             data = src.read_bytes()
             if SIDECAR_KINDS[name] in ("mask", "remove"):  # a drawn mask that does not decode cannot heal
@@ -555,6 +557,17 @@ def _sidecar_overrides(folder: ArchiveFolder, name: str, shown: str) -> dict:
     if not isinstance(parsed, dict):
         raise InputError(f"{shown}: per-image settings must be a table of pipeline.toml sections")
     return parsed
+
+
+def _reruns_archive(job: Job) -> bool:
+    """A job that runs an archived image again (review's approval or "retry with…"): its source is the
+    original in its own archive folder."""
+    return job.origin == "process" and job.archive is not None and Path(job.source).parent == Path(job.archive)
+
+
+def _verdict(manifest: Manifest) -> Verdict:
+    decisions = [r for r in manifest.review if not r.get("variant")]
+    return Verdict(approved=bool(decisions) and decisions[-1].get("decision") == "approve")
 
 
 def _holds_original(folder: Path, sha256: str) -> bool:

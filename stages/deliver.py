@@ -146,7 +146,7 @@ class DeliverStage(Stage):
     name = "deliver"
     prefix = "50"
     Config = DeliverConfig
-    consumes = frozenset({Slot.SOURCE, Slot.MASTER, Slot.VARIANTS, Slot.UPSCALED})
+    consumes = frozenset({Slot.SOURCE, Slot.REVIEW, Slot.MASTER, Slot.VARIANTS, Slot.UPSCALED})
     produces = frozenset()
 
     def params(self, config) -> DeliverParams:
@@ -162,7 +162,7 @@ class DeliverStage(Stage):
                              str(config.paths.outbox), presets, d.c2pa, signing, digest, f"polishd {_version()}")
 
     def skip_reason(self, ctx: JobContext, params: DeliverParams) -> str | None:
-        if params.require_review:
+        if params.require_review and not (ctx.products.review and ctx.products.review.approved):
             return "waiting for approval ([deliver].require_review = true): delivered once a reviewer approves it"
         return None
 

@@ -27,6 +27,7 @@ class Slot(StrEnum):
     """The kinds of value that pass between stages, in the order a job fills them."""
 
     SOURCE = "source"          # the dropped image: set by the runner at intake
+    REVIEW = "review"          # what reviewers decided (polishd serve): set by the runner at intake
     DETECTIONS = "detections"  # faces and hands found (automask)
     MASKS = "masks"            # what may be repainted, by kind (automask)
     MASTER = "master"          # the picture later stages build on: the upright original, then the repaired one
@@ -50,6 +51,13 @@ class Source:
     prompt: FoundPrompt | None = None  # the generation prompt the image carries in its metadata
     user_mask: str | None = None  # 00-sidecar-mask.png: the user's own repaint mask
     remove_mask: str | None = None  # 00-sidecar-remove.png: what the user wants taken away
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The reviewers' word on an image so far (the newest decision on the image itself)."""
+
+    approved: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class Upscaled:
 @dataclass(frozen=True)
 class Products:
     source: Source | None = None
+    review: Verdict | None = None
     detections: Found | None = None
     masks: tuple[Mask, ...] | None = None
     master: Picture | None = None

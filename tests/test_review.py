@@ -166,3 +166,64 @@ def test_serve_binds_beyond_loopback_only_with_a_token(tmp_path):
     assert "Traceback" not in out.stderr
     with pytest.raises(config_mod.ConfigError, match=r"\[review\]\.token must be at least 16 characters"):
         config_mod.parse('[review]\ntoken = "short"\n')
+
+
+def _run_queued(cfg) -> list:
+    """What `polishd run` would do with the queued jobs: the real runner, one after another."""
+    from daemon.pipeline import default_stages
+    from daemon.runner import Runner
+
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    runner = Runner(journal, lambda: cfg, default_stages())
+    outcomes = []
+    while (job := journal.claim()) is not None:
+        outcomes.append(runner.run_job(job))
+    journal.close()
+    return outcomes
+
+
+def test_retry_with_new_settings_keeps_the_earlier_run_and_runs_the_image_again(tmp_path):
+    cfg, ids = make_archive(tmp_path, count=1)
+    image = ids["prompted.png"]
+    folder = cfg.paths.archive / image
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    client = _client(cfg)
+    bad = _post(client, f"/api/images/{image}/retry", {"settings": {"outpaint": {"variants": ["16:7:1"]}}})
+    assert bad.status_code == 422 and "[outpaint]" in bad.json()["error"] and not (folder / "runs").exists()
+    r = _post(client, f"/api/images/{image}/retry", {"settings": {"outpaint": {"variants": ["1:1", "9:16"]}}},
+              headers={"X-Reviewer": "lee"})
+    assert r.status_code == 200, r.text
+    assert r.json()["previous_run"] == "runs/1"
+    kept = folder / "runs" / "1"
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == \
+        {k: v for k, v in before.items() if k != "00-original.png"}  # the earlier run, byte for byte
+    assert json.loads((folder / "00-sidecar.json").read_text()) == {"outpaint": {"variants": ["1:1", "9:16"]}}
+    (outcome,) = _run_queued(cfg)  # the daemon takes it
+    assert outcome.status == "done" and outcome.archive == folder
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["overrides"] == {"outpaint": {"variants": ["1:1", "9:16"]}}
+    assert [(r["run"], r["who"]) for r in manifest["runs"]] == [(1, "lee")]
+    assert (folder / "30-outpaint-9x16.png").exists() and (kept / "30-outpaint-16x9.png").exists()
+    assert (folder / "00-original.png").read_bytes() == before["00-original.png"]
+    automask = next(s for s in manifest["stages"] if s["name"] == "automask")
+    assert automask["status"] == "done"  # kept from the first run: only what the new settings touch ran again
+    assert client.get(f"/api/images/{image}").json()["runs"][0]["folder"] == "runs/1"
+
+
+def test_with_require_review_an_approval_delivers_the_image(tmp_path):
+    cfg, ids = make_archive(tmp_path, extra="[deliver]\nrequire_review = true\n", count=1)
+    image = ids["prompted.png"]
+    outbox = cfg.paths.outbox / image
+    assert not outbox.exists()  # waiting for approval
+    client = _client(cfg)
+    r = _post(client, f"/api/images/{image}/review", {"decision": "approve"})
+    assert r.status_code == 200 and r.json()["delivery"].startswith("queued as job #")
+    (outcome,) = _run_queued(cfg)
+    assert outcome.status == "done"
+    assert sorted(p.name for p in outbox.iterdir()) == ["prompted-master.png"]
+    manifest = json.loads((cfg.paths.archive / image / "manifest.json").read_text())
+    deliver = next(s for s in manifest["stages"] if s["name"] == "deliver")
+    assert deliver["status"] == "done" and manifest["review"][0]["decision"] == "approve"
+    # a rejection after that delivers nothing more; another approval queues the image once
+    _post(client, f"/api/images/{image}/review", {"decision": "reject"})
+    assert _run_queued(cfg) == []

@@ -113,7 +113,8 @@ class Review:
                         "reason": s.get("reason", ""), "models": [m.get("name") or m.get("path", "")
                                                                   for m in s.get("models", [])]}
                        for s in manifest.get("stages", [])],
-            "review": manifest.get("review", []),
+            "review": manifest.get("review", []), "runs": manifest.get("runs", []),
+            "overrides": manifest.get("overrides", {}),
             "state": {"approve": "approved", "reject": "rejected"}.get(job.review if job else None, "awaiting"),
             "job": job.id if job else None,
         }
@@ -134,6 +135,41 @@ class Review:
             rgb.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
             arc.atomic_write(path, _jpeg(rgb))
         return path
+
+    def rerun(self, folder: Path, manifest: dict) -> Job:
+        """Queues the archived image to run again in its own folder; the daemon takes it."""
+        original = folder / _original(manifest)
+        return self.journal.enqueue_rerun(folder, original, manifest.get("source", {}).get("name", folder.name),
+                                          manifest.get("source", {}).get("sha256", ""))
+
+    def retry_with(self, folder: Path, manifest: dict, settings: dict, who: str) -> tuple[Job, int]:
+        """Keeps this run as runs/<n>/ (hard links: the files are replaced, never rewritten, so the links keep
+        the old bytes; the original is not repeated there), writes the image's settings (its earlier ones with these on top) as its sidecar, and
+        queues it again.  Returns (the queued job, n)."""
+        from daemon import config as config_mod
+
+        merged = config_mod.deep_merge(manifest.get("overrides") or {}, settings)
+        config_mod.with_overrides(self.cfg, merged, "retry settings")  # ConfigError: the caller says why
+        runs = folder / "runs"
+        n = 1 + max([int(p.name) for p in runs.iterdir() if p.name.isdigit()] if runs.is_dir() else [0])
+        keep = runs / str(n)
+        keep.mkdir(parents=True)
+        for p in sorted(folder.iterdir()):  # the original stays on top alone: it never changes, and intake
+            if p.is_file() and not p.is_symlink() and not p.name.startswith("00-original."):  # takes no links
+                try:
+                    os.link(p, keep / p.name)
+                except OSError:  # a file system without hard links: a copy
+                    import shutil
+
+                    shutil.copy2(p, keep / p.name)
+        arc.fsync_dir(keep)
+        (folder / "00-sidecar.toml").unlink(missing_ok=True)  # the settings now live in one sidecar
+        arc.atomic_write(folder / "00-sidecar.json", (json.dumps(merged, indent=2) + "\n").encode())
+        manifest.setdefault("runs", []).append({"run": n, "folder": f"runs/{n}", "who": who,
+                                                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                                "settings": merged})
+        arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        return self.rerun(folder, manifest), n
 
     def decide(self, image_id: str, folder: Path, decision: str, reason: str, variant: str | None, who: str) -> dict:
         """Recorded in the journal and in the manifest's ``review`` list (who, when, what)."""
@@ -275,7 +311,30 @@ def create_app(cfg: Config) -> Starlette:
                                 status_code=422)
         who = _who(request)
         entry = review.decide(image_id, folder, decision, reason, variant, who)
-        return JSONResponse({"recorded": entry})
+        out = {"recorded": entry}
+        if decision == "approve" and variant is None and cfg.deliver.require_review:
+            job = review.rerun(folder, review.manifest(folder))
+            out["delivery"] = f"queued as job #{job.id}: delivered when polishd run takes it"
+        return JSONResponse(out)
+
+    async def api_retry_with(request: Request) -> Response:
+        from daemon.config import ConfigError
+
+        image_id = request.path_params["id"]
+        folder = review.folder(image_id)
+        manifest = review.manifest(folder) if folder else None
+        if manifest is None:
+            return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
+        body = await _json(request)
+        settings = body.get("settings", body)
+        if not isinstance(settings, dict) or not settings:
+            return JSONResponse({"error": "send the image's settings: tables of pipeline.toml, e.g. "
+                                          '{"inpaint": {"strength": 0.4}}'}, status_code=422)
+        try:
+            job, n = review.retry_with(folder, manifest, settings, _who(request))
+        except ConfigError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse({"queued": job.id, "previous_run": f"runs/{n}"})
 
     async def api_retry(request: Request) -> Response:
         from daemon.cli import retry_one
@@ -304,6 +363,7 @@ def create_app(cfg: Config) -> Starlette:
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/images", api_images), Route("/api/images/{id}", api_image),
         Route("/api/images/{id}/review", api_review, methods=["POST"]),
+        Route("/api/images/{id}/retry", api_retry_with, methods=["POST"]),
         Route("/api/jobs/{job}/retry", api_retry, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -88,6 +88,26 @@ function wire() {
       button.disabled = true;
     });
   }
+  const retryWith = document.getElementById("rw-go");
+  if (retryWith) {
+    retryWith.addEventListener("click", async () => {
+      const settings = {};
+      const prompt = document.getElementById("rw-prompt").value.trim();
+      const strength = document.getElementById("rw-strength").value.trim();
+      const variants = document.getElementById("rw-variants").value.trim();
+      if (prompt || strength) {
+        settings.inpaint = {};
+        if (prompt) settings.inpaint.prompt = prompt;
+        if (strength) settings.inpaint.strength = Number(strength);
+      }
+      if (variants) settings.outpaint = {variants: variants.split(",").map((v) => v.trim()).filter((v) => v)};
+      const image = document.querySelector(".decide").dataset.image;
+      const result = await post("/api/images/" + encodeURIComponent(image) + "/retry", {settings: settings});
+      document.getElementById("rw-said").textContent = result.ok
+        ? "queued as job #" + result.data.queued + "; this run is kept as " + result.data.previous_run
+        : (result.data.error || "not queued");
+    });
+  }
   const login = document.getElementById("login");
   if (login) {
     login.addEventListener("submit", async (event) => {
