@@ -90,6 +90,7 @@ class Manifest:
     job: int | None = None  # the journal's id of the job that made this folder
     review: list[dict] = field(default_factory=list)  # reviewers' decisions (polishd serve): who, when, what
     runs: list[dict] = field(default_factory=list)    # earlier runs kept in runs/<n>/ ("retry with…")
+    picks: list[dict] = field(default_factory=list)   # A/B picks between engines: stage, choice, who, when
 
     def to_json(self) -> bytes:
         data = {k: v for k, v in self.__dict__.items() if v or k in ("stages", "finished", "status")}

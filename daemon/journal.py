@@ -8,6 +8,7 @@ Each thread opens its own connection; SQLite serialises the writers.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -61,6 +62,16 @@ CREATE TABLE IF NOT EXISTS reviews (
     at         REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reviews_archive ON reviews(archive, id);
+-- A/B picks between engines (polishd serve): the candidate chosen, and the ones it was shown beside.
+CREATE TABLE IF NOT EXISTS picks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    archive    TEXT NOT NULL,
+    stage      TEXT NOT NULL,
+    choice     TEXT NOT NULL,
+    shown      TEXT NOT NULL,
+    who        TEXT NOT NULL,
+    at         REAL NOT NULL
+);
 -- What the running daemon wants `polishd status` to show (e.g. "paused": "disk full at …").
 CREATE TABLE IF NOT EXISTS notes (
     key        TEXT PRIMARY KEY,
@@ -427,6 +438,26 @@ class Journal:
         rows = self._conn().execute("SELECT id, variant, decision, reason, who, at FROM reviews WHERE archive=?"
                                     " ORDER BY id", (archive,))
         return [dict(r) for r in rows]
+
+    def add_pick(self, archive: str, stage: str, choice: str, shown: list[str], who: str) -> dict:
+        with self._tx() as db:
+            at = time.time()
+            db.execute("INSERT INTO picks(archive, stage, choice, shown, who, at) VALUES (?,?,?,?,?,?)",
+                       (archive, stage, choice, json.dumps(shown), who, at))
+            return {"stage": stage, "choice": choice, "shown": shown, "who": who, "at": at}
+
+    def win_rates(self) -> list[dict]:
+        """Per stage and engine over every image's newest pick: how often it was shown, and chosen."""
+        rows = self._conn().execute(
+            "SELECT stage, choice, shown FROM picks WHERE id IN (SELECT MAX(id) FROM picks GROUP BY archive, stage)")
+        tally: dict[tuple[str, str], list[int]] = {}
+        for r in rows:
+            for engine in json.loads(r["shown"]):
+                t = tally.setdefault((r["stage"], engine), [0, 0])
+                t[0] += 1
+                t[1] += engine == r["choice"]
+        return [{"stage": st, "engine": e, "shown": n, "picked": w, "rate": w / n}
+                for (st, e), (n, w) in sorted(tally.items(), key=lambda kv: (kv[0][0], -kv[1][1] / kv[1][0]))]
 
     def by_archive(self, archive: str) -> Job | None:
         """The newest job that made this archive folder."""

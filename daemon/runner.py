@@ -567,7 +567,9 @@ def _reruns_archive(job: Job) -> bool:
 
 def _verdict(manifest: Manifest) -> Verdict:
     decisions = [r for r in manifest.review if not r.get("variant")]
-    return Verdict(approved=bool(decisions) and decisions[-1].get("decision") == "approve")
+    picks = {p["stage"]: p["choice"] for p in manifest.picks if "stage" in p and "choice" in p}  # the newest wins
+    return Verdict(approved=bool(decisions) and decisions[-1].get("decision") == "approve",
+                   picks=tuple(sorted(picks.items())))
 
 
 def _holds_original(folder: Path, sha256: str) -> bool:

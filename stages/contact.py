@@ -77,7 +77,7 @@ def panels(p: Products) -> list[tuple[Picture, str]]:
     if p.master is not None and p.master != p.source.picture:
         out.append((p.master, p.master.caption or "master"))
     out += [(v.picture, f"variant {v.label}") for v in sorted(p.variants or (), key=lambda v: v.label)]
-    upscaled = sorted(p.upscaled or (), key=lambda u: u.source != "master")
+    upscaled = sorted((u for u in p.upscaled or () if not u.engine), key=lambda u: u.source != "master")
     if upscaled:
         out.append((upscaled[0].picture, "upscaled"))
     return out

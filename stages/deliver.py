@@ -229,7 +229,9 @@ def _digest(path: Path) -> str:
 def _source(ctx: JobContext, products: Products, preset: PresetParams) -> tuple[Image.Image, tuple, str]:
     """The picture a preset starts from (upscaled when there is one), the original composition's box in it,
     and its archive name."""
-    upscaled = {u.source: u.picture for u in products.upscaled or ()}
+    pick = products.review.pick("upscale") if products.review else None  # an A/B pick, when a reviewer made one
+    upscaled = {u.source: u.picture for u in products.upscaled or () if not u.engine}
+    upscaled |= {u.source: u.picture for u in products.upscaled or () if pick and u.engine == pick}
     if preset.source == "master":
         picture = upscaled.get("master") or products.master
         base_size = None

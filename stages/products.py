@@ -58,6 +58,10 @@ class Verdict:
     """The reviewers' word on an image so far (the newest decision on the image itself)."""
 
     approved: bool = False
+    picks: tuple[tuple[str, str], ...] = ()  # (stage, choice) of each A/B comparison a reviewer decided
+
+    def pick(self, stage: str) -> str | None:
+        return dict(self.picks).get(stage)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Variant:
 class Upscaled:
     source: str      # "master" or a variant's label
     picture: Picture
+    engine: str = ""  # "" for [upscale].model; the model's name for an A/B candidate of [upscale].compare
 
 
 @dataclass(frozen=True)

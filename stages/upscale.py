@@ -8,6 +8,7 @@ separately (Lanczos) and reattached; grey images stay grey, 16-bit grey stays
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -47,9 +48,15 @@ class UpscaleConfig:
     apply_to: tuple[Literal["master", "variants"], ...] = ("master", "variants")
     threads: int = 0
     backend: Literal["auto", "torch", "openvino", "ncnn", "onnxruntime"] = "auto"
+    compare: tuple[str, ...] = ()  # other models to run too, as A/B candidates: 40-upscale@<model>.png
 
     def check(self, err: Errors) -> None:
         err.one_of("scale", self.scale, (2, 3, 4))
+        if self.model in self.compare:
+            err.add("compare", f"names [upscale].model ({self.model!r}) itself; list the other models to compare")
+        for name in self.compare:
+            if not name or "/" in name and not name.endswith((".pth", ".safetensors")):
+                err.add("compare", f"must list model names or files (got {name!r})")
         for key in ("long_edge", "width", "height"):
             err.between(key, getattr(self, key), 0, 32768)
         if self.long_edge and (self.width or self.height):
@@ -88,7 +95,8 @@ class UpscaleStage(Stage):
         return from_section(UpscaleParams, config.upscale, device=config.daemon.device)
 
     def model_settings(self, params: UpscaleParams) -> list[ModelSetting]:
-        return [ModelSetting("[upscale].model", params.model, ModelKind.UPSCALER)]
+        return [ModelSetting("[upscale].model", params.model, ModelKind.UPSCALER),
+                *(ModelSetting("[upscale].compare", m, ModelKind.UPSCALER) for m in params.compare)]
 
     def skip_reason(self, ctx: JobContext, params: UpscaleParams) -> str | None:
         if not self._targets(ctx, params):
@@ -216,10 +224,23 @@ class UpscaleStage(Stage):
             made.append(Upscaled(what, Picture(output, "upscaled" if what == "master" else f"upscaled {what}")))
             sizes[output] = {"from": list(im.size), "to": list(result.size)}
         m = self._model
+        models = [ModelRef(m.name, m.sha256, str(m.path))]
+        for alt in params.compare:  # the A/B candidates: each model over the same pictures
+            self.setup(ctx, dataclasses.replace(params, model=alt, compare=()))
+            for what, source, output in self._targets(ctx, params):
+                name = output.replace(".png", f"@{_label(alt)}.png")
+                with Image.open(ctx.path(source.name)) as im:
+                    im.load()
+                    result, tile = self.upscale_image(
+                        im, params, tile, lambda done, total, n=name: ctx.check_stop(done, total, f"tiles of {n}"))
+                outputs.append(ctx.save_picture(name, result))
+                made.append(Upscaled(what, Picture(name, f"upscaled by {alt}"), engine=alt))
+            models.append(ModelRef(self._model.name, self._model.sha256, str(self._model.path)))
         return StageResult(
             outputs=outputs,
-            summary=f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values()),
-            models=[ModelRef(m.name, m.sha256, str(m.path))],
+            summary=f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values())
+            + (f"; compared with {', '.join(params.compare)}" if params.compare else ""),
+            models=models,
             device=str(self.device), dtype=dtype_name(self.dtype),
             details={"backend": self.backend, "native_scale": m.scale, "tile": tile,
                      "tile_overlap": params.tile_overlap, "sizes": sizes},
@@ -297,6 +318,14 @@ class UpscaleStage(Stage):
         if self.device.type == "mps":
             return 512
         return CPU_TILE
+
+
+def _label(model: str) -> str:
+    """A model setting as a file-name label: ``animevideov3``, ``4x-UltraSharp`` for ``…/4x-UltraSharp.pth``."""
+    stem = model.replace("\\", "/").rsplit("/", 1)[-1]
+    for ext in (".safetensors", ".pth"):
+        stem = stem.removesuffix(ext)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
 def target_size(size: tuple[int, int], params: UpscaleConfig) -> tuple[int, int]:

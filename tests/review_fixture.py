@@ -26,16 +26,31 @@ enabled = false
 HOSTILE_PROMPT = 'a cat <script>window.pwned = 1</script> <img src=x onerror="window.pwned = 2">'
 
 
+# The upscale stage with an A/B candidate: the small model as the main one, the anime RRDB beside it.
+COMPARE = """
+[upscale]
+enabled = true
+model = "animevideov3"
+compare = ["x4plus-anime"]
+scale = 2
+backend = "torch"
+tile = 128
+apply_to = ["master"]
+"""
+
+
 def make_archive(root: Path, extra: str = "", count: int = 3):
     """(config, {name: archive id}) for ``count`` finished images plus one failed file."""
-    cfg = config_mod.load(write_config(root, PIPELINE + extra))
+    base = PIPELINE if "[upscale]" not in extra else PIPELINE.replace("[upscale]\nenabled = false\n", "")
+    cfg = config_mod.load(write_config(root, base + extra))
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     runner = Runner(journal, lambda: cfg, default_stages())
     ids = {}
     for i in range(count):
         name = "prompted.png" if i == 0 else f"photo-{i}.png"
         path = cfg.paths.inbox / name
-        image = Image.open(DATA / "astronaut.png").convert("RGB").resize((256, 256)).rotate(i * 7)
+        size = 128 if "compare" in extra else 256  # the A/B archive runs two upscalers: a small picture
+        image = Image.open(DATA / "astronaut.png").convert("RGB").resize((size, size)).rotate(i * 7)
         info = PngImagePlugin.PngInfo()
         if i == 0:
             info.add_text("parameters", f"{HOSTILE_PROMPT}\nNegative prompt: blurry\nSteps: 20, Model: dreamshaper")

@@ -227,3 +227,38 @@ def test_with_require_review_an_approval_delivers_the_image(tmp_path):
     # a rejection after that delivers nothing more; another approval queues the image once
     _post(client, f"/api/images/{image}/review", {"decision": "reject"})
     assert _run_queued(cfg) == []
+
+
+def test_an_ab_pick_is_recorded_counted_and_becomes_what_is_delivered(tmp_path):
+    from tests.review_fixture import COMPARE
+
+    cfg, ids = make_archive(tmp_path, extra=COMPARE, count=2)
+    first, second = ids["prompted.png"], ids["photo-1.png"]
+    folder = cfg.paths.archive / first
+    assert (folder / "40-upscale.png").exists() and (folder / "40-upscale@x4plus-anime.png").exists()
+    client = _client(cfg)
+    (comparison,) = client.get(f"/api/images/{first}").json()["comparisons"]
+    assert sorted(c["choice"] for c in comparison["candidates"]) == ["animevideov3", "x4plus-anime"]
+    assert comparison["picked"] is None
+    page = client.get(f"/images/{first}").text
+    assert "Which upscale is better?" in page and "animevideov3" not in page.split("Which upscale")[1].split(
+        "</div>")[0]  # unlabelled until the pick
+    token = next(c["token"] for c in comparison["candidates"] if c["choice"] == "x4plus-anime")
+    r = _post(client, f"/api/images/{first}/pick", {"stage": "upscale", "choice": token})
+    assert r.status_code == 200 and r.json()["recorded"]["choice"] == "x4plus-anime"
+    assert _post(client, f"/api/images/{second}/pick", {"stage": "upscale", "choice": "animevideov3"}).status_code \
+        == 200
+    assert _post(client, f"/api/images/{first}/pick", {"stage": "upscale", "choice": "x4plus"}).status_code == 422
+    assert _post(client, f"/api/images/{first}/pick", {"stage": "inpaint", "choice": "a"}).status_code == 422
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [(p["stage"], p["choice"], sorted(p["shown"])) for p in manifest["picks"]] == [
+        ("upscale", "x4plus-anime", ["animevideov3", "x4plus-anime"])]
+    rates = {e["engine"]: (e["shown"], e["picked"]) for e in client.get("/api/comparisons").json()["engines"]}
+    assert rates == {"animevideov3": (2, 1), "x4plus-anime": (2, 1)}
+    assert "x4plus-anime" in client.get("/comparisons").text
+    outcomes = _run_queued(cfg)  # the picks go to delivery
+    assert [o.status for o in outcomes] == ["done", "done"]
+    record = json.loads((folder / "50-deliver.json").read_text())
+    assert record["deliveries"][0]["source"] == "40-upscale@x4plus-anime.png"
+    other = json.loads((cfg.paths.archive / second / "50-deliver.json").read_text())
+    assert other["deliveries"][0]["source"] == "40-upscale.png"

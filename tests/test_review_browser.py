@@ -30,10 +30,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    cfg, ids = make_archive(root)
+def _serve(root: Path, extra: str = "", count: int = 3):
+    cfg, ids = make_archive(root, extra=extra, count=count)
     port = free_port()
     log = open(root / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "--log-format", "json",
@@ -50,7 +48,23 @@ def site(tmp_path_factory):
             if time.monotonic() > end or proc.poll() is not None:
                 raise RuntimeError((root / "serve.log").read_text()[-2000:])
             time.sleep(0.1)
-    yield cfg, ids, f"http://127.0.0.1:{port}"
+    return proc, (cfg, ids, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    proc, served = _serve(tmp_path_factory.mktemp("browser"))
+    yield served
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def ab_site(tmp_path_factory):
+    from tests.review_fixture import COMPARE
+
+    proc, served = _serve(tmp_path_factory.mktemp("ab"), extra=COMPARE, count=1)
+    yield served
     proc.terminate()
     proc.wait(10)
 
@@ -161,3 +175,28 @@ def test_the_dashboard_retries_a_failure(site, page):
     j = Journal(cfg.paths.state / "journal.sqlite3")
     assert [x.state for x in j.jobs() if x.name == "broken.png"] == ["queued"]
     j.close()
+
+
+def test_an_ab_pick_by_clicking_names_the_engines_only_afterwards(ab_site, page):
+    cfg, ids, url = ab_site
+    image = ids["prompted.png"]
+    page.goto(f"{url}/images/{image}")
+    box = page.locator(".ab")
+    assert box.locator("figure.candidate").count() == 2
+    assert [t.strip() for t in box.locator(".engine").all_text_contents()] == ["", ""]  # unlabelled
+    assert "animevideov3" not in box.inner_html() and "x4plus-anime" not in box.inner_html()
+    _shot(page, "ab-before")
+    box.locator("button.pick").first.click()
+    page.wait_for_function("document.querySelector('.ab figure.picked') !== null")
+    names = [t.strip() for t in box.locator(".engine").all_text_contents()]
+    assert sorted(names) == ["animevideov3", "x4plus-anime"]
+    chosen = box.locator("figure.picked .engine").text_content().strip()
+    manifest = _manifest(cfg, image)
+    assert [(p["stage"], p["choice"]) for p in manifest["picks"]] == [("upscale", chosen)]
+    j = Journal(cfg.paths.state / "journal.sqlite3")
+    rates = {r["engine"]: r["picked"] for r in j.win_rates()}
+    j.close()
+    assert rates == {chosen: 1, ({"animevideov3", "x4plus-anime"} - {chosen}).pop(): 0}
+    page.goto(f"{url}/comparisons")
+    assert page.locator("table.rates tr", has_text=chosen).locator("td").last.text_content() == "100%"
+    _shot(page, "comparisons")

@@ -93,7 +93,7 @@ class Review:
         for stage in manifest.get("stages", []):
             products.update(stage.get("products", {}))
         original = UPRIGHT if (folder / UPRIGHT).is_file() else _original(manifest)
-        upscaled = {u["source"]: u["picture"]["name"] for u in products.get("upscaled") or []}
+        upscaled = {u["source"]: u["picture"]["name"] for u in products.get("upscaled") or [] if not u.get("engine")}
         master = upscaled.get("master") or (products.get("master") or {}).get("name") or original
         outputs = [n for s in manifest.get("stages", []) for n in s.get("outputs", [])]
         regions = [(n, n.replace("-before.", "-after.")) for n in outputs
@@ -101,6 +101,7 @@ class Review:
         variants = [{"label": v["label"], "picture": v["picture"]["name"], "upscaled": upscaled.get(v["label"])}
                     for v in products.get("variants") or []]
         prompt = _prompt(folder / _original(manifest))
+        comparisons = _comparisons(image_id, manifest, products, master)
         job = self.journal.by_archive(str(folder))
         return {
             "id": image_id, "name": manifest.get("source", {}).get("name", image_id), "status": manifest.get("status"),
@@ -113,6 +114,7 @@ class Review:
                         "reason": s.get("reason", ""), "models": [m.get("name") or m.get("path", "")
                                                                   for m in s.get("models", [])]}
                        for s in manifest.get("stages", [])],
+            "comparisons": comparisons,
             "review": manifest.get("review", []), "runs": manifest.get("runs", []),
             "overrides": manifest.get("overrides", {}),
             "state": {"approve": "approved", "reject": "rejected"}.get(job.review if job else None, "awaiting"),
@@ -144,8 +146,8 @@ class Review:
 
     def retry_with(self, folder: Path, manifest: dict, settings: dict, who: str) -> tuple[Job, int]:
         """Keeps this run as runs/<n>/ (hard links: the files are replaced, never rewritten, so the links keep
-        the old bytes; the original is not repeated there), writes the image's settings (its earlier ones with these on top) as its sidecar, and
-        queues it again.  Returns (the queued job, n)."""
+        the old bytes; the original is not repeated there), writes the image's settings (its earlier ones with
+        these on top) as its sidecar, and queues it again.  Returns (the queued job, n)."""
         from daemon import config as config_mod
 
         merged = config_mod.deep_merge(manifest.get("overrides") or {}, settings)
@@ -180,6 +182,23 @@ class Review:
         manifest.setdefault("review", []).append(entry)
         arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
         return entry
+
+
+def _comparisons(image_id: str, manifest: dict, products: dict, master: str) -> list[dict]:
+    """The A/B comparisons of an image: per stage, its candidates (in an order that does not give away which
+    is which), and the reviewer's pick once made."""
+    alternatives = [u for u in products.get("upscaled") or [] if u.get("engine") and u["source"] == "master"]
+    if not alternatives:
+        return []
+    upscale = next((s for s in manifest.get("stages", []) if s["name"] == "upscale"), {})
+    main = upscale.get("params", {}).get("model", "upscale")
+    candidates = [{"choice": main, "picture": master}] + [{"choice": u["engine"], "picture": u["picture"]["name"]}
+                                                           for u in alternatives]
+    for c in candidates:  # the page names a candidate by this token only: which engine it is shows after the pick
+        c["token"] = hashlib.sha256(f"{image_id}/{c['choice']}".encode()).hexdigest()[:12]
+    candidates.sort(key=lambda c: c["token"])
+    picked = [p for p in manifest.get("picks", []) if p.get("stage") == "upscale"]
+    return [{"stage": "upscale", "candidates": candidates, "picked": picked[-1]["choice"] if picked else None}]
 
 
 def _original(manifest: dict) -> str:
@@ -270,6 +289,22 @@ def create_app(cfg: Config) -> Starlette:
         return FileResponse(path, media_type=SERVED[Path(name).suffix.lower()],
                             headers={"Cache-Control": "private, max-age=3600"})
 
+    async def candidate(request: Request) -> Response:
+        """An A/B candidate's picture by its token: the page does not give away which engine made it."""
+        image_id = request.path_params["id"]
+        folder = review.folder(image_id)
+        manifest = review.manifest(folder) if folder else None
+        if manifest is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        pictures = {c["token"]: c["picture"] for comp in review.summary(image_id, folder, manifest)["comparisons"]
+                    for c in comp["candidates"]}
+        name = pictures.get(request.path_params["token"])
+        path = folder / name if name else None
+        if path is None or not stat.S_ISREG(os.lstat(path).st_mode) or path.resolve().parent != folder.resolve():
+            return Response("not found", status_code=404, media_type="text/plain")
+        return FileResponse(path, media_type=SERVED.get(path.suffix.lower(), "application/octet-stream"),
+                            headers={"Cache-Control": "private, max-age=3600"})
+
     async def thumb(request: Request) -> Response:
         image_id = request.path_params["id"]
         folder = review.folder(image_id)
@@ -317,6 +352,39 @@ def create_app(cfg: Config) -> Starlette:
             out["delivery"] = f"queued as job #{job.id}: delivered when polishd run takes it"
         return JSONResponse(out)
 
+    async def api_pick(request: Request) -> Response:
+        image_id = request.path_params["id"]
+        folder = review.folder(image_id)
+        manifest = review.manifest(folder) if folder else None
+        if manifest is None:
+            return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
+        body = await _json(request)
+        summary = review.summary(image_id, folder, manifest)
+        comparison = next((c for c in summary["comparisons"] if c["stage"] == body.get("stage")), None)
+        if comparison is None:
+            return JSONResponse({"error": f"no comparison for stage {body.get('stage')!r} on this image"},
+                                status_code=422)
+        shown = [c["choice"] for c in comparison["candidates"]]
+        by_token = {c["token"]: c["choice"] for c in comparison["candidates"]}
+        choice = by_token.get(body.get("choice"), body.get("choice"))  # the page's token, or an engine's name
+        if choice not in shown:
+            return JSONResponse({"error": f"choice must be one of {', '.join(shown)}"}, status_code=422)
+        who = _who(request)
+        record = review.journal.add_pick(str(folder), comparison["stage"], choice, shown, who)
+        entry = {"stage": record["stage"], "choice": record["choice"], "shown": shown, "who": who,
+                 "at": datetime.fromtimestamp(record["at"], timezone.utc).isoformat(timespec="seconds")}
+        manifest.setdefault("picks", []).append(entry)
+        arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        job = review.rerun(folder, manifest)  # the pick becomes what is delivered
+        return JSONResponse({"recorded": entry, "candidates": comparison["candidates"],
+                             "delivery": f"queued as job #{job.id}"})
+
+    async def comparisons(request: Request) -> Response:
+        return page(request, "comparisons.html", rates=review.journal.win_rates())
+
+    async def api_comparisons(request: Request) -> Response:
+        return JSONResponse({"engines": review.journal.win_rates()})
+
     async def api_retry_with(request: Request) -> Response:
         from daemon.config import ConfigError
 
@@ -359,11 +427,14 @@ def create_app(cfg: Config) -> Starlette:
     routes = [
         Route("/", dashboard), Route("/gallery", gallery), Route("/images/{id}", image),
         Route("/files/{id}/{name}", files), Route("/thumbs/{id}", thumb),
+        Route("/candidates/{id}/{token}", candidate),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/images", api_images), Route("/api/images/{id}", api_image),
         Route("/api/images/{id}/review", api_review, methods=["POST"]),
         Route("/api/images/{id}/retry", api_retry_with, methods=["POST"]),
+        Route("/api/images/{id}/pick", api_pick, methods=["POST"]),
+        Route("/comparisons", comparisons), Route("/api/comparisons", api_comparisons),
         Route("/api/jobs/{job}/retry", api_retry, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

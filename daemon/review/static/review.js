@@ -88,6 +88,25 @@ function wire() {
       button.disabled = true;
     });
   }
+  for (const box of document.querySelectorAll(".ab")) {
+    for (const button of box.querySelectorAll("button.pick")) {
+      button.addEventListener("click", async () => {
+        const image = document.querySelector(".decide").dataset.image;
+        const result = await post("/api/images/" + encodeURIComponent(image) + "/pick",
+                                  {stage: box.dataset.stage, choice: button.dataset.token});
+        if (!result.ok) { say(result.data.error || "not recorded"); return; }
+        // The pick is made: now say which engine each candidate was.
+        const names = {};
+        for (const c of result.data.candidates) names[c.token] = c.choice;
+        for (const figure of box.querySelectorAll("figure.candidate")) {
+          const choice = names[figure.querySelector("button.pick").dataset.token];
+          figure.querySelector(".engine").textContent = choice;
+          figure.classList.toggle("picked", choice === result.data.recorded.choice);
+        }
+        say("picked " + result.data.recorded.choice);
+      });
+    }
+  }
   const retryWith = document.getElementById("rw-go");
   if (retryWith) {
     retryWith.addEventListener("click", async () => {
