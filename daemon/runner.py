@@ -47,7 +47,7 @@ from stages import picture, prompts
 from stages.base import (JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict,
                          params_hash)
 from stages.models import ModelUnavailable
-from stages.products import Picture, Products, Source, Verdict
+from stages.products import Picks, Picture, Products, Source, Verdict
 
 log = structlog.get_logger("polishd.runner")
 
@@ -185,7 +185,8 @@ class Runner:
         # 4. Stages.
         try:
             self._stages(_JobState(cfg, folder, dropped.sha256, icc),
-                         Products(source=source, master=source.picture, review=_verdict(manifest)), manifest)
+                         Products(source=source, master=source.picture, review=(verdict := _verdict(manifest)),
+                                  picks=Picks(verdict.picks)), manifest)
         except StopRequested:
             folder.write_manifest(manifest)
             self.endings.requeue(job, count_attempt=False)

@@ -20,6 +20,7 @@ non-generative fill.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -83,6 +84,28 @@ class InpaintRemoveConfig(InpaintKindConfig):
 
 
 @dataclass(frozen=True)
+class InpaintCompareConfig:
+    """One A/B alternative of [[inpaint.compare]]: the same regions painted again with these settings, written
+    as 20-inpaint@<label>.png.  A key left out keeps what the region would get anyway."""
+
+    label: str = "alternative"
+    model: str = ""               # "" = [inpaint].model
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    seed: int | None = None
+
+    def check(self, err: Errors) -> None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.label):
+            err.add("label", f"must be 1–40 letters, digits, '_', '.' or '-' (got {self.label!r})")
+        err.generation(self)
+
+
+@dataclass(frozen=True)
 class InpaintConfig:
     enabled: bool = True
     model: str = ""
@@ -105,9 +128,14 @@ class InpaintConfig:
     # [inpaint.face-eyes] and [inpaint.face-mouth], each key inherited from [inpaint.face] when left out.
     face_eyes: InpaintKindConfig = field(default_factory=InpaintKindConfig)
     face_mouth: InpaintKindConfig = field(default_factory=InpaintKindConfig)
+    # A/B alternatives for the review page: [[inpaint.compare]] tables.
+    compare: tuple[InpaintCompareConfig, ...] = ()
 
     def check(self, err: Errors) -> None:
         err.generation(self)
+        labels = [c.label for c in self.compare]
+        for label in sorted({x for x in labels if labels.count(x) > 1}):
+            err.add("compare", f"names the label {label!r} twice; each alternative needs a label of its own")
         if self.resolution and (self.resolution % 8 or not 64 <= self.resolution <= 2048):
             err.add("resolution", f"must be 0 (the model's own) or a multiple of 8 from 64 to 2048 "
                                   f"(got {self.resolution})")
@@ -223,7 +251,7 @@ class InpaintStage(Stage):
     name = "inpaint"
     prefix = "20"
     Config = InpaintConfig
-    consumes = frozenset({Slot.SOURCE, Slot.MASKS, Slot.MASTER})
+    consumes = frozenset({Slot.SOURCE, Slot.MASKS, Slot.MASTER, Slot.PICKS})
     produces = frozenset({Slot.MASTER})
 
     def params(self, config) -> InpaintParams:
@@ -233,7 +261,9 @@ class InpaintStage(Stage):
     def model_settings(self, params: InpaintParams) -> list[ModelSetting]:
         model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
         config = ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG)
-        return [m for m in (model, config) if m.value]
+        alternatives = [ModelSetting("[inpaint.compare].model", c.model, ModelKind.DIFFUSION)
+                        for c in params.compare if c.model]
+        return [m for m in (model, config) if m.value] + alternatives
 
     def skip_reason(self, ctx: JobContext, params: InpaintParams) -> str | None:
         regions = plan_regions(ctx.products.masks or (), params)
@@ -262,7 +292,9 @@ class InpaintStage(Stage):
         problem = self.model_problem(ctx, params)
         if not wanted or problem:
             return None, problem
-        model, *config = self.model_settings(params)
+        model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
+        config = [ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG)] \
+            if params.model_config else []
         try:
             return acquire(ctx.models, model, config[0] if config else None, params.device), None
         except ModelUnavailable as exc:
@@ -272,16 +304,53 @@ class InpaintStage(Stage):
 
     def run(self, ctx: JobContext, params: InpaintParams) -> StageResult | Skipped:
         view = ctx.view(ctx.products.master)
-        rgb = view.rgb
         seed = image_seed(ctx.sha256, params.seed)
-        found = ctx.products.source.prompt
         regions = plan_regions(ctx.products.masks, params)
         e, without_model = self._engine(ctx, params, regions)
+        rgb, outputs, records = self._paint(ctx, params, e, without_model, regions, view.rgb, seed)
+        done = [r for r in records if "skipped" not in r]
+        if not done:
+            return Skipped(without_model or "no masks to inpaint")
+        name = ctx.save_picture(f"{self.prefix}-inpaint.png", _with_alpha(rgb, view.alpha))
+        outputs.append(name)
+        models = [ModelRef(e.name, e.sha256, e.spec)] if e else []
+        summary = _summary(records, done, params, e, without_model)
+        details = {"pipeline": e.kind if e else None, "scheduler": type(e.pipe.scheduler).__name__ if e else None,
+                   "regions": records}
+        master = Picture(name, "inpainted")
+        device, dtype = (str(e.device) if e else None), _dtype(e)
+        if e is not None and params.compare:  # the A/B alternatives, each from the same master
+            alternatives = []
+            for alt in params.compare:
+                alt_params, alt_seed = _alternative(params, alt), seed if alt.seed is None else alt.seed
+                ae, problem = self._engine(ctx, alt_params, regions)
+                if ae is None:
+                    alternatives.append({"label": alt.label, "skipped": problem})
+                    continue
+                alt_rgb, _, alt_records = self._paint(ctx, alt_params, ae, without_model, regions, view.rgb,
+                                                      alt_seed, crops=False, override=alt)
+                alt_name = ctx.save_picture(f"{self.prefix}-inpaint@{alt.label}.png", _with_alpha(alt_rgb, view.alpha))
+                outputs.append(alt_name)
+                alternatives.append({"label": alt.label, "picture": alt_name, "model": ae.name,
+                                     "regions": alt_records})
+                models.append(ModelRef(ae.name, ae.sha256, ae.spec))
+                if ctx.products.picks is not None and ctx.products.picks.pick(self.name) == alt.label:
+                    master = Picture(alt_name, f"inpainted ({alt.label}, picked)")
+            details["alternatives"] = alternatives
+            summary += f"; alternatives: {', '.join(a.label for a in params.compare)}"
+        return StageResult(
+            outputs=outputs, summary=summary, products=Products(master=master), models=models,
+            device=device, dtype=dtype, seed=seed, details=details)
+
+    def _paint(self, ctx: JobContext, params: InpaintParams, e, without_model: str | None, regions: list[Region],
+               rgb: np.ndarray, seed: int, crops: bool = True, override: InpaintCompareConfig | None = None):
+        """Every region painted in turn on ``rgb``: (the picture, the before/after crops written, the records)."""
+        found = ctx.products.source.prompt
         outputs, records = [], []
         masks: dict[str, np.ndarray] = {}
         for n, region in enumerate(regions):
             ctx.check_stop(n, len(regions), "regions")
-            ks = settings_for(params, region.kind)
+            ks = _overridden(settings_for(params, region.kind), override)
             record = {"kind": region.kind, "index": region.index, "box": list(region.box)}
             if region.kind != "remove" and e is None:
                 records.append({**record, "skipped": without_model})
@@ -307,25 +376,31 @@ class InpaintStage(Stage):
                 record.update(seed=seed + n, prompt=prompt, negative_prompt=negative, prompt_source=source,
                               steps=ks.steps, strength=ks.strength, guidance=ks.guidance, padding=ks.padding,
                               **({"refined": True} if region.kind == "remove" else {}))
-            stem = f"{self.prefix}-{region.kind}-{region.index}"
-            outputs.append(ctx.save_picture(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1])))
-            outputs.append(ctx.save_picture(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1])))
+            if crops:
+                stem = f"{self.prefix}-{region.kind}-{region.index}"
+                outputs.append(ctx.save_picture(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1])))
+                outputs.append(ctx.save_picture(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1])))
             records.append(record)
-        done = [r for r in records if "skipped" not in r]
-        if not done:
-            return Skipped(without_model or "no masks to inpaint")
-        result = Image.fromarray(rgb)
-        if view.alpha is not None:
-            result.putalpha(Image.fromarray(view.alpha))
-        name = ctx.save_picture(f"{self.prefix}-inpaint.png", result)
-        outputs.append(name)
-        return StageResult(
-            outputs=outputs, summary=_summary(records, done, params, e, without_model),
-            products=Products(master=Picture(name, "inpainted")),
-            models=[ModelRef(e.name, e.sha256, e.spec)] if e else [], device=str(e.device) if e else None,
-            dtype=_dtype(e), seed=seed,
-            details={"pipeline": e.kind if e else None, "scheduler": type(e.pipe.scheduler).__name__ if e else None,
-                     "regions": records})
+        return rgb, outputs, records
+
+
+def _with_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    result = Image.fromarray(rgb)
+    if alpha is not None:
+        result.putalpha(Image.fromarray(alpha))
+    return result
+
+
+def _alternative(params: InpaintParams, alt: InpaintCompareConfig) -> InpaintParams:
+    return dataclasses.replace(params, model=alt.model or params.model,
+                               model_config=params.model_config if not alt.model else "", compare=())
+
+
+def _overridden(ks: KindSettings, alt: InpaintCompareConfig | None) -> KindSettings:
+    if alt is None:
+        return ks
+    return dataclasses.replace(ks, **{k: getattr(alt, k) for k in ("prompt", "negative_prompt", "steps", "guidance",
+                                                                   "strength") if getattr(alt, k) is not None})
 
 
 def plan_regions(masks: tuple[Mask, ...], params: InpaintParams) -> list[Region]:

@@ -28,6 +28,7 @@ class Slot(StrEnum):
 
     SOURCE = "source"          # the dropped image: set by the runner at intake
     REVIEW = "review"          # what reviewers decided (polishd serve): set by the runner at intake
+    PICKS = "picks"            # the reviewers' A/B picks alone (a stage that makes candidates reads them)
     DETECTIONS = "detections"  # faces and hands found (automask)
     MASKS = "masks"            # what may be repainted, by kind (automask)
     MASTER = "master"          # the picture later stages build on: the upright original, then the repaired one
@@ -59,6 +60,16 @@ class Verdict:
 
     approved: bool = False
     picks: tuple[tuple[str, str], ...] = ()  # (stage, choice) of each A/B comparison a reviewer decided
+
+    def pick(self, stage: str) -> str | None:
+        return dict(self.picks).get(stage)
+
+
+@dataclass(frozen=True)
+class Picks:
+    """The A/B picks alone: an approval elsewhere changes nothing for a stage that reads only these."""
+
+    picks: tuple[tuple[str, str], ...] = ()
 
     def pick(self, stage: str) -> str | None:
         return dict(self.picks).get(stage)
@@ -99,6 +110,7 @@ class Upscaled:
 class Products:
     source: Source | None = None
     review: Verdict | None = None
+    picks: Picks | None = None
     detections: Found | None = None
     masks: tuple[Mask, ...] | None = None
     master: Picture | None = None

@@ -168,7 +168,9 @@ def _other(value: Any, hint: Any) -> Any:
     if origin is Literal:
         return next(a for a in args if a != value)
     if origin is tuple and dataclasses.is_dataclass(args[0]):  # one table more, named apart
-        return value + (dataclasses.replace(value[-1], name=value[-1].name + "-more"),)
+        item = value[-1] if value else args[0]()
+        key = "name" if hasattr(item, "name") else "label"
+        return value + (dataclasses.replace(item, **{key: getattr(item, key) + "-more"}),)
     if origin is tuple:
         options = typing.get_args(args[0]) if typing.get_origin(args[0]) is Literal else ("changed",)
         missing = [o for o in options if o not in value]

@@ -262,3 +262,36 @@ def test_an_ab_pick_is_recorded_counted_and_becomes_what_is_delivered(tmp_path):
     assert record["deliveries"][0]["source"] == "40-upscale@x4plus-anime.png"
     other = json.loads((cfg.paths.archive / second / "50-deliver.json").read_text())
     assert other["deliveries"][0]["source"] == "40-upscale.png"
+
+
+def test_an_inpaint_alternative_picked_becomes_the_master_that_is_outpainted_and_delivered(tmp_path, tiny_sd):
+    import numpy as np
+    from PIL import Image
+
+    extra = (f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
+             '[[inpaint.compare]]\nlabel = "gentle"\nstrength = 0.3\nsteps = 3\n')
+    cfg, ids = make_archive(tmp_path, extra=extra, count=1)
+    image = ids["prompted.png"]
+    folder = cfg.paths.archive / image
+    main, gentle = (np.asarray(Image.open(folder / n)) for n in ("20-inpaint.png", "20-inpaint@gentle.png"))
+    mask = np.asarray(Image.open(folder / "10-mask-face.png")) > 0
+    assert not np.array_equal(main, gentle)  # another painting…
+    assert np.array_equal(main[~mask], gentle[~mask])  # …of the masked regions only
+    manifest = json.loads((folder / "manifest.json").read_text())
+    inpaint = next(s for s in manifest["stages"] if s["name"] == "inpaint")
+    (alternative,) = inpaint["details"]["alternatives"]
+    assert alternative["label"] == "gentle" and alternative["regions"][0]["strength"] == 0.3
+    outpainted = next(s for s in manifest["stages"] if s["name"] == "outpaint")["inputs_sha256"]
+    client = _client(cfg)
+    comparison = next(c for c in client.get(f"/api/images/{image}").json()["comparisons"] if c["stage"] == "inpaint")
+    assert sorted(c["choice"] for c in comparison["candidates"]) == ["gentle", "main"]
+    assert _post(client, f"/api/images/{image}/pick", {"stage": "inpaint", "choice": "gentle"}).status_code == 200
+    (outcome,) = _run_queued(cfg)
+    assert outcome.status == "done"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    inpaint = next(s for s in manifest["stages"] if s["name"] == "inpaint")
+    assert inpaint["products"]["master"]["name"] == "20-inpaint@gentle.png"
+    record = json.loads((folder / "50-deliver.json").read_text())
+    assert record["deliveries"][0]["source"] == "20-inpaint@gentle.png"
+    outpaint = next(s for s in manifest["stages"] if s["name"] == "outpaint")
+    assert outpaint["status"] == "done" and outpaint["inputs_sha256"] != outpainted  # variants of the picked master

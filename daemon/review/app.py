@@ -187,18 +187,28 @@ class Review:
 def _comparisons(image_id: str, manifest: dict, products: dict, master: str) -> list[dict]:
     """The A/B comparisons of an image: per stage, its candidates (in an order that does not give away which
     is which), and the reviewer's pick once made."""
-    alternatives = [u for u in products.get("upscaled") or [] if u.get("engine") and u["source"] == "master"]
-    if not alternatives:
-        return []
-    upscale = next((s for s in manifest.get("stages", []) if s["name"] == "upscale"), {})
-    main = upscale.get("params", {}).get("model", "upscale")
-    candidates = [{"choice": main, "picture": master}] + [{"choice": u["engine"], "picture": u["picture"]["name"]}
-                                                           for u in alternatives]
-    for c in candidates:  # the page names a candidate by this token only: which engine it is shows after the pick
-        c["token"] = hashlib.sha256(f"{image_id}/{c['choice']}".encode()).hexdigest()[:12]
-    candidates.sort(key=lambda c: c["token"])
-    picked = [p for p in manifest.get("picks", []) if p.get("stage") == "upscale"]
-    return [{"stage": "upscale", "candidates": candidates, "picked": picked[-1]["choice"] if picked else None}]
+    stages = {s["name"]: s for s in manifest.get("stages", [])}
+    found: list[tuple[str, list[dict]]] = []
+    inpaint = stages.get("inpaint", {})
+    alternatives = [a for a in (inpaint.get("details") or {}).get("alternatives", []) if "picture" in a]
+    if alternatives:
+        found.append(("inpaint", [{"choice": "main", "picture": f"{inpaint.get('prefix', '20')}-inpaint.png"}]
+                      + [{"choice": a["label"], "picture": a["picture"]} for a in alternatives]))
+    upscaled = [u for u in products.get("upscaled") or [] if u.get("engine") and u["source"] == "master"]
+    if upscaled:
+        main = stages.get("upscale", {}).get("params", {}).get("model", "upscale")
+        main_picture = next((u["picture"]["name"] for u in products.get("upscaled") or []
+                             if not u.get("engine") and u["source"] == "master"), master)
+        found.append(("upscale", [{"choice": main, "picture": main_picture}]
+                      + [{"choice": u["engine"], "picture": u["picture"]["name"]} for u in upscaled]))
+    out = []
+    for stage, candidates in found:
+        for c in candidates:  # the page names a candidate by this token only: which one it is shows after the pick
+            c["token"] = hashlib.sha256(f"{image_id}/{stage}/{c['choice']}".encode()).hexdigest()[:12]
+        candidates.sort(key=lambda c: c["token"])
+        picked = [p for p in manifest.get("picks", []) if p.get("stage") == stage]
+        out.append({"stage": stage, "candidates": candidates, "picked": picked[-1]["choice"] if picked else None})
+    return out
 
 
 def _original(manifest: dict) -> str:
