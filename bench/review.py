@@ -94,6 +94,8 @@ def screenshots(cfg, image: str) -> None:
             browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             for path, name in (("/", "dashboard"), ("/gallery?state=all", "gallery"), (f"/images/{image}", "image")):
+                if name == "image":  # the slider, the detections and the variants in one picture
+                    page.set_viewport_size({"width": 1280, "height": 1900})
                 page.goto(f"http://127.0.0.1:{port}{path}")
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(OUT / f"review-{name}.png"), full_page=False)

@@ -288,16 +288,8 @@ def create_app(cfg: Config) -> Starlette:
         folder = review.folder(image_id)
         manifest = review.manifest(folder) if folder else None
         if manifest is None or name not in review.listed(manifest) or Path(name).suffix.lower() not in SERVED:
-            return Response("not found", status_code=404, media_type="text/plain")
-        path = folder / name
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return Response("not found", status_code=404, media_type="text/plain")
-        if not stat.S_ISREG(st.st_mode) or path.resolve().parent != folder.resolve():
-            return Response("not found", status_code=404, media_type="text/plain")
-        return FileResponse(path, media_type=SERVED[Path(name).suffix.lower()],
-                            headers={"Cache-Control": "private, max-age=3600"})
+            return _not_found()
+        return _file(folder, name)
 
     async def candidate(request: Request) -> Response:
         """An A/B candidate's picture by its token: the page does not give away which engine made it."""
@@ -305,22 +297,18 @@ def create_app(cfg: Config) -> Starlette:
         folder = review.folder(image_id)
         manifest = review.manifest(folder) if folder else None
         if manifest is None:
-            return Response("not found", status_code=404, media_type="text/plain")
+            return _not_found()
         pictures = {c["token"]: c["picture"] for comp in review.summary(image_id, folder, manifest)["comparisons"]
                     for c in comp["candidates"]}
         name = pictures.get(request.path_params["token"])
-        path = folder / name if name else None
-        if path is None or not stat.S_ISREG(os.lstat(path).st_mode) or path.resolve().parent != folder.resolve():
-            return Response("not found", status_code=404, media_type="text/plain")
-        return FileResponse(path, media_type=SERVED.get(path.suffix.lower(), "application/octet-stream"),
-                            headers={"Cache-Control": "private, max-age=3600"})
+        return _file(folder, name) if name else _not_found()
 
     async def thumb(request: Request) -> Response:
         image_id = request.path_params["id"]
         folder = review.folder(image_id)
         manifest = review.manifest(folder) if folder else None
         if manifest is None:
-            return Response("not found", status_code=404, media_type="text/plain")
+            return _not_found()
         return FileResponse(review.thumbnail(image_id, folder, manifest), media_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=86400"})
 
@@ -476,6 +464,24 @@ def create_app(cfg: Config) -> Starlette:
     app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
     app.state.review = review
     return app
+
+
+def _not_found() -> Response:
+    return Response("not found", status_code=404, media_type="text/plain")
+
+
+def _file(folder: Path, name: str) -> Response:
+    """A file of the image's folder: a regular file there (not a link, nothing beside or above it)."""
+    path = folder / name
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return _not_found()
+    if not stat.S_ISREG(st.st_mode) or path.resolve().parent != folder.resolve() \
+            or path.suffix.lower() not in SERVED:
+        return _not_found()
+    return FileResponse(path, media_type=SERVED[path.suffix.lower()],
+                        headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _state(request: Request) -> str:
