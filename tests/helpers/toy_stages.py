@@ -84,17 +84,11 @@ class BoomStage(Stage):
         raise RuntimeError("the model exploded")
 
 
-class PoisonStage(Stage):
+class PoisonStage(BoomStage):
     """Fails for every image whose archive name holds "poison": a poison job among good ones."""
 
     name = "poison"
     prefix = "18"
-    Config = CopyParams
-    consumes = frozenset()
-    produces = frozenset()
-
-    def params(self, config) -> CopyParams:
-        return CopyParams()
 
     def run(self, ctx: JobContext, params: CopyParams) -> StageResult:
         if "poison" in ctx.id:
