@@ -182,12 +182,12 @@ class Dispatcher:
             return
         structlog.contextvars.bind_contextvars(image=job.name, job=job.id)
         try:
-            outcome = self._apply(job, meta)
+            outcome = self._apply(job, meta, t.claimed)
         finally:
             structlog.contextvars.unbind_contextvars("image", "job")
         self.daemon.after(outcome)
 
-    def _apply(self, job: Job, meta: dict) -> Outcome:
+    def _apply(self, job: Job, meta: dict, claimed: float) -> Outcome:
         cfg = self.daemon.current()
         result = meta.get("result")
         if meta.get("status") != "SUCCESS" or not isinstance(result, dict):
@@ -210,7 +210,7 @@ class Dispatcher:
             return Outcome(job.id, job.name, JobStatus.RETRY, error=str(exc))
         settled = time.time()
         status = JobStatus(result["status"])
-        timing = {"job": job.id, "worker": result["worker"], "claimed": self._claimed(job),
+        timing = {"job": job.id, "worker": result["worker"], "claimed": claimed,
                   "received": result["received"], "idle_since": result["idle_since"],
                   "finished": result["finished"], "settled": settled}
         self.timings.append(timing)
@@ -220,7 +220,3 @@ class Dispatcher:
         log.debug("dispatch timing", **timing)
         return Outcome(job.id, job.name, status, Path(result["archive"]) if result["archive"] else None,
                        result["error"])
-
-    @staticmethod
-    def _claimed(job: Job) -> float:
-        return job.started or 0.0

@@ -191,9 +191,7 @@ class DeliverStage(Stage):
                                   "sha256": sha256_file(target), "rendition_sha256": rendition,
                                   "label": _label_kind(preset, params),
                                   "steps": [what for _, what in steps["done"]]})
-            except PresetFailed as exc:
-                failed.append({"preset": preset.name, "reason": str(exc)})
-            except provenance.SigningError as exc:
+            except (PresetFailed, provenance.SigningError) as exc:  # this preset, for this image: the rest go on
                 failed.append({"preset": preset.name, "reason": str(exc)})
         record = {"deliveries": delivered, "failed": failed,
                   "c2pa": "signed" if params.signing is not None else
