@@ -171,8 +171,9 @@ def _warn_about_models(cfg: Config) -> None:
     skipped with the reason, and a model put in place later is picked up.  Say so once, at the start."""
     origin = cfg.source.name if cfg.source is not None else "pipeline.toml"
     for problem in config_mod.model_problems(cfg, origin):
-        structlog.get_logger("polishd").warning("a model setting resolves to nothing; the stages that need it "
-                                                "will be skipped", problem=problem)
+        what = ("a model setting resolves to nothing; the stages that need it will be skipped" if "[deliver" not in
+                problem else "a file a delivery preset needs is not there; that preset will fail, with the reason")
+        structlog.get_logger("polishd").warning(what, problem=problem)
 
 
 def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:

@@ -148,6 +148,11 @@ class Stage(abc.ABC):
         """The model settings these params name (checked by ``polishd check-config``)."""
         return []
 
+    def setting_problems(self, params: Any) -> list[str]:
+        """Other files these params name that are not there (a logo, a LUT, a key), as ``[table].key = …: why``,
+        for ``polishd check-config`` and the daemon's start."""
+        return []
+
     def skip_reason(self, ctx: JobContext, params: Any) -> str | None:
         """Why this stage has nothing to do for this job, or None.  Cheap: no model is loaded yet."""
         return None

@@ -161,6 +161,15 @@ class DeliverStage(Stage):
         return DeliverParams(d.enabled, d.layout, d.require_review, d.input, d.generator,
                              str(config.paths.outbox), presets, d.c2pa, signing, digest, f"polishd {_version()}")
 
+    def setting_problems(self, params: DeliverParams) -> list[str]:
+        files = [(f"[deliver.preset.{p.name}].{key}", path) for p in params.presets
+                 for key, path in (("lut", p.lut_path), ("logo", p.logo_path)) if path]
+        if params.signing is not None:
+            files += [("[deliver.c2pa].certificate", str(params.signing.certificate)),
+                      ("[deliver.c2pa].private_key", str(params.signing.private_key))]
+        return [f"{where} = {path}: no such file (that preset fails for every image until it is there)"
+                for where, path in files if not Path(path).is_file()]
+
     def skip_reason(self, ctx: JobContext, params: DeliverParams) -> str | None:
         if params.require_review and not (ctx.products.review and ctx.products.review.approved):
             return "waiting for approval ([deliver].require_review = true): delivered once a reviewer approves it"

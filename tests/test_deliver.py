@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from PIL import Image, PngImagePlugin
 from daemon import config as config_mod
 from daemon.pipeline import default_stages
 from stages.deliver import Cube, PresetFailed, apply_lut, read_cube
-from tests.conftest import DATA, run_one, write_config
+from tests.conftest import DATA, REPO, run_one, write_config
 from tests.helpers.icc import P3_D50, rgb_profile
 
 EXIFTOOL = shutil.which("exiftool")
@@ -474,3 +475,17 @@ def test_require_review_waits_with_the_reason(tmp_path):
     _, out, entry = _deliver(tmp_path, '[deliver]\nrequire_review = true\n')
     assert entry["status"] == "skipped" and "waiting for approval" in entry["reason"]
     assert not (tmp_path / "var" / "outbox").exists() or not any((tmp_path / "var" / "outbox").iterdir())
+
+
+def test_check_config_names_a_missing_logo_lut_or_key(tmp_path):
+    config = write_config(tmp_path, '[[deliver.preset]]\nname = "feed"\nlogo = "brand/nope.png"\nlut = "grade.cube"\n'
+                                    '[deliver.c2pa]\ncertificate = "chain.pem"\nprivate_key = "key.pem"\n')
+    (tmp_path / "grade.cube").write_text("LUT_3D_SIZE 2\n" + "0 0 0\n" * 8)
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(config)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 3, out.stderr
+    lines = out.stderr.splitlines()
+    assert any(line.startswith("pipeline.toml: [deliver.preset.feed].logo = ") and "nope.png: no such file" in line
+               for line in lines)
+    assert not any("[deliver.preset.feed].lut" in line for line in lines)  # that one is there
+    assert sum("[deliver.c2pa]." in line for line in lines) == 2
