@@ -54,6 +54,9 @@ bench: setup
 	$(BIN)/python -m bench.automask
 	$(BIN)/python -m bench.inpaint
 	$(BIN)/python -m bench.conv_paths
+	$(BIN)/python -m bench.deliver
+	$(BIN)/python -m bench.review
+	$(BIN)/python -m bench.cluster
 
 models: setup
 	$(BIN)/python automask/models/extract.py

@@ -51,6 +51,8 @@ CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(source, state);
 CREATE INDEX IF NOT EXISTS jobs_task ON jobs(task);
 CREATE INDEX IF NOT EXISTS jobs_gallery ON jobs(state, review, finished);
+CREATE INDEX IF NOT EXISTS jobs_archive ON jobs(archive);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished, id);
 -- Reviewers' decisions (polishd serve): per image (variant NULL) or per variant, newest last.
 CREATE TABLE IF NOT EXISTS reviews (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -478,6 +480,22 @@ class Journal:
         rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({latest}) ORDER BY finished DESC, id DESC"
                           " LIMIT ? OFFSET ?", (limit, offset))
         return [Job(**dict(r)) for r in rows], total
+
+    def neighbours(self, archive: str) -> tuple[str | None, str | None]:
+        """The archive folders just before and after this one in the gallery's order (finished images, newest
+        first), found by index, not by reading them all."""
+        db = self._conn()
+        me = db.execute("SELECT finished, id FROM jobs WHERE state='done' AND archive=? ORDER BY id DESC LIMIT 1",
+                        (archive,)).fetchone()
+        if me is None:
+            return None, None
+        newer = db.execute("SELECT archive FROM jobs WHERE state='done' AND archive IS NOT NULL AND archive<>? AND"
+                           " (finished > ? OR (finished = ? AND id > ?)) ORDER BY finished ASC, id ASC LIMIT 1",
+                           (archive, me["finished"], me["finished"], me["id"])).fetchone()
+        older = db.execute("SELECT archive FROM jobs WHERE state='done' AND archive IS NOT NULL AND archive<>? AND"
+                           " (finished < ? OR (finished = ? AND id < ?)) ORDER BY finished DESC, id DESC LIMIT 1",
+                           (archive, me["finished"], me["finished"], me["id"])).fetchone()
+        return (newer["archive"] if newer else None), (older["archive"] if older else None)
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.jobs())

@@ -295,3 +295,19 @@ def test_an_inpaint_alternative_picked_becomes_the_master_that_is_outpainted_and
     assert record["deliveries"][0]["source"] == "20-inpaint@gentle.png"
     outpaint = next(s for s in manifest["stages"] if s["name"] == "outpaint")
     assert outpaint["status"] == "done" and outpaint["inputs_sha256"] != outpainted  # variants of the picked master
+
+
+def test_next_and_previous_follow_the_gallery_order(archive):
+    cfg, _ = archive
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    try:
+        order = [j.archive for j in journal.gallery("all", 100, 0)[0]]
+        assert len(order) == 3
+        for i, archive_path in enumerate(order):
+            newer, older = journal.neighbours(archive_path)
+            assert newer == (order[i - 1] if i else None) and older == (order[i + 1] if i + 1 < len(order) else None)
+    finally:
+        journal.close()
+    page = _client(cfg).get(f"/images/{order[1].rsplit('/', 1)[1]}").text
+    assert f'id="prev" href="/images/{order[0].rsplit("/", 1)[1]}"' in page
+    assert f'id="next" href="/images/{order[2].rsplit("/", 1)[1]}"' in page

@@ -518,12 +518,8 @@ def _item(job: Job) -> dict:
 
 def _neighbours(review: Review, folder: Path) -> tuple[str | None, str | None]:
     """The previous and next image in the gallery's order (all finished images, newest first)."""
-    jobs, _ = review.journal.gallery("all", 100000, 0)
-    ids = [Path(j.archive).name for j in jobs if j.archive]
-    if folder.name not in ids:
-        return None, None
-    i = ids.index(folder.name)
-    return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
+    newer, older = review.journal.neighbours(str(folder))
+    return (Path(newer).name if newer else None), (Path(older).name if older else None)
 
 
 def serve(cfg: Config, host: str, port: int) -> int:
