@@ -103,8 +103,10 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
         print(f"polishd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "worker":
+        from daemon.worker import parse_device
+
         try:
-            device, visible = worker_device(args.device)
+            _, visible = parse_device(args.device)
         except ValueError as exc:
             print(f"polishd: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -158,7 +160,7 @@ def _check_config(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    problems = config_mod.model_problems(cfg, path.name)
+    problems = config_mod.model_problems(cfg, path.name) + config_mod.setting_problems(cfg, path.name)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
@@ -170,10 +172,11 @@ def _warn_about_models(cfg: Config) -> None:
     """A model setting that resolves to nothing does not stop the daemon: the stages that need it are
     skipped with the reason, and a model put in place later is picked up.  Say so once, at the start."""
     origin = cfg.source.name if cfg.source is not None else "pipeline.toml"
+    log = structlog.get_logger("polishd")
     for problem in config_mod.model_problems(cfg, origin):
-        what = ("a model setting resolves to nothing; the stages that need it will be skipped" if "[deliver" not in
-                problem else "a file a delivery preset needs is not there; that preset will fail, with the reason")
-        structlog.get_logger("polishd").warning(what, problem=problem)
+        log.warning("a model setting resolves to nothing; the stages that need it will be skipped", problem=problem)
+    for problem in config_mod.setting_problems(cfg, origin):
+        log.warning("a file a setting names is not there; what needs it fails, with the reason", problem=problem)
 
 
 def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:
@@ -208,16 +211,10 @@ def _serve(cfg: Config, host: str, port: int) -> int:
     return serve(cfg, host, port)
 
 
-def worker_device(device: str | None) -> tuple[str | None, str | None]:
-    from daemon.worker import parse_device
-
-    return parse_device(device)
-
-
 def _worker(cfg: Config, stages: list[Stage], device: str | None, name: str | None) -> int:
-    from daemon.worker import Worker, default_name
+    from daemon.worker import Worker, default_name, parse_device
 
-    chosen, _ = worker_device(device)
+    chosen, _ = parse_device(device)  # CUDA_VISIBLE_DEVICES was set from it before anything imported torch
     return Worker(cfg, stages, chosen, name or default_name(device)).run()
 
 

@@ -245,8 +245,7 @@ def models_for(cfg: Config) -> Models:
 
 
 def model_problems(cfg: Config, origin: str) -> list[str]:
-    """Every model setting of an enabled stage that resolves to nothing, and every other file its settings name
-    that is not there (a logo, a LUT, a signing key), as ``origin: [table].key = …: why``."""
+    """Every model setting of an enabled stage that resolves to nothing, as ``origin: [table].key = …: why``."""
     from daemon.pipeline import default_stages
 
     resolver = models_for(cfg)
@@ -260,5 +259,12 @@ def model_problems(cfg: Config, origin: str) -> list[str]:
                 resolver.resolve(setting)
             except FileNotFoundError as exc:
                 problems.append(f"{origin}: {exc}")
-        problems += [f"{origin}: {p}" for p in stage.setting_problems(params)]
     return problems
+
+
+def setting_problems(cfg: Config, origin: str) -> list[str]:
+    """Every other file an enabled stage's settings name that is not there (a logo, a LUT, a signing key)."""
+    from daemon.pipeline import default_stages
+
+    return [f"{origin}: {p}" for stage in default_stages() if (params := stage.params(cfg)).enabled
+            for p in stage.setting_problems(params)]

@@ -183,10 +183,10 @@ class Runner:
         del decoded
 
         # 4. Stages.
+        verdict = _verdict(manifest)
+        products = Products(source=source, master=source.picture, review=verdict, picks=Picks(verdict.picks))
         try:
-            self._stages(_JobState(cfg, folder, dropped.sha256, icc),
-                         Products(source=source, master=source.picture, review=(verdict := _verdict(manifest)),
-                                  picks=Picks(verdict.picks)), manifest)
+            self._stages(_JobState(cfg, folder, dropped.sha256, icc), products, manifest)
         except StopRequested:
             folder.write_manifest(manifest)
             self.endings.requeue(job, count_attempt=False)
