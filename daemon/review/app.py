@@ -41,7 +41,7 @@ from starlette.templating import Jinja2Templates
 from daemon import archive as arc
 from daemon.config import Config
 from daemon.journal import Job, Journal
-from stages.picture import UPRIGHT
+from stages.picture import UPRIGHT, view
 
 HERE = Path(__file__).parent
 CSRF_COOKIE, SESSION_COOKIE = "polishd_csrf", "polishd_session"
@@ -80,11 +80,11 @@ class Review:
 
     @staticmethod
     def listed(manifest: dict) -> set[str]:
-        """Every file the manifest names: the original, the sidecars, each stage's outputs and products."""
-        names = {n for n in _strings(manifest.get("stages", [])) if "/" not in n and Path(n).suffix in SERVED}
-        names |= {_original(manifest), UPRIGHT}
+        """The files an image's manifest accounts for: the original (and its upright copy), the drawn sidecar
+        masks, and every stage's outputs."""
+        names = {_original(manifest), UPRIGHT, "00-sidecar-mask.png", "00-sidecar-remove.png"}
         for stage in manifest.get("stages", []):
-            names.update(stage.get("outputs", []))
+            names.update(n for n in stage.get("outputs", []) if isinstance(n, str))
         return {n for n in names if n and "/" not in n and "\\" not in n and n not in (".", "..")}
 
     def summary(self, image_id: str, folder: Path, manifest: dict) -> dict:
@@ -129,11 +129,7 @@ class Review:
             master = self.summary(image_id, folder, manifest)["master"]
             with Image.open(folder / master) as im:
                 im.draft("RGB", (THUMB * 2, THUMB * 2))
-                rgb = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
-            if rgb.mode == "RGBA":
-                flat = Image.new("RGB", rgb.size, (128, 128, 128))
-                flat.paste(rgb, mask=rgb.getchannel("A"))
-                rgb = flat
+                rgb = view(im).flat()  # 16-bit scaled, transparency over grey, as the contact sheet shows it
             rgb.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
             arc.atomic_write(path, _jpeg(rgb))
         return path
@@ -226,16 +222,6 @@ def _prompt(original: Path) -> dict:
     except OSError:
         found = None
     return {"positive": found.positive, "negative": found.negative, "source": found.source} if found else {}
-
-
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 def _jpeg(image: Image.Image) -> bytes:
