@@ -72,6 +72,12 @@ class Review:
             return None
         return folder
 
+    def lookup(self, image_id: str) -> tuple[Path, dict] | tuple[None, None]:
+        """(folder, manifest) of an image id, or (None, None) when there is no such finished image."""
+        folder = self.folder(image_id)
+        manifest = self.manifest(folder) if folder else None
+        return (folder, manifest) if manifest is not None else (None, None)
+
     def manifest(self, folder: Path) -> dict | None:
         try:
             return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -261,8 +267,7 @@ def create_app(cfg: Config) -> Starlette:
 
     async def image(request: Request) -> Response:
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return page(request, "missing.html", status=404, id=image_id)
         data = review.summary(image_id, folder, manifest)
@@ -271,8 +276,7 @@ def create_app(cfg: Config) -> Starlette:
 
     async def files(request: Request) -> Response:
         image_id, name = request.path_params["id"], request.path_params["name"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None or name not in review.listed(manifest) or Path(name).suffix.lower() not in SERVED:
             return _not_found()
         return _file(folder, name)
@@ -280,8 +284,7 @@ def create_app(cfg: Config) -> Starlette:
     async def candidate(request: Request) -> Response:
         """An A/B candidate's picture by its token: the page does not give away which engine made it."""
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return _not_found()
         pictures = {c["token"]: c["picture"] for comp in review.summary(image_id, folder, manifest)["comparisons"]
@@ -291,8 +294,7 @@ def create_app(cfg: Config) -> Starlette:
 
     async def thumb(request: Request) -> Response:
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return _not_found()
         return FileResponse(review.thumbnail(image_id, folder, manifest), media_type="image/jpeg",
@@ -306,16 +308,14 @@ def create_app(cfg: Config) -> Starlette:
 
     async def api_image(request: Request) -> Response:
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
         return JSONResponse(review.summary(image_id, folder, manifest))
 
     async def api_review(request: Request) -> Response:
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
         body = await _json(request)
@@ -338,8 +338,7 @@ def create_app(cfg: Config) -> Starlette:
 
     async def api_pick(request: Request) -> Response:
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
         body = await _json(request)
@@ -373,8 +372,7 @@ def create_app(cfg: Config) -> Starlette:
         from daemon.config import ConfigError
 
         image_id = request.path_params["id"]
-        folder = review.folder(image_id)
-        manifest = review.manifest(folder) if folder else None
+        folder, manifest = review.lookup(image_id)
         if manifest is None:
             return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
         body = await _json(request)
