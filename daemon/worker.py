@@ -93,7 +93,11 @@ class Worker:
                 log.info("another worker is running this task; copy dropped")
                 raise Reject("running elsewhere", requeue=False)
             try:
-                return self._run(task_id, job, data, lease)
+                result = self._run(task_id, job, data, lease)
+                # Stored before the lease goes (Celery stores it again after we return): a copy that takes the
+                # lease next finds the result and is dropped, never runs the job a second time.
+                self.app.backend.store_result(task_id, result, "SUCCESS")
+                return result
             finally:
                 try:
                     lease.release()
