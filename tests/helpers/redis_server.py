@@ -18,11 +18,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    pass
+
+
 class RedisServer:
     def __init__(self, folder: Path, port: int | None = None, password: str | None = None):
         self.folder = folder
         self.password = password
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.fixed = port is not None
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -32,6 +37,18 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
+        """Started and answering; a port another process took between our look and Redis's bind is traded for a
+        new one (unless the port was given: a restart keeps its clients' address)."""
+        for _ in range(5):
+            try:
+                return self._start()
+            except PortTaken:
+                if self.fixed:
+                    raise
+                self.port = free_port()
+        raise RuntimeError("no free port for redis-server after 5 tries")
+
+    def _start(self) -> "RedisServer":
         assert REDIS, "redis-server is not installed (apt-get install redis-server)"
         self.proc = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
@@ -49,7 +66,10 @@ class RedisServer:
             except OSError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.folder / 'redis.log').read_text()[-2000:]}")
+                log = (self.folder / "redis.log").read_text()[-2000:]
+                if "Address already in use" in log:
+                    raise PortTaken(log)
+                raise RuntimeError(f"redis-server exited: {log}")
             time.sleep(0.05)
         raise RuntimeError("redis-server did not answer within 20 s")
 
