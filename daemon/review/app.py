@@ -78,6 +78,11 @@ class Review:
         manifest = self.manifest(folder) if folder else None
         return (folder, manifest) if manifest is not None else (None, None)
 
+    @staticmethod
+    def write_manifest(folder: Path, manifest: dict) -> None:
+        """The review's own additions (``review``, ``picks``, ``runs``), written atomically like the runner's."""
+        arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+
     def manifest(self, folder: Path) -> dict | None:
         try:
             return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -95,9 +100,7 @@ class Review:
 
     def summary(self, image_id: str, folder: Path, manifest: dict) -> dict:
         """The image page's data: every picture by role, the prompt, models and times, and the decisions."""
-        products: dict = {}
-        for stage in manifest.get("stages", []):
-            products.update(stage.get("products", {}))
+        products = _products(manifest)
         original = UPRIGHT if (folder / UPRIGHT).is_file() else _original(manifest)
         upscaled = {u["source"]: u["picture"]["name"] for u in products.get("upscaled") or [] if not u.get("engine")}
         master = upscaled.get("master") or (products.get("master") or {}).get("name") or original
@@ -172,7 +175,7 @@ class Review:
         manifest.setdefault("runs", []).append({"run": n, "folder": f"runs/{n}", "who": who,
                                                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                                 "settings": merged})
-        arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        self.write_manifest(folder, manifest)
         return self.rerun(folder, manifest), n
 
     def decide(self, image_id: str, folder: Path, decision: str, reason: str, variant: str | None, who: str) -> dict:
@@ -182,7 +185,7 @@ class Review:
         entry = {"who": who, "at": datetime.fromtimestamp(record["at"], timezone.utc).isoformat(timespec="seconds"),
                  "decision": decision, "reason": reason, **({"variant": variant} if variant else {})}
         manifest.setdefault("review", []).append(entry)
-        arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        self.write_manifest(folder, manifest)
         return entry
 
 
@@ -310,21 +313,21 @@ def create_app(cfg: Config) -> Starlette:
         image_id = request.path_params["id"]
         folder, manifest = review.lookup(image_id)
         if manifest is None:
-            return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
+            return _no_image(image_id)
         return JSONResponse(review.summary(image_id, folder, manifest))
 
     async def api_review(request: Request) -> Response:
         image_id = request.path_params["id"]
         folder, manifest = review.lookup(image_id)
         if manifest is None:
-            return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
+            return _no_image(image_id)
         body = await _json(request)
         decision, reason, variant = body.get("decision"), body.get("reason", ""), body.get("variant")
         if decision not in ("approve", "reject"):
             return JSONResponse({"error": 'decision must be "approve" or "reject"'}, status_code=422)
         if not isinstance(reason, str) or len(reason) > 2000:
             return JSONResponse({"error": "reason must be text of at most 2000 characters"}, status_code=422)
-        labels = [v["label"] for v in review.summary(image_id, folder, manifest)["variants"]]
+        labels = [v["label"] for v in _products(manifest).get("variants") or []]
         if variant is not None and variant not in labels:
             return JSONResponse({"error": f"no variant {variant!r} (variants: {', '.join(labels) or 'none'})"},
                                 status_code=422)
@@ -340,7 +343,7 @@ def create_app(cfg: Config) -> Starlette:
         image_id = request.path_params["id"]
         folder, manifest = review.lookup(image_id)
         if manifest is None:
-            return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
+            return _no_image(image_id)
         body = await _json(request)
         summary = review.summary(image_id, folder, manifest)
         comparison = next((c for c in summary["comparisons"] if c["stage"] == body.get("stage")), None)
@@ -357,7 +360,7 @@ def create_app(cfg: Config) -> Starlette:
         entry = {"stage": record["stage"], "choice": record["choice"], "shown": shown, "who": who,
                  "at": datetime.fromtimestamp(record["at"], timezone.utc).isoformat(timespec="seconds")}
         manifest.setdefault("picks", []).append(entry)
-        arc.atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        review.write_manifest(folder, manifest)
         job = review.rerun(folder, manifest)  # the pick becomes what is delivered
         return JSONResponse({"recorded": entry, "candidates": comparison["candidates"],
                              "delivery": f"queued as job #{job.id}"})
@@ -374,7 +377,7 @@ def create_app(cfg: Config) -> Starlette:
         image_id = request.path_params["id"]
         folder, manifest = review.lookup(image_id)
         if manifest is None:
-            return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
+            return _no_image(image_id)
         body = await _json(request)
         settings = body.get("settings", body)
         if not isinstance(settings, dict) or not settings:
@@ -448,6 +451,18 @@ def create_app(cfg: Config) -> Starlette:
     app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
     app.state.review = review
     return app
+
+
+def _products(manifest: dict) -> dict:
+    """The typed hand-offs of an image as its manifest records them, later stages' over earlier ones'."""
+    products: dict = {}
+    for stage in manifest.get("stages", []):
+        products.update(stage.get("products", {}))
+    return products
+
+
+def _no_image(image_id: str) -> Response:
+    return JSONResponse({"error": f"no image {image_id!r}"}, status_code=404)
 
 
 def _not_found() -> Response:
