@@ -6,7 +6,7 @@ ordered stage list in ``daemon/pipeline.py``.  Each option is declared once, wit
 its default; the root ``pipeline.toml`` documents the same options for people.  Errors name the file,
 the table and the key, and say what is allowed::
 
-    pipeline.toml: [upscale].scale must be one of 2, 3, 4 (got 5)
+    pipeline.toml: [upscale].scale must be 2–16 (got 32)
 """
 
 from __future__ import annotations

@@ -93,6 +93,12 @@ class Folder:
         atomic_write(target, data)
         return target
 
+    def write_with(self, name: str, write: Callable[[Any], Any]) -> Path:
+        """``write(f)`` fills a new file through an open binary file, atomically (a picture encoded in bands)."""
+        target = self.writable(name)
+        _atomic(target, write)
+        return target
+
     def save_image(self, name: str, image: Image.Image, **save_args: Any) -> Path:
         target = self.writable(name)
         atomic_save_image(target, image, **save_args)

@@ -6,7 +6,7 @@ declares its own table (``Stage.Config``); ``daemon/config.py`` assembles them i
 pipeline order with ``[paths]``, ``[daemon]`` and ``[log]``.  Errors name the
 file, the table and the key, and say what is allowed::
 
-    pipeline.toml: [upscale].scale must be one of 2, 3 or 4 (got 5)
+    pipeline.toml: [upscale].scale must be 2–16 (got 32)
 """
 
 from __future__ import annotations

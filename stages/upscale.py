@@ -9,8 +9,10 @@ separately (Lanczos) and reattached; grey images stay grey, 16-bit grey stays
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -32,6 +34,60 @@ log = structlog.get_logger("polishd.upscale")
 
 CPU_TILE = 256  # input px per CPU tile: the fastest measured at 512², peak memory < 2 GB (bench/upscale.py)
 MIN_TILE = 64
+MAX_EDGE = 16384
+IN_MEMORY = 64_000_000  # output pixels above which even a plain upscale goes band by band through files
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """[upscale.refine]: tiled diffusion after Real-ESRGAN (stages/refine.py)."""
+
+    enabled: bool = False
+    model: str = ""               # "" = [inpaint].model (with its model_config)
+    model_config: str = ""
+    denoise: float = 0.3
+    steps: int = 20
+    guidance: float = 6.0
+    prompt: str = "{prompt}, highly detailed, sharp focus"
+    negative_prompt: str = "blurry, lowres, jpeg artifacts, seams"
+    tile: int = 0                 # px (0 = the model's working size: 512 for SD 1.x/2.x, 1024 for SDXL)
+    overlap: int = 64
+    seam_fix: bool = True
+    seam_width: int = 64
+    seam_denoise: float = 0.3
+    seam_padding: int = 32
+    seed: int = -1
+
+    def check(self, err: Errors) -> None:
+        err.between("denoise", self.denoise, 0.05, 0.75)
+        err.between("seam_denoise", self.seam_denoise, 0.05, 0.75)
+        err.generation(self)
+        if self.tile and (self.tile % 8 or not 128 <= self.tile <= 2048):
+            err.add("tile", f"must be 0 (the model's own size) or a multiple of 8 from 128 to 2048 (got {self.tile})")
+        err.at_least("overlap", self.overlap, 0)
+        if self.tile and self.overlap * 4 > self.tile:
+            err.add("overlap", f"must be at most a quarter of tile ({self.tile}) (got {self.overlap})")
+        err.between("seam_width", self.seam_width, 8, 512)
+        err.between("seam_padding", self.seam_padding, 0, 256)
+        err.at_least("seed", self.seed, -1)
+
+
+@dataclass(frozen=True)
+class DetailConfig:
+    """[upscale.detail]: the faces and hands repainted again at the upscaled size ("detailer after hires fix")."""
+
+    enabled: bool = False
+    kinds: tuple[Literal["face", "hand", "face-eyes", "face-mouth"], ...] = ("face", "hand")
+    strength: float = 0.25
+    resolution: int = 0           # working size of each region (0 = the model's own)
+    padding: int = 32             # px of context around each region, at the upscaled size
+
+    def check(self, err: Errors) -> None:
+        err.between("strength", self.strength, 0.05, 0.75)
+        if self.resolution and (self.resolution % 8 or not 64 <= self.resolution <= 2048):
+            err.add("resolution", f"must be 0 (the model's own) or a multiple of 8 from 64 to 2048 "
+                                  f"(got {self.resolution})")
+        err.between("padding", self.padding, 0, 512)
 
 
 @dataclass(frozen=True)
@@ -49,16 +105,19 @@ class UpscaleConfig:
     threads: int = 0
     backend: Literal["auto", "torch", "openvino", "ncnn", "onnxruntime"] = "auto"
     compare: tuple[str, ...] = ()  # other models to run too, as A/B candidates: 40-upscale@<model>.png
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    detail: DetailConfig = field(default_factory=DetailConfig)
 
     def check(self, err: Errors) -> None:
-        err.one_of("scale", self.scale, (2, 3, 4))
+        if not 2 <= self.scale <= 16:
+            err.add("scale", f"must be 2–16 (got {self.scale})")
         if self.model in self.compare:
             err.add("compare", f"names [upscale].model ({self.model!r}) itself; list the other models to compare")
         for name in self.compare:
             if not name or "/" in name and not name.endswith((".pth", ".safetensors")):
                 err.add("compare", f"must list model names or files (got {name!r})")
         for key in ("long_edge", "width", "height"):
-            err.between(key, getattr(self, key), 0, 32768)
+            err.between(key, getattr(self, key), 0, MAX_EDGE)
         if self.long_edge and (self.width or self.height):
             err.add("long_edge", "cannot be combined with width/height; set one or the other")
         if self.tile and not 32 <= self.tile <= 4096:
@@ -74,14 +133,30 @@ class UpscaleConfig:
 @dataclass(frozen=True)
 class UpscaleParams(UpscaleConfig):
     device: str = "auto"  # [daemon].device
+    inpaint_model: str = ""         # [inpaint].model and model_config: refine's and detail's default model
+    inpaint_model_config: str = ""
+    seed: int = -1                  # [inpaint].seed
+    kind_settings: tuple = ()       # (kind, stages.inpaint.KindSettings) for the detail pass's prompts
+
+    @property
+    def diffusion_model(self) -> tuple[str, str]:
+        """The generative model refine and detail use (model, model_config), with the setting that names it."""
+        if self.refine.model:
+            return self.refine.model, self.refine.model_config
+        return self.inpaint_model, self.inpaint_model_config
+
+    @property
+    def generative(self) -> bool:
+        return self.refine.enabled or self.detail.enabled
 
 
 class UpscaleStage(Stage):
     name = "upscale"
     prefix = "40"
     Config = UpscaleConfig
-    consumes = frozenset({Slot.MASTER, Slot.VARIANTS})
+    consumes = frozenset({Slot.SOURCE, Slot.MASTER, Slot.VARIANTS, Slot.MASKS})
     produces = frozenset({Slot.UPSCALED})
+    version = 2
 
     def __init__(self) -> None:
         self._model: esrgan_load.LoadedModel | None = None
@@ -92,11 +167,29 @@ class UpscaleStage(Stage):
         self._runner = None
 
     def params(self, config) -> UpscaleParams:
-        return from_section(UpscaleParams, config.upscale, device=config.daemon.device)
+        from stages.inpaint import settings_for
+
+        kinds = tuple((k, settings_for(config.inpaint, k)) for k in config.upscale.detail.kinds) \
+            if config.upscale.detail.enabled else ()
+        return from_section(UpscaleParams, config.upscale, device=config.daemon.device,
+                            inpaint_model=config.inpaint.model, inpaint_model_config=config.inpaint.model_config,
+                            seed=config.inpaint.seed, kind_settings=kinds)
 
     def model_settings(self, params: UpscaleParams) -> list[ModelSetting]:
-        return [ModelSetting("[upscale].model", params.model, ModelKind.UPSCALER),
-                *(ModelSetting("[upscale].compare", m, ModelKind.UPSCALER) for m in params.compare)]
+        out = [ModelSetting("[upscale].model", params.model, ModelKind.UPSCALER),
+               *(ModelSetting("[upscale].compare", m, ModelKind.UPSCALER) for m in params.compare)]
+        return out + self._diffusion_settings(params)
+
+    @staticmethod
+    def _diffusion_settings(params: UpscaleParams) -> list[ModelSetting]:
+        if not params.generative:
+            return []
+        model, config = params.diffusion_model
+        where = "[upscale.refine]" if params.refine.model else "[inpaint]"
+        out = [ModelSetting(f"{where}.model", model, ModelKind.DIFFUSION)] if model else []
+        if config:
+            out.append(ModelSetting(f"{where}.model_config", config, ModelKind.DIFFUSION_CONFIG))
+        return out
 
     def skip_reason(self, ctx: JobContext, params: UpscaleParams) -> str | None:
         if not self._targets(ctx, params):
@@ -215,14 +308,23 @@ class UpscaleStage(Stage):
         assert self._model is not None
         outputs, sizes, made = [], {}, []
         tile = params.tile or self._auto_tile()
+        engine, generative = self._generative(ctx, params), {}
         for what, source, output in self._targets(ctx, params):
             with Image.open(ctx.path(source.name)) as im:
                 im.load()
-                result, tile = self.upscale_image(
-                    im, params, tile, lambda done, total, name=output: ctx.check_stop(done, total, f"tiles of {name}"))
-            outputs.append(ctx.save_picture(output, result))
+                target = target_size(im.size, params)
+                if self._passes(im.size, target) > 1 or params.generative or target[0] * target[1] > IN_MEMORY:
+                    record, tile = self.upscale_large(ctx, params, engine, im, source, what, output, tile)
+                    generative[output] = record
+                    result_size = target
+                else:
+                    result, tile = self.upscale_image(im, params, tile, lambda done, total, name=output:
+                                                      ctx.check_stop(done, total, f"tiles of {name}"))
+                    ctx.save_picture(output, result)
+                    result_size = result.size
+            outputs.append(output)
             made.append(Upscaled(what, Picture(output, "upscaled" if what == "master" else f"upscaled {what}")))
-            sizes[output] = {"from": list(im.size), "to": list(result.size)}
+            sizes[output] = {"from": list(im.size), "to": list(result_size)}
         m = self._model
         models = [ModelRef(m.name, m.sha256, str(m.path))]
         for alt in params.compare:  # the A/B candidates: each model over the same pictures
@@ -231,20 +333,219 @@ class UpscaleStage(Stage):
                 name = output.replace(".png", f"@{_label(alt)}.png")
                 with Image.open(ctx.path(source.name)) as im:
                     im.load()
-                    result, tile = self.upscale_image(
-                        im, params, tile, lambda done, total, n=name: ctx.check_stop(done, total, f"tiles of {n}"))
-                outputs.append(ctx.save_picture(name, result))
+                    plain = dataclasses.replace(params, refine=RefineConfig(), detail=DetailConfig())
+                    if self._passes(im.size, target_size(im.size, params)) > 1 or \
+                            im.size[0] * im.size[1] * params.scale ** 2 > IN_MEMORY:
+                        tile = self.upscale_large(ctx, plain, None, im, source, what, name, tile)[1]
+                    else:
+                        result, tile = self.upscale_image(
+                            im, params, tile, lambda done, total, n=name: ctx.check_stop(done, total, f"tiles of {n}"))
+                        ctx.save_picture(name, result)
+                outputs.append(name)
                 made.append(Upscaled(what, Picture(name, f"upscaled by {alt}"), engine=alt))
             models.append(ModelRef(self._model.name, self._model.sha256, str(self._model.path)))
+        details = {"backend": self.backend, "native_scale": m.scale, "tile": tile,
+                   "tile_overlap": params.tile_overlap, "sizes": sizes}
+        summary = f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values())
+        if generative:
+            details["large"] = generative
+            if engine is not None:
+                models.append(ModelRef(engine.name, engine.sha256, engine.spec))
+            passes = max(r["passes"] for r in generative.values())
+            if passes > 1:
+                summary += f" in {passes} passes"
+            said = sorted({r["summary"] for r in generative.values() if r.get("summary")})
+            summary += "".join(f"; {s}" for s in said)
         return StageResult(
             outputs=outputs,
-            summary=f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values())
-            + (f"; compared with {', '.join(params.compare)}" if params.compare else ""),
+            summary=summary + (f"; compared with {', '.join(params.compare)}" if params.compare else ""),
             models=models,
             device=str(self.device), dtype=dtype_name(self.dtype),
-            details={"backend": self.backend, "native_scale": m.scale, "tile": tile,
-                     "tile_overlap": params.tile_overlap, "sizes": sizes},
+            details=details,
             products=Products(upscaled=tuple(made)))
+
+    # ------------------------------------------------------------------ beyond memory, beyond ×native
+    def _passes(self, size: tuple[int, int], target: tuple[int, int]) -> int:
+        """Real-ESRGAN passes to reach ``target``: as many as the model's scale needs (Lanczos gives the rest)."""
+        factor = max(target[0] / size[0], target[1] / size[1])
+        return max(1, math.ceil(math.log(factor) / math.log(self._model.scale) - 1e-9)) if factor > 1 else 1
+
+    def _generative(self, ctx: JobContext, params: UpscaleParams):
+        """The diffusion engine for refine and detail, or None when neither is asked for.  With no model
+        configured, or one that cannot be loaded, the stage is skipped with the reason (ModelUnavailable):
+        a billboard asked for with refinement is not quietly delivered without it."""
+        if not params.generative:
+            return None
+        from stages.generative import acquire
+
+        settings = self._diffusion_settings(params)
+        if not settings:
+            raise ModelUnavailable("[upscale.refine] and [upscale.detail] need a generative model: set "
+                                   "[upscale.refine].model or [inpaint].model")
+        config = settings[1] if len(settings) > 1 else None
+        return acquire(ctx.models, settings[0], config, params.device)
+
+    def upscale_large(self, ctx: JobContext, params: UpscaleParams, engine, im: Image.Image, source: Picture,
+                      what: str, output: str, tile: int) -> tuple[dict, int]:
+        """One picture through files: Real-ESRGAN passes, Lanczos to the exact size, then (with an engine)
+        tiled refinement and the detail pass, encoded to ``output`` band by band.  Work is kept in the
+        archive's ``.work/`` folder until the picture is written, so a crash loses at most a tile."""
+        from stages import raster, refine
+        from stages.files import sha256_file
+
+        target = target_size(im.size, params)
+        key = refine.work_key(self.version, params, self._model.sha256, sha256_file(ctx.path(source.name)),
+                              engine.sha256 if engine is not None else "")
+        work = ctx.folder.path / ".work" / f"{output}-{key}"
+        for old in (work.parent.glob(f"{output}-*") if work.parent.exists() else ()):
+            if old != work:  # left by other settings: of no use now
+                refine.clear(old)
+        work.mkdir(parents=True, exist_ok=True)
+        rgb, alpha, mode = _planes(im)
+        current = raster.Raster.open(work / "p0.raw") or raster.from_array(work / "p0.raw", rgb)
+        passes = self._passes(im.size, target)
+        scale = self._model.scale
+        for k in range(1, passes + 1):
+            if k == passes:  # the last pass starts from the size that lands on the target
+                pre = (max(1, round(target[0] / scale)), max(1, round(target[1] / scale)))
+                if pre[0] < current.width and pre[1] < current.height:
+                    current = raster.Raster.open(work / f"p{k}-pre.raw") or raster.resize(
+                        current, work / f"p{k}-pre.raw", pre,
+                        check_stop=lambda d, t: ctx.check_stop(d, t, f"resize bands of {output}"))
+            done = raster.Raster.open(work / f"p{k}.raw")
+            if done is None:
+                dst = raster.Raster.create(work / f"p{k}.raw", current.height * scale, current.width * scale, 3,
+                                           current.dtype)
+                tile = self._tiled(raster.FloatView(current), dst, params, tile, f"pass {k} of {passes}, {output}",
+                                   ctx, depth=16 if current.dtype == np.uint16 else 8)
+                done = dst.finish()
+            current = done
+        if (current.width, current.height) != target:
+            current = raster.Raster.open(work / "exact.raw") or raster.resize(
+                current, work / "exact.raw", target,
+                check_stop=lambda d, t: ctx.check_stop(d, t, f"resize bands of {output}"))
+        record: dict = {"passes": passes, "work_px": [current.width, current.height]}
+        if engine is not None and (params.refine.enabled or params.detail.enabled) and current.dtype != np.uint8:
+            current = raster.Raster.open(work / "eight.raw") or _to_eight(current, work / "eight.raw")
+            record["depth"] = "16-bit reduced to 8 for the diffusion passes"
+        seed = _seed(ctx.sha256, params.refine.seed if params.refine.seed >= 0 else params.seed)
+        store = refine.TileStore(work / "tiles")
+        found = ctx.products.source.prompt if ctx.products.source is not None else None
+        if engine is not None and params.refine.enabled:
+            r = params.refine
+            how = refine.Paint(_fill(r.prompt, found, positive=True), _fill(r.negative_prompt, found, positive=False),
+                               r.steps, r.guidance, r.denoise, seed)
+            size = r.tile or engine.native
+            overlap = min(r.overlap, size // 4)
+            done = raster.Raster.open(work / "refined.raw")
+            if done is not None:
+                report = json.loads((work / "refined.json").read_text())
+            else:
+                done, made = refine.refine(
+                    engine, current, work / "refined.raw", store, how, size, overlap, r.seam_fix, r.seam_width,
+                    r.seam_denoise, r.seam_padding,
+                    lambda d, t, unit: ctx.check_stop(d, t, f"refine {unit} of {output}"))
+                report = {"tile": size, "overlap": overlap, "grid": list(made.grid), "tiles": made.tiles,
+                          "seams": made.seams, "kept": made.kept, "seed": seed, "denoise": r.denoise,
+                          "prompt": how.prompt}
+                (work / "refined.json").write_text(json.dumps(report))
+            current = done
+            record["refine"] = report
+            record["summary"] = f"refined in {report['tiles']} tiles + {report['seams']} seam segments"
+        if engine is not None and params.detail.enabled:
+            record["detail"] = self._detail(ctx, params, engine, current, store, what, im.size, seed, found, output)
+            n = len([d for d in record["detail"] if "skipped" not in d])
+            record["summary"] = "; ".join(x for x in (record.get("summary"), f"{n} regions detailed") if x)
+        self._write(ctx, output, current, alpha, mode, im.size, target)
+        refine.clear(work)
+        return record, tile
+
+    def _tiled(self, image, out, params: UpscaleParams, tile: int, unit: str, ctx: JobContext, depth: int) -> int:
+        import torch
+
+        from stages.esrgan import tile as tiling
+
+        while True:
+            try:
+                tiling.upscale(self._run, image, self._model.scale, tile, params.tile_overlap,
+                               lambda d, t: ctx.check_stop(d, t, f"tiles of {unit}"), depth=depth, out=out)
+                return tile
+            except torch.OutOfMemoryError:
+                if tile // 2 < MIN_TILE:
+                    raise
+                tile //= 2
+                log.warning("out of device memory; retrying with smaller tiles", tile=tile)
+                torch.cuda.empty_cache()
+
+    def _detail(self, ctx: JobContext, params: UpscaleParams, engine, current, store, what: str,
+                master_size: tuple[int, int], seed: int, found, output: str) -> list[dict]:
+        """Each face and hand found before, repainted only-masked at the upscaled size with a low strength:
+        the box and its feathered mask scaled up from the picture they were found on.  Pixels outside the
+        masks are left as they are (stages/inpaint.py's ``repaint`` pastes through the mask)."""
+        from stages.inpaint import repaint
+
+        records = []
+        (ox, oy, fx, fy), picture = self._frame(ctx, what, master_size)
+        sx, sy = current.width / picture[0], current.height / picture[1]
+        to_up = (ox * sx, oy * sy, fx * sx, fy * sy)  # master px → upscaled px: offset, then factor
+        regions = [(m, i, b) for m in ctx.products.masks or () if m.kind in params.detail.kinds
+                   for i, b in enumerate(m.boxes or (m.bounds,))]
+        settings = dict(params.kind_settings)
+        for n, (m, i, b) in enumerate(regions):
+            ctx.check_stop(n, len(regions), f"detail regions of {output}")
+            ks = settings[m.kind]
+            box = tuple(int(round(v)) for v in (to_up[0] + b[0] * to_up[2], to_up[1] + b[1] * to_up[3],
+                                                to_up[0] + b[2] * to_up[2], to_up[1] + b[3] * to_up[3]))
+            pad = params.detail.padding
+            x0, y0 = max(0, box[0] - 2 * pad), max(0, box[1] - 2 * pad)
+            x1, y1 = min(current.width, box[2] + 2 * pad), min(current.height, box[3] + 2 * pad)
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                records.append({"kind": m.kind, "index": i, "skipped": "outside the picture"})
+                continue
+            rows = current.rows(y0, y1).copy()
+            crop = np.ascontiguousarray(rows[:, x0:x1])
+            mask = _scaled_mask(ctx.path(m.name), to_up, (x0, y0, x1, y1))
+            prompt = _fill(ks.prompt, found, positive=True)
+            negative = _fill(ks.negative_prompt, found, positive=False)
+            local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+
+            def paint(crop=crop, mask=mask, local=local, prompt=prompt, negative=negative, ks=ks, n=n):
+                return repaint(engine, crop, mask, local, pad, params.detail.resolution, prompt, negative,
+                               ks.steps, ks.guidance, params.detail.strength, seed + 7919 + n, match=True)[0]
+            rows[:, x0:x1] = store.paint_or_keep(f"detail-{m.kind}-{n}", crop, paint)
+            current.write(y0, rows)
+            records.append({"kind": m.kind, "index": i, "box": list(box), "strength": params.detail.strength,
+                            "seed": seed + 7919 + n, "prompt": prompt, "mask": m.name})
+        return records
+
+    def _frame(self, ctx: JobContext, what: str, master_size: tuple[int, int]):
+        """How master pixels map into the picture being upscaled — ((offset x, y, factor x, y), its size):
+        the identity for the master, the variant's frame for a variant."""
+        if what == "master":
+            return (0.0, 0.0, 1.0, 1.0), master_size
+        v = next(v for v in ctx.products.variants or () if v.label == what)
+        with Image.open(ctx.path(v.picture.name)) as im:
+            size = im.size
+        x0, y0, x1, y1 = v.frame
+        return (x0, y0, (x1 - x0) / master_size[0], (y1 - y0) / master_size[1]), size
+
+    def _write(self, ctx: JobContext, output: str, current, alpha, mode: str, size: tuple[int, int],
+               target: tuple[int, int]) -> None:
+        from stages import raster
+
+        def bands():
+            for y in range(0, current.height, 256):
+                rows = current.rows(y, y + 256)
+                if mode in ("L", "LA", "I;16"):
+                    grey = rows.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+                    rows = np.clip(np.rint(grey), 0, np.iinfo(rows.dtype).max).astype(rows.dtype)[:, :, None]
+                if alpha is not None:
+                    a = raster.resize_band(lambda a0, a1: alpha[a0:a1, :, None], size, target, y, y + rows.shape[0])
+                    rows = np.concatenate([rows, a.astype(rows.dtype)], axis=2)
+                yield rows
+        png_mode = {"L": "L", "LA": "LA", "I;16": "I;16", "RGB": "RGB", "RGBA": "RGBA"}[mode]
+        ctx.folder.write_with(output, lambda f: raster.write_png(f, current.width, current.height, png_mode,
+                                                                 bands(), icc=ctx.icc))
 
     def upscale_image(self, im: Image.Image, params: UpscaleParams, tile: int,
                       check_stop=lambda done, total: None) -> tuple[Image.Image, int]:
@@ -318,6 +619,57 @@ class UpscaleStage(Stage):
         if self.device.type == "mps":
             return 512
         return CPU_TILE
+
+
+def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(H×W×3 colour values, alpha or None, the mode to write): 8-bit, or 16-bit for 16-bit grey."""
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    alpha = np.asarray(im.getchannel("A")) if has_alpha else None
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
+        return np.repeat(grey[:, :, None], 3, axis=2), None, "I;16"
+    rgb = np.asarray(im.convert("RGB"))
+    if alpha is not None:
+        rgb = fill_hidden(rgb, alpha)
+    grey = im.mode in ("L", "LA")
+    mode = ("LA" if grey else "RGBA") if alpha is not None else ("L" if grey else "RGB")
+    return np.ascontiguousarray(rgb), alpha, mode
+
+
+def _to_eight(src, path):
+    from stages import raster
+
+    out = raster.Raster.create(path, src.height, src.width, 3)
+    for y in range(0, src.height, 256):
+        out.write(y, (src.rows(y, y + 256).astype(np.uint32) * 255 + 32767) // 65535)
+    return out.finish()
+
+
+def _seed(sha256: str, configured: int) -> int:
+    return configured if configured >= 0 else int(sha256[:8], 16)
+
+
+def _fill(template: str, found, positive: bool) -> str:
+    """A prompt template with the image's own prompt in ``{prompt}`` (a negative gets the image's negative
+    added)."""
+    if positive:
+        return template.replace("{prompt}", found.positive if found is not None else "").strip(" ,")
+    own = found.negative if found is not None else ""
+    return ", ".join(p for p in (template, own) if p)
+
+
+def _scaled_mask(path, to_up: tuple[float, float, float, float], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part of an automask mask (at the master's size) under ``box`` of the upscaled picture, at the
+    upscaled size (uint8; 0 where the box leaves the master): only that part is enlarged."""
+    x0, y0, x1, y1 = box
+    ox, oy, fx, fy = to_up
+    with Image.open(path) as im:
+        extent = ((x0 - ox) / fx, (y0 - oy) / fy, (x1 - ox) / fx, (y1 - oy) / fy)
+        part = im.convert("L").transform((x1 - x0, y1 - y0), Image.Transform.EXTENT, extent,
+                                         Image.Resampling.BILINEAR)
+    return np.asarray(part)
 
 
 def _label(model: str) -> str:

@@ -78,9 +78,9 @@ def test_check_config_exit_codes(tmp_path):
     good = write_config(tmp_path)
     assert polishd("check-config", str(good)).returncode == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text("[upscale]\nscale = 5\n")
+    bad.write_text("[upscale]\nscale = 32\n")
     out = polishd("check-config", str(bad))
-    assert out.returncode == 3 and "bad.toml: [upscale].scale must be one of 2, 3 or 4 (got 5)" in out.stderr
+    assert out.returncode == 3 and "bad.toml: [upscale].scale must be 2–16 (got 32)" in out.stderr
     assert polishd("--config", str(bad), "status").returncode == 3
 
 

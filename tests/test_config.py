@@ -63,9 +63,9 @@ def test_demo_config_is_valid():
 
 def test_errors_name_the_table_the_key_and_the_allowed_values():
     with pytest.raises(ConfigError) as e:
-        config_mod.parse("[upscale]\nscale = 5\n[daemon]\nwatch = 'inotify'\nworkers = 0\n")
+        config_mod.parse("[upscale]\nscale = 32\n[daemon]\nwatch = 'inotify'\nworkers = 0\n")
     msg = str(e.value)
-    assert "pipeline.toml: [upscale].scale must be one of 2, 3 or 4 (got 5)" in msg
+    assert "pipeline.toml: [upscale].scale must be 2–16 (got 32)" in msg
     assert '[daemon].watch must be one of "native", "polling" (got "inotify")' in msg
     assert "[daemon].workers must be at least 1 (got 0)" in msg
 

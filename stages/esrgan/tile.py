@@ -64,8 +64,12 @@ def ramp(span: Span, first: bool, last: bool, overlap: int, scale: int) -> np.nd
 
 def upscale(run: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, scale: int, tile: int, overlap: int,
             check_stop: Callable[[int, int], None] = lambda done, total: None, context: int | None = None,
-            depth: int = 8) -> np.ndarray:
+            depth: int = 8, out=None) -> np.ndarray:
     """``image``: H×W×C float32 in [0, 1] (C = 3).  Returns H·s × W·s × C uint8 (uint16 for depth 16).
+
+    ``image`` may be anything that slices like an array by rows (``stages.raster.FloatView``), and ``out``
+    anything that takes row slices (``stages.raster.Raster``): a picture larger than memory then goes from
+    file to file, one band at a time.
 
     ``run`` maps a 1×C×h×w float tensor to 1×C×h·s×w·s (device and dtype are its business).
     ``check_stop(done, total)`` is called before each tile.
@@ -74,7 +78,8 @@ def upscale(run: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, scal
     tile = max(1, tile)
     overlap = min(overlap, tile // 2)
     rows, cols = spans(h, tile, overlap, context), spans(w, tile, overlap, context)
-    result = np.empty((h * scale, w * scale, c), dtype=np.uint16 if depth == 16 else np.uint8)
+    dtype = np.uint16 if depth == 16 else np.uint8
+    result = np.empty((h * scale, w * scale, c), dtype=dtype) if out is None else out
     col_weights = [ramp(s, i == 0, i == len(cols) - 1, overlap, scale) for i, s in enumerate(cols)]
     carry: np.ndarray | None = None  # accumulated output rows shared with the next band
     carry_start = 0
@@ -85,9 +90,10 @@ def upscale(run: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, scal
             offset = (carry_start - band_start) * scale
             band[offset:offset + carry.shape[0]] += carry
         row_w = ramp(row, ri == 0, ri == len(rows) - 1, overlap, scale)[:, None, None]
+        band_in = image[row.input_start:row.input_end]
         for ci, col in enumerate(cols):
             check_stop(ri * len(cols) + ci, len(rows) * len(cols))  # a safe point, and how far it is
-            patch = image[row.input_start:row.input_end, col.input_start:col.input_end]
+            patch = band_in[:, col.input_start:col.input_end]
             x = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None]
             y = run(x)[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
             y0 = (row.keep_start - row.input_start) * scale
@@ -98,7 +104,7 @@ def upscale(run: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, scal
         # Rows before the next band's kept range are final.
         final_end = rows[ri + 1].keep_start if ri + 1 < len(rows) else row.keep_end
         n_final = (final_end - band_start) * scale
-        result[band_start * scale:final_end * scale] = _quantize(band[:n_final], result.dtype)
+        result[band_start * scale:final_end * scale] = _quantize(band[:n_final], dtype)
         carry, carry_start = band[n_final:], final_end
     return result
 
