@@ -99,6 +99,11 @@ class Manifest:
     def stage(self, name: str) -> dict | None:
         return next((s for s in self.stages if s["name"] == name), None)
 
+    def attention(self) -> list[str]:
+        """Why a person should look at this image ("needs review"), from its stages (e.g. the quality gate)."""
+        return [f"{s['name']}: {why}" for s in self.stages if s.get("status") == "done"
+                for why in s.get("attention", ())]
+
     def put_stage(self, entry: dict) -> None:
         """Adds a stage's entry, or replaces its earlier one where it stands (entries stay in pipeline order)."""
         names = [s["name"] for s in self.stages]

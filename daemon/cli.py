@@ -352,7 +352,11 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
                "finished": j.finished, "moved_to": j.source}
               for j in journal.jobs("failed", limit=failures, newest_first=True)]
     notes = journal.notes()
-    data = {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "waiting": journal.waiting(),
+    flagged, n_flagged = journal.needing_review(failures)
+    review = {"count": n_flagged, "images": [{"id": j.id, "name": j.name, "archive": j.archive,
+                                               "reasons": j.attention.splitlines()} for j in flagged]}
+    data = {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "needs_review": review,
+            "waiting": journal.waiting(),
             "paused": notes.get("paused"), "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
     if cfg.cluster.enabled:
         from daemon.cluster import cluster_status
@@ -377,6 +381,10 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
         print(f"waiting ({w['reason']}): {w['source']}")
     if "cluster" in data:
         _print_cluster(data["cluster"])
+    if data["needs_review"]["count"]:
+        print(f"needs review: {data['needs_review']['count']}")
+        for j in data["needs_review"]["images"]:
+            print(f"  #{j['id']} {j['name']} ({j['archive']}): " + "; ".join(j["reasons"]))
     if data["recent_failures"]:
         print("recent failures:")
         for f in data["recent_failures"]:

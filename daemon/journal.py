@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     task       TEXT,
     sent       REAL,
     worker     TEXT,
-    review     TEXT
+    review     TEXT,
+    attention  TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
@@ -115,6 +116,7 @@ class Job:
     sent: float | None = None
     worker: str | None = None
     review: str | None = None  # the newest reviewer's decision on the image: "approve" | "reject"
+    attention: str | None = None  # why it needs a person's look (the quality gate …), one reason a line
 
     @property
     def path(self) -> Path:
@@ -147,7 +149,8 @@ class Journal:
         self._local = threading.local()
         db = self._conn()
         have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT"), ("review", "TEXT")):
+        for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT"), ("review", "TEXT"),
+                             ("attention", "TEXT")):
             if have and column not in have:  # a journal from before the cluster mode
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.executescript(_SCHEMA)
@@ -291,13 +294,23 @@ class Journal:
             db.execute("UPDATE jobs SET archive=? WHERE id=?", (archive, job_id))
 
     def finish(self, job_id: int, state: str, *, error: str | None = None, stage: str | None = None,
-               dup_of: int | None = None, source: str | None = None) -> None:
+               dup_of: int | None = None, source: str | None = None, attention: str | None = None) -> None:
         assert state in ("done", "failed", "duplicate")
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET state=?, finished=?, last_error=?, error_stage=?, dup_of=?,"
-                " source=COALESCE(?, source), owner=NULL WHERE id=?",
-                (state, time.time(), error, stage, dup_of, source, job_id))
+                " source=COALESCE(?, source), owner=NULL, attention=? WHERE id=?",
+                (state, time.time(), error, stage, dup_of, source, attention, job_id))
+
+    def needing_review(self, limit: int = 10) -> tuple[list[Job], int]:
+        """Finished images whose newest job flagged them for a person's look and that no reviewer has
+        decided on yet: the newest ``limit``, and how many there are."""
+        latest = "SELECT MAX(id) FROM jobs WHERE state='done' AND archive IS NOT NULL GROUP BY archive"
+        where = f"id IN ({latest}) AND attention IS NOT NULL AND review IS NULL"
+        db = self._conn()
+        total = db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}").fetchone()[0]
+        rows = db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY finished DESC LIMIT ?", (limit,))
+        return [Job(**dict(r)) for r in rows], total
 
     def requeue(self, job_id: int, *, error: str | None = None, stage: str | None = None,
                 count_attempt: bool = True) -> None:
@@ -468,6 +481,7 @@ class Journal:
         return Job(**dict(row)) if row else None
 
     _GALLERY = {"all": "state='done'", "awaiting": "state='done' AND review IS NULL",
+                "flagged": "state='done' AND review IS NULL AND attention IS NOT NULL",
                 "approved": "state='done' AND review='approve'", "rejected": "state='done' AND review='reject'",
                 "failed": "state='failed'"}
 

@@ -406,9 +406,14 @@ class Endings:
 
     def done(self, job: Job, sha256: str, archive: Path) -> None:
         """The manifest says done: the inbox file goes once the archive holds a byte-identical copy."""
+        folder = ArchiveFolder(archive)
         if job.origin == "inbox":
-            _consume(job.path, sha256, ArchiveFolder(archive))
-        self.journal.finish(job.id, "done")
+            _consume(job.path, sha256, folder)
+        manifest = folder.read_manifest()
+        attention = manifest.attention() if manifest is not None else []
+        self.journal.finish(job.id, "done", attention="\n".join(attention) or None)
+        if attention:
+            log.warning("image needs review", reasons=attention)
 
     def duplicate(self, job: Job, first_id: int, sha256: str) -> None:
         if job.origin == "inbox":
@@ -516,6 +521,8 @@ def _done_entry(entry: dict, result: StageResult, seconds: float) -> dict:
             out[key] = getattr(result, key)
     if result.details:
         out["details"] = result.details
+    if result.attention:
+        out["attention"] = result.attention
     return out
 
 

@@ -83,6 +83,7 @@ class StageResult:
     dtype: str | None = None
     seed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    attention: list[str] = field(default_factory=list)  # why a person should look at this image ("needs review")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import structlog
 from PIL import Image, ImageFilter
 
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
+from stages.gate import GateConfig, Judge, judge
 from stages.generative import acquire
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
 from stages.products import Mask, Picture, Products, Slot
@@ -130,6 +131,7 @@ class InpaintConfig:
     face_mouth: InpaintKindConfig = field(default_factory=InpaintKindConfig)
     # A/B alternatives for the review page: [[inpaint.compare]] tables.
     compare: tuple[InpaintCompareConfig, ...] = ()
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def check(self, err: Errors) -> None:
         err.generation(self)
@@ -253,6 +255,10 @@ class InpaintStage(Stage):
     Config = InpaintConfig
     consumes = frozenset({Slot.SOURCE, Slot.MASKS, Slot.MASTER, Slot.PICKS})
     produces = frozenset({Slot.MASTER})
+    version = 2  # the quality gate may keep a region's original pixels
+
+    def __init__(self) -> None:
+        self.judge = Judge()
 
     def params(self, config) -> InpaintParams:
         return from_section(InpaintParams, config.inpaint, device=config.daemon.device,
@@ -282,6 +288,7 @@ class InpaintStage(Stage):
     def close(self) -> None:
         from sys import modules
 
+        self.judge.close()
         if "stages.diffusion.engine" in modules:
             modules["stages.diffusion.engine"].unload()
 
@@ -308,6 +315,8 @@ class InpaintStage(Stage):
         regions = plan_regions(ctx.products.masks, params)
         e, without_model = self._engine(ctx, params, regions)
         rgb, outputs, records = self._paint(ctx, params, e, without_model, regions, view.rgb, seed)
+        attention = [f"{r['kind']} {r['index']}: every try failed the quality gate ({r['tries'][-1]['why']}); "
+                     "its original pixels are kept" for r in records if r.get("gate") == "failed"]
         done = [r for r in records if "skipped" not in r]
         if not done:
             return Skipped(without_model or "no masks to inpaint")
@@ -329,6 +338,8 @@ class InpaintStage(Stage):
                     continue
                 alt_rgb, _, alt_records = self._paint(ctx, alt_params, ae, without_model, regions, view.rgb,
                                                       alt_seed, crops=False, override=alt)
+                attention += [f"{alt.label}: {r['kind']} {r['index']} failed the quality gate"
+                              for r in alt_records if r.get("gate") == "failed"]
                 alt_name = ctx.save_picture(f"{self.prefix}-inpaint@{alt.label}.png", _with_alpha(alt_rgb, view.alpha))
                 outputs.append(alt_name)
                 alternatives.append({"label": alt.label, "picture": alt_name, "model": ae.name,
@@ -338,9 +349,16 @@ class InpaintStage(Stage):
                     master = Picture(alt_name, f"inpainted ({alt.label}, picked)")
             details["alternatives"] = alternatives
             summary += f"; alternatives: {', '.join(a.label for a in params.compare)}"
+        gated = [r for r in records if "tries" in r]
+        if gated:
+            passed = sum(r["gate"] == "passed" for r in gated)
+            retries = sum(len(r["tries"]) for r in gated) - len(gated)
+            summary += f"; gate: {passed} of {len(gated)} passed" + (f" ({retries} retries)" if retries else "")
+            if passed < len(gated):
+                summary += f", {len(gated) - passed} left as they were (needs review)"
         return StageResult(
             outputs=outputs, summary=summary, products=Products(master=master), models=models,
-            device=device, dtype=dtype, seed=seed, details=details)
+            device=device, dtype=dtype, seed=seed, details=details, attention=attention)
 
     def _paint(self, ctx: JobContext, params: InpaintParams, e, without_model: str | None, regions: list[Region],
                rgb: np.ndarray, seed: int, crops: bool = True, override: InpaintCompareConfig | None = None):
@@ -367,15 +385,37 @@ class InpaintStage(Stage):
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), fill_crop)
             if e is not None and (region.kind != "remove" or params.remove.refine):
                 prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
-                rgb, crop = repaint(e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative,
-                                    ks.steps, ks.guidance, ks.strength, seed + n,
-                                    lambda done, total, r=region: ctx.check_stop(done, total,
-                                                                                 f"steps of {r.kind} {r.index}"),
-                                    params.colour_match)
+                gated = params.gate.enabled and region.kind != "remove"
+                tries, strength, try_seed = [], ks.strength, seed + n
+                for attempt in range(1 + (params.gate.retries if gated else 0)):
+                    painted, crop = repaint(
+                        e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative, ks.steps,
+                        ks.guidance, strength, try_seed,
+                        lambda done, total, r=region: ctx.check_stop(done, total, f"steps of {r.kind} {r.index}"),
+                        params.colour_match)
+                    if not gated:
+                        break
+                    cx0, cy0, cx1, cy1 = crop
+                    bx0, by0, bx1, by1 = region.box
+                    verdict = judge(self.judge, params.gate, region.kind, rgb[cy0:cy1, cx0:cx1],
+                                    painted[cy0:cy1, cx0:cx1], full_mask[cy0:cy1, cx0:cx1],
+                                    (bx0 - cx0, by0 - cy0, bx1 - cx0, by1 - cy0))
+                    tries.append({"seed": try_seed, "strength": strength, "passed": verdict.passed,
+                                  **verdict.scores, **({"why": verdict.why} if verdict.why else {})})
+                    if verdict.passed:
+                        break
+                    log.info("repaint failed the quality gate", kind=region.kind, index=region.index,
+                             attempt=attempt + 1, why=verdict.why)
+                    try_seed = seed + n + 1000 * (attempt + 1)
+                    strength = round(strength * params.gate.strength_step, 3)
+                if not gated or tries[-1]["passed"]:
+                    rgb = painted
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), crop)
-                record.update(seed=seed + n, prompt=prompt, negative_prompt=negative, prompt_source=source,
-                              steps=ks.steps, strength=ks.strength, guidance=ks.guidance, padding=ks.padding,
+                record.update(seed=try_seed, prompt=prompt, negative_prompt=negative, prompt_source=source,
+                              steps=ks.steps, strength=strength, guidance=ks.guidance, padding=ks.padding,
                               **({"refined": True} if region.kind == "remove" else {}))
+                if gated:
+                    record.update(gate="passed" if tries[-1]["passed"] else "failed", tries=tries)
             if crops:
                 stem = f"{self.prefix}-{region.kind}-{region.index}"
                 outputs.append(ctx.save_picture(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1])))

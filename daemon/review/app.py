@@ -49,7 +49,7 @@ ID = re.compile(r"^[^/\\\x00]{1,255}$")
 THUMB = 320
 SERVED = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
           ".json": "application/json"}
-STATES = ("awaiting", "approved", "rejected", "failed", "all")
+STATES = ("awaiting", "flagged", "approved", "rejected", "failed", "all")
 
 
 class Review:
@@ -128,6 +128,8 @@ class Review:
             "overrides": manifest.get("overrides", {}),
             "state": {"approve": "approved", "reject": "rejected"}.get(job.review if job else None, "awaiting"),
             "job": job.id if job else None,
+            "attention": [f"{s['name']}: {why}" for s in manifest.get("stages", []) if s.get("status") == "done"
+                          for why in s.get("attention", ())],
         }
 
     def thumbnail(self, image_id: str, folder: Path, manifest: dict) -> Path:
@@ -512,7 +514,8 @@ def _item(job: Job) -> dict:
     image_id = Path(job.archive).name if job.archive else None
     return {"id": image_id, "job": job.id, "name": job.name, "state": job.state,
             "review": {"approve": "approved", "reject": "rejected"}.get(job.review, "awaiting"),
-            "finished": job.finished, "error": job.last_error if job.state == "failed" else None}
+            "finished": job.finished, "error": job.last_error if job.state == "failed" else None,
+            "attention": job.attention.splitlines() if job.attention else []}
 
 
 def _neighbours(review: Review, folder: Path) -> tuple[str | None, str | None]:

@@ -11,9 +11,12 @@ from pathlib import Path
 from stages.diffusion.tokenizer import clip_tokenizer
 
 
-def build_tiny_sd(folder: Path, in_channels: int = 9, sd2: bool = False) -> Path:
+def build_tiny_sd(folder: Path, in_channels: int = 9, sd2: bool = False, eightfold: bool = False) -> Path:
     """``in_channels`` 9: an inpainting UNet (latents + mask + masked image); 4: an ordinary one.
-    ``sd2``: SD 2.x's shape — linear attention projections, an OpenCLIP-style (GELU) text encoder."""
+    ``sd2``: SD 2.x's shape — linear attention projections, an OpenCLIP-style (GELU) text encoder.
+    ``eightfold``: a VAE that divides the picture by 8, as SD's does (four narrow blocks), so the latent of a
+    512² tile is 64², as with a real model; the default VAE divides by 2 (fast on the small crops of the
+    tests, but its attention over a 256² latent makes a 512² tile take half a minute)."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -24,9 +27,10 @@ def build_tiny_sd(folder: Path, in_channels: int = 9, sd2: bool = False) -> Path
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
                                 attention_head_dim=4, norm_num_groups=8, use_linear_projection=sd2)
-    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
+    blocks = 4 if eightfold else 2
+    vae = AutoencoderKL(block_out_channels=(16, 16, 32, 32) if eightfold else (32, 64), in_channels=3,
+                        out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * blocks,
+                        up_block_types=("UpDecoderBlock2D",) * blocks, norm_num_groups=8)
     text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
                                         num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
                                         vocab_size=49408, projection_dim=32,
