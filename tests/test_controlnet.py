@@ -3,7 +3,6 @@ ControlNet built from its config (random weights, its zero convolutions included
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +143,9 @@ def test_a_controlnet_that_cannot_be_used_is_said_and_the_hand_still_painted(tmp
 def test_check_config_names_a_missing_controlnet(tmp_path):
     from stages.models import Models
 
-    cfg = config_mod.load(write_config(tmp_path, '[inpaint]\nmodel = "x"\n[inpaint.hand]\ncontrolnet = "no-such-net"\n'))
+    extra = '[inpaint]\nmodel = "x"\n[inpaint.hand]\ncontrolnet = "no-such-net"\n'
+    cfg = config_mod.load(write_config(tmp_path, extra))
     stage = InpaintStage()
     problem = Models(None, cfg.paths.models).problem(
         [m for m in stage.model_settings(stage.params(cfg)) if m.setting.startswith("[inpaint.hand]")])
     assert problem and "[inpaint.hand].controlnet = 'no-such-net'" in problem
-    json.dumps(problem)
