@@ -137,7 +137,7 @@ def fingers_apart(landmarks: list[tuple[float, float]]) -> bool:
     reach = all(np.linalg.norm(pts[tip] - pts[joint]) >= REACH * palm for joint, tip in FINGERS)
     tips = pts[[tip for _, tip in FINGERS]]
     gaps = [np.linalg.norm(tips[i] - tips[j]) for i in range(5) for j in range(i + 1, 5)]
-    return reach and min(gaps) >= TIP_GAP * palm
+    return bool(reach and min(gaps) >= TIP_GAP * palm)
 
 
 class Judge:
