@@ -1,8 +1,9 @@
 """Control images beside their hands, and the quality gate's verdicts on real photos.
 
-For each hand MediaPipe finds in the development photos (``../shared/data/faces-hands-dev``, read
-from there, never copied) and in ``tests/data``: the hand's crop, the OpenPose skeleton and the depth
-cue drawn from its 21 landmarks at the crop's size, side by side, with the gate's five-finger check.
+For each hand MediaPipe finds in the repository's photos (``tests/data``): the hand's crop, the
+OpenPose skeleton and the depth cue drawn from its 21 landmarks at the crop's size, side by side, with
+the gate's five-finger check.  The development photos (``../shared/data/faces-hands-dev``, read from
+there) are counted and judged, never drawn: no part of them goes into the repository.
 
 Then the gate at work: each photo's faces and hands repainted by the tiny pipeline (random weights:
 noise where a face was), judged by the real detectors — every try should fail, and the original
@@ -28,9 +29,12 @@ OUT = Path(__file__).parent / "out"
 DEV = REPO.parent / "shared" / "data" / "faces-hands-dev"
 
 
+OWN = [REPO / "tests" / "data" / "camera.png", REPO / "tests" / "data" / "astronaut.png"]
+
+
 def photos() -> list[Path]:
     found = sorted(p for p in DEV.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if DEV.is_dir() else []
-    return found + [REPO / "tests" / "data" / "astronaut.png"]
+    return found + OWN
 
 
 def control_sheet(images: list[Path], path: Path) -> list[dict]:
@@ -128,7 +132,7 @@ def identity_runs(images: list[Path]) -> list[dict]:
 def main() -> int:
     images = photos()
     OUT.mkdir(exist_ok=True)
-    hands = control_sheet(images, OUT / "control.png")
+    hands = control_sheet(OWN, OUT / "control.png")
     identity = identity_runs(images)
     with tempfile.TemporaryDirectory() as tmp:
         runs = gate_runs(images, Path(tmp))
@@ -137,8 +141,9 @@ def main() -> int:
              f"CPU: {name}; flags: {', '.join(flags)}. `python -m bench.control`; photos: "
              f"{'the development set and ' if DEV.is_dir() else ''}tests/data/astronaut.png.", "",
              "![control images beside their hands](control.png)", "",
-             f"Hands found: {len(hands)}; with five fingers apart by the gate's check: "
-             f"{sum(h['five_fingers'] for h in hands)}.", "",
+             f"Hands drawn (tests/data): {len(hands)}; with five fingers apart by the gate's check: "
+             f"{sum(h['five_fingers'] for h in hands)}. A hand whose fingers were not apart before a repaint "
+             "(a fist, a thumbs-up) is not asked to have them apart after it.", "",
              "## The gate: unchanged regions (must pass)", "",
              "| photo | kind | passed | scores |", "|---|---|---|---|"]
     for r in identity:

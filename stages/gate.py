@@ -9,9 +9,10 @@ before and after is judged:
   lower than it did before minus ``face_margin``;
 * **hand** — the hand landmarker must still find a hand (score at least
   ``hand_score``, or the score before minus ``face_margin`` where that was
-  lower) whose five fingers stand apart: each finger's reach from its knuckle,
-  and the gaps between fingertips, are a share of the palm (a "featureless
-  blob" comes back with the fingertips bunched, or not at all);
+  lower), and if its five fingers stood apart before — each finger's reach
+  from its first joint, and the gaps between fingertips, a share of the palm —
+  they must still (a "featureless blob" comes back with the fingertips bunched,
+  or not at all; a fist or a thumbs-up was never apart and need not become so);
 * **colour** — across the mask's edge (the band where the feathered mask is
   between 0 and 255, or the mask's inner 8 px if it has no feather) the mean
   colour after the repaint is within ``max_delta_e`` (CIEDE2000) of the mean
@@ -191,7 +192,7 @@ def judge(judge: Judge, gate: GateConfig, kind: str, before: np.ndarray, after: 
         elif now < was - gate.face_margin:
             problems.append(f"face score {now:.2f} after, {was:.2f} before (margin {gate.face_margin})")
     if kind == "hand":
-        (was, _), (now, apart) = judge.hand(before, box), judge.hand(after, box)
+        (was, apart_before), (now, apart) = judge.hand(before, box), judge.hand(after, box)
         scores.update(hand_before=round(was, 3), hand_after=round(now, 3), five_fingers=apart)
         if was == 0:
             scores["hand"] = "not judged: no hand found in the crop before the repaint"
@@ -200,7 +201,7 @@ def judge(judge: Judge, gate: GateConfig, kind: str, before: np.ndarray, after: 
             if now < need:
                 problems.append(f"hand score {now:.2f} after (needs {need:.2f})" if now else
                                 "no hand found after the repaint")
-            elif not apart:
+            elif apart_before and not apart:  # a fist or a thumbs-up was never "apart": it need not become so
                 problems.append("the hand's five fingers are not apart after the repaint")
     de = ring_delta_e(before, after, mask)
     if de is not None:

@@ -416,8 +416,9 @@ class UpscaleStage(Stage):
             if done is None:
                 dst = raster.Raster.create(work / f"p{k}.raw", current.height * scale, current.width * scale, 3,
                                            current.dtype)
-                tile = self._tiled(raster.FloatView(current), dst, params, tile, f"pass {k} of {passes}, {output}",
-                                   ctx, depth=16 if current.dtype == np.uint16 else 8)
+                unit = f"tiles of pass {k} of {passes}, {output}"
+                tile = self._tiled(raster.FloatView(current), params, tile, lambda d, t: ctx.check_stop(d, t, unit),
+                                   depth=16 if current.dtype == np.uint16 else 8, out=dst)[1]
                 done = dst.finish()
             current = done
         if (current.width, current.height) != target:
@@ -460,16 +461,17 @@ class UpscaleStage(Stage):
         refine.clear(work)
         return record, tile
 
-    def _tiled(self, image, out, params: UpscaleParams, tile: int, unit: str, ctx: JobContext, depth: int) -> int:
+    def _tiled(self, image, params: UpscaleParams, tile: int, check_stop, depth: int = 8, out=None):
+        """Real-ESRGAN over ``image`` in tiles (into ``out`` when given): (the result, the tile size used).
+        Out of device memory, the tiles are halved and the pass starts again."""
         import torch
 
         from stages.esrgan import tile as tiling
 
         while True:
             try:
-                tiling.upscale(self._run, image, self._model.scale, tile, params.tile_overlap,
-                               lambda d, t: ctx.check_stop(d, t, f"tiles of {unit}"), depth=depth, out=out)
-                return tile
+                return tiling.upscale(self._run, image, self._model.scale, tile, params.tile_overlap, check_stop,
+                                      depth=depth, out=out), tile
             except torch.OutOfMemoryError:
                 if tile // 2 < MIN_TILE:
                     raise
@@ -553,9 +555,7 @@ class UpscaleStage(Stage):
 
         Colours under fully transparent pixels are filled from visible neighbours first, so that the
         model's receptive field never carries them into visible pixels."""
-        import torch
 
-        from stages.esrgan import tile as tiling
 
         target = target_size(im.size, params)
         has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
@@ -572,17 +572,7 @@ class UpscaleStage(Stage):
             if alpha is not None:
                 rgb8 = fill_hidden(rgb8, np.asarray(alpha))
             rgb = rgb8.astype(np.float32) / 255.0
-        while True:
-            try:
-                up = tiling.upscale(self._run, rgb, self._model.scale, tile, params.tile_overlap, check_stop,
-                                    depth=16 if sixteen else 8)
-                break
-            except torch.OutOfMemoryError:
-                if tile // 2 < MIN_TILE:
-                    raise
-                tile //= 2
-                log.warning("out of device memory; retrying with smaller tiles", tile=tile)
-                torch.cuda.empty_cache()
+        up, tile = self._tiled(rgb, params, tile, check_stop, depth=16 if sixteen else 8)
         if sixteen:
             grey16 = np.rint(up.astype(np.float32).mean(axis=2)).astype(np.uint16)
             out = Image.fromarray(grey16)  # uint16 → "I;16"

@@ -171,6 +171,8 @@ def test_a_hand_must_still_be_found_with_its_fingers_apart():
     assert not blob.passed and "five fingers are not apart" in blob.why
     gone = gate.judge(Scripted(hands=[(0.9, True), (0.0, False)]), rules, "hand", crop, crop, mask, box)
     assert not gone.passed and "no hand found after the repaint" in gone.why
+    fist = gate.judge(Scripted(hands=[(0.9, False), (0.85, False)]), rules, "hand", crop, crop, mask, box)
+    assert fist.passed  # curled fingers before: a thumbs-up stays a thumbs-up
     unseen = gate.judge(Scripted(hands=[(0.0, False), (0.0, False)]), rules, "hand", crop, crop, mask, box)
     assert unseen.passed and unseen.scores["hand"].startswith("not judged")
 
