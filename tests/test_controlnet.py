@@ -3,6 +3,7 @@ ControlNet built from its config (random weights, its zero convolutions included
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,32 @@ def test_check_config_names_a_missing_controlnet(tmp_path):
     problem = Models(None, cfg.paths.models).problem(
         [m for m in stage.model_settings(stage.params(cfg)) if m.setting.startswith("[inpaint.hand]")])
     assert problem and "[inpaint.hand].controlnet = 'no-such-net'" in problem
+
+
+def test_sdxl_inpainting_takes_its_controlnet_counterpart(tiny_sdxl, tmp_path):
+    import torch
+    from diffusers import ControlNetModel
+
+    from stages.diffusion import engine as engine_mod
+    from stages.models import ModelKind, Models, ModelSetting
+
+    config = {k: v for k, v in json.loads((tiny_sdxl / "unet" / "config.json").read_text()).items()
+              if not k.startswith("_")}
+    ControlNetModel.from_config({**config, "in_channels": 4, "conditioning_embedding_out_channels": (16, 32)}
+                                ).save_pretrained(tmp_path / "sdxl-controlnet")
+    models = Models(None, tmp_path)
+    try:
+        engine = engine_mod.get(models.resolve(ModelSetting("[inpaint].model", str(tiny_sdxl), ModelKind.DIFFUSION)),
+                                None, torch.device("cpu"), torch.float32, tmp_path)
+        net = engine_mod.controlnet(models.resolve(ModelSetting("[inpaint.hand].controlnet",
+                                                                str(tmp_path / "sdxl-controlnet"),
+                                                                ModelKind.CONTROLNET)), None, engine.device,
+                                    engine.dtype)
+        crop = Image.open(DATA / "astronaut.png").convert("RGB").resize((64, 64))
+        pose = control.control_image("openpose", HAND, (116, 160, 396, 440), (64, 64))
+        out = engine.inpaint(crop, Image.new("L", (64, 64), 255), "a hand", "", 3, 5.0, 0.9, 1,
+                             control=engine_mod.Control(net, pose, 1.0))
+        assert out.size == (64, 64)
+        assert type(engine.controlled[net.spec]).__name__ == "StableDiffusionXLControlNetInpaintPipeline"
+    finally:
+        engine_mod.unload()

@@ -212,7 +212,8 @@ def unload() -> None:
 
 
 def unload_locked() -> None:
-    global _active
+    global _active, _controlnet
+    _controlnet = None  # goes with the model it guided
     if _active is None:
         return
     log.info("generative model unloaded", model=_active.name)
