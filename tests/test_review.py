@@ -312,3 +312,29 @@ def test_next_and_previous_follow_the_gallery_order(archive):
     page = _client(cfg).get(f"/images/{order[1].rsplit('/', 1)[1]}").text
     assert f'id="prev" href="/images/{order[0].rsplit("/", 1)[1]}"' in page
     assert f'id="next" href="/images/{order[2].rsplit("/", 1)[1]}"' in page
+
+
+def test_an_image_the_gate_flagged_is_shown_as_needing_review(tmp_path):
+    """The flag the quality gate raises (tests/test_gate.py): in its own gallery, on the card and on the page,
+    escaped like everything else that comes from an image."""
+    cfg, ids = make_archive(tmp_path, count=2)
+    flagged, other = ids["prompted.png"], ids["photo-1.png"]
+    why = "face 0: every try failed the quality gate (<b>score</b> 0.1); its original pixels are kept"
+    manifest_path = cfg.paths.archive / flagged / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(s for s in manifest["stages"] if s["name"] == "automask")
+    entry["attention"] = [why]
+    manifest_path.write_text(json.dumps(manifest))
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    with journal._tx() as db:
+        db.execute("UPDATE jobs SET attention=? WHERE archive LIKE ?", (f"automask: {why}", f"%{flagged}"))
+    client = _client(cfg)
+    gallery = client.get("/gallery?state=flagged").text
+    assert f"/images/{flagged}" in gallery and f"/images/{other}" not in gallery and "needs review" in gallery
+    page = client.get(f"/images/{flagged}").text
+    assert 'id="attention"' in page and "&lt;b&gt;score&lt;/b&gt;" in page and "<b>score</b>" not in page
+    assert 'id="attention"' not in client.get(f"/images/{other}").text
+    assert client.get(f"/api/images/{flagged}").json()["attention"] == [f"automask: {why}"]
+    # once a reviewer decides, it no longer waits in the flagged gallery
+    assert _post(client, f"/api/images/{flagged}/review", {"decision": "approve"}).status_code == 200
+    assert f"/images/{flagged}" not in client.get("/gallery?state=flagged").text
