@@ -1,9 +1,9 @@
 """Control images beside their hands, and the quality gate's verdicts on real photos.
 
-For each hand MediaPipe finds in the repository's photos (``tests/data``): the hand's crop, the
-OpenPose skeleton and the depth cue drawn from its 21 landmarks at the crop's size, side by side, with
-the gate's five-finger check.  The development photos (``../shared/data/faces-hands-dev``, read from
-there) are counted and judged, never drawn: no part of them goes into the repository.
+For each hand MediaPipe finds in the development photos (``../shared/data/faces-hands-dev``, read
+from there, never copied; the repository's own photos hold no hand the landmarker finds): the hand's
+crop, the OpenPose skeleton and the depth cue drawn from its 21 landmarks at the crop's size, side by
+side, with the gate's five-finger check — a benchmark picture, as bench/out/automask.png is.
 
 Then the gate at work: each photo's faces and hands repainted by the tiny pipeline (random weights:
 noise where a face was), judged by the real detectors — every try should fail, and the original
@@ -132,16 +132,16 @@ def identity_runs(images: list[Path]) -> list[dict]:
 def main() -> int:
     images = photos()
     OUT.mkdir(exist_ok=True)
-    hands = control_sheet(OWN, OUT / "control.png")
+    hands = control_sheet(images, OUT / "control.png")
     identity = identity_runs(images)
     with tempfile.TemporaryDirectory() as tmp:
         runs = gate_runs(images, Path(tmp))
     name, flags = cpu()
     lines = ["# Control images and the quality gate on real photos", "",
              f"CPU: {name}; flags: {', '.join(flags)}. `python -m bench.control`; photos: "
-             f"{'the development set and ' if DEV.is_dir() else ''}tests/data/astronaut.png.", "",
+             f"{'the development set and ' if DEV.is_dir() else ''}tests/data (astronaut, camera).", "",
              "![control images beside their hands](control.png)", "",
-             f"Hands drawn (tests/data): {len(hands)}; with five fingers apart by the gate's check: "
+             f"Hands drawn: {len(hands)}; with five fingers apart by the gate's check: "
              f"{sum(h['five_fingers'] for h in hands)}. A hand whose fingers were not apart before a repaint "
              "(a fist, a thumbs-up) is not asked to have them apart after it.", "",
              "## The gate: unchanged regions (must pass)", "",
