@@ -8,7 +8,7 @@ has a 64² latent, as with a real SD 1.x model): its pixels are noise, its memor
 are the real ones.  Real-ESRGAN is the real x4plus.
 
     python -m bench.upscale_large                 # → bench/out/upscale_large.md, upscale_large.png
-    python -m bench.upscale_large --scales 8      # one size only
+    python -m bench.upscale_large --scales 8      # one size only (the report keeps the other's last run)
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ enabled = true
 def seam_ratio(path: Path, grid_x: list[float], grid_y: list[float]) -> tuple[float, float]:
     from tests.test_upscale_large import seam_ratio as ratio
 
+    Image.MAX_IMAGE_PIXELS = None  # our own 16384² output, not an untrusted upload
     with Image.open(path) as im:
         return ratio(np.asarray(im.convert("RGB")), grid_x, grid_y)
 
@@ -158,9 +159,12 @@ def main(argv=None) -> int:
 
     model_dir = Path(tempfile.mkdtemp(prefix="polishd-tiny-sd-")) / "tiny-sd-eightfold"
     build_tiny_sd(model_dir, eightfold=True)
-    results = [run(s, args, model_dir) for s in args.scales]
-    name, flags = cpu()
     OUT.mkdir(exist_ok=True)
+    for s in args.scales:  # each run is kept as it ends: a later failure loses nothing
+        (OUT / f"upscale_large-{s}x.json").write_text(json.dumps(run(s, args, model_dir)))
+    results = [json.loads((OUT / f"upscale_large-{s}x.json").read_text()) for s in (8, 16)
+               if (OUT / f"upscale_large-{s}x.json").exists()]
+    name, flags = cpu()
     rows = []
     for r in results:
         large = r["details"]["large"]["40-upscale.png"]
@@ -194,8 +198,6 @@ def main(argv=None) -> int:
         "",
     ])
     (OUT / "upscale_large.md").write_text(report)
-    (OUT / "upscale_large.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "trace"}
-                                                         for r in results], indent=1))
     chart(results, OUT / "upscale_large.png")
     print(report)
     return 0
