@@ -55,7 +55,8 @@ enabled = true
 """
     cfg = config_mod.load(write_config(root, extra))
     src = cfg.paths.inbox / "astronaut.png"
-    Image.open(DATA / "astronaut.png").convert("RGB").resize((args.size, args.size), Image.Resampling.LANCZOS).save(src)
+    Image.open(DATA / "astronaut.png").convert("RGB").resize((args.size, args.height or args.size),
+                                                              Image.Resampling.LANCZOS).save(src)
     t0 = time.monotonic()
     out, manifest = run_one(cfg, src, [AutoMaskStage(), UpscaleStage()])
     entry = manifest["stages"][-1]
@@ -78,8 +79,8 @@ def seam_ratio(path: Path, grid_x: list[float], grid_y: list[float]) -> tuple[fl
 def run(scale: int, args, model_dir: Path) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"polishd-large-{scale}-"))
     cmd = [sys.executable, "-m", "bench.upscale_large", "--child", "--root", str(root), "--scale", str(scale),
-           "--size", str(args.size), "--model-dir", str(model_dir), "--esrgan", args.esrgan, "--steps",
-           str(args.steps)]
+           "--size", str(args.size), "--height", str(args.height or args.size), "--model-dir", str(model_dir),
+           "--esrgan", args.esrgan, "--steps", str(args.steps)]
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     trace, t0 = [], time.monotonic()
     while p.poll() is None:
@@ -98,13 +99,14 @@ def run(scale: int, args, model_dir: Path) -> dict:
     large = result["details"]["large"]["40-upscale.png"]
     from stages import refine
 
-    target = args.size * scale
     ref = large["refine"]
-    spans = refine.grid(target, ref["tile"], ref["overlap"])
-    result["seams"] = seam_ratio(Path(result["archive"]) / "40-upscale.png", refine.joins(spans), refine.joins(spans))
+    cols = refine.grid(args.size * scale, ref["tile"], ref["overlap"])
+    rows = refine.grid((args.height or args.size) * scale, ref["tile"], ref["overlap"])
+    result["seams"] = seam_ratio(Path(result["archive"]) / "40-upscale.png", refine.joins(cols), refine.joins(rows))
     with Image.open(Path(result["archive"]) / "40-upscale.png") as im:
         result["size"] = list(im.size)
     result["scale"] = scale
+    result["input"] = [args.size, args.height or args.size]
     return result
 
 
@@ -112,7 +114,7 @@ def chart(results: list[dict], path: Path) -> None:
     w, h, left, bottom, top = 820, 440, 70, 50, 60
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
-    d.text((10, 8), "polishd upscale with tiled refinement: resident memory over time (MB), 1024² in", fill="black")
+    d.text((10, 8), "polishd upscale with tiled refinement: resident memory over time (MB)", fill="black")
     d.text((10, 24), "dashed: the output as bytes (H×W×3); the float32 picture would be 4× that", fill="black")
     colours = [(40, 90, 200), (200, 80, 40)]
     t_max = max(r["trace"][-1][0] for r in results)
@@ -134,7 +136,8 @@ def chart(results: list[dict], path: Path) -> None:
         while x < left + pw:
             d.line((x, xy(0, picture)[1], min(x + 8, left + pw), xy(0, picture)[1]), fill=c)
             x += 16
-        d.text((left + pw - 260, xy(0, picture)[1] - 14), f"{r['size'][0]}² as bytes: {picture:.0f} MB", fill=c)
+        d.text((left + pw - 300, xy(0, picture)[1] - 14), f"{r['size'][0]}×{r['size'][1]} as bytes: {picture:.0f} MB",
+               fill=c)
         d.text((left + 10, top - 18 + 14 * results.index(r)),
                f"{r['scale']}× → {r['size'][0]}×{r['size'][1]}: peak {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s",
                fill=c)
@@ -145,6 +148,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scales", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--height", type=int, default=0, help="input height (default: --size): a strip of the full "
+                    "width has the full picture's memory, which grows with the width alone")
     ap.add_argument("--esrgan", default="x4plus")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -161,31 +166,36 @@ def main(argv=None) -> int:
     build_tiny_sd(model_dir, eightfold=True)
     OUT.mkdir(exist_ok=True)
     for s in args.scales:  # each run is kept as it ends: a later failure loses nothing
-        (OUT / f"upscale_large-{s}x.json").write_text(json.dumps(run(s, args, model_dir)))
-    results = [json.loads((OUT / f"upscale_large-{s}x.json").read_text()) for s in (8, 16)
-               if (OUT / f"upscale_large-{s}x.json").exists()]
+        (OUT / f"upscale_large-{s}x-{args.size}x{args.height or args.size}.json").write_text(
+            json.dumps(run(s, args, model_dir)))
+    results = [json.loads(f.read_text()) for f in sorted(OUT.glob("upscale_large-*x-*.json"),
+                                                         key=lambda f: (int(f.name.split("-")[1][:-1]), f.name))]
     name, flags = cpu()
     rows = []
     for r in results:
         large = r["details"]["large"]["40-upscale.png"]
         ref = large["refine"]
-        rows.append(f"| {r['scale']}× | {r['size'][0]}×{r['size'][1]} | {large['passes']} | "
+        rows.append(f"| {r['scale']}× | {r['input'][0]}×{r['input'][1]} | {r['size'][0]}×{r['size'][1]} | "
+                    f"{large['passes']} | "
                     f"{ref['grid'][0]}×{ref['grid'][1]} = {ref['tiles']} | {ref['seams']} | "
                     f"{len(large.get('detail', []))} | {r['seams'][0]:.2f} / {r['seams'][1]:.2f} | "
                     f"{r['peak_rss_mb']:.0f} | {r['size'][0] * r['size'][1] * 3 / 2**20:.0f} | {r['seconds']:.0f} |")
     report = "\n".join([
-        "# Billboard upscales: 1024² to 8192² and 16384², refined in tiles",
+        "# Billboard upscales: to 8192 and 16384 px, refined in tiles",
         "",
         f"CPU: {name}, {os.cpu_count()} cores; flags: {', '.join(flags) or 'none of interest'}.",
         "",
         f"`python -m bench.upscale_large` — Real-ESRGAN {args.esrgan} (the real weights), then "
         f"[upscale.refine] with the tiny pipeline (SD geometry, random weights: its pixels are noise, its "
         f"memory is real) at its default 512² tiles, 64 px overlap, seam fix on, {args.steps} steps at "
-        "denoise 0.3, and [upscale.detail] on the faces and hands found on the 1024² picture.",
+        "denoise 0.3, and [upscale.detail] on the faces and hands found on the input. A strip (input "
+        "1024×64) has the full width's memory: the work goes in bands of rows, so memory grows with the width "
+        "alone (tests/test_upscale_large.py measures that), and the strip takes minutes where the square takes "
+        "the better part of an hour on 2 cores.",
         "",
-        "| scale | output | ESRGAN passes | tiles | seam segments | detail regions | seam ratio (x / y) "
+        "| scale | input | output | ESRGAN passes | tiles | seam segments | detail regions | seam ratio (x / y) "
         "| peak RSS MB | output as bytes MB | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Seam ratio: the strongest mean gradient at a tile join over the mean gradient inside the tiles "

@@ -480,15 +480,15 @@ class UpscaleStage(Stage):
                 torch.cuda.empty_cache()
 
     def _detail(self, ctx: JobContext, params: UpscaleParams, engine, current, store, what: str,
-                master_size: tuple[int, int], seed: int, found, output: str) -> list[dict]:
+                size: tuple[int, int], seed: int, found, output: str) -> list[dict]:
         """Each face and hand found before, repainted only-masked at the upscaled size with a low strength:
         the box and its feathered mask scaled up from the picture they were found on.  Pixels outside the
         masks are left as they are (stages/inpaint.py's ``repaint`` pastes through the mask)."""
         from stages.inpaint import repaint
 
         records = []
-        (ox, oy, fx, fy), picture = self._frame(ctx, what, master_size)
-        sx, sy = current.width / picture[0], current.height / picture[1]
+        ox, oy, fx, fy = self._frame(ctx, what)
+        sx, sy = current.width / size[0], current.height / size[1]  # the picture upscaled → its upscale
         to_up = (ox * sx, oy * sy, fx * sx, fy * sy)  # master px → upscaled px: offset, then factor
         regions = [(m, i, b) for m in ctx.products.masks or () if m.kind in params.detail.kinds
                    for i, b in enumerate(m.boxes or (m.bounds,))]
@@ -520,16 +520,16 @@ class UpscaleStage(Stage):
                             "seed": seed + 7919 + n, "prompt": prompt, "mask": m.name})
         return records
 
-    def _frame(self, ctx: JobContext, what: str, master_size: tuple[int, int]):
-        """How master pixels map into the picture being upscaled — ((offset x, y, factor x, y), its size):
-        the identity for the master, the variant's frame for a variant."""
+    def _frame(self, ctx: JobContext, what: str) -> tuple[float, float, float, float]:
+        """How master pixels map into the picture being upscaled (offset x, y, factor x, y): the identity for
+        the master, the variant's frame for a variant (the masks and boxes are the master's)."""
         if what == "master":
-            return (0.0, 0.0, 1.0, 1.0), master_size
+            return 0.0, 0.0, 1.0, 1.0
         v = next(v for v in ctx.products.variants or () if v.label == what)
-        with Image.open(ctx.path(v.picture.name)) as im:
-            size = im.size
+        with Image.open(ctx.path(ctx.products.master.name)) as im:
+            w, h = im.size
         x0, y0, x1, y1 = v.frame
-        return (x0, y0, (x1 - x0) / master_size[0], (y1 - y0) / master_size[1]), size
+        return x0, y0, (x1 - x0) / w, (y1 - y0) / h
 
     def _write(self, ctx: JobContext, output: str, current, alpha, mode: str, size: tuple[int, int],
                target: tuple[int, int]) -> None:

@@ -378,3 +378,39 @@ def test_a_killed_refinement_resumes_from_the_tiles_it_had_finished(tmp_path, ti
     refined = entry["details"]["large"]["40-upscale.png"]["refine"]
     assert refined["kept"] >= before  # what was finished was not painted again
     assert _digest(archive / "40-upscale.png") == _digest(runs["clean"][0] / "40-upscale.png")
+
+
+def test_the_detail_pass_finds_the_faces_in_a_variant_through_its_frame(tmp_path):
+    """A variant holds the master inside a wider canvas: its detail regions sit where the master's faces are
+    in it, and nothing outside them moves."""
+    from stages.outpaint import OutpaintStage
+    from tests.helpers.tiny_sd import build_tiny_sd
+
+    # outpaint works at the model's own 512 px: the VAE that divides by 8 keeps that quick
+    model = build_tiny_sd(tmp_path / "tiny-sd-eightfold", eightfold=True)
+    variant = '[outpaint]\nvariants = ["16:9"]\nmax_step = 1.0\nsteps = 2\nseam_pass = false\n'
+    runs = {}
+    for on in (True, False):
+        cfg = _stage_config(tmp_path / str(on), model, "scale = 4", detail=on, others=variant)
+        src = cfg.paths.inbox / "astro.png"
+        astro(64).save(src)
+        out, manifest = run_one(cfg, src, [AutoMaskStage(), OutpaintStage(), UpscaleStage()])
+        runs[on] = (out.archive, manifest)
+    archive, manifest = runs[True]
+    entry = manifest["stages"][-1]
+    detail = entry["details"]["large"]["40-upscale-16x9.png"]["detail"]
+    outpaint = next(s for s in manifest["stages"] if s["name"] == "outpaint")
+    (v,) = outpaint["products"]["variants"]
+    x0, y0, x1, y1 = v["frame"]
+    with Image.open(archive / "40-upscale-16x9.png") as im:
+        detailed = np.asarray(im)
+    plain = np.asarray(Image.open(runs[False][0] / "40-upscale-16x9.png"))
+    h, w = detailed.shape[:2]
+    with Image.open(archive / "10-mask-face.png") as m:  # the master's mask, placed in the variant, upscaled
+        canvas = Image.new("L", (round(w / 4), round(h / 4)))
+        canvas.paste(m.resize((x1 - x0, y1 - y0)), (x0, y0))
+        inside = np.asarray(canvas.resize((w, h), Image.Resampling.BILINEAR)) > 0
+    changed = np.any(detailed != plain, axis=2)
+    face = next(d for d in detail if d["kind"] == "face")
+    assert face["box"][0] >= x0 * 4 - 1 and face["box"][2] <= x1 * 4 + 1
+    assert changed.any() and not (changed & ~_grown(inside, 3)).any()
