@@ -115,11 +115,12 @@ def chart(results: list[dict], path: Path) -> None:
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     d.text((10, 8), "polishd upscale with tiled refinement: resident memory over time (MB)", fill="black")
-    d.text((10, 24), "dashed: the output as bytes (H×W×3); the float32 picture would be 4× that", fill="black")
+    d.text((10, 24), "dashed: the full square picture of that width as bytes (W x W x 3); as float32, 4x that",
+           fill="black")
     colours = [(40, 90, 200), (200, 80, 40)]
     t_max = max(r["trace"][-1][0] for r in results)
     y_max = max(max(max(v for _, v in r["trace"]) for r in results), max(
-        r["size"][0] * r["size"][1] * 3 / 2**20 for r in results)) * 1.1
+        r["size"][0] ** 2 * 3 / 2**20 for r in results)) * 1.1
     pw, ph = w - left - 30, h - top - bottom
 
     def xy(t, v):
@@ -131,22 +132,24 @@ def chart(results: list[dict], path: Path) -> None:
         d.text((xy(t, 0)[0] - 10, top + ph + 6), f"{t:.0f}s", fill="black")
     for r, c in zip(results, colours):
         d.line([xy(t, v) for t, v in r["trace"]], fill=c, width=2)
-        picture = r["size"][0] * r["size"][1] * 3 / 2**20
+        picture = r["size"][0] ** 2 * 3 / 2**20
         x = left
         while x < left + pw:
             d.line((x, xy(0, picture)[1], min(x + 8, left + pw), xy(0, picture)[1]), fill=c)
             x += 16
-        d.text((left + pw - 300, xy(0, picture)[1] - 14), f"{r['size'][0]}×{r['size'][1]} as bytes: {picture:.0f} MB",
+        d.text((left + pw - 300, xy(0, picture)[1] - 14), f"{r['size'][0]} x {r['size'][0]} as bytes: {picture:.0f} MB",
                fill=c)
         d.text((left + 10, top - 18 + 14 * results.index(r)),
-               f"{r['scale']}× → {r['size'][0]}×{r['size'][1]}: peak {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s",
+               f"{r['scale']}x -> {r['size'][0]} x {r['size'][1]}: peak {r['peak_rss_mb']:.0f} MB, "
+               f"{r['seconds']:.0f} s",
                fill=c)
     img.save(path)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scales", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--scales", type=int, nargs="*", default=[8, 16],
+                    help="sizes to run (none: only rebuild the report from the runs kept in bench/out)")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--height", type=int, default=0, help="input height (default: --size): a strip of the full "
                     "width has the full picture's memory, which grows with the width alone")
@@ -163,7 +166,8 @@ def main(argv=None) -> int:
     from tests.helpers.tiny_sd import build_tiny_sd
 
     model_dir = Path(tempfile.mkdtemp(prefix="polishd-tiny-sd-")) / "tiny-sd-eightfold"
-    build_tiny_sd(model_dir, eightfold=True)
+    if args.scales:
+        build_tiny_sd(model_dir, eightfold=True)
     OUT.mkdir(exist_ok=True)
     for s in args.scales:  # each run is kept as it ends: a later failure loses nothing
         (OUT / f"upscale_large-{s}x-{args.size}x{args.height or args.size}.json").write_text(
@@ -179,7 +183,7 @@ def main(argv=None) -> int:
                     f"{large['passes']} | "
                     f"{ref['grid'][0]}×{ref['grid'][1]} = {ref['tiles']} | {ref['seams']} | "
                     f"{len(large.get('detail', []))} | {r['seams'][0]:.2f} / {r['seams'][1]:.2f} | "
-                    f"{r['peak_rss_mb']:.0f} | {r['size'][0] * r['size'][1] * 3 / 2**20:.0f} | {r['seconds']:.0f} |")
+                    f"{r['peak_rss_mb']:.0f} | {r['size'][0] ** 2 * 3 / 2**20:.0f} | {r['seconds']:.0f} |")
     report = "\n".join([
         "# Billboard upscales: to 8192 and 16384 px, refined in tiles",
         "",
@@ -194,7 +198,7 @@ def main(argv=None) -> int:
         "the better part of an hour on 2 cores.",
         "",
         "| scale | input | output | ESRGAN passes | tiles | seam segments | detail regions | seam ratio (x / y) "
-        "| peak RSS MB | output as bytes MB | seconds |",
+        "| peak RSS MB | the full square as bytes, MB | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",

@@ -123,6 +123,8 @@ def seam_ratio(img: np.ndarray, xs: list[float], ys: list[float]) -> tuple[float
     g = np.asarray(Image.fromarray(img).convert("L").filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32)
 
     def one(grad: np.ndarray, joins: list[float]) -> float:
+        if not joins:  # one tile across: no join to measure
+            return float("nan")
         at = [i for j in joins for i in (int(j) - 1, int(j))]
         inside = [v for i, v in enumerate(grad) if all(abs(i + 0.5 - j) > 8 for j in joins)]
         return float(max(grad[i] for i in at) / np.mean(inside))
