@@ -163,6 +163,12 @@ def test_refinement_is_deterministic_and_keeps_finished_tiles(engine, tmp_path):
     resumed, report = _refine(engine, src, tmp_path / "a")
     assert report.kept == len(tiles) - len(tiles[::2])
     assert np.array_equal(resumed.rows(0, 192), first.rows(0, 192))
+    # a tile cut short by a crash, or of another size, is painted again, never trusted
+    tiles[1].write_bytes(tiles[1].read_bytes()[:200])
+    Image.new("RGB", (8, 8)).save(tiles[3])
+    again, report = _refine(engine, src, tmp_path / "a")
+    assert report.kept == len(tiles) - 2
+    assert np.array_equal(again.rows(0, 192), first.rows(0, 192))
 
 
 def test_refinement_memory_does_not_grow_with_the_picture(engine, tmp_path):
