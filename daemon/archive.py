@@ -75,6 +75,12 @@ def unique_path(path: Path) -> Path:
         n += 1
 
 
+def attention_of(stages: list[dict]) -> list[str]:
+    """Why a person should look at an image ("needs review"), from its manifest's stage entries (e.g. the
+    quality gate's), each as ``<stage>: <why>``."""
+    return [f"{s['name']}: {why}" for s in stages if s.get("status") == "done" for why in s.get("attention", ())]
+
+
 @dataclass
 class Manifest:
     id: str
@@ -100,9 +106,7 @@ class Manifest:
         return next((s for s in self.stages if s["name"] == name), None)
 
     def attention(self) -> list[str]:
-        """Why a person should look at this image ("needs review"), from its stages (e.g. the quality gate)."""
-        return [f"{s['name']}: {why}" for s in self.stages if s.get("status") == "done"
-                for why in s.get("attention", ())]
+        return attention_of(self.stages)
 
     def put_stage(self, entry: dict) -> None:
         """Adds a stage's entry, or replaces its earlier one where it stands (entries stay in pipeline order)."""

@@ -34,6 +34,7 @@ from stages.models import ModelKind, ModelSetting
 from stages.outpaint_plan import VARIANT, Plan, plan
 from stages.picture import View, flatten
 from stages.products import Picture, Products, Slot, Variant
+from stages.prompts import fill
 from stages.schema import Errors
 
 log = structlog.get_logger("polishd.outpaint")
@@ -160,8 +161,7 @@ class OutpaintStage(Stage):
         master = Image.fromarray(view.rgb)
         seed = image_seed(ctx.sha256, params.seed)
         found = ctx.products.source.prompt
-        prompt = params.prompt.replace("{prompt}", found.positive if found else "").strip(" ,")
-        negative = ", ".join(p for p in (params.negative_prompt, found.negative if found else "") if p)
+        prompt, negative = fill(params.prompt, params.negative_prompt, found)
         engine = self._engine(ctx, params)
         rgb = view.rgb
         shared: dict[tuple, str] = {}  # step prefix → its file (read back when a later variant shares it)

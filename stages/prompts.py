@@ -26,6 +26,14 @@ class FoundPrompt:
     source: str  # "a1111" | "comfyui"
 
 
+def fill(prompt: str, negative: str, found: FoundPrompt | None) -> tuple[str, str]:
+    """A prompt template with the image's own prompt in ``{prompt}``, and the negative with the image's own
+    negative added: (prompt, negative)."""
+    own = found.negative if found is not None else ""
+    return (prompt.replace("{prompt}", found.positive if found is not None else "").strip(" ,"),
+            ", ".join(p for p in (negative, own) if p))
+
+
 def from_image(image: Image.Image) -> FoundPrompt | None:
     info = getattr(image, "text", None) or image.info
     params = info.get("parameters")

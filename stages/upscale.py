@@ -312,11 +312,10 @@ class UpscaleStage(Stage):
         for what, source, output in self._targets(ctx, params):
             with Image.open(ctx.path(source.name)) as im:
                 im.load()
-                target = target_size(im.size, params)
-                if self._passes(im.size, target) > 1 or params.generative or target[0] * target[1] > IN_MEMORY:
+                if self._large(im.size, params):
                     record, tile = self.upscale_large(ctx, params, engine, im, source, what, output, tile)
                     generative[output] = record
-                    result_size = target
+                    result_size = target_size(im.size, params)
                 else:
                     result, tile = self.upscale_image(im, params, tile, lambda done, total, name=output:
                                                       ctx.check_stop(done, total, f"tiles of {name}"))
@@ -334,8 +333,7 @@ class UpscaleStage(Stage):
                 with Image.open(ctx.path(source.name)) as im:
                     im.load()
                     plain = dataclasses.replace(params, refine=RefineConfig(), detail=DetailConfig())
-                    if self._passes(im.size, target_size(im.size, params)) > 1 or \
-                            im.size[0] * im.size[1] * params.scale ** 2 > IN_MEMORY:
+                    if self._large(im.size, plain):
                         tile = self.upscale_large(ctx, plain, None, im, source, what, name, tile)[1]
                     else:
                         result, tile = self.upscale_image(
@@ -365,6 +363,12 @@ class UpscaleStage(Stage):
             products=Products(upscaled=tuple(made)))
 
     # ------------------------------------------------------------------ beyond memory, beyond ×native
+    def _large(self, size: tuple[int, int], params: UpscaleParams) -> bool:
+        """Whether a picture goes through files (``upscale_large``) rather than memory (``upscale_image``): more
+        than one Real-ESRGAN pass, a diffusion pass after it, or a result past ``IN_MEMORY`` pixels."""
+        target = target_size(size, params)
+        return self._passes(size, target) > 1 or params.generative or target[0] * target[1] > IN_MEMORY
+
     def _passes(self, size: tuple[int, int], target: tuple[int, int]) -> int:
         """Real-ESRGAN passes to reach ``target``: as many as the model's scale needs (Lanczos gives the rest)."""
         factor = max(target[0] / size[0], target[1] / size[1])
@@ -392,6 +396,8 @@ class UpscaleStage(Stage):
         archive's ``.work/`` folder until the picture is written, so a crash loses at most a tile."""
         from stages import raster, refine
         from stages.files import sha256_file
+        from stages.inpaint import image_seed
+        from stages.prompts import fill
 
         target = target_size(im.size, params)
         key = refine.work_key(self.version, params, self._model.sha256, sha256_file(ctx.path(source.name)),
@@ -429,13 +435,12 @@ class UpscaleStage(Stage):
         if engine is not None and (params.refine.enabled or params.detail.enabled) and current.dtype != np.uint8:
             current = raster.Raster.open(work / "eight.raw") or _to_eight(current, work / "eight.raw")
             record["depth"] = "16-bit reduced to 8 for the diffusion passes"
-        seed = _seed(ctx.sha256, params.refine.seed if params.refine.seed >= 0 else params.seed)
+        seed = image_seed(ctx.sha256, params.refine.seed if params.refine.seed >= 0 else params.seed)
         store = refine.TileStore(work / "tiles")
         found = ctx.products.source.prompt if ctx.products.source is not None else None
         if engine is not None and params.refine.enabled:
             r = params.refine
-            how = refine.Paint(_fill(r.prompt, found, positive=True), _fill(r.negative_prompt, found, positive=False),
-                               r.steps, r.guidance, r.denoise, seed)
+            how = refine.Paint(*fill(r.prompt, r.negative_prompt, found), r.steps, r.guidance, r.denoise, seed)
             size = r.tile or engine.native
             overlap = min(r.overlap, size // 4)
             done = raster.Raster.open(work / "refined.raw")
@@ -485,6 +490,7 @@ class UpscaleStage(Stage):
         the box and its feathered mask scaled up from the picture they were found on.  Pixels outside the
         masks are left as they are (stages/inpaint.py's ``repaint`` pastes through the mask)."""
         from stages.inpaint import repaint
+        from stages.prompts import fill
 
         records = []
         ox, oy, fx, fy = self._frame(ctx, what)
@@ -507,8 +513,7 @@ class UpscaleStage(Stage):
             rows = current.rows(y0, y1).copy()
             crop = np.ascontiguousarray(rows[:, x0:x1])
             mask = _scaled_mask(ctx.path(m.name), to_up, (x0, y0, x1, y1))
-            prompt = _fill(ks.prompt, found, positive=True)
-            negative = _fill(ks.negative_prompt, found, positive=False)
+            prompt, negative = fill(ks.prompt, ks.negative_prompt, found)
             local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
 
             def paint(crop=crop, mask=mask, local=local, prompt=prompt, negative=negative, ks=ks, n=n):
@@ -555,36 +560,23 @@ class UpscaleStage(Stage):
 
         Colours under fully transparent pixels are filled from visible neighbours first, so that the
         model's receptive field never carries them into visible pixels."""
-
-
         target = target_size(im.size, params)
-        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-        if im.mode in ("P", "PA"):
-            im = im.convert("RGBA" if has_alpha else "RGB")
-        alpha = im.getchannel("A") if has_alpha else None
-        sixteen = im.mode in ("I;16", "I;16B", "I;16L", "I")
-        grey = im.mode in ("L", "LA") or sixteen
-        if sixteen:
-            arr = np.asarray(im, dtype=np.float32) / 65535.0
-            rgb = np.repeat(arr[:, :, None], 3, axis=2)
-        else:
-            rgb8 = np.asarray(im.convert("RGB"))
-            if alpha is not None:
-                rgb8 = fill_hidden(rgb8, np.asarray(alpha))
-            rgb = rgb8.astype(np.float32) / 255.0
-        up, tile = self._tiled(rgb, params, tile, check_stop, depth=16 if sixteen else 8)
+        rgb, alpha, mode = _planes(im)
+        sixteen = mode == "I;16"
+        up, tile = self._tiled(rgb.astype(np.float32) / (65535.0 if sixteen else 255.0), params, tile, check_stop,
+                               depth=16 if sixteen else 8)
         if sixteen:
             grey16 = np.rint(up.astype(np.float32).mean(axis=2)).astype(np.uint16)
             out = Image.fromarray(grey16)  # uint16 → "I;16"
         else:
             out = Image.fromarray(up)
-            if grey:
+            if mode in ("L", "LA"):
                 out = out.convert("L")
         if out.size != target:
             out = out.resize(target, Image.Resampling.LANCZOS)
         if alpha is not None:
-            out = out.convert("LA" if grey and not sixteen else "RGBA")
-            out.putalpha(alpha.resize(target, Image.Resampling.LANCZOS))
+            out = out.convert("LA" if mode == "LA" else "RGBA")
+            out.putalpha(Image.fromarray(alpha).resize(target, Image.Resampling.LANCZOS))
         return out, tile
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -635,19 +627,6 @@ def _to_eight(src, path):
     for y in range(0, src.height, 256):
         out.write(y, (src.rows(y, y + 256).astype(np.uint32) * 255 + 32767) // 65535)
     return out.finish()
-
-
-def _seed(sha256: str, configured: int) -> int:
-    return configured if configured >= 0 else int(sha256[:8], 16)
-
-
-def _fill(template: str, found, positive: bool) -> str:
-    """A prompt template with the image's own prompt in ``{prompt}`` (a negative gets the image's negative
-    added)."""
-    if positive:
-        return template.replace("{prompt}", found.positive if found is not None else "").strip(" ,")
-    own = found.negative if found is not None else ""
-    return ", ".join(p for p in (template, own) if p)
 
 
 def _scaled_mask(path, to_up: tuple[float, float, float, float], box: tuple[int, int, int, int]) -> np.ndarray:

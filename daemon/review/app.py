@@ -128,8 +128,7 @@ class Review:
             "overrides": manifest.get("overrides", {}),
             "state": {"approve": "approved", "reject": "rejected"}.get(job.review if job else None, "awaiting"),
             "job": job.id if job else None,
-            "attention": [f"{s['name']}: {why}" for s in manifest.get("stages", []) if s.get("status") == "done"
-                          for why in s.get("attention", ())],
+            "attention": arc.attention_of(manifest.get("stages", [])),
         }
 
     def thumbnail(self, image_id: str, folder: Path, manifest: dict) -> Path:
