@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from automask.detect import Detection
+from automask.detect import Detection, containment
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,16 @@ def select(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) 
     key = (lambda d: d.area) if s.rank_by == "area" else (lambda d: d.score)
     kept.sort(key=key, reverse=True)
     return kept[: s.top_k] if s.top_k else kept
+
+
+def faces_on_hands(faces: list[Detection], hands: list[Detection], inside: float = 0.7) -> list[Detection]:
+    """The face finds that are a hand's knuckles or thumb: ones the face landmark model does not see as a face
+    (no outlines) that lie mostly (``inside``) within a larger hand found with its 21 joints.  Skin-coloured
+    knuckles are the face detectors' usual mistake on close-ups of hands; the landmarker's joints there, and the
+    landmark model's refusal, outweigh a face score near the threshold.  A real face behind a hand keeps its
+    outlines (the landmark model sees it) and stays."""
+    return [f for f in faces if not f.outlines and any(
+        len(h.landmarks) == 21 and h.area > f.area and containment(f.box, h.box) >= inside for h in hands)]
 
 
 def box_mask(size: tuple[int, int], boxes: list[tuple[float, float, float, float]], s: MaskSettings) -> Image.Image:

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from automask.detect import Detector, DetectorSettings
 from automask.face_mesh import FaceMesh
-from automask.mask import draw_detections, masks_for, select
+from automask.mask import draw_detections, faces_on_hands, masks_for, select
 from stages.automask import HAND_MODEL_CONFIDENCE, AutomaskConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,8 @@ def photos() -> tuple[list[Photo], str]:
 
 def kept(detector: Detector, image: Image.Image, mesh: FaceMesh | None = None) -> tuple[list, list]:
     """What the stage keeps with the default [automask.face] / [automask.hand] filters, and all it found;
-    with ``mesh``, the kept faces' outlines too (timed as the pass "face mesh")."""
+    with ``mesh``, the kept faces' outlines too (timed as the pass "face mesh"), and faces that are a hand's
+    knuckles dropped, as the stage does."""
     cfg = AutomaskConfig()
     found = detector.detect(image)
     out = []
@@ -74,6 +75,8 @@ def kept(detector: Detector, image: Image.Image, mesh: FaceMesh | None = None) -
             for d in out:
                 if d.kind == "face":
                     d.outlines = mesh.outlines(image, d)
+        on_hands = faces_on_hands([d for d in out if d.kind == "face"], [d for d in out if d.kind == "hand"])
+        out = [d for d in out if d not in on_hands]
     return out, found
 
 
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
         image = Image.open(p.path).convert("RGB")
         found, everything = kept(detector, image, mesh)
         timings = detector.timings
-        big, _ = kept(detector, image.resize((image.width * 4, image.height * 4), Image.Resampling.LANCZOS))
+        big, _ = kept(detector, image.resize((image.width * 4, image.height * 4), Image.Resampling.LANCZOS), mesh)
         cells = []
         for kind, expected in (("face", p.faces), ("hand", p.hands)):
             n = count(found, kind)

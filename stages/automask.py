@@ -17,7 +17,8 @@ import structlog
 from PIL import Image
 
 from automask.detect import MODELS, Detection, Detector, DetectorSettings
-from automask.mask import MaskSettings, draw_detections, masks_for, part_mask, select, user_mask
+from automask.mask import (MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select,
+                           user_mask)
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.files import sha256_file
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
@@ -174,13 +175,18 @@ class AutoMaskStage(Stage):
         outputs: list[str] = []
         masks: list[Mask] = []
         drawn_masks: list[tuple[str, Image.Image]] = []
+        chosen_of: dict[str, list[Detection]] = {}
         for kind in KINDS:
             settings = getattr(params, kind)
-            chosen = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
-            if kind == "face" and _needs_mesh(params) and self._mesh is not None:
-                for d in chosen:
-                    ctx.check_stop()
-                    d.outlines = self._mesh.outlines(image, d)
+            chosen_of[kind] = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
+        if _needs_mesh(params) and self._mesh is not None:
+            for d in chosen_of["face"]:
+                ctx.check_stop()
+                d.outlines = self._mesh.outlines(image, d)
+            on_hands = faces_on_hands(chosen_of["face"], chosen_of["hand"])
+            chosen_of["face"] = [d for d in chosen_of["face"] if d not in on_hands]
+        for kind in KINDS:
+            settings, chosen = getattr(params, kind), chosen_of[kind]
             kept += chosen
             for i, mask in enumerate(masks_for(chosen, settings, size)):
                 name = f"{self.prefix}-mask-{kind}.png" if settings.merge else f"{self.prefix}-mask-{kind}-{i}.png"

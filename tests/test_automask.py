@@ -343,3 +343,19 @@ def test_without_the_face_landmark_model_faces_keep_their_boxes(tmp_path, monkey
     assert "face-landmarks" not in [m["name"] for m in entry["models"]]
     mask = np.asarray(Image.open(archive / "10-mask-face.png")) >= 128
     assert mask[62, 176] and mask[62, 272]  # the box's top corners (hair), which the oval leaves out
+
+
+def test_a_face_find_on_a_hand_is_dropped_only_when_the_landmark_model_sees_no_face_there():
+    from automask.mask import faces_on_hands
+
+    joints = [(100 + 3 * i, 100 + 8 * i) for i in range(21)]
+    hand = Detection("hand", (80, 80, 280, 300), 0.99, "hand", joints)
+    knuckles = Detection("face", (120, 150, 200, 230), 0.51, "face-short")  # the landmark model saw no face
+    behind = Detection("face", (120, 150, 200, 230), 0.9, "face-short",
+                       outlines={"oval": [[(120, 150), (200, 150), (160, 230)]]})  # a face it did see
+    beside = Detection("face", (300, 100, 380, 180), 0.6, "face-short")
+    boxed = Detection("hand", (80, 80, 280, 300), 0.99, "hand")  # no joints: not the landmarker's
+    assert faces_on_hands([knuckles, behind, beside], [hand]) == [knuckles]
+    assert faces_on_hands([knuckles], [boxed]) == []
+    bigger = Detection("face", (60, 60, 300, 320), 0.51, "face-short")  # a face larger than the hand
+    assert faces_on_hands([bigger], [hand]) == []
