@@ -8,7 +8,8 @@ several ways and the results merged:
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
-  it again (large images must not invent faces).
+  it again (large images must not invent faces), and a hand only tiles found is not kept beside
+  a face many times its size (hair and ears enlarged in a tile look like small hands).
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -40,6 +41,7 @@ HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wris
 SECOND_LOOK = 192  # px: the long side of the context crop a tile's find is checked on (a third of it the find)
 CONFIRM = 0.7      # the score the second look must give it
 WHOLE_SURE = 0.5   # a find of the whole view that confirms a tile's find without a second look
+HAND_OF_FACE = 0.25  # a hand only tiles found, at or beside a face, is at least this part of the face's size
 
 
 @dataclass
@@ -108,6 +110,23 @@ def _same_as_any(d: Detection, others: list[Detection], nested: bool = True) -> 
     """Whether one of ``others`` is the same thing: a box like it, or (``nested``) one mostly inside the other."""
     return any(o.kind == d.kind and (iou(d.box, o.box) >= 0.3 or (nested and containment(d.box, o.box) >= 0.7))
                for o in others)
+
+
+def dwarfed(d: Detection, faces: list[Detection]) -> bool:
+    """Whether a hand lies at or beside a face (within half the face's size of its box) while being less than
+    ``HAND_OF_FACE`` of that face's size.  A person's hand is about as long as their face; one that much smaller
+    right beside a face would belong to someone four times as far away behind that face, while hair, a clip or
+    an ear enlarged in a tile of a large image is what the hand model then mostly sees."""
+    if d.kind != "hand":
+        return False
+    side = max(d.box[2] - d.box[0], d.box[3] - d.box[1])
+    for f in faces:
+        fs = max(f.box[2] - f.box[0], f.box[3] - f.box[1])
+        x0, y0, x1, y1 = f.box[0] - fs / 2, f.box[1] - fs / 2, f.box[2] + fs / 2, f.box[3] + fs / 2
+        beside = d.box[0] < x1 and d.box[2] > x0 and d.box[1] < y1 and d.box[3] > y0
+        if beside and side < HAND_OF_FACE * fs:
+            return True
+    return False
 
 
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
@@ -196,8 +215,10 @@ class Detector:
                             for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
             with self._timed("second look"):
                 sure = [d for d in whole if d.score >= WHOLE_SURE]
-                found += [d for d in nms(in_tiles, s.nms_iou)
-                          if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
+                kept = [d for d in nms(in_tiles, s.nms_iou)
+                        if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
+                faces = [d for d in sure + kept if d.kind == "face" and d.score >= WHOLE_SURE]
+                found += [d for d in kept if _same_as_any(d, sure, nested=False) or not dwarfed(d, faces)]
         return [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
 
     @contextmanager

@@ -11,7 +11,11 @@ true while the photo still misses hands by count, else as false.  Candidates:
 * body regions: a crop below and beside each face (5 face widths by 7 heights), enlarged to 512 px;
 * pose-guided regions: MediaPipe's pose detector and full-body landmark model (from the 0.10.21 wheel,
   run through OpenVINO's TFLite reader; fetched with pip unless ``--wheel`` is given) put a square on
-  each wrist, toward its index and little finger; the hand landmarker searches it enlarged to 256 px.
+  each wrist, toward its index and little finger; the hand landmarker searches it enlarged to 256 px;
+* hands from the pose as MediaPipe Holistic finds them, without the palm detector: each wrist the pose
+  model sees (visibility ≥ 0.1) gives a crop around the estimated middle finger (twice its distance from
+  the wrist, enlarged 2.7×, fingers up), the re-crop model (``hand_recrop.tflite``) refines it, and the
+  hand landmark model (``hand_landmark_full.tflite``) there gives 21 joints and its hand flag (≥ 0.5).
 
 Writes bench/out/automask_candidates.md and bench/out/automask_candidates.png (each added hand in magenta).
 """
@@ -35,7 +39,9 @@ from automask.face_mesh import rotated_crop
 from bench.automask import OUT, kept, photos, settings, sheet
 
 POSE_FILES = {"pose_detection.tflite": "mediapipe/modules/pose_detection/pose_detection.tflite",
-              "pose_landmark_full.tflite": "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"}
+              "pose_landmark_full.tflite": "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+              "hand_recrop.tflite": "mediapipe/modules/holistic_landmark/hand_recrop.tflite",
+              "hand_landmark_full.tflite": "mediapipe/modules/hand_landmark/hand_landmark_full.tflite"}
 HAND_SCORE = 0.3
 
 
@@ -80,6 +86,8 @@ class Pose:
         core = ov.Core()
         self.det = core.compile_model(core.read_model(str(folder / "pose_detection.tflite")), "CPU")
         self.lmk = core.compile_model(core.read_model(str(folder / "pose_landmark_full.tflite")), "CPU")
+        self.recrop = core.compile_model(core.read_model(str(folder / "hand_recrop.tflite")), "CPU")
+        self.hand = core.compile_model(core.read_model(str(folder / "hand_landmark_full.tflite")), "CPU")
         anchors = []
         strides = [8, 16, 32, 32, 32]  # MediaPipe's pose_detection anchors: 2 per layer, layers of one stride merged
         i = 0
@@ -116,14 +124,18 @@ class Pose:
                 found.append((box, kps))
         return [k for _, k in found]
 
-    def wrist_boxes(self, image: Image.Image, kps) -> list[tuple[float, float, float, float]]:
+    def _landmarks(self, image: Image.Image, kps) -> tuple[np.ndarray, np.ndarray]:
+        """The person's 39 landmarks in image pixels, and the model's rows (x, y, z, visibility, presence)."""
         (x0, y0), (x1, y1) = kps[0], kps[1]
         side = 2.5 * math.hypot(x1 - x0, y1 - y0)  # MediaPipe's body crop: twice the radius, then ×1.25
         angle = math.atan2(y1 - y0, x1 - x0) + math.pi / 2
-        crop, (a, b, c, d, e, f) = rotated_crop(image, (x0, y0), side, angle, 256)
+        crop, affine = rotated_crop(image, (x0, y0), side, angle, 256)
         r = self.lmk.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
         p = r[self.lmk.outputs[0]].reshape(39, 5)
-        pts = np.stack([a * p[:, 0] + b * p[:, 1] + c, d * p[:, 0] + e * p[:, 1] + f], axis=1)
+        return _mapped(affine, p[:, :2]), p
+
+    def wrist_boxes(self, image: Image.Image, kps) -> list[tuple[float, float, float, float]]:
+        pts, p = self._landmarks(image, kps)
         out = []
         for wrist, pinky, index in ((15, 17, 19), (16, 18, 20)):
             if 1 / (1 + math.exp(-p[wrist, 3])) < 0.5:  # the wrist's visibility
@@ -133,6 +145,43 @@ class Pose:
             centre, half = pts[wrist] + 0.6 * (mid - pts[wrist]), max(2.0 * reach, 12.0)
             out.append((centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half))
         return out
+
+
+    def holistic_hands(self, image: Image.Image, kps) -> list[Detection]:
+        """Hands the way MediaPipe Holistic finds them from a person's pose (see the module's text)."""
+        pts, p = self._landmarks(image, kps)
+        out = []
+        for wrist, pinky, index in ((15, 17, 19), (16, 18, 20)):
+            if 1 / (1 + math.exp(-p[wrist, 3])) < 0.1:
+                continue
+            middle = (2 * pts[index] + pts[pinky]) / 3
+            centre, side, angle = middle, 2 * 2.7 * float(np.linalg.norm(middle - pts[wrist])), _up(middle - pts[wrist])
+            if side < 4:
+                continue
+            crop, affine = rotated_crop(image, tuple(centre), side, angle, 256)
+            r = self.recrop.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
+            q = _mapped(affine, r[self.recrop.outputs[0]].reshape(2, 2))  # the hand's centre, a point that scales it
+            side, angle = 2 * float(np.linalg.norm(q[1] - q[0])), _up(q[1] - q[0])
+            centre = q[0] + 0.1 * side * np.array([math.sin(angle), -math.cos(angle)])
+            if side < 4:
+                continue
+            crop, affine = rotated_crop(image, tuple(centre), side, angle, 224)
+            r = self.hand.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
+            flag = float(r[self.hand.outputs[1]].ravel()[0])  # already a probability
+            joints = _mapped(affine, r[self.hand.outputs[0]].reshape(21, 3)[:, :2])
+            (x0, y0), (x1, y1) = joints.min(axis=0), joints.max(axis=0)
+            out.append(Detection("hand", (x0, y0, x1, y1), flag, "holistic", [tuple(j) for j in joints]))
+        return out
+
+
+def _up(v) -> float:
+    """rotated_crop's angle that turns the crop's up along ``v``."""
+    return math.atan2(float(v[0]), -float(v[1]))
+
+
+def _mapped(affine, uv: np.ndarray) -> np.ndarray:
+    a, b, c, d, e, f = affine
+    return np.stack([a * uv[:, 0] + b * uv[:, 1] + c, d * uv[:, 0] + e * uv[:, 1] + f], axis=1)
 
 
 def _iou(a, b) -> float:
@@ -172,6 +221,8 @@ def main(argv=None) -> int:
                 base_detector, img, body_boxes(img, [d for d in found if d.kind == "face"]), 512),
             "pose-guided wrist regions": lambda img, found: hands_in(
                 base_detector, img, [b for k in pose.people(img) for b in pose.wrist_boxes(img, k)], 256),
+            "hands from the pose, as Holistic (re-crop, landmark model)": lambda img, found: [
+                h for k in pose.people(img) for h in pose.holistic_hands(img, k) if h.score >= 0.5],
         }
         rows = {name: {"true": 0, "false": 0, "ms": [], "lost": 0} for name in candidates}
         panels = []

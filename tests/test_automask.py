@@ -359,3 +359,14 @@ def test_a_face_find_on_a_hand_is_dropped_only_when_the_landmark_model_sees_no_f
     assert faces_on_hands([knuckles], [boxed]) == []
     bigger = Detection("face", (60, 60, 300, 320), 0.51, "face-short")  # a face larger than the hand
     assert faces_on_hands([bigger], [hand]) == []
+
+
+def test_a_tiny_hand_beside_a_large_face_is_not_a_hand():
+    from automask.detect import dwarfed
+
+    face = Detection("face", (1000, 1000, 2000, 2000), 0.95, "face-short")
+    hair = Detection("hand", (1900, 700, 2000, 830), 0.9, "hand")  # at the face's edge, an eighth its size
+    far = Detection("hand", (3500, 3500, 3600, 3630), 0.9, "hand")  # small too, but nowhere near the face
+    own = Detection("hand", (1900, 1800, 2600, 2600), 0.9, "hand")  # the person's own hand, face-sized
+    assert dwarfed(hair, [face]) and not dwarfed(far, [face]) and not dwarfed(own, [face])
+    assert not dwarfed(hair, []) and not dwarfed(face, [face])

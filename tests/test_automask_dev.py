@@ -44,3 +44,12 @@ def test_the_development_set_keeps_its_measured_recall_without_false_faces(tmp_p
     stage.close()
     assert faces == sum(c["faces"] for c in expected.values()) and false_faces == 0
     assert hands >= 9 and false_hands == 0  # 9 of 11: two overlapping thumbs read as one, a hand of 10 px
+
+
+def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
+    # Four times enlarged, a tile sees the girl's hair clip as a small hand; it lies beside her face at a
+    # fourteenth of its size, so it is not kept.  The real hand (on the boy's shoulder) and both faces are.
+    photo = Image.open(DEV / "two-children.jpg").convert("RGB")
+    photo = photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS)
+    _, entry = _run(tmp_path, "two-children.png", photo)
+    assert entry["details"]["counts"] == {"face": 2, "hand": 1}
