@@ -75,6 +75,7 @@ class AutomaskConfig:
     num_hands: int = 12
     upsample_below: int = 768
     tile_above: int = 1536
+    body_search: bool = True
     nms_iou: float = 0.4
     user_mask: Literal["merge", "replace"] = "merge"
     face: FaceMaskConfig = field(default_factory=FaceMaskConfig)
@@ -136,7 +137,7 @@ class AutoMaskStage(Stage):
             min_confidence=min(params.face.min_confidence, params.hand.min_confidence, 0.5),
             hand_confidence=min(params.hand.min_confidence, HAND_MODEL_CONFIDENCE),
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
-            faces=params.face.enabled, hands=params.hand.enabled)
+            faces=params.face.enabled, hands=params.hand.enabled, body_regions=params.body_search)
         if settings != self._settings:
             self.close()
             try:

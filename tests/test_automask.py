@@ -370,3 +370,16 @@ def test_a_tiny_hand_beside_a_large_face_is_not_a_hand():
     own = Detection("hand", (1900, 1800, 2600, 2600), 0.9, "hand")  # the person's own hand, face-sized
     assert dwarfed(hair, [face]) and not dwarfed(far, [face]) and not dwarfed(own, [face])
     assert not dwarfed(hair, []) and not dwarfed(face, [face])
+
+
+def test_body_regions_lie_below_and_beside_each_face_and_neighbours_are_searched_once():
+    from automask.detect import body_regions
+
+    a = Detection("face", (100, 100, 140, 150), 0.9, "face-short")  # 40 × 50
+    (region,) = body_regions(1000, 1000, [a])
+    assert region == (20, 100, 220, 450)  # 2.5 widths each side of its centre, down 6 heights below it
+    beside = Detection("face", (150, 110, 190, 160), 0.9, "face-short")  # the next person along
+    far = Detection("face", (700, 100, 740, 150), 0.9, "face-short")
+    regions = body_regions(1000, 1000, [a, beside, far])
+    assert len(regions) == 2 and regions[0][0] == 20 and regions[0][2] == 270
+    assert body_regions(300, 300, [a])[0][3] == 300  # cut to the image

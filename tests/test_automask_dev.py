@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from stages.automask import AutoMaskStage
+from tests.conftest import DATA
 from tests.test_automask import _run
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces-hands-dev"
@@ -53,3 +54,17 @@ def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
     photo = photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS)
     _, entry = _run(tmp_path, "two-children.png", photo)
     assert entry["details"]["counts"] == {"face": 2, "hand": 1}
+
+
+def test_a_person_far_away_in_a_large_frame_has_their_hands_found_in_their_body_region(tmp_path):
+    # The woman sitting, 500 px wide on a 1024² frame: her hands are too small for the whole view, which finds
+    # her face; searching the region below and beside it, enlarged, finds both hands.
+    photo = Image.open(DEV / "woman-sitting.jpg").convert("RGB")
+    frame = Image.open(DATA / "camera.png").convert("RGB").resize((1024, 1024))
+    frame.paste(photo.resize((500, round(photo.height * 500 / photo.width)), Image.Resampling.LANCZOS), (100, 100))
+    for folder in ("on", "off"):
+        (tmp_path / folder).mkdir()
+    _, entry = _run(tmp_path / "on", "far.png", frame)
+    assert entry["details"]["counts"] == {"face": 1, "hand": 2}
+    _, entry = _run(tmp_path / "off", "far.png", frame, "[automask]\nbody_search = false\n")
+    assert entry["details"]["counts"]["hand"] == 0
