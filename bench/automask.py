@@ -8,8 +8,11 @@ out with a note where the folder is absent) and the repository's own test photos
 expected, found, missed and false faces and hands (by count: false = found beyond what is there), at the
 photo's size and on a 4× Lanczos-enlarged copy (a large image must not invent faces), and the
 milliseconds of each pass.  Then recall and precision (by count per photo) and milliseconds per image with every photo
-resized to a long side of 512, 1024 and 4096 px.  Writes bench/out/automask.md and
-bench/out/automask.png (every photo's detections and mask outlines, as 10-detections.png draws them).
+resized to a long side of 512, 1024 and 4096 px, and hand recall on the development set alone.  Last,
+people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
+pass.  Writes bench/out/automask.md,
+bench/out/automask.png (every photo's detections and mask outlines, as 10-detections.png draws them) and
+bench/out/automask_far.png (people far away in a large frame, where the bodies pass finds their hands).
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def far_people(todo: list[Photo]) -> list[str]:
            "| photo | " + " | ".join(f"{w} px" for w in FAR_WIDTHS) + " |",
            "|---|" + "---|" * len(FAR_WIDTHS)]
     totals = [0, 0, 0, 0]  # hands there, found without, found with, false with
+    panels: list[tuple[str, Image.Image]] = []
     for p in todo:
         if not (p.faces and p.hands) or p.path.parent != DEV:
             continue
@@ -127,15 +131,26 @@ def far_people(todo: list[Photo]) -> list[str]:
             image.paste(photo.resize((w, round(photo.height * w / photo.width)), Image.Resampling.LANCZOS),
                         (100, 100))
             n_without = count(kept(without, image)[0], "hand")
-            n_with = count(kept(with_bodies, image)[0], "hand")
+            found_with = kept(with_bodies, image)[0]
+            n_with = count(found_with, "hand")
+            if w == FAR_WIDTHS[2]:
+                region = (0, 0, min(1024, 100 + w + 100), min(1024, 100 + round(photo.height * w / photo.width) + 100))
+                drawn = draw_detections(image, found_with, [], [])
+                panels.append((f"{p.path.name} at {w} px: {n_with} hand{'s' if n_with != 1 else ''}",
+                               drawn.crop(region)))
             a, b = min(p.hands, n_without), min(p.hands, n_with)
             ms = with_bodies.timings.get("bodies")
             totals = [totals[0] + p.hands, totals[1] + a, totals[2] + b, totals[3] + max(0, n_with - p.hands)]
             cells.append(f"{a} / {b}" + (f" +{n_with - p.hands} false" if n_with > p.hands else "")
                          + (f" ({ms:.0f} ms)" if ms is not None else ""))
-        out.append(f"| {p.path.name} ({p.hands} hands) | " + " | ".join(cells) + " |")
+        plural = "s" if p.hands != 1 else ""
+        out.append(f"| {p.path.name} ({p.hands} hand{plural}) | " + " | ".join(cells) + " |")
     with_bodies.close()
     without.close()
+    if panels:
+        OUT.mkdir(parents=True, exist_ok=True)
+        sheet(panels, OUT / "automask_far.png")
+        out += ["", f"bench/out/automask_far.png: each photo at {FAR_WIDTHS[2]} px, what the stage keeps."]
     if totals[0]:
         out += ["", f"In all: {totals[1]}/{totals[0]} hands without the bodies pass, {totals[2]}/{totals[0]} with it "
                 f"({totals[3]} false with it)."]
