@@ -137,14 +137,17 @@ def dwarfed(d: Detection, faces: list[Detection]) -> bool:
 def body_regions(width: int, height: int, faces: list[Detection]) -> list[tuple[int, int, int, int]]:
     """Where each face's hands are likely to be: from the top of the face to six face heights below it, two
     and a half face widths to each side (arms held out), cut to the image.  Regions of people side by side
-    that overlap (IoU ≥ 0.3) are searched as one; the largest faces' first, at most ``BODY_REGIONS``."""
+    that overlap (IoU ≥ 0.3) are searched as one; the largest faces' first, at most ``BODY_REGIONS``.  Only
+    regions at most half the image's long side: the hand model sees its input at a fixed size, so only a
+    region that small is seen at least twice as close as in the whole view."""
     out: list[tuple[float, float, float, float]] = []
+    longest = max(width, height)
     for f in sorted(faces, key=lambda f: f.area, reverse=True):
         fw, fh = f.box[2] - f.box[0], f.box[3] - f.box[1]
         cx = (f.box[0] + f.box[2]) / 2
         box = (max(0, cx - 2.5 * fw), max(0, f.box[1]), min(width, cx + 2.5 * fw), min(height, f.box[3] + 6 * fh))
-        if box[2] - box[0] < 8 or box[3] - box[1] < 8:
-            continue
+        if min(box[2] - box[0], box[3] - box[1]) < 8 or max(box[2] - box[0], box[3] - box[1]) > longest / 2:
+            continue  # a region more than half the image is seen no closer than the whole view saw it
         near = next((i for i, o in enumerate(out) if iou(box, o) >= 0.3), None)
         if near is None:
             out.append(box)
@@ -247,17 +250,20 @@ class Detector:
         if s.body_regions and s.hands:
             merged = nms(found, s.nms_iou)
             faces = [d for d in merged if d.kind == "face" and d.score >= WHOLE_SURE]
-            if faces and sum(d.kind == "hand" and d.score >= WHOLE_SURE for d in merged) < 2 * len(faces):
+            short = sum(d.kind == "hand" and d.score >= WHOLE_SURE for d in merged) < 2 * len(faces)
+            regions = body_regions(w, h, faces) if short else []
+            if regions:
                 with self._timed("bodies"):
-                    found += self._bodies(rgb, faces, merged)
+                    found += self._bodies(rgb, regions, faces, merged)
         return [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
 
-    def _bodies(self, rgb: Image.Image, faces: list[Detection], found: list[Detection]) -> list[Detection]:
+    def _bodies(self, rgb: Image.Image, regions: list[tuple[int, int, int, int]], faces: list[Detection],
+                found: list[Detection]) -> list[Detection]:
         """Hands searched again in each person's body region (below and beside the face), enlarged: where a
         full-body or group shot makes hands too small for the whole view.  Kept as a tile's finds are: seen
         again, and not a speck beside a face."""
         out: list[Detection] = []
-        for x0, y0, x1, y1 in body_regions(rgb.width, rgb.height, faces):
+        for x0, y0, x1, y1 in regions:
             crop = rgb.crop((x0, y0, x1, y1))
             f = BODY_SIDE / max(crop.size)
             crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),

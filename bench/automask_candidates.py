@@ -210,7 +210,8 @@ def main(argv=None) -> int:
             "landmarker thresholds 0.1": lambda img, found, d=Detector(
                 dataclasses.replace(settings(), hand_confidence=0.1, body_regions=False)): d.detect(img),
             "crop pyramid": lambda img, found: hands_in(base_detector, img, pyramid_boxes(img), 768),
-            "body regions below faces (shipped: the bodies pass)": lambda img, found: shipped.detect(img),
+            "body regions below faces (the shipped bodies pass; ms: every pass)":
+                lambda img, found: shipped.detect(img),
             "pose-guided wrist regions": lambda img, found: hands_in(
                 base_detector, img, [b for k in pose.people(img) for b in pose.wrist_boxes(img, k)], 256),
             "hands from the pose, as Holistic (re-crop, landmark model)": lambda img, found: [

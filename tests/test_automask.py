@@ -382,4 +382,5 @@ def test_body_regions_lie_below_and_beside_each_face_and_neighbours_are_searched
     far = Detection("face", (700, 100, 740, 150), 0.9, "face-short")
     regions = body_regions(1000, 1000, [a, beside, far])
     assert len(regions) == 2 and regions[0][0] == 20 and regions[0][2] == 270
-    assert body_regions(300, 300, [a])[0][3] == 300  # cut to the image
+    assert body_regions(1000, 420, [a])[0][3] == 420  # cut to the image
+    assert body_regions(600, 600, [a]) == []  # over half the image: the whole view saw it as closely
