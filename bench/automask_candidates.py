@@ -8,6 +8,7 @@ true while the photo still misses hands by count, else as false.  Candidates:
 
 * the hand landmarker's own thresholds at 0.3 and 0.1 (shipped: 0.2), selection after as always;
 * a crop pyramid: the four corner crops of 60 % of the photo, each searched at 2× when small;
+* test-time turns: the hand landmarker on a mirrored copy and on copies turned by −30°, 30° and 180°;
 * body regions: a crop below and beside each face (5 face widths by 7 heights), enlarged to 512 px — since
   shipped as the detector's bodies pass, so the baseline here is the shipped detector without it;
 * pose-guided regions: MediaPipe's pose detector and full-body landmark model (from the 0.10.21 wheel,
@@ -33,7 +34,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from automask.detect import Detection, Detector, _same_as_any, nms
 from automask.face_mesh import rotated_crop
@@ -66,6 +67,27 @@ def pyramid_boxes(image: Image.Image, share: float = 0.6):
     w, h = image.size
     cw, ch = round(w * share), round(h * share)
     return [(x0, y0, x0 + cw, y0 + ch) for x0 in (0, w - cw) for y0 in (0, h - ch)]
+
+
+TURNS = (-30, 30, 180)  # degrees, Pillow's (counter-clockwise)
+
+
+def turned_hands(detector: Detector, image: Image.Image) -> list[Detection]:
+    """Hands found in a mirrored copy and in copies turned by ``TURNS``, their joints mapped back."""
+    w, h = image.size
+    out = [Detection("hand", (w - d.box[2], d.box[1], w - d.box[0], d.box[3]), d.score, "mirrored",
+                     [(w - x, y) for x, y in d.landmarks])
+           for d in detector._pass(ImageOps.mirror(image), faces=False)]
+    for degrees in TURNS:
+        turned = image.rotate(degrees, expand=True, resample=Image.Resampling.BILINEAR)
+        t = math.radians(degrees)
+        for d in detector._pass(turned, faces=False):
+            pts = [((x - turned.width / 2) * math.cos(t) - (y - turned.height / 2) * math.sin(t) + w / 2,
+                    (x - turned.width / 2) * math.sin(t) + (y - turned.height / 2) * math.cos(t) + h / 2)
+                   for x, y in d.landmarks]
+            xs, ys = [x for x, _ in pts], [y for _, y in pts]
+            out.append(Detection("hand", (min(xs), min(ys), max(xs), max(ys)), d.score, f"turned {degrees}", pts))
+    return out
 
 
 class Pose:
@@ -210,6 +232,7 @@ def main(argv=None) -> int:
             "landmarker thresholds 0.1": lambda img, found, d=Detector(
                 dataclasses.replace(settings(), hand_confidence=0.1, body_regions=False)): d.detect(img),
             "crop pyramid": lambda img, found: hands_in(base_detector, img, pyramid_boxes(img), 768),
+            "mirrored and turned copies (±30°, 180°)": lambda img, found: turned_hands(base_detector, img),
             "body regions below faces (the shipped bodies pass; ms: every pass)":
                 lambda img, found: shipped.detect(img),
             "pose-guided wrist regions": lambda img, found: hands_in(
