@@ -6,12 +6,12 @@ several ways and the results merged:
 * both face models (short range for close-ups, full range for small far faces);
 * the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
-* each person's body region (below and beside a face) searched again for hands, enlarged, when fewer
-  hands than two a face were found (hands in full-body and group shots are small);
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
   it again (large images must not invent faces), and a hand only tiles found is not kept beside
-  a face many times its size (hair and ears enlarged in a tile look like small hands).
+  a face many times its size (hair and ears enlarged in a tile look like small hands);
+* each person's body region (below and beside a face) searched again for hands, enlarged, when fewer
+  hands than two a face were found (hands in full-body and group shots are small).
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
