@@ -48,8 +48,8 @@ def test_the_development_set_keeps_its_measured_recall_without_false_faces(tmp_p
 
 
 def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
-    # Four times enlarged, a tile sees the girl's hair clip as a small hand; it lies beside her face at a
-    # fourteenth of its size, so it is not kept.  The real hand (on the boy's shoulder) and both faces are.
+    # Four times enlarged, a tile sees the girl's hair clip as a small hand; it lies beside her face at about a
+    # thirteenth of its size, so it is not kept.  The real hand (on the boy's shoulder) and both faces are.
     photo = Image.open(DEV / "two-children.jpg").convert("RGB")
     photo = photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS)
     _, entry = _run(tmp_path, "two-children.png", photo)
