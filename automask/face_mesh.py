@@ -66,6 +66,12 @@ def rotated_crop(image: Image.Image, centre: tuple[float, float], side: float, a
     return image.transform((out, out), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR), coefficients
 
 
+def to_image(affine: tuple[float, ...], uv: np.ndarray) -> np.ndarray:
+    """Crop pixels (N×2, u and v) back in the image through ``rotated_crop``'s affine."""
+    a, b, c, d, e, f = affine
+    return np.stack([a * uv[:, 0] + b * uv[:, 1] + c, d * uv[:, 0] + e * uv[:, 1] + f], axis=1)
+
+
 class FaceMesh:
     """Loads the model once; ``shape`` gives a face's outlines in image pixels."""
 
@@ -92,13 +98,12 @@ class FaceMesh:
         if len(face.landmarks) >= 2:  # the detector's keypoints: the eye on the image's left, then the other
             (ex0, ey0), (ex1, ey1) = face.landmarks[0], face.landmarks[1]
             angle = math.atan2(ey1 - ey0, ex1 - ex0)
-        crop, (a, b, c, d, e, f) = rotated_crop(rgb, (cx, cy), side, angle, SIDE)
+        crop, affine = rotated_crop(rgb, (cx, cy), side, angle, SIDE)
         x = (np.asarray(crop, dtype=np.float32) / 255.0)[None]
         result = self._request.infer({0: x})
         pts = np.asarray(result[self._points_out], dtype=np.float64).reshape(-1, 3)[:, :2]
         flag = float(np.asarray(result[self._flag_out]).ravel()[0])
-        image_pts = np.stack([a * pts[:, 0] + b * pts[:, 1] + c, d * pts[:, 0] + e * pts[:, 1] + f], axis=1)
-        return image_pts, 1.0 / (1.0 + math.exp(-flag))
+        return to_image(affine, pts), 1.0 / (1.0 + math.exp(-flag))
 
     def outlines(self, rgb: Image.Image, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
         """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y); empty when

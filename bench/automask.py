@@ -127,14 +127,14 @@ def far_people(todo: list[Photo]) -> list[str]:
         photo = Image.open(p.path).convert("RGB")
         cells = []
         for w in FAR_WIDTHS:
+            small = photo.resize((w, round(photo.height * w / photo.width)), Image.Resampling.LANCZOS)
             image = frame.copy()
-            image.paste(photo.resize((w, round(photo.height * w / photo.width)), Image.Resampling.LANCZOS),
-                        (100, 100))
+            image.paste(small, (100, 100))
             n_without = count(kept(without, image)[0], "hand")
             found_with = kept(with_bodies, image)[0]
             n_with = count(found_with, "hand")
             if w == FAR_WIDTHS[2]:
-                region = (0, 0, min(1024, 100 + w + 100), min(1024, 100 + round(photo.height * w / photo.width) + 100))
+                region = (0, 0, min(1024, small.width + 200), min(1024, small.height + 200))
                 drawn = draw_detections(image, found_with, [], [])
                 panels.append((f"{p.path.name} at {w} px: {n_with} hand{'s' if n_with != 1 else ''}",
                                drawn.crop(region)))

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from automask.detect import Detection, Detector, _same_as_any, nms
-from automask.face_mesh import rotated_crop
+from automask.face_mesh import rotated_crop, to_image
 from bench.automask import OUT, kept, photos, settings, sheet
 
 POSE_FILES = {"pose_detection.tflite": "mediapipe/modules/pose_detection/pose_detection.tflite",
@@ -145,7 +145,7 @@ class Pose:
         crop, affine = rotated_crop(image, (x0, y0), side, angle, 256)
         r = self.lmk.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
         p = r[self.lmk.outputs[0]].reshape(39, 5)
-        return _mapped(affine, p[:, :2]), p
+        return to_image(affine, p[:, :2]), p
 
     def wrist_boxes(self, image: Image.Image, kps) -> list[tuple[float, float, float, float]]:
         pts, p = self._landmarks(image, kps)
@@ -159,7 +159,6 @@ class Pose:
             out.append((centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half))
         return out
 
-
     def holistic_hands(self, image: Image.Image, kps) -> list[Detection]:
         """Hands the way MediaPipe Holistic finds them from a person's pose (see the module's text)."""
         pts, p = self._landmarks(image, kps)
@@ -168,12 +167,12 @@ class Pose:
             if 1 / (1 + math.exp(-p[wrist, 3])) < 0.1:
                 continue
             middle = (2 * pts[index] + pts[pinky]) / 3
-            centre, side, angle = middle, 2 * 2.7 * float(np.linalg.norm(middle - pts[wrist])), _up(middle - pts[wrist])
+            side, angle = 2 * 2.7 * float(np.linalg.norm(middle - pts[wrist])), _up(middle - pts[wrist])
             if side < 4:
                 continue
-            crop, affine = rotated_crop(image, tuple(centre), side, angle, 256)
+            crop, affine = rotated_crop(image, tuple(middle), side, angle, 256)
             r = self.recrop.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
-            q = _mapped(affine, r[self.recrop.outputs[0]].reshape(2, 2))  # the hand's centre, a point that scales it
+            q = to_image(affine, r[self.recrop.outputs[0]].reshape(2, 2))  # the hand's centre, a point that scales it
             side, angle = 2 * float(np.linalg.norm(q[1] - q[0])), _up(q[1] - q[0])
             centre = q[0] + 0.1 * side * np.array([math.sin(angle), -math.cos(angle)])
             if side < 4:
@@ -181,7 +180,7 @@ class Pose:
             crop, affine = rotated_crop(image, tuple(centre), side, angle, 224)
             r = self.hand.infer_new_request({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
             flag = float(r[self.hand.outputs[1]].ravel()[0])  # already a probability
-            joints = _mapped(affine, r[self.hand.outputs[0]].reshape(21, 3)[:, :2])
+            joints = to_image(affine, r[self.hand.outputs[0]].reshape(21, 3)[:, :2])
             (x0, y0), (x1, y1) = joints.min(axis=0), joints.max(axis=0)
             out.append(Detection("hand", (x0, y0, x1, y1), flag, "holistic", [tuple(j) for j in joints]))
         return out
@@ -190,11 +189,6 @@ class Pose:
 def _up(v) -> float:
     """rotated_crop's angle that turns the crop's up along ``v``."""
     return math.atan2(float(v[0]), -float(v[1]))
-
-
-def _mapped(affine, uv: np.ndarray) -> np.ndarray:
-    a, b, c, d, e, f = affine
-    return np.stack([a * uv[:, 0] + b * uv[:, 1] + c, d * uv[:, 0] + e * uv[:, 1] + f], axis=1)
 
 
 def _iou(a, b) -> float:
