@@ -46,6 +46,10 @@ WHOLE_SURE = 0.5   # a find of the whole view that confirms a tile's find withou
 HAND_OF_FACE = 0.25  # a hand only tiles found, at or beside a face, is at least this part of the face's size
 BODY_SIDE = 512      # px: the long side a person's body region is searched at
 BODY_REGIONS = 6     # body regions searched at most (≈ 30 ms each on a CPU core)
+SETTLED = 0.5        # the hand flag the landmark model must give on a hand's own crop for its joints to be taken
+HIDDEN_GREY = (128, 128, 128)  # what a found hand is painted over with before the search for a hand behind it
+HIDDEN_GROW = 0.0    # … grown by this many finger widths
+HIDDEN_INSIDE = 1 / 3  # a find with more of its joints than this on a hidden hand is that hand again
 
 
 @dataclass
@@ -91,6 +95,7 @@ class DetectorSettings:
     faces: bool = True
     hands: bool = True
     body_regions: bool = True
+    hands_behind: bool = True
 
 
 def iou(a: tuple, b: tuple) -> float:
@@ -157,6 +162,13 @@ def body_regions(width: int, height: int, faces: list[Detection]) -> list[tuple[
     return [tuple(round(v) for v in b) for b in out[:BODY_REGIONS]]
 
 
+def _hand_box(joints) -> tuple[float, float, float, float]:
+    """A hand's box: its joints' box, padded (the joints lie inside the flesh)."""
+    xs, ys = [float(p[0]) for p in joints], [float(p[1]) for p in joints]
+    pad = HAND_PAD * max(max(xs) - min(xs), max(ys) - min(ys))
+    return (min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
+
+
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     """One detection per thing, most confident first.  Boxes alike (IoU above ``threshold``) are one thing:
     the most confident stays.  A box mostly inside a larger one is a part of it (a finger a tile saw inside
@@ -214,13 +226,18 @@ class Detector:
                 min_hand_detection_confidence=settings.hand_confidence,
                 min_hand_presence_confidence=settings.hand_confidence, min_tracking_confidence=settings.hand_confidence)
             self._hands = vision.HandLandmarker.create_from_options(options)
+        self._joints = None
+        if settings.hands and settings.hands_behind:
+            from automask.hand_joints import HandJoints
+
+            self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
 
     def close(self) -> None:
         for _, det in self._faces:
             det.close()
         if self._hands is not None:
             self._hands.close()
-        self._faces, self._hands = [], None
+        self._faces, self._hands, self._joints = [], None, None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -255,7 +272,50 @@ class Detector:
             if regions:
                 with self._timed("bodies"):
                     found += self._bodies(rgb, regions, faces, merged)
-        return [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+        found = [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+        if self._joints is not None and any(d.kind == "hand" for d in found):
+            with self._timed("behind"):
+                found = self._behind(rgb, found)
+        return found
+
+    def _behind(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
+        """Each hand's joints settled (``hand_joints``), every hand hidden, and the image searched again for
+        hands: one behind another, that the first search read with it as one hand."""
+        from PIL import ImageDraw
+
+        from automask.hand_joints import draw_hand, finger_width
+
+        found = [self._settled(rgb, d) if d.kind == "hand" else d for d in found]
+        hands = [d for d in found if d.kind == "hand" and len(d.landmarks) == 21]
+        if not hands:
+            return found
+        hide = Image.new("L", rgb.size, 0)
+        draw = ImageDraw.Draw(hide)
+        for d in hands:
+            draw_hand(draw, d.landmarks, HIDDEN_GROW * finger_width(d.landmarks))
+        hidden = Image.composite(Image.new("RGB", rgb.size, HIDDEN_GREY), rgb, hide)
+        covered = np.asarray(hide) > 0
+        w, h = rgb.size
+        new: list[Detection] = []
+        for d in sorted(self._pass(hidden, faces=False), key=lambda d: d.score, reverse=True):
+            if d.score < WHOLE_SURE:
+                continue
+            on = [covered[min(h - 1, max(0, round(y))), min(w - 1, max(0, round(x)))] for x, y in d.landmarks]
+            if sum(on) > HIDDEN_INSIDE * len(on):
+                continue
+            d = self._settled(hidden, d).clamped(w, h)
+            if d.area > 0 and not _same_as_any(d, new):  # off every hand found: not the same as one, however near
+                new.append(d)
+        return found + new
+
+    def _settled(self, rgb: Image.Image, d: Detection) -> Detection:
+        """The hand with the joints the landmark model gives on the crop its joints give, where it is sure."""
+        if len(d.landmarks) != 21:
+            return d
+        joints, flag = self._joints.settle(rgb, d.landmarks)
+        if flag < SETTLED:
+            return d
+        return dataclasses.replace(d, box=_hand_box(joints), landmarks=[(float(x), float(y)) for x, y in joints])
 
     def _bodies(self, rgb: Image.Image, regions: list[tuple[int, int, int, int]], faces: list[Detection],
                 found: list[Detection]) -> list[Detection]:
@@ -313,9 +373,6 @@ class Detector:
             result = self._hands.detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness):
                 pts = [(p.x * w, p.y * h) for p in landmarks]
-                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-                pad = HAND_PAD * max(max(xs) - min(xs), max(ys) - min(ys))
-                box = (min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
-                out.append(Detection("hand", box, float(handedness[0].score), "hand", pts,
+                out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
                                      handedness[0].category_name))
         return out

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from automask.detect import Detection, containment
+from automask.hand_joints import CONNECTIONS, draw_hand
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def shape_mask(size: tuple[int, int], detections: list[Detection], s: MaskSettin
     polygons = []
     for d in detections:
         if s.shape == "landmarks" and len(d.landmarks) == 21:
-            _draw_hand(draw, d.landmarks, grow)
+            draw_hand(draw, d.landmarks, grow)
             continue
         if s.shape == "oval" and d.outlines.get("oval"):
             polygons += d.outlines["oval"]
@@ -122,30 +123,6 @@ def part_mask(size: tuple[int, int], faces: list[Detection], part: str, s: MaskS
 
 
 COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255), "face-eyes": (255, 210, 0), "face-mouth": (255, 120, 220)}
-HAND_CONNECTIONS = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
-                    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
-PALM = (0, 1, 5, 9, 13, 17)  # wrist, thumb base and the four knuckles
-
-
-def finger_width(landmarks: list[tuple[float, float]]) -> float:
-    """A finger's width in px: the knuckles of the index and little fingers are three fingers apart; seen
-    edge-on that span shrinks, so the palm's length (wrist to middle knuckle, about four widths) bounds it."""
-    def dist(a: int, b: int) -> float:
-        return float(np.hypot(landmarks[a][0] - landmarks[b][0], landmarks[a][1] - landmarks[b][1]))
-    return max(dist(5, 17) / 3, dist(0, 9) / 4, 2.0)
-
-
-def _draw_hand(draw: ImageDraw.ImageDraw, landmarks: list[tuple[float, float]], grow: int) -> None:
-    radius = finger_width(landmarks) / 2 + grow
-    if radius <= 0:
-        return  # eroded away
-    draw.polygon([landmarks[i] for i in PALM], fill=255)
-    for a, b in HAND_CONNECTIONS + list(zip(PALM, PALM[1:] + PALM[:1])):
-        draw.line((landmarks[a], landmarks[b]), fill=255, width=max(1, round(2 * radius)))
-    for x, y in landmarks:  # round joints and fingertips (a tip's flesh lies past its landmark)
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
-
-
 def masks_for(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Image.Image]:
     """One merged mask, or one mask per detection (``merge = false``)."""
     if not detections:
@@ -189,7 +166,7 @@ def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Det
         bbox = draw.textbbox((tx, ty), label, font=font)
         draw.rectangle(bbox, fill=(0, 0, 0))
         draw.text((tx, ty), label, fill=colour, font=font)
-        for a, b in HAND_CONNECTIONS if len(d.landmarks) == 21 else []:
+        for a, b in CONNECTIONS if len(d.landmarks) == 21 else []:
             draw.line((d.landmarks[a], d.landmarks[b]), fill=(255, 255, 255), width=max(1, width // 2))
         r = max(2, width)
         for x, y in d.landmarks:

@@ -76,6 +76,7 @@ class AutomaskConfig:
     upsample_below: int = 768
     tile_above: int = 1536
     body_search: bool = True
+    hands_behind: bool = True
     nms_iou: float = 0.4
     user_mask: Literal["merge", "replace"] = "merge"
     face: FaceMaskConfig = field(default_factory=FaceMaskConfig)
@@ -137,7 +138,8 @@ class AutoMaskStage(Stage):
             min_confidence=min(params.face.min_confidence, params.hand.min_confidence, 0.5),
             hand_confidence=min(params.hand.min_confidence, HAND_MODEL_CONFIDENCE),
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
-            faces=params.face.enabled, hands=params.hand.enabled, body_regions=params.body_search)
+            faces=params.face.enabled, hands=params.hand.enabled, body_regions=params.body_search,
+            hands_behind=params.hands_behind)
         if settings != self._settings:
             self.close()
             try:

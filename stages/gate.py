@@ -153,8 +153,8 @@ class Judge:
         if self._detector is None:
             from automask.detect import Detector, DetectorSettings
 
-            self._detector = Detector(DetectorSettings(upsample_below=0, tile_above=1 << 30, num_hands=4,
-                                                       body_regions=False))  # one look at the region itself
+            self._detector = Detector(DetectorSettings(  # one look at the region itself
+                upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False))
         return self._detector.detect(Image.fromarray(rgb))
 
     def _in(self, crop: np.ndarray, box: tuple, kind: str) -> list:

@@ -1,0 +1,104 @@
+"""A hand's joints looked at again, on the crop the joints themselves give: MediaPipe's tracking step.
+
+The hand landmarker finds a palm, then runs its hand landmark model on a crop around it.  When two hands
+overlap (two thumbs up, one behind the other; clasped hands) that first crop holds both, and the 21 joints
+it gives can mix them: the thumb of one, the fingers of the other.  In a video MediaPipe runs the model
+again on the crop the last joints give (``HandLandmarksToRectCalculator`` and a ×2 square): that second
+look settles on one hand.  ``HandJoints.settle`` is that step for one image, with the landmark model of the
+same ``.task`` bundle (``hand_landmarks_detector.tflite``), run through OpenVINO's TFLite reader as the face
+landmark model is.  A hand drawn from settled joints can then be hidden and the image searched again for a
+hand behind it (``Detector``'s hands-behind-hands pass).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from automask.face_mesh import rotated_crop, to_image
+
+SIDE = 224          # the model's input
+ROI_SCALE = 2.0     # MediaPipe's crop from a hand's joints: twice their box, a square,
+ROI_SHIFT = -0.1    # moved a tenth of its side towards the fingers
+PALM_JOINTS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)  # the joints MediaPipe's crop is taken from
+PALM = (0, 1, 5, 9, 13, 17)  # wrist, thumb base and the four knuckles
+CONNECTIONS = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
+               (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
+
+
+def crop_of(joints: np.ndarray) -> tuple[tuple[float, float], float, float]:
+    """The crop (centre, side, angle for ``rotated_crop``) MediaPipe takes around a hand's 21 joints: turned
+    so that the wrist is below the knuckles, twice the palm joints' extent, shifted towards the fingers."""
+    wrist = joints[0]
+    knuckles = ((joints[5] + joints[13]) / 2 + joints[9]) / 2
+    v = knuckles - wrist
+    angle = math.atan2(float(v[0]), -float(v[1]))  # the crop's up along wrist → knuckles
+    cos, sin = math.cos(angle), math.sin(angle)
+    pts = joints[list(PALM_JOINTS)]
+    # In the crop's frame (u right, v down): image = centre + R(angle)·(u, v).
+    u = pts[:, 0] * cos + pts[:, 1] * sin
+    w = -pts[:, 0] * sin + pts[:, 1] * cos
+    mid_u, mid_w = (u.min() + u.max()) / 2, (w.min() + w.max()) / 2
+    side = ROI_SCALE * float(max(u.max() - u.min(), w.max() - w.min()))
+    mid_w += ROI_SHIFT * side
+    centre = (mid_u * cos - mid_w * sin, mid_u * sin + mid_w * cos)
+    return (float(centre[0]), float(centre[1])), side, angle
+
+
+def finger_width(landmarks) -> float:
+    """A finger's width in px: the knuckles of the index and little fingers are three fingers apart; seen
+    edge-on that span shrinks, so the palm's length (wrist to middle knuckle, about four widths) bounds it."""
+    def dist(a: int, b: int) -> float:
+        return float(np.hypot(landmarks[a][0] - landmarks[b][0], landmarks[a][1] - landmarks[b][1]))
+    return max(dist(5, 17) / 3, dist(0, 9) / 4, 2.0)
+
+
+def draw_hand(draw: ImageDraw.ImageDraw, landmarks, grow: float, fill=255) -> None:
+    """The hand its 21 joints span: the palm, and each finger a stroke a finger wide, grown by ``grow`` px."""
+    radius = finger_width(landmarks) / 2 + grow
+    if radius <= 0:
+        return  # eroded away
+    pts = [tuple(map(float, p)) for p in landmarks]
+    draw.polygon([pts[i] for i in PALM], fill=fill)
+    for a, b in CONNECTIONS + list(zip(PALM, PALM[1:] + PALM[:1])):
+        draw.line((pts[a], pts[b]), fill=fill, width=max(1, round(2 * radius)))
+    for x, y in pts:  # round joints and fingertips (a tip's flesh lies past its landmark)
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
+
+
+class HandJoints:
+    """The hand landmark model of a hand landmarker bundle, loaded once."""
+
+    def __init__(self, bundle: Path):
+        import openvino as ov
+
+        with zipfile.ZipFile(bundle) as z:
+            data = z.read("hand_landmarks_detector.tflite")
+        # OpenVINO reads TFLite from a file only; the file is gone once the model is compiled.
+        fd, name = tempfile.mkstemp(suffix=".tflite")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            core = ov.Core()
+            self._compiled = core.compile_model(core.read_model(name), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        finally:
+            os.unlink(name)
+        self._request = self._compiled.create_infer_request()
+        self._points_out, self._flag_out = self._compiled.outputs[0], self._compiled.outputs[1]
+
+    def settle(self, rgb: Image.Image, joints) -> tuple[np.ndarray, float]:
+        """21×2 joints in image pixels from the crop ``joints`` give, and the model's hand flag there (0–1)."""
+        centre, side, angle = crop_of(np.asarray(joints, dtype=np.float64))
+        if side < 4:
+            return np.asarray(joints, dtype=np.float64), 0.0
+        crop, affine = rotated_crop(rgb, centre, side, angle, SIDE)
+        result = self._request.infer({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
+        points = np.asarray(result[self._points_out]).reshape(21, 3)[:, :2]
+        flag = float(np.asarray(result[self._flag_out]).ravel()[0])  # already a probability
+        return to_image(affine, points), flag
