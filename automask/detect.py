@@ -11,7 +11,11 @@ several ways and the results merged:
   it again (large images must not invent faces), and a hand only tiles found is not kept beside
   a face many times its size (hair and ears enlarged in a tile look like small hands);
 * each person's body region (below and beside a face) searched again for hands, enlarged, when fewer
-  hands than two a face were found (hands in full-body and group shots are small).
+  hands than two a face were found (hands in full-body and group shots are small);
+* hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
+  ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
+  image searched once more; a find there that is a hand to the landmark model on its own crop, with its
+  joints neither mostly on nor where a hidden hand's are, is the hand behind.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -48,8 +52,8 @@ BODY_SIDE = 512      # px: the long side a person's body region is searched at
 BODY_REGIONS = 6     # body regions searched at most (≈ 30 ms each on a CPU core)
 SETTLED = 0.5        # the hand flag the landmark model must give on a hand's own crop for its joints to be taken
 HIDDEN_GREY = (128, 128, 128)  # what a found hand is painted over with before the search for a hand behind it
-HIDDEN_GROW = 0.0    # … grown by this many finger widths
-HIDDEN_INSIDE = 1 / 3  # a find with more of its joints than this on a hidden hand is that hand again
+HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
+SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 
 
 @dataclass
@@ -169,6 +173,14 @@ def _hand_box(joints) -> tuple[float, float, float, float]:
     return (min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
 
 
+def _same_hand(a: Detection, b: Detection) -> bool:
+    """Whether hand ``a``'s 21 joints lie where ``b``'s do: their mean distance, joint by joint, is under
+    ``SAME_JOINTS`` of ``b``'s size."""
+    ja, jb = np.asarray(a.landmarks, dtype=np.float64), np.asarray(b.landmarks, dtype=np.float64)
+    size = float(max(jb.max(axis=0) - jb.min(axis=0)))
+    return float(np.linalg.norm(ja - jb, axis=1).mean()) < SAME_JOINTS * max(size, 1.0)
+
+
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     """One detection per thing, most confident first.  Boxes alike (IoU above ``threshold``) are one thing:
     the most confident stays.  A box mostly inside a larger one is a part of it (a finger a tile saw inside
@@ -283,39 +295,46 @@ class Detector:
         hands: one behind another, that the first search read with it as one hand."""
         from PIL import ImageDraw
 
-        from automask.hand_joints import draw_hand, finger_width
+        from automask.hand_joints import draw_hand
 
-        found = [self._settled(rgb, d) if d.kind == "hand" else d for d in found]
+        w, h = rgb.size
+        found = [self._settled(rgb, d)[0].clamped(w, h) if d.kind == "hand" else d for d in found]
         hands = [d for d in found if d.kind == "hand" and len(d.landmarks) == 21]
         if not hands:
             return found
         hide = Image.new("L", rgb.size, 0)
         draw = ImageDraw.Draw(hide)
         for d in hands:
-            draw_hand(draw, d.landmarks, HIDDEN_GROW * finger_width(d.landmarks))
+            draw_hand(draw, d.landmarks, 0)  # the hand itself: a hand behind it shows right up to its edge
         hidden = Image.composite(Image.new("RGB", rgb.size, HIDDEN_GREY), rgb, hide)
         covered = np.asarray(hide) > 0
-        w, h = rgb.size
         new: list[Detection] = []
         for d in sorted(self._pass(hidden, faces=False), key=lambda d: d.score, reverse=True):
-            if d.score < WHOLE_SURE:
+            if d.score < WHOLE_SURE or len(d.landmarks) != 21:
                 continue
+            # A hand behind another has its wrist and knuckles behind it: only most of it on the hidden hands,
+            # or its joints where a hidden hand's are, make it that hand again.  And it must be a hand to the
+            # landmark model on its own crop (a hidden hand's cuff or wrist, found as a small hand, is not).
             on = [covered[min(h - 1, max(0, round(y))), min(w - 1, max(0, round(x)))] for x, y in d.landmarks]
-            if sum(on) > HIDDEN_INSIDE * len(on):
+            if sum(on) > HIDDEN_INSIDE * len(on) or any(_same_hand(d, o) for o in hands):
                 continue
-            d = self._settled(hidden, d).clamped(w, h)
-            if d.area > 0 and not _same_as_any(d, new):  # off every hand found: not the same as one, however near
+            d, flag = self._settled(hidden, d)
+            d = d.clamped(w, h)
+            # Off every hand found, it is not one of them however near; only new finds can repeat each other.
+            if flag >= SETTLED and d.area > 0 and not _same_as_any(d, new):
                 new.append(d)
         return found + new
 
-    def _settled(self, rgb: Image.Image, d: Detection) -> Detection:
-        """The hand with the joints the landmark model gives on the crop its joints give, where it is sure."""
+    def _settled(self, rgb: Image.Image, d: Detection) -> tuple[Detection, float]:
+        """The hand with the joints the landmark model gives on the crop its joints give, where it is sure
+        (its hand flag there at least ``SETTLED``; else the hand as it was), and that flag."""
         if len(d.landmarks) != 21:
-            return d
+            return d, 0.0
         joints, flag = self._joints.settle(rgb, d.landmarks)
         if flag < SETTLED:
-            return d
-        return dataclasses.replace(d, box=_hand_box(joints), landmarks=[(float(x), float(y)) for x, y in joints])
+            return d, flag
+        joints = [(float(x), float(y)) for x, y in joints]
+        return dataclasses.replace(d, box=_hand_box(joints), landmarks=joints), flag
 
     def _bodies(self, rgb: Image.Image, regions: list[tuple[int, int, int, int]], faces: list[Detection],
                 found: list[Detection]) -> list[Detection]:

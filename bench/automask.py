@@ -10,7 +10,8 @@ photo's size and on a 4× Lanczos-enlarged copy (a large image must not invent f
 milliseconds of each pass.  Then recall and precision (by count per photo) and milliseconds per image with every photo
 resized to a long side of 512, 1024 and 4096 px, and hand recall on the development set alone.  Last,
 people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
-pass.  Writes bench/out/automask.md,
+pass; and copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
+pass, which must add no hand that is not there.  Writes bench/out/automask.md,
 bench/out/automask.png (every photo's detections and mask outlines, as 10-detections.png draws them) and
 bench/out/automask_far.png (people far away in a large frame, where the bodies pass finds their hands).
 """
@@ -25,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from automask.detect import Detector, DetectorSettings
 from automask.face_mesh import FaceMesh
@@ -158,6 +159,38 @@ def far_people(todo: list[Photo]) -> list[str]:
     return out
 
 
+COPIES = {"mirrored": ImageOps.mirror, "turned 90°": lambda im: im.rotate(90, expand=True),
+          "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
+          "darker": lambda im: Image.eval(im, lambda v: v * 3 // 5)}
+
+
+def copies(todo: list[Photo], mesh: FaceMesh | None) -> list[str]:
+    """Every photo with hands, changed as a picture can be (see ``COPIES``), searched with and without the
+    hands-behind pass: what the pass adds there is measured apart from the photos it was built on."""
+    with_behind, without = Detector(settings()), Detector(dataclasses.replace(settings(), hands_behind=False))
+    out = ["", "Copies of each photo with hands: hands found (of those in the photo) without / with the hands-behind "
+           "pass:", "", "| photo | " + " | ".join(COPIES) + " |", "|---|" + "---|" * len(COPIES)]
+    totals = [0, 0, 0, 0]  # hands there, found without, found with, false with
+    for p in todo:
+        if not p.hands:
+            continue
+        photo = Image.open(p.path).convert("RGB")
+        cells = []
+        for change in COPIES.values():
+            image = change(photo)
+            n_without = count(kept(without, image, mesh)[0], "hand")
+            n_with = count(kept(with_behind, image, mesh)[0], "hand")
+            a, b = min(p.hands, n_without), min(p.hands, n_with)
+            totals = [totals[0] + p.hands, totals[1] + a, totals[2] + b, totals[3] + max(0, n_with - p.hands)]
+            cells.append(f"{a} / {b}" + (f" +{n_with - p.hands} false" if n_with > p.hands else ""))
+        out.append(f"| {p.path.name} ({p.hands} hand{'s' if p.hands != 1 else ''}) | " + " | ".join(cells) + " |")
+    with_behind.close()
+    without.close()
+    out += ["", f"In all: {totals[1]}/{totals[0]} hands without the hands-behind pass, {totals[2]}/{totals[0]} with "
+            f"it ({totals[3]} false with it)."]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per image (the median is reported)")
@@ -166,7 +199,7 @@ def main(argv=None) -> int:
     detector = Detector(settings())
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
-    passes = ["whole", "2x", "tiles", "second look", "bodies", "face mesh"]
+    passes = ["whole", "2x", "tiles", "second look", "bodies", "behind", "face mesh"]
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              "`python -m bench.automask`. Counts are of what the stage keeps: faces ≥ "
              f"{cfg.face.min_confidence:.2f}, hands ≥ {cfg.hand.min_confidence:.2f}.", ""]
@@ -231,6 +264,7 @@ def main(argv=None) -> int:
         lines += ["", "Hand recall on the development set alone (the photos not in the repository): "
                   + "; ".join(dev_lines) + "."]
     lines += far_people(todo)
+    lines += copies(todo, mesh)
     detector.close()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "automask.md").write_text("\n".join(lines) + "\n")

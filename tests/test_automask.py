@@ -384,3 +384,35 @@ def test_body_regions_lie_below_and_beside_each_face_and_neighbours_are_searched
     assert len(regions) == 2 and regions[0][0] == 20 and regions[0][2] == 270
     assert body_regions(1000, 420, [a])[0][3] == 420  # cut to the image
     assert body_regions(600, 600, [a]) == []  # over half the image: the whole view saw it as closely
+
+
+def test_the_crop_a_hand_gives_is_turned_to_its_fingers_twice_its_palm_and_shifted_towards_them():
+    from automask.hand_joints import crop_of
+
+    # An upright hand: the wrist below the knuckles' middle (x = 90), the palm joints 62 px wide, 75 tall.
+    joints = np.zeros((21, 2))
+    joints[:] = (100, 200)
+    joints[0] = (90, 260)                                # wrist
+    joints[[1, 2, 3]] = [(75, 250), (70, 235), (68, 222)]  # the thumb's first joints
+    for i, x in zip((5, 9, 13, 17), (70, 90, 110, 130)):
+        joints[i] = (x, 200)                              # knuckles
+        joints[i + 1] = (x, 185)                          # the fingers' first joints
+    centre, side, angle = crop_of(joints)
+    assert angle == pytest.approx(0.0, abs=1e-6)
+    assert side == pytest.approx(2 * 75)                 # twice the palm joints' extent (wrist 260 to 185)
+    assert centre == pytest.approx(((68 + 130) / 2, (185 + 260) / 2 - 0.1 * side))  # a tenth towards the fingers
+    # Turned a quarter (fingers pointing right, image y down): the same crop, turned with it.
+    turned = np.stack([400 - (joints[:, 1] - 200), 300 + (joints[:, 0] - 100)], axis=1)
+    c2, s2, a2 = crop_of(turned)
+    assert a2 == pytest.approx(np.pi / 2) and s2 == pytest.approx(side)
+    assert c2 == pytest.approx((400 - (centre[1] - 200), 300 + (centre[0] - 100)))
+
+
+def test_a_hand_found_again_is_the_same_hand_only_where_its_joints_lie_where_the_first_ones_did():
+    from automask.detect import _same_hand
+
+    joints = [(100 + 5 * (i % 5), 100 + 10 * (i // 5)) for i in range(21)]  # 20 × 40 px
+    first = Detection("hand", (90, 90, 130, 150), 0.9, "hand", joints)
+    nudged = Detection("hand", (92, 92, 132, 152), 0.9, "hand", [(x + 4, y + 3) for x, y in joints])
+    behind = Detection("hand", (110, 90, 150, 150), 0.9, "hand", [(x + 20, y - 5) for x, y in joints])
+    assert _same_hand(nudged, first) and not _same_hand(behind, first)

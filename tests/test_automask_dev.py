@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from stages.automask import AutoMaskStage
 from tests.conftest import DATA
@@ -44,7 +45,7 @@ def test_the_development_set_keeps_its_measured_recall_without_false_faces(tmp_p
         false_hands += max(0, found["hand"] - counts["hands"])
     stage.close()
     assert faces == sum(c["faces"] for c in expected.values()) and false_faces == 0
-    assert hands >= 9 and false_hands == 0  # 9 of 11: two overlapping thumbs read as one, a hand of 10 px
+    assert hands >= 10 and false_hands == 0  # 10 of 11: a hand of 10 px holding a phone is missed
 
 
 def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
@@ -68,3 +69,38 @@ def test_a_person_far_away_in_a_large_frame_has_their_hands_found_in_their_body_
     assert entry["details"]["counts"] == {"face": 1, "hand": 2}
     _, entry = _run(tmp_path / "off", "far.png", frame, "[automask]\nbody_search = false\n")
     assert entry["details"]["counts"]["hand"] == 0
+
+
+def test_a_hand_behind_another_is_found_and_masked_with_it(tmp_path):
+    # Two thumbs up, one hand behind the other: the first search reads them as one hand whose joints mix
+    # both; settled, those joints lie on the front hand, and with it painted out the back one is found.
+    photo = Image.open(DEV / "two-thumbs.jpg").convert("RGB")
+    back_thumb, front_thumb = (100, 68), (213, 88)  # the thumb tips, by eye
+    for folder in ("on", "mirrored", "off"):
+        (tmp_path / folder).mkdir()
+    archive, entry = _run(tmp_path / "on", "two-thumbs.png", photo)
+    assert entry["details"]["counts"] == {"face": 0, "hand": 2}
+    mask = np.asarray(Image.open(archive / "10-mask-hand.png"))
+    assert mask[back_thumb[1], back_thumb[0]] >= 128 and mask[front_thumb[1], front_thumb[0]] >= 128
+    boxes = sorted(d["box"] for d in entry["details"]["detections"] if d["kind"] == "hand")
+    assert boxes[0][0] < back_thumb[0] < boxes[0][2] < boxes[1][2]  # the back hand's box reaches its thumb
+    _, entry = _run(tmp_path / "mirrored", "mirrored.png", ImageOps.mirror(photo))
+    assert entry["details"]["counts"]["hand"] == 2
+    _, entry = _run(tmp_path / "off", "two-thumbs.png", photo, "[automask]\nhands_behind = false\n")
+    assert entry["details"]["counts"]["hand"] == 1
+
+
+def test_a_hand_s_joints_settle_where_they_are_on_a_clear_hand():
+    # The tracking step on a hand already well found gives the same joints back, and is sure of it.
+    from automask.detect import SHIPPED, Detector, DetectorSettings
+    from automask.hand_joints import HandJoints
+
+    photo = Image.open(DEV / "thumb-up-teal.jpg").convert("RGB")
+    detector = Detector(DetectorSettings(hands_behind=False))
+    (hand,) = [d for d in detector.detect(photo) if d.kind == "hand"]
+    detector.close()
+    joints, flag = HandJoints(SHIPPED["hand"]).settle(photo, hand.landmarks)
+    found = np.asarray(hand.landmarks)
+    size = float(max(found.max(axis=0) - found.min(axis=0)))
+    assert flag >= 0.9
+    assert float(np.linalg.norm(joints - found, axis=1).mean()) < 0.05 * size
