@@ -78,8 +78,12 @@ class HandJoints:
     def __init__(self, bundle: Path):
         import openvino as ov
 
-        with zipfile.ZipFile(bundle) as z:
-            data = z.read("hand_landmarks_detector.tflite")
+        try:
+            with zipfile.ZipFile(bundle) as z:
+                data = z.read("hand_landmarks_detector.tflite")
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise ValueError(f"{bundle}: not a hand landmarker bundle with hand_landmarks_detector.tflite "
+                             f"({exc})") from None
         # OpenVINO reads TFLite from a file only; the file is gone once the model is compiled.
         fd, name = tempfile.mkstemp(suffix=".tflite")
         try:

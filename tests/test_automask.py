@@ -416,3 +416,12 @@ def test_a_hand_found_again_is_the_same_hand_only_where_its_joints_lie_where_the
     nudged = Detection("hand", (92, 92, 132, 152), 0.9, "hand", [(x + 4, y + 3) for x, y in joints])
     behind = Detection("hand", (110, 90, 150, 150), 0.9, "hand", [(x + 20, y - 5) for x, y in joints])
     assert _same_hand(nudged, first) and not _same_hand(behind, first)
+
+
+def test_a_hand_bundle_without_its_landmark_model_is_refused_by_name(tmp_path):
+    from automask.hand_joints import HandJoints
+
+    bad = tmp_path / "hands.task"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="hands.task: not a hand landmarker bundle"):
+        HandJoints(bad)
