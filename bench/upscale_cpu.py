@@ -7,6 +7,9 @@ shape is not counted), with the same number of threads.  PSNR is measured agains
 path is faithful at 45 dB or more.  The int8 rows need NNCF (``pip install nncf``); they quantize the
 ONNX export after calibrating on crops of the bundled photos (post-training, no accuracy control; the
 second keeps the convolutions that write into the residual trunk in fp32, the layers int8 hurts most).
+The MNN row needs MNN (``pip install MNN``): its Winograd kernels, fp32, on the same ONNX export, converted with
+MNN's compiled converter (``_tools.mnnconvert``; its Python wrapper ``MNN.tools.mnnconvert`` is not used: it
+installs a logging package with pip and sends a usage record home).
 Writes bench/out/upscale_cpu.md and bench/out/upscale_cpu.png (seconds per path, faithful ones in colour).
 """
 
@@ -83,6 +86,39 @@ def openvino_path(onnx: Path, threads: int, precision: str, int8: str = ""):
     return run
 
 
+def mnn_path(onnx: Path, threads: int):
+    """MNN on the ONNX export, converted once beside it, fp32 ("high" precision), one session per input shape."""
+    import _tools
+    import MNN
+
+    mnn_file = onnx.with_suffix(".mnn")
+    if not mnn_file.is_file():
+        tmp = mnn_file.with_suffix(".mnn.tmp")
+        _tools.mnnconvert(["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx), "--MNNModel", str(tmp),
+                           "--bizCode", "polishd"])
+        tmp.replace(mnn_file)
+    interp = MNN.Interpreter(str(mnn_file))
+    session = interp.createSession({"backend": "CPU", "precision": "high", "numThread": threads})
+    inp = interp.getSessionInput(session)
+    shape: list = [None]
+
+    def run(image: Image.Image) -> np.ndarray:
+        x = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0)
+        if shape[0] != x.shape:
+            interp.resizeTensor(inp, x.shape)
+            interp.resizeSession(session)
+            shape[0] = x.shape
+        inp.copyFrom(MNN.Tensor(x.shape, MNN.Halide_Type_Float, x, MNN.Tensor_DimensionType_Caffe))
+        interp.runSession(session)
+        out = interp.getSessionOutput(session)
+        host = MNN.Tensor(out.getShape(), MNN.Halide_Type_Float, np.zeros(out.getShape(), np.float32),
+                          MNN.Tensor_DimensionType_Caffe)
+        out.copyToHostTensor(host)
+        y = np.array(host.getData(), dtype=np.float32).reshape(out.getShape())[0]
+        return to_uint8(np.clip(y, 0, 1))
+    return run
+
+
 def _resolved(model: str):
     from stages.models import ModelKind, Models, ModelSetting
 
@@ -146,6 +182,12 @@ def main(argv=None) -> int:
     else:
         paths["OpenVINO int8 (NNCF, all convolutions)"] = lambda: openvino_path(onnx, args.threads, "f32", "all")
         paths["OpenVINO int8, residual convs fp32"] = lambda: openvino_path(onnx, args.threads, "f32", "trunk-fp32")
+    try:
+        import MNN  # noqa: F401
+    except ImportError:
+        print("MNN is not installed: its row is left out (pip install MNN)", flush=True)
+    else:
+        paths["MNN fp32 (Winograd)"] = lambda: mnn_path(onnx, args.threads)
     polishd = Polishd(args.model, args.threads, tile=args.size)
     picked = f"polishd auto ({polishd.stage.backend}, {'bf16' if polishd.stage.dtype == torch.bfloat16 else 'fp32'})"
     rows = [{"path": "torch fp32 (the reference)", "seconds": ref_s, "psnr": float("inf"), "picked": False}]
@@ -162,7 +204,8 @@ def main(argv=None) -> int:
              f"CPU: {name}; flags: {', '.join(flags) or 'none of interest'}; "
              f"OpenVINO bf16: {'yes' if openvino_backend.bf16_capable() else 'no'}.", "",
              f"`python -m bench.upscale_cpu --size {args.size} --threads {args.threads}` "
-             f"(median of {args.repeat} warm runs; the int8 rows need `pip install nncf`)", "",
+             f"(median of {args.repeat} warm runs; the int8 rows need `pip install nncf`, the MNN row "
+             "`pip install MNN`)", "",
              "| path | s (median, warm) | vs ncnn defaults | PSNR vs torch fp32 | faithful (≥ 45 dB) |",
              "|---|---|---|---|---|"]
     for r in rows:
