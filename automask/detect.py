@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -293,9 +293,7 @@ class Detector:
     def _behind(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Each hand's joints settled (``hand_joints``), every hand hidden, and the image searched again for
         hands: one behind another, that the first search read with it as one hand."""
-        from PIL import ImageDraw
-
-        from automask.hand_joints import draw_hand
+        from automask.hand_joints import draw_hand  # here: hand_joints imports this module
 
         w, h = rgb.size
         found = [self._settled(rgb, d)[0].clamped(w, h) if d.kind == "hand" else d for d in found]

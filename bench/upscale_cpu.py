@@ -94,8 +94,9 @@ def mnn_path(onnx: Path, threads: int):
     mnn_file = onnx.with_suffix(".mnn")
     if not mnn_file.is_file():
         tmp = mnn_file.with_suffix(".mnn.tmp")
-        _tools.mnnconvert(["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx), "--MNNModel", str(tmp),
-                           "--bizCode", "polishd"])
+        if not _tools.mnnconvert(["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx), "--MNNModel", str(tmp),
+                                  "--bizCode", "polishd"]) or not tmp.is_file():
+            raise RuntimeError(f"MNN could not convert {onnx}")
         tmp.replace(mnn_file)
     interp = MNN.Interpreter(str(mnn_file))
     session = interp.createSession({"backend": "CPU", "precision": "high", "numThread": threads})
