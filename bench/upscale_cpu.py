@@ -1,22 +1,38 @@
 """The upscaler's candidate CPU paths on this machine's CPU, and the one polishd picks for it.
 
-    python -m bench.upscale_cpu [--model x4plus] [--size 256] [--threads 2]
+    python -m bench.upscale_cpu [--model x4plus] [--size 256] [--threads 2] [--isa avx2 [--ncnn DIR]]
 
 Each path runs the same weights on the same size×size photo in one piece, warm (a first run of that
 shape is not counted), with the same number of threads.  PSNR is measured against plain fp32 torch; a
 path is faithful at 45 dB or more.  The int8 rows need NNCF (``pip install nncf``); they quantize the
 ONNX export after calibrating on crops of the bundled photos (post-training, no accuracy control; the
 second keeps the convolutions that write into the residual trunk in fp32, the layers int8 hurts most).
-The MNN row needs MNN (``pip install MNN``): its Winograd kernels, fp32, on the same ONNX export, converted with
-MNN's compiled converter (``_tools.mnnconvert``; its Python wrapper ``MNN.tools.mnnconvert`` is not used: it
-installs a logging package with pip and sends a usage record home).
-Writes bench/out/upscale_cpu.md and bench/out/upscale_cpu.png (seconds per path, faithful ones in colour).
+The MNN row is the stage's own MNN path (``stages/esrgan/mnn_backend.py``: Winograd, fp32).
+
+``--isa avx2`` measures, on a CPU that has more, the code an AVX2 CPU without AVX-512 runs: the
+benchmark starts itself again with torch capped by ``ATEN_CPU_CAPABILITY=avx2`` (which also makes
+polishd choose as on such a CPU, see ``stages/esrgan/cpu.py``) and OpenVINO's oneDNN by
+``ONEDNN_MAX_CPU_ISA=AVX2``; MNN's x86 wheel has no AVX-512 code at all.  ncnn's wheel picks its
+AVX-512 kernels at run time, so ``--ncnn DIR`` takes an ncnn Python package built without them, made
+from the sdist of the installed version, for example:
+
+    pip download --no-deps --no-binary :all: ncnn==1.0.20261020 -d /tmp/ncnnsrc && cd /tmp/ncnnsrc
+    tar xf ncnn-*.tar.gz && cd ncnn-*/ && mkdir build && cd build
+    cmake .. -DCMAKE_BUILD_TYPE=Release -DNCNN_PYTHON=ON -DNCNN_VULKAN=OFF -DNCNN_BUILD_TOOLS=OFF \\
+        -DNCNN_BUILD_EXAMPLES=OFF -DNCNN_BUILD_BENCHMARK=OFF -DNCNN_AVX512=OFF -DNCNN_AVXVNNI=OFF
+    make -j2 && mkdir -p /tmp/ncnn_avx2/ncnn && cp python/ncnn/*.so ../python/ncnn/__init__.py /tmp/ncnn_avx2/ncnn/
+
+That is a stand-in for the CPU, not the CPU: the code is the same, the core that runs it is not.
+
+Writes bench/out/upscale_cpu.md (``upscale_cpu-avx2-only.md`` with ``--isa avx2``) and the chart beside
+it (seconds per path, faithful ones in colour).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +43,8 @@ from PIL import Image, ImageDraw
 
 from bench.upscale import CACHE, OUT, Ncnn, PlainTorch, Polishd, photo, psnr, to_uint8
 from stages.esrgan import load as esrgan_load
-from stages.esrgan import onnx_backend, openvino_backend
+from stages.esrgan import cpu as cpu_classes
+from stages.esrgan import mnn_backend, onnx_backend, openvino_backend
 
 FAITHFUL_DB = 45.0
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16",
@@ -87,37 +104,16 @@ def openvino_path(onnx: Path, threads: int, precision: str, int8: str = ""):
 
 
 def mnn_path(onnx: Path, threads: int):
-    """MNN on the ONNX export, converted once beside it, fp32 ("high" precision), one session per input shape."""
-    import _tools
-    import MNN
-
-    mnn_file = onnx.with_suffix(".mnn")
-    if not mnn_file.is_file():
-        tmp = mnn_file.with_suffix(".mnn.tmp")
-        if not _tools.mnnconvert(["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx), "--MNNModel", str(tmp),
-                                  "--bizCode", "polishd"]) or not tmp.is_file():
-            raise RuntimeError(f"MNN could not convert {onnx}")
-        tmp.replace(mnn_file)
-    interp = MNN.Interpreter(str(mnn_file))
-    session = interp.createSession({"backend": "CPU", "precision": "high", "numThread": threads})
-    inp = interp.getSessionInput(session)
-    shape: list = [None]
+    """The stage's MNN runner on the ONNX export (converted once into the models folder)."""
+    runner = mnn_backend.MnnRunner(mnn_backend.convert(onnx, CACHE), threads)
 
     def run(image: Image.Image) -> np.ndarray:
-        x = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0)
-        if shape[0] != x.shape:
-            interp.resizeTensor(inp, x.shape)
-            interp.resizeSession(session)
-            shape[0] = x.shape
-        inp.copyFrom(MNN.Tensor(x.shape, MNN.Halide_Type_Float, x, MNN.Tensor_DimensionType_Caffe))
-        interp.runSession(session)
-        out = interp.getSessionOutput(session)
-        host = MNN.Tensor(out.getShape(), MNN.Halide_Type_Float, np.zeros(out.getShape(), np.float32),
-                          MNN.Tensor_DimensionType_Caffe)
-        out.copyToHostTensor(host)
-        y = np.array(host.getData(), dtype=np.float32).reshape(out.getShape())[0]
-        return to_uint8(np.clip(y, 0, 1))
+        x = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
+        return to_uint8(np.clip(runner(x[None])[0].numpy(), 0, 1))
     return run
+
+
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def _resolved(model: str):
@@ -163,7 +159,18 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per path (the median is reported)")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: run the code a CPU with AVX2 and no AVX-512 runs (see the module's text)")
+    ap.add_argument("--ncnn", type=Path, help="a folder holding the ncnn Python package to use (with --isa avx2: "
+                    "one built without its AVX-512 kernels)")
     args = ap.parse_args(argv)
+    if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        # torch and oneDNN read their caps when they start: start again with them set
+        os.execve(sys.executable, [sys.executable, "-m", "bench.upscale_cpu", *(sys.argv[1:] if argv is None
+                                                                                else argv)],
+                  {**os.environ, **AVX2_ENV})
+    if args.ncnn:
+        sys.path.insert(0, str(args.ncnn.resolve()))
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     name, flags = cpu()
@@ -174,7 +181,8 @@ def main(argv=None) -> int:
     paths = {"ncnn, its defaults (fp32, Winograd)": lambda: Ncnn(args.model, args.threads),
              "ncnn, bf16 storage": lambda: Ncnn(args.model, args.threads, bf16=True),
              "OpenVINO fp32": lambda: openvino_path(onnx, args.threads, "f32")}
-    if openvino_backend.bf16_capable():
+    kind = cpu_classes.cpu_class()
+    if kind == "bf16":
         paths["OpenVINO bf16"] = lambda: openvino_path(onnx, args.threads, "bf16")
     try:
         import nncf  # noqa: F401
@@ -183,12 +191,10 @@ def main(argv=None) -> int:
     else:
         paths["OpenVINO int8 (NNCF, all convolutions)"] = lambda: openvino_path(onnx, args.threads, "f32", "all")
         paths["OpenVINO int8, residual convs fp32"] = lambda: openvino_path(onnx, args.threads, "f32", "trunk-fp32")
-    try:
-        import MNN  # noqa: F401
-    except ImportError:
-        print("MNN is not installed: its row is left out (pip install MNN)", flush=True)
-    else:
+    if mnn_backend.available():
         paths["MNN fp32 (Winograd)"] = lambda: mnn_path(onnx, args.threads)
+    else:
+        print("MNN is not installed: its row is left out (pip install MNN)", flush=True)
     polishd = Polishd(args.model, args.threads, tile=args.size)
     picked = f"polishd auto ({polishd.stage.backend}, {'bf16' if polishd.stage.dtype == torch.bfloat16 else 'fp32'})"
     rows = [{"path": "torch fp32 (the reference)", "seconds": ref_s, "psnr": float("inf"), "picked": False}]
@@ -200,13 +206,25 @@ def main(argv=None) -> int:
     rows.append({"path": picked, "seconds": s, "psnr": psnr(out, reference), "picked": True})
     print(f"{picked:42s} {s:7.2f} s  {rows[-1]['psnr']:5.1f} dB", flush=True)
 
+    import ncnn
+
     ncnn_s = rows[1]["seconds"]
-    lines = [f"# Upscaler paths on this CPU ({args.model}, {args.size}² photo, {args.threads} threads)", "",
+    avx2 = args.isa == "avx2"
+    title = "AVX2 code only" if avx2 else "this CPU"
+    command = f"python -m bench.upscale_cpu --size {args.size} --threads {args.threads}"
+    if avx2:
+        command += " --isa avx2" + (f" --ncnn {args.ncnn}" if args.ncnn else "")
+    lines = [f"# Upscaler paths, {title} ({args.model}, {args.size}² photo, {args.threads} threads)", "",
              f"CPU: {name}; flags: {', '.join(flags) or 'none of interest'}; "
-             f"OpenVINO bf16: {'yes' if openvino_backend.bf16_capable() else 'no'}.", "",
-             f"`python -m bench.upscale_cpu --size {args.size} --threads {args.threads}` "
-             f"(median of {args.repeat} warm runs; the int8 rows need `pip install nncf`, the MNN row "
-             "`pip install MNN`)", "",
+             f"OpenVINO bf16: {'yes' if openvino_backend.bf16_capable() else 'no'}; "
+             f"polishd's CPU class: {kind}.", ""]
+    if avx2:
+        lines += ["Run with AVX2 code only, as on a CPU without AVX-512: torch with `ATEN_CPU_CAPABILITY=avx2`, "
+                  "OpenVINO with `ONEDNN_MAX_CPU_ISA=AVX2`, MNN as it is (its wheel has no AVX-512 code), ncnn "
+                  f"from `{Path(ncnn.__file__).parent}`"
+                  + ("" if args.ncnn else " (the installed wheel: it uses AVX-512 where the CPU has it)")
+                  + ". The code is that of such a CPU; the core that runs it is not.", ""]
+    lines += [f"`{command}` (median of {args.repeat} warm runs; the int8 rows need `pip install nncf`)", "",
              "| path | s (median, warm) | vs ncnn defaults | PSNR vs torch fp32 | faithful (≥ 45 dB) |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -214,9 +232,12 @@ def main(argv=None) -> int:
         lines.append(f"| {'**' + r['path'] + '**' if r['picked'] else r['path']} | {r['seconds']:.2f} | "
                      f"{ncnn_s / r['seconds']:.2f}× | {db} | {'yes' if r['psnr'] >= FAITHFUL_DB else 'no'} |")
     report = "\n".join(lines) + "\n"
-    (OUT / "upscale_cpu.md").write_text(report)
-    (OUT / "upscale_cpu.json").write_text(json.dumps({"cpu": name, "flags": flags, "rows": rows}, indent=2))
-    chart(rows, OUT / "upscale_cpu.png", f"{args.model}, {args.size}x{args.size} photo, {args.threads} threads, {name}")
+    stem = "upscale_cpu-avx2-only" if avx2 else "upscale_cpu"
+    (OUT / f"{stem}.md").write_text(report)
+    (OUT / f"{stem}.json").write_text(json.dumps({"cpu": name, "flags": flags, "isa": args.isa, "class": kind,
+                                                  "ncnn": str(Path(ncnn.__file__).parent), "rows": rows}, indent=2))
+    chart(rows, OUT / f"{stem}.png", f"{args.model}, {args.size}x{args.size} photo, {args.threads} threads, {name}"
+          + (", AVX2 code only" if avx2 else ""))
     print(report)
     return 0
 

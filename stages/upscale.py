@@ -103,7 +103,7 @@ class UpscaleConfig:
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     apply_to: tuple[Literal["master", "variants"], ...] = ("master", "variants")
     threads: int = 0
-    backend: Literal["auto", "torch", "openvino", "ncnn", "onnxruntime"] = "auto"
+    backend: Literal["auto", "torch", "openvino", "ncnn", "mnn", "onnxruntime"] = "auto"
     compare: tuple[str, ...] = ()  # other models to run too, as A/B candidates: 40-upscale@<model>.png
     refine: RefineConfig = field(default_factory=RefineConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
@@ -128,6 +128,8 @@ class UpscaleConfig:
         err.at_least("threads", self.threads, 0)
         if self.backend == "ncnn" and self.dtype == "fp16":
             err.add("dtype", 'must be "auto", "fp32" or "bf16" with backend = "ncnn" (got "fp16")')
+        if self.backend in ("mnn", "onnxruntime") and self.dtype not in ("auto", "fp32"):
+            err.add("dtype", f'must be "auto" or "fp32" with backend = "{self.backend}" (got "{self.dtype}")')
 
 
 @dataclass(frozen=True)
@@ -211,14 +213,12 @@ class UpscaleStage(Stage):
 
         from stages.device import dtype_name, pick_device, pick_dtype
         from stages.esrgan import load as esrgan_load
-        from stages.esrgan import ncnn_backend, onnx_backend, openvino_backend
+        from stages.esrgan import cpu, mnn_backend, ncnn_backend, onnx_backend, openvino_backend
 
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
-        if params.backend in ("onnxruntime", "openvino", "ncnn") and device.type != "cpu":
+        if params.backend in ("onnxruntime", "openvino", "ncnn", "mnn") and device.type != "cpu":
             raise RuntimeError(f'[upscale].backend = "{params.backend}" runs on the CPU; use "auto" or "torch" here')
-        if params.backend == "onnxruntime" and dtype != torch.float32:
-            raise RuntimeError('[upscale].backend = "onnxruntime" runs in fp32 only; set [upscale].dtype = "fp32"')
         key = (params.model, str(device), params.dtype, params.backend)
         if key == self._key:
             return
@@ -232,6 +232,17 @@ class UpscaleStage(Stage):
         if dtype == torch.float16 and not getattr(model.net, "supports_half", True):
             log.info("this architecture is not safe in fp16; running it in fp32", model=model.name)
             dtype = torch.float32
+        if backend == "mnn":
+            try:
+                self._runner = mnn_backend.MnnRunner(
+                    mnn_backend.convert(onnx_backend.export(model.net, model.sha256, cache), cache), threads)
+                dtype = torch.float32
+            except Exception as exc:  # export or conversion: a chosen backend fails loudly, "auto" goes on
+                if params.backend == "mnn":
+                    raise
+                backend = self._auto_backend(device, model, params, mnn=False)
+                log.warning("MNN could not take this model", model=model.name, instead=backend,
+                            error=f"{type(exc).__name__}: {exc}")
         if backend == "ncnn":
             if model.ncnn is None:
                 raise RuntimeError(f'[upscale].backend = "ncnn" runs the built-in models only '
@@ -240,7 +251,7 @@ class UpscaleStage(Stage):
             self._runner = ncnn_backend.NcnnRunner(*model.ncnn, threads, bf16)
             dtype = torch.bfloat16 if bf16 else torch.float32
         if backend == "openvino":
-            bf16 = params.dtype == "bf16" or (params.dtype == "auto" and openvino_backend.bf16_capable())
+            bf16 = params.dtype == "bf16" or (params.dtype == "auto" and cpu.cpu_class() == "bf16")
             try:
                 self._runner = openvino_backend.OpenVinoRunner(
                     onnx_backend.export(model.net, model.sha256, cache), threads, bf16, cache / "openvino")
@@ -264,23 +275,27 @@ class UpscaleStage(Stage):
                  scale=model.scale, backend=backend)
 
     @staticmethod
-    def _auto_backend(device, model: esrgan_load.LoadedModel, params: UpscaleParams) -> str:
+    def _auto_backend(device, model: esrgan_load.LoadedModel, params: UpscaleParams, mnn: bool = True) -> str:
         """The fastest faithful path (at least 45 dB PSNR against fp32 torch) for this device and model.
 
-        On a GPU, torch.  On a CPU with bf16 instructions (AVX-512 BF16, AMX), OpenVINO in bf16; on any
-        other CPU, a built-in model runs fastest in ncnn with bf16 storage, and anything else in OpenVINO
-        fp32 (measured in ``bench/upscale_cpu.py``).  Architectures that only spandrel knows run in torch.
+        On a GPU, torch.  On the CPU, by its class (``stages.esrgan.cpu``; measured in
+        ``bench/upscale_cpu.py``): with bf16 instructions, OpenVINO in bf16; on x86 with AVX2 and no
+        AVX-512, MNN's Winograd in fp32; on any other, a built-in model in ncnn with bf16 storage, and
+        anything else in OpenVINO fp32.  Architectures that only spandrel knows run in torch.
         """
+        from stages.esrgan import cpu, mnn_backend, ncnn_backend, openvino_backend
         from stages.esrgan import load as esrgan_load
-        from stages.esrgan import ncnn_backend, openvino_backend
 
         if device.type != "cpu":
             return "torch"
-        bf16_cpu = openvino_backend.available() and openvino_backend.bf16_capable()
-        if (model.ncnn is not None and not bf16_cpu and params.dtype in ("auto", "bf16")
-                and ncnn_backend.available()):
-            return "ncnn"
         ours = not isinstance(model.net, esrgan_load.SpandrelNet)
+        kind = cpu.cpu_class()
+        if kind == "bf16":
+            return "openvino" if ours else "torch"
+        if mnn and kind == "avx2" and ours and params.dtype in ("auto", "fp32") and mnn_backend.available():
+            return "mnn"
+        if model.ncnn is not None and params.dtype in ("auto", "bf16") and ncnn_backend.available():
+            return "ncnn"
         return "openvino" if ours and openvino_backend.available() else "torch"
 
     def close(self) -> None:

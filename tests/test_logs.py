@@ -11,6 +11,7 @@ import sys
 import warnings
 
 import structlog
+from PIL import Image
 
 from daemon import logs
 from tests.conftest import DATA, REPO, write_config
@@ -37,6 +38,25 @@ def test_a_real_job_logs_one_json_object_per_stderr_line(tmp_path):
     finished = [e for e in events if e["event"] == "job finished"]
     assert len(finished) == 1 and finished[0]["status"] == "done" and finished[0]["image"].startswith("astronaut")
     assert any(e.get("stage") == "automask" and e["event"] == "stage completed" for e in events)
+
+
+def test_mnn_s_own_prints_arrive_as_events_and_not_on_standard_output(tmp_path):
+    # MNN's converter and sessions print to descriptor 1, past Python; polishd's stdout is its own summary.
+    config = write_config(tmp_path, '[automask]\nenabled = false\n[outpaint]\nenabled = false\n'
+                                    '[upscale]\nmodel = "animevideov3"\nscale = 2\nbackend = "mnn"\n')
+    models = tmp_path / "models"  # a folder of its own, so that the export is converted in this run
+    config.write_text(config.read_text().replace(f'models = "{REPO / "var" / "models"}"', f'models = "{models}"'))
+    src = tmp_path / "small.png"
+    Image.open(DATA / "astronaut.png").resize((48, 40)).save(src)
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "--log-format", "json",
+                          "--log-level", "debug", "process", "--no-progress", str(src)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list((models / "mnn").glob("*.mnn"))
+    assert out.stdout.splitlines()[0].startswith("small") and "done" in out.stdout.splitlines()[-1], out.stdout
+    assert not [line for line in out.stdout.splitlines() if "MNN" in line or "Convert" in line], out.stdout
+    native = [e["event"] for e in map(json.loads, out.stderr.splitlines()) if e.get("source") == "native"]
+    assert any("Converted Success" in e for e in native) and any("MNN use high precision" in e for e in native)
 
 
 def test_the_console_shows_polishds_own_lines_only(tmp_path):

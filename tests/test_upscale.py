@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -185,11 +188,12 @@ def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
     assert up.size == (288, 192) and up.info.get("icc_profile") == icc
     entry = manifest["stages"][0]
     assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
-    # On a CPU with bf16 instructions the default is OpenVINO in bf16; on any other, ncnn with bf16 storage.
-    from stages.esrgan import openvino_backend
+    # The default by the CPU's class: OpenVINO in bf16 with bf16 instructions, MNN in fp32 on AVX2 without
+    # AVX-512, ncnn with bf16 storage on any other.
+    from stages.esrgan.cpu import cpu_class
 
-    assert entry["device"] == "cpu" and entry["dtype"] == "bf16"
-    assert entry["details"]["backend"] == ("openvino" if openvino_backend.bf16_capable() else "ncnn")
+    expected = {"bf16": ("openvino", "bf16"), "avx2": ("mnn", "fp32")}.get(cpu_class(), ("ncnn", "bf16"))
+    assert entry["device"] == "cpu" and (entry["details"]["backend"], entry["dtype"]) == expected
     assert entry["details"]["native_scale"] == 4
     assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
 
@@ -258,10 +262,12 @@ def test_onnxruntime_backend_gives_the_torch_result(tmp_path):
 
 
 def test_cpu_backends_run_the_model_and_are_faithful_to_torch_fp32(monkeypatch):
-    from stages.esrgan import ncnn_backend, openvino_backend
+    from stages.esrgan import mnn_backend, ncnn_backend, openvino_backend
+    from stages.esrgan.cpu import cpu_class
 
-    calls = {"openvino": 0, "ncnn": 0}
-    for backend, cls in (("openvino", openvino_backend.OpenVinoRunner), ("ncnn", ncnn_backend.NcnnRunner)):
+    calls = {"openvino": 0, "ncnn": 0, "mnn": 0}
+    for backend, cls in (("openvino", openvino_backend.OpenVinoRunner), ("ncnn", ncnn_backend.NcnnRunner),
+                         ("mnn", mnn_backend.MnnRunner)):
         def counted(self, x, _call=cls.__call__, _name=backend):
             calls[_name] += 1
             return _call(self, x)
@@ -270,7 +276,7 @@ def test_cpu_backends_run_the_model_and_are_faithful_to_torch_fp32(monkeypatch):
     image = Image.open(DATA / "astronaut.png").crop((190, 70, 234, 106)).convert("RGB")
     outs = {}
     for backend, dtype in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "auto"), ("ncnn", "fp32"),
-                           ("ncnn", "auto")):
+                           ("ncnn", "auto"), ("mnn", "auto")):
         stage = UpscaleStage()
         params = UpscaleParams(model="x4plus", scale=4, device="cpu", tile=32, tile_overlap=8, backend=backend,
                                dtype=dtype)
@@ -287,8 +293,11 @@ def test_cpu_backends_run_the_model_and_are_faithful_to_torch_fp32(monkeypatch):
     assert psnr(outs["openvino", "auto"], torch_out) >= 45
     assert psnr(outs["ncnn", "auto"], torch_out) >= 45
     assert not np.array_equal(outs["ncnn", "auto"], outs["ncnn", "fp32"])  # bf16 storage is really on
-    if not openvino_backend.bf16_capable():
+    if cpu_class() != "bf16":
         assert np.abs(outs["openvino", "auto"].astype(int) - torch_out).max() <= 1
+    # MNN computes in fp32, with Winograd's own rounding: a step or two, not more
+    assert psnr(outs["mnn", "auto"], torch_out) >= 60
+    assert np.abs(outs["mnn", "auto"].astype(int) - torch_out).max() <= 2
 
 
 def test_ncnn_runs_the_built_in_models_only_and_not_in_fp16(tmp_path):
@@ -297,9 +306,11 @@ def test_ncnn_runs_the_built_in_models_only_and_not_in_fp16(tmp_path):
     torch.save({"params_ema": load("x4plus-anime").net.state_dict()}, tmp_path / "4x-anime.pth")
     with pytest.raises(RuntimeError, match='backend = "ncnn" runs the built-in models only'):
         UpscaleStage().setup(_Ctx(tmp_path), UpscaleParams(model="4x-anime", device="cpu", backend="ncnn"))
-    stage = UpscaleStage()  # "auto" takes the file through OpenVINO instead
+    stage = UpscaleStage()  # "auto" takes the file through its ONNX export instead
     stage.setup(_Ctx(tmp_path), UpscaleParams(model="4x-anime", device="cpu"))
-    assert stage.backend == "openvino"
+    from stages.esrgan.cpu import cpu_class
+
+    assert stage.backend == ("mnn" if cpu_class() == "avx2" else "openvino")
     problems: list[str] = []
     UpscaleConfig(backend="ncnn", dtype="fp16").check(Errors("pipeline.toml", "upscale", problems))
     assert problems == ['pipeline.toml: [upscale].dtype must be "auto", "fp32" or "bf16" with backend = "ncnn" '
@@ -307,14 +318,15 @@ def test_ncnn_runs_the_built_in_models_only_and_not_in_fp16(tmp_path):
 
 
 def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatch):
-    from stages.esrgan import openvino_backend
+    from stages.esrgan import cpu, openvino_backend
 
     def refuse(*args, **kwargs):
         raise RuntimeError("cannot compile")
 
     monkeypatch.setattr(openvino_backend, "OpenVinoRunner", refuse)
+    monkeypatch.setattr(cpu, "cpu_class", lambda: "other")
     stage = UpscaleStage()
-    # fp32: on any CPU "auto" then takes OpenVINO, which refuses here
+    # fp32: on a CPU of no class of its own "auto" then takes OpenVINO, which refuses here
     stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32, dtype="fp32"))
     assert stage.backend == "torch" and stage.dtype == torch.float32
     out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
@@ -334,3 +346,96 @@ def test_openvino_compiles_a_model_once_and_loads_it_from_the_models_folder_afte
     assert again.compiled.get_property("LOADED_FROM_CACHE") is True
     x = torch.from_numpy(np.ascontiguousarray(crop(24).transpose(2, 0, 1)))[None]
     assert torch.equal(first(x), again(x))
+
+
+# ---------------------------------------------------------------------- MNN and the CPU classes
+
+
+def test_mnn_converts_a_model_once_and_again_when_the_file_it_kept_cannot_be_read(tmp_path):
+    from stages.esrgan import mnn_backend, onnx_backend
+
+    model = load("animevideov3")
+    onnx = onnx_backend.export(model.net, model.sha256, CACHE)
+    kept = mnn_backend.convert(onnx, tmp_path)
+    assert kept.parent == tmp_path / "mnn" and kept.stem.startswith(onnx.stem)
+    first = kept.stat()
+    assert mnn_backend.convert(onnx, tmp_path) == kept and kept.stat().st_mtime_ns == first.st_mtime_ns
+    x = torch.from_numpy(np.ascontiguousarray(crop(24).transpose(2, 0, 1)))[None]
+    expected = mnn_backend.MnnRunner(kept, 2)(x)
+    kept.write_bytes(kept.read_bytes()[:100_000])  # damaged on disk
+    assert mnn_backend.convert(onnx, tmp_path) == kept and kept.stat().st_size == first.st_size
+    assert torch.equal(mnn_backend.MnnRunner(kept, 2)(x), expected)
+    assert sorted(p.name for p in (tmp_path / "mnn").iterdir()) == [kept.name]  # nothing half-written beside it
+
+
+def test_mnn_names_an_export_it_cannot_convert_and_leaves_nothing_behind(tmp_path):
+    from stages.esrgan import mnn_backend
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="MNN could not convert .*broken.onnx"):
+        mnn_backend.convert(broken, tmp_path)
+    assert list((tmp_path / "mnn").iterdir()) == []
+
+
+def test_auto_chooses_the_cpu_path_by_the_cpu_class(monkeypatch, tmp_path):
+    from stages.esrgan import cpu, mnn_backend
+
+    torch.save({"params_ema": load("x4plus-anime").net.state_dict()}, tmp_path / "4x-anime.pth")
+    cpu_device, gpu = torch.device("cpu"), torch.device("cuda")
+    builtin, other = load("animevideov3"), load("4x-anime", tmp_path)
+
+    def choose(kind, model, dtype="auto", device=cpu_device):
+        monkeypatch.setattr(cpu, "cpu_class", lambda: kind)
+        return UpscaleStage._auto_backend(device, model, UpscaleParams(model=model.name, dtype=dtype))
+
+    assert choose("bf16", builtin, device=gpu) == "torch"
+    assert [choose("bf16", m) for m in (builtin, other)] == ["openvino", "openvino"]
+    assert [choose("avx2", m) for m in (builtin, other)] == ["mnn", "mnn"]
+    assert choose("avx2", builtin, "fp32") == "mnn"
+    assert choose("avx2", builtin, "bf16") == "ncnn"  # bf16 asked for: ncnn's bf16 storage
+    for kind in ("avx512", "other"):
+        assert [choose(kind, m) for m in (builtin, other)] == ["ncnn", "openvino"]
+    monkeypatch.setattr(mnn_backend, "available", lambda: False)
+    assert [choose("avx2", m) for m in (builtin, other)] == ["ncnn", "openvino"]
+
+
+def test_when_mnn_cannot_take_a_model_auto_goes_on_and_a_named_backend_fails(monkeypatch):
+    from stages.esrgan import cpu, mnn_backend
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot convert")
+
+    monkeypatch.setattr(mnn_backend, "convert", refuse)
+    monkeypatch.setattr(cpu, "cpu_class", lambda: "avx2")
+    stage = UpscaleStage()
+    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32))
+    assert stage.backend == "ncnn"
+    out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
+    assert out.size == (80, 60)
+    with pytest.raises(RuntimeError, match="cannot convert"):
+        UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend="mnn"))
+
+
+def test_mnn_runs_in_fp32_only():
+    from stages.schema import Errors
+
+    problems: list[str] = []
+    for dtype in ("bf16", "fp16"):
+        UpscaleConfig(backend="mnn", dtype=dtype).check(Errors("pipeline.toml", "upscale", problems))
+    UpscaleConfig(backend="mnn", dtype="fp32").check(Errors("pipeline.toml", "upscale", problems))
+    assert problems == [f'pipeline.toml: [upscale].dtype must be "auto" or "fp32" with backend = "mnn" (got "{d}")'
+                        for d in ("bf16", "fp16")]
+
+
+def test_the_cpu_class_follows_torchs_reading_of_the_cpu_and_its_cap():
+    from stages.esrgan.cpu import CLASSES, cpu_class
+
+    assert cpu_class() in CLASSES
+    code = "from stages.esrgan.cpu import cpu_class; print(cpu_class())"
+    capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                            env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "PYTHONPATH": str(REPO)})
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # an x86 CPU with AVX2 at least
+        assert capped.stdout.strip() == "avx2"
+    else:
+        assert capped.stdout.strip() == cpu_class()

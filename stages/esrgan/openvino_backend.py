@@ -1,4 +1,5 @@
-"""OpenVINO for the upscaler on the CPU (``[upscale].backend = "openvino"``, and "auto" on a CPU).
+"""OpenVINO for the upscaler on the CPU (``[upscale].backend = "openvino"``; "auto" on a CPU with bf16, and for
+weights files that ncnn cannot run where MNN is not chosen).
 
 The same weights, exported once to ONNX (by sha256, see ``onnx_backend.export``) and compiled by
 OpenVINO's CPU plugin with free height and width, so one compiled model serves every tile shape.
