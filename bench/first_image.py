@@ -3,8 +3,9 @@
 Each measurement is a new Python process that loads the upscale stage and upscales one 128² photo crop
 with x4plus on the CPU, timing set-up and the image.  OpenVINO (set-up: weights, ONNX export, compilation) in
 three states of [paths].models: empty (the very first run on a machine), with the converted weights and
-ONNX file but no compiled model, and warm (everything cached).  Then ncnn, which "auto" picks on CPUs
-without bf16 instructions (set-up: reading the weights; nothing to export or compile), empty and warm.
+ONNX file but no compiled model, and warm (everything cached).  Then MNN, which "auto" picks on x86 CPUs
+with AVX2 and no AVX-512 (set-up: weights, ONNX export, conversion to MNN's format), in the same three
+states; and ncnn (set-up: reading the weights; nothing to export or compile), empty and warm.
 
     python -m bench.first_image            # → bench/out/first_image.md
 """
@@ -77,13 +78,19 @@ def main() -> int:
         rows.append(("warm, again", child(models, args.model)))
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
+        rows.append(("MNN: empty [paths].models", child(models, args.model, "mnn")))
+        shutil.rmtree(models / "mnn", ignore_errors=True)
+        rows.append(("MNN: weights and ONNX cached, MNN file not", child(models, args.model, "mnn")))
+        rows.append(("MNN: warm", child(models, args.model, "mnn")))
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
         rows.append(("ncnn: empty [paths].models", child(models, args.model, "ncnn")))
         rows.append(("ncnn: warm", child(models, args.model, "ncnn")))
     lines = [f"# The upscaler's first image in a fresh process ({args.model}, 128² → 512², CPU)", "",
-             "OpenVINO rows unless the row says ncnn.", "",
+             "OpenVINO rows unless the row says MNN or ncnn.", "",
              f"CPU: {cpu()}; `python -m bench.first_image`", "",
-             "Set-up: weights, ONNX export, OpenVINO compilation (and the imports they need); for ncnn, reading "
-             "its weights. "
+             "Set-up: weights, ONNX export, OpenVINO compilation (and the imports they need); for MNN, the "
+             "conversion to its format instead of the compilation; for ncnn, reading its weights. "
              "Warm image: the same image again in the same process.", "",
              "| [paths].models | set-up s | first image s | set-up + first image s | warm image s |",
              "|---|---|---|---|---|"]

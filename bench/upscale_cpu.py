@@ -1,6 +1,6 @@
 """The upscaler's candidate CPU paths on this machine's CPU, and the one polishd picks for it.
 
-    python -m bench.upscale_cpu [--model x4plus] [--size 256] [--threads 2] [--isa avx2 [--ncnn DIR]]
+    python -m bench.upscale_cpu [--model x4plus] [--size 256] [--threads 2] [--isa avx2|avx512 [--ncnn DIR]]
 
 Each path runs the same weights on the same size×size photo in one piece, warm (a first run of that
 shape is not counted), with the same number of threads.  PSNR is measured against plain fp32 torch; a
@@ -22,10 +22,14 @@ from the sdist of the installed version, for example:
         -DNCNN_BUILD_EXAMPLES=OFF -DNCNN_BUILD_BENCHMARK=OFF -DNCNN_AVX512=OFF -DNCNN_AVXVNNI=OFF
     make -j2 && mkdir -p /tmp/ncnn_avx2/ncnn && cp python/ncnn/*.so ../python/ncnn/__init__.py /tmp/ncnn_avx2/ncnn/
 
+``--isa avx512`` does the same for a CPU with AVX-512 and no bf16 (Skylake to Ice Lake servers):
+``ATEN_CPU_CAPABILITY=avx512`` and ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``; ncnn's wheel runs its
+AVX-512 kernels as it would there, though its bf16-storage row may use bf16 instructions this CPU has.
+
 That is a stand-in for the CPU, not the CPU: the code is the same, the core that runs it is not.
 
-Writes bench/out/upscale_cpu.md (``upscale_cpu-avx2-only.md`` with ``--isa avx2``) and the chart beside
-it (seconds per path, faithful ones in colour).
+Writes bench/out/upscale_cpu.md (``upscale_cpu-avx2-only.md``, ``upscale_cpu-avx512-only.md`` with
+``--isa``) and the chart beside it (seconds per path, faithful ones in colour).
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ def openvino_path(onnx: Path, threads: int, precision: str, int8: str = ""):
 
 def mnn_path(onnx: Path, threads: int):
     """The stage's MNN runner on the ONNX export (converted once into the models folder)."""
-    runner = mnn_backend.MnnRunner(mnn_backend.convert(onnx, CACHE), threads)
+    runner = mnn_backend.runner(onnx, CACHE, threads)
 
     def run(image: Image.Image) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
@@ -113,7 +117,9 @@ def mnn_path(onnx: Path, threads: int):
     return run
 
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+ISA_ENV = {"native": {},
+           "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+           "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}}
 
 
 def _resolved(model: str):
@@ -159,16 +165,18 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per path (the median is reported)")
-    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
-                    help="avx2: run the code a CPU with AVX2 and no AVX-512 runs (see the module's text)")
+    ap.add_argument("--isa", choices=tuple(ISA_ENV), default="native",
+                    help="avx2 / avx512: run the code a CPU with AVX2 and no AVX-512 / AVX-512 and no bf16 runs "
+                    "(see the module's text)")
     ap.add_argument("--ncnn", type=Path, help="a folder holding the ncnn Python package to use (with --isa avx2: "
                     "one built without its AVX-512 kernels)")
     args = ap.parse_args(argv)
-    if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+    env = ISA_ENV[args.isa]
+    if any(os.environ.get(k) != v for k, v in env.items()):
         # torch and oneDNN read their caps when they start: start again with them set
         os.execve(sys.executable, [sys.executable, "-m", "bench.upscale_cpu", *(sys.argv[1:] if argv is None
                                                                                 else argv)],
-                  {**os.environ, **AVX2_ENV})
+                  {**os.environ, **env})
     if args.ncnn:
         sys.path.insert(0, str(args.ncnn.resolve()))
     torch.set_num_threads(args.threads)
@@ -209,20 +217,22 @@ def main(argv=None) -> int:
     import ncnn
 
     ncnn_s = rows[1]["seconds"]
-    avx2 = args.isa == "avx2"
-    title = "AVX2 code only" if avx2 else "this CPU"
+    capped = args.isa != "native"
+    code = {"avx2": "AVX2 code only", "avx512": "AVX-512 code without bf16"}.get(args.isa, "")
+    title = code or "this CPU"
     command = f"python -m bench.upscale_cpu --size {args.size} --threads {args.threads}"
-    if avx2:
-        command += " --isa avx2" + (f" --ncnn {args.ncnn}" if args.ncnn else "")
+    if capped:
+        command += f" --isa {args.isa}" + (f" --ncnn {args.ncnn}" if args.ncnn else "")
     lines = [f"# Upscaler paths, {title} ({args.model}, {args.size}² photo, {args.threads} threads)", "",
              f"CPU: {name}; flags: {', '.join(flags) or 'none of interest'}; "
              f"OpenVINO bf16: {'yes' if openvino_backend.bf16_capable() else 'no'}; "
              f"polishd's CPU class: {kind}.", ""]
-    if avx2:
-        lines += ["Run with AVX2 code only, as on a CPU without AVX-512: torch with `ATEN_CPU_CAPABILITY=avx2`, "
-                  "OpenVINO with `ONEDNN_MAX_CPU_ISA=AVX2`, MNN as it is (its wheel has no AVX-512 code), ncnn "
-                  f"from `{Path(ncnn.__file__).parent}`"
-                  + ("" if args.ncnn else " (the installed wheel: it uses AVX-512 where the CPU has it)")
+    if capped:
+        caps = ", ".join(f"`{k}={v}`" for k, v in env.items())
+        lines += [f"Run with {code}, as on a CPU without {'AVX-512' if args.isa == 'avx2' else 'bf16'}: torch and "
+                  f"OpenVINO with {caps}, MNN as it is (its wheel has no AVX-512 code), ncnn from "
+                  f"`{Path(ncnn.__file__).parent}`"
+                  + ("" if args.ncnn else " (the installed wheel: it picks its kernels from what the CPU has)")
                   + ". The code is that of such a CPU; the core that runs it is not.", ""]
     lines += [f"`{command}` (median of {args.repeat} warm runs; the int8 rows need `pip install nncf`)", "",
              "| path | s (median, warm) | vs ncnn defaults | PSNR vs torch fp32 | faithful (≥ 45 dB) |",
@@ -232,12 +242,12 @@ def main(argv=None) -> int:
         lines.append(f"| {'**' + r['path'] + '**' if r['picked'] else r['path']} | {r['seconds']:.2f} | "
                      f"{ncnn_s / r['seconds']:.2f}× | {db} | {'yes' if r['psnr'] >= FAITHFUL_DB else 'no'} |")
     report = "\n".join(lines) + "\n"
-    stem = "upscale_cpu-avx2-only" if avx2 else "upscale_cpu"
+    stem = f"upscale_cpu-{args.isa}-only" if capped else "upscale_cpu"
     (OUT / f"{stem}.md").write_text(report)
     (OUT / f"{stem}.json").write_text(json.dumps({"cpu": name, "flags": flags, "isa": args.isa, "class": kind,
                                                   "ncnn": str(Path(ncnn.__file__).parent), "rows": rows}, indent=2))
     chart(rows, OUT / f"{stem}.png", f"{args.model}, {args.size}x{args.size} photo, {args.threads} threads, {name}"
-          + (", AVX2 code only" if avx2 else ""))
+          + (f", {code}" if capped else ""))
     print(report)
     return 0
 

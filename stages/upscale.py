@@ -234,8 +234,7 @@ class UpscaleStage(Stage):
             dtype = torch.float32
         if backend == "mnn":
             try:
-                self._runner = mnn_backend.MnnRunner(
-                    mnn_backend.convert(onnx_backend.export(model.net, model.sha256, cache), cache), threads)
+                self._runner = mnn_backend.runner(onnx_backend.export(model.net, model.sha256, cache), cache, threads)
                 dtype = torch.float32
             except Exception as exc:  # export or conversion: a chosen backend fails loudly, "auto" goes on
                 if params.backend == "mnn":
@@ -280,8 +279,9 @@ class UpscaleStage(Stage):
 
         On a GPU, torch.  On the CPU, by its class (``stages.esrgan.cpu``; measured in
         ``bench/upscale_cpu.py``): with bf16 instructions, OpenVINO in bf16; on x86 with AVX2 and no
-        AVX-512, MNN's Winograd in fp32; on any other, a built-in model in ncnn with bf16 storage, and
-        anything else in OpenVINO fp32.  Architectures that only spandrel knows run in torch.
+        AVX-512, MNN's Winograd in fp32; with AVX-512 and no bf16, OpenVINO in fp32; on any other, a
+        built-in model in ncnn with bf16 storage, and anything else in OpenVINO fp32.  ``dtype = "bf16"``
+        off the bf16 class means ncnn's bf16 storage.  Architectures that only spandrel knows run in torch.
         """
         from stages.esrgan import cpu, mnn_backend, ncnn_backend, openvino_backend
         from stages.esrgan import load as esrgan_load
@@ -292,8 +292,11 @@ class UpscaleStage(Stage):
         kind = cpu.cpu_class()
         if kind == "bf16":
             return "openvino" if ours else "torch"
-        if mnn and kind == "avx2" and ours and params.dtype in ("auto", "fp32") and mnn_backend.available():
+        fp32 = ours and params.dtype in ("auto", "fp32")
+        if mnn and kind == "avx2" and fp32 and mnn_backend.available():
             return "mnn"
+        if kind == "avx512" and fp32 and openvino_backend.available():
+            return "openvino"
         if model.ncnn is not None and params.dtype in ("auto", "bf16") and ncnn_backend.available():
             return "ncnn"
         return "openvino" if ours and openvino_backend.available() else "torch"

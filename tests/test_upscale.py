@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -189,10 +190,11 @@ def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
     entry = manifest["stages"][0]
     assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
     # The default by the CPU's class: OpenVINO in bf16 with bf16 instructions, MNN in fp32 on AVX2 without
-    # AVX-512, ncnn with bf16 storage on any other.
+    # AVX-512, OpenVINO in fp32 on AVX-512 without bf16, ncnn with bf16 storage on any other.
     from stages.esrgan.cpu import cpu_class
 
-    expected = {"bf16": ("openvino", "bf16"), "avx2": ("mnn", "fp32")}.get(cpu_class(), ("ncnn", "bf16"))
+    expected = {"bf16": ("openvino", "bf16"), "avx2": ("mnn", "fp32"), "avx512": ("openvino", "fp32")}.get(
+        cpu_class(), ("ncnn", "bf16"))
     assert entry["device"] == "cpu" and (entry["details"]["backend"], entry["dtype"]) == expected
     assert entry["details"]["native_scale"] == 4
     assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
@@ -317,22 +319,30 @@ def test_ncnn_runs_the_built_in_models_only_and_not_in_fp16(tmp_path):
                         '(got "fp16")']
 
 
-def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatch):
-    from stages.esrgan import cpu, openvino_backend
+@pytest.mark.parametrize("refused, cpu_kind, dtype, instead", [
+    # fp32 on a CPU of no class of its own: "auto" takes OpenVINO, which refuses, then torch
+    (("openvino_backend", "OpenVinoRunner", "openvino"), "other", "fp32", "torch"),
+    # on an AVX2 CPU: MNN, which refuses, then ncnn for a built-in model
+    (("mnn_backend", "runner", "mnn"), "avx2", "auto", "ncnn"),
+])
+def test_when_a_backend_cannot_take_the_model_auto_goes_on_and_the_backend_by_name_fails(monkeypatch, refused,
+                                                                                          cpu_kind, dtype, instead):
+    from stages.esrgan import cpu
+
+    module, name, backend = refused
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("cannot compile")
+        raise RuntimeError("cannot take it")
 
-    monkeypatch.setattr(openvino_backend, "OpenVinoRunner", refuse)
-    monkeypatch.setattr(cpu, "cpu_class", lambda: "other")
+    monkeypatch.setattr(importlib.import_module(f"stages.esrgan.{module}"), name, refuse)
+    monkeypatch.setattr(cpu, "cpu_class", lambda: cpu_kind)
     stage = UpscaleStage()
-    # fp32: on a CPU of no class of its own "auto" then takes OpenVINO, which refuses here
-    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32, dtype="fp32"))
-    assert stage.backend == "torch" and stage.dtype == torch.float32
+    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32, dtype=dtype))
+    assert stage.backend == instead
     out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
     assert out.size == (80, 60)
-    with pytest.raises(RuntimeError, match="cannot compile"):  # asked for by name: no silent switch
-        UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend="openvino"))
+    with pytest.raises(RuntimeError, match="cannot take it"):  # asked for by name: no silent switch
+        UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend=backend))
 
 
 def test_openvino_compiles_a_model_once_and_loads_it_from_the_models_folder_after(tmp_path):
@@ -359,12 +369,14 @@ def test_mnn_converts_a_model_once_and_again_when_the_file_it_kept_cannot_be_rea
     kept = mnn_backend.convert(onnx, tmp_path)
     assert kept.parent == tmp_path / "mnn" and kept.stem.startswith(onnx.stem)
     first = kept.stat()
-    assert mnn_backend.convert(onnx, tmp_path) == kept and kept.stat().st_mtime_ns == first.st_mtime_ns
     x = torch.from_numpy(np.ascontiguousarray(crop(24).transpose(2, 0, 1)))[None]
-    expected = mnn_backend.MnnRunner(kept, 2)(x)
+    expected = mnn_backend.runner(onnx, tmp_path, 2)(x)
+    assert kept.stat().st_mtime_ns == first.st_mtime_ns  # taken as it was, not converted again
     kept.write_bytes(kept.read_bytes()[:100_000])  # damaged on disk
-    assert mnn_backend.convert(onnx, tmp_path) == kept and kept.stat().st_size == first.st_size
-    assert torch.equal(mnn_backend.MnnRunner(kept, 2)(x), expected)
+    with pytest.raises(mnn_backend.UnreadableModel, match=kept.name):
+        mnn_backend.MnnRunner(kept, 2)
+    assert torch.equal(mnn_backend.runner(onnx, tmp_path, 2)(x), expected)
+    assert kept.stat().st_size == first.st_size
     assert sorted(p.name for p in (tmp_path / "mnn").iterdir()) == [kept.name]  # nothing half-written beside it
 
 
@@ -394,27 +406,11 @@ def test_auto_chooses_the_cpu_path_by_the_cpu_class(monkeypatch, tmp_path):
     assert [choose("avx2", m) for m in (builtin, other)] == ["mnn", "mnn"]
     assert choose("avx2", builtin, "fp32") == "mnn"
     assert choose("avx2", builtin, "bf16") == "ncnn"  # bf16 asked for: ncnn's bf16 storage
-    for kind in ("avx512", "other"):
-        assert [choose(kind, m) for m in (builtin, other)] == ["ncnn", "openvino"]
+    assert [choose("avx512", m) for m in (builtin, other)] == ["openvino", "openvino"]
+    assert choose("avx512", builtin, "bf16") == "ncnn"
+    assert [choose("other", m) for m in (builtin, other)] == ["ncnn", "openvino"]
     monkeypatch.setattr(mnn_backend, "available", lambda: False)
     assert [choose("avx2", m) for m in (builtin, other)] == ["ncnn", "openvino"]
-
-
-def test_when_mnn_cannot_take_a_model_auto_goes_on_and_a_named_backend_fails(monkeypatch):
-    from stages.esrgan import cpu, mnn_backend
-
-    def refuse(*args, **kwargs):
-        raise RuntimeError("cannot convert")
-
-    monkeypatch.setattr(mnn_backend, "convert", refuse)
-    monkeypatch.setattr(cpu, "cpu_class", lambda: "avx2")
-    stage = UpscaleStage()
-    stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32))
-    assert stage.backend == "ncnn"
-    out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
-    assert out.size == (80, 60)
-    with pytest.raises(RuntimeError, match="cannot convert"):
-        UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend="mnn"))
 
 
 def test_mnn_runs_in_fp32_only():
@@ -428,14 +424,20 @@ def test_mnn_runs_in_fp32_only():
                         for d in ("bf16", "fp16")]
 
 
-def test_the_cpu_class_follows_torchs_reading_of_the_cpu_and_its_cap():
+def test_the_cpu_class_follows_torchs_reading_of_the_cpu_and_the_caps_on_it():
     from stages.esrgan.cpu import CLASSES, cpu_class
 
     assert cpu_class() in CLASSES
-    code = "from stages.esrgan.cpu import cpu_class; print(cpu_class())"
-    capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
-                            env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "PYTHONPATH": str(REPO)})
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # an x86 CPU with AVX2 at least
-        assert capped.stdout.strip() == "avx2"
+    width = torch.backends.cpu.get_cpu_capability()
+
+    def capped(**env) -> str:
+        code = "from stages.esrgan.cpu import cpu_class; print(cpu_class())"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                              env={**os.environ, **env, "PYTHONPATH": str(REPO)}).stdout.strip()
+
+    if width in ("AVX2", "AVX512"):  # an x86 CPU with AVX2 at least
+        assert capped(ATEN_CPU_CAPABILITY="avx2") == "avx2"
     else:
-        assert capped.stdout.strip() == cpu_class()
+        assert capped(ATEN_CPU_CAPABILITY="avx2") == cpu_class()
+    if width == "AVX512":  # oneDNN kept below bf16: the CPU is of the AVX-512 class, bf16 or not
+        assert capped(ONEDNN_MAX_CPU_ISA="AVX512_CORE_VNNI") == "avx512"

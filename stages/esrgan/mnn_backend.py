@@ -67,16 +67,24 @@ def _version() -> str:
     return metadata.version("MNN")
 
 
+def runner(onnx: Path, cache: Path, threads: int) -> "MnnRunner":
+    """A runner on the export's MNN file, converted first where there is none.  A kept file that MNN
+    cannot read all the same (damaged on disk) is converted again."""
+    path = convert(onnx, cache)
+    try:
+        return MnnRunner(path, threads)
+    except UnreadableModel:
+        path.unlink(missing_ok=True)
+        return MnnRunner(convert(onnx, cache), threads)
+
+
 def convert(onnx: Path, cache: Path) -> Path:
     """The ONNX export in MNN's format, converted once and kept in ``<cache>/mnn/``.
 
-    The new file is checked by loading it before it takes its name, so a file of that name is whole;
-    one that MNN cannot read all the same (damaged on disk) is converted again."""
+    The new file is checked by loading it before it takes its name, so a file of that name is whole."""
     path = cache / "mnn" / f"{onnx.stem}-{_version()}.mnn"
     if path.is_file():
-        if _loads(path):
-            return path
-        path.unlink()
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
@@ -97,13 +105,24 @@ def convert(onnx: Path, cache: Path) -> Path:
 
 
 def _loads(path: Path) -> bool:
+    try:
+        _interpreter(path)
+    except UnreadableModel:
+        return False
+    return True
+
+
+class UnreadableModel(ValueError):
+    """A file that MNN cannot read as a model."""
+
+
+def _interpreter(path: Path):
     mnn = _mnn()
     try:
         with _stdout_to_stderr():
-            mnn.Interpreter(str(path))
-    except Exception:  # MNN raises a bare Exception for a file it cannot read
-        return False
-    return True
+            return mnn.Interpreter(str(path))
+    except Exception as exc:  # MNN raises a bare Exception for a file it cannot read
+        raise UnreadableModel(f"MNN cannot read {path}: {exc}") from None
 
 
 class MnnRunner:
@@ -112,9 +131,9 @@ class MnnRunner:
     precision = "f32"
 
     def __init__(self, model: Path, threads: int):
-        self._mnn = mnn = _mnn()
+        self._mnn = _mnn()
+        self.interpreter = _interpreter(model)
         with _stdout_to_stderr():
-            self.interpreter = mnn.Interpreter(str(model))
             # "high": fp32 arithmetic throughout (the x86 wheel has no lower precision to offer anyway).
             self.session = self.interpreter.createSession({"backend": "CPU", "precision": "high",
                                                            "numThread": threads})
