@@ -7,7 +7,7 @@ ONNX file but no compiled model, and warm (everything cached).  Then MNN, which 
 with AVX2 and no AVX-512 (set-up: weights, ONNX export, conversion to MNN's format), in the same three
 states; and ncnn (set-up: reading the weights; nothing to export or compile), empty and warm.
 
-    python -m bench.first_image            # → bench/out/first_image.md
+    python -m bench.first_image            # → bench/out/first_image.md (--out NAME.md for another name)
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def cpu() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="x4plus")
+    ap.add_argument("--out", default="first_image.md", help="the report's file name in bench/out")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
@@ -86,9 +87,10 @@ def main() -> int:
         models = Path(tmp) / "models"
         rows.append(("ncnn: empty [paths].models", child(models, args.model, "ncnn")))
         rows.append(("ncnn: warm", child(models, args.model, "ncnn")))
+    command = "" if args.out == "first_image.md" else f" --out {args.out}"
     lines = [f"# The upscaler's first image in a fresh process ({args.model}, 128² → 512², CPU)", "",
              "OpenVINO rows unless the row says MNN or ncnn.", "",
-             f"CPU: {cpu()}; `python -m bench.first_image`", "",
+             f"CPU: {cpu()}; `python -m bench.first_image{command}`", "",
              "Set-up: weights, ONNX export, OpenVINO compilation (and the imports they need); for MNN, the "
              "conversion to its format instead of the compilation; for ncnn, reading its weights. "
              "Warm image: the same image again in the same process.", "",
@@ -98,7 +100,7 @@ def main() -> int:
         lines.append(f"| {what} | {r['setup']:.2f} | {r['image']:.2f} | {r['setup'] + r['image']:.2f} | "
                      f"{r['again']:.2f} |")
     OUT.mkdir(exist_ok=True)
-    (OUT / "first_image.md").write_text("\n".join(lines) + "\n")
+    (OUT / args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

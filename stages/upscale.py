@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("polishd.upscale")
 
-CPU_TILE = 256  # input px per CPU tile: the fastest measured at 512², peak memory < 2 GB (bench/upscale.py)
+# Input px per CPU tile: the fastest measured at 512².  A 2048² picture in memory (bench/upscale.py) peaks at
+# 1.85 GB with OpenVINO bf16, 2.6 GB with MNN (its Winograd weights and the ×4 tail's activations).
+CPU_TILE = 256
 MIN_TILE = 64
 MAX_EDGE = 16384
 IN_MEMORY = 64_000_000  # output pixels above which even a plain upscale goes band by band through files
