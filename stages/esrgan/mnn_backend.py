@@ -10,7 +10,7 @@ machine (``python -m bench.upscale_cpu --isa avx2``): MNN about twice as fast as
 
 One session serves every tile shape: a new shape resizes it (a few milliseconds; its memory is planned
 for the largest tile, which the tiler bounds).  MNN prints to standard output, past Python, when it is
-imported and when it makes a session; those lines are sent to standard error for the time being, where
+imported and when it makes a session; while those calls run, descriptor 1 points at descriptor 2, where
 ``daemon.logs`` turns native output into log events.  The converter used is the compiled one in MNN's
 wheel (``_tools.mnnconvert``), never its Python wrapper ``MNN.tools.mnnconvert``, which installs a
 logging package with pip and sends a usage record.
@@ -127,8 +127,6 @@ def _interpreter(path: Path):
 
 class MnnRunner:
     """Callable like the torch path: 1×3×h×w float tensor in, 1×3×h·s×w·s float tensor out."""
-
-    precision = "f32"
 
     def __init__(self, model: Path, threads: int):
         self._mnn = _mnn()
