@@ -49,6 +49,14 @@ def to_uint8(chw: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(chw.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
 
 
+def through(runner):
+    """A stage's runner (1×3×h×w float tensor in and out) as a path from a photo to its uint8 upscale."""
+    def run(image: Image.Image) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray((np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1)))
+        return to_uint8(runner(x[None])[0].numpy())
+    return run
+
+
 class Ncnn:
     """ncnn on the built-in model's own files, through the stage's runner (its CPU defaults unless ``bf16``)."""
 
@@ -56,10 +64,10 @@ class Ncnn:
         from stages.esrgan.ncnn_backend import NcnnRunner
 
         self.runner = NcnnRunner(*esrgan_load.builtin_ncnn_files(model), threads, bf16)
+        self._run = through(self.runner)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray((np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1)))
-        return to_uint8(self.runner(x[None])[0].numpy())
+        return self._run(image)
 
 
 class PlainTorch:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from bench.upscale import CACHE, OUT, Ncnn, PlainTorch, Polishd, photo, psnr, to_uint8
+from bench.upscale import CACHE, OUT, Ncnn, PlainTorch, Polishd, photo, psnr, through, to_uint8
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import cpu as cpu_classes
 from stages.esrgan import mnn_backend, onnx_backend, openvino_backend
@@ -104,16 +104,6 @@ def openvino_path(onnx: Path, threads: int, precision: str, int8: str = ""):
     def run(image: Image.Image) -> np.ndarray:
         x = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
         return to_uint8(np.clip(request.infer({0: x})[compiled.output(0)][0], 0, 1))
-    return run
-
-
-def mnn_path(onnx: Path, threads: int):
-    """The stage's MNN runner on the ONNX export (converted once into the models folder)."""
-    runner = mnn_backend.runner(onnx, CACHE, threads)
-
-    def run(image: Image.Image) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
-        return to_uint8(np.clip(runner(x[None])[0].numpy(), 0, 1))
     return run
 
 
@@ -200,7 +190,8 @@ def main(argv=None) -> int:
         paths["OpenVINO int8 (NNCF, all convolutions)"] = lambda: openvino_path(onnx, args.threads, "f32", "all")
         paths["OpenVINO int8, residual convs fp32"] = lambda: openvino_path(onnx, args.threads, "f32", "trunk-fp32")
     if mnn_backend.available():
-        paths["MNN fp32 (Winograd)"] = lambda: mnn_path(onnx, args.threads)
+        # the stage's own MNN runner on the ONNX export (converted once into the models folder)
+        paths["MNN fp32 (Winograd)"] = lambda: through(mnn_backend.runner(onnx, CACHE, args.threads))
     else:
         print("MNN is not installed: its row is left out (pip install MNN)", flush=True)
     polishd = Polishd(args.model, args.threads, tile=args.size)

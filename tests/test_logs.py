@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import structlog
 from PIL import Image
@@ -19,10 +20,17 @@ from tests.conftest import DATA, REPO, write_config
 JOB = '[outpaint]\nenabled = false\n[upscale]\nenabled = false\n'  # detection (MediaPipe) and the sheet
 
 
-def _process(tmp_path, *options: str) -> subprocess.CompletedProcess:
-    config = write_config(tmp_path, JOB)
+def _process(tmp_path, *options: str, job: str = JOB, size: tuple[int, int] | None = None,
+             models: Path | None = None) -> subprocess.CompletedProcess:
+    """`polishd process` of the astronaut photo (resized to ``size``), with ``models`` as [paths].models if given."""
+    config = write_config(tmp_path, job)
+    if models is not None:
+        config.write_text(config.read_text().replace(f'models = "{REPO / "var" / "models"}"', f'models = "{models}"'))
     src = tmp_path / "astronaut.png"
-    src.write_bytes((DATA / "astronaut.png").read_bytes())
+    if size is None:
+        src.write_bytes((DATA / "astronaut.png").read_bytes())
+    else:
+        Image.open(DATA / "astronaut.png").resize(size).save(src)
     return subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), *options, "process",
                            "--no-progress", str(src)], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -42,19 +50,15 @@ def test_a_real_job_logs_one_json_object_per_stderr_line(tmp_path):
 
 def test_mnn_s_own_prints_arrive_as_events_and_not_on_standard_output(tmp_path):
     # MNN's converter and sessions print to descriptor 1, past Python; polishd's stdout is its own summary.
-    config = write_config(tmp_path, '[automask]\nenabled = false\n[outpaint]\nenabled = false\n'
-                                    '[upscale]\nmodel = "animevideov3"\nscale = 2\nbackend = "mnn"\n')
+    job = '[automask]\nenabled = false\n[outpaint]\nenabled = false\n' \
+          '[upscale]\nmodel = "animevideov3"\nscale = 2\nbackend = "mnn"\n'
     models = tmp_path / "models"  # a folder of its own, so that the export is converted in this run
-    config.write_text(config.read_text().replace(f'models = "{REPO / "var" / "models"}"', f'models = "{models}"'))
-    src = tmp_path / "small.png"
-    Image.open(DATA / "astronaut.png").resize((48, 40)).save(src)
-    out = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "--log-format", "json",
-                          "--log-level", "debug", "process", "--no-progress", str(src)], cwd=REPO,
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = _process(tmp_path, "--log-format", "json", "--log-level", "debug", job=job, size=(48, 40), models=models)
     assert out.returncode == 0, out.stderr[-3000:]
     assert list((models / "mnn").glob("*.mnn"))
-    assert out.stdout.splitlines()[0].startswith("small") and "done" in out.stdout.splitlines()[-1], out.stdout
-    assert not [line for line in out.stdout.splitlines() if "MNN" in line or "Convert" in line], out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("astronaut") and "done" in lines[-1], out.stdout
+    assert not [line for line in lines if "MNN" in line or "Convert" in line], out.stdout
     native = [e["event"] for e in map(json.loads, out.stderr.splitlines()) if e.get("source") == "native"]
     assert any("Converted Success" in e for e in native) and any("MNN use high precision" in e for e in native)
 
