@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -55,16 +54,6 @@ def child(models: Path, model: str, backend: str = "openvino") -> dict:
     return result
 
 
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="x4plus")
@@ -87,10 +76,12 @@ def main() -> int:
         models = Path(tmp) / "models"
         rows.append(("ncnn: empty [paths].models", child(models, args.model, "ncnn")))
         rows.append(("ncnn: warm", child(models, args.model, "ncnn")))
+    from bench.upscale_cpu import cpu  # torch and the engines, only once the children have run
+
     command = "" if args.out == "first_image.md" else f" --out {args.out}"
     lines = [f"# The upscaler's first image in a fresh process ({args.model}, 128² → 512², CPU)", "",
              "OpenVINO rows unless the row says MNN or ncnn.", "",
-             f"CPU: {cpu()}; `python -m bench.first_image{command}`", "",
+             f"CPU: {cpu()[0]}; `python -m bench.first_image{command}`", "",
              "Set-up: weights, ONNX export, OpenVINO compilation (and the imports they need); for MNN, the "
              "conversion to its format instead of the compilation; for ncnn, reading its weights. "
              "Warm image: the same image again in the same process.", "",

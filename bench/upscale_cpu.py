@@ -14,9 +14,11 @@ benchmark starts itself again with torch capped by ``ATEN_CPU_CAPABILITY=avx2`` 
 polishd choose as on such a CPU, see ``stages/esrgan/cpu.py``) and OpenVINO's oneDNN by
 ``ONEDNN_MAX_CPU_ISA=AVX2``; MNN's x86 wheel has no AVX-512 code at all.  ncnn's wheel picks its
 AVX-512 kernels at run time, so ``--ncnn DIR`` takes an ncnn Python package built without them, made
-from the sdist of the installed version, for example:
+from the sdist of the installed version (fetched by its address: ``pip download`` refuses it, as its
+metadata names the day it is built, not its release), for example:
 
-    pip download --no-deps --no-binary :all: ncnn==1.0.20261020 -d /tmp/ncnnsrc && cd /tmp/ncnnsrc
+    mkdir -p /tmp/ncnnsrc && cd /tmp/ncnnsrc && curl -LO https://files.pythonhosted.org/packages/b7/50/\\
+32b5172afe7d3e0dce410b7d8f4a5b7b84b942a0d69affbaedf669de52bc/ncnn-1.0.20261020.tar.gz
     tar xf ncnn-*.tar.gz && cd ncnn-*/ && mkdir build && cd build
     cmake .. -DCMAKE_BUILD_TYPE=Release -DNCNN_PYTHON=ON -DNCNN_VULKAN=OFF -DNCNN_BUILD_TOOLS=OFF \\
         -DNCNN_BUILD_EXAMPLES=OFF -DNCNN_BUILD_BENCHMARK=OFF -DNCNN_AVX512=OFF -DNCNN_AVXVNNI=OFF
@@ -56,16 +58,21 @@ FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512
 
 
 def cpu() -> tuple[str, list[str]]:
-    model, flags = "unknown CPU", set()
+    """The CPU's name, with its family and model numbers (a virtual machine's name may only say "AMD EPYC":
+    family 25 is Zen 3 and Zen 4, 26 is Zen 5), and which of ``FLAGS`` it has."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+            if not line.strip():
+                break  # the first processor's lines are enough
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    model = fields.get("model name", "unknown CPU")
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
+    flags = set(fields.get("flags", "").split())
     return model, [f for f in FLAGS if f in flags]
 
 
