@@ -41,9 +41,9 @@ def row(stem: str, cpus: str, code: str) -> dict:
     def against(path: str) -> float | None:
         return ncnn / by_path[path]["seconds"] if path in by_path else None
 
-    return {"stem": stem, "cpus": cpus, "code": code, "cpu": data["cpu"], "flags": data["flags"],
-            "auto": picked["path"].removeprefix("polishd auto ").strip("()"), "seconds": picked["seconds"], "ncnn": ncnn,
-            "ratio": ncnn / picked["seconds"], "psnr": picked["psnr"],
+    return {"stem": stem, "cpus": cpus, "code": code, "cpu": data["cpu"],
+            "auto": picked["path"].removeprefix("polishd auto ").strip("()"), "seconds": picked["seconds"],
+            "ncnn": ncnn, "ratio": ncnn / picked["seconds"], "psnr": picked["psnr"],
             "openvino_fp32": against("OpenVINO fp32"), "torch": against("torch fp32 (the reference)")}
 
 
