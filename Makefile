@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.upscale
 	$(BIN)/python -m bench.upscale_cpu
+	$(BIN)/python -m bench.upscale_int8
 	$(BIN)/python -m bench.automask
 	$(BIN)/python -m bench.inpaint
 	$(BIN)/python -m bench.conv_paths
