@@ -40,9 +40,13 @@ def photo(size: int) -> Image.Image:
     return Image.open(PHOTO).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
 
 
+def db(mse: float) -> float:
+    """PSNR of a mean squared error on 0–255 levels."""
+    return float("inf") if mse <= 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+    return db(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
 def to_uint8(chw: np.ndarray) -> np.ndarray:

@@ -4,8 +4,8 @@
 
 Accuracy control for int8 keeps in fp32 the layers int8 hurts most, until the output is faithful again.
 NNCF's ``quantize_with_accuracy_control`` does that by reverting quantizer groups one at a time and
-measuring again; on this model it ran for over 45 minutes without ending.  This benchmark measures the
-same thing directly and in about ten minutes: it quantizes every convolution once (NNCF, calibrated on
+measuring again; on this model it ran for more than 44 minutes without ending.  This benchmark measures the
+same thing directly and in about twelve minutes: it quantizes every convolution once (NNCF, calibrated on
 crops of the bundled photos), then, for each block (one residual dense block of the trunk, or one conv
 of the head and tail), builds the model with only that block int8 (its int8 weights and the quantizers
 on its inputs; every other conv back on its fp32 weights) and measures the error it adds on eight 96²
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from bench.upscale import CACHE, OUT, REPO, PlainTorch, photo, psnr, to_uint8
-from bench.upscale_cpu import FAITHFUL_DB, ISA_ENV, _resolved, calibration_crops, cpu
+from bench.upscale import CACHE, OUT, REPO, PlainTorch, db, photo, psnr, to_uint8
+from bench.upscale_cpu import FAITHFUL_DB, ISA_ENV, _resolved, calibration_crops, cpu, warm_seconds
 from stages.esrgan import load as esrgan_load
 from stages.esrgan import onnx_backend
 
@@ -114,10 +114,6 @@ def mse(run, crops, refs) -> float:
     return float(np.mean([np.mean((run(c).astype(np.float64) - r) ** 2) for c, r in zip(crops, refs)]))
 
 
-def db(error: float) -> float:
-    return float("inf") if error <= 0 else float(10 * np.log10(255.0 ** 2 / error))
-
-
 def chart(alone: dict[str, float], budget: float, chosen: list[str], path, title: str) -> None:
     order = sorted(alone, key=lambda b: -db(alone[b]))
     w, h, left, bottom = 900, 360, 50, 40
@@ -192,14 +188,9 @@ def main(argv=None) -> int:
     for label, blocks in (("OpenVINO fp32", []), (f"int8 mix kept at {args.db:.0f} dB", chosen),
                           ("int8, every convolution", list(mixer.blocks))):
         run = mixer.build(blocks)
-        out = run(x)
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            run(x)
-            times.append(time.perf_counter() - t)
+        out, seconds = warm_seconds(run, x, 3)
         rows.append({"path": label, "blocks": len(blocks), "int8_macs": sum(mixer.macs[b] for b in blocks) / total,
-                     "seconds": float(np.median(times)), "psnr_photo": psnr(out, reference),
+                     "seconds": seconds, "psnr_photo": psnr(out, reference),
                      "psnr_crops": db(mse(run, crops, refs))})
         print(rows[-1], flush=True)
     trunk = sorted(db(alone[b] + base) for b in alone if b.startswith("body"))
