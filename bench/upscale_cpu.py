@@ -126,14 +126,14 @@ def _resolved(model: str):
     return Models(None, CACHE).resolve(ModelSetting("[upscale].model", model, ModelKind.UPSCALER))
 
 
-def warm_seconds(fn, image: Image.Image, repeat: int) -> tuple[np.ndarray, float]:
-    """The output and the median time of ``repeat`` runs, after one that is not counted (the first run
-    of a shape plans its memory; tiles repeat one shape)."""
-    fn(image)
+def warm_seconds(fn, arg, repeat: int) -> tuple[np.ndarray, float]:
+    """``fn(arg)`` (a photo, or an array for a model run directly) and the median time of ``repeat``
+    runs, after one that is not counted (the first run of a shape plans its memory; tiles repeat one shape)."""
+    fn(arg)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        out = fn(image)
+        out = fn(arg)
         times.append(time.perf_counter() - t0)
     return out, float(np.median(times))
 
