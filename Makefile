@@ -28,14 +28,15 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow and not spandrel" -q
-	$(BIN)/python -m pytest -m slow -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+	$(BIN)/python -m pytest -m slow -q
 	$(MAKE) test-spandrel
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not spandrel" -q
 
+# A tier that collects no test fails (pytest's exit 5): every tier must run something.
 test-slow: setup
-	$(BIN)/python -m pytest -m slow -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+	$(BIN)/python -m pytest -m slow -q
 
 $(SPANDREL_VENV)/bin/polishd: pyproject.toml requirements-spandrel.lock
 	$(PYTHON) -m venv $(SPANDREL_VENV)

@@ -28,16 +28,19 @@ import dataclasses
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from automask.found import MODELS, Detection, containment, iou  # noqa: F401 (the names detection is known by)
+from automask.hand_joints import HandJoints
+from automask.skeleton import draw_hand
+
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MODELS = Path(__file__).parent / "models"
 SHIPPED = {
     "short": MODELS / "face_detection_short_range.tflite",
     "full": MODELS / "face_detection_full_range_sparse.tflite",
@@ -56,35 +59,6 @@ HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden 
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 
 
-@dataclass
-class Detection:
-    kind: str  # "face" | "hand"
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
-    score: float
-    model: str
-    landmarks: list[tuple[float, float]] = field(default_factory=list)
-    label: str = ""  # e.g. handedness
-    # A face's own outlines in image pixels, from the face landmark model (``face_mesh``): "oval", and
-    # "eyes" / "mouth" (one polygon per eye); empty until asked for.
-    outlines: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)
-
-    @property
-    def area(self) -> float:
-        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
-
-    def moved(self, scale: float, dx: float, dy: float) -> "Detection":
-        x0, y0, x1, y1 = self.box
-        return Detection(self.kind, (x0 * scale + dx, y0 * scale + dy, x1 * scale + dx, y1 * scale + dy),
-                         self.score, self.model, [(x * scale + dx, y * scale + dy) for x, y in self.landmarks],
-                         self.label)
-
-    def clamped(self, width: int, height: int) -> "Detection":
-        x0, y0, x1, y1 = self.box
-        box = (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width),
-               min(max(y1, 0.0), height))
-        return Detection(self.kind, box, self.score, self.model, self.landmarks, self.label, self.outlines)
-
-
 @dataclass(frozen=True)
 class DetectorSettings:
     face_models: tuple[str, ...] = ("short", "full")
@@ -100,24 +74,6 @@ class DetectorSettings:
     hands: bool = True
     body_regions: bool = True
     hands_behind: bool = True
-
-
-def iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area_a = (a[2] - a[0]) * (a[3] - a[1])
-    area_b = (b[2] - b[0]) * (b[3] - b[1])
-    union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
-
-
-def containment(a: tuple, b: tuple) -> float:
-    """How much of the smaller box lies inside the other."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / smaller if smaller > 0 else 0.0
 
 
 def _same_as_any(d: Detection, others: list[Detection], nested: bool = True) -> bool:
@@ -240,7 +196,6 @@ class Detector:
             self._hands = vision.HandLandmarker.create_from_options(options)
         self._joints = None
         if settings.hands and settings.hands_behind:
-            from automask.hand_joints import HandJoints
 
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
 
@@ -293,8 +248,6 @@ class Detector:
     def _behind(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Each hand's joints settled (``hand_joints``), every hand hidden, and the image searched again for
         hands: one behind another, that the first search read with it as one hand."""
-        from automask.hand_joints import draw_hand  # here: hand_joints imports this module
-
         w, h = rgb.size
         found = [self._settled(rgb, d)[0].clamped(w, h) if d.kind == "hand" else d for d in found]
         hands = [d for d in found if d.kind == "hand" and len(d.landmarks) == 21]

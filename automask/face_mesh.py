@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.detect import MODELS, Detection
+from automask.found import MODELS, Detection
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from automask.detect import Detection, containment
-from automask.hand_joints import CONNECTIONS, draw_hand
+from automask.skeleton import CONNECTIONS, draw_hand
 
 
 @dataclass(frozen=True)

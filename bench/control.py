@@ -40,7 +40,7 @@ def photos() -> list[Path]:
 def control_sheet(images: list[Path], path: Path) -> list[dict]:
     from automask.detect import Detector, DetectorSettings
     from stages import control, gate
-    from stages.inpaint import crop_box
+    from stages.diffusion.repaint import crop_box
 
     detector = Detector(DetectorSettings())
     rows, cell = [], 192
@@ -104,7 +104,7 @@ def identity_runs(images: list[Path]) -> list[dict]:
     """The control group: each found face and hand judged against itself — an unchanged region must pass."""
     from automask.detect import Detector, DetectorSettings
     from stages import gate
-    from stages.inpaint import crop_box
+    from stages.diffusion.repaint import crop_box
 
     detector, judge = Detector(DetectorSettings()), gate.Judge()
     out = []

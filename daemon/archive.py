@@ -16,10 +16,17 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from stages.files import (FILE_MODE, MANIFEST, Folder, atomic_save_image, atomic_write, fsync_dir,  # noqa: F401
                           sha256_file)
+from stages import records
+from stages.base import StageStatus
+from stages.picture import UPRIGHT
+from stages.products import Products, Verdict
+from stages.records import InpaintDetails, RegionRecord
 
 
 
@@ -75,46 +82,293 @@ def unique_path(path: Path) -> Path:
         n += 1
 
 
-def attention_of(stages: list[dict]) -> list[str]:
-    """Why a person should look at an image ("needs review"), from its manifest's stage entries (e.g. the
-    quality gate's), each as ``<stage>: <why>``."""
-    return [f"{s['name']}: {why}" for s in stages if s.get("status") == "done" for why in s.get("attention", ())]
+MANIFEST_VERSION = 2  # 1: every manifest before the version field (read as it was, see _upgrade)
+
+
+class ImageStatus(StrEnum):
+    RUNNING = "running"
+    RETRYING = "retrying"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class SourceRecord:
+    name: str
+    sha256: str
+    bytes: int = 0
+    format: str = "png"
+    rest: dict = records.rest()
+
+
+@dataclass
+class ModelRecord:
+    name: str = ""
+    sha256: str = ""
+    path: str = ""
+    rest: dict = records.rest()
+
+
+@dataclass
+class StageEntry:
+    """One stage's line in the manifest: what it was given (params and inputs, by hash), how it ended, what it
+    wrote and handed on, and its own typed record (``details``: see ``stages.records.DETAILS``)."""
+
+    name: str
+    status: StageStatus
+    params: dict = field(default_factory=dict)
+    params_sha256: str = ""
+    inputs_sha256: str = records.omit("")
+    reason: str = ""
+    outputs: list[str] = field(default_factory=list)
+    models: list[ModelRecord] = field(default_factory=list)
+    duration_s: float | None = records.omit(None)
+    products: Products = records.omit(factory=Products)
+    device: str | None = records.omit(None)
+    dtype: str | None = records.omit(None)
+    seed: int | None = records.omit(None)
+    details: Any = records.omit(None)
+    attention: list[str] = records.omit(factory=list)
+    rest: dict = records.rest()
+
+    @property
+    def done(self) -> bool:
+        return self.status == StageStatus.DONE
+
+
+@dataclass
+class DuplicateRecord:
+    name: str
+    job: int | None = None
+    at: str = ""
+    rest: dict = records.rest()
+
+
+@dataclass
+class ErrorRecord:
+    stage: str
+    message: str
+    attempt: int | None = records.omit(None)
+    rest: dict = records.rest()
+
+
+@dataclass
+class ReviewDecision:
+    who: str
+    at: str
+    decision: str  # approve | reject
+    reason: str = ""
+    variant: str | None = records.omit(None)
+    rest: dict = records.rest()
+
+
+@dataclass
+class RunRecord:
+    """An earlier run kept in ``runs/<n>/`` when a reviewer retried the image with other settings."""
+
+    run: int
+    folder: str
+    who: str = ""
+    at: str = ""
+    settings: dict = field(default_factory=dict)
+    rest: dict = records.rest()
+
+
+@dataclass
+class PickRecord:
+    stage: str
+    choice: str
+    shown: list[str] = field(default_factory=list)
+    who: str = ""
+    at: str = ""
+    rest: dict = records.rest()
+
+
+@dataclass
+class Candidate:
+    """One picture of an A/B comparison: ``choice`` names the engine (or "main"), ``picture`` its file."""
+
+    choice: str
+    picture: str
 
 
 @dataclass
 class Manifest:
+    """``manifest.json``: one image's record.  Read and written only here (``ArchiveFolder``); JSON on disk."""
+
     id: str
-    source: dict
+    source: SourceRecord
     config_sha256: str
+    version: int = MANIFEST_VERSION
     started: str = field(default_factory=now_iso)
     finished: str | None = None
-    status: str = "running"
-    stages: list[dict] = field(default_factory=list)
-    duplicates: list[dict] = field(default_factory=list)
-    overrides: dict = field(default_factory=dict)  # per-image settings from a sidecar
-    error: dict | None = None
-    job: int | None = None  # the journal's id of the job that made this folder
-    review: list[dict] = field(default_factory=list)  # reviewers' decisions (polishd serve): who, when, what
-    runs: list[dict] = field(default_factory=list)    # earlier runs kept in runs/<n>/ ("retry with…")
-    picks: list[dict] = field(default_factory=list)   # A/B picks between engines: stage, choice, who, when
+    status: ImageStatus = ImageStatus.RUNNING
+    stages: list[StageEntry] = field(default_factory=list)
+    duplicates: list[DuplicateRecord] = records.omit(factory=list)
+    overrides: dict = records.omit(factory=dict)  # per-image settings from a sidecar
+    error: ErrorRecord | None = records.omit(None)
+    job: int | None = records.omit(None)  # the journal's id of the job that made this folder
+    review: list[ReviewDecision] = records.omit(factory=list)  # reviewers' decisions (polishd serve)
+    runs: list[RunRecord] = records.omit(factory=list)    # earlier runs kept in runs/<n>/ ("retry with…")
+    picks: list[PickRecord] = records.omit(factory=list)  # A/B picks between engines
+    rest: dict = records.rest()
 
+    # ------------------------------------------------------------------ (de)serialising
     def to_json(self) -> bytes:
-        data = {k: v for k, v in self.__dict__.items() if v or k in ("stages", "finished", "status")}
-        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+        return (json.dumps(records.to_json(self), indent=2, ensure_ascii=False) + "\n").encode()
 
-    def stage(self, name: str) -> dict | None:
-        return next((s for s in self.stages if s["name"] == name), None)
+    @classmethod
+    def from_json(cls, data: Any, where: str = "manifest.json") -> Manifest:
+        """Any manifest written since the first release; ManifestError names what does not fit."""
+        try:
+            if not isinstance(data, dict):
+                raise records.RecordError(f"expected a table, got {type(data).__name__}")
+            data = _upgrade(data)
+            manifest = records.from_json(cls, data)
+            for entry in manifest.stages:
+                kind = records.DETAILS.get(entry.name)
+                if kind is not None and isinstance(entry.details, dict):
+                    entry.details = records.from_json(kind, entry.details, f"stages.{entry.name}.details")
+        except records.RecordError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
+        return manifest
+
+    # ------------------------------------------------------------------ reading
+    def stage(self, name: str) -> StageEntry | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def details(self, name: str) -> Any:
+        """A finished stage's typed record, or None."""
+        entry = self.stage(name)
+        return entry.details if entry is not None and entry.done else None
 
     def attention(self) -> list[str]:
-        return attention_of(self.stages)
+        """Why a person should look at this image ("needs review"), each as ``<stage>: <why>``."""
+        return [f"{s.name}: {why}" for s in self.stages if s.done for why in s.attention]
 
-    def put_stage(self, entry: dict) -> None:
+    def products(self) -> Products:
+        """The typed hand-offs of the image as recorded, later stages' over earlier ones'."""
+        products = Products()
+        for entry in self.stages:
+            products = products.merged(entry.products)
+        return products
+
+    @property
+    def original(self) -> str:
+        """The archive name of the byte-identical original."""
+        ext = {"jpeg": "jpg"}.get(self.source.format, self.source.format)
+        return f"00-original.{ext}"
+
+    def outputs(self) -> list[str]:
+        return [n for s in self.stages for n in s.outputs]
+
+    def listed(self) -> set[str]:
+        """The files this manifest accounts for: the original (and its upright copy), the drawn sidecar masks,
+        and every stage's outputs; plain names only."""
+        names = {self.original, UPRIGHT, "00-sidecar-mask.png", "00-sidecar-remove.png", *self.outputs()}
+        return {n for n in names if n and "/" not in n and "\\" not in n and n not in (".", "..")}
+
+    def regions(self) -> list[RegionRecord]:
+        """The repainted regions with their before and after crops."""
+        details = self.details("inpaint")
+        return [r for r in details.regions if r.before and r.after] if details else []
+
+    def comparisons(self) -> list[tuple[str, list[Candidate]]]:
+        """The A/B comparisons: per stage, its candidates, the stage's own result first."""
+        found: list[tuple[str, list[Candidate]]] = []
+        inpaint = self.stage("inpaint")
+        alternatives = [a for a in inpaint.details.alternatives if a.picture] \
+            if inpaint is not None and isinstance(inpaint.details, InpaintDetails) else []
+        if alternatives:
+            main = next((n for n in inpaint.outputs if n.endswith("-inpaint.png")), "20-inpaint.png")
+            found.append(("inpaint", [Candidate("main", main)] + [Candidate(a.label, a.picture) for a in alternatives]))
+        upscaled = [u for u in self.products().upscaled or () if u.source == "master"]
+        others = [u for u in upscaled if u.engine]
+        if others:
+            entry = self.stage("upscale")
+            main_name = str(entry.params.get("model", "upscale")) if entry else "upscale"
+            main = next((u.picture.name for u in upscaled if not u.engine), None)
+            found.append(("upscale", [Candidate(main_name, main or self.master())]
+                          + [Candidate(u.engine, u.picture.name) for u in others]))
+        return found
+
+    def master(self) -> str:
+        """The finished picture: the upscaled master, else the repaired one, else the original."""
+        products = self.products()
+        upscaled = {u.source: u.picture.name for u in products.upscaled or () if not u.engine}
+        return upscaled.get("master") or (products.master.name if products.master else self.original)
+
+    def picked(self, stage: str) -> str | None:
+        picks = [p for p in self.picks if p.stage == stage]
+        return picks[-1].choice if picks else None
+
+    def verdict(self) -> Verdict:
+        """The reviewers' word so far: the newest decision on the image itself, and the newest pick per stage."""
+        decisions = [r for r in self.review if not r.variant]
+        picks = {p.stage: p.choice for p in self.picks}
+        return Verdict(approved=bool(decisions) and decisions[-1].decision == "approve",
+                       picks=tuple(sorted(picks.items())))
+
+    # ------------------------------------------------------------------ writing
+    def put_stage(self, entry: StageEntry) -> None:
         """Adds a stage's entry, or replaces its earlier one where it stands (entries stay in pipeline order)."""
-        names = [s["name"] for s in self.stages]
-        if entry["name"] in names:
-            self.stages[names.index(entry["name"])] = entry
+        names = [s.name for s in self.stages]
+        if entry.name in names:
+            self.stages[names.index(entry.name)] = entry
         else:
             self.stages.append(entry)
+
+
+class ManifestError(ValueError):
+    """A manifest.json that is not JSON or not a manifest."""
+
+
+def _upgrade(data: dict) -> dict:
+    """A manifest of an earlier version, brought to this one (in memory: the file changes when next written)."""
+    version = data.get("version", 1)
+    if not isinstance(version, int) or version > MANIFEST_VERSION:
+        raise records.RecordError(f"version {version!r} is newer than this polishd reads ({MANIFEST_VERSION})")
+    if version < 2:
+        data = {**data, "version": MANIFEST_VERSION}
+        for entry in data.get("stages") or []:
+            if isinstance(entry, dict) and entry.get("name") == "inpaint" and isinstance(entry.get("details"), dict):
+                _crops_by_name(entry)
+            if isinstance(entry, dict) and "products" not in entry and isinstance(entry.get("produces"), dict):
+                entry["products"] = _products_by_name(entry["produces"])
+    return data
+
+
+def _products_by_name(produces: dict) -> dict:
+    """Before the typed hand-offs (November 2026) a stage listed what it made by role and file name: the
+    detections picture, the repaired master and the upscales are read from it.  Masks and variants named there
+    lack what their types need (bounds, frames) and stay in the stage's outputs only."""
+    products: dict = {}
+    upscaled = []
+    for role, name in produces.items():
+        if not isinstance(role, str) or not isinstance(name, str):
+            continue
+        if role == "detections":
+            products["detections"] = {"detections": [], "picture": {"name": name}}
+        elif role == "master":
+            products["master"] = {"name": name}
+        elif role == "upscaled" or role.startswith("upscaled-"):
+            source = role.partition("-")[2] or "master"
+            upscaled.append({"source": source, "picture": {"name": name}})
+    if upscaled:
+        products["upscaled"] = upscaled
+    return products
+
+
+def _crops_by_name(entry: dict) -> None:
+    """Version 1 named a region's crops only by file name (``<prefix>-<kind>-<index>-before.png``)."""
+    outputs = [n for n in entry.get("outputs") or [] if isinstance(n, str)]
+    for region in entry["details"].get("regions") or []:
+        if not isinstance(region, dict) or "before" in region:
+            continue
+        tail = f"-{region.get('kind')}-{region.get('index')}-before."
+        before = next((n for n in outputs if tail in n), None)
+        if before and before.replace("-before.", "-after.") in outputs:
+            region["before"], region["after"] = before, before.replace("-before.", "-after.")
 
 
 class ArchiveFolder(Folder):
@@ -125,8 +379,9 @@ class ArchiveFolder(Folder):
             data = json.loads(self.file(MANIFEST).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        known = set(Manifest.__dataclass_fields__)
-        return Manifest(**{k: v for k, v in data.items() if k in known})
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{self.file(MANIFEST)}: not JSON ({exc})") from None
+        return Manifest.from_json(data, str(self.file(MANIFEST)))
 
     def write_manifest(self, manifest: Manifest) -> None:
         atomic_write(self.file(MANIFEST), manifest.to_json())

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import structlog
 
-from daemon import __version__, folders, logs
+from daemon import __version__, folders, logs, ops
 from daemon import config as config_mod
 from daemon.archive import sha256_file
 from daemon.config import Config, ConfigError
@@ -234,14 +234,12 @@ def _inputs(paths: list[Path]) -> list[Path]:
 
 def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool) -> int:
     from daemon.runner import JobStatus, Runner
-    from daemon.service import journal_path
-
     files = _inputs(paths)
     missing = [str(p) for p in files if not os.path.lexists(p)]
     if missing:
         print("polishd: no such file: " + ", ".join(missing), file=sys.stderr)
         return EXIT_USAGE
-    journal = Journal(journal_path(cfg))
+    journal = Journal(ops.journal_path(cfg))
     runner = Runner(journal, lambda: cfg, stages)
     bar = None
     if progress and sys.stderr.isatty():  # on a terminal only: nothing when stderr is a file or journald
@@ -333,42 +331,17 @@ def _summary(o) -> str:
     if o.archive:
         lines.append(f"  archive: {o.archive}")
     for s in o.stages:
-        what = ", ".join(s.get("outputs", [])) or s.get("reason", "")
-        took = f" ({s['duration_s']:.1f} s)" if s.get("duration_s") is not None else ""
-        lines.append(f"  {s['name']}: {s['status']}{took} {what}".rstrip())
+        what = ", ".join(s.outputs) or s.reason
+        took = f" ({s.duration_s:.1f} s)" if s.duration_s is not None else ""
+        lines.append(f"  {s.name}: {s.status}{took} {what}".rstrip())
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- status / retry
 
 
-def status_data(cfg: Config, failures: int = 10) -> dict:
-    from daemon.service import journal_path
-
-    journal = Journal(journal_path(cfg))
-    counts = journal.counts()
-    hour = journal.done_since(time.time() - 3600)
-    recent = [{"id": j.id, "name": j.name, "stage": j.error_stage, "error": j.last_error, "attempts": j.attempts,
-               "finished": j.finished, "moved_to": j.source}
-              for j in journal.jobs("failed", limit=failures, newest_first=True)]
-    notes = journal.notes()
-    flagged, n_flagged = journal.needing_review(failures)
-    review = {"count": n_flagged, "images": [{"id": j.id, "name": j.name, "archive": j.archive,
-                                               "reasons": j.attention.splitlines()} for j in flagged]}
-    data = {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "needs_review": review,
-            "waiting": journal.waiting(),
-            "paused": notes.get("paused"), "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
-    if cfg.cluster.enabled:
-        from daemon.cluster import cluster_status
-
-        data["cluster"] = {**cluster_status(cfg), "note": notes.get("broker"),
-                           "on_workers": [{"id": j.id, "name": j.name, "worker": j.worker, "task": j.task}
-                                          for j in journal.dispatched()]}
-    return data
-
-
 def _status(cfg: Config, as_json: bool, failures: int) -> int:
-    data = status_data(cfg, failures)
+    data = ops.status_data(cfg, failures)
     if as_json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -407,42 +380,17 @@ def _print_cluster(c: dict) -> None:
 
 
 def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:
-    from daemon.service import journal_path
-
-    journal = Journal(journal_path(cfg))
+    journal = Journal(ops.journal_path(cfg))
     jobs = journal.jobs("failed") if all_failed else [j for j in [journal.get(job_id)] if j]
     if not jobs:
         print("polishd: no such failed job" if not all_failed else "no failed jobs", file=sys.stderr)
         return EXIT_FAILED if not all_failed else EXIT_OK
     status = EXIT_OK
     for job in jobs:
-        ok, message = retry_one(cfg, journal, job)
+        ok, message = ops.retry_one(cfg, journal, job)
         print(message, file=sys.stdout if ok else sys.stderr)
         status = status if ok else EXIT_FAILED
     return status
-
-
-def retry_one(cfg: Config, journal: Journal, job) -> tuple[bool, str]:
-    """Moves a failed inbox job's file from [paths].failed back into the inbox and queues it again (for
-    ``polishd retry`` and the review page's retry button).  (whether it was queued, what happened)."""
-    from daemon.archive import unique_path
-
-    if job.state != "failed" or job.origin != "inbox":
-        return False, f"#{job.id} {job.name}: not a failed inbox job ({job.state}, {job.origin})"
-    src = Path(job.source)
-    if not os.path.lexists(src):
-        return False, f"#{job.id} {job.name}: {src} is gone; nothing to retry"
-    dest = unique_path(cfg.paths.inbox / job.name)
-    st = os.lstat(src)
-    digest = sha256_file(src) if not src.is_symlink() else job.sha256
-    os.replace(src, dest)
-    taken = journal.retry(job.id, dest, digest, st.st_size, st.st_mtime)
-    report = src.with_name(src.name + ".error.json")
-    if report.exists():
-        os.replace(report, unique_path(report.with_name(report.name + ".retried")))
-    if taken != job.id:
-        return True, f"#{job.id} {job.name}: already being processed again as #{taken}"
-    return True, f"#{job.id} {job.name}: queued again as {dest}"
 
 
 if __name__ == "__main__":  # pragma: no cover

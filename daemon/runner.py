@@ -21,6 +21,7 @@ the only writer of ``manifest.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,15 +40,16 @@ from PIL import Image
 
 from daemon import archive as arc
 from daemon import config as config_mod
-from daemon.archive import ArchiveFolder, Manifest
+from daemon.archive import (ArchiveFolder, DuplicateRecord, ErrorRecord, ImageStatus, Manifest, ModelRecord,
+                            SourceRecord, StageEntry)
 from daemon.config import Config, ConfigError
 from daemon.intake import SIDECAR_KINDS, Dropped, InputError, Undecodable, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
-from stages import picture, prompts
+from stages import picture, prompts, records
 from stages.base import (JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict,
                          params_hash)
 from stages.models import ModelUnavailable
-from stages.products import Picks, Picture, Products, Source, Verdict
+from stages.products import Picks, Picture, Products, Source
 
 log = structlog.get_logger("polishd.runner")
 
@@ -69,7 +71,7 @@ class Outcome:
     status: JobStatus
     archive: Path | None = None
     error: str | None = None
-    stages: list[dict] = field(default_factory=list)
+    stages: list[StageEntry] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -132,7 +134,7 @@ class Runner:
             self.active.discard(job.id)
             self._folders.pop(job.id, None)
         outcome.seconds = time.monotonic() - started
-        durations = {s["name"]: s.get("duration_s") for s in outcome.stages if s.get("status") == "done"}
+        durations = {s.name: s.duration_s for s in outcome.stages if s.done}
         log.info("job finished", status=outcome.status, archive=str(outcome.archive or ""),
                  seconds=round(outcome.seconds, 3), stages=durations, error=outcome.error)
         structlog.contextvars.unbind_contextvars("image", "job", "stage")
@@ -170,11 +172,11 @@ class Runner:
         # 3. Archive folder, original and sidecars.
         folder = self._folder_for(job, cfg, dropped)
         manifest = folder.read_manifest()
-        if manifest is None or manifest.source.get("sha256") != dropped.sha256:
+        if manifest is None or manifest.source.sha256 != dropped.sha256:
             manifest = Manifest(id=folder.path.name, config_sha256=cfg.sha256,
-                                source={"name": job.name, "sha256": dropped.sha256, "bytes": len(dropped.data),
-                                        "format": dropped.format})
-        manifest.status, manifest.config_sha256, manifest.error, manifest.job = "running", cfg.sha256, None, job.id
+                                source=SourceRecord(job.name, dropped.sha256, len(dropped.data), dropped.format))
+        manifest.status, manifest.config_sha256, manifest.error = ImageStatus.RUNNING, cfg.sha256, None
+        manifest.job = job.id
         try:
             cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest)
         except InputError as exc:  # a sidecar that does not parse or validate
@@ -183,7 +185,7 @@ class Runner:
         del decoded
 
         # 4. Stages.
-        verdict = _verdict(manifest)
+        verdict = manifest.verdict()
         products = Products(source=source, master=source.picture, review=verdict, picks=Picks(verdict.picks))
         try:
             self._stages(_JobState(cfg, folder, dropped.sha256, icc), products, manifest)
@@ -196,7 +198,7 @@ class Runner:
             return self._fail(job, cfg, f.stage, f.exc, manifest=manifest, folder=folder)
 
         # 5. Done: the manifest says so before the inbox copy goes.
-        manifest.status, manifest.finished = "done", arc.now_iso()
+        manifest.status, manifest.finished = ImageStatus.DONE, arc.now_iso()
         folder.write_manifest(manifest)
         self.endings.done(job, dropped.sha256, folder.path)
         return Outcome(job.id, job.name, JobStatus.DONE, folder.path, stages=manifest.stages)
@@ -224,8 +226,8 @@ class Runner:
             existing = ArchiveFolder(path).read_manifest()
             if existing is None and not any(path.iterdir()):
                 break
-            if existing is not None and existing.source.get("sha256") == dropped.sha256 \
-                    and (existing.status != "done" or existing.job == job.id):
+            if existing is not None and existing.source.sha256 == dropped.sha256 \
+                    and (existing.status != ImageStatus.DONE or existing.job == job.id):
                 break  # a crash before the journal learned the folder (or its result was lost): resume it
             path = base.with_name(f"{base.name}-{n}")
             n += 1
@@ -274,22 +276,24 @@ class Runner:
             structlog.contextvars.bind_contextvars(stage=stage.name)
             params = stage.params(job.cfg)
             inputs = products.only(stage.consumes)
-            entry = {"name": stage.name, "params": params_dict(params), "params_sha256": params_hash(stage, params),
-                     "inputs_sha256": digests.of(inputs)}
+            entry = StageEntry(stage.name, StageStatus.SKIPPED, params_dict(params), params_hash(stage, params),
+                               digests.of(inputs))
             previous = manifest.stage(stage.name)
             if _reusable(previous, entry, job.folder):
-                products = products.merged(Products.from_json(previous.get("products", {})))
-                log.info("stage kept from an earlier attempt", outputs=previous["outputs"])
+                products = products.merged(previous.products)
+                log.info("stage kept from an earlier attempt", outputs=previous.outputs)
                 continue
             self.progress(stage.name, 0, 0, "")
-            ctx = JobContext(id=job.folder.path.name, folder=job.folder, sha256=job.sha256, products=inputs,
+            ctx = JobContext(id=job.folder.path.name, stem=job.stem, folder=job.folder, sha256=job.sha256,
+                             products=inputs,
                              models=models, icc=job.icc, stop=_StopOrDeadline(self.stop, self.deadline),
                              beat=self.beat,
                              report=lambda done, total, unit, name=stage.name: self.progress(name, done, total, unit))
             outcome, seconds = self._attempt(stage, ctx, params)
             if isinstance(outcome, Skipped):
                 log.debug("stage skipped", reason=outcome.reason)
-                manifest.put_stage({**entry, "status": StageStatus.SKIPPED, "reason": outcome.reason, "outputs": []})
+                entry.reason = outcome.reason
+                manifest.put_stage(entry)
             else:
                 products = products.merged(_checked(stage, outcome.products))
                 manifest.put_stage(_done_entry(entry, outcome, seconds))
@@ -332,7 +336,7 @@ class Runner:
         folder = ArchiveFolder(Path(first.archive))
         manifest = folder.read_manifest()
         if manifest is not None:
-            manifest.duplicates.append({"name": job.name, "job": job.id, "at": arc.now_iso()})
+            manifest.duplicates.append(DuplicateRecord(job.name, job.id, arc.now_iso()))
             folder.write_manifest(manifest)
         self.endings.duplicate(job, first.id, dropped.sha256)
         log.info("duplicate of an earlier image; not processed again", first_job=first.id,
@@ -350,8 +354,8 @@ class Runner:
         if not permanent and job.attempts < cfg.daemon.max_attempts:
             self.endings.requeue(job, error=message, stage=stage)
             if manifest is not None and folder is not None:
-                manifest.status = "retrying"
-                manifest.error = {"stage": stage, "message": message, "attempt": job.attempts}
+                manifest.status = ImageStatus.RETRYING
+                manifest.error = ErrorRecord(stage, message, job.attempts)
                 folder.write_manifest(manifest)
             log.warning("attempt failed; will retry", attempt=job.attempts, max_attempts=cfg.daemon.max_attempts,
                         error=message)
@@ -364,8 +368,8 @@ class Runner:
         # in the journal with the reason, and the worker moves on.
         problems = []
         if manifest is not None and folder is not None:
-            manifest.status, manifest.finished = "failed", arc.now_iso()
-            manifest.error = {"stage": stage, "message": message}
+            manifest.status, manifest.finished = ImageStatus.FAILED, arc.now_iso()
+            manifest.error = ErrorRecord(stage, message)
             try:
                 folder.write_manifest(manifest)
             except OSError as err:
@@ -379,7 +383,7 @@ class Runner:
         behind that holds nothing finished (the original is still where the user put it)."""
         archive = folder.path if folder is not None else (
             self._folders.get(job.id) or (Path(job.archive) if job.archive else None))
-        finished = manifest is not None and any(s.get("status") == StageStatus.DONE for s in manifest.stages)
+        finished = manifest is not None and any(s.done for s in manifest.stages)
         if archive is not None and archive.is_dir() and not finished:
             shutil.rmtree(archive, ignore_errors=True)
             self.journal.set_archive(job.id, None)
@@ -447,7 +451,8 @@ def _consume(path: Path, sha256: str, folder: ArchiveFolder) -> None:
     """Removes the inbox file (and its sidecars) once the archive holds a byte-identical copy."""
     manifest = folder.read_manifest()
     original = next(folder.path.glob("00-original.*"), None)
-    if manifest is None or manifest.status != "done" or original is None or arc.sha256_file(original) != sha256:
+    if manifest is None or manifest.status != ImageStatus.DONE or original is None \
+            or arc.sha256_file(original) != sha256:
         raise RuntimeError(f"the archive {folder.path} does not hold a finished, verified copy of {path.name}; "
                            "inbox file kept")
     for name, src in sidecars_for(path).items():
@@ -483,6 +488,12 @@ class _JobState:
     sha256: str
     icc: bytes | None
 
+    @property
+    def stem(self) -> str:
+        """The folder's name less its ``-<first 8 hex of sha256>`` (a ``-2`` folder keeps its whole name)."""
+        name, tail = self.folder.path.name, f"-{self.sha256[:8]}"
+        return name[: -len(tail)] if name.endswith(tail) and len(name) > len(tail) else name
+
 
 class _Digests:
     """sha256 of archive files, each read once per job: a stage's inputs are its consumed values and these."""
@@ -501,29 +512,27 @@ class _Digests:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _reusable(previous: dict | None, entry: dict, folder: ArchiveFolder) -> bool:
+def _reusable(previous: StageEntry | None, entry: StageEntry, folder: ArchiveFolder) -> bool:
     """A finished entry with the same parameters and inputs, whose files are all still there."""
-    if not previous or previous.get("status") != StageStatus.DONE:
+    if previous is None or not previous.done:
         return False
-    if (previous.get("params_sha256"), previous.get("inputs_sha256")) != \
-            (entry["params_sha256"], entry["inputs_sha256"]):
+    if (previous.params_sha256, previous.inputs_sha256) != (entry.params_sha256, entry.inputs_sha256):
         return False
-    return all(folder.file(name).exists() for name in previous.get("outputs", []))
+    return all(folder.file(name).exists() for name in previous.outputs)
 
 
-def _done_entry(entry: dict, result: StageResult, seconds: float) -> dict:
+def _done_entry(entry: StageEntry, result: StageResult, seconds: float) -> StageEntry:
+    """The stage's finished entry; its details are checked against the stage's record type as they are kept."""
     log.info("stage completed", summary=result.summary, outputs=result.outputs, seconds=seconds)
-    out = {**entry, "status": StageStatus.DONE, "reason": result.summary, "outputs": result.outputs,
-           "models": [m.__dict__ for m in result.models], "duration_s": seconds,
-           "products": result.products.to_json()}
-    for key in ("device", "dtype", "seed"):
-        if getattr(result, key) is not None:
-            out[key] = getattr(result, key)
-    if result.details:
-        out["details"] = result.details
-    if result.attention:
-        out["attention"] = result.attention
-    return out
+    details = result.details or None
+    kind = records.DETAILS.get(entry.name)
+    if kind is not None and isinstance(details, dict):
+        details = records.from_json(kind, details, f"{entry.name} details")
+    return dataclasses.replace(
+        entry, status=StageStatus.DONE, reason=result.summary, outputs=list(result.outputs),
+        models=[ModelRecord(m.name, m.sha256, m.path) for m in result.models], duration_s=seconds,
+        products=result.products, device=result.device, dtype=result.dtype, seed=result.seed, details=details,
+        attention=list(result.attention))
 
 
 def _checked(stage: Stage, products: Products) -> Products:
@@ -571,13 +580,6 @@ def _reruns_archive(job: Job) -> bool:
     """A job that runs an archived image again (review's approval or "retry with…"): its source is the
     original in its own archive folder."""
     return job.origin == "process" and job.archive is not None and Path(job.source).parent == Path(job.archive)
-
-
-def _verdict(manifest: Manifest) -> Verdict:
-    decisions = [r for r in manifest.review if not r.get("variant")]
-    picks = {p["stage"]: p["choice"] for p in manifest.picks if "stage" in p and "choice" in p}  # the newest wins
-    return Verdict(approved=bool(decisions) and decisions[-1].get("decision") == "approve",
-                   picks=tuple(sorted(picks.items())))
 
 
 def _holds_original(folder: Path, sha256: str) -> bool:

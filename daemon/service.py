@@ -23,6 +23,7 @@ from daemon import config as config_mod
 from daemon.config import Config, ConfigError
 from daemon.journal import Journal
 from daemon.notify import Notifier, watchdog_interval
+from daemon.ops import journal_path
 from daemon.runner import JobStatus, Outcome, Runner
 from daemon.signals import Signals
 from daemon.watcher import InboxWatcher, start_observer
@@ -66,10 +67,6 @@ class Pause:
     def remaining(self) -> float:
         with self._lock:
             return max(0.0, self._until - time.monotonic()) if self.where else 0.0
-
-
-def journal_path(cfg: Config) -> Path:
-    return cfg.paths.state / "journal.sqlite3"
 
 
 def acquire_lock(state: Path):

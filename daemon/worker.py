@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from daemon import cluster
+from daemon.archive import StageEntry
 from daemon.config import Config
 from daemon.journal import Job
 from daemon.runner import JobStatus, Runner
@@ -142,11 +143,11 @@ class Worker:
         return result
 
     def _result(self, recorder: cluster.Recorder, status: str, archive: Path | None, error: str | None,
-                received: float, idle_since: float, stages: list[dict] | None = None) -> dict:
+                received: float, idle_since: float, stages: list[StageEntry] | None = None) -> dict:
         return {"ops": recorder.ops, "status": str(status), "archive": str(archive) if archive else None,
                 "error": error, "worker": self.name, "received": received, "idle_since": idle_since,
                 "finished": time.time(),
-                "stages": {s["name"]: s.get("duration_s") for s in stages or [] if s.get("status") == "done"}}
+                "stages": {s.name: s.duration_s for s in stages or [] if s.done}}
 
     def _config(self, data: dict) -> Config:
         sha = data["config"]["sha256"]

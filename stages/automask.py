@@ -23,6 +23,7 @@ from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.files import sha256_file
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
 from stages.products import Found, Mask, Picture, Products, Slot
+from stages.records import AutomaskDetails, DetectionRecord
 from stages.schema import Errors
 
 log = structlog.get_logger("polishd.automask")
@@ -227,13 +228,13 @@ class AutoMaskStage(Stage):
                     if self._detector else [])
             + ([ModelRef("face-landmarks", self._digests["face-landmarks"], str(FACE_MESH_MODEL))]
                if self._mesh is not None and any(d.outlines for d in kept) else []),
-            details={"detections": [self._record(d, size) for d in kept], "dropped": len(dropped),
-                     "counts": {k: sum(d.kind == k for d in kept) for k in KINDS}})
+            details=AutomaskDetails([self._record(d, size) for d in kept], len(dropped),
+                                    {k: sum(d.kind == k for d in kept) for k in KINDS}))
 
-    def _record(self, d: Detection, size: tuple[int, int]) -> dict:
-        return {"kind": d.kind, "box": [round(v, 1) for v in d.box], "score": round(d.score, 4),
-                "area_ratio": round(d.area / float(size[0] * size[1]), 5), "model": d.model,
-                "model_sha256": self._digests.get(d.model, ""), **({"label": d.label} if d.label else {})}
+    def _record(self, d: Detection, size: tuple[int, int]) -> DetectionRecord:
+        return DetectionRecord(d.kind, [round(v, 1) for v in d.box], round(d.score, 4),
+                               round(d.area / float(size[0] * size[1]), 5), d.model,
+                               self._digests.get(d.model, ""), d.label or "")
 
 
 FACE_MESH_MODEL = MODELS / "face_landmark.tflite"

@@ -82,7 +82,7 @@ class StageResult:
     device: str | None = None
     dtype: str | None = None
     seed: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Any = None  # the stage's own record (stages/records.py): a typed value, or plain values
     attention: list[str] = field(default_factory=list)  # why a person should look at this image ("needs review")
 
 
@@ -104,6 +104,10 @@ class JobContext:
     stop: threading.Event = field(default_factory=threading.Event)
     beat: Callable[[], None] = lambda: None  # "still making progress", for systemd's watchdog
     report: Callable[[int, int, str], None] = lambda done, total, unit: None  # for a progress bar
+    stem: str = ""             # the image's name in the folder's name (what delivered files are named after)
+
+    def __post_init__(self) -> None:
+        self.stem = self.stem or self.id
 
     def check_stop(self, done: int | None = None, total: int | None = None, unit: str = "") -> None:
         """A safe point: long stages call this between tiles, steps and regions, saying how far they are

@@ -28,11 +28,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageCms, ImageColor, ImageFilter, PngImagePlugin
 
-from stages import provenance
+from stages import provenance, records
 from stages.base import JobContext, Skipped, Stage, StageResult
 from stages.files import Folder, fsync_dir, sha256_file
 from stages.picture import ORIENTATION_TAG, view
 from stages.products import Products, Slot
+from stages.records import DeliverDetails, Delivery, PresetFailure
 from stages.schema import Errors
 
 RECORD = "50-deliver.json"
@@ -177,7 +178,7 @@ class DeliverStage(Stage):
 
     def run(self, ctx: JobContext, params: DeliverParams) -> StageResult | Skipped:
         products = ctx.products
-        stem = ctx.id.rsplit("-", 1)[0] if re.search(r"-[0-9a-f]{8}$", ctx.id) else ctx.id
+        stem = ctx.stem
         folder = Path(params.outbox) if params.layout == "flat" else Path(params.outbox) / ctx.id
         earlier = _earlier(ctx)
         origin = _origin(ctx, products, params)
@@ -195,17 +196,15 @@ class DeliverStage(Stage):
                                                     made_by, steps, ctx, params, stem)
                 if data is not None:
                     _write(target, data)
-                delivered.append({"preset": preset.name, "path": str(target), "source": source_name,
-                                  "size": list(steps["size"]), "format": preset.format,
-                                  "sha256": sha256_file(target), "rendition_sha256": rendition,
-                                  "label": _label_kind(preset, params),
-                                  "steps": [what for _, what in steps["done"]]})
+                delivered.append(Delivery(preset.name, str(target), sha256_file(target), source_name,
+                                          list(steps["size"]), preset.format, rendition, _label_kind(preset, params),
+                                          [what for _, what in steps["done"]]))
             except (PresetFailed, provenance.SigningError) as exc:  # this preset, for this image: the rest go on
-                failed.append({"preset": preset.name, "reason": str(exc)})
-        record = {"deliveries": delivered, "failed": failed,
-                  "c2pa": "signed" if params.signing is not None else
-                  "not configured: the XMP label alone ([deliver.c2pa] has no certificate)"}
-        ctx.folder.write_bytes(RECORD, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+                failed.append(PresetFailure(preset.name, str(exc)))
+        record = DeliverDetails(delivered, failed, "signed" if params.signing is not None else
+                                "not configured: the XMP label alone ([deliver.c2pa] has no certificate)")
+        ctx.folder.write_bytes(RECORD, (json.dumps(records.to_json(record), indent=2, ensure_ascii=False)
+                                        + "\n").encode())
         summary = f"{len(delivered)} delivered" + (f", {len(failed)} failed" if failed else "")
         return StageResult(outputs=[RECORD], summary=summary, details=record)
 
@@ -505,12 +504,12 @@ def _label_kind(preset: PresetParams, params: DeliverParams) -> str:
     return kind + "+c2pa" if params.signing is not None and preset.metadata != "strip" else kind
 
 
-def _target(folder: Path, stem: str, preset: PresetParams, layout: str, earlier: dict | None) -> Path:
+def _target(folder: Path, stem: str, preset: PresetParams, layout: str, earlier: Delivery | None) -> Path:
     ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[preset.format]
     target = folder / f"{stem}-{preset.name}.{ext}"
     if layout == "flat":
-        if earlier and Path(earlier["path"]).parent == folder and Path(earlier["path"]).suffix == target.suffix:
-            return Path(earlier["path"])  # this image's own file from before: the same name again
+        if earlier and Path(earlier.path).parent == folder and Path(earlier.path).suffix == target.suffix:
+            return Path(earlier.path)  # this image's own file from before: the same name again
         n = 2
         while target.exists():
             target = folder / f"{stem}-{preset.name}-{n}.{ext}"
@@ -518,22 +517,22 @@ def _target(folder: Path, stem: str, preset: PresetParams, layout: str, earlier:
     return target
 
 
-def _earlier(ctx: JobContext) -> dict[str, dict]:
+def _earlier(ctx: JobContext) -> dict[str, Delivery]:
     """What this stage delivered for this image before (its own record), by preset."""
     try:
-        record = json.loads(ctx.path(RECORD).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = records.from_json(DeliverDetails, json.loads(ctx.path(RECORD).read_text(encoding="utf-8")))
+    except (OSError, ValueError):  # none yet, or not one this release can read: delivered afresh
         return {}
-    return {d["preset"]: d for d in record.get("deliveries", []) if isinstance(d, dict) and "preset" in d}
+    return {d.preset: d for d in record.deliveries}
 
 
-def _signed_unless_unchanged(data: bytes, rendition: str, target: Path, earlier: dict | None,
+def _signed_unless_unchanged(data: bytes, rendition: str, target: Path, earlier: Delivery | None,
                              preset: PresetParams, origin: provenance.Origin, steps: dict, ctx: JobContext,
                              params: DeliverParams, stem: str) -> bytes | None:
     """The signed file; None when the file already there signs this very rendition (a signature is not the
     same twice: re-signing would change bytes that need not change)."""
-    if earlier and earlier.get("rendition_sha256") == rendition and Path(earlier["path"]) == target \
-            and target.exists() and sha256_file(target) == earlier.get("sha256"):
+    if earlier and earlier.rendition_sha256 == rendition and Path(earlier.path) == target \
+            and target.exists() and sha256_file(target) == earlier.sha256:
         return None
     actions: dict[str, list[str]] = {}
     for action, what in steps["done"]:

@@ -26,21 +26,22 @@ from typing import Literal
 
 import numpy as np
 import structlog
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
+from stages.diffusion.repaint import (KindSettings, crop_box, image_seed, kind_table, paste, repaint,
+                                      settings_for)
 from stages.gate import GateConfig, Judge, judge
 from stages.generative import acquire
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
 from stages.products import Mask, Picture, Products, Slot
 from stages.prompts import FoundPrompt
+from stages.records import Alternative, Gate, GateTry, InpaintDetails, RegionRecord
 from stages.schema import Errors
 
 log = structlog.get_logger("polishd.inpaint")
 
 KINDS = ("remove", "face", "face-eyes", "face-mouth", "hand", "user")  # the order regions are done in
-PARENT = {"face-eyes": "face", "face-mouth": "face"}  # [inpaint.face-eyes] inherits from [inpaint.face]
-RING = 16  # px around the mask whose colours the patch is matched to
 
 
 # --------------------------------------------------------------------------- [inpaint]
@@ -167,93 +168,6 @@ class Region:
     mask: str  # archive name of the mask
 
 
-@dataclass(frozen=True)
-class KindSettings:
-    prompt: str
-    negative_prompt: str
-    steps: int
-    guidance: float
-    strength: float
-    padding: int
-
-
-def kind_table(params: InpaintConfig, kind: str) -> InpaintKindConfig:
-    """The [inpaint.<kind>] table of a region kind ("face-eyes" is the field face_eyes)."""
-    return getattr(params, kind.replace("-", "_"))
-
-
-def settings_for(params: InpaintConfig, kind: str) -> KindSettings:
-    """A kind's settings: its own table's keys, else its parent table's (a face part's is [inpaint.face]),
-    else [inpaint]'s."""
-    chain = [kind_table(params, k) for k in (kind, PARENT.get(kind)) if k]
-
-    def pick(key: str):
-        return next((getattr(t, key) for t in chain if getattr(t, key) is not None), getattr(params, key))
-    return KindSettings(*(pick(k) for k in ("prompt", "negative_prompt", "steps", "guidance", "strength",
-                                             "padding")))
-
-
-# ---------------------------------------------------------------------- geometry (pure)
-
-
-def crop_box(box: tuple[int, int, int, int], padding: int, image_size: tuple[int, int],
-             aspect: float = 1.0) -> tuple[int, int, int, int]:
-    """``box`` plus padding, widened to ``aspect`` (w/h) around its centre, shifted (not cut) to fit the image."""
-    w_img, h_img = image_size
-    x0, y0, x1, y1 = box[0] - padding, box[1] - padding, box[2] + padding, box[3] + padding
-    w, h = x1 - x0, y1 - y0
-    if w / h < aspect:
-        w = h * aspect
-    else:
-        h = w / aspect
-    w, h = min(w, w_img), min(h, h_img)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left = int(round(min(max(cx - w / 2, 0), w_img - w)))
-    top = int(round(min(max(cy - h / 2, 0), h_img - h)))
-    return left, top, min(w_img, left + int(round(w))), min(h_img, top + int(round(h)))
-
-
-def working_size(crop: tuple[int, int], native: int) -> tuple[int, int]:
-    """The crop's size scaled so that its long side is ``native``, both sides multiples of 8."""
-    w, h = crop
-    f = native / max(w, h)
-    return max(8, int(round(w * f / 8)) * 8), max(8, int(round(h * f / 8)) * 8)
-
-
-def colour_match(patch: np.ndarray, reference: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """Shifts ``patch`` so that over ``ring`` its per-channel mean and spread (in YCbCr) match ``reference``."""
-    if ring.sum() < 16:
-        return patch
-    p = np.asarray(Image.fromarray(patch).convert("YCbCr"), dtype=np.float32)
-    r = np.asarray(Image.fromarray(reference).convert("YCbCr"), dtype=np.float32)
-    out = np.empty_like(p)
-    for c in range(3):
-        pv, rv = p[..., c][ring], r[..., c][ring]
-        scale = np.clip(rv.std() / max(pv.std(), 1e-3), 0.5, 2.0)
-        out[..., c] = (p[..., c] - pv.mean()) * scale + rv.mean()
-    ycc = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "YCbCr")
-    return np.asarray(ycc.convert("RGB"))
-
-
-def paste(original: np.ndarray, patch: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Blends ``patch`` into ``original`` through ``mask`` (0–255); where mask is 0 the original stays as it is."""
-    out = original.copy()
-    sel = mask > 0
-    alpha = (mask[sel].astype(np.float32) / 255.0)[:, None]
-    out[sel] = np.clip(np.rint(original[sel] * (1 - alpha) + patch[sel] * alpha), 0, 255).astype(np.uint8)
-    return out
-
-
-def ring_of(mask: np.ndarray, width: int = RING) -> np.ndarray:
-    grown = np.asarray(Image.fromarray(((mask > 0) * 255).astype(np.uint8)).filter(
-        ImageFilter.MaxFilter(2 * (width // 2) + 1))) > 0
-    return grown & (mask == 0)
-
-
-def image_seed(sha256: str, configured: int) -> int:
-    return configured if configured >= 0 else int(sha256[:8], 16)
-
-
 # ---------------------------------------------------------------------- the stage
 
 
@@ -327,17 +241,17 @@ class InpaintStage(Stage):
         regions = plan_regions(ctx.products.masks, params)
         e, without_model = self._engine(ctx, params, regions)
         rgb, outputs, records = self._paint(ctx, params, e, without_model, regions, view.rgb, seed)
-        attention = [f"{r['kind']} {r['index']}: every try failed the quality gate ({r['tries'][-1]['why']}); "
-                     "its original pixels are kept" for r in records if r.get("gate") == "failed"]
-        done = [r for r in records if "skipped" not in r]
+        attention = [f"{r.kind} {r.index}: every try failed the quality gate ({r.tries[-1].why}); "
+                     "its original pixels are kept" for r in records if r.failed_gate]
+        done = [r for r in records if r.skipped is None]
         if not done:
             return Skipped(without_model or "no masks to inpaint")
         name = ctx.save_picture(f"{self.prefix}-inpaint.png", _with_alpha(rgb, view.alpha))
         outputs.append(name)
         models = [ModelRef(e.name, e.sha256, e.spec)] if e else []
         summary = _summary(records, done, params, e, without_model)
-        details = {"pipeline": e.kind if e else None, "scheduler": type(e.pipe.scheduler).__name__ if e else None,
-                   "regions": records}
+        details = InpaintDetails(pipeline=e.kind if e else None,
+                                 scheduler=type(e.pipe.scheduler).__name__ if e else None, regions=records)
         master = Picture(name, "inpainted")
         device, dtype = (str(e.device) if e else None), _dtype(e)
         if e is not None and params.compare:  # the A/B alternatives, each from the same master
@@ -346,25 +260,24 @@ class InpaintStage(Stage):
                 alt_params, alt_seed = _alternative(params, alt), seed if alt.seed is None else alt.seed
                 ae, problem = self._engine(ctx, alt_params, regions)
                 if ae is None:
-                    alternatives.append({"label": alt.label, "skipped": problem})
+                    alternatives.append(Alternative(alt.label, skipped=problem))
                     continue
                 alt_rgb, _, alt_records = self._paint(ctx, alt_params, ae, without_model, regions, view.rgb,
                                                       alt_seed, crops=False, override=alt)
-                attention += [f"{alt.label}: {r['kind']} {r['index']} failed the quality gate"
-                              for r in alt_records if r.get("gate") == "failed"]
+                attention += [f"{alt.label}: {r.kind} {r.index} failed the quality gate"
+                              for r in alt_records if r.failed_gate]
                 alt_name = ctx.save_picture(f"{self.prefix}-inpaint@{alt.label}.png", _with_alpha(alt_rgb, view.alpha))
                 outputs.append(alt_name)
-                alternatives.append({"label": alt.label, "picture": alt_name, "model": ae.name,
-                                     "regions": alt_records})
+                alternatives.append(Alternative(alt.label, alt_name, ae.name, regions=alt_records))
                 models.append(ModelRef(ae.name, ae.sha256, ae.spec))
                 if ctx.products.picks is not None and ctx.products.picks.pick(self.name) == alt.label:
                     master = Picture(alt_name, f"inpainted ({alt.label}, picked)")
-            details["alternatives"] = alternatives
+            details.alternatives = alternatives
             summary += f"; alternatives: {', '.join(a.label for a in params.compare)}"
-        gated = [r for r in records if "tries" in r]
+        gated = [r for r in records if r.tries]
         if gated:
-            passed = sum(r["gate"] == "passed" for r in gated)
-            retries = sum(len(r["tries"]) for r in gated) - len(gated)
+            passed = sum(r.gate == Gate.PASSED for r in gated)
+            retries = sum(len(r.tries) for r in gated) - len(gated)
             summary += f"; gate: {passed} of {len(gated)} passed" + (f" ({retries} retries)" if retries else "")
             if passed < len(gated):
                 summary += f", {len(gated) - passed} left as they were (needs review)"
@@ -372,7 +285,7 @@ class InpaintStage(Stage):
             outputs=outputs, summary=summary, products=Products(master=master), models=models,
             device=device, dtype=dtype, seed=seed, details=details, attention=attention)
 
-    def _control(self, ctx: JobContext, params: InpaintParams, e, region: Region, record: dict):
+    def _control(self, ctx: JobContext, params: InpaintParams, e, region: Region, record: RegionRecord):
         """For a hand, with [inpaint.hand].controlnet: (a function making the engine's ``Control`` for a crop
         and working size, the list the control images drawn go to).  (None, []) otherwise; a ControlNet that
         cannot be used is said in the region's record, and the hand is painted without it."""
@@ -384,7 +297,7 @@ class InpaintStage(Stage):
 
         found = _landmarks_for(region, ctx.products.detections)
         if found is None:
-            record["controlnet"] = "not used: the hand's landmarks were not found"
+            record.controlnet = "not used: the hand's landmarks were not found"
             return None, []
         try:
             net = engine_mod.controlnet(
@@ -393,8 +306,8 @@ class InpaintStage(Stage):
                                                 ModelKind.CONTROLNET)) if hand.controlnet_config else None,
                 e.device, e.dtype)
         except Exception as exc:  # not found, not loadable: the hand is still painted, as without one
-            record["controlnet"] = f"not used: {type(exc).__name__}: {exc}"
-            log.warning("controlnet not used", reason=record["controlnet"])
+            record.controlnet = f"not used: {type(exc).__name__}: {exc}"
+            log.warning("controlnet not used", reason=record.controlnet)
             return None, []
         kind = ctl.guess_kind(hand.controlnet) if hand.controlnet_type == "auto" else hand.controlnet_type
         drawn: list = []
@@ -403,7 +316,7 @@ class InpaintStage(Stage):
             image = ctl.control_image(kind, found, crop, size)
             drawn.append(image)
             return engine_mod.Control(net, image, hand.controlnet_scale)
-        record.update(controlnet=net.name, controlnet_type=kind, controlnet_scale=hand.controlnet_scale)
+        record.controlnet, record.controlnet_type, record.controlnet_scale = net.name, kind, hand.controlnet_scale
         return make, drawn
 
     def _paint(self, ctx: JobContext, params: InpaintParams, e, without_model: str | None, regions: list[Region],
@@ -415,9 +328,10 @@ class InpaintStage(Stage):
         for n, region in enumerate(regions):
             ctx.check_stop(n, len(regions), "regions")
             ks = _overridden(settings_for(params, region.kind), override)
-            record = {"kind": region.kind, "index": region.index, "box": list(region.box)}
+            record = RegionRecord(region.kind, region.index, list(region.box))
             if region.kind != "remove" and e is None:
-                records.append({**record, "skipped": without_model})
+                record.skipped = without_model or ""
+                records.append(record)
                 continue
             if region.mask not in masks:
                 with Image.open(ctx.path(region.mask)) as im:
@@ -427,7 +341,7 @@ class InpaintStage(Stage):
             before = rgb
             if region.kind == "remove":
                 rgb, fill_crop = remove(rgb, full_mask, region.box, params.remove.fill)
-                record.update(fill=params.remove.fill, refined=False)
+                record.fill, record.refined = params.remove.fill, False
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), fill_crop)
             if e is not None and (region.kind != "remove" or params.remove.refine):
                 prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
@@ -447,30 +361,32 @@ class InpaintStage(Stage):
                     verdict = judge(self.judge, params.gate, region.kind, rgb[cy0:cy1, cx0:cx1],
                                     painted[cy0:cy1, cx0:cx1], full_mask[cy0:cy1, cx0:cx1],
                                     (bx0 - cx0, by0 - cy0, bx1 - cx0, by1 - cy0))
-                    tries.append({"seed": try_seed, "strength": strength, "passed": verdict.passed,
-                                  **verdict.scores, **({"why": verdict.why} if verdict.why else {})})
+                    tries.append(GateTry(try_seed, strength, verdict.passed, verdict.why or "", dict(verdict.scores)))
                     if verdict.passed:
                         break
                     log.info("repaint failed the quality gate", kind=region.kind, index=region.index,
                              attempt=attempt + 1, why=verdict.why)
                     try_seed = seed + n + 1000 * (attempt + 1)
                     strength = round(strength * params.gate.strength_step, 3)
-                if not gated or tries[-1]["passed"]:
+                if not gated or tries[-1].passed:
                     rgb = painted
                 if drawn and crops:  # the pose the model was given, for a person to see
                     name = f"{self.prefix}-{region.kind}-{region.index}-control.png"
                     outputs.append(ctx.save_mask(name, drawn[-1]))
-                    record["control_image"] = name
+                    record.control_image = name
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), crop)
-                record.update(seed=try_seed, prompt=prompt, negative_prompt=negative, prompt_source=source,
-                              steps=ks.steps, strength=strength, guidance=ks.guidance, padding=ks.padding,
-                              **({"refined": True} if region.kind == "remove" else {}))
+                record.seed, record.prompt, record.negative_prompt = try_seed, prompt, negative
+                record.prompt_source, record.steps, record.strength = source, ks.steps, strength
+                record.guidance, record.padding = ks.guidance, ks.padding
+                if region.kind == "remove":
+                    record.refined = True
                 if gated:
-                    record.update(gate="passed" if tries[-1]["passed"] else "failed", tries=tries)
+                    record.gate, record.tries = (Gate.PASSED if tries[-1].passed else Gate.FAILED), tries
             if crops:
                 stem = f"{self.prefix}-{region.kind}-{region.index}"
-                outputs.append(ctx.save_picture(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1])))
-                outputs.append(ctx.save_picture(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1])))
+                record.before = ctx.save_picture(f"{stem}-before.png", Image.fromarray(before[y0:y1, x0:x1]))
+                record.after = ctx.save_picture(f"{stem}-after.png", Image.fromarray(rgb[y0:y1, x0:x1]))
+                outputs += [record.before, record.after]
             records.append(record)
         return rgb, outputs, records
 
@@ -530,8 +446,9 @@ def sidecar_prompt_kinds(overrides: dict) -> tuple[str, ...]:
     return tuple(k for k in KINDS if "prompt" in side or (isinstance(side.get(k), dict) and "prompt" in side[k]))
 
 
-def _summary(records: list, done: list, params: InpaintParams, e, without_model: str | None) -> str:
-    removed = sum(r["kind"] == "remove" for r in done)
+def _summary(records: list[RegionRecord], done: list[RegionRecord], params: InpaintParams, e,
+             without_model: str | None) -> str:
+    removed = sum(r.kind == "remove" for r in done)
     parts = [f"{removed} removed ({params.remove.fill})"] if removed else []
     if len(done) > removed:
         parts.append(f"{len(done) - removed} regions repainted with {e.name}")
@@ -575,30 +492,6 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
         filled = cv2.inpaint(np.ascontiguousarray(part), hole, 5, flag)
     out = image.copy()
     out[y0:y1, x0:x1] = paste(part, filled, m)
-    return out, crop
-
-
-def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: int, resolution: int, prompt: str,
-            negative: str, steps: int, guidance: float, strength: float, seed: int, callback=None,
-            match: bool = False, control=None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Only-masked inpainting of one region (used by inpaint and outpaint).
-
-    Crops ``box`` plus ``padding`` (square, inside the image), runs the engine at its working size, brings the
-    patch back, optionally colour-matches it, and pastes it through ``mask``.  Returns the new image and the crop.
-    """
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = crop = crop_box(box, padding, (w, h), aspect=1.0)
-    part, m = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-    size = working_size((x1 - x0, y1 - y0), resolution or engine.native)
-    guide = control(crop, size) if control is not None else None
-    generated = engine.inpaint(Image.fromarray(part).resize(size, Image.Resampling.LANCZOS),
-                               Image.fromarray(m).resize(size, Image.Resampling.BILINEAR), prompt, negative, steps,
-                               guidance, strength, seed, callback=callback, control=guide)
-    patch = np.asarray(generated.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS))
-    if match:
-        patch = colour_match(patch, part, ring_of(m))
-    out = image.copy()
-    out[y0:y1, x0:x1] = paste(part, patch, m)
     return out, crop
 
 

@@ -29,8 +29,8 @@ from PIL import Image, ImageDraw
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.generative import acquire
 from stages.infill import infill, seam_score
-from stages.inpaint import image_seed, repaint
 from stages.models import ModelKind, ModelSetting
+from stages.diffusion.repaint import image_seed, repaint
 from stages.outpaint_plan import VARIANT, Plan, plan
 from stages.picture import View, flatten
 from stages.products import Picture, Products, Slot, Variant

@@ -10,13 +10,13 @@ file a value names is a plain name in the image's archive folder.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Iterator
 
 from automask.detect import Detection
+from stages import records
 from stages.prompts import FoundPrompt
 
 Box = tuple[float, float, float, float]
@@ -131,41 +131,18 @@ class Products:
         yield from _files(self)
 
     def to_json(self) -> dict:
-        return {s.value: _plain(getattr(self, s.value)) for s in sorted(self.slots(), key=list(Slot).index)}
+        return {s.value: records.to_json(getattr(self, s.value)) for s in sorted(self.slots(), key=list(Slot).index)}
 
     @classmethod
     def from_json(cls, data: dict) -> Products:
-        return _decode(cls, {k: v for k, v in data.items() if k in Slot.__members__.values()})
+        if not isinstance(data, dict):
+            raise records.RecordError(f"products: expected a table, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: records.from_json(hints[k], v, f"products.{k}") for k, v in data.items()
+                      if k in Slot.__members__.values()})
 
 
-# ---------------------------------------------------------------------- (de)serialising
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _decode(kind: Any, value: Any) -> Any:
-    origin = typing.get_origin(kind)
-    if value is None:
-        return None
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(kind) if a is not type(None)]
-        return _decode(inner[0], value)
-    if origin in (tuple, list):
-        args = typing.get_args(kind)
-        items = ([_decode(args[0], v) for v in value] if len(args) == 1 or args[1:] == (Ellipsis,)
-                 else [_decode(a, v) for a, v in zip(args, value)])
-        return tuple(items) if origin is tuple else items
-    if dataclasses.is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
-        return kind(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(kind)
-                       if f.name in value})
-    return value
+# ---------------------------------------------------------------------- files named
 
 
 def _files(value: Any) -> Iterator[str]:
@@ -180,3 +157,6 @@ def _files(value: Any) -> Iterator[str]:
     elif isinstance(value, (tuple, list)):
         for v in value:
             yield from _files(v)
+
+
+records.custom(Products, Products.to_json, Products.from_json)

@@ -20,6 +20,7 @@ import structlog
 from PIL import Image
 
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
+from stages.diffusion.repaint import image_seed, repaint, settings_for
 from stages.models import ModelKind, ModelSetting, ModelUnavailable, Resolved
 from stages.picture import fill_hidden
 from stages.products import Picture, Products, Slot, Upscaled
@@ -140,7 +141,7 @@ class UpscaleParams(UpscaleConfig):
     inpaint_model: str = ""         # [inpaint].model and model_config: refine's and detail's default model
     inpaint_model_config: str = ""
     seed: int = -1                  # [inpaint].seed
-    kind_settings: tuple = ()       # (kind, stages.inpaint.KindSettings) for the detail pass's prompts
+    kind_settings: tuple = ()       # (kind, stages.diffusion.repaint.KindSettings) for the detail pass's prompts
 
     @property
     def diffusion_model(self) -> tuple[str, str]:
@@ -171,8 +172,6 @@ class UpscaleStage(Stage):
         self._runner = None
 
     def params(self, config) -> UpscaleParams:
-        from stages.inpaint import settings_for
-
         kinds = tuple((k, settings_for(config.inpaint, k)) for k in config.upscale.detail.kinds) \
             if config.upscale.detail.enabled else ()
         return from_section(UpscaleParams, config.upscale, device=config.daemon.device,
@@ -416,7 +415,6 @@ class UpscaleStage(Stage):
         archive's ``.work/`` folder until the picture is written, so a crash loses at most a tile."""
         from stages import raster, refine
         from stages.files import sha256_file
-        from stages.inpaint import image_seed
         from stages.prompts import fill
 
         target = target_size(im.size, params)
@@ -508,8 +506,7 @@ class UpscaleStage(Stage):
                 size: tuple[int, int], seed: int, found, output: str) -> list[dict]:
         """Each face and hand found before, repainted only-masked at the upscaled size with a low strength:
         the box and its feathered mask scaled up from the picture they were found on.  Pixels outside the
-        masks are left as they are (stages/inpaint.py's ``repaint`` pastes through the mask)."""
-        from stages.inpaint import repaint
+        masks are left as they are (stages/diffusion/repaint.py's ``repaint`` pastes through the mask)."""
         from stages.prompts import fill
 
         records = []

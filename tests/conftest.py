@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from PIL import Image
 
 from daemon import config as config_mod
+from daemon.archive import ArchiveFolder
 from daemon.journal import Journal
 
 DATA = Path(__file__).parent / "data"
@@ -144,5 +144,10 @@ def run_one(cfg, src: Path, stages: list, expect: str = "done"):
             stage.close()
         journal.close()
     assert out.status == expect, out.error
-    manifest = json.loads((out.archive / "manifest.json").read_text()) if out.archive else None
+    manifest = ArchiveFolder(out.archive).read_manifest() if out.archive else None
     return out, manifest
+
+
+def manifest_of(folder: Path):
+    """The typed manifest of an archive folder (daemon.archive.Manifest)."""
+    return ArchiveFolder(folder).read_manifest()

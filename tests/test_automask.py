@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select,
 from daemon import config as config_mod
 from stages.automask import FaceMaskConfig, HandMaskConfig
 from stages.automask import AutoMaskStage
-from tests.conftest import DATA, run_one, write_config
+from tests.conftest import DATA, run_one, write_config, manifest_of
 
 
 @pytest.fixture(scope="module")
@@ -236,19 +235,19 @@ def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.I
     if mask is not None:
         mask.save(cfg.paths.inbox / (src.stem + ".mask.png"))
     out, manifest = run_one(cfg, src, stages or [AutoMaskStage()])
-    return out.archive, manifest["stages"][0]
+    return out.archive, manifest.stages[0]
 
 
 def test_stage_writes_masks_detections_and_manifest(tmp_path):
     archive, entry = _run(tmp_path, "astronaut.png", Image.open(DATA / "astronaut.png"))
-    assert entry["status"] == "done" and entry["reason"] == "1 face, 0 hands"
-    assert entry["outputs"] == ["10-mask-face.png", "10-detections.png"]
+    assert entry.status == "done" and entry.reason == "1 face, 0 hands"
+    assert entry.outputs == ["10-mask-face.png", "10-detections.png"]
     mask = Image.open(archive / "10-mask-face.png")
     assert mask.mode == "L" and mask.size == (512, 512)
-    (det,) = entry["details"]["detections"]
-    assert det["kind"] == "face" and det["model"].startswith("face-") and det["score"] > 0.85
-    assert 0.02 < det["area_ratio"] < 0.06
-    shipped = {m["name"]: m["sha256"] for m in entry["models"]}
+    (det,) = entry.details.detections
+    assert det.kind == "face" and det.model.startswith("face-") and det.score > 0.85
+    assert 0.02 < det.area_ratio < 0.06
+    shipped = {m.name: m.sha256 for m in entry.models}
     assert shipped["face-short"] == hashlib.sha256(SHIPPED["short"].read_bytes()).hexdigest()
     assert np.asarray(mask)[120, 224] == 255 and np.asarray(mask)[450, 450] == 0
     assert Image.open(archive / "10-detections.png").size == (512, 512)
@@ -259,9 +258,9 @@ def test_face_mask_is_the_face_oval_and_parts_are_narrow_masks_of_their_own(tmp_
     (tmp_path / "parts").mkdir()
     (tmp_path / "box").mkdir()
     archive, entry = _run(tmp_path / "parts", "astronaut.png", image, '[automask.face]\nparts = ["eyes", "mouth"]\n')
-    assert entry["outputs"] == ["10-mask-face.png", "10-mask-face-eyes.png", "10-mask-face-mouth.png",
+    assert entry.outputs == ["10-mask-face.png", "10-mask-face-eyes.png", "10-mask-face-mouth.png",
                                 "10-detections.png"]
-    assert [m["name"] for m in entry["models"]][-1] == "face-landmarks"
+    assert [m.name for m in entry.models][-1] == "face-landmarks"
     oval = np.asarray(Image.open(archive / "10-mask-face.png")) >= 128
     box_archive, _ = _run(tmp_path / "box", "astronaut.png", image, '[automask.face]\nshape = "box"\n')
     box = np.asarray(Image.open(box_archive / "10-mask-face.png")) >= 128
@@ -278,12 +277,12 @@ def test_face_mask_is_the_face_oval_and_parts_are_narrow_masks_of_their_own(tmp_
     assert mouth[148, 223] and not mouth[97, 203] and not mouth[97, 247]
     assert eyes.sum() < 0.35 * oval.sum() and mouth.sum() < 0.2 * oval.sum()
     assert not (eyes & ~oval).sum() > 0.05 * eyes.sum()  # the parts lie within the face
-    assert [m["kind"] for m in entry["products"]["masks"]] == ["face", "face-eyes", "face-mouth"]
+    assert [m.kind for m in entry.products.masks] == ["face", "face-eyes", "face-mouth"]
 
 
 def test_stage_with_nothing_found_says_so(tmp_path):
     _, entry = _run(tmp_path, "sky.png", Image.new("RGB", (300, 200), (90, 140, 220)))
-    assert entry["reason"] == "no faces or hands found" and entry["outputs"] == ["10-detections.png"]
+    assert entry.reason == "no faces or hands found" and entry.outputs == ["10-detections.png"]
 
 
 def test_user_mask_replace_skips_detection(tmp_path):
@@ -291,8 +290,8 @@ def test_user_mask_replace_skips_detection(tmp_path):
     mask.paste(255, (10, 10, 60, 60))
     archive, entry = _run(tmp_path, "astro.png", Image.open(DATA / "astronaut.png"),
                           '[automask]\nuser_mask = "replace"\n', mask=mask)
-    assert entry["outputs"] == ["10-mask-user.png", "10-detections.png"]
-    assert entry["details"]["detections"] == []
+    assert entry.outputs == ["10-mask-user.png", "10-detections.png"]
+    assert entry.details.detections == []
     assert np.asarray(Image.open(archive / "10-mask-user.png"))[30, 30] == 255
     assert (archive / "00-sidecar-mask.png").exists()
 
@@ -302,10 +301,10 @@ def test_contact_sheet_shows_original_and_detections_labelled(tmp_path):
 
     archive, _ = _run(tmp_path, "astronaut.png", Image.open(DATA / "astronaut.png"),
                       stages=[AutoMaskStage(), ContactSheetStage()])
-    manifest = json.loads((archive / "manifest.json").read_text())
-    contact = manifest["stages"][1]
-    assert contact["name"] == "contact" and contact["outputs"] == ["99-contact.jpg"]
-    assert contact["reason"] == "2 panels"
+    manifest = manifest_of(archive)
+    contact = manifest.stages[1]
+    assert contact.name == "contact" and contact.outputs == ["99-contact.jpg"]
+    assert contact.reason == "2 panels"
     sheet = Image.open(archive / "99-contact.jpg")
     assert sheet.format == "JPEG" and sheet.height > 384 and 2 * 384 < sheet.width < 2 * 384 + 60
 
@@ -338,9 +337,9 @@ def test_without_the_face_landmark_model_faces_keep_their_boxes(tmp_path, monkey
     monkeypatch.setattr(automask.face_mesh, "FaceMesh", broken)
     archive, entry = _run(tmp_path, "astronaut.png", Image.open(DATA / "astronaut.png"),
                           '[automask.face]\nparts = ["eyes"]\n')
-    assert entry["status"] == "done"
-    assert entry["outputs"] == ["10-mask-face.png", "10-detections.png"]  # no eyes without landmarks
-    assert "face-landmarks" not in [m["name"] for m in entry["models"]]
+    assert entry.status == "done"
+    assert entry.outputs == ["10-mask-face.png", "10-detections.png"]  # no eyes without landmarks
+    assert "face-landmarks" not in [m.name for m in entry.models]
     mask = np.asarray(Image.open(archive / "10-mask-face.png")) >= 128
     assert mask[62, 176] and mask[62, 272]  # the box's top corners (hair), which the oval leaves out
 

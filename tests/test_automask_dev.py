@@ -26,8 +26,8 @@ def test_a_thumbs_up_close_up_is_one_hand_and_no_face(tmp_path):
     photo = Image.open(DEV / "thumb-up-black.png").convert("RGB")
     photo = photo.resize((512, round(photo.height * 512 / photo.width)), Image.Resampling.LANCZOS)
     archive, entry = _run(tmp_path, "thumb-up-black.png", photo)
-    assert entry["reason"] == "0 faces, 1 hand"
-    assert entry["details"]["counts"] == {"face": 0, "hand": 1}
+    assert entry.reason == "0 faces, 1 hand"
+    assert entry.details.counts == {"face": 0, "hand": 1}
     assert not (archive / "10-mask-face.png").exists()
 
 
@@ -38,7 +38,7 @@ def test_the_development_set_keeps_its_measured_recall_without_false_faces(tmp_p
     for i, (name, counts) in enumerate(sorted(expected.items())):
         (tmp_path / str(i)).mkdir()
         _, entry = _run(tmp_path / str(i), name, Image.open(DEV / name), stages=[stage])
-        found = entry["details"]["counts"]
+        found = entry.details.counts
         faces += min(found["face"], counts["faces"])
         hands += min(found["hand"], counts["hands"])
         false_faces += max(0, found["face"] - counts["faces"])
@@ -54,7 +54,7 @@ def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
     photo = Image.open(DEV / "two-children.jpg").convert("RGB")
     photo = photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS)
     _, entry = _run(tmp_path, "two-children.png", photo)
-    assert entry["details"]["counts"] == {"face": 2, "hand": 1}
+    assert entry.details.counts == {"face": 2, "hand": 1}
 
 
 def test_a_person_far_away_in_a_large_frame_has_their_hands_found_in_their_body_region(tmp_path):
@@ -66,9 +66,9 @@ def test_a_person_far_away_in_a_large_frame_has_their_hands_found_in_their_body_
     for folder in ("on", "off"):
         (tmp_path / folder).mkdir()
     _, entry = _run(tmp_path / "on", "far.png", frame)
-    assert entry["details"]["counts"] == {"face": 1, "hand": 2}
+    assert entry.details.counts == {"face": 1, "hand": 2}
     _, entry = _run(tmp_path / "off", "far.png", frame, "[automask]\nbody_search = false\n")
-    assert entry["details"]["counts"]["hand"] == 0
+    assert entry.details.counts["hand"] == 0
 
 
 def test_a_hand_behind_another_is_found_and_masked_with_it(tmp_path):
@@ -79,15 +79,15 @@ def test_a_hand_behind_another_is_found_and_masked_with_it(tmp_path):
     for folder in ("on", "mirrored", "off"):
         (tmp_path / folder).mkdir()
     archive, entry = _run(tmp_path / "on", "two-thumbs.png", photo)
-    assert entry["details"]["counts"] == {"face": 0, "hand": 2}
+    assert entry.details.counts == {"face": 0, "hand": 2}
     mask = np.asarray(Image.open(archive / "10-mask-hand.png"))
     assert mask[back_thumb[1], back_thumb[0]] >= 128 and mask[front_thumb[1], front_thumb[0]] >= 128
-    boxes = sorted(d["box"] for d in entry["details"]["detections"] if d["kind"] == "hand")
+    boxes = sorted(d.box for d in entry.details.detections if d.kind == "hand")
     assert boxes[0][0] < back_thumb[0] < boxes[0][2] < boxes[1][2]  # the back hand's box reaches its thumb
     _, entry = _run(tmp_path / "mirrored", "mirrored.png", ImageOps.mirror(photo))
-    assert entry["details"]["counts"]["hand"] == 2
+    assert entry.details.counts["hand"] == 2
     _, entry = _run(tmp_path / "off", "two-thumbs.png", photo, "[automask]\nhands_behind = false\n")
-    assert entry["details"]["counts"]["hand"] == 1
+    assert entry.details.counts["hand"] == 1
 
 
 def test_a_hand_s_joints_settle_where_they_are_on_a_clear_hand():

@@ -20,7 +20,7 @@ import pytest
 
 from daemon import config as config_mod
 from daemon.journal import Journal
-from tests.conftest import REPO, png_bytes, write_config
+from tests.conftest import REPO, png_bytes, write_config, manifest_of
 from tests.helpers import jsonlog
 from tests.helpers.redis_server import REDIS, RedisServer
 from tests.test_daemon import wait_until
@@ -122,7 +122,7 @@ class Cluster:
         archives = sorted(p for p in (self.root / "archive").iterdir() if p.is_dir())
         by_sha: dict[str, list[Path]] = {}
         for a in archives:
-            by_sha.setdefault(json.loads((a / "manifest.json").read_text())["source"]["sha256"], []).append(a)
+            by_sha.setdefault(manifest_of(a).source.sha256, []).append(a)
         expected = {hashlib.sha256(d).hexdigest() for d in dropped.values()}
         assert set(by_sha) == expected and all(len(v) == 1 for v in by_sha.values()), by_sha
         j = self.journal()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import threading
 import tomllib
 import typing
@@ -19,12 +18,13 @@ import pytest
 from PIL import Image
 
 from daemon import config as config_mod
+from daemon.archive import ArchiveFolder, Manifest, StageEntry
 from daemon.journal import Journal
 from daemon.pipeline import STAGES, default_stages
 from daemon.runner import JobStatus, Runner
 from stages.base import Stage, params_hash
 from stages.schema import META_FIELDS
-from tests.conftest import CPU_PIPELINE, DATA, write_config
+from tests.conftest import CPU_PIPELINE, DATA, write_config, manifest_of
 from tests.helpers.toy_stages import BoomStage
 
 # A small job every stage does real work on, on the CPU and without generative weights: a face to find,
@@ -68,12 +68,12 @@ def _setup(tmp_path: Path, extra: str = "", removal: bool = True):
     return cfg, journal
 
 
-def _manifest(archive: Path) -> dict:
-    return json.loads((archive / "manifest.json").read_text())
+def _manifest(archive: Path) -> Manifest:
+    return manifest_of(archive)
 
 
-def _entry(archive: Path, name: str) -> dict | None:
-    return next((s for s in _manifest(archive)["stages"] if s["name"] == name), None)
+def _entry(archive: Path, name: str) -> StageEntry | None:
+    return next((s for s in _manifest(archive).stages if s.name == name), None)
 
 
 def _counting(stage: Stage, calls: list[str]) -> Stage:
@@ -122,7 +122,7 @@ def test_the_stage_stops_at_a_safe_point_when_asked_and_the_job_resumes(tmp_path
     inside.clear()
     target.run = run
     again = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
-    assert again.status == JobStatus.DONE and _entry(again.archive, name)["status"] == "done"
+    assert again.status == JobStatus.DONE and _entry(again.archive, name).status == "done"
     for stage in stages:
         stage.close()
 
@@ -220,7 +220,7 @@ def test_its_skip_reasons_reach_the_manifest_and_the_job_still_finishes(tmp_path
         out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
         assert out.status == JobStatus.DONE, out.error
         entry = _entry(out.archive, name)
-        assert entry["status"] == "skipped" and reason in entry["reason"] and entry["outputs"] == [], entry
+        assert entry.status == "skipped" and reason in entry.reason and entry.outputs == [], entry
         for stage in stages:
             stage.close()
 
@@ -235,17 +235,17 @@ def test_a_resume_keeps_its_outputs_when_params_and_inputs_are_unchanged(tmp_pat
     first = Runner(journal, lambda: cfg, [*stages, BoomStage()]).run_job(journal.claim())
     assert first.status == JobStatus.RETRY
     done = _entry(first.archive, name)
-    assert done["status"] == "done"
-    stamps = {o: (first.archive / o).stat().st_mtime_ns for o in done["outputs"]}
+    assert done.status == "done"
+    stamps = {o: (first.archive / o).stat().st_mtime_ns for o in done.outputs}
     # Every stage before it runs again (its entry is gone), makes the same bytes: this one is kept.
     manifest = _manifest(first.archive)
     order = [s.name for s in stages]
-    manifest["stages"] = [s for s in manifest["stages"] if order.index(s["name"]) >= order.index(name)]
-    (first.archive / "manifest.json").write_text(json.dumps(manifest))
+    manifest.stages = [s for s in manifest.stages if order.index(s.name) >= order.index(name)]
+    ArchiveFolder(first.archive).write_manifest(manifest)
     calls: list[str] = []
     again = Runner(journal, lambda: cfg, [_counting(s, calls) for s in stages]).run_job(journal.claim())
     assert again.status == JobStatus.DONE and again.archive == first.archive
     assert name not in calls and calls == order[:order.index(name)], calls
-    assert {o: (first.archive / o).stat().st_mtime_ns for o in done["outputs"]} == stamps
+    assert {o: (first.archive / o).stat().st_mtime_ns for o in done.outputs} == stamps
     for stage in stages:
         stage.close()

@@ -104,17 +104,17 @@ def _run(tmp_path: Path, tiny_sd: Path, hand: str):
     src = cfg.paths.inbox / "astronaut.png"
     src.write_bytes((DATA / "astronaut.png").read_bytes())
     out, manifest = run_one(cfg, src, [WithHand(), InpaintStage()])
-    entry = next(s for s in manifest["stages"] if s["name"] == "inpaint")
+    entry = next(s for s in manifest.stages if s.name == "inpaint")
     return out.archive, entry
 
 
 def test_a_hand_is_repainted_through_the_controlnet_with_its_pose(tmp_path, tiny_sd, tiny_controlnet):
     archive, entry = _run(tmp_path / "pose", tiny_sd, f'controlnet = "{tiny_controlnet}"\ncontrolnet_scale = 1.5')
-    assert entry["status"] == "done", entry.get("reason")
-    (region,) = entry["details"]["regions"]
-    assert region["controlnet"] == "tiny-controlnet-openpose" and region["controlnet_type"] == "openpose"
-    assert region["controlnet_scale"] == 1.5 and region["control_image"] == "20-hand-0-control.png"
-    assert "20-hand-0-control.png" in entry["outputs"]
+    assert entry.status == "done", entry.reason
+    (region,) = entry.details.regions
+    assert region.controlnet == "tiny-controlnet-openpose" and region.controlnet_type == "openpose"
+    assert region.controlnet_scale == 1.5 and region.control_image == "20-hand-0-control.png"
+    assert "20-hand-0-control.png" in entry.outputs
     with Image.open(archive / "20-hand-0-control.png") as im:
         drawn = np.asarray(im.convert("RGB"))
     assert drawn.shape == (64, 64, 3)  # at the working size ([inpaint].resolution)
@@ -122,10 +122,10 @@ def test_a_hand_is_repainted_through_the_controlnet_with_its_pose(tmp_path, tiny
     guided = np.asarray(Image.open(archive / "20-inpaint.png"))
     # the control image steers the repaint: without it, or with the depth cue instead, the hand differs
     plain_archive, plain = _run(tmp_path / "plain", tiny_sd, "")
-    assert "controlnet" not in plain["details"]["regions"][0]
+    assert "controlnet" not in plain.details.regions[0]
     depth_archive, depth = _run(tmp_path / "depth", tiny_sd,
                                 f'controlnet = "{tiny_controlnet}"\ncontrolnet_type = "depth"\ncontrolnet_scale = 1.5')
-    assert depth["details"]["regions"][0]["controlnet_type"] == "depth"
+    assert depth.details.regions[0].controlnet_type == "depth"
     for other in (plain_archive, depth_archive):
         assert not np.array_equal(guided, np.asarray(Image.open(other / "20-inpaint.png")))
     # outside the hand's mask nothing moved
@@ -136,8 +136,8 @@ def test_a_hand_is_repainted_through_the_controlnet_with_its_pose(tmp_path, tiny
 
 def test_a_controlnet_that_cannot_be_used_is_said_and_the_hand_still_painted(tmp_path, tiny_sd):
     archive, entry = _run(tmp_path, tiny_sd, f'controlnet = "{tmp_path / "nowhere"}"')
-    (region,) = entry["details"]["regions"]
-    assert region["controlnet"].startswith("not used:") and "nowhere" in region["controlnet"]
+    (region,) = entry.details.regions
+    assert region.controlnet.startswith("not used:") and "nowhere" in region.controlnet
     assert "control_image" not in region and (archive / "20-inpaint.png").exists()
 
 

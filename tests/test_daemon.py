@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.journal import Journal
-from tests.conftest import DATA, REPO, jpeg_bytes, png_bytes, write_config
+from tests.conftest import DATA, REPO, jpeg_bytes, png_bytes, write_config, manifest_of
 from tests.helpers import jsonlog
 from tests.test_intake import bomb_png, truncated_jpeg_that_verifies
 
@@ -113,7 +113,7 @@ def test_files_before_start_moved_in_and_renamed_are_each_processed_once(daemon,
     wait_until(lambda: d.done() == 3, what="three jobs")
     wait_until(lambda: list(inbox.iterdir()) == [], what="empty inbox")
     assert d.stop() == 0
-    names = sorted(json.loads((a / "manifest.json").read_text())["source"]["name"] for a in archives(tmp_path))
+    names = sorted(manifest_of(a).source.name for a in archives(tmp_path))
     assert names == ["early.png", "late.png", "moved.png"]
     j = d.journal()
     assert [job.state for job in j.jobs()] == ["done"] * 3
@@ -154,7 +154,7 @@ def test_kill_9_mid_job_then_restart_completes_the_job_once(daemon, tmp_path):
     (archive,) = archives(tmp_path)
     assert [p.name for p in archive.glob("00-original.*")] == ["00-original.png"]
     assert (archive / "00-original.png").read_bytes() == data
-    assert json.loads((archive / "manifest.json").read_text())["status"] == "done"
+    assert manifest_of(archive).status == "done"
     assert list((tmp_path / "inbox").iterdir()) == []
     assert list((tmp_path / "failed").iterdir()) == []
     assert not [p for p in archive.iterdir() if p.name.endswith(".tmp")]
@@ -173,7 +173,7 @@ def test_a_burst_of_200_files_is_processed_exactly_once(daemon, tmp_path):
     assert sorted(job.name for job in jobs) == sorted(f"burst-{i:03d}.png" for i in range(200))
     folders = archives(tmp_path)
     assert len(folders) == 200
-    assert sorted(json.loads((f / "manifest.json").read_text())["source"]["name"] for f in folders) == \
+    assert sorted(manifest_of(f).source.name for f in folders) == \
         sorted(job.name for job in jobs)
     assert list(inbox.iterdir()) == []
 
@@ -210,7 +210,7 @@ def test_bad_inputs_land_in_failed_with_reports_and_the_daemon_goes_on(daemon, t
     assert (failed / "symlink.png").is_symlink()
     assert outside.read_bytes() == outside_before
     (good,) = archives(tmp_path)
-    assert json.loads((good / "manifest.json").read_text())["status"] == "done"
+    assert manifest_of(good).status == "done"
     assert list(inbox.iterdir()) == []
 
 
@@ -279,7 +279,7 @@ def test_sigterm_mid_stage_puts_the_job_back_and_a_second_signal_changes_nothing
     d2 = daemon(sleep=0.0).start()
     wait_until(lambda: d2.done() == 1, what="finished after restart")
     assert d2.stop() == 0
-    assert json.loads((archive / "manifest.json").read_text())["status"] == "done"
+    assert manifest_of(archive).status == "done"
 
 
 def test_systemd_notifications_arrive_in_order(daemon, tmp_path):

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from daemon.archive import StageEntry
 from daemon import config as config_mod
 from daemon.pipeline import default_stages
+from stages.records import Delivery
 from stages.deliver import Cube, PresetFailed, apply_lut, read_cube
 from tests.conftest import DATA, REPO, run_one, write_config
 from tests.helpers.icc import P3_D50, rgb_profile
@@ -47,12 +49,12 @@ def _deliver(tmp_path: Path, presets: str, source: Path | None = None, extra: st
         source.parent.mkdir(exist_ok=True)
         Image.open(DATA / "astronaut.png").convert("RGB").resize((320, 240)).save(source)
     out, manifest = run_one(cfg, source, default_stages(), expect=expect)
-    entry = next(s for s in manifest["stages"] if s["name"] == "deliver")
+    entry = manifest.stage("deliver")
     return cfg, out, entry
 
 
-def _by_preset(entry: dict) -> dict[str, dict]:
-    return {d["preset"]: d for d in entry["details"]["deliveries"]}
+def _by_preset(entry: StageEntry) -> dict[str, Delivery]:
+    return {d.preset: d for d in entry.details.deliveries}
 
 
 def test_every_fit_gives_the_exact_size_and_the_manifest_lists_each_file_with_its_sha256(tmp_path):
@@ -82,21 +84,21 @@ name = "small"
 long_edge = 160
 """)
     got = _by_preset(entry)
-    sizes = {name: Image.open(d["path"]).size for name, d in got.items()}
+    sizes = {name: Image.open(d.path).size for name, d in got.items()}
     assert sizes == {"master": (320, 240), "banner": (1920, 1080), "feed": (1080, 1350), "square": (500, 500),
                      "stretched": (300, 100), "small": (160, 120)}
     outbox = tmp_path / "var" / "outbox" / out.archive.name
     assert sorted(p.name for p in outbox.iterdir()) == ["astro-banner.webp", "astro-feed.jpg", "astro-master.png",
                                                         "astro-small.png", "astro-square.png", "astro-stretched.png"]
     for d in got.values():
-        assert hashlib.sha256(Path(d["path"]).read_bytes()).hexdigest() == d["sha256"]
-    assert Image.open(got["banner"]["path"]).format == "WEBP" and Image.open(got["feed"]["path"]).format == "JPEG"
+        assert hashlib.sha256(Path(d.path).read_bytes()).hexdigest() == d.sha256
+    assert Image.open(got["banner"].path).format == "WEBP" and Image.open(got["feed"].path).format == "JPEG"
     # contain: the picture whole (500x375) in the middle, white bars of 62 and 63 px above and below it
-    square = np.asarray(Image.open(got["square"]["path"]).convert("RGB"))
+    square = np.asarray(Image.open(got["square"].path).convert("RGB"))
     assert (square[:62] == 255).all() and (square[-63:] == 255).all()
     assert not (square[62] == 255).all() and not (square[-64] == 255).all()
-    assert entry["details"]["failed"] == []
-    assert entry["details"]["c2pa"].startswith("not configured")
+    assert entry.details.failed == []
+    assert entry.details.c2pa.startswith("not configured")
 
 
 def test_cover_never_cuts_the_original_composition_and_a_missing_variant_fails_that_preset_alone(tmp_path):
@@ -117,15 +119,15 @@ name = "banner"
 source = "16x9"
 size = "1600x900"
 """)
-    failed = {f["preset"]: f["reason"] for f in entry["details"]["failed"]}
+    failed = {f.preset: f.reason for f in entry.details.failed}
     assert set(failed) == {"wide-from-master", "tall-from-wide", "story"}
     assert "cover to 1920x1080 would cut into the original composition" in failed["wide-from-master"]
     assert "cover to 1080x1350 would cut into the original composition" in failed["tall-from-wide"]
     assert "no variant '9x16' for this image (its variants: 16x9, 4x5)" in failed["story"]
     assert list(_by_preset(entry)) == ["banner"]  # the image still finishes, with what could be made
-    assert entry["reason"] == "1 delivered, 3 failed"
+    assert entry.reason == "1 delivered, 3 failed"
     # the 16:9 banner is the whole variant: its master (the original composition) inside, uncut
-    banner = Image.open(_by_preset(entry)["banner"]["path"])
+    banner = Image.open(_by_preset(entry)["banner"].path)
     variant = Image.open(out.archive / "30-outpaint-16x9.png")
     assert banner.size == (1600, 900) and abs(variant.width / variant.height - 16 / 9) < 0.01
 
@@ -156,7 +158,7 @@ name = "print"
 colour = "keep"
 """, source=src)
     got = _by_preset(entry)
-    web, kept = Image.open(got["web"]["path"]), Image.open(got["print"]["path"])
+    web, kept = Image.open(got["web"].path), Image.open(got["print"].path)
     expected = _srgb_from_p3(patch)
     assert np.abs(np.asarray(web.convert("RGB"))[60, 80].astype(float) - expected).max() <= 2.0, expected
     assert tuple(np.asarray(web)[60, 80]) != patch  # it really moved
@@ -165,7 +167,7 @@ colour = "keep"
     assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(web.info["icc_profile"]))).startswith(
         "sRGB")
     assert tuple(np.asarray(kept)[60, 80]) == patch and kept.info["icc_profile"] == p3
-    assert "converted to sRGB" in got["web"]["steps"] and "converted to sRGB" not in got["print"]["steps"]
+    assert "converted to sRGB" in got["web"].steps and "converted to sRGB" not in got["print"].steps
 
 
 def _write_cube(path: Path, n: int, f) -> Path:
@@ -223,19 +225,19 @@ logo_scale = 0.5
 logo_opacity = 1.0
 """, source=src)
     got = _by_preset(entry)
-    a = np.asarray(Image.open(got["branded"]["path"]).convert("RGB")).astype(int)
+    a = np.asarray(Image.open(got["branded"].path).convert("RGB")).astype(int)
     red = a[..., 0] > 60
     ys, xs = np.nonzero(red)
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (10, 110, 240, 290)  # 100×50 at the margin
     assert abs(a[265, 60, 0] - 128) <= 2 and a[265, 60, 1] == 0  # half opacity over black
-    c = np.asarray(Image.open(got["centred"]["path"]).convert("RGB")).astype(int)
+    c = np.asarray(Image.open(got["centred"].path).convert("RGB")).astype(int)
     ys, xs = np.nonzero(c[..., 0] > 60)
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (100, 300, 100, 200) and c[150, 200, 0] == 255
     (tmp_path / "again" / "src").mkdir(parents=True)
     Image.new("RGB", (400, 300), (0, 0, 0)).save(tmp_path / "again" / "src" / "black.png")
     missing = _deliver(tmp_path / "again", '[[deliver.preset]]\nname = "x"\nlogo = "no-such-logo.png"\n',
                        source=tmp_path / "again" / "src" / "black.png")[2]
-    assert "cannot be read as an image" in missing["details"]["failed"][0]["reason"]
+    assert "cannot be read as an image" in missing["details"]["failed"][0].reason
 
 
 def _a1111_jpeg_with_gps(path: Path) -> None:
@@ -279,14 +281,14 @@ metadata = "strip"
 """, source=src)
     got = _by_preset(entry)
     for name in ("png", "jpeg", "webp"):
-        tags = _exiftool(Path(got[name]["path"]))
+        tags = _exiftool(Path(got[name].path))
         assert tags["XMP-iptcExt:DigitalSourceType"] == \
             "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia", name
         assert tags["XMP-xmp:CreatorTool"] == "Stable Diffusion web UI (dreamshaper_8)", name
         assert tags["XMP-dc:Description"] == 'a <b>bold</b> "astronaut" & friends', name  # escaped, read back whole
         assert "polishd" in str(tags["XMP-xmpMM:HistorySoftwareAgent"]), name
         assert not any(k.startswith("PNG:Parameters") or "GPS" in k for k in tags), name
-    bare = _exiftool(Path(got["bare"]["path"]))
+    bare = _exiftool(Path(got["bare"].path))
     assert not any(k.startswith("XMP") for k in bare) and "ICC-header:ProfileClass" in bare
     # a photograph with AI edits, declared per image: composite, and its GPS and camera are not copied
     photo = tmp_path / "photo" / "src" / "trip.jpg"
@@ -294,7 +296,7 @@ metadata = "strip"
     _a1111_jpeg_with_gps(photo)
     (photo.parent / "trip.toml").write_text('[deliver]\ninput = "photo"\n')
     _, _, entry = _deliver(tmp_path / "photo", '[[deliver.preset]]\nname = "web"\nformat = "jpeg"\n', source=photo)
-    tags = _exiftool(Path(_by_preset(entry)["web"]["path"]))
+    tags = _exiftool(Path(_by_preset(entry)["web"].path))
     assert tags["XMP-iptcExt:DigitalSourceType"].endswith("/compositeWithTrainedAlgorithmicMedia")
     assert not any("GPS" in k or k.endswith(":Make") for k in tags), tags
 
@@ -306,10 +308,10 @@ def test_keep_keeps_the_generation_text_and_exif_but_not_the_orientation(tmp_pat
     _, _, entry = _deliver(tmp_path, '[[deliver.preset]]\nname = "kept"\nmetadata = "keep"\n'
                                      '[[deliver.preset]]\nname = "jpg"\nmetadata = "keep"\nformat = "jpeg"\n',
                            source=src)
-    kept = Image.open(_by_preset(entry)["kept"]["path"])
+    kept = Image.open(_by_preset(entry)["kept"].path)
     assert kept.text["parameters"].startswith("an astronaut\nNegative prompt: blurry")
     assert "XML:com.adobe.xmp" not in kept.text
-    comment = Image.open(_by_preset(entry)["jpg"]["path"]).getexif().get_ifd(0x8769)[0x9286]
+    comment = Image.open(_by_preset(entry)["jpg"].path).getexif().get_ifd(0x8769)[0x9286]
     assert comment[:8] == b"UNICODE\0" and comment[8:].decode("utf-16-be").startswith("an astronaut\n")
     photo = tmp_path / "photo" / "src" / "turned.jpg"
     photo.parent.mkdir(parents=True)
@@ -319,7 +321,7 @@ def test_keep_keeps_the_generation_text_and_exif_but_not_the_orientation(tmp_pat
     image.save(photo, "JPEG", exif=exif.tobytes())
     _, _, entry = _deliver(tmp_path / "photo", '[[deliver.preset]]\nname = "k"\nmetadata = "keep"\nformat = "jpeg"\n',
                            source=photo)
-    out = Image.open(_by_preset(entry)["k"]["path"])
+    out = Image.open(_by_preset(entry)["k"].path)
     assert out.size == (80, 120) and out.getexif().get(0x010F) == "PhoneMaker" and 0x0112 not in out.getexif()
 
 
@@ -411,9 +413,9 @@ name = "master"
     Image.new("RGBA", (40, 20), (255, 255, 255, 200)).save(tmp_path / "logo.png")
     _, out, entry = _deliver(tmp_path, presets, source=src)
     got = _by_preset(entry)
-    assert entry["details"]["c2pa"] == "signed" and got["feed"]["label"] == "xmp+c2pa"
+    assert entry.details.c2pa == "signed" and got["feed"].label == "xmp+c2pa"
     for name, mime in (("feed", "image/jpeg"), ("master", "image/png")):
-        data = Path(got[name]["path"]).read_bytes()
+        data = Path(got[name].path).read_bytes()
         with c2pa.Reader(mime, io.BytesIO(data)) as reader:
             assert reader.get_validation_state() in ("Valid", "Trusted"), reader.get_validation_results()
             manifest = reader.get_active_manifest()
@@ -428,15 +430,15 @@ name = "master"
         ingredients = {i["title"]: i["relationship"] for i in manifest["ingredients"]}
         assert ingredients == ({"00-original.png": "parentOf", "logo.png": "componentOf"} if name == "feed"
                                else {"00-original.png": "parentOf"})
-    feed_actions = [a["action"] for s in manifest_of(got["feed"]["path"], c2pa)["assertions"]
+    feed_actions = [a["action"] for s in manifest_of(got["feed"].path, c2pa)["assertions"]
                     if s["label"].startswith("c2pa.actions") for a in s["data"]["actions"]]
     assert "c2pa.resized" in feed_actions and "c2pa.color_adjustments" in feed_actions and \
         "c2pa.placed" in feed_actions  # the logo, placed as its own ingredient
-    edited = [a for s in manifest_of(got["feed"]["path"], c2pa)["assertions"] if s["label"].startswith("c2pa.actions")
+    edited = [a for s in manifest_of(got["feed"].path, c2pa)["assertions"] if s["label"].startswith("c2pa.actions")
               for a in s["data"]["actions"] if a["action"] == "c2pa.edited"]
     assert [a["parameters"]["description"] for a in edited] == ["outpaint"]
     if EXIFTOOL:  # the XMP label survives the signing
-        assert _exiftool(Path(got["feed"]["path"]))["XMP-iptcExt:DigitalSourceType"].endswith(
+        assert _exiftool(Path(got["feed"].path))["XMP-iptcExt:DigitalSourceType"].endswith(
             "/trainedAlgorithmicMedia")
 
 
@@ -464,7 +466,7 @@ def test_an_input_with_content_credentials_keeps_them_as_its_ingredient(tmp_path
     src.write_bytes(signed)
     signing = f'[deliver.c2pa]\ncertificate = "{chain}"\nprivate_key = "{key}"\n'
     _, _, entry = _deliver(tmp_path, signing + '[[deliver.preset]]\nname = "web"\n', source=src)
-    with c2pa.Reader("image/png", io.BytesIO(Path(_by_preset(entry)["web"]["path"]).read_bytes())) as reader:
+    with c2pa.Reader("image/png", io.BytesIO(Path(_by_preset(entry)["web"].path).read_bytes())) as reader:
         store = json.loads(reader.json())
     assert len(store["manifests"]) == 2  # ours, and the input's own, carried by the ingredient
     (ingredient,) = store["manifests"][store["active_manifest"]]["ingredients"]
@@ -473,7 +475,7 @@ def test_an_input_with_content_credentials_keeps_them_as_its_ingredient(tmp_path
 
 def test_require_review_waits_with_the_reason(tmp_path):
     _, out, entry = _deliver(tmp_path, '[deliver]\nrequire_review = true\n')
-    assert entry["status"] == "skipped" and "waiting for approval" in entry["reason"]
+    assert entry.status == "skipped" and "waiting for approval" in entry.reason
     assert not (tmp_path / "var" / "outbox").exists() or not any((tmp_path / "var" / "outbox").iterdir())
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from daemon import config as config_mod
 from daemon.journal import Journal
 from daemon.runner import Runner
-from daemon.service import journal_path
+from daemon.ops import journal_path
 from stages import gate
 from stages.automask import AutoMaskStage
 from stages.inpaint import InpaintStage

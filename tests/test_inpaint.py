@@ -16,7 +16,8 @@ from stages import prompts
 from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
 from stages.diffusion.tokenizer import clip_tokenizer
-from stages.inpaint import InpaintStage, colour_match, crop_box, paste, working_size
+from stages.diffusion.repaint import colour_match, crop_box, paste, working_size
+from stages.inpaint import InpaintStage
 from stages.models import ModelKind, Models, ModelSetting
 from tests.conftest import DATA, run_one, write_config
 
@@ -112,16 +113,16 @@ def _job(tmp_path, extra: str, image_path: Path, sidecar: str | None = None, rem
     if remove is not None:
         remove.save(cfg.paths.inbox / (src.stem + ".remove.png"))
     out, manifest = run_one(cfg, src, [AutoMaskStage(), InpaintStage()])
-    return out.archive, manifest["stages"][1]
+    return out.archive, manifest.stages[1]
 
 
 def test_without_a_model_the_stage_is_skipped_with_the_reason(tmp_path):
     archive, entry = _job(tmp_path, "", DATA / "astronaut.png")
-    assert entry["status"] == "skipped"
-    assert "no inpainting model configured" in entry["reason"]
+    assert entry.status == "skipped"
+    assert "no inpainting model configured" in entry.reason
     assert not list(archive.glob("20-*"))
     _, entry = _job(tmp_path / "b", '[inpaint]\nmodel = "/nowhere/model.safetensors"\n', DATA / "astronaut.png")
-    assert entry["status"] == "skipped" and "model not found" in entry["reason"]
+    assert entry.status == "skipped" and "model not found" in entry.reason
 
 
 def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_sd):
@@ -131,14 +132,14 @@ def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_
     Image.open(DATA / "astronaut.png").save(source, pnginfo=info)
     extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
     archive, entry = _job(tmp_path / "one", extra, source)
-    assert entry["status"] == "done", entry
-    assert entry["outputs"] == ["20-face-0-before.png", "20-face-0-after.png", "20-inpaint.png"]
-    region = entry["details"]["regions"][0]
-    assert region["prompt"] == "a detailed natural face, an astronaut portrait"
-    assert region["prompt_source"] == "a1111" and region["negative_prompt"].endswith("ugly")
-    assert entry["details"]["pipeline"] == "StableDiffusionInpaintPipeline"
-    assert entry["details"]["scheduler"] == "PNDMScheduler"
-    assert entry["models"][0]["name"] == "tiny-sd-inpaint" and entry["device"] == "cpu"
+    assert entry.status == "done", entry
+    assert entry.outputs == ["20-face-0-before.png", "20-face-0-after.png", "20-inpaint.png"]
+    region = entry.details.regions[0]
+    assert region.prompt == "a detailed natural face, an astronaut portrait"
+    assert region.prompt_source == "a1111" and region.negative_prompt.endswith("ugly")
+    assert entry.details.pipeline == "StableDiffusionInpaintPipeline"
+    assert entry.details.scheduler == "PNDMScheduler"
+    assert entry.models[0].name == "tiny-sd-inpaint" and entry.device == "cpu"
     original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
     result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB"))
     mask = np.asarray(Image.open(archive / "10-mask-face.png"))
@@ -156,8 +157,8 @@ def test_sdxl_and_flux_fill_folders_run_through_the_same_stage(tmp_path, request
     model = request.getfixturevalue(which)
     archive, entry = _job(tmp_path, f'[inpaint]\nmodel = "{model}"\nsteps = 2\nresolution = 64\n',
                           DATA / "astronaut.png")
-    assert entry["status"] == "done", entry
-    assert entry["details"]["pipeline"] == pipeline and entry["details"]["scheduler"] == scheduler
+    assert entry.status == "done", entry
+    assert entry.details.pipeline == pipeline and entry.details.scheduler == scheduler
     original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
     result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB"))
     mask = np.asarray(Image.open(archive / "10-mask-face.png"))
@@ -169,9 +170,9 @@ def test_a_sidecar_prompt_comes_first_and_is_validated(tmp_path, tiny_sd):
     extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n'
     sidecar = '[inpaint.face]\nprompt = "a calm smiling face"\nstrength = 0.3\n'
     _, entry = _job(tmp_path, extra, DATA / "astronaut.png", sidecar=sidecar)
-    region = entry["details"]["regions"][0]
-    assert region["prompt"] == "a calm smiling face" and region["prompt_source"] == "sidecar"
-    assert region["strength"] == 0.3
+    region = entry.details.regions[0]
+    assert region.prompt == "a calm smiling face" and region.prompt_source == "sidecar"
+    assert region.strength == 0.3
 
 
 def test_an_invalid_sidecar_fails_the_image_with_a_report(tmp_path):
@@ -210,9 +211,9 @@ def test_a_single_file_checkpoint_paints_exactly_like_its_diffusers_folder(tmp_p
     folder_archive, first = _job(tmp_path / "folder", base + f'model = "{folder}"\n', DATA / "astronaut.png")
     archive, entry = _job(tmp_path / "file", base + f'model = "{checkpoint}"\nmodel_config = "{configs}"\n',
                           DATA / "astronaut.png")
-    assert entry["status"] == "done", entry
-    assert entry["details"]["pipeline"] == first["details"]["pipeline"]
-    model = entry["models"][0]
+    assert entry.status == "done", entry
+    assert entry.details.pipeline == first.details.pipeline
+    model = entry.models[0]
     assert model["name"] == f"{which}.safetensors"
     assert model["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     # Same weights, same configs, same seed: the same pixels, whichever way the model was stored.  (SDXL's
@@ -283,7 +284,7 @@ def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_
         engine_mod.config_folder(_resolve(str(broken)).path, None)
     # Through the stage: skipped with the reason, the image still finished.
     _, entry = _job(tmp_path / "job", f'[inpaint]\nmodel = "{sdxl}"\n', DATA / "astronaut.png")
-    assert entry["status"] == "skipped" and "SDXL checkpoint" in entry["reason"]
+    assert entry.status == "skipped" and "SDXL checkpoint" in entry.reason
 
 
 # camera.png's tower on the skyline: sky around it is ~208-214 grey, the tower 225-233 with a dark edge.
@@ -300,12 +301,12 @@ def _tower_mask() -> Image.Image:
 def test_a_removal_mask_takes_the_object_away_without_a_model(tmp_path, fill):
     extra = f'[inpaint.remove]\nfill = "{fill}"\n'
     archive, entry = _job(tmp_path, extra, DATA / "camera.png", remove=_tower_mask())
-    assert entry["status"] == "done", entry
-    assert entry["models"] == []  # no model configured: the face was left alone, the tower still went
-    kinds = {r["kind"]: r for r in entry["details"]["regions"]}
-    assert kinds["remove"]["fill"] == fill and kinds["remove"]["refined"] is False
-    assert "no inpainting model configured" in kinds["face"]["skipped"]
-    assert "20-remove-0-before.png" in entry["outputs"] and "20-face-0-before.png" not in entry["outputs"]
+    assert entry.status == "done", entry
+    assert entry.models == []  # no model configured: the face was left alone, the tower still went
+    kinds = {r.kind: r for r in entry.details.regions}
+    assert kinds["remove"].fill == fill and kinds["remove"].refined is False
+    assert "no inpainting model configured" in kinds["face"].skipped
+    assert "20-remove-0-before.png" in entry.outputs and "20-face-0-before.png" not in entry.outputs
     original = np.asarray(Image.open(DATA / "camera.png").convert("L")).astype(int)
     result = np.asarray(Image.open(archive / "20-inpaint.png").convert("L")).astype(int)
     inside = np.zeros_like(original, bool)
@@ -323,11 +324,11 @@ def test_a_removal_mask_takes_the_object_away_without_a_model(tmp_path, fill):
 def test_removal_is_refined_by_the_model_when_there_is_one(tmp_path, tiny_sd):
     extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n[inpaint.face]\nenabled = false\n'
     archive, entry = _job(tmp_path, extra, DATA / "camera.png", remove=_tower_mask())
-    assert entry["status"] == "done", entry
-    (region,) = entry["details"]["regions"]
-    assert region["kind"] == "remove" and region["refined"] is True
-    assert region["prompt"] == "seamless natural background" and region["strength"] == 0.5
-    assert entry["models"][0]["name"] == "tiny-sd-inpaint"
+    assert entry.status == "done", entry
+    (region,) = entry.details.regions
+    assert region.kind == "remove" and region.refined is True
+    assert region.prompt == "seamless natural background" and region.strength == 0.5
+    assert entry.models[0].name == "tiny-sd-inpaint"
 
 
 def test_a_removal_fill_must_be_one_we_have(tmp_path):
@@ -364,11 +365,11 @@ def test_face_parts_are_repainted_alone_with_settings_inherited_from_the_face(tm
              '[inpaint.face-eyes]\nstrength = 0.25\nprompt = "bright eyes"\n'
              '[inpaint.face-mouth]\n')
     archive, entry = _job(tmp_path, extra, DATA / "astronaut.png")
-    assert entry["status"] == "done", entry
-    regions = {r["kind"]: r for r in entry["details"]["regions"]}
+    assert entry.status == "done", entry
+    regions = {r.kind: r for r in entry.details.regions}
     assert set(regions) == {"face-eyes", "face-mouth"}  # the whole face is switched off
-    assert regions["face-eyes"]["prompt"] == "bright eyes" and regions["face-eyes"]["strength"] == 0.25
-    assert regions["face-mouth"]["prompt"] == "a detailed natural face" and regions["face-mouth"]["strength"] == 0.4
+    assert regions["face-eyes"].prompt == "bright eyes" and regions["face-eyes"].strength == 0.25
+    assert regions["face-mouth"].prompt == "a detailed natural face" and regions["face-mouth"].strength == 0.4
     original = np.asarray(Image.open(archive / "00-original.png").convert("RGB")).astype(int)
     result = np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB")).astype(int)
     eyes = np.asarray(Image.open(archive / "10-mask-face-eyes.png"))

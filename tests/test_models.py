@@ -83,18 +83,18 @@ def _pipeline(tmp_path, extra: str):
 def test_an_uncached_hub_id_for_outpaint_skips_outpaint_naming_outpaint(tmp_path):
     cfg, src = _pipeline(tmp_path, '[outpaint]\nmodel = "someone/not-cached"\nvariants = ["16:9"]\n')
     out, manifest = run_one(cfg, src, [InpaintStage(), OutpaintStage()])  # done, first time: never retried
-    inpaint, outpaint = manifest["stages"]
-    assert inpaint["status"] == "skipped" and "no masks to inpaint" in inpaint["reason"]
-    assert outpaint["status"] == "skipped"
-    assert "[outpaint].model = 'someone/not-cached'" in outpaint["reason"] and "[inpaint]" not in outpaint["reason"]
+    inpaint, outpaint = manifest.stages
+    assert inpaint.status == "skipped" and "no masks to inpaint" in inpaint.reason
+    assert outpaint.status == "skipped"
+    assert "[outpaint].model = 'someone/not-cached'" in outpaint.reason and "[inpaint]" not in outpaint.reason
 
 
 def test_a_model_file_that_does_not_load_is_a_skip_with_the_reason_not_a_retry(tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint at all")
     cfg, src = _pipeline(tmp_path, '[upscale]\nmodel = "broken.pth"\n')
     out, manifest = run_one(cfg, src, [UpscaleStage()])
-    (entry,) = manifest["stages"]
-    assert entry["status"] == "skipped" and "broken.pth" in entry["reason"]
+    (entry,) = manifest.stages
+    assert entry.status == "skipped" and "broken.pth" in entry.reason
 
 
 def test_a_generative_model_that_does_not_load_is_a_skip(tmp_path):
@@ -106,10 +106,10 @@ def test_a_generative_model_that_does_not_load_is_a_skip(tmp_path):
     from stages.automask import AutoMaskStage
 
     out, manifest = run_one(cfg, src, [AutoMaskStage(), InpaintStage(), OutpaintStage()])
-    inpaint, outpaint = manifest["stages"][1:]
+    inpaint, outpaint = manifest.stages[1:]
     for entry in (inpaint, outpaint):
-        assert entry["status"] == "skipped" and "[inpaint].model" in entry["reason"] \
-            and "could not be loaded" in entry["reason"], entry
+        assert entry.status == "skipped" and "[inpaint].model" in entry.reason \
+            and "could not be loaded" in entry.reason, entry
 
 
 def _polishd(*args: str) -> subprocess.CompletedProcess:

@@ -105,13 +105,13 @@ def _run(tmp_path, extra: str):
     src = cfg.paths.inbox / "astro.png"
     src.write_bytes((DATA / "astronaut.png").read_bytes())
     out, manifest = run_one(cfg, src, [OutpaintStage()])
-    return out.archive, manifest["stages"][0]
+    return out.archive, manifest.stages[0]
 
 
 def _original_untouched(archive, entry, label: str, band: int) -> None:
     variant = np.asarray(Image.open(archive / f"30-outpaint-{label}.png").convert("RGB"))
-    plan_entry = next(v for v in entry["details"]["variants"] if v["label"] == label)
-    ox, oy = plan_entry["origin"]
+    plan_entry = next(v for v in entry.details.variants if v.label == label)
+    ox, oy = plan_entry.origin
     original = np.asarray(Image.open(archive / "00-original.png").convert("RGB"))
     inner = variant[oy + band:oy + 512 - band, ox + band:ox + 512 - band]
     assert np.array_equal(inner, original[band:512 - band, band:512 - band])
@@ -119,13 +119,13 @@ def _original_untouched(archive, entry, label: str, band: int) -> None:
 
 def test_without_a_model_variants_are_infill_only_and_the_manifest_says_so(tmp_path):
     archive, entry = _run(tmp_path, '[outpaint]\nvariants = ["16:9", "4:5", "21:9"]\n')
-    assert entry["status"] == "done" and "no generative model configured: infill only" in entry["reason"]
-    assert entry["details"]["generative"] is False
+    assert entry.status == "done" and "no generative model configured: infill only" in entry.reason
+    assert entry.details.generative is False
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
     assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)
     assert (archive / "30-outpaint-16x9-compare.png").exists()
-    origins = {v["label"]: v["origin"] for v in entry["details"]["variants"]}
-    assert [(v["label"], v["picture"]["name"], v["frame"]) for v in entry["products"]["variants"]] == [
+    origins = {v.label: v.origin for v in entry.details.variants}
+    assert [(v.label, v.picture.name, v.frame) for v in entry.products.variants] == [
         (label, f"30-outpaint-{label}.png", [*origins[label], origins[label][0] + 512, origins[label][1] + 512])
         for label in ("16x9", "4x5", "21x9")]
     _original_untouched(archive, entry, "16x9", 0)
@@ -135,11 +135,11 @@ def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):
     extra = (f'[inpaint]\nmodel = "{tiny_sd}"\nresolution = 64\n'
              '[outpaint]\nvariants = ["16:9"]\nsteps = 2\nseam_band = 16\n')
     archive, entry = _run(tmp_path, extra)
-    details = entry["details"]
-    assert details["generative"] is True and entry["models"][0]["name"] == "tiny-sd-inpaint"
-    (variant,) = details["variants"]
+    details = entry.details
+    assert details.generative is True and entry.models[0].name == "tiny-sd-inpaint"
+    (variant,) = details.variants
     # The last step is the variant itself: one file, not a second copy of it.
-    assert [s["file"] for s in variant["steps"]] == ["30-outpaint-16x9-step1.png", "30-outpaint-16x9-step2.png",
+    assert [s.file for s in variant["steps"]] == ["30-outpaint-16x9-step1.png", "30-outpaint-16x9-step2.png",
                                                      "30-outpaint-16x9.png"]
     assert not (archive / "30-outpaint-16x9-step3.png").exists()
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)

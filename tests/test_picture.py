@@ -27,7 +27,7 @@ def _run(tmp_path, name: str, data: bytes, extra: str = ""):
     src = cfg.paths.inbox / name
     src.write_bytes(data)
     out, manifest = run_one(cfg, src, [AutoMaskStage(), OutpaintStage(), UpscaleStage(), ContactSheetStage()])
-    return out.archive, {s["name"]: s for s in manifest["stages"]}
+    return out.archive, {s.name: s for s in manifest.stages}
 
 
 def _encoded(image: Image.Image, fmt: str, **args) -> bytes:
@@ -37,8 +37,8 @@ def _encoded(image: Image.Image, fmt: str, **args) -> bytes:
 
 
 def _face_centres(entry: dict) -> list[tuple[float, float]]:
-    return [((d["box"][0] + d["box"][2]) / 2, (d["box"][1] + d["box"][3]) / 2)
-            for d in entry["details"]["detections"] if d["kind"] == "face"]
+    return [((d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2)
+            for d in entry.details.detections if d.kind == "face"]
 
 
 def test_a_turned_jpeg_gives_upright_masks_variants_upscales_and_sheet(tmp_path):
@@ -71,7 +71,7 @@ def test_a_turned_jpeg_gives_upright_masks_variants_upscales_and_sheet(tmp_path)
 
 def _patch_srgb(image: Image.Image, box) -> tuple[int, int, int]:
     """The patch's mean colour, converted to sRGB through the picture's own ICC profile."""
-    profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info.icc_profile))
     srgb = ImageCms.applyTransform(image.convert("RGB").crop(box), ImageCms.buildTransform(
         profile, ImageCms.createProfile("sRGB"), "RGB", "RGB"))
     return tuple(int(round(v)) for v in np.asarray(srgb).reshape(-1, 3).mean(axis=0))
@@ -119,7 +119,7 @@ def test_rgba_variants_keep_alpha_and_hidden_colours_never_show(tmp_path):
     assert variant.mode == "RGBA"
     alpha = np.asarray(variant.getchannel("A"))
     (v,) = stages["outpaint"]["products"]["variants"]
-    x0, y0, x1, y1 = v["frame"]
+    x0, y0, x1, y1 = v.frame
     assert np.array_equal(alpha[y0:y1, x0:x1], rgba[..., 3])  # the master's alpha, as it was
     assert alpha[:, :x0].max() == 0 and alpha[:, x1:].max() == 0  # the new canvas: the edge's alpha (clear)
     for name in ("30-outpaint-16x9.png", "40-upscale.png", "40-upscale-16x9.png"):

@@ -187,17 +187,17 @@ def test_stage_writes_upscale_with_icc_profile_and_manifest(tmp_path):
     out, manifest = run_one(cfg, src, [UpscaleStage()])
     up = Image.open(out.archive / "40-upscale.png")
     assert up.size == (288, 192) and up.info.get("icc_profile") == icc
-    entry = manifest["stages"][0]
-    assert entry["name"] == "upscale" and entry["outputs"] == ["40-upscale.png"]
+    entry = manifest.stages[0]
+    assert entry.name == "upscale" and entry.outputs == ["40-upscale.png"]
     # The default by the CPU's class: OpenVINO in bf16 with bf16 instructions, MNN in fp32 on AVX2 without
     # AVX-512, OpenVINO in fp32 on AVX-512 without bf16, ncnn with bf16 storage on any other.
     from stages.esrgan.cpu import cpu_class
 
     expected = {"bf16": ("openvino", "bf16"), "avx2": ("mnn", "fp32"), "avx512": ("openvino", "fp32")}.get(
         cpu_class(), ("ncnn", "bf16"))
-    assert entry["device"] == "cpu" and (entry["details"]["backend"], entry["dtype"]) == expected
-    assert entry["details"]["native_scale"] == 4
-    assert entry["models"][0]["name"] == "animevideov3" and len(entry["models"][0]["sha256"]) == 64
+    assert entry.device == "cpu" and (entry.details.backend, entry.dtype) == expected
+    assert entry.details.native_scale == 4
+    assert entry.models[0].name == "animevideov3" and len(entry.models[0].sha256) == 64
 
 
 # ---------------------------------------------------------------------- user weights

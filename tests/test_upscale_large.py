@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
 from stages.models import ModelKind, Models, ModelSetting
 from stages.upscale import UpscaleStage
-from tests.conftest import DATA, REPO, run_one, write_config
+from tests.conftest import DATA, REPO, run_one, write_config, manifest_of
 
 CACHE = REPO / "var" / "models"
 
@@ -220,7 +219,7 @@ def _run(cfg, image: Image.Image, name: str = "astro.png", automask: bool = Fals
     image.save(src)
     stages = ([AutoMaskStage()] if automask else []) + [UpscaleStage()]
     out, manifest = run_one(cfg, src, stages)
-    return out.archive, manifest["stages"][-1]
+    return out.archive, manifest.stages[-1]
 
 
 def astro(size: int) -> Image.Image:
@@ -236,10 +235,10 @@ def astro(size: int) -> Image.Image:
 def test_beyond_the_native_scale_the_passes_repeat_and_land_on_the_exact_size(tmp_path, upscale, size, expected):
     cfg = _stage_config(tmp_path, None, upscale)
     archive, entry = _run(cfg, astro(200).resize(size))
-    assert entry["status"] == "done", entry.get("reason")
+    assert entry.status == "done", entry.reason
     with Image.open(archive / "40-upscale.png") as im:
         assert im.size == expected and im.mode == "RGB"
-    large = entry["details"]["large"]["40-upscale.png"]
+    large = entry.details.large["40-upscale.png"]
     assert large["passes"] == (1 if expected[0] / size[0] <= 4 else 2)
     assert not (archive / ".work").exists()  # the work files go once the picture is written
 
@@ -267,8 +266,8 @@ def test_the_large_path_keeps_alpha_grey_and_the_colour_profile(tmp_path):
 def test_refine_without_a_generative_model_skips_with_the_reason(tmp_path):
     cfg = _stage_config(tmp_path, None, "scale = 8", refine_on=True)
     _, entry = _run(cfg, astro(32))
-    assert entry["status"] == "skipped"
-    assert "[upscale.refine]" in entry["reason"] and "[inpaint].model" in entry["reason"]
+    assert entry.status == "skipped"
+    assert "[upscale.refine]" in entry.reason and "[inpaint].model" in entry.reason
 
 
 def test_refine_and_detail_in_the_stage(tmp_path, tiny_sd):
@@ -276,8 +275,8 @@ def test_refine_and_detail_in_the_stage(tmp_path, tiny_sd):
     detail masks exactly those of the refined picture, and a rerun gives the same bytes."""
     cfg = _stage_config(tmp_path / "a", tiny_sd, "scale = 8", refine_on=True, detail=True)
     archive, entry = _run(cfg, astro(48), automask=True)
-    assert entry["status"] == "done", entry.get("reason")
-    large = entry["details"]["large"]["40-upscale.png"]
+    assert entry.status == "done", entry.reason
+    large = entry.details.large["40-upscale.png"]
     assert large["refine"]["grid"] == [4, 4] and large["refine"]["tiles"] == 16 and large["refine"]["kept"] == 0
     kinds = sorted(d["kind"] for d in large["detail"])
     assert kinds and set(kinds) <= {"face", "hand"} and all("seed" in d for d in large["detail"])
@@ -380,10 +379,10 @@ def test_a_killed_refinement_resumes_from_the_tiles_it_had_finished(tmp_path, ti
         p = _process(cfg.source, src)
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
         archive = next(cfg.paths.archive.iterdir())
-        entry = json.loads((archive / "manifest.json").read_text())["stages"]
+        entry = manifest_of(archive).stages
         runs[label] = (archive, next(e for e in entry if e["name"] == "upscale"))
     archive, entry = runs["killed"]
-    refined = entry["details"]["large"]["40-upscale.png"]["refine"]
+    refined = entry.details.large["40-upscale.png"]["refine"]
     assert refined["kept"] >= before  # what was finished was not painted again
     resumed, clean = archive / "40-upscale.png", runs["clean"][0] / "40-upscale.png"
     if _digest(resumed) != _digest(clean):  # say where they differ before failing
@@ -412,11 +411,11 @@ def test_the_detail_pass_finds_the_faces_in_a_variant_through_its_frame(tmp_path
         out, manifest = run_one(cfg, src, [AutoMaskStage(), OutpaintStage(), UpscaleStage()])
         runs[on] = (out.archive, manifest)
     archive, manifest = runs[True]
-    entry = manifest["stages"][-1]
-    detail = entry["details"]["large"]["40-upscale-16x9.png"]["detail"]
-    outpaint = next(s for s in manifest["stages"] if s["name"] == "outpaint")
-    (v,) = outpaint["products"]["variants"]
-    x0, y0, x1, y1 = v["frame"]
+    entry = manifest.stages[-1]
+    detail = entry.details.large["40-upscale-16x9.png"]["detail"]
+    outpaint = manifest.stage("outpaint")
+    (v,) = outpaint.products.variants
+    x0, y0, x1, y1 = v.frame
     with Image.open(archive / "40-upscale-16x9.png") as im:
         detailed = np.asarray(im)
     plain = np.asarray(Image.open(runs[False][0] / "40-upscale-16x9.png"))

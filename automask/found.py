@@ -1,0 +1,56 @@
+"""What detection finds, as everything else sees it: a ``Detection`` (kind, box, score, model, landmarks), box
+overlap measures, and where the shipped models live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODELS = Path(__file__).parent / "models"
+
+
+@dataclass
+class Detection:
+    kind: str  # "face" | "hand"
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+    score: float
+    model: str
+    landmarks: list[tuple[float, float]] = field(default_factory=list)
+    label: str = ""  # e.g. handedness
+    # A face's own outlines in image pixels, from the face landmark model (``face_mesh``): "oval", and
+    # "eyes" / "mouth" (one polygon per eye); empty until asked for.
+    outlines: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+    def moved(self, scale: float, dx: float, dy: float) -> "Detection":
+        x0, y0, x1, y1 = self.box
+        return Detection(self.kind, (x0 * scale + dx, y0 * scale + dy, x1 * scale + dx, y1 * scale + dy),
+                         self.score, self.model, [(x * scale + dx, y * scale + dy) for x, y in self.landmarks],
+                         self.label)
+
+    def clamped(self, width: int, height: int) -> "Detection":
+        x0, y0, x1, y1 = self.box
+        box = (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width),
+               min(max(y1, 0.0), height))
+        return Detection(self.kind, box, self.score, self.model, self.landmarks, self.label, self.outlines)
+
+
+def iou(a: tuple, b: tuple) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def containment(a: tuple, b: tuple) -> float:
+    """How much of the smaller box lies inside the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0

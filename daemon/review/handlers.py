@@ -1,0 +1,254 @@
+"""The review page's handlers, one per route: each reads what it needs from ``request.app.state``."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import stat
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from daemon import ops
+from daemon.config import ConfigError
+from daemon.review.images import Archived, Review, comparisons, item, variant_labels
+from stages.records import to_json
+
+SESSION_COOKIE = "polishd_session"
+SERVED = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+          ".json": "application/json"}
+STATES = ("awaiting", "flagged", "approved", "rejected", "failed", "all")
+
+
+def _review(request: Request) -> Review:
+    return request.app.state.review
+
+
+def page(request: Request, name: str, status: int = 200, **context) -> Response:
+    templates = request.app.state.templates
+    return templates.TemplateResponse(request, name, {"csrf": request.state.csrf, **context}, status_code=status)
+
+
+def _image(request: Request) -> Archived | None:
+    return _review(request).lookup(request.path_params["id"])
+
+
+# --------------------------------------------------------------------------- pages
+
+
+async def dashboard(request: Request) -> Response:
+    return page(request, "dashboard.html", data=ops.status_data(_review(request).cfg, failures=20))
+
+
+async def gallery(request: Request) -> Response:
+    review = _review(request)
+    state, number = _state(request), _int(request.query_params.get("page"), 1)
+    size = review.cfg.review.page_size
+    jobs, total = review.journal.gallery(state, size, (number - 1) * size)
+    return page(request, "gallery.html", items=[item(j) for j in jobs], state=state, states=STATES, page=number,
+                pages=max(1, -(-total // size)), total=total)
+
+
+async def image_page(request: Request) -> Response:
+    image = _image(request)
+    if image is None:
+        return page(request, "missing.html", status=404, id=request.path_params["id"])
+    data = _review(request).summary(image)
+    newer, older = _review(request).journal.neighbours(str(image.folder))
+    data["previous"], data["next"] = (Path(newer).name if newer else None), (Path(older).name if older else None)
+    return page(request, "image.html", image=data)
+
+
+async def comparisons_page(request: Request) -> Response:
+    return page(request, "comparisons.html", rates=_review(request).journal.win_rates())
+
+
+async def login(request: Request) -> Response:
+    if request.method == "GET":
+        return page(request, "login.html")
+    review = _review(request)
+    body = await _json(request)
+    token = review.cfg.review.token
+    if not token or not hmac.compare_digest(str(body.get("token", "")), token):
+        return JSONResponse({"error": "wrong token"}, status_code=403)
+    response = JSONResponse({"ok": True})
+    response.set_cookie(SESSION_COOKIE, review.session, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+    return response
+
+
+# --------------------------------------------------------------------------- files
+
+
+async def files(request: Request) -> Response:
+    image, name = _image(request), request.path_params["name"]
+    if image is None or name not in image.manifest.listed() or Path(name).suffix.lower() not in SERVED:
+        return not_found()
+    return _file(image.folder, name)
+
+
+async def candidate(request: Request) -> Response:
+    """An A/B candidate's picture by its token: the page does not give away which engine made it."""
+    image = _image(request)
+    if image is None:
+        return not_found()
+    pictures = {c["token"]: c["picture"] for comp in comparisons(image) for c in comp["candidates"]}
+    name = pictures.get(request.path_params["token"])
+    return _file(image.folder, name) if name else not_found()
+
+
+async def thumb(request: Request) -> Response:
+    image = _image(request)
+    if image is None:
+        return not_found()
+    return FileResponse(_review(request).thumbnail(image), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=86400"})
+
+
+# --------------------------------------------------------------------------- the API
+
+
+async def api_images(request: Request) -> Response:
+    review = _review(request)
+    state = _state(request)
+    limit = min(500, _int(request.query_params.get("limit"), review.cfg.review.page_size))
+    jobs, total = review.journal.gallery(state, limit, _int(request.query_params.get("offset"), 0, low=0))
+    return JSONResponse({"state": state, "total": total, "images": [item(j) for j in jobs]})
+
+
+async def api_image(request: Request) -> Response:
+    image = _image(request)
+    if image is None:
+        return _no_image(request)
+    return JSONResponse(_review(request).summary(image))
+
+
+async def api_review(request: Request) -> Response:
+    image = _image(request)
+    if image is None:
+        return _no_image(request)
+    review = _review(request)
+    body = await _json(request)
+    decision, reason, variant = body.get("decision"), body.get("reason", ""), body.get("variant")
+    if decision not in ("approve", "reject"):
+        return _unprocessable('decision must be "approve" or "reject"')
+    if not isinstance(reason, str) or len(reason) > 2000:
+        return _unprocessable("reason must be text of at most 2000 characters")
+    labels = variant_labels(image)
+    if variant is not None and variant not in labels:
+        return _unprocessable(f"no variant {variant!r} (variants: {', '.join(labels) or 'none'})")
+    entry = review.decide(image, decision, reason, variant, _who(request))
+    out = {"recorded": to_json(entry)}
+    if decision == "approve" and variant is None and review.cfg.deliver.require_review:
+        job = review.rerun(image)
+        out["delivery"] = f"queued as job #{job.id}: delivered when polishd run takes it"
+    return JSONResponse(out)
+
+
+async def api_pick(request: Request) -> Response:
+    image = _image(request)
+    if image is None:
+        return _no_image(request)
+    body = await _json(request)
+    comparison = next((c for c in comparisons(image) if c["stage"] == body.get("stage")), None)
+    if comparison is None:
+        return _unprocessable(f"no comparison for stage {body.get('stage')!r} on this image")
+    shown = [c["choice"] for c in comparison["candidates"]]
+    by_token = {c["token"]: c["choice"] for c in comparison["candidates"]}
+    choice = by_token.get(body.get("choice"), body.get("choice"))  # the page's token, or an engine's name
+    if choice not in shown:
+        return _unprocessable(f"choice must be one of {', '.join(shown)}")
+    review = _review(request)
+    entry = review.pick(image, comparison["stage"], choice, shown, _who(request))
+    job = review.rerun(image)  # the pick becomes what is delivered
+    return JSONResponse({"recorded": to_json(entry), "candidates": comparison["candidates"],
+                         "delivery": f"queued as job #{job.id}"})
+
+
+async def api_comparisons(request: Request) -> Response:
+    return JSONResponse({"engines": _review(request).journal.win_rates()})
+
+
+async def api_retry_with(request: Request) -> Response:
+    image = _image(request)
+    if image is None:
+        return _no_image(request)
+    body = await _json(request)
+    settings = body.get("settings", body)
+    if not isinstance(settings, dict) or not settings:
+        return _unprocessable("send the image's settings: tables of pipeline.toml, e.g. "
+                              '{"inpaint": {"strength": 0.4}}')
+    try:
+        job, n = _review(request).retry_with(image, settings, _who(request))
+    except ConfigError as exc:
+        return _unprocessable(str(exc))
+    return JSONResponse({"queued": job.id, "previous_run": f"runs/{n}"})
+
+
+async def api_retry(request: Request) -> Response:
+    review = _review(request)
+    job = review.journal.get(_int(request.path_params["job"], 0))
+    if job is None:
+        return JSONResponse({"error": "no such job"}, status_code=404)
+    ok, message = ops.retry_one(review.cfg, review.journal, job)
+    return JSONResponse({"queued": ok, "message": message}, status_code=200 if ok else 409)
+
+
+async def no_icon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def not_found() -> Response:
+    return Response("not found", status_code=404, media_type="text/plain")
+
+
+def _no_image(request: Request) -> Response:
+    return JSONResponse({"error": f"no image {request.path_params['id']!r}"}, status_code=404)
+
+
+def _unprocessable(why: str) -> Response:
+    return JSONResponse({"error": why}, status_code=422)
+
+
+def _file(folder: Path, name: str) -> Response:
+    """A file of the image's folder: a regular file there (not a link, nothing beside or above it)."""
+    path = folder / name
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return not_found()
+    if not stat.S_ISREG(st.st_mode) or path.resolve().parent != folder.resolve() \
+            or path.suffix.lower() not in SERVED:
+        return not_found()
+    return FileResponse(path, media_type=SERVED[path.suffix.lower()],
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _state(request: Request) -> str:
+    state = request.query_params.get("state", "awaiting")
+    return state if state in STATES else "awaiting"
+
+
+def _int(value, default: int, low: int = 1) -> int:
+    try:
+        return max(low, int(value))
+    except (TypeError, ValueError):
+        return default
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _who(request: Request) -> str:
+    name = request.headers.get("x-reviewer") or request.cookies.get("polishd_reviewer") or "reviewer"
+    return re.sub(r"[\x00-\x1f]", "", name)[:80] or "reviewer"
