@@ -122,7 +122,7 @@ def test_a_hand_is_repainted_through_the_controlnet_with_its_pose(tmp_path, tiny
     guided = np.asarray(Image.open(archive / "20-inpaint.png"))
     # the control image steers the repaint: without it, or with the depth cue instead, the hand differs
     plain_archive, plain = _run(tmp_path / "plain", tiny_sd, "")
-    assert "controlnet" not in plain.details.regions[0]
+    assert plain.details.regions[0].controlnet is None
     depth_archive, depth = _run(tmp_path / "depth", tiny_sd,
                                 f'controlnet = "{tiny_controlnet}"\ncontrolnet_type = "depth"\ncontrolnet_scale = 1.5')
     assert depth.details.regions[0].controlnet_type == "depth"
@@ -138,7 +138,7 @@ def test_a_controlnet_that_cannot_be_used_is_said_and_the_hand_still_painted(tmp
     archive, entry = _run(tmp_path, tiny_sd, f'controlnet = "{tmp_path / "nowhere"}"')
     (region,) = entry.details.regions
     assert region.controlnet.startswith("not used:") and "nowhere" in region.controlnet
-    assert "control_image" not in region and (archive / "20-inpaint.png").exists()
+    assert region.control_image is None and (archive / "20-inpaint.png").exists()
 
 
 def test_check_config_names_a_missing_controlnet(tmp_path):

@@ -237,7 +237,7 @@ logo_opacity = 1.0
     Image.new("RGB", (400, 300), (0, 0, 0)).save(tmp_path / "again" / "src" / "black.png")
     missing = _deliver(tmp_path / "again", '[[deliver.preset]]\nname = "x"\nlogo = "no-such-logo.png"\n',
                        source=tmp_path / "again" / "src" / "black.png")[2]
-    assert "cannot be read as an image" in missing["details"]["failed"][0].reason
+    assert "cannot be read as an image" in missing.details.failed[0].reason
 
 
 def _a1111_jpeg_with_gps(path: Path) -> None:

@@ -214,8 +214,8 @@ def test_a_single_file_checkpoint_paints_exactly_like_its_diffusers_folder(tmp_p
     assert entry.status == "done", entry
     assert entry.details.pipeline == first.details.pipeline
     model = entry.models[0]
-    assert model["name"] == f"{which}.safetensors"
-    assert model["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert model.name == f"{which}.safetensors"
+    assert model.sha256 == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     # Same weights, same configs, same seed: the same pixels, whichever way the model was stored.  (SDXL's
     # pooled text embedding goes through a projection stored transposed in the file: its float rounding may
     # differ in the last bit (2e-7), and a few pixels move by a level or three.  A wrong weight moves them all.)

@@ -125,7 +125,7 @@ def test_without_a_model_variants_are_infill_only_and_the_manifest_says_so(tmp_p
     assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)
     assert (archive / "30-outpaint-16x9-compare.png").exists()
     origins = {v.label: v.origin for v in entry.details.variants}
-    assert [(v.label, v.picture.name, v.frame) for v in entry.products.variants] == [
+    assert [(v.label, v.picture.name, list(v.frame)) for v in entry.products.variants] == [
         (label, f"30-outpaint-{label}.png", [*origins[label], origins[label][0] + 512, origins[label][1] + 512])
         for label in ("16x9", "4x5", "21x9")]
     _original_untouched(archive, entry, "16x9", 0)
@@ -139,7 +139,7 @@ def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):
     assert details.generative is True and entry.models[0].name == "tiny-sd-inpaint"
     (variant,) = details.variants
     # The last step is the variant itself: one file, not a second copy of it.
-    assert [s.file for s in variant["steps"]] == ["30-outpaint-16x9-step1.png", "30-outpaint-16x9-step2.png",
+    assert [s["file"] for s in variant.steps] == ["30-outpaint-16x9-step1.png", "30-outpaint-16x9-step2.png",
                                                      "30-outpaint-16x9.png"]
     assert not (archive / "30-outpaint-16x9-step3.png").exists()
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)

@@ -36,7 +36,7 @@ def _encoded(image: Image.Image, fmt: str, **args) -> bytes:
     return buf.getvalue()
 
 
-def _face_centres(entry: dict) -> list[tuple[float, float]]:
+def _face_centres(entry) -> list[tuple[float, float]]:
     return [((d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2)
             for d in entry.details.detections if d.kind == "face"]
 
@@ -56,12 +56,12 @@ def test_a_turned_jpeg_gives_upright_masks_variants_upscales_and_sheet(tmp_path)
     assert 180 < face[0] < 300 and 40 < face[1] < 170, face
     assert Image.open(archive / "10-mask-face.png").size == (512, 384)
     assert Image.open(archive / "10-detections.png").size == (512, 384)
-    (variant,) = stages["outpaint"]["products"]["variants"]
-    assert variant["frame"][2] - variant["frame"][0] == 512 and variant["frame"][3] - variant["frame"][1] == 384
+    (variant,) = stages["outpaint"].products.variants
+    assert variant.frame[2] - variant.frame[0] == 512 and variant.frame[3] - variant.frame[1] == 384
     assert Image.open(archive / "30-outpaint-16x9.png").size == plan((512, 384), "16:9").size  # not (384, 512)'s
     assert Image.open(archive / "40-upscale.png").size == (1024, 768)
     # The variant holds the upright picture where its frame says, not a sideways one.
-    x0, y0, x1, y1 = variant["frame"]
+    x0, y0, x1, y1 = variant.frame
     inner = np.asarray(Image.open(archive / "30-outpaint-16x9.png").convert("RGB"))[y0:y1, x0:x1].astype(int)
     assert np.abs(inner - np.asarray(Image.open(archive / "00-upright.png").convert("RGB"))).max() == 0
     for p in archive.iterdir():  # no output carries an orientation tag that would turn it again
@@ -71,7 +71,7 @@ def test_a_turned_jpeg_gives_upright_masks_variants_upscales_and_sheet(tmp_path)
 
 def _patch_srgb(image: Image.Image, box) -> tuple[int, int, int]:
     """The patch's mean colour, converted to sRGB through the picture's own ICC profile."""
-    profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info.icc_profile))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
     srgb = ImageCms.applyTransform(image.convert("RGB").crop(box), ImageCms.buildTransform(
         profile, ImageCms.createProfile("sRGB"), "RGB", "RGB"))
     return tuple(int(round(v)) for v in np.asarray(srgb).reshape(-1, 3).mean(axis=0))
@@ -84,8 +84,8 @@ def test_a_display_p3_patch_reads_the_same_colour_in_every_output(tmp_path):
     archive, stages = _run(tmp_path, "wide.png", _encoded(image, "PNG", icc_profile=p3))
     expected = _patch_srgb(Image.open(archive / "00-original.png"), (104, 72, 152, 120))
     assert expected != (200, 40, 40)  # the profile matters: read as sRGB, the colour would be wrong
-    (variant,) = stages["outpaint"]["products"]["variants"]
-    x0, y0 = variant["frame"][:2]
+    (variant,) = stages["outpaint"].products.variants
+    x0, y0 = variant.frame[:2]
     shown = {"variant": (Image.open(archive / "30-outpaint-16x9.png"), (x0 + 104, y0 + 72, x0 + 152, y0 + 120)),
              "upscale": (Image.open(archive / "40-upscale.png"), (216, 152, 296, 232)),
              "detections": (Image.open(archive / "10-detections.png"), (104, 72, 152, 120))}
@@ -101,9 +101,9 @@ def test_sixteen_bit_grey_is_seen_scaled_and_upscaled_at_full_depth(tmp_path):
     grey8 = np.asarray(Image.open(DATA / "astronaut.png").convert("L"))
     grey16 = Image.fromarray(grey8.astype(np.uint16) * 257)  # the same picture, 16 bits deep
     archive, stages = _run(tmp_path, "deep.png", _encoded(grey16, "PNG"))
-    assert stages["automask"]["details"]["counts"]["face"] == 1  # not clipped white: her face is found
-    (variant,) = stages["outpaint"]["products"]["variants"]
-    x0, y0, x1, y1 = variant["frame"]
+    assert stages["automask"].details.counts["face"] == 1  # not clipped white: her face is found
+    (variant,) = stages["outpaint"].products.variants
+    x0, y0, x1, y1 = variant.frame
     inner = np.asarray(Image.open(archive / "30-outpaint-16x9.png").convert("L"))[y0:y1, x0:x1]
     assert np.array_equal(inner, grey8)  # 65535 → 255: the 8-bit view is the picture, scaled
     up = Image.open(archive / "40-upscale.png")
@@ -118,7 +118,7 @@ def test_rgba_variants_keep_alpha_and_hidden_colours_never_show(tmp_path):
     variant = Image.open(archive / "30-outpaint-16x9.png")
     assert variant.mode == "RGBA"
     alpha = np.asarray(variant.getchannel("A"))
-    (v,) = stages["outpaint"]["products"]["variants"]
+    (v,) = stages["outpaint"].products.variants
     x0, y0, x1, y1 = v.frame
     assert np.array_equal(alpha[y0:y1, x0:x1], rgba[..., 3])  # the master's alpha, as it was
     assert alpha[:, :x0].max() == 0 and alpha[:, x1:].max() == 0  # the new canvas: the edge's alpha (clear)

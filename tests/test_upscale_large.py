@@ -379,8 +379,7 @@ def test_a_killed_refinement_resumes_from_the_tiles_it_had_finished(tmp_path, ti
         p = _process(cfg.source, src)
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
         archive = next(cfg.paths.archive.iterdir())
-        entry = manifest_of(archive).stages
-        runs[label] = (archive, next(e for e in entry if e["name"] == "upscale"))
+        runs[label] = (archive, manifest_of(archive).stage("upscale"))
     archive, entry = runs["killed"]
     refined = entry.details.large["40-upscale.png"]["refine"]
     assert refined["kept"] >= before  # what was finished was not painted again
