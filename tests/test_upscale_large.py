@@ -270,6 +270,7 @@ def test_refine_without_a_generative_model_skips_with_the_reason(tmp_path):
     assert "[upscale.refine]" in entry.reason and "[inpaint].model" in entry.reason
 
 
+@pytest.mark.slow  # whole upscale stages with tiled refinement: among the longest tests
 def test_refine_and_detail_in_the_stage(tmp_path, tiny_sd):
     """8× with refinement and the detail pass: exact size, every tile and region recorded, pixels outside the
     detail masks exactly those of the refined picture, and a rerun gives the same bytes."""
@@ -354,6 +355,7 @@ def _process(cfg_path: Path, src: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, start_new_session=True)
 
 
+@pytest.mark.slow  # whole upscale stages with tiled refinement: among the longest tests
 def test_a_killed_refinement_resumes_from_the_tiles_it_had_finished(tmp_path, tiny_sd):
     runs = {}
     for label in ("killed", "clean"):
