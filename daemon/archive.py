@@ -292,11 +292,12 @@ class Manifest:
                           + [Candidate(u.engine, u.picture.name) for u in others]))
         return found
 
-    def master(self) -> str:
-        """The finished picture: the upscaled master, else the repaired one, else the original."""
+    def master(self, start: str | None = None) -> str:
+        """The finished picture: the upscaled master, else the repaired one, else ``start`` (the picture the
+        stages began from: the upright copy of a turned photo), else the original."""
         products = self.products()
         upscaled = {u.source: u.picture.name for u in products.upscaled or () if not u.engine}
-        return upscaled.get("master") or (products.master.name if products.master else self.original)
+        return upscaled.get("master") or (products.master.name if products.master else start or self.original)
 
     def picked(self, stage: str) -> str | None:
         picks = [p for p in self.picks if p.stage == stage]

@@ -83,13 +83,12 @@ class Review:
         """The image page's data: every picture by role, the prompt, models and times, and the decisions."""
         m = image.manifest
         products = m.products()
-        original = UPRIGHT if (image.folder / UPRIGHT).is_file() else m.original
+        original = _upright(image)
         upscaled = {u.source: u.picture.name for u in products.upscaled or () if not u.engine}
         job = self.journal.by_archive(str(image.folder))
         return {
             "id": image.id, "name": m.source.name or image.id, "status": str(m.status),
-            "original": original,
-            "master": upscaled.get("master") or (products.master.name if products.master else original),
+            "original": original, "master": m.master(original),
             "detections": products.detections.picture.name if products.detections else None,
             "regions": [{"before": r.before, "after": r.after} for r in m.regions()],
             "variants": [{"label": v.label, "picture": v.picture.name, "upscaled": upscaled.get(v.label)}
@@ -110,7 +109,7 @@ class Review:
         self.thumbs.mkdir(parents=True, exist_ok=True)
         path = self.thumbs / (hashlib.sha256(image.id.encode()).hexdigest()[:32] + ".jpg")
         if not path.exists():
-            master = self.summary(image)["master"]
+            master = image.manifest.master(_upright(image))
             with Image.open(image.folder / master) as im:
                 im.draft("RGB", (THUMB * 2, THUMB * 2))
                 rgb = view(im).flat()  # 16-bit scaled, transparency over grey, as the contact sheet shows it
@@ -193,6 +192,11 @@ def item(job: Job) -> dict:
             "review": DECISIONS.get(job.review, "awaiting"),
             "finished": job.finished, "error": job.last_error if job.state == "failed" else None,
             "attention": job.attention.splitlines() if job.attention else []}
+
+
+def _upright(image: Archived) -> str:
+    """The picture the stages began from: the upright copy of a turned photo, else the original."""
+    return UPRIGHT if (image.folder / UPRIGHT).is_file() else image.manifest.original
 
 
 def _prompt(original: Path) -> dict:
