@@ -341,7 +341,7 @@ class Detector:
                                      float(d.categories[0].score), model, keypoints))
         if self._hands is not None and hands:
             result = self._hands.detect(mp_image)
-            for landmarks, handedness in zip(result.hand_landmarks, result.handedness):
+            for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
                 pts = [(p.x * w, p.y * h) for p in landmarks]
                 out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
                                      handedness[0].category_name))

@@ -25,13 +25,13 @@ class Detection:
     def area(self) -> float:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
 
-    def moved(self, scale: float, dx: float, dy: float) -> "Detection":
+    def moved(self, scale: float, dx: float, dy: float) -> Detection:
         x0, y0, x1, y1 = self.box
         return Detection(self.kind, (x0 * scale + dx, y0 * scale + dy, x1 * scale + dx, y1 * scale + dy),
                          self.score, self.model, [(x * scale + dx, y * scale + dy) for x, y in self.landmarks],
                          self.label)
 
-    def clamped(self, width: int, height: int) -> "Detection":
+    def clamped(self, width: int, height: int) -> Detection:
         x0, y0, x1, y1 = self.box
         box = (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width),
                min(max(y1, 0.0), height))

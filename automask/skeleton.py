@@ -26,7 +26,7 @@ def draw_hand(draw: ImageDraw.ImageDraw, landmarks, grow: float, fill=255) -> No
         return  # eroded away
     pts = [tuple(map(float, p)) for p in landmarks]
     draw.polygon([pts[i] for i in PALM], fill=fill)
-    for a, b in CONNECTIONS + list(zip(PALM, PALM[1:] + PALM[:1])):
+    for a, b in CONNECTIONS + list(zip(PALM, PALM[1:] + PALM[:1], strict=True)):
         draw.line((pts[a], pts[b]), fill=fill, width=max(1, round(2 * radius)))
     for x, y in pts:  # round joints and fingertips (a tip's flesh lies past its landmark)
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)

@@ -255,7 +255,7 @@ def main(argv=None) -> int:
             cells += [f"{t / e:.0%} ({t}/{e})" if e else "–", f"{t / f:.0%} ({t}/{f})" if f else "–"]
         slowest = max(statistics.median(t) for t in per_image)
         lines.append(f"| {side} | " + " | ".join(cells) + f" | {statistics.median(times):.0f} | {slowest:.0f} |")
-        dev_hands = [(p.hands, min(p.hands, n)) for p, n in zip(todo, hands_found) if p.path.parent == DEV]
+        dev_hands = [(p.hands, min(p.hands, n)) for p, n in zip(todo, hands_found, strict=True) if p.path.parent == DEV]
         if dev_hands:
             e, t = sum(x for x, _ in dev_hands), sum(y for _, y in dev_hands)
             dev_lines.append(f"{side} px: {t}/{e} ({t / e:.0%})")

@@ -221,10 +221,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pose = Pose(pose_folder(args.wheel, Path(tmp)))
         candidates = {
-            "landmarker thresholds 0.3": lambda img, found, d=Detector(
-                dataclasses.replace(settings(), hand_confidence=0.3, body_regions=False)): d.detect(img),
-            "landmarker thresholds 0.1": lambda img, found, d=Detector(
-                dataclasses.replace(settings(), hand_confidence=0.1, body_regions=False)): d.detect(img),
+            # each detector is built once, when the table is made (B008 is the point here)
+            "landmarker thresholds 0.3": lambda img, found, d=Detector(  # noqa: B008
+                dataclasses.replace(settings(), hand_confidence=0.3, body_regions=False)): d.detect(img),  # noqa: B008
+            "landmarker thresholds 0.1": lambda img, found, d=Detector(  # noqa: B008
+                dataclasses.replace(settings(), hand_confidence=0.1, body_regions=False)): d.detect(img),  # noqa: B008
             "crop pyramid": lambda img, found: hands_in(base_detector, img, pyramid_boxes(img), 768),
             "mirrored and turned copies (±30°, 180°)": lambda img, found: turned_hands(base_detector, img),
             "body regions below faces (the shipped bodies pass; ms: every pass)":

@@ -129,7 +129,7 @@ def chart(rows: list[dict], path: Path, seconds: float) -> None:
     one = rows[0]["jobs_per_s"] / rows[0]["workers"]
     pts = [xy(r["workers"], r["jobs_per_s"]) for r in rows]
     d.line(pts, fill=(40, 90, 200), width=3)
-    for r, (x, y) in zip(rows, pts):
+    for r, (x, y) in zip(rows, pts, strict=True):
         d.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(40, 90, 200))
         d.text((x - 60, y - 18), f"{r['jobs_per_s']:.2f}/s  {100 * r['jobs_per_s'] / (r['workers'] * one):.0f}%",
                fill="black")

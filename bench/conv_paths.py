@@ -38,7 +38,7 @@ AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                   dtype=torch.float32)
 KB, KA = torch.kron(BT, BT), torch.kron(AT, AT)  # vec(Bᵀ d B) = KB vec(d); vec(Aᵀ m A) = KA vec(m)
 IN_CH, OUT_CH = [64, 96, 128, 160, 192], [32, 32, 32, 32, 64]
-MACS_PER_PX = 9 * sum(i * o for i, o in zip(IN_CH, OUT_CH))  # one block, direct
+MACS_PER_PX = 9 * sum(i * o for i, o in zip(IN_CH, OUT_CH, strict=True))  # one block, direct
 
 
 def winograd_filters(w: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     s = args.size
-    ws = [torch.randn(o, i, 3, 3) * 0.05 for i, o in zip(IN_CH, OUT_CH)]
+    ws = [torch.randn(o, i, 3, 3) * 0.05 for i, o in zip(IN_CH, OUT_CH, strict=True)]
     bs = [torch.randn(o) * 0.01 for o in OUT_CH]
     us = [winograd_filters(w) for w in ws]
     x = torch.randn(1, 64, s, s)
@@ -146,7 +146,7 @@ def main() -> None:
         gemms = []
         for k, n in [(64, 32), (192, 64)]:
             a, b = torch.randn(36, tiles, k), torch.randn(36, k, n)
-            t = best_of(lambda: torch.bmm(a, b))
+            t = best_of(lambda a=a, b=b: torch.bmm(a, b))
             gemms.append((k, n, 2 * 36 * tiles * k * n / t / 1e9))
         big = torch.randn(2048, 2048)
         t = best_of(lambda: big @ big)

@@ -84,8 +84,9 @@ def main(argv=None) -> int:
         staging.mkdir()
         files = photos(args.files, args.size, staging)
         total_bytes = sum(p.stat().st_size for p in files)
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(root / "pipeline.toml"), "run"],
-                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(root / "log", "wb"))
+        with open(root / "log", "wb") as log:  # the daemon keeps its own copy of the descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(root / "pipeline.toml"),
+                                     "run"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
         try:
             while not (root / "state" / "journal.sqlite3").exists():
                 time.sleep(0.05)

@@ -110,13 +110,13 @@ def timed(fn, *args):
 def rss_child(model: str, size: int, threads: int) -> dict:
     """Runs polishd's upscaler on one size×size photo in a fresh process; returns seconds and peak RSS."""
     code = (
-        "import json, sys, time; sys.path.insert(0, %r)\n"
+        f"import json, sys, time; sys.path.insert(0, {str(REPO)!r})\n"
         "from bench.upscale import Polishd, photo\n"
-        "p = Polishd(%r, %d); im = photo(%d); t = time.perf_counter(); out = p(im)\n"
+        f"p = Polishd({model!r}, {int(threads)}); im = photo({int(size)}); t = time.perf_counter(); out = p(im)\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'shape': list(out.shape),"
         " 'peak_rss_mb': int(hwm) / 1024, 'tile': p.tile}))\n"
-    ) % (str(REPO), model, threads, size)
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])

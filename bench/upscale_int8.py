@@ -111,7 +111,7 @@ class Mixer:
 
 
 def mse(run, crops, refs) -> float:
-    return float(np.mean([np.mean((run(c).astype(np.float64) - r) ** 2) for c, r in zip(crops, refs)]))
+    return float(np.mean([np.mean((run(c).astype(np.float64) - r) ** 2) for c, r in zip(crops, refs, strict=True)]))
 
 
 def chart(alone: dict[str, float], budget: float, chosen: list[str], path, title: str) -> None:

@@ -130,7 +130,7 @@ def chart(results: list[dict], path: Path) -> None:
         d.text((8, xy(0, v)[1] - 6), f"{v:.0f}", fill="black")
     for t in np.linspace(0, t_max, 6):
         d.text((xy(t, 0)[0] - 10, top + ph + 6), f"{t:.0f}s", fill="black")
-    for r, c in zip(results, colours):
+    for r, c in zip(results, colours, strict=False):
         d.line([xy(t, v) for t, v in r["trace"]], fill=c, width=2)
         picture = r["size"][0] ** 2 * 3 / 2**20
         x = left

@@ -35,7 +35,7 @@ TASK = "polishd.run_job"
 RESULT_EXPIRES = 7 * 24 * 3600  # seconds a task's result stays in Redis: a late copy of the task finds it there
 
 
-def make_app(cluster: ClusterConfig) -> "Celery":
+def make_app(cluster: ClusterConfig) -> Celery:
     from celery import Celery
 
     app = Celery("polishd", broker=cluster.broker, backend=cluster.broker)  # the process's current app: one a process
@@ -69,7 +69,7 @@ def make_app(cluster: ClusterConfig) -> "Celery":
     return app
 
 
-def redis_client(cluster: ClusterConfig) -> "redis.Redis":
+def redis_client(cluster: ClusterConfig) -> redis.Redis:
     import redis
 
     return redis.Redis.from_url(cluster.broker, socket_timeout=5, socket_connect_timeout=5, retry_on_timeout=True,
@@ -110,15 +110,15 @@ class WorkerBeat:
         return json.dumps(dataclasses.asdict(self))
 
 
-def publish_beat(client: "redis.Redis", cluster: ClusterConfig, beat: WorkerBeat) -> None:
+def publish_beat(client: redis.Redis, cluster: ClusterConfig, beat: WorkerBeat) -> None:
     client.set(key(cluster, "worker", beat.name), beat.to_json(), px=int(cluster.heartbeat * 3 * 1000))
 
 
-def forget_beat(client: "redis.Redis", cluster: ClusterConfig, name: str) -> None:
+def forget_beat(client: redis.Redis, cluster: ClusterConfig, name: str) -> None:
     client.delete(key(cluster, "worker", name))
 
 
-def live_workers(client: "redis.Redis", cluster: ClusterConfig) -> list[WorkerBeat]:
+def live_workers(client: redis.Redis, cluster: ClusterConfig) -> list[WorkerBeat]:
     """Every worker whose last heartbeat has not expired (three heartbeats), by name."""
     keys = sorted(client.scan_iter(match=key(cluster, "worker", "*"), count=500))
     if not keys:
@@ -132,7 +132,7 @@ def live_workers(client: "redis.Redis", cluster: ClusterConfig) -> list[WorkerBe
     return beats
 
 
-def queue_length(client: "redis.Redis", cluster: ClusterConfig) -> int:
+def queue_length(client: redis.Redis, cluster: ClusterConfig) -> int:
     """Tasks waiting in the broker (not those a worker holds): the length of the queue's Redis list."""
     return int(client.llen(cluster.queue))
 
@@ -226,7 +226,7 @@ class Recorder:
         return "; ".join([message, *(problems or [])])
 
 
-def apply(ops: list[list], job: Job, journal, endings: "Endings") -> None:
+def apply(ops: list[list], job: Job, journal, endings: Endings) -> None:
     """The coordinator makes the calls a worker wrote down, in order, against its journal and inbox."""
     for name, kw in ops:
         if name == "set_archive":

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 STATES = ("queued", "running", "done", "failed", "duplicate")
 LEASE_SECONDS = 60.0
@@ -178,7 +178,7 @@ class Journal:
         def __exit__(self, exc_type, exc, tb) -> None:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
-    def _tx(self) -> "Journal._Tx":
+    def _tx(self) -> Journal._Tx:
         return Journal._Tx(self._conn())
 
     def close(self) -> None:

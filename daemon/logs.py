@@ -145,7 +145,7 @@ class _ToStructlog(logging.Handler):
 
 # ------------------------------------------------------------------------------ native output
 
-_native: "_NativeCapture | None" = None
+_native: _NativeCapture | None = None
 
 
 def capture_native() -> None:

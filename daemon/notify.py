@@ -8,6 +8,7 @@ tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -29,10 +30,8 @@ class Notifier:
         if self._sock is None:
             return
         message = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
-        try:
+        with contextlib.suppress(OSError):  # systemd went away; nothing useful to do about it here
             self._sock.sendto(message, self._address)
-        except OSError:
-            pass  # systemd went away; nothing useful to do about it here
 
     def ready(self, status: str) -> None:
         self.send(ready=1, status=status)

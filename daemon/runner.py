@@ -33,7 +33,7 @@ import traceback
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 from PIL import Image

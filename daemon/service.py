@@ -72,7 +72,7 @@ class Pause:
 def acquire_lock(state: Path):
     """One daemon per state folder; a second one exits with a clear message."""
     state.mkdir(parents=True, exist_ok=True)
-    f = open(state / "polishd.lock", "a+")
+    f = open(state / "polishd.lock", "a+")  # noqa: SIM115 (held open, and so locked, for the daemon's life)
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler

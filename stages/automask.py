@@ -122,7 +122,7 @@ class AutoMaskStage(Stage):
 
     def _model_paths(self, ctx: JobContext, params: AutomaskParams) -> dict[str, Path]:
         paths = {}
-        for key, ms in zip((k for k in MODEL_KEYS if getattr(params, k)), self.model_settings(params)):
+        for key, ms in zip((k for k in MODEL_KEYS if getattr(params, k)), self.model_settings(params), strict=True):
             try:
                 paths[key] = ctx.models.resolve(ms).path
             except FileNotFoundError as exc:

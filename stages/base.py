@@ -46,7 +46,8 @@ import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -162,17 +163,17 @@ class Stage(abc.ABC):
         """Why this stage has nothing to do for this job, or None.  Cheap: no model is loaded yet."""
         return None
 
-    def setup(self, ctx: JobContext, params: Any) -> None:
+    def setup(self, ctx: JobContext, params: Any) -> None:  # noqa: B027 (an optional hook: a stage overrides it only when it needs it)
         """Load models; called before every run, so it must be cheap when they are already loaded."""
 
     @abc.abstractmethod
     def run(self, ctx: JobContext, params: Any) -> StageResult | Skipped:
         """Do the work, write the snapshots, return them with the typed products."""
 
-    def cleanup(self, ctx: JobContext) -> None:
+    def cleanup(self, ctx: JobContext) -> None:  # noqa: B027 (an optional hook: a stage overrides it only when it needs it)
         """Always called after setup: success, skip, error or stop."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: a stage overrides it only when it needs it)
         """Unload models (daemon shutdown)."""
 
 

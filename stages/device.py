@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def pick_device(preference: str) -> "torch.device":
+def pick_device(preference: str) -> torch.device:
     import torch
 
     if preference == "auto":
@@ -29,7 +29,7 @@ def pick_device(preference: str) -> "torch.device":
     return torch.device(preference)
 
 
-def pick_dtype(device: "torch.device", preference: str) -> "torch.dtype":
+def pick_dtype(device: torch.device, preference: str) -> torch.dtype:
     """fp16 where it is safe and fast (CUDA, MPS); fp32 on the CPU unless asked otherwise."""
     import torch
 
@@ -47,5 +47,5 @@ def pick_dtype(device: "torch.device", preference: str) -> "torch.dtype":
 _NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
-def dtype_name(dtype: "torch.dtype") -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return _NAMES[str(dtype)]

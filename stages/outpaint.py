@@ -116,7 +116,7 @@ def band_mask(size: tuple[int, int], offset: tuple[int, int], inner: tuple[int, 
     d = {"left": xs - ox, "right": (ox + iw) - xs, "top": ys - oy, "bottom": (oy + ih) - ys}[side]
     d = np.broadcast_to(d, (h, w))
     fade = np.clip(1 - d / band, 0, 1) if band > 0 else np.zeros_like(d)
-    if outside:
+    if outside:  # noqa: SIM108 (two cases read better than a nested conditional expression)
         m = np.where(d < 0, 1.0, fade)
     else:
         m = np.clip(1 - np.abs(d) / band, 0, 1) if band > 0 else np.zeros_like(d)

@@ -103,7 +103,7 @@ def plan(master: tuple[int, int], spec: str, max_step: float = 0.3) -> Plan:
     xs = xs + [final[0]] * (n - len(xs)) if xs else [master[0]] * n
     ys = ys + [final[1]] * (n - len(ys)) if ys else [master[1]] * n
     steps, prev = [], master
-    for w, h in zip(xs, ys):
+    for w, h in zip(xs, ys, strict=True):
         dx, dy = w - prev[0], h - prev[1]
         steps.append(Step((w, h), (_split(dx, target.anchor, 0), _split(dy, target.anchor, 1))))
         prev = (w, h)

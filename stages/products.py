@@ -13,7 +13,8 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from automask.detect import Detection
 from stages import records

@@ -36,7 +36,7 @@ class Origin:
     software: str               # "polishd 0.1.0"
     steps: tuple[str, ...] = ()  # the stages that changed this picture's pixels: "inpaint", "outpaint", "upscale"
 
-    def steps_for(self, picture: str, products) -> "Origin":
+    def steps_for(self, picture: str, products) -> Origin:
         """This origin with the stages that made ``picture`` (an archive name): the repair when the master was
         repainted, the outpaint for a variant, the upscale for an upscaled picture."""
         upscaled = {u.picture.name: u.source for u in products.upscaled or ()}

@@ -20,7 +20,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image

@@ -21,7 +21,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 _CUSTOM: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
 
@@ -83,25 +84,10 @@ def from_json(kind: Any, value: Any, where: str = "") -> Any:
     if kind is Any or kind is object:
         return value
     if kind in _CUSTOM:
-        try:
-            return _CUSTOM[kind][1](value)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            if isinstance(exc, RecordError):
-                raise
-            raise RecordError(f"{where or kind.__name__}: {exc}") from None
+        return _custom(kind, value, where)
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(kind)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return from_json(a, value, where)
-            except RecordError as exc:
-                errors.append(str(exc))
-        raise RecordError(errors[0] if errors else f"{where or 'value'}: no type fits")
+        return _union(kind, value, where)
     if value is None:
         raise RecordError(f"{where or 'value'}: missing (null)")
     if origin is typing.Literal:
@@ -109,24 +95,11 @@ def from_json(kind: Any, value: Any, where: str = "") -> Any:
             raise RecordError(f"{where or 'value'}: {value!r} is not one of {typing.get_args(kind)}")
         return value
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise RecordError(f"{where or 'value'}: expected a list, got {type(value).__name__}")
-        args = typing.get_args(kind)
-        if not args:
-            items = list(value)
-        elif len(args) == 1 or args[1:] == (Ellipsis,):
-            items = [from_json(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-        else:
-            if len(args) != len(value):
-                raise RecordError(f"{where or 'value'}: expected {len(args)} items, got {len(value)}")
-            items = [from_json(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
-        return tuple(items) if origin is tuple else items
+        return _sequence(kind, origin, value, where)
     if origin is dict:
-        if not isinstance(value, dict):
-            raise RecordError(f"{where or 'value'}: expected a table, got {type(value).__name__}")
         args = typing.get_args(kind)
         vkind = args[1] if len(args) == 2 else Any
-        return {str(k): from_json(vkind, v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): from_json(vkind, v, f"{where}.{k}") for k, v in _expect(dict, value, where).items()}
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return _record(kind, value, where)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
@@ -134,18 +107,65 @@ def from_json(kind: Any, value: Any, where: str = "") -> Any:
             return kind(value)
         except ValueError:
             raise RecordError(f"{where or 'value'}: {value!r} is not a {kind.__name__}") from None
+    return _plain_value(kind, value, where)
+
+
+def _custom(kind: type, value: Any, where: str) -> Any:
+    try:
+        return _CUSTOM[kind][1](value)
+    except RecordError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RecordError(f"{where or kind.__name__}: {exc}") from None
+
+
+def _union(kind: Any, value: Any, where: str) -> Any:
+    """The first of the union's types that takes ``value`` (None where the union allows it)."""
+    args = typing.get_args(kind)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for a in (a for a in args if a is not type(None)):
+        try:
+            return from_json(a, value, where)
+        except RecordError as exc:
+            errors.append(str(exc))
+    raise RecordError(errors[0] if errors else f"{where or 'value'}: no type fits")
+
+
+def _sequence(kind: Any, origin: type, value: Any, where: str) -> list | tuple:
+    value = _expect(list, value, where)
+    args = typing.get_args(kind)
+    if not args:
+        items = list(value)
+    elif len(args) == 1 or args[1:] == (Ellipsis,):
+        items = [from_json(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    else:
+        if len(args) != len(value):
+            raise RecordError(f"{where or 'value'}: expected {len(args)} items, got {len(value)}")
+        items = [from_json(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
+    return tuple(items) if origin is tuple else items
+
+
+def _plain_value(kind: Any, value: Any, where: str) -> Any:
+    """A number, string, flag, or a table or list kept as plain values."""
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecordError(f"{where or 'value'}: expected a number, got {type(value).__name__}")
         return value
-    if kind in (int, str, bool):
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise RecordError(f"{where or 'value'}: expected {kind.__name__}, got {type(value).__name__}")
-        return value
-    if kind in (dict, list):
-        if not isinstance(value, kind):
-            raise RecordError(f"{where or 'value'}: expected {kind.__name__}, got {type(value).__name__}")
-        return value
+    if kind is int and isinstance(value, bool):
+        raise RecordError(f"{where or 'value'}: expected int, got bool")
+    if kind in (int, str, bool, dict, list):
+        return _expect(kind, value, where)
+    return value
+
+
+def _expect(kind: type, value: Any, where: str) -> Any:
+    """``value`` if it is a ``kind`` (a JSON array may have been read as a tuple), else RecordError."""
+    ok = isinstance(value, (list, tuple)) if kind is list else isinstance(value, kind)
+    if not ok:
+        names = {dict: "a table", list: "a list"}
+        raise RecordError(f"{where or 'value'}: expected {names.get(kind, kind.__name__)}, got {type(value).__name__}")
     return value
 
 

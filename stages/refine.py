@@ -25,11 +25,12 @@ hundreds of them.  The mechanics:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -67,7 +68,7 @@ def grid(length: int, tile: int, overlap: int) -> list[Span]:
 
 def joins(spans: list[Span]) -> list[float]:
     """Where each pair of neighbours meets: the middle of their overlap."""
-    return [(a.end + b.start) / 2 for a, b in zip(spans, spans[1:])]
+    return [(a.end + b.start) / 2 for a, b in zip(spans, spans[1:], strict=False)]
 
 
 def weights(spans: list[Span], i: int, fade: int) -> np.ndarray:
@@ -178,7 +179,8 @@ def refine(engine, src: Raster, path: Path, store: TileStore, how: Paint, tile: 
             crop = np.ascontiguousarray(band[:, c.start:c.end])
             ones = np.ones(crop.shape[:2], dtype=np.float32)
             tile_how = Paint(how.prompt, how.negative, how.steps, how.guidance, how.denoise, how.seed + n)
-            painted = store.paint_or_keep(f"tile-{ri}-{ci}", crop, lambda: paint(engine, crop, ones, tile_how))
+            painted = store.paint_or_keep(f"tile-{ri}-{ci}", crop,
+                                          lambda crop=crop, ones=ones, how=tile_how: paint(engine, crop, ones, how))
             wgt = row_w * col_w[ci][None, :]
             dst = acc[r.start - acc_start:r.end - acc_start, c.start:c.end]
             dst[:, :, :3] += painted.astype(np.float32) * wgt[:, :, None]
@@ -219,7 +221,7 @@ def fix_seams(engine, raster: Raster, store: TileStore, how: Paint, rows: list[S
         crop = np.ascontiguousarray(rows_now[:, x0:x0 + mask.shape[1]])
         seam_how = Paint(how.prompt, how.negative, how.steps, how.guidance, denoise, first_seed + n)
         rows_now[:, x0:x0 + mask.shape[1]] = store.paint_or_keep(
-            f"seam-{axis}-{j}-{i}", crop, lambda: paint(engine, crop, mask, seam_how))
+            f"seam-{axis}-{j}-{i}", crop, lambda crop=crop, mask=mask, how=seam_how: paint(engine, crop, mask, how))
         raster.write(y0, rows_now)
     return len(jobs)
 
@@ -235,7 +237,5 @@ def clear(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(folder.parent)  # the job's work folder, once nothing else is in it
-    except OSError:
-        pass

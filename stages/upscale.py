@@ -441,7 +441,8 @@ class UpscaleStage(Stage):
                 dst = raster.Raster.create(work / f"p{k}.raw", current.height * scale, current.width * scale, 3,
                                            current.dtype)
                 unit = f"tiles of pass {k} of {passes}, {output}"
-                tile = self._tiled(raster.FloatView(current), params, tile, lambda d, t: ctx.check_stop(d, t, unit),
+                tile = self._tiled(raster.FloatView(current), params, tile,
+                                   lambda d, t, unit=unit: ctx.check_stop(d, t, unit),
                                    depth=16 if current.dtype == np.uint16 else 8, out=dst)[1]
                 done = dst.finish()
             current = done
@@ -533,7 +534,7 @@ class UpscaleStage(Stage):
             prompt, negative = fill(ks.prompt, ks.negative_prompt, found)
             local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
 
-            def paint(crop=crop, mask=mask, local=local, prompt=prompt, negative=negative, ks=ks, n=n):
+            def paint(crop=crop, mask=mask, local=local, prompt=prompt, negative=negative, ks=ks, n=n, pad=pad):
                 return repaint(engine, crop, mask, local, pad, params.detail.resolution, prompt, negative,
                                ks.steps, ks.guidance, params.detail.strength, seed + 7919 + n, match=True)[0]
             rows[:, x0:x1] = store.paint_or_keep(f"detail-{m.kind}-{n}", crop, paint)

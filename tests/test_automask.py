@@ -97,7 +97,7 @@ def test_tiles_cover_the_image_with_overlap():
     xs = sorted({t[0] for t in ts})
     ends = sorted({t[2] for t in ts})
     # Neighbouring tiles share at least a quarter of a tile, so a face cut by one border is whole in the next.
-    assert all(end - start >= 768 // 4 for start, end in zip(xs[1:], ends[:-1])), (xs, ends)
+    assert all(end - start >= 768 // 4 for start, end in zip(xs[1:], ends[:-1], strict=False)), (xs, ends)
 
 
 def test_nms_keeps_the_most_confident_of_overlapping_boxes_per_kind():
@@ -197,7 +197,8 @@ def test_detections_picture_outlines_what_each_mask_will_repaint():
     edge = inside & ~np.roll(inside, 1, axis=1)  # the mask's left edges
     ys, xs = np.nonzero(edge)
     hand_blue = np.array(COLOURS["hand"])
-    on_outline = [(out[y, x] == hand_blue).all() or (out[y, x - 1] == hand_blue).all() for y, x in zip(ys, xs)]
+    on_outline = [(out[y, x] == hand_blue).all() or (out[y, x - 1] == hand_blue).all()
+                  for y, x in zip(ys, xs, strict=True)]
     assert np.mean(on_outline) > 0.9
     assert (out[110, 10] == (40, 40, 40)).all()  # far from the hand: the picture itself
 
@@ -393,7 +394,7 @@ def test_the_crop_a_hand_gives_is_turned_to_its_fingers_twice_its_palm_and_shift
     joints[:] = (100, 200)
     joints[0] = (90, 260)                                # wrist
     joints[[1, 2, 3]] = [(75, 250), (70, 235), (68, 222)]  # the thumb's first joints
-    for i, x in zip((5, 9, 13, 17), (70, 90, 110, 130)):
+    for i, x in zip((5, 9, 13, 17), (70, 90, 110, 130), strict=True):
         joints[i] = (x, 200)                              # knuckles
         joints[i + 1] = (x, 185)                          # the fingers' first joints
     centre, side, angle = crop_of(joints)

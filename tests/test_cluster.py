@@ -40,9 +40,10 @@ class Proc:
                     "--", "--config", str(root / "pipeline.toml"), *args]
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Proc":
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+    def start(self) -> Proc:
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                         stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: self.ready in self.events() or self.proc.poll() is not None, 40, f"{self.name} start")
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
         return self

@@ -217,7 +217,7 @@ def test_its_skip_reasons_reach_the_manifest_and_the_job_still_finishes(tmp_path
     for n, (extra, reason, removal) in enumerate(cases):
         cfg, journal = _setup(tmp_path / str(n), extra, removal)
         stages = default_stages()
-        out = Runner(journal, lambda: cfg, stages).run_job(journal.claim())
+        out = Runner(journal, lambda cfg=cfg: cfg, stages).run_job(journal.claim())
         assert out.status == JobStatus.DONE, out.error
         entry = _entry(out.archive, name)
         assert entry.status == "skipped" and reason in entry.reason and entry.outputs == [], entry

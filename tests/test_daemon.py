@@ -40,12 +40,12 @@ class Polishd:
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Polishd":
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.run_polishd", "--sleep", str(self.sleep), "--",
-             "--config", str(self.config), "run"],
-            cwd=REPO, env=self.env, stdout=logf, stderr=subprocess.STDOUT)
+    def start(self) -> Polishd:
+        with open(self.log, "ab") as logf:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.helpers.run_polishd", "--sleep", str(self.sleep), "--",
+                 "--config", str(self.config), "run"],
+                cwd=REPO, env=self.env, stdout=logf, stderr=subprocess.STDOUT)
         wait_until(lambda: "watching" in self.events() or self.proc.poll() is not None, 30, "daemon start")
         assert self.proc.poll() is None, self.log.read_text()
         return self

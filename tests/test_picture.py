@@ -92,7 +92,7 @@ def test_a_display_p3_patch_reads_the_same_colour_in_every_output(tmp_path):
     for what, (picture, box) in shown.items():
         assert picture.info.get("icc_profile") == p3, what
         got = _patch_srgb(picture, box)
-        assert max(abs(a - b) for a, b in zip(got, expected)) <= 2, (what, got, expected)
+        assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) <= 2, (what, got, expected)
     for name in ("99-contact.jpg", "30-outpaint-16x9-compare.png"):
         assert Image.open(archive / name).info.get("icc_profile") == p3, name
 

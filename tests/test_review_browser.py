@@ -33,10 +33,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 def _serve(root: Path, extra: str = "", count: int = 3):
     cfg, ids = make_archive(root, extra=extra, count=count)
     port = free_port()
-    log = open(root / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "--log-format", "json",
-                             "serve", "--port", str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=log, stderr=subprocess.STDOUT)
+    with open(root / "serve.log", "wb") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "--log-format",
+                                 "json", "serve", "--port", str(port)], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
     import urllib.request
 
     end = time.monotonic() + 30
@@ -46,7 +46,7 @@ def _serve(root: Path, extra: str = "", count: int = 3):
             break
         except OSError:
             if time.monotonic() > end or proc.poll() is not None:
-                raise RuntimeError((root / "serve.log").read_text()[-2000:])
+                raise RuntimeError((root / "serve.log").read_text()[-2000:]) from None
             time.sleep(0.1)
     return proc, (cfg, ids, f"http://127.0.0.1:{port}")
 

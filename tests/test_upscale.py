@@ -100,7 +100,7 @@ def test_spans_partition_the_image():
     for length in (1, 7, 128, 129, 1000):
         s = tiling.spans(length, 100, 10)
         assert s[0].core_start == 0 and s[-1].core_end == length
-        assert all(a.core_end == b.core_start for a, b in zip(s, s[1:]))
+        assert all(a.core_end == b.core_start for a, b in zip(s, s[1:], strict=False))
         assert all(0 <= sp.input_start <= sp.keep_start <= sp.core_start < sp.core_end <= sp.keep_end
                    <= sp.input_end <= length for sp in s)
 

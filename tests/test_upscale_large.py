@@ -84,7 +84,7 @@ def test_tiles_cover_the_axis_and_their_weights_sum_to_one(length, tile, overlap
     spans = refine.grid(length, tile, overlap)
     assert spans[0].start == 0 and spans[-1].end == length
     assert all(s.end - s.start == min(tile, length) for s in spans)
-    assert all(a.end - b.start >= overlap for a, b in zip(spans, spans[1:]))
+    assert all(a.end - b.start >= overlap for a, b in zip(spans, spans[1:], strict=False))
     total = np.zeros(length)
     for i, s in enumerate(spans):
         total[s.start:s.end] += refine.weights(spans, i, overlap)

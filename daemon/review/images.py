@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from PIL import Image
@@ -211,5 +211,5 @@ def _prompt(original: Path) -> dict:
 
 
 def _now(at: float | None = None) -> str:
-    when = datetime.fromtimestamp(at, timezone.utc) if at is not None else datetime.now(timezone.utc)
+    when = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
     return when.isoformat(timespec="seconds")

@@ -23,7 +23,7 @@ import os
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def _version() -> str:
     return metadata.version("MNN")
 
 
-def runner(onnx: Path, cache: Path, threads: int) -> "MnnRunner":
+def runner(onnx: Path, cache: Path, threads: int) -> MnnRunner:
     """A runner on the export's MNN file, converted first where there is none.  A kept file that MNN
     cannot read all the same (damaged on disk) is converted again."""
     path = convert(onnx, cache)

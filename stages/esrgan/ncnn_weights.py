@@ -104,8 +104,8 @@ def to_state_dict(model: torch.nn.Module, param_path: Path, bin_path: Path) -> d
                               f"{type(model).__name__} layout ({len(targets)} layers)")
     reference = model.state_dict()
     sd = {}
-    for (_, names), (_, arrays) in zip(targets, layers):
-        for key, arr in zip(names, arrays):
+    for (_, names), (_, arrays) in zip(targets, layers, strict=True):
+        for key, arr in zip(names, arrays, strict=False):
             t = torch.from_numpy(arr)
             if t.numel() != reference[key].numel():
                 raise NcnnFormatError(f"{param_path}: {key} has {t.numel()} values, expected "

@@ -19,6 +19,14 @@ import torch
 from stages.files import atomic_write
 
 
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def export(net: torch.nn.Module, sha256: str, cache: Path) -> Path:
     path = cache / "onnx" / f"{sha256[:16]}.onnx"
     if path.exists():

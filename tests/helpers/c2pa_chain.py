@@ -25,7 +25,7 @@ def _usage(sign: bool, certs: bool) -> x509.KeyUsage:
 
 def make_chain(folder: Path) -> tuple[Path, Path, Path]:
     """Writes chain.pem (the signer, then the root), signer.key (PKCS#8) and root.pem; returns their paths."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid = {"not_valid_before": now - datetime.timedelta(days=1), "not_valid_after": now + datetime.timedelta(days=30)}
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     root = (x509.CertificateBuilder(subject_name=_name("polishd test root"), issuer_name=_name("polishd test root"),

@@ -36,7 +36,7 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         """Started and answering; a port another process took between our look and Redis's bind is traded for a
         new one (unless the port was given: a restart keeps its clients' address)."""
         for _ in range(5):
@@ -48,7 +48,7 @@ class RedisServer:
                 self.port = free_port()
         raise RuntimeError("no free port for redis-server after 5 tries")
 
-    def _start(self) -> "RedisServer":
+    def _start(self) -> RedisServer:
         assert REDIS, "redis-server is not installed (apt-get install redis-server)"
         self.proc = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),

@@ -112,7 +112,7 @@ def build_tiny_flux_fill(folder: Path) -> Path:
     clip = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
                                         num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
                                         vocab_size=49408, projection_dim=32))
-    words = "a an the of and with photo portrait face hand natural detailed background person".split()
+    words = "a an the of and with photo portrait face hand natural detailed background person".split()  # noqa: SIM905
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0 - i) for i, w in enumerate(words)]
     pieces += [(c, -30.0) for c in "abcdefghijklmnopqrstuvwxyz,."] + [("▁", -40.0)]
     t5_tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=64)
