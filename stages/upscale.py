@@ -213,12 +213,11 @@ class UpscaleStage(Stage):
         import torch
 
         from stages.device import dtype_name, pick_device, pick_dtype
-        from stages.esrgan import load as esrgan_load
-        from stages.esrgan import cpu, mnn_backend, ncnn_backend, onnx_backend, openvino_backend
+        from stages.esrgan import backends
 
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
-        if params.backend in ("onnxruntime", "openvino", "ncnn", "mnn") and device.type != "cpu":
+        if params.backend != "auto" and backends.BACKENDS[params.backend].cpu_only and device.type != "cpu":
             raise RuntimeError(f'[upscale].backend = "{params.backend}" runs on the CPU; use "auto" or "torch" here')
         key = (params.model, str(device), params.dtype, params.backend)
         if key == self._key:
@@ -228,79 +227,24 @@ class UpscaleStage(Stage):
         if device.type == "cpu":
             torch.set_num_threads(threads)
         model = self._load(ctx, params)
-        cache = ctx.models.cache
-        backend = params.backend if params.backend != "auto" else self._auto_backend(device, model, params)
         if dtype == torch.float16 and not getattr(model.net, "supports_half", True):
             log.info("this architecture is not safe in fp16; running it in fp32", model=model.name)
             dtype = torch.float32
-        if backend == "mnn":
+        request = backends.Request(model, device, dtype, params.dtype, threads, ctx.models.cache)
+        names = [params.backend] if params.backend != "auto" else backends.auto(device, model, params.dtype)
+        for n, name in enumerate(names):
             try:
-                self._runner = mnn_backend.runner(onnx_backend.export(model.net, model.sha256, cache), cache, threads)
-                dtype = torch.float32
-            except Exception as exc:  # export or conversion: a chosen backend fails loudly, "auto" goes on
-                if params.backend == "mnn":
+                built = backends.BACKENDS[name].build(request)
+                break
+            except Exception as exc:  # export, conversion or compile: a chosen backend fails loudly, "auto" goes on
+                if n == len(names) - 1:
                     raise
-                backend = self._auto_backend(device, model, params, mnn=False)
-                log.warning("MNN could not take this model", model=model.name, instead=backend,
-                            error=f"{type(exc).__name__}: {exc}")
-        if backend == "ncnn":
-            if model.ncnn is None:
-                raise RuntimeError(f'[upscale].backend = "ncnn" runs the built-in models only '
-                                   f'({", ".join(esrgan_load.BUILTINS)}); use "auto" for {model.name}')
-            bf16 = params.dtype in ("auto", "bf16")
-            self._runner = ncnn_backend.NcnnRunner(*model.ncnn, threads, bf16)
-            dtype = torch.bfloat16 if bf16 else torch.float32
-        if backend == "openvino":
-            bf16 = params.dtype == "bf16" or (params.dtype == "auto" and cpu.cpu_class() == "bf16")
-            try:
-                self._runner = openvino_backend.OpenVinoRunner(
-                    onnx_backend.export(model.net, model.sha256, cache), threads, bf16, cache / "openvino")
-                dtype = torch.bfloat16 if bf16 else torch.float32
-            except Exception as exc:  # export or compile: a chosen backend fails loudly, "auto" falls back
-                if params.backend == "openvino":
-                    raise
-                log.warning("OpenVINO could not take this model; using torch", model=model.name,
-                            error=f"{type(exc).__name__}: {exc}")
-                backend = "torch"
-        if backend == "onnxruntime":
-            self._runner = onnx_backend.OrtRunner(onnx_backend.export(model.net, model.sha256, cache), threads)
-        elif backend == "torch":
-            net = model.net.to(device=device, dtype=dtype)
-            if device.type == "cpu":
-                net = net.to(memory_format=torch.channels_last)
-            model.net = net
-            self._runner = self._run_torch
-        self._model, self._key, self.device, self.dtype, self.backend = model, key, device, dtype, backend
-        log.info("upscaler loaded", model=model.name, device=str(device), dtype=dtype_name(dtype),
-                 scale=model.scale, backend=backend)
-
-    @staticmethod
-    def _auto_backend(device, model: esrgan_load.LoadedModel, params: UpscaleParams, mnn: bool = True) -> str:
-        """The fastest faithful path (at least 45 dB PSNR against fp32 torch) for this device and model.
-
-        On a GPU, torch.  On the CPU, by its class (``stages.esrgan.cpu``; measured in
-        ``bench/upscale_cpu.py``): with bf16 instructions, OpenVINO in bf16; on x86 with AVX2 and no
-        AVX-512, MNN's Winograd in fp32; with AVX-512 and no bf16, OpenVINO in fp32; on any other, a
-        built-in model in ncnn with bf16 storage, and anything else in OpenVINO fp32.  ``dtype = "bf16"``
-        off the bf16 class means ncnn's bf16 storage.  Architectures that only spandrel knows run in torch.
-        """
-        from stages.esrgan import cpu, mnn_backend, ncnn_backend, openvino_backend
-        from stages.esrgan import load as esrgan_load
-
-        if device.type != "cpu":
-            return "torch"
-        ours = not isinstance(model.net, esrgan_load.SpandrelNet)
-        kind = cpu.cpu_class()
-        if kind == "bf16":
-            return "openvino" if ours else "torch"
-        fp32 = ours and params.dtype in ("auto", "fp32")
-        if mnn and kind == "avx2" and fp32 and mnn_backend.available():
-            return "mnn"
-        if kind == "avx512" and fp32 and openvino_backend.available():
-            return "openvino"
-        if model.ncnn is not None and params.dtype in ("auto", "bf16") and ncnn_backend.available():
-            return "ncnn"
-        return "openvino" if ours and openvino_backend.available() else "torch"
+                log.warning("a backend could not take this model", backend=name, model=model.name,
+                            instead=names[n + 1], error=f"{type(exc).__name__}: {exc}")
+        self._runner = built.run
+        self._model, self._key, self.device, self.dtype, self.backend = model, key, device, built.dtype, name
+        log.info("upscaler loaded", model=model.name, device=str(device), dtype=dtype_name(built.dtype),
+                 scale=model.scale, backend=name)
 
     def close(self) -> None:
         self._model = self._key = self._runner = None
@@ -599,15 +543,6 @@ class UpscaleStage(Stage):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         return self._runner(x)
-
-    def _run_torch(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        with torch.inference_mode():
-            x = x.to(device=self.device, dtype=self.dtype)
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self._model.net(x).float().cpu()
 
     def _auto_tile(self) -> int:
         import torch

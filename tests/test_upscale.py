@@ -391,7 +391,7 @@ def test_mnn_names_an_export_it_cannot_convert_and_leaves_nothing_behind(tmp_pat
 
 
 def test_auto_chooses_the_cpu_path_by_the_cpu_class(monkeypatch, tmp_path):
-    from stages.esrgan import cpu, mnn_backend
+    from stages.esrgan import backends, cpu, mnn_backend
 
     torch.save({"params_ema": load("x4plus-anime").net.state_dict()}, tmp_path / "4x-anime.pth")
     cpu_device, gpu = torch.device("cpu"), torch.device("cuda")
@@ -399,7 +399,7 @@ def test_auto_chooses_the_cpu_path_by_the_cpu_class(monkeypatch, tmp_path):
 
     def choose(kind, model, dtype="auto", device=cpu_device):
         monkeypatch.setattr(cpu, "cpu_class", lambda: kind)
-        return UpscaleStage._auto_backend(device, model, UpscaleParams(model=model.name, dtype=dtype))
+        return backends.auto(device, model, dtype)[0]
 
     assert choose("bf16", builtin, device=gpu) == "torch"
     assert [choose("bf16", m) for m in (builtin, other)] == ["openvino", "openvino"]
@@ -409,6 +409,10 @@ def test_auto_chooses_the_cpu_path_by_the_cpu_class(monkeypatch, tmp_path):
     assert [choose("avx512", m) for m in (builtin, other)] == ["openvino", "openvino"]
     assert choose("avx512", builtin, "bf16") == "ncnn"
     assert [choose("other", m) for m in (builtin, other)] == ["ncnn", "openvino"]
+    # what auto tries when its choice cannot take the model: after MNN the choice without it, then torch
+    assert choose("avx2", builtin) == "mnn" and backends.auto(cpu_device, builtin, "auto") == ["mnn", "ncnn", "torch"]
+    assert backends.auto(cpu_device, other, "auto") == ["mnn", "openvino", "torch"]
+    assert backends.auto(gpu, builtin, "auto") == ["torch"]
     monkeypatch.setattr(mnn_backend, "available", lambda: False)
     assert [choose("avx2", m) for m in (builtin, other)] == ["ncnn", "openvino"]
 
