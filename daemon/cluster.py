@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import config as config_mod
 from daemon.config import ClusterConfig, Config, redact
-from daemon.journal import Job
+from daemon.journal import Job, Journal
+from daemon.runner import Endings, FailureReport
+from stages import records
 
 if TYPE_CHECKING:
     import redis
     from celery import Celery
-
-    from daemon.runner import Endings
 
 TASK = "polishd.run_job"
 RESULT_EXPIRES = 7 * 24 * 3600  # seconds a task's result stays in Redis: a late copy of the task finds it there
@@ -187,22 +187,87 @@ class _Earlier:
     sha256: str
 
 
+# ---------------------------------------------------------------------- what a worker's attempt did, as values
+
+
+@dataclass(frozen=True)
+class SetArchive:
+    archive: str | None
+
+
+@dataclass(frozen=True)
+class SetSha256:
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    error: str | None = None
+    stage: str | None = None
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True)
+class Done:
+    sha256: str
+    archive: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    first_id: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+    stage: str
+    report: FailureReport | None = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+Op = SetArchive | SetSha256 | Requeue | Done | Duplicate | Failed
+OPS: dict[str, type] = {"set_archive": SetArchive, "set_sha256": SetSha256, "requeue": Requeue, "done": Done,
+                        "duplicate": Duplicate, "failed": Failed}
+_NAMES = {kind: name for name, kind in OPS.items()}
+
+
+def encode_op(op: Op) -> dict:
+    """An op as it travels in the task's result: ``{"op": name, ...its fields}``."""
+    return {"op": _NAMES[type(op)], **records.to_json(op)}
+
+
+def decode_op(data: Any) -> Op:
+    """An op from a task's result (also ``[name, fields]``, as workers of the release before wrote them);
+    ValueError for anything else."""
+    if isinstance(data, list) and len(data) == 2 and isinstance(data[1], dict):
+        data = {"op": data[0], **data[1]}
+    if not isinstance(data, dict) or data.get("op") not in OPS:
+        raise ValueError(f"a worker sent an unknown step {data!r:.200}")
+    try:
+        return records.from_json(OPS[data["op"]], {k: v for k, v in data.items() if k != "op"}, data["op"])
+    except records.RecordError as exc:
+        raise ValueError(f"a worker sent a malformed step: {exc}") from None
+
+
 class Recorder:
-    """A worker's journal and endings for one job: the calls the runner makes, written down for the coordinator.
+    """A worker's journal and endings for one job (``runner.JobLog`` and ``runner.Endings``): the calls the runner
+    makes, written down as ops for the coordinator.
 
     The runner asks one question of the journal, whether the same bytes finished earlier: the coordinator
     answered it when it sent the job."""
 
     def __init__(self, duplicate_of: dict | None):
-        self.ops: list[list] = []
+        self.ops: list[Op] = []
         self._earlier = _Earlier(**duplicate_of) if duplicate_of else None
 
     # what a job records while it runs
     def set_archive(self, job_id: int, archive: str | None) -> None:
-        self.ops.append(["set_archive", {"archive": archive}])
+        self.ops.append(SetArchive(archive))
 
     def set_sha256(self, job_id: int, sha256: str) -> None:
-        self.ops.append(["set_sha256", {"sha256": sha256}])
+        self.ops.append(SetSha256(sha256))
 
     def first_done_with(self, sha256: str, before_id: int) -> _Earlier | None:
         earlier = self._earlier
@@ -211,35 +276,37 @@ class Recorder:
     # how it ends
     def requeue(self, job: Job, *, error: str | None = None, stage: str | None = None,
                 count_attempt: bool = True) -> None:
-        self.ops.append(["requeue", {"error": error, "stage": stage, "count_attempt": count_attempt}])
+        self.ops.append(Requeue(error, stage, count_attempt))
 
     def done(self, job: Job, sha256: str, archive: Path) -> None:
-        self.ops.append(["done", {"sha256": sha256, "archive": str(archive)}])
+        self.ops.append(Done(sha256, str(archive)))
 
     def duplicate(self, job: Job, first_id: int, sha256: str) -> None:
-        self.ops.append(["duplicate", {"first_id": first_id, "sha256": sha256}])
+        self.ops.append(Duplicate(first_id, sha256))
 
-    def failed(self, job: Job, message: str, stage: str, report: dict | None,
+    def failed(self, job: Job, message: str, stage: str, report: FailureReport | None,
                problems: list[str] | None = None) -> str:
-        self.ops.append(["failed", {"message": message, "stage": stage, "report": report,
-                                    "problems": list(problems or [])}])
+        self.ops.append(Failed(message, stage, report, list(problems or [])))
         return "; ".join([message, *(problems or [])])
 
+    def encoded(self) -> list[dict]:
+        return [encode_op(op) for op in self.ops]
 
-def apply(ops: list[list], job: Job, journal, endings: Endings) -> None:
+
+def apply(ops: list, job: Job, journal: Journal, endings: Endings) -> None:
     """The coordinator makes the calls a worker wrote down, in order, against its journal and inbox."""
-    for name, kw in ops:
-        if name == "set_archive":
-            journal.set_archive(job.id, kw["archive"])
-        elif name == "set_sha256":
-            journal.set_sha256(job.id, kw["sha256"])
-        elif name == "requeue":
-            endings.requeue(job, **kw)
-        elif name == "done":
-            endings.done(job, kw["sha256"], Path(kw["archive"]))
-        elif name == "duplicate":
-            endings.duplicate(job, kw["first_id"], kw["sha256"])
-        elif name == "failed":
-            endings.failed(job, kw["message"], kw["stage"], kw["report"], kw["problems"])
-        else:
-            raise ValueError(f"a worker sent an unknown step {name!r}")
+    decoded = [decode_op(op) for op in ops]  # all of them read before any is made
+    for op in decoded:
+        match op:
+            case SetArchive(archive):
+                journal.set_archive(job.id, archive)
+            case SetSha256(sha256):
+                journal.set_sha256(job.id, sha256)
+            case Requeue(error, stage, count_attempt):
+                endings.requeue(job, error=error, stage=stage, count_attempt=count_attempt)
+            case Done(sha256, archive):
+                endings.done(job, sha256, Path(archive))
+            case Duplicate(first_id, sha256):
+                endings.duplicate(job, first_id, sha256)
+            case Failed(message, stage, report, problems):
+                endings.failed(job, message, stage, report, problems)

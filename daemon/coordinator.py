@@ -29,7 +29,7 @@ import structlog
 
 from daemon import cluster
 from daemon.journal import Job, Journal
-from daemon.runner import Endings, JobStatus, Outcome
+from daemon.runner import FailureReport, JobStatus, JournalEndings, Outcome
 
 log = structlog.get_logger("polishd.coordinator")
 
@@ -55,7 +55,7 @@ class Dispatcher:
         self.daemon = daemon
         self.cluster = daemon.cfg.cluster
         self.journal: Journal = daemon.journal
-        self.endings = Endings(self.journal, daemon.current)
+        self.endings = JournalEndings(self.journal, daemon.current)
         self.app = cluster.make_app(self.cluster)
         self.client = cluster.redis_client(self.cluster)
         self.out: dict[str, _Tracked] = {}
@@ -196,9 +196,7 @@ class Dispatcher:
                 self.endings.requeue(job, error=error, stage="worker")
                 status = JobStatus.RETRY
             else:
-                self.endings.failed(job, error, "worker", report={"image": job.name, "error": "WorkerError",
-                                                                   "message": error, "stage": "worker",
-                                                                   "attempts": job.attempts, "job": job.id})
+                self.endings.failed(job, error, "worker", report=FailureReport.of(job, "WorkerError", error, "worker"))
                 status = JobStatus.FAILED
             return Outcome(job.id, job.name, status, error=error)
         try:

@@ -33,6 +33,7 @@ import traceback
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 from collections.abc import Callable
 
 import structlog
@@ -100,14 +101,80 @@ class _Failure(Exception):
         self.stage, self.exc = stage, exc
 
 
+class JobLog(Protocol):
+    """What a job records while it runs: its folder, the bytes it read, and the one question it asks (did these
+    bytes finish earlier?).  The journal is one; a cluster worker's ``Recorder`` writes the calls down."""
+
+    def set_archive(self, job_id: int, archive: str | None) -> None: ...
+
+    def set_sha256(self, job_id: int, sha256: str) -> None: ...
+
+    def first_done_with(self, sha256: str, before_id: int) -> Earlier | None: ...
+
+
+class Earlier(Protocol):
+    """An earlier finished job with the same bytes: its id and archive folder."""
+
+    id: int
+    archive: str | None
+
+
+class Endings(Protocol):
+    """What the end of an attempt does to the journal and the user's file (``JournalEndings``), or the record of
+    it a cluster worker sends back (``Recorder``)."""
+
+    def requeue(self, job: Job, *, error: str | None = None, stage: str | None = None,
+                count_attempt: bool = True) -> None: ...
+
+    def done(self, job: Job, sha256: str, archive: Path) -> None: ...
+
+    def duplicate(self, job: Job, first_id: int, sha256: str) -> None: ...
+
+    def failed(self, job: Job, message: str, stage: str, report: FailureReport | None,
+               problems: list[str] | None = None) -> str: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at a job: the config it runs with, where it records what it does and how it ends, and (for a
+    cluster worker) the time past which the next safe point fails it (``time.monotonic()``)."""
+
+    cfg: Config
+    journal: JobLog
+    endings: Endings
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    """``failed/<name>.error.json``: why an image failed, built in one place for the runner, the worker and the
+    coordinator."""
+
+    image: str
+    error: str      # the exception's kind ("InputError" for every fault of the input itself)
+    message: str
+    stage: str
+    attempts: int
+    job: int
+    time: str = ""
+    archive: str | None = None
+    traceback: str | None = None
+
+    @classmethod
+    def of(cls, job: Job, error: str, message: str, stage: str, archive: Path | None = None,
+           exc: BaseException | None = None) -> FailureReport:
+        """The report of ``job``; with ``exc``, its traceback (a fault of the input itself needs none)."""
+        return cls(job.name, error, message, stage, job.attempts, job.id, arc.now_iso(),
+                   str(archive) if archive else None, "".join(traceback.format_exception(exc)) if exc else None)
+
+
 class Runner:
-    def __init__(self, journal: Journal, config: Callable[[], Config], stages: list[Stage],
+    def __init__(self, journal: Journal | None, config: Callable[[], Config], stages: list[Stage],
                  stop: threading.Event | None = None):
-        self.journal = journal  # what a job records while it runs (its folder, the bytes it read, duplicates)
-        self.endings = Endings(journal, config)  # what happens to the journal and the inbox when an attempt ends
-        self.config = config  # called once per job: a reload applies from the next job on
-        # Set per job by a cluster worker: past this (time.monotonic()), the next safe point fails the attempt.
-        self.deadline: float | None = None
+        # The daemon's own attempts: its journal, the inbox's endings, the config in force (called once per job,
+        # so a reload applies from the next job on).  A cluster worker passes an Attempt of its own per job.
+        self.journal = journal
+        self.config = config
         self.stages = stages
         self.stop = stop or threading.Event()
         self.active: set[int] = set()
@@ -120,16 +187,20 @@ class Runner:
         self._folders: dict[int, Path] = {}  # job id → its archive folder, once this attempt knows it
 
     # ------------------------------------------------------------------ one job
-    def run_job(self, job: Job) -> Outcome:
-        cfg = self.config()
+    def attempt(self) -> Attempt:
+        """An attempt of the daemon's own: the journal and the inbox, the config in force now."""
+        return Attempt(self.config(), self.journal, JournalEndings(self.journal, self.config))
+
+    def run_job(self, job: Job, attempt: Attempt | None = None) -> Outcome:
+        a = attempt or self.attempt()
         started = time.monotonic()
         self.active.add(job.id)
         structlog.contextvars.bind_contextvars(image=job.name, job=job.id)
         try:
-            outcome = self._run(job, cfg)
+            outcome = self._run(job, a)
         except Exception as exc:  # outside any stage (a full disk, a bug): retried, then failed like the rest
             log.error("job error outside the stages", error=f"{type(exc).__name__}: {exc}", exc_info=True)
-            outcome = self._fail(job, cfg, "runner", exc, manifest=None, folder=None)
+            outcome = self._fail(job, a, "runner", exc, manifest=None, folder=None)
         finally:
             self.active.discard(job.id)
             self._folders.pop(job.id, None)
@@ -140,37 +211,38 @@ class Runner:
         structlog.contextvars.unbind_contextvars("image", "job", "stage")
         return outcome
 
-    def _run(self, job: Job, cfg: Config) -> Outcome:
+    def _run(self, job: Job, a: Attempt) -> Outcome:
+        cfg = a.cfg
         d = cfg.daemon
         # 1. Read the dropped file.
         try:
             dropped = read_dropped(job.path, d.formats, d.max_pixels, d.max_bytes)
         except FileNotFoundError:
             msg = f"{job.name} disappeared from {job.path.parent} before it was processed"
-            self.endings.failed(job, msg, "intake", report=None)
+            a.endings.failed(job, msg, "intake", report=None)
             log.warning("input vanished", path=str(job.path))
             return Outcome(job.id, job.name, JobStatus.FAILED, error=msg)
         except Undecodable as exc:
             if job.origin == "inbox" and self._still_being_written(job, cfg.daemon.stability_delay):
-                self.endings.requeue(job, count_attempt=False)
+                a.endings.requeue(job, count_attempt=False)
                 log.info("input still being written; back in the queue", reason=str(exc))
                 return Outcome(job.id, job.name, JobStatus.WAITING)
-            return self._fail(job, cfg, "intake", exc, manifest=None, folder=None)
+            return self._fail(job, a, "intake", exc, manifest=None, folder=None)
         except InputError as exc:
-            return self._fail(job, cfg, "intake", exc, manifest=None, folder=None)
+            return self._fail(job, a, "intake", exc, manifest=None, folder=None)
         structlog.contextvars.bind_contextvars(image=f"{arc.safe_stem(job.name)}-{dropped.sha256[:8]}")
         if dropped.sha256 != job.sha256:  # the file changed after it was queued: record what is being processed
-            self.journal.set_sha256(job.id, dropped.sha256)
+            a.journal.set_sha256(job.id, dropped.sha256)
         decoded, dropped.image = dropped.image, None  # the stages decode what they read themselves
 
         # 2. Duplicates (a job that runs an archived image again is that image, not a copy of it).
         if cfg.daemon.duplicates == "skip" and not _reruns_archive(job):
-            first = self.journal.first_done_with(dropped.sha256, job.id)
+            first = a.journal.first_done_with(dropped.sha256, job.id)
             if first is not None and first.archive and _holds_original(Path(first.archive), dropped.sha256):
-                return self._duplicate(job, first, dropped)
+                return self._duplicate(job, a, first, dropped)
 
         # 3. Archive folder, original and sidecars.
-        folder = self._folder_for(job, cfg, dropped)
+        folder = self._folder_for(job, a, dropped)
         manifest = folder.read_manifest()
         if manifest is None or manifest.source.sha256 != dropped.sha256:
             manifest = Manifest(id=folder.path.name, config_sha256=cfg.sha256,
@@ -180,7 +252,7 @@ class Runner:
         try:
             cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest)
         except InputError as exc:  # a sidecar that does not parse or validate
-            return self._fail(job, cfg, "intake", exc, manifest=manifest, folder=folder)
+            return self._fail(job, a, "intake", exc, manifest=manifest, folder=folder)
         source, icc = _intake_picture(folder, dropped, decoded, sidecars)
         del decoded
 
@@ -188,19 +260,19 @@ class Runner:
         verdict = manifest.verdict()
         products = Products(source=source, master=source.picture, review=verdict, picks=Picks(verdict.picks))
         try:
-            self._stages(_JobState(cfg, folder, dropped.sha256, icc), products, manifest)
+            self._stages(_JobState(cfg, folder, dropped.sha256, icc, a.deadline), products, manifest)
         except StopRequested:
             folder.write_manifest(manifest)
-            self.endings.requeue(job, count_attempt=False)
+            a.endings.requeue(job, count_attempt=False)
             log.info("job put back in the queue for shutdown")
             return Outcome(job.id, job.name, JobStatus.STOPPED, folder.path, stages=manifest.stages)
         except _Failure as f:
-            return self._fail(job, cfg, f.stage, f.exc, manifest=manifest, folder=folder)
+            return self._fail(job, a, f.stage, f.exc, manifest=manifest, folder=folder)
 
         # 5. Done: the manifest says so before the inbox copy goes.
         manifest.status, manifest.finished = ImageStatus.DONE, arc.now_iso()
         folder.write_manifest(manifest)
-        self.endings.done(job, dropped.sha256, folder.path)
+        a.endings.done(job, dropped.sha256, folder.path)
         return Outcome(job.id, job.name, JobStatus.DONE, folder.path, stages=manifest.stages)
 
     def _still_being_written(self, job: Job, delay: float) -> bool:
@@ -213,11 +285,11 @@ class Runner:
             return False
         return (now.st_size, now.st_mtime) != (job.bytes, job.mtime)  # as the watcher saw it when it queued it
 
-    def _folder_for(self, job: Job, cfg: Config, dropped: Dropped) -> ArchiveFolder:
+    def _folder_for(self, job: Job, a: Attempt, dropped: Dropped) -> ArchiveFolder:
         if job.archive and _holds_original(Path(job.archive), dropped.sha256):
             self._folders[job.id] = Path(job.archive)
             return ArchiveFolder(Path(job.archive))  # a resumed job
-        root = cfg.paths.archive
+        root = a.cfg.paths.archive
         root.mkdir(parents=True, exist_ok=True)
         base = root / f"{arc.safe_stem(job.name)}-{dropped.sha256[:8]}"
         path = base
@@ -233,7 +305,7 @@ class Runner:
             n += 1
         path.mkdir(exist_ok=True)
         arc.fsync_dir(root)
-        self.journal.set_archive(job.id, str(path))
+        a.journal.set_archive(job.id, str(path))
         self._folders[job.id] = path
         return ArchiveFolder(path)
 
@@ -286,10 +358,10 @@ class Runner:
             self.progress(stage.name, 0, 0, "")
             ctx = JobContext(id=job.folder.path.name, stem=job.stem, folder=job.folder, sha256=job.sha256,
                              products=inputs,
-                             models=models, icc=job.icc, stop=_StopOrDeadline(self.stop, self.deadline),
+                             models=models, icc=job.icc, stop=_StopOrDeadline(self.stop, job.deadline),
                              beat=self.beat,
                              report=lambda done, total, unit, name=stage.name: self.progress(name, done, total, unit))
-            outcome, seconds = self._attempt(stage, ctx, params)
+            outcome, seconds = self._attempt(stage, ctx, params, job.deadline)
             if isinstance(outcome, Skipped):
                 log.debug("stage skipped", reason=outcome.reason)
                 entry.reason = outcome.reason
@@ -300,7 +372,8 @@ class Runner:
             job.folder.write_manifest(manifest)
         structlog.contextvars.unbind_contextvars("stage")
 
-    def _attempt(self, stage: Stage, ctx: JobContext, params) -> tuple[StageResult | Skipped, float]:
+    def _attempt(self, stage: Stage, ctx: JobContext, params,
+                 deadline: float | None) -> tuple[StageResult | Skipped, float]:
         """The stage's result or skip, and the seconds it took; a stop passes through; any other error
         becomes a _Failure."""
         if not getattr(params, "enabled", True):
@@ -317,7 +390,7 @@ class Runner:
                 finally:
                     stage.cleanup(ctx)
         except StopRequested:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise _Failure(stage.name, JobTimeout("the job ran past [cluster].task_timeout")) from None
             raise
         except ModelUnavailable as exc:
@@ -332,38 +405,36 @@ class Runner:
 
 
     # ------------------------------------------------------------------ endings
-    def _duplicate(self, job: Job, first: Job, dropped: Dropped) -> Outcome:
+    def _duplicate(self, job: Job, a: Attempt, first: Earlier, dropped: Dropped) -> Outcome:
         folder = ArchiveFolder(Path(first.archive))
         manifest = folder.read_manifest()
         if manifest is not None:
             manifest.duplicates.append(DuplicateRecord(job.name, job.id, arc.now_iso()))
             folder.write_manifest(manifest)
-        self.endings.duplicate(job, first.id, dropped.sha256)
+        a.endings.duplicate(job, first.id, dropped.sha256)
         log.info("duplicate of an earlier image; not processed again", first_job=first.id,
                  archive=str(folder.path))
         return Outcome(job.id, job.name, JobStatus.DUPLICATE, folder.path)
 
-    def _fail(self, job: Job, cfg: Config, stage: str, exc: BaseException,
+    def _fail(self, job: Job, a: Attempt, stage: str, exc: BaseException,
               manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
         full = disk_full(exc)
         if full is not None:
-            return self._no_space(job, full, manifest, folder)
+            return self._no_space(job, a, full, manifest, folder)
         permanent = isinstance(exc, InputError)
         kind = "InputError" if permanent else type(exc).__name__  # one name for every fault of the input itself
         message = f"{kind}: {exc}"
-        if not permanent and job.attempts < cfg.daemon.max_attempts:
-            self.endings.requeue(job, error=message, stage=stage)
+        if not permanent and job.attempts < a.cfg.daemon.max_attempts:
+            a.endings.requeue(job, error=message, stage=stage)
             if manifest is not None and folder is not None:
                 manifest.status = ImageStatus.RETRYING
                 manifest.error = ErrorRecord(stage, message, job.attempts)
                 folder.write_manifest(manifest)
-            log.warning("attempt failed; will retry", attempt=job.attempts, max_attempts=cfg.daemon.max_attempts,
+            log.warning("attempt failed; will retry", attempt=job.attempts, max_attempts=a.cfg.daemon.max_attempts,
                         error=message)
             return Outcome(job.id, job.name, JobStatus.RETRY, folder.path if folder else None, message)
-        report = {"image": job.name, "error": kind, "message": str(exc), "stage": stage,
-                  "attempts": job.attempts, "job": job.id, "time": arc.now_iso(),
-                  "archive": str(folder.path) if folder else None,
-                  "traceback": None if permanent else "".join(traceback.format_exception(exc))}
+        report = FailureReport.of(job, kind, str(exc), stage, folder.path if folder else None,
+                                  None if permanent else exc)
         # Whatever fails from here on (a full disk, a name the file system refuses), the job ends failed
         # in the journal with the reason, and the worker moves on.
         problems = []
@@ -374,11 +445,12 @@ class Runner:
                 folder.write_manifest(manifest)
             except OSError as err:
                 problems.append(f"manifest not written: {err}")
-        error = self.endings.failed(job, message, stage, report=report, problems=problems)
+        error = a.endings.failed(job, message, stage, report=report, problems=problems)
         return Outcome(job.id, job.name, JobStatus.FAILED, folder.path if folder else None, error)
 
 
-    def _no_space(self, job: Job, where: str, manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
+    def _no_space(self, job: Job, a: Attempt, where: str, manifest: Manifest | None,
+                  folder: ArchiveFolder | None) -> Outcome:
         """Not the image's fault: back in the queue with no attempt counted, and no archive folder left
         behind that holds nothing finished (the original is still where the user put it)."""
         archive = folder.path if folder is not None else (
@@ -386,9 +458,9 @@ class Runner:
         finished = manifest is not None and any(s.done for s in manifest.stages)
         if archive is not None and archive.is_dir() and not finished:
             shutil.rmtree(archive, ignore_errors=True)
-            self.journal.set_archive(job.id, None)
+            a.journal.set_archive(job.id, None)
             archive = None
-        self.endings.requeue(job, error=f"disk full at {where}", stage="runner", count_attempt=False)
+        a.endings.requeue(job, error=f"disk full at {where}", stage="runner", count_attempt=False)
         log.warning("no space left; the job goes back to the queue", where=where)
         return Outcome(job.id, job.name, JobStatus.DISK_FULL, archive, error=f"disk full at {where}")
 
@@ -396,7 +468,7 @@ class Runner:
 # ---------------------------------------------------------------------- endings
 
 
-class Endings:
+class JournalEndings:
     """What the end of an attempt does to the journal and to the user's file: the one place that removes an
     inbox file, moves one to ``failed/``, or settles a job.  A cluster worker records these calls instead
     (daemon/cluster.py), and the coordinator, which owns the inbox and the journal, makes them."""
@@ -424,7 +496,7 @@ class Endings:
             _unlink_if_same(job.path, sha256)
         self.journal.finish(job.id, "duplicate", dup_of=first_id)
 
-    def failed(self, job: Job, message: str, stage: str, report: dict | None,
+    def failed(self, job: Job, message: str, stage: str, report: FailureReport | None,
                problems: list[str] | None = None) -> str:
         """Moves an inbox file to ``failed/`` with its report (when there is one) and ends the job failed.
         Whatever goes wrong on the way, the job ends failed with the reason; returns the error recorded."""
@@ -487,6 +559,7 @@ class _JobState:
     folder: ArchiveFolder
     sha256: str
     icc: bytes | None
+    deadline: float | None = None  # past this (time.monotonic()), the next safe point fails the attempt
 
     @property
     def stem(self) -> str:
@@ -604,15 +677,15 @@ def _move(src: Path, dst: Path) -> None:
         shutil.move(src, dst)  # another filesystem: copy, then remove
 
 
-def _move_to_failed(path: Path, failed_root: Path, report: dict) -> Path | None:
+def _move_to_failed(path: Path, failed_root: Path, report: FailureReport) -> Path | None:
     """Moves the dropped file (a link is moved as a link, its target untouched) and writes the report."""
     failed_root.mkdir(parents=True, exist_ok=True)
     if not os.path.lexists(path):
         return None
     destination = arc.unique_path(failed_root / arc.short_name(path.name))
-    report = {**report, "moved_to": str(destination)}
+    record = {**dataclasses.asdict(report), "moved_to": str(destination)}
     arc.atomic_write(destination.with_name(destination.name + ".error.json"),
-                     (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+                     (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
     sidecars = sidecars_for(path) if not path.is_symlink() else {}
     try:
         _move(path, destination)

@@ -31,7 +31,7 @@ from daemon import cluster
 from daemon.archive import StageEntry
 from daemon.config import Config
 from daemon.journal import Job
-from daemon.runner import JobStatus, Runner
+from daemon.runner import Attempt, FailureReport, JobStatus, Runner
 from stages.base import Stage
 
 log = structlog.get_logger("polishd.worker")
@@ -63,7 +63,7 @@ class Worker:
         self.device = device
         self.name = name
         self.stop = threading.Event()
-        self.runner = Runner(None, lambda: cfg, stages, self.stop)  # its journal is set per job
+        self.runner = Runner(None, lambda: cfg, stages, self.stop)  # each job brings its own Attempt
         self.client = cluster.redis_client(self.cluster)
         self.started = time.time()
         self.jobs_done = 0
@@ -119,21 +119,15 @@ class Worker:
             if job.attempts < self.cfg.daemon.max_attempts:
                 recorder.requeue(job, error=message, stage="worker")
                 return self._result(recorder, JobStatus.RETRY, None, message, received, idle_since)
-            recorder.failed(job, message, "worker", report={"image": job.name, "error": "WorkerError",
-                                                            "message": message, "stage": "worker",
-                                                            "attempts": job.attempts, "job": job.id})
+            recorder.failed(job, message, "worker", report=FailureReport.of(job, "WorkerError", message, "worker"))
             return self._result(recorder, JobStatus.FAILED, None, message, received, idle_since)
-        self.runner.config = lambda: cfg
-        self.runner.journal = recorder
-        self.runner.endings = recorder
-        self.runner.deadline = time.monotonic() + self.cluster.task_timeout
+        attempt = Attempt(cfg, recorder, recorder, deadline=time.monotonic() + self.cluster.task_timeout)
         self._current, self._lease = (job, task_id, time.monotonic()), lease
         self._beat()
         try:
-            outcome = self.runner.run_job(job)
+            outcome = self.runner.run_job(job, attempt)
         finally:
             self._current, self._lease = None, None
-            self.runner.deadline = None
         if outcome.status in (JobStatus.DONE, JobStatus.DUPLICATE, JobStatus.FAILED):
             self.jobs_done += 1
         result = self._result(recorder, outcome.status, outcome.archive, outcome.error, received, idle_since,
@@ -144,7 +138,7 @@ class Worker:
 
     def _result(self, recorder: cluster.Recorder, status: str, archive: Path | None, error: str | None,
                 received: float, idle_since: float, stages: list[StageEntry] | None = None) -> dict:
-        return {"ops": recorder.ops, "status": str(status), "archive": str(archive) if archive else None,
+        return {"ops": recorder.encoded(), "status": str(status), "archive": str(archive) if archive else None,
                 "error": error, "worker": self.name, "received": received, "idle_since": idle_since,
                 "finished": time.time(),
                 "stages": {s.name: s.duration_s for s in stages or [] if s.done}}
