@@ -15,19 +15,17 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from stages.files import (FILE_MODE, MANIFEST, Folder, atomic_save_image, atomic_write, fsync_dir,  # noqa: F401
-                          sha256_file)
 from stages import records
 from stages.base import StageStatus
+from stages.files import FILE_MODE, MANIFEST, Folder, atomic_save_image, atomic_write, fsync_dir, sha256_file  # noqa: F401
 from stages.picture import UPRIGHT
 from stages.products import Products, Verdict
 from stages.records import InpaintDetails, RegionRecord
-
 
 
 def now_iso() -> str:

@@ -8,8 +8,8 @@ import os
 import sqlite3
 import sys
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -19,6 +19,11 @@ from daemon.archive import sha256_file
 from daemon.config import Config, ConfigError
 from daemon.intake import is_junk, sidecar_suffix
 from daemon.journal import Journal
+from daemon.pipeline import default_stages
+from daemon.runner import JobStatus, Runner
+from daemon.service import AlreadyRunning, Daemon
+from daemon.signals import Signals
+from daemon.worker import Worker, default_name, parse_device
 from stages.base import Stage
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
@@ -103,7 +108,6 @@ def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -
         print(f"polishd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "worker":
-        from daemon.worker import parse_device
 
         try:
             _, visible = parse_device(args.device)
@@ -144,7 +148,6 @@ def _command(args: argparse.Namespace, config_path: Path, cfg: Config, stages: l
         folders.prepare(cfg, ("inbox", "archive", "failed", "state", "models", "outbox") if args.command == "run"
                         else ("archive", "state", "models", "outbox"))
     if stages is None:
-        from daemon.pipeline import default_stages
         stages = default_stages()
         _warn_about_models(cfg)
     if args.command == "run":
@@ -180,8 +183,6 @@ def _warn_about_models(cfg: Config) -> None:
 
 
 def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:
-    from daemon.service import AlreadyRunning, Daemon
-    from daemon.signals import Signals
 
     signals = Signals()
     signals.install()
@@ -204,7 +205,7 @@ def _serve(cfg: Config, host: str, port: int) -> int:
               "(set a token of 16+ characters, or keep [review].host on 127.0.0.1)", file=sys.stderr)
         return EXIT_USAGE
     folders.existing_state(cfg)
-    from daemon.review.app import serve
+    from daemon.review.app import serve  # starlette and uvicorn: ~80 ms every other command need not pay
 
     structlog.get_logger("polishd.review").info("review page", url=f"http://{host}:{port}/",
                                                 login=bool(cfg.review.token))
@@ -212,7 +213,6 @@ def _serve(cfg: Config, host: str, port: int) -> int:
 
 
 def _worker(cfg: Config, stages: list[Stage], device: str | None, name: str | None) -> int:
-    from daemon.worker import Worker, default_name, parse_device
 
     chosen, _ = parse_device(device)  # CUDA_VISIBLE_DEVICES was set from it before anything imported torch
     return Worker(cfg, stages, chosen, name or default_name(device)).run()
@@ -233,7 +233,6 @@ def _inputs(paths: list[Path]) -> list[Path]:
 
 
 def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool) -> int:
-    from daemon.runner import JobStatus, Runner
     files = _inputs(paths)
     missing = [str(p) for p in files if not os.path.lexists(p)]
     if missing:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from daemon.pipeline import STAGES, default_stages
 from stages.models import Models
 from stages.schema import META_FIELDS, Errors, build, section_dict  # noqa: F401  (section_dict: re-exported)
 
@@ -143,7 +144,6 @@ class LogConfig:
 
 def _assemble() -> type:
     """The Config class: [paths], [daemon], [log], then each stage's own table in pipeline order."""
-    from daemon.pipeline import STAGES
 
     tables = [("paths", PathsConfig), ("daemon", DaemonConfig), ("cluster", ClusterConfig), ("review", ReviewConfig),
               ("log", LogConfig),
@@ -246,7 +246,6 @@ def models_for(cfg: Config) -> Models:
 
 def model_problems(cfg: Config, origin: str) -> list[str]:
     """Every model setting of an enabled stage that resolves to nothing, as ``origin: [table].key = …: why``."""
-    from daemon.pipeline import default_stages
 
     resolver = models_for(cfg)
     problems = []
@@ -264,7 +263,6 @@ def model_problems(cfg: Config, origin: str) -> list[str]:
 
 def setting_problems(cfg: Config, origin: str) -> list[str]:
     """Every other file an enabled stage's settings name that is not there (a logo, a LUT, a signing key)."""
-    from daemon.pipeline import default_stages
 
     return [f"{origin}: {p}" for stage in default_stages() if (params := stage.params(cfg)).enabled
             for p in stage.setting_problems(params)]

@@ -14,9 +14,9 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 
 STATES = ("queued", "running", "done", "failed", "duplicate")
 LEASE_SECONDS = 60.0

@@ -30,25 +30,32 @@ import threading
 import time
 import tomllib
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
-from collections.abc import Callable
 
 import structlog
 from PIL import Image
 
 from daemon import archive as arc
 from daemon import config as config_mod
-from daemon.archive import (ArchiveFolder, DuplicateRecord, ErrorRecord, ImageStatus, Manifest, ModelRecord,
-                            SourceRecord, StageEntry)
+from daemon.archive import (
+    ArchiveFolder,
+    DuplicateRecord,
+    ErrorRecord,
+    ImageStatus,
+    Manifest,
+    ModelRecord,
+    SourceRecord,
+    StageEntry,
+)
 from daemon.config import Config, ConfigError
 from daemon.intake import SIDECAR_KINDS, Dropped, InputError, Undecodable, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
 from stages import picture, prompts, records
-from stages.base import (JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict,
-                         params_hash)
+from stages.base import JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict, params_hash
 from stages.models import ModelUnavailable
 from stages.products import Picks, Picture, Products, Source
 

@@ -21,6 +21,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from daemon import config as config_mod
 from daemon.config import Config, ConfigError
+from daemon.coordinator import Dispatcher
 from daemon.journal import Journal
 from daemon.notify import Notifier, watchdog_interval
 from daemon.ops import journal_path
@@ -138,7 +139,6 @@ class Daemon:
         self.runner.beat = self._beat
         self.dispatcher = None
         if cfg.cluster.enabled:
-            from daemon.coordinator import Dispatcher
 
             self.dispatcher = Dispatcher(self)
         watcher = InboxWatcher(self.current, self.journal, self.work)

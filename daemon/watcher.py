@@ -15,9 +15,9 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler

@@ -17,8 +17,8 @@ import structlog
 from PIL import Image
 
 from automask.detect import MODELS, Detection, Detector, DetectorSettings
-from automask.mask import (MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select,
-                           user_mask)
+from automask import face_mesh
+from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.files import sha256_file
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
@@ -150,10 +150,9 @@ class AutoMaskStage(Stage):
             self._settings = settings
             self._digests = {k: sha256_file(p) for k, p in self._detector.model_files.items()}
         if _needs_mesh(params) and self._mesh is None:
-            from automask.face_mesh import FaceMesh
 
             try:
-                self._mesh = FaceMesh(FACE_MESH_MODEL)
+                self._mesh = face_mesh.FaceMesh(FACE_MESH_MODEL)
             except (ImportError, RuntimeError, OSError) as exc:  # faces keep their boxes; parts are skipped
                 log.warning("the face landmark model could not be loaded; faces are masked by their boxes",
                             error=f"{type(exc).__name__}: {exc}")

@@ -43,16 +43,16 @@ import dataclasses
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
-from collections.abc import Callable
 
 from PIL import Image
 
 from stages.files import Folder
-from stages.models import ModelSetting, Models
+from stages.models import Models, ModelSetting
 from stages.picture import View, open_view
 from stages.products import Picture, Products, Slot
 from stages.schema import section_dict

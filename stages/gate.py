@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from automask.detect import Detector, DetectorSettings
 from stages.schema import Errors
 
 FINGERS = ((1, 4), (5, 8), (9, 12), (13, 16), (17, 20))  # (first joint, tip) of thumb … little finger
@@ -151,7 +152,6 @@ class Judge:
         from PIL import Image
 
         if self._detector is None:
-            from automask.detect import Detector, DetectorSettings
 
             self._detector = Detector(DetectorSettings(  # one look at the region itself
                 upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False))

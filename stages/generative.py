@@ -9,13 +9,13 @@ setting the user set; the runner records it as the stage's skip reason.
 
 from __future__ import annotations
 
-from stages.models import ModelSetting, ModelUnavailable, Models
+from stages.device import pick_device, pick_dtype
+from stages.models import Models, ModelSetting, ModelUnavailable
 
 
 def acquire(models: Models, model: ModelSetting, config: ModelSetting | None, device: str):
     """The engine for ``model`` (with ``config`` for a single file of another family), on ``device``."""
-    from stages.device import pick_device, pick_dtype
-    from stages.diffusion import engine
+    from stages.diffusion import engine  # torch: ~0.85 s, paid only by a job that runs the model
 
     try:
         resolved = models.resolve(model)

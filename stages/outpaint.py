@@ -27,10 +27,11 @@ import structlog
 from PIL import Image, ImageDraw
 
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
+from stages.device import dtype_name
+from stages.diffusion.repaint import image_seed, repaint
 from stages.generative import acquire
 from stages.infill import infill, seam_score
 from stages.models import ModelKind, ModelSetting
-from stages.diffusion.repaint import image_seed, repaint
 from stages.outpaint_plan import VARIANT, Plan, plan
 from stages.picture import View, flatten
 from stages.products import Picture, Products, Slot, Variant
@@ -204,7 +205,6 @@ class OutpaintStage(Stage):
                              summary=", ".join(f"{v['label']} {v['output_size'][0]}×{v['output_size'][1]}"
                                                for v in plans) + why_not)
         if engine is not None:
-            from stages.device import dtype_name
 
             details.update({"prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": params.steps,
                             "strength": params.strength, "guidance": params.guidance,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from collections.abc import Iterator
 
 from automask.detect import Detection
 from stages import records

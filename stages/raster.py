@@ -19,8 +19,8 @@ import json
 import os
 import struct
 import zlib
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image

@@ -19,10 +19,10 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
-from collections.abc import Callable
 
 _CUSTOM: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
 

@@ -19,11 +19,16 @@ import numpy as np
 import structlog
 from PIL import Image
 
+from stages import raster, refine
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
+from stages.device import dtype_name, pick_device, pick_dtype
 from stages.diffusion.repaint import image_seed, repaint, settings_for
+from stages.files import sha256_file
+from stages.generative import acquire
 from stages.models import ModelKind, ModelSetting, ModelUnavailable, Resolved
 from stages.picture import fill_hidden
 from stages.products import Picture, Products, Slot, Upscaled
+from stages.prompts import fill
 from stages.schema import Errors
 
 if TYPE_CHECKING:
@@ -201,7 +206,7 @@ class UpscaleStage(Stage):
 
     # ------------------------------------------------------------------ models
     def _load(self, ctx: JobContext, params: UpscaleParams) -> esrgan_load.LoadedModel:
-        from stages.esrgan import load as esrgan_load
+        from stages.esrgan import load as esrgan_load  # torch: ~0.85 s, paid only by a job that runs the model
 
         try:
             resolved: Resolved = ctx.models.resolve(self.model_settings(params)[0])
@@ -212,8 +217,7 @@ class UpscaleStage(Stage):
     def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
         import torch
 
-        from stages.device import dtype_name, pick_device, pick_dtype
-        from stages.esrgan import backends
+        from stages.esrgan import backends  # torch: ~0.85 s, paid only by a job that runs the model
 
         device = pick_device(params.device)
         dtype = pick_dtype(device, params.dtype)
@@ -266,7 +270,6 @@ class UpscaleStage(Stage):
         return out
 
     def run(self, ctx: JobContext, params: UpscaleParams) -> StageResult:
-        from stages.device import dtype_name
 
         assert self._model is not None
         outputs, sizes, made = [], {}, []
@@ -343,7 +346,6 @@ class UpscaleStage(Stage):
         a billboard asked for with refinement is not quietly delivered without it."""
         if not params.generative:
             return None
-        from stages.generative import acquire
 
         settings = self._diffusion_settings(params)
         if not settings:
@@ -357,9 +359,6 @@ class UpscaleStage(Stage):
         """One picture through files: Real-ESRGAN passes, Lanczos to the exact size, then (with an engine)
         tiled refinement and the detail pass, encoded to ``output`` band by band.  Work is kept in the
         archive's ``.work/`` folder until the picture is written, so a crash loses at most a tile."""
-        from stages import raster, refine
-        from stages.files import sha256_file
-        from stages.prompts import fill
 
         target = target_size(im.size, params)
         key = refine.work_key(self.version, params, self._model.sha256, sha256_file(ctx.path(source.name)),
@@ -434,7 +433,7 @@ class UpscaleStage(Stage):
         Out of device memory, the tiles are halved and the pass starts again."""
         import torch
 
-        from stages.esrgan import tile as tiling
+        from stages.esrgan import tile as tiling  # torch: ~0.85 s, paid only by a job that runs the model
 
         while True:
             try:
@@ -452,7 +451,6 @@ class UpscaleStage(Stage):
         """Each face and hand found before, repainted only-masked at the upscaled size with a low strength:
         the box and its feathered mask scaled up from the picture they were found on.  Pixels outside the
         masks are left as they are (stages/diffusion/repaint.py's ``repaint`` pastes through the mask)."""
-        from stages.prompts import fill
 
         records = []
         ox, oy, fx, fy = self._frame(ctx, what)
@@ -500,7 +498,6 @@ class UpscaleStage(Stage):
 
     def _write(self, ctx: JobContext, output: str, current, alpha, mode: str, size: tuple[int, int],
                target: tuple[int, int]) -> None:
-        from stages import raster
 
         def bands():
             for y in range(0, current.height, 256):
@@ -574,7 +571,6 @@ def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
 
 
 def _to_eight(src, path):
-    from stages import raster
 
     out = raster.Raster.create(path, src.height, src.width, 3)
     for y in range(0, src.height, 256):

@@ -34,9 +34,9 @@ import structlog
 import torch
 from PIL import Image
 
-from stages.files import sha256_file
 from stages.device import dtype_name
 from stages.diffusion.tokenizer import write_tokenizer
+from stages.files import sha256_file
 from stages.models import ModelNotFound, Resolved
 
 log = structlog.get_logger("polishd.diffusion")

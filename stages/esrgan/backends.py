@@ -9,9 +9,9 @@ them per CPU class, with the numbers in ``bench/out/``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 

