@@ -57,7 +57,8 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def one_run(workers: int, jobs: int, seconds: float) -> dict:
-    from daemon import cluster, config as config_mod
+    from daemon import cluster
+    from daemon import config as config_mod
 
     with tempfile.TemporaryDirectory(prefix="polishd-cluster-") as tmp:
         root = Path(tmp)

@@ -71,9 +71,9 @@ def _p95(values: list[float]) -> float:
 
 
 def screenshots(cfg, image: str) -> None:
+    import os
     import shutil as sh
     import subprocess
-    import os
 
     from playwright.sync_api import sync_playwright
 

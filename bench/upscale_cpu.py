@@ -49,8 +49,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from bench.upscale import CACHE, OUT, Ncnn, PlainTorch, Polishd, photo, psnr, through, to_uint8
-from stages.esrgan import load as esrgan_load
 from stages.esrgan import cpu as cpu_classes
+from stages.esrgan import load as esrgan_load
 from stages.esrgan import mnn_backend, onnx_backend, openvino_backend
 
 FAITHFUL_DB = 45.0

@@ -35,10 +35,9 @@ def child(args) -> int:
     """One upscale, run in this process; prints what it measured as JSON on the last line."""
     sys.path.insert(0, str(REPO))
     from daemon import config as config_mod
-    from tests.conftest import DATA, run_one, write_config
-
     from stages.automask import AutoMaskStage
     from stages.upscale import UpscaleStage
+    from tests.conftest import DATA, run_one, write_config
 
     root = Path(args.root)
     extra = f"""

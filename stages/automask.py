@@ -16,8 +16,8 @@ from typing import Literal
 import structlog
 from PIL import Image
 
-from automask.detect import MODELS, Detection, Detector, DetectorSettings
 from automask import face_mesh
+from automask.detect import MODELS, Detection, Detector, DetectorSettings
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.files import sha256_file

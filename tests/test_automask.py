@@ -12,9 +12,8 @@ from PIL import Image
 from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms, tiles
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
-from stages.automask import FaceMaskConfig, HandMaskConfig
-from stages.automask import AutoMaskStage
-from tests.conftest import DATA, run_one, write_config, manifest_of
+from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig
+from tests.conftest import DATA, manifest_of, run_one, write_config
 
 
 @pytest.fixture(scope="module")

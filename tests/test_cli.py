@@ -54,9 +54,10 @@ def test_status_json_counts_and_recent_failures(tmp_path):
 
 def test_retry_moves_a_failed_image_back_to_the_inbox(tmp_path, workdir):
     root, cfg = workdir
+    import hashlib
+
     from daemon.journal import Journal
     from daemon.runner import Runner
-    import hashlib
 
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     src = cfg.paths.inbox / "flaky.png"

@@ -20,7 +20,7 @@ import pytest
 
 from daemon import config as config_mod
 from daemon.journal import Journal
-from tests.conftest import REPO, png_bytes, write_config, manifest_of
+from tests.conftest import REPO, manifest_of, png_bytes, write_config
 from tests.helpers import jsonlog
 from tests.helpers.redis_server import REDIS, RedisServer
 from tests.test_daemon import wait_until

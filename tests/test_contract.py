@@ -24,7 +24,7 @@ from daemon.pipeline import STAGES, default_stages
 from daemon.runner import JobStatus, Runner
 from stages.base import Stage, params_hash
 from stages.schema import META_FIELDS
-from tests.conftest import CPU_PIPELINE, DATA, write_config, manifest_of
+from tests.conftest import CPU_PIPELINE, DATA, manifest_of, write_config
 from tests.helpers.toy_stages import BoomStage
 
 # A small job every stage does real work on, on the CPU and without generative weights: a face to find,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.journal import Journal
-from tests.conftest import DATA, REPO, jpeg_bytes, png_bytes, write_config, manifest_of
+from tests.conftest import DATA, REPO, jpeg_bytes, manifest_of, png_bytes, write_config
 from tests.helpers import jsonlog
 from tests.test_intake import bomb_png, truncated_jpeg_that_verifies
 

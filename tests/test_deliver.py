@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from daemon.archive import StageEntry
 from daemon import config as config_mod
+from daemon.archive import StageEntry
 from daemon.pipeline import default_stages
-from stages.records import Delivery
 from stages.deliver import Cube, PresetFailed, apply_lut, read_cube
+from stages.records import Delivery
 from tests.conftest import DATA, REPO, run_one, write_config
 from tests.helpers.icc import P3_D50, rgb_profile
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from daemon import config as config_mod
 from daemon.journal import Journal
-from daemon.runner import Runner
 from daemon.ops import journal_path
+from daemon.runner import Runner
 from stages import gate
 from stages.automask import AutoMaskStage
 from stages.inpaint import InpaintStage

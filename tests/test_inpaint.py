@@ -15,8 +15,8 @@ from daemon import config as config_mod
 from stages import prompts
 from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
-from stages.diffusion.tokenizer import clip_tokenizer
 from stages.diffusion.repaint import colour_match, crop_box, paste, working_size
+from stages.diffusion.tokenizer import clip_tokenizer
 from stages.inpaint import InpaintStage
 from stages.models import ModelKind, Models, ModelSetting
 from tests.conftest import DATA, run_one, write_config

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from daemon.intake import InputError, decode, is_junk, owner_of_sidecar, sidecar_suffix, read_dropped, sidecars_for
+from daemon.intake import InputError, decode, is_junk, owner_of_sidecar, read_dropped, sidecar_suffix, sidecars_for
 from tests.conftest import jpeg_bytes, png_bytes
 
 FORMATS = ("png", "jpeg", "webp")

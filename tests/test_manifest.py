@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.archive import (MANIFEST_VERSION, ArchiveFolder, ImageStatus, Manifest, ManifestError, SourceRecord,
-                            StageEntry)
+from daemon.archive import (
+    MANIFEST_VERSION,
+    ArchiveFolder,
+    ImageStatus,
+    Manifest,
+    ManifestError,
+    SourceRecord,
+    StageEntry,
+)
 from stages.base import StageStatus
 from stages.records import DeliverDetails, Gate, InpaintDetails
 

@@ -13,9 +13,9 @@ import pytest
 
 from daemon import config as config_mod
 from stages.esrgan import load as esrgan_load
+from stages.inpaint import InpaintStage
 from stages.models import BUILTINS, ModelKind, ModelNotFound, Models, ModelSetting
 from stages.outpaint import OutpaintStage
-from stages.inpaint import InpaintStage
 from stages.upscale import UpscaleStage
 from tests.conftest import DATA, REPO, run_one, write_config
 

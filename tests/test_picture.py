@@ -22,6 +22,7 @@ from stages.upscale import UpscaleStage
 from tests.conftest import CPU_PIPELINE, DATA, run_one, write_config
 from tests.helpers.icc import rgb_profile
 
+
 def _run(tmp_path, name: str, data: bytes, extra: str = ""):
     cfg = config_mod.load(write_config(tmp_path, CPU_PIPELINE + extra))
     src = cfg.paths.inbox / name

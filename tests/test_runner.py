@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 
-
 from PIL import Image
 
 from daemon import config as config_mod

@@ -24,7 +24,7 @@ from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
 from stages.models import ModelKind, Models, ModelSetting
 from stages.upscale import UpscaleStage
-from tests.conftest import DATA, REPO, run_one, write_config, manifest_of
+from tests.conftest import DATA, REPO, manifest_of, run_one, write_config
 
 CACHE = REPO / "var" / "models"
 

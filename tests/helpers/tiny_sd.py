@@ -61,8 +61,7 @@ def build_tiny_sdxl(folder: Path) -> Path:
     """A tiny SDXL inpainting pipeline: two text encoders (the second with a projection), the
     size/crop "time ids" conditioning, 9-channel UNet."""
     import torch
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline,
-                           UNet2DConditionModel)
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
