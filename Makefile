@@ -48,17 +48,12 @@ $(SPANDREL_VENV)/bin/polishd: pyproject.toml requirements-spandrel.lock
 test-spandrel: $(SPANDREL_VENV)/bin/polishd
 	$(SPANDREL_VENV)/bin/python -m pytest -m spandrel -q tests/test_spandrel.py
 
+# Every benchmark in bench/ (results and the CPU they ran on in bench/out/); one whose tools are missing says so
+# and is skipped.  Finished experiments are records in docs/decisions/, with their scripts.
+BENCHMARKS = spine automask big_image inpaint control upscale upscale_cpu first_image upscale_large deliver review cluster
+
 bench: setup
-	$(BIN)/python -m bench.spine
-	$(BIN)/python -m bench.upscale
-	$(BIN)/python -m bench.upscale_cpu
-	$(BIN)/python -m bench.upscale_int8
-	$(BIN)/python -m bench.automask
-	$(BIN)/python -m bench.inpaint
-	$(BIN)/python -m bench.conv_paths
-	$(BIN)/python -m bench.deliver
-	$(BIN)/python -m bench.review
-	$(BIN)/python -m bench.cluster
+	@for b in $(BENCHMARKS); do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 
 models: setup
 	$(BIN)/python automask/models/extract.py

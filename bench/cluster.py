@@ -30,10 +30,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from bench.kit import jsonlog
+from bench.kit.pipeline import png_bytes, write_config
+from bench.kit.redis_server import REDIS, RedisServer
 from bench.upscale_cpu import cpu
-from tests.conftest import png_bytes, write_config
-from tests.helpers import jsonlog
-from tests.helpers.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -138,6 +138,9 @@ def chart(rows: list[dict], path: Path, seconds: float) -> None:
 
 
 def main(argv=None) -> int:
+    if REDIS is None:
+        print("bench.cluster skipped: redis-server is not installed (apt-get install redis-server)")
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--jobs-per-worker", type=int, default=12)

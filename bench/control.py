@@ -77,11 +77,11 @@ def control_sheet(images: list[Path], path: Path) -> list[dict]:
 def gate_runs(images: list[Path], root: Path) -> list[dict]:
     """Every photo through auto-mask and inpaint with the tiny pipeline; the gate with the real detectors."""
     sys.path.insert(0, str(REPO))
+    from bench.kit.pipeline import run_one, write_config
+    from bench.kit.tiny_sd import build_tiny_sd
     from daemon import config as config_mod
     from stages.automask import AutoMaskStage
     from stages.inpaint import InpaintStage
-    from tests.conftest import run_one, write_config
-    from tests.helpers.tiny_sd import build_tiny_sd
 
     model = build_tiny_sd(root / "tiny-sd")
     out = []

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from bench.kit.c2pa_chain import make_chain
 from bench.upscale_cpu import cpu
 from daemon.cli import main as polishd
-from tests.helpers.c2pa_chain import make_chain
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"

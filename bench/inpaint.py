@@ -2,7 +2,7 @@
 
     python -m bench.inpaint [--side 4096] [--resolution 256]
 
-With the tiny SD inpainting pipeline (tests/helpers/tiny_sd.py; random weights — this measures the
+With the tiny SD inpainting pipeline (bench/kit/tiny_sd.py; random weights — this measures the
 pipeline's plumbing, not a real model's speed), times (a) the inpaint stage on a side×side picture
 holding the astronaut's face at its photo size, and (b) the engine alone on that face's crop at the
 same working size.  Writes bench/out/inpaint.md.
@@ -29,14 +29,14 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=256)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from bench.kit.pipeline import DATA, write_config
+    from bench.kit.tiny_sd import build_tiny_sd
     from daemon import config as config_mod
     from daemon.journal import Journal
     from daemon.runner import Runner
     from stages.automask import AutoMaskStage
     from stages.diffusion import engine as engine_mod
     from stages.inpaint import InpaintStage
-    from tests.conftest import DATA, write_config
-    from tests.helpers.tiny_sd import build_tiny_sd
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

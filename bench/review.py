@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.kit.review_archive import make_archive
 from bench.upscale_cpu import cpu
 from daemon.journal import Journal
-from tests.review_fixture import make_archive
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -77,8 +77,8 @@ def screenshots(cfg, image: str) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from tests.helpers.redis_server import free_port
-    from tests.test_review_browser import ARGS
+    from bench.kit.browser import ARGS
+    from bench.kit.redis_server import free_port
 
     chromium = sh.which("chromium")
     if chromium is None:

@@ -7,7 +7,7 @@ shape is not counted), with the same number of threads.  PSNR is measured agains
 path is faithful at 45 dB or more.  The int8 rows need NNCF (``pip install nncf``); they quantize the
 ONNX export after calibrating on crops of the bundled photos (post-training, no accuracy control; the
 second keeps the convolutions that write into the residual trunk in fp32, the layers int8 hurts most;
-``bench.upscale_int8`` measures how much of the model int8 can take at 45 dB).
+``docs/decisions/upscale_int8.md`` records how much of the model int8 can take at 45 dB).
 The MNN row is the stage's own MNN path (``stages/esrgan/mnn_backend.py``: Winograd, fp32).
 
 ``--isa avx2`` measures, on a CPU that has more, the code an AVX2 CPU without AVX-512 runs: the

@@ -34,10 +34,10 @@ REPO = Path(__file__).parent.parent
 def child(args) -> int:
     """One upscale, run in this process; prints what it measured as JSON on the last line."""
     sys.path.insert(0, str(REPO))
+    from bench.kit.pipeline import DATA, run_one, write_config
     from daemon import config as config_mod
     from stages.automask import AutoMaskStage
     from stages.upscale import UpscaleStage
-    from tests.conftest import DATA, run_one, write_config
 
     root = Path(args.root)
     extra = f"""
@@ -68,7 +68,7 @@ enabled = true
 
 
 def seam_ratio(path: Path, grid_x: list[float], grid_y: list[float]) -> tuple[float, float]:
-    from tests.test_upscale_large import seam_ratio as ratio
+    from bench.kit.measure import seam_ratio as ratio
 
     Image.MAX_IMAGE_PIXELS = None  # our own 16384² output, not an untrusted upload
     with Image.open(path) as im:
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     if args.child:
         return child(args)
     sys.path.insert(0, str(REPO))
-    from tests.helpers.tiny_sd import build_tiny_sd
+    from bench.kit.tiny_sd import build_tiny_sd
 
     model_dir = Path(tempfile.mkdtemp(prefix="polishd-tiny-sd-")) / "tiny-sd-eightfold"
     if args.scales:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.kit import jsonlog
+from bench.kit.redis_server import REDIS, RedisServer
 from daemon import config as config_mod
 from daemon.journal import Journal
 from tests.conftest import REPO, manifest_of, png_bytes, write_config
-from tests.helpers import jsonlog
-from tests.helpers.redis_server import REDIS, RedisServer
 from tests.test_daemon import wait_until
 
 if REDIS is None and os.environ.get("CI"):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.kit import jsonlog
 from daemon.journal import Journal
 from tests.conftest import DATA, REPO, jpeg_bytes, manifest_of, png_bytes, write_config
-from tests.helpers import jsonlog
 from tests.test_intake import bomb_png, truncated_jpeg_that_verifies
 
 HELPER = REPO / "tests" / "helpers" / "run_polishd.py"

@@ -391,7 +391,7 @@ format = "webp"
 def test_content_credentials_are_signed_and_validate_with_the_reader(tmp_path):
     import c2pa
 
-    from tests.helpers.c2pa_chain import make_chain
+    from bench.kit.c2pa_chain import make_chain
 
     chain, key, _root = make_chain(tmp_path / "keys")
     src = tmp_path / "src" / "gen.png"
@@ -450,8 +450,8 @@ def manifest_of(path: str, c2pa) -> dict:
 def test_an_input_with_content_credentials_keeps_them_as_its_ingredient(tmp_path):
     import c2pa
 
+    from bench.kit.c2pa_chain import make_chain
     from stages import provenance
-    from tests.helpers.c2pa_chain import make_chain
 
     chain, key, _ = make_chain(tmp_path / "keys")
     plain = io.BytesIO()

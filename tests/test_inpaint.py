@@ -202,7 +202,7 @@ def test_engine_refuses_to_guess_what_a_path_is(tmp_path):
 
 @pytest.mark.parametrize("which, family", [("tiny_sd", "sd1"), ("tiny_sd2", "sd2"), ("tiny_sdxl", "sdxl")])
 def test_a_single_file_checkpoint_paints_exactly_like_its_diffusers_folder(tmp_path, request, which, family):
-    from tests.helpers.tiny_sd import write_single_file
+    from bench.kit.tiny_sd import write_single_file
 
     folder = request.getfixturevalue(which)
     checkpoint, configs = write_single_file(folder, tmp_path / f"{which}.safetensors", open_clip=family == "sd2")
@@ -228,7 +228,7 @@ def test_a_single_file_checkpoint_paints_exactly_like_its_diffusers_folder(tmp_p
 
 
 def test_an_ordinary_sd1_checkpoint_loads_with_its_four_channel_unet(tmp_path, tiny_sd_file):
-    from tests.helpers.tiny_sd import build_tiny_sd, write_single_file
+    from bench.kit.tiny_sd import build_tiny_sd, write_single_file
 
     _, configs = tiny_sd_file  # an inpainting model's configs: 9 input channels
     checkpoint, _ = write_single_file(build_tiny_sd(tmp_path / "plain", in_channels=4), tmp_path / "plain.safetensors")

@@ -11,11 +11,11 @@ import sys
 import pytest
 from starlette.testclient import TestClient
 
+from bench.kit.review_archive import HOSTILE_PROMPT, make_archive
 from daemon import config as config_mod
 from daemon.journal import Journal
 from daemon.review.app import create_app
 from tests.conftest import REPO
-from tests.review_fixture import HOSTILE_PROMPT, make_archive
 
 TOKEN = "correct-horse-battery-staple-42"
 
@@ -230,7 +230,7 @@ def test_with_require_review_an_approval_delivers_the_image(tmp_path):
 
 
 def test_an_ab_pick_is_recorded_counted_and_becomes_what_is_delivered(tmp_path):
-    from tests.review_fixture import COMPARE
+    from bench.kit.review_archive import COMPARE
 
     cfg, ids = make_archive(tmp_path, extra=COMPARE, count=2)
     first, second = ids["prompted.png"], ids["photo-1.png"]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.kit.browser import ARGS
+from bench.kit.redis_server import free_port
+from bench.kit.review_archive import make_archive
 from daemon.journal import Journal
 from tests.conftest import REPO
-from tests.helpers.redis_server import free_port
-from tests.review_fixture import make_archive
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
@@ -26,8 +27,6 @@ if CHROMIUM is None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 ARTIFACTS = Path(os.environ.get("POLISHD_ARTIFACTS", REPO / "var" / "test-artifacts"))
 # As root, with no network: no sandbox, and none of Chromium's own calls home.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 
 def _serve(root: Path, extra: str = "", count: int = 3):
@@ -61,7 +60,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ab_site(tmp_path_factory):
-    from tests.review_fixture import COMPARE
+    from bench.kit.review_archive import COMPARE
 
     proc, served = _serve(tmp_path_factory.mktemp("ab"), extra=COMPARE, count=1)
     yield served

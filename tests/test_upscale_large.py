@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from bench.kit.measure import seam_ratio
 from daemon import config as config_mod
 from stages import raster, refine
 from stages.automask import AutoMaskStage
@@ -113,21 +114,6 @@ def _source(tmp_path: Path, size: tuple[int, int]) -> raster.Raster:
 def _refine(engine, src, folder: Path, seam_fix=True):
     store = refine.TileStore(folder / "tiles")
     return refine.refine(engine, src, folder / "out.raw", store, HOW, 128, 32, seam_fix, 32, 0.3, 16)
-
-
-def seam_ratio(img: np.ndarray, xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """The strongest mean gradient at the joins over the mean gradient inside the tiles (columns and rows
-    further than 8 px from a join), across columns and across rows, of the lightly blurred luminance: a
-    seam is a step in the low frequencies, which no amount of fine noise on either side hides."""
-    g = np.asarray(Image.fromarray(img).convert("L").filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32)
-
-    def one(grad: np.ndarray, joins: list[float]) -> float:
-        if not joins:  # one tile across: no join to measure
-            return float("nan")
-        at = [i for j in joins for i in (int(j) - 1, int(j))]
-        inside = [v for i, v in enumerate(grad) if all(abs(i + 0.5 - j) > 8 for j in joins)]
-        return float(max(grad[i] for i in at) / np.mean(inside))
-    return (one(np.abs(np.diff(g, axis=1)).mean(axis=0), xs), one(np.abs(np.diff(g, axis=0)).mean(axis=1), ys))
 
 
 def test_refined_tiles_blend_without_seams_where_cut_tiles_show_them(engine, tmp_path):
@@ -398,8 +384,8 @@ def test_a_killed_refinement_resumes_from_the_tiles_it_had_finished(tmp_path, ti
 def test_the_detail_pass_finds_the_faces_in_a_variant_through_its_frame(tmp_path):
     """A variant holds the master inside a wider canvas: its detail regions sit where the master's faces are
     in it, and nothing outside them moves."""
+    from bench.kit.tiny_sd import build_tiny_sd
     from stages.outpaint import OutpaintStage
-    from tests.helpers.tiny_sd import build_tiny_sd
 
     # outpaint works at the model's own 512 px: the VAE that divides by 8 keeps that quick
     model = build_tiny_sd(tmp_path / "tiny-sd-eightfold", eightfold=True)

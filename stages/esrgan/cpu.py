@@ -23,7 +23,7 @@ _NO_BF16_ISA = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE
 def cpu_class() -> str:
     import torch
 
-    from stages.esrgan import openvino_backend  # torch: ~0.85 s, paid only by a job that runs the model
+    from stages.esrgan import openvino_backend  # torch: imported by a job that runs the model
 
     width = torch.backends.cpu.get_cpu_capability()
     capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _NO_BF16_ISA

@@ -4,9 +4,9 @@ The same weights as every CPU path: the ONNX export (by sha256, see ``onnx_backe
 once into MNN's own format beside it in ``<models>/mnn/``, named by the export and MNN's version.  MNN's
 CPU kernels do the 3×3 convolutions with Winograd in AVX2 and FMA, in fp32: on CPUs without AVX-512
 neither oneDNN (OpenVINO) nor ncnn has a Winograd as fast, and no bf16 or VNNI instruction is there to
-help them.  Measured with x4plus on one 256² photo, 2 threads, running AVX2 code only on AVX-512
-machines (``python -m bench.upscale_cpu --isa avx2``): MNN 1.6× as fast as ncnn built for AVX2 on an AMD
-Zen 5 core, 2.0× on an Intel Xeon core, at 73 dB PSNR against fp32 torch (``bench/out/upscale_cpu-classes.md``).
+help them.  Its output stays far above 45 dB PSNR against fp32 torch.  Speeds on that class:
+``python -m bench.upscale_cpu --isa avx2``, numbers per machine in ``bench/out/`` and
+``docs/decisions/upscale_cpu_classes.md``.
 
 One session serves every tile shape: a new shape resizes it (a few milliseconds; its memory is planned
 for the largest tile, which the tiler bounds).  MNN prints to standard output, past Python, when it is

@@ -5,10 +5,8 @@ The built-in weights ship in ncnn's own format, so ncnn runs them as they are: n
 nothing cached.  ncnn's x86 kernels use Winograd for the 3×3 convolutions, which oneDNN (OpenVINO's
 CPU plugin) does only on AVX-512; and with ``bf16`` ncnn keeps weights and activations in bf16
 between layers and computes in fp32, which halves the memory traffic on any CPU — it needs no bf16
-instructions.  Measured with x4plus on a 2-core AMD EPYC (Zen 3, AVX2, no AVX-512, no bf16), one 256²
-photo (``python -m bench.upscale_cpu``): ncnn with its defaults 12.96 s, OpenVINO fp32 13.72 s, ncnn
-with bf16 storage 11.45 s at 53 dB PSNR against fp32 torch.  On that class MNN is faster still
-(``mnn_backend``).
+instructions; its output stays above 45 dB PSNR against fp32 torch.  How it compares with the other
+backends on each CPU class: ``python -m bench.upscale_cpu``, with the numbers per machine in ``bench/out/``.
 
 Memory is bounded by the tiler like every other backend: ncnn sees one tile at a time, and with
 ``lightmode`` (its default) it frees each intermediate blob as soon as the next layer has read it.

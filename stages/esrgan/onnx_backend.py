@@ -1,11 +1,10 @@
 """ONNX Runtime for the upscaler on the CPU (``[upscale].backend = "onnxruntime"``).
 
 The same weights, exported once per weights file (by sha256) into ``<models>/onnx/`` with free height
-and width.  Measured on a 2-core CPU with x4plus: a single 256² input runs about 1.2× faster than
-torch (fp32, channels_last) and matches it to 1e-5; but each new tile shape makes ORT plan and keep
-more arena memory — a 2048² image in 256 px tiles passed 3.4 GB — and with the arena off it is slower
-than torch.  So it is never chosen by "auto" (OpenVINO is, see ``openvino_backend``); it is here for
-small images, and its export is what the OpenVINO backend compiles.
+and width.  It matches torch to about 1e-5, but each new tile shape makes ORT plan and keep more arena
+memory (a large image in many tile shapes grows by gigabytes), and with the arena off it is slower than
+torch.  So it is never chosen by "auto" (OpenVINO is, see ``openvino_backend``); it is here for small
+images, and its export is what the OpenVINO backend compiles.
 """
 
 from __future__ import annotations

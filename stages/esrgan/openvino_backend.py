@@ -4,9 +4,8 @@ weights files that ncnn cannot run where MNN is not chosen).
 The same weights, exported once to ONNX (by sha256, see ``onnx_backend.export``) and compiled by
 OpenVINO's CPU plugin with free height and width, so one compiled model serves every tile shape.
 Where the CPU has bf16 instructions (AVX-512 BF16, AMX) OpenVINO runs the convolutions in bf16 with
-fp32 accumulation; elsewhere in fp32.  Measured with x4plus on a 2-core AVX-512 BF16 CPU, 256² photo
-(``bench/upscale.py``): bf16 is about twice as fast as ncnn, at 54 dB PSNR against fp32 torch; fp32
-matches torch to 1e-5 at ncnn's speed.
+fp32 accumulation (above 45 dB PSNR against fp32 torch); elsewhere in fp32, which matches torch to about
+1e-5.  Speeds per CPU class: ``python -m bench.upscale_cpu``, numbers per machine in ``bench/out/``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Candidate passes for finding more hands, each measured against what the shipped detector already finds.
 
-    python -m bench.automask_candidates [--wheel mediapipe-0.10.21-….whl]
+    PYTHONPATH=. python docs/decisions/automask_candidates.py [--wheel mediapipe-0.10.21-….whl]
 
 On the photos of ``bench/automask.py`` (the development set and the repository's own), each candidate
 adds the hands it finds that the shipped detector (default settings) did not.  An added hand counts as
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     expected = sum(p.hands for p in todo)
     base = sum(min(p.hands, sum(d.kind == "hand" for d in kept(base_detector, Image.open(p.path).convert("RGB"))[0]))
                for p in todo)
-    lines = ["# Candidate passes for hands", "", "`python -m bench.automask_candidates`", "",
+    lines = ["# Candidate passes for hands", "", "`PYTHONPATH=. python docs/decisions/automask_candidates.py`", "",
              f"{len(todo)} photos, {expected} hands; the shipped detector finds {base}. "
              "Added: hands a candidate finds that the shipped detector did not (true while the photo still "
              "misses hands, by count).", ""]

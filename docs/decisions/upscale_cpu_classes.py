@@ -1,6 +1,6 @@
 """Every CPU class's upscaler table (``bench.upscale_cpu``) in one: what "auto" runs there, against ncnn.
 
-    python -m bench.upscale_cpu_classes
+    PYTHONPATH=. python docs/decisions/upscale_cpu_classes.py
 
 Reads the ``bench/out/upscale_cpu*.json`` that ``bench.upscale_cpu`` wrote on each machine (copied to a
 name per class and machine, see ``TABLES``) and writes ``bench/out/upscale_cpu-classes.md`` and the chart
@@ -80,7 +80,8 @@ def main() -> int:
         return "" if x is None else f"{x:.2f}×"
 
     lines = ["# The upscaler on each CPU class: what \"auto\" runs, against ncnn", "",
-             "`python -m bench.upscale_cpu_classes`, from the tables it links to (x4plus, one 256² photo, 2 threads, "
+             "`PYTHONPATH=. python docs/decisions/upscale_cpu_classes.py`, from the tables it links to "
+             "(x4plus, one 256² photo, 2 threads, "
              "median of 3 warm runs, PSNR against fp32 torch). The goal is at least "
              f"{GOAL}× ncnn's defaults at {FAITHFUL_DB:.0f} dB or more.", "",
              "\"AVX2 code only\" and \"AVX-512 code only\" are stand-ins: a larger CPU running the code of the "

@@ -1,6 +1,8 @@
 """How much of the upscaler int8 can run at 45 dB: NNCF post-training int8, one block at a time.
 
-    python -m bench.upscale_int8 [--model x4plus] [--threads 2] [--isa native|avx2|avx512]  (needs pip install nncf)
+    PYTHONPATH=. python docs/decisions/upscale_int8.py [--model x4plus] [--threads 2] [--isa native|avx2|avx512]
+
+(needs pip install nncf)
 
 Accuracy control for int8 keeps in fp32 the layers int8 hurts most, until the output is faithful again.
 NNCF's ``quantize_with_accuracy_control`` does that by reverting quantizer groups one at a time and
@@ -146,12 +148,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     env = ISA_ENV[args.isa]
     if any(os.environ.get(k) != v for k, v in env.items()):
-        os.execve(sys.executable, [sys.executable, "-m", "bench.upscale_int8", *(sys.argv[1:] if argv is None
+        os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None
                                                                                  else argv)], {**os.environ, **env})
     try:
         import nncf  # noqa: F401
     except ImportError:
-        print("bench.upscale_int8 needs NNCF, which polishd does not install: pip install nncf", flush=True)
+        print("docs/decisions/upscale_int8.py needs NNCF, which polishd does not install: pip install nncf", flush=True)
         return 0
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -196,7 +198,8 @@ def main(argv=None) -> int:
     trunk = sorted(db(alone[b] + base) for b in alone if b.startswith("body"))
     capped = args.isa != "native"
     code = {"avx2": "AVX2 code only", "avx512": "AVX-512 code without bf16"}.get(args.isa, "this CPU")
-    command = f"python -m bench.upscale_int8 --threads {args.threads}" + (f" --isa {args.isa}" if capped else "")
+    command = (f"PYTHONPATH=. python docs/decisions/upscale_int8.py --threads {args.threads}"
+               + (f" --isa {args.isa}" if capped else ""))
     lines = [f"# How much of the upscaler int8 can run at {args.db:.0f} dB ({args.model}, {code})", "",
              f"CPU: {name}; flags: {', '.join(flags) or 'none of interest'}."
              + (f" Run with {', '.join(f'`{k}={v}`' for k, v in env.items())}." if capped else ""), "",

@@ -48,7 +48,7 @@ def write_single_file(folder: Path, target: Path, open_clip: bool = False) -> tu
     (what ``[inpaint].model_config`` points at for a checkpoint that is not full-size SD 1.x)."""
     import shutil
 
-    from tests.helpers.ldm_checkpoint import write_ldm_checkpoint
+    from bench.kit.ldm_checkpoint import write_ldm_checkpoint
 
     configs = target.parent / (target.stem + "-configs")
     for f in folder.rglob("*.json"):

@@ -1,6 +1,6 @@
 """Why the CPU upscaler is where it is: the convolution paths tried for x4plus's residual dense block.
 
-    python -m bench.conv_paths [--size 256] [--threads 2]
+    PYTHONPATH=. python docs/decisions/conv_paths.py [--size 256] [--threads 2]
 
 x4plus spends 92% of its arithmetic in 345 3×3 convolutions at input resolution, inside 69 residual
 dense blocks (5 convolutions each, inputs concatenated DenseNet-style).  ncnn runs them as Winograd

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from bench.kit.pipeline import DATA, write_config
 from daemon import config as config_mod
 from daemon.journal import Journal
 from daemon.pipeline import default_stages
 from daemon.runner import Runner
-from tests.conftest import DATA, write_config
 
 PIPELINE = """
 [outpaint]
