@@ -205,7 +205,7 @@ def _serve(cfg: Config, host: str, port: int) -> int:
               "(set a token of 16+ characters, or keep [review].host on 127.0.0.1)", file=sys.stderr)
         return EXIT_USAGE
     folders.existing_state(cfg)
-    from daemon.review.app import serve  # starlette and uvicorn: ~80 ms every other command need not pay
+    from daemon.review.app import serve  # starlette and uvicorn: an import every other command need not pay
 
     structlog.get_logger("polishd.review").info("review page", url=f"http://{host}:{port}/",
                                                 login=bool(cfg.review.token))

@@ -9,6 +9,7 @@ manifest lists every detection with its model file and sha256.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ from automask.detect import MODELS, Detection, Detector, DetectorSettings
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.files import sha256_file
+from stages.held import OWNER
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
 from stages.products import Found, Mask, Picture, Products, Slot
 from stages.records import AutomaskDetails, DetectionRecord
@@ -108,10 +110,10 @@ class AutoMaskStage(Stage):
     produces = frozenset({Slot.DETECTIONS, Slot.MASKS})
 
     def __init__(self) -> None:
+        # This job's models, as stages.held holds them (set in setup)
         self._detector: Detector | None = None
-        self._settings: DetectorSettings | None = None
         self._digests: dict[str, str] = {}
-        self._mesh = None  # automask.face_mesh.FaceMesh, loaded when a face's oval or parts are asked for
+        self._mesh = None  # automask.face_mesh.FaceMesh, when a face's oval or parts are asked for
 
     def params(self, config) -> AutomaskParams:
         return from_section(AutomaskParams, config.automask)
@@ -141,30 +143,22 @@ class AutoMaskStage(Stage):
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
             faces=params.face.enabled, hands=params.hand.enabled, body_regions=params.body_search,
             hands_behind=params.hands_behind)
-        if settings != self._settings:
-            self.close()
+        loaded = OWNER.get("detector", repr(settings), lambda: _load_detector(settings), _Loaded.close)
+        self._detector, self._digests = loaded.detector, dict(loaded.digests)
+        self._mesh = None
+        if _needs_mesh(params):
             try:
-                self._detector = Detector(settings)
-            except (RuntimeError, ValueError, OSError) as exc:  # MediaPipe refusing a model file
-                raise ModelUnavailable(f"a detection model could not be loaded: {exc}") from None
-            self._settings = settings
-            self._digests = {k: sha256_file(p) for k, p in self._detector.model_files.items()}
-        if _needs_mesh(params) and self._mesh is None:
-
-            try:
-                self._mesh = face_mesh.FaceMesh(FACE_MESH_MODEL)
+                self._mesh = OWNER.get("detector", "face-landmarks", lambda: face_mesh.FaceMesh(FACE_MESH_MODEL),
+                                       lambda mesh: mesh.close())
             except (ImportError, RuntimeError, OSError) as exc:  # faces keep their boxes; parts are skipped
                 log.warning("the face landmark model could not be loaded; faces are masked by their boxes",
                             error=f"{type(exc).__name__}: {exc}")
             else:
-                self._digests["face-landmarks"] = sha256_file(FACE_MESH_MODEL)
+                self._digests["face-landmarks"] = _digest(FACE_MESH_MODEL)
 
     def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
-        if self._mesh is not None:
-            self._mesh.close()
-        self._detector = self._settings = self._mesh = None
+        OWNER.drop("detector")
+        self._detector = self._mesh = None
 
     def run(self, ctx: JobContext, params: AutomaskParams) -> StageResult:
         source = ctx.products.source
@@ -237,6 +231,31 @@ class AutoMaskStage(Stage):
 
 
 FACE_MESH_MODEL = MODELS / "face_landmark.tflite"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """The detector as ``stages.held`` keeps it, with the sha256 of each model file it read."""
+
+    detector: Detector
+    digests: tuple[tuple[str, str], ...]
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+def _load_detector(settings: DetectorSettings) -> _Loaded:
+    try:
+        detector = Detector(settings)
+    except (RuntimeError, ValueError, OSError) as exc:  # MediaPipe refusing a model file
+        raise ModelUnavailable(f"a detection model could not be loaded: {exc}") from None
+    return _Loaded(detector, tuple((k, sha256_file(p)) for k, p in detector.model_files.items()))
+
+
+@functools.cache
+def _digest(path: Path) -> str:
+    """The sha256 of a model file shipped with polishd (it never changes while polishd runs)."""
+    return sha256_file(path)
 
 
 def _needs_mesh(params: AutomaskParams) -> bool:

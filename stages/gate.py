@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from automask.detect import Detector, DetectorSettings
+from stages.held import OWNER
 from stages.schema import Errors
 
 FINGERS = ((1, 4), (5, 8), (9, 12), (13, 16), (17, 20))  # (first joint, tip) of thumb … little finger
@@ -142,20 +143,18 @@ def fingers_apart(landmarks: list[tuple[float, float]]) -> bool:
     return bool(reach and min(gaps) >= TIP_GAP * palm)
 
 
-class Judge:
-    """The detectors the gate asks; loaded on first use, kept for the stage's life."""
+JUDGE_SETTINGS = DetectorSettings(  # one look at the region itself
+    upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False)
 
-    def __init__(self):
-        self._detector = None
+
+class Judge:
+    """The detectors the gate asks; loaded on first use and held by ``stages.held`` (kind "judge")."""
 
     def _detect(self, rgb: np.ndarray):
         from PIL import Image
 
-        if self._detector is None:
-
-            self._detector = Detector(DetectorSettings(  # one look at the region itself
-                upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False))
-        return self._detector.detect(Image.fromarray(rgb))
+        detector = OWNER.get("judge", repr(JUDGE_SETTINGS), lambda: Detector(JUDGE_SETTINGS), Detector.close)
+        return detector.detect(Image.fromarray(rgb))
 
     def _in(self, crop: np.ndarray, box: tuple, kind: str) -> list:
         """The detections of ``kind`` whose centre lies in ``box`` (the region, in the crop's pixels)."""
@@ -174,9 +173,7 @@ class Judge:
         return (hands[0].score, fingers_apart(hands[0].landmarks)) if hands else (0.0, False)
 
     def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
+        OWNER.drop("judge")
 
 
 def judge(judge: Judge, gate: GateConfig, kind: str, before: np.ndarray, after: np.ndarray,

@@ -2,7 +2,7 @@
 
 ``acquire`` resolves the model settings (``stages/models.py``), picks the device
 and dtype, and returns the loaded engine, shared between stages: one generative
-model is held in memory at a time (``stages/diffusion/engine.py``).  A model that
+model is held in memory at a time (``stages/held.py``).  A model that
 cannot be found or loaded raises ``ModelUnavailable`` with a reason that names the
 setting the user set; the runner records it as the stage's skip reason.
 """
@@ -15,7 +15,7 @@ from stages.models import Models, ModelSetting, ModelUnavailable
 
 def acquire(models: Models, model: ModelSetting, config: ModelSetting | None, device: str):
     """The engine for ``model`` (with ``config`` for a single file of another family), on ``device``."""
-    from stages.diffusion import engine  # torch: ~0.85 s, paid only by a job that runs the model
+    from stages.diffusion import engine  # torch: imported by a job that runs the model
 
     try:
         resolved = models.resolve(model)

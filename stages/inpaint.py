@@ -293,7 +293,7 @@ class InpaintStage(Stage):
         hand = params.hand
         if region.kind != "hand" or not hand.controlnet:
             return None, []
-        from stages.diffusion import engine as engine_mod  # torch: ~0.85 s, paid only by a job that runs the model
+        from stages.diffusion import engine as engine_mod  # torch: imported by a job that runs the model
 
         found = _landmarks_for(region, ctx.products.detections)
         if found is None:

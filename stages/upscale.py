@@ -25,6 +25,7 @@ from stages.device import dtype_name, pick_device, pick_dtype
 from stages.diffusion.repaint import image_seed, repaint, settings_for
 from stages.files import sha256_file
 from stages.generative import acquire
+from stages.held import OWNER
 from stages.models import ModelKind, ModelSetting, ModelUnavailable, Resolved
 from stages.picture import fill_hidden
 from stages.products import Picture, Products, Slot, Upscaled
@@ -37,6 +38,16 @@ if TYPE_CHECKING:
     from stages.esrgan import load as esrgan_load
 
 log = structlog.get_logger("polishd.upscale")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """An upscaler as ``stages.held`` keeps it: the model, its runner, the precision it runs in and the backend."""
+
+    model: esrgan_load.LoadedModel
+    run: object
+    dtype: object
+    backend: str
 
 # Input px per CPU tile: the fastest measured at 512².  A 2048² picture in memory (bench/upscale.py) peaks at
 # 1.85 GB with OpenVINO bf16, 2.6 GB with MNN (its Winograd weights and the ×4 tail's activations).
@@ -169,8 +180,8 @@ class UpscaleStage(Stage):
     version = 2
 
     def __init__(self) -> None:
+        # This job's model and runner, as stages.held holds them (set in setup)
         self._model: esrgan_load.LoadedModel | None = None
-        self._key: tuple | None = None
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
         self.backend = ""
@@ -205,32 +216,39 @@ class UpscaleStage(Stage):
         return None
 
     # ------------------------------------------------------------------ models
-    def _load(self, ctx: JobContext, params: UpscaleParams) -> esrgan_load.LoadedModel:
-        from stages.esrgan import load as esrgan_load  # torch: ~0.85 s, paid only by a job that runs the model
-
-        try:
-            resolved: Resolved = ctx.models.resolve(self.model_settings(params)[0])
-            return esrgan_load.load(resolved, ctx.models.cache)
-        except (FileNotFoundError, esrgan_load.UnsupportedModelError, esrgan_load.UnsafeModelError) as exc:
-            raise ModelUnavailable(str(exc)) from None
-
     def setup(self, ctx: JobContext, params: UpscaleParams) -> None:
         import torch
 
-        from stages.esrgan import backends  # torch: ~0.85 s, paid only by a job that runs the model
+        from stages.esrgan import backends  # torch: imported by a job that runs the model
 
         device = pick_device(params.device)
-        dtype = pick_dtype(device, params.dtype)
         if params.backend != "auto" and backends.BACKENDS[params.backend].cpu_only and device.type != "cpu":
             raise RuntimeError(f'[upscale].backend = "{params.backend}" runs on the CPU; use "auto" or "torch" here')
-        key = (params.model, str(device), params.dtype, params.backend)
-        if key == self._key:
-            return
-        self.close()
         threads = params.threads or os.cpu_count() or 1
         if device.type == "cpu":
             torch.set_num_threads(threads)
-        model = self._load(ctx, params)
+        try:
+            resolved: Resolved = ctx.models.resolve(self.model_settings(params)[0])
+        except FileNotFoundError as exc:
+            raise ModelUnavailable(str(exc)) from None
+        key = (str(resolved.path or resolved.setting.value), str(device), params.dtype, params.backend, threads)
+        loaded = OWNER.get("upscaler", key, lambda: self._build(ctx, params, resolved, device, threads))
+        self._model, self._runner = loaded.model, loaded.run
+        self.device, self.dtype, self.backend = device, loaded.dtype, loaded.backend
+
+    @staticmethod
+    def _build(ctx: JobContext, params: UpscaleParams, resolved: Resolved, device, threads: int) -> _Loaded:
+        """The model loaded and a backend built for it: the one asked for, or the first of auto's that takes it."""
+        import torch
+
+        from stages.esrgan import backends  # torch: imported by a job that runs the model
+        from stages.esrgan import load as esrgan_load  # torch: imported by a job that runs the model
+
+        try:
+            model = esrgan_load.load(resolved, ctx.models.cache)
+        except (FileNotFoundError, esrgan_load.UnsupportedModelError, esrgan_load.UnsafeModelError) as exc:
+            raise ModelUnavailable(str(exc)) from None
+        dtype = pick_dtype(device, params.dtype)
         if dtype == torch.float16 and not getattr(model.net, "supports_half", True):
             log.info("this architecture is not safe in fp16; running it in fp32", model=model.name)
             dtype = torch.float32
@@ -245,18 +263,13 @@ class UpscaleStage(Stage):
                     raise
                 log.warning("a backend could not take this model", backend=name, model=model.name,
                             instead=names[n + 1], error=f"{type(exc).__name__}: {exc}")
-        self._runner = built.run
-        self._model, self._key, self.device, self.dtype, self.backend = model, key, device, built.dtype, name
         log.info("upscaler loaded", model=model.name, device=str(device), dtype=dtype_name(built.dtype),
                  scale=model.scale, backend=name)
+        return _Loaded(model, built.run, built.dtype, name)
 
     def close(self) -> None:
-        self._model = self._key = self._runner = None
-        import sys
-
-        torch = sys.modules.get("torch")  # nothing to free if torch was never imported
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        OWNER.drop("upscaler")
+        self._model = self._runner = None
 
     # ------------------------------------------------------------------ work
     def _targets(self, ctx: JobContext, params: UpscaleParams) -> list[tuple[str, Picture, str]]:
@@ -433,7 +446,7 @@ class UpscaleStage(Stage):
         Out of device memory, the tiles are halved and the pass starts again."""
         import torch
 
-        from stages.esrgan import tile as tiling  # torch: ~0.85 s, paid only by a job that runs the model
+        from stages.esrgan import tile as tiling  # torch: imported by a job that runs the model
 
         while True:
             try:

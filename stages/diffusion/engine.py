@@ -20,12 +20,10 @@ Nothing is ever downloaded.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from PIL import Image
 from stages.device import dtype_name
 from stages.diffusion.tokenizer import write_tokenizer
 from stages.files import sha256_file
+from stages.held import OWNER
 from stages.models import ModelNotFound, Resolved
 
 log = structlog.get_logger("polishd.diffusion")
@@ -148,79 +147,57 @@ class Control:
     scale: float
 
 
-_control_lock = threading.Lock()
-_controlnet: ControlNet | None = None  # one ControlNet in memory at a time, beside the generative model
-
-
 def controlnet(model: Resolved, config: Resolved | None, device: torch.device, dtype: torch.dtype) -> ControlNet:
     """A ControlNet from a diffusers folder, or a single file with the configs of ``config`` (a diffusers
-    ControlNet folder of the same family, whose config.json is read); loaded once, offline."""
-    global _controlnet
+    ControlNet folder of the same family, whose config.json is read); loaded once, offline, and held by
+    ``stages.held`` (one at a time, beside the generative model it guides)."""
+    path = model.path
+    return OWNER.get("controlnet", (str(path), str(device), dtype),
+                     lambda: _load_controlnet(model, config, device, dtype))
+
+
+def _load_controlnet(model: Resolved, config: Resolved | None, device: torch.device,
+                     dtype: torch.dtype) -> ControlNet:
     import diffusers
 
     path = model.path
-    with _control_lock:
-        if _controlnet is not None and _controlnet.spec == str(path):
-            return _controlnet
-        _controlnet = None
-        if path.is_dir():
-            net = diffusers.ControlNetModel.from_pretrained(path, dtype=dtype, local_files_only=True)
-            digest = _folder_digest(path)
-        else:
-            if config is None:
-                raise ModelNotFound(f"{model.setting.setting} = {model.setting.value!r} is a single file: set "
-                                    f"{model.setting.setting}_config to a diffusers ControlNet folder of its "
-                                    "family (only its config.json is read)")
-            net = diffusers.ControlNetModel.from_single_file(str(path), config=str(config.path), dtype=dtype,
-                                                             local_files_only=True)
-            digest = sha256_file(path)
-        net.to(device)
-        _controlnet = ControlNet(str(path), net, model.label, digest)
-        log.info("controlnet loaded", model=model.label, device=str(device))
-        return _controlnet
-
-
-_lock = threading.Lock()
-_active: Engine | None = None  # one generative model in memory at a time
+    if path.is_dir():
+        net = diffusers.ControlNetModel.from_pretrained(path, dtype=dtype, local_files_only=True)
+        digest = _folder_digest(path)
+    else:
+        if config is None:
+            raise ModelNotFound(f"{model.setting.setting} = {model.setting.value!r} is a single file: set "
+                                f"{model.setting.setting}_config to a diffusers ControlNet folder of its "
+                                "family (only its config.json is read)")
+        net = diffusers.ControlNetModel.from_single_file(str(path), config=str(config.path), dtype=dtype,
+                                                         local_files_only=True)
+        digest = sha256_file(path)
+    net.to(device)
+    log.info("controlnet loaded", model=model.label, device=str(device))
+    return ControlNet(str(path), net, model.label, digest)
 
 
 def get(model: Resolved, config: Resolved | None, device: torch.device, dtype: torch.dtype, cache: Path) -> Engine:
-    """The engine for a resolved model setting, loading it (and unloading any other) if needed."""
-    global _active
+    """The engine for a resolved model setting, loading it if needed; ``stages.held`` holds it, and unloads the
+    one before (with the ControlNet that guided it)."""
     spec = str(model.path) if model.path is not None else model.setting.value
     model_config = str(config.path) if config is not None else ""
-    with _lock:
-        if _active is not None and (_active.spec, _active.model_config, _active.device, _active.asked) == \
-                (spec, model_config, device, dtype):
-            return _active
-        unload_locked()
-        _active = _load(model, config, device, dtype, cache)
-        return _active
+    return OWNER.get("diffusion", (spec, model_config, str(device), dtype),
+                     lambda: _load(model, config, device, dtype, cache), _unloaded)
+
+
+def _unloaded(engine: Engine) -> None:
+    OWNER.drop("controlnet")  # goes with the model it guided
+    log.info("generative model unloaded", model=engine.name)
 
 
 def unload_if_idle(idle_seconds: float) -> bool:
-    with _lock:
-        if _active is not None and idle_seconds and time.monotonic() - _active.last_used > idle_seconds:
-            unload_locked()
-            return True
-    return False
+    return OWNER.drop_idle("diffusion", idle_seconds)
 
 
 def unload() -> None:
-    with _lock:
-        unload_locked()
-
-
-def unload_locked() -> None:
-    global _active, _controlnet
-    _controlnet = None  # goes with the model it guided
-    if _active is None:
-        return
-    log.info("generative model unloaded", model=_active.name)
-    _active = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    OWNER.drop("diffusion")
+    OWNER.drop("controlnet")
 
 
 def config_folder(path: Path, config: Resolved | None,
