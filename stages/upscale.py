@@ -40,6 +40,19 @@ if TYPE_CHECKING:
 log = structlog.get_logger("polishd.upscale")
 
 
+@dataclass
+class _Pass:
+    """What one model's pass over the targets made: files, products, sizes, the records of pictures that went
+    through files, and the tile size it settled on."""
+
+    engine: object  # the diffusion engine of the refinement and detail passes, or None
+    tile: int
+    outputs: list[str] = field(default_factory=list)
+    made: list[Upscaled] = field(default_factory=list)
+    sizes: dict[str, dict] = field(default_factory=dict)
+    large: dict[str, dict] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """An upscaler as ``stages.held`` keeps it: the model, its runner, the precision it runs in and the backend."""
@@ -283,63 +296,57 @@ class UpscaleStage(Stage):
         return out
 
     def run(self, ctx: JobContext, params: UpscaleParams) -> StageResult:
-
         assert self._model is not None
-        outputs, sizes, made = [], {}, []
-        tile = params.tile or self._auto_tile()
-        engine, generative = self._generative(ctx, params), {}
-        for what, source, output in self._targets(ctx, params):
-            with Image.open(ctx.path(source.name)) as im:
-                im.load()
-                if self._large(im.size, params):
-                    record, tile = self.upscale_large(ctx, params, engine, im, source, what, output, tile)
-                    generative[output] = record
-                    result_size = target_size(im.size, params)
-                else:
-                    result, tile = self.upscale_image(im, params, tile, lambda done, total, name=output:
-                                                      ctx.check_stop(done, total, f"tiles of {name}"))
-                    ctx.save_picture(output, result)
-                    result_size = result.size
-            outputs.append(output)
-            made.append(Upscaled(what, Picture(output, "upscaled" if what == "master" else f"upscaled {what}")))
-            sizes[output] = {"from": list(im.size), "to": list(result_size)}
-        m = self._model
-        models = [ModelRef(m.name, m.sha256, str(m.path))]
+        main = self._pass(ctx, params, self._generative(ctx, params), params.tile or self._auto_tile(), None)
+        m, backend, dtype = self._model, self.backend, self.dtype  # what [upscale].model ran with
+        passes, models = [main], [ModelRef(m.name, m.sha256, str(m.path))]
         for alt in params.compare:  # the A/B candidates: each model over the same pictures
             self.setup(ctx, dataclasses.replace(params, model=alt, compare=()))
-            for what, source, output in self._targets(ctx, params):
-                name = output.replace(".png", f"@{_label(alt)}.png")
-                with Image.open(ctx.path(source.name)) as im:
-                    im.load()
-                    plain = dataclasses.replace(params, refine=RefineConfig(), detail=DetailConfig())
-                    if self._large(im.size, plain):
-                        tile = self.upscale_large(ctx, plain, None, im, source, what, name, tile)[1]
-                    else:
-                        result, tile = self.upscale_image(
-                            im, params, tile, lambda done, total, n=name: ctx.check_stop(done, total, f"tiles of {n}"))
-                        ctx.save_picture(name, result)
-                outputs.append(name)
-                made.append(Upscaled(what, Picture(name, f"upscaled by {alt}"), engine=alt))
+            passes.append(self._pass(ctx, params, None, passes[-1].tile, alt))
             models.append(ModelRef(self._model.name, self._model.sha256, str(self._model.path)))
-        details = {"backend": self.backend, "native_scale": m.scale, "tile": tile,
-                   "tile_overlap": params.tile_overlap, "sizes": sizes}
-        summary = f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in sizes.values())
-        if generative:
-            details["large"] = generative
-            if engine is not None:
-                models.append(ModelRef(engine.name, engine.sha256, engine.spec))
-            passes = max(r["passes"] for r in generative.values())
-            if passes > 1:
-                summary += f" in {passes} passes"
-            said = sorted({r["summary"] for r in generative.values() if r.get("summary")})
+        details = {"backend": backend, "native_scale": m.scale, "tile": passes[-1].tile,
+                   "tile_overlap": params.tile_overlap, "sizes": main.sizes}
+        summary = f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in main.sizes.values())
+        if main.large:
+            details["large"] = main.large
+            if main.engine is not None:
+                models.append(ModelRef(main.engine.name, main.engine.sha256, main.engine.spec))
+            rounds = max(r["passes"] for r in main.large.values())
+            if rounds > 1:
+                summary += f" in {rounds} passes"
+            said = sorted({r["summary"] for r in main.large.values() if r.get("summary")})
             summary += "".join(f"; {s}" for s in said)
         return StageResult(
-            outputs=outputs,
+            outputs=[n for p in passes for n in p.outputs],
             summary=summary + (f"; compared with {', '.join(params.compare)}" if params.compare else ""),
-            models=models,
-            device=str(self.device), dtype=dtype_name(self.dtype),
-            details=details,
-            products=Products(upscaled=tuple(made)))
+            models=models, device=str(self.device), dtype=dtype_name(dtype), details=details,
+            products=Products(upscaled=tuple(u for p in passes for u in p.made)))
+
+    def _pass(self, ctx: JobContext, params: UpscaleParams, engine, tile: int, candidate: str | None) -> _Pass:
+        """Every target upscaled by the loaded model: as ``[upscale].model`` (``candidate`` None), or as that A/B
+        candidate (plainly: no refinement or detail pass; written as ``…@<candidate>.png``)."""
+        done = _Pass(engine, tile)
+        run_params = params if candidate is None else \
+            dataclasses.replace(params, refine=RefineConfig(), detail=DetailConfig())
+        for what, source, output in self._targets(ctx, params):
+            name = output if candidate is None else output.replace(".png", f"@{_label(candidate)}.png")
+            with Image.open(ctx.path(source.name)) as im:
+                im.load()
+                if self._large(im.size, run_params):
+                    done.large[name], done.tile = self.upscale_large(ctx, run_params, engine, im, source, what, name,
+                                                                     done.tile)
+                    size = target_size(im.size, run_params)
+                else:
+                    result, done.tile = self.upscale_image(im, run_params, done.tile, lambda d, t, n=name:
+                                                           ctx.check_stop(d, t, f"tiles of {n}"))
+                    ctx.save_picture(name, result)
+                    size = result.size
+            caption = (f"upscaled by {candidate}" if candidate else
+                       "upscaled" if what == "master" else f"upscaled {what}")
+            done.outputs.append(name)
+            done.made.append(Upscaled(what, Picture(name, caption), engine=candidate or ""))
+            done.sizes[name] = {"from": list(im.size), "to": list(size)}
+        return done
 
     # ------------------------------------------------------------------ beyond memory, beyond ×native
     def _large(self, size: tuple[int, int], params: UpscaleParams) -> bool:
