@@ -9,6 +9,7 @@ separately (Lanczos) and reattached; grey images stay grey, 16-bit grey stays
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -160,6 +161,8 @@ class UpscaleConfig:
         err.at_least("threads", self.threads, 0)
         if self.backend == "ncnn" and self.dtype == "fp16":
             err.add("dtype", 'must be "auto", "fp32" or "bf16" with backend = "ncnn" (got "fp16")')
+        if self.backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            err.add("backend", 'is "onnxruntime", which is not installed: pip install "polishd[onnxruntime]"')
         if self.backend in ("mnn", "onnxruntime") and self.dtype not in ("auto", "fp32"):
             err.add("dtype", f'must be "auto" or "fp32" with backend = "{self.backend}" (got "{self.dtype}")')
 

@@ -417,6 +417,20 @@ def test_auto_chooses_the_cpu_path_by_the_cpu_class(monkeypatch, tmp_path):
     assert [choose("avx2", m) for m in (builtin, other)] == ["ncnn", "openvino"]
 
 
+def test_onnxruntime_asked_for_but_not_installed_is_said_before_the_first_image(monkeypatch):
+    import importlib.util
+
+    from stages.schema import Errors
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    problems: list[str] = []
+    UpscaleConfig(backend="onnxruntime").check(Errors("pipeline.toml", "upscale", problems))
+    UpscaleConfig(backend="auto").check(Errors("pipeline.toml", "upscale", problems))  # auto never needs it
+    assert problems == ['pipeline.toml: [upscale].backend is "onnxruntime", which is not installed: '
+                        'pip install "polishd[onnxruntime]"']
+
+
 def test_mnn_runs_in_fp32_only():
     from stages.schema import Errors
 
