@@ -133,8 +133,8 @@ class Cluster:
             for job in jobs:
                 want = "failed" if job.name in failed else "done"
                 assert job.state == want, (job.name, job.state, job.last_error)
-                manifest = json.loads((by_sha[job.sha256][0] / "manifest.json").read_text())
-                assert manifest["status"] == want and manifest["job"] == job.id
+                manifest = manifest_of(by_sha[job.sha256][0])
+                assert manifest.status == want and manifest.job == job.id
                 if want == "done":
                     assert job.archive == str(by_sha[job.sha256][0])
         finally:

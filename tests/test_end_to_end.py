@@ -11,7 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, manifest_of
 
 
 @pytest.mark.slow
@@ -29,12 +29,12 @@ def test_demo_pipeline_on_the_astronaut(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-3000:]
     (archive,) = (tmp_path / "archive").iterdir()
-    manifest = json.loads((archive / "manifest.json").read_text())
-    assert manifest["status"] == "done"
-    assert [(s["name"], s["status"]) for s in manifest["stages"]] == [
+    manifest = manifest_of(archive)
+    assert manifest.status == "done"
+    assert [(s.name, s.status) for s in manifest.stages] == [
         ("automask", "done"), ("inpaint", "skipped"), ("outpaint", "done"), ("upscale", "done"), ("deliver", "done"),
         ("contact", "done")]
-    assert "no inpainting model configured" in manifest["stages"][1]["reason"]
+    assert "no inpainting model configured" in manifest.stages[1].reason
     assert Image.open(archive / "40-upscale.png").size == (1024, 1024)
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
     assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)

@@ -4,7 +4,6 @@ pipeline (whose random pixels no detector can judge: there the detectors' scores
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from daemon.runner import Runner
 from stages import gate
 from stages.automask import AutoMaskStage
 from stages.inpaint import InpaintStage
-from tests.conftest import DATA, write_config
+from tests.conftest import DATA, manifest_of, write_config
 
 # Sharma, Wu and Dalal's test pairs for CIEDE2000 (pairs 1, 7, 19 and 33 of their table)
 SHARMA = [((50.0, 2.6772, -79.7751), (50.0, 0.0, -82.7485), 2.0425),
@@ -105,17 +104,16 @@ def _run(tmp_path, tiny_sd, judge: gate.Judge, gate_table: str = "", image=DATA 
     inpaint.judge = judge
     out = Runner(journal, lambda: cfg, [AutoMaskStage(), inpaint]).run_job(journal.claim())
     assert out.status == "done", out.error
-    manifest = json.loads((out.archive / "manifest.json").read_text())
-    entry = next(s for s in manifest["stages"] if s["name"] == "inpaint")
+    entry = manifest_of(out.archive).stage("inpaint")
     return cfg, journal, out.archive, entry
 
 
 def test_a_region_that_passes_is_kept_at_the_first_try(tmp_path, tiny_sd):
     cfg, journal, archive, entry = _run(tmp_path, tiny_sd, Scripted(faces=[0.92, 0.9]), "max_delta_e = 50")
-    (region,) = entry["details"]["regions"]
-    assert region["gate"] == "passed" and len(region["tries"]) == 1
-    assert region["tries"][0]["face_before"] == 0.92 and region["tries"][0]["face_after"] == 0.9
-    assert "attention" not in entry and journal.needing_review()[1] == 0
+    (region,) = entry.details.regions
+    assert region.gate == "passed" and len(region.tries) == 1
+    assert region.tries[0].scores["face_before"] == 0.92 and region.tries[0].scores["face_after"] == 0.9
+    assert entry.attention == [] and journal.needing_review()[1] == 0
     assert not np.array_equal(np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB")),
                               np.asarray(Image.open(DATA / "astronaut.png").convert("RGB")))
 
@@ -123,13 +121,13 @@ def test_a_region_that_passes_is_kept_at_the_first_try(tmp_path, tiny_sd):
 def test_a_failed_try_is_painted_again_with_a_new_seed_and_less_strength(tmp_path, tiny_sd):
     judge = Scripted(faces=[0.92, 0.3, 0.92, 0.88])
     _, _, _, entry = _run(tmp_path, tiny_sd, judge, "max_delta_e = 50")
-    (region,) = entry["details"]["regions"]
-    first, second = region["tries"]
-    assert not first["passed"] and "face score 0.30 after, 0.92 before" in first["why"]
-    assert second["passed"] and second["seed"] == first["seed"] + 1000
-    assert second["strength"] == pytest.approx(first["strength"] * 0.75, abs=1e-3)
-    assert region["gate"] == "passed" and region["strength"] == second["strength"] and judge.asked == 4
-    assert "gate: 1 of 1 passed (1 retries)" in entry["reason"]
+    (region,) = entry.details.regions
+    first, second = region.tries
+    assert not first.passed and "face score 0.30 after, 0.92 before" in first.why
+    assert second.passed and second.seed == first.seed + 1000
+    assert second.strength == pytest.approx(first.strength * 0.75, abs=1e-3)
+    assert region.gate == "passed" and region.strength == second.strength and judge.asked == 4
+    assert "gate: 1 of 1 passed (1 retries)" in entry.reason
 
 
 def test_when_every_try_fails_the_original_stays_and_the_image_needs_review(tmp_path, tiny_sd, capsys):
@@ -137,13 +135,13 @@ def test_when_every_try_fails_the_original_stays_and_the_image_needs_review(tmp_
 
     cfg, journal, archive, entry = _run(tmp_path, tiny_sd, Scripted(faces=[0.92, 0.1] * 3),
                                         "retries = 2\nmax_delta_e = 50")
-    (region,) = entry["details"]["regions"]
-    assert region["gate"] == "failed" and len(region["tries"]) == 3
-    assert [t["strength"] for t in region["tries"]] == [0.45, 0.338, 0.254]
-    assert len({t["seed"] for t in region["tries"]}) == 3
+    (region,) = entry.details.regions
+    assert region.gate == "failed" and len(region.tries) == 3
+    assert [t.strength for t in region.tries] == [0.45, 0.338, 0.254]
+    assert len({t.seed for t in region.tries}) == 3
     before = np.asarray(Image.open(DATA / "astronaut.png").convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(archive / "20-inpaint.png").convert("RGB")), before)
-    assert entry["attention"] and "every try failed the quality gate" in entry["attention"][0]
+    assert entry.attention and "every try failed the quality gate" in entry.attention[0]
     flagged, n = journal.needing_review()
     assert n == 1 and "inpaint: face 0" in flagged[0].attention
     capsys.readouterr()
@@ -155,9 +153,9 @@ def test_when_every_try_fails_the_original_stays_and_the_image_needs_review(tmp_
 def test_the_colour_check_fails_a_repaint_on_its_own(tmp_path, tiny_sd):
     """The real ΔE of the tiny model's random pixels against a strict limit (face scores stubbed as fine)."""
     _, _, _, entry = _run(tmp_path, tiny_sd, Scripted(faces=[0.9, 0.9] * 2), "retries = 1\nmax_delta_e = 0.5")
-    (region,) = entry["details"]["regions"]
-    assert region["gate"] == "failed"
-    assert all(t["delta_e"] > 0.5 and "colour across the mask's edge moved" in t["why"] for t in region["tries"])
+    (region,) = entry.details.regions
+    assert region.gate == "failed"
+    assert all(t.scores["delta_e"] > 0.5 and "colour across the mask's edge moved" in t.why for t in region.tries)
 
 
 def test_a_hand_must_still_be_found_with_its_fingers_apart():
@@ -179,5 +177,5 @@ def test_a_hand_must_still_be_found_with_its_fingers_apart():
 
 def test_the_gate_can_be_turned_off(tmp_path, tiny_sd):
     _, _, _, entry = _run(tmp_path, tiny_sd, Scripted(), "enabled = false")
-    (region,) = entry["details"]["regions"]
-    assert "gate" not in region and "tries" not in region
+    (region,) = entry.details.regions
+    assert region.gate is None and region.tries == []

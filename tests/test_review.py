@@ -13,9 +13,11 @@ from starlette.testclient import TestClient
 
 from bench.kit.review_archive import HOSTILE_PROMPT, make_archive
 from daemon import config as config_mod
+from daemon.archive import ArchiveFolder, StageEntry
 from daemon.journal import Journal
 from daemon.review.app import create_app
-from tests.conftest import REPO
+from stages.base import StageStatus
+from tests.conftest import REPO, manifest_of
 
 TOKEN = "correct-horse-battery-staple-42"
 
@@ -72,8 +74,8 @@ def test_a_decision_is_recorded_in_the_journal_and_the_manifest(archive):
     assert r.status_code == 200
     assert _post(client, f"/api/images/{image}/review", {"decision": "maybe"}).status_code == 422
     assert _post(client, f"/api/images/{image}/review", {"decision": "approve", "variant": "1x1"}).status_code == 422
-    manifest = json.loads((cfg.paths.archive / image / "manifest.json").read_text())
-    assert [(r["who"], r["decision"], r.get("variant"), r["reason"]) for r in manifest["review"]] == [
+    manifest = manifest_of(cfg.paths.archive / image)
+    assert [(r.who, r.decision, r.variant, r.reason) for r in manifest.review] == [
         ("dana", "reject", None, "hands look wrong"), ("reviewer", "approve", "16x9", "")]
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     assert [(r["decision"], r["variant"]) for r in journal.reviews(str(cfg.paths.archive / image))] == [
@@ -103,9 +105,9 @@ def test_files_are_served_only_by_a_name_the_manifest_lists(archive, tmp_path):
     (tmp_path / "secret.png").write_bytes(b"not for you")
     os.symlink(tmp_path / "secret.png", folder / "99-contact.jpg")  # a link where a listed name could be
     (folder / "stray.png").write_bytes(b"unlisted")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["stages"].append({"name": "contact", "status": "done", "outputs": ["99-contact.jpg"]})
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    manifest = manifest_of(folder)
+    manifest.put_stage(StageEntry("contact", StageStatus.DONE, outputs=["99-contact.jpg"]))
+    ArchiveFolder(folder).write_manifest(manifest)
     attempts = [f"/files/{image}/stray.png", f"/files/{image}/99-contact.jpg", f"/files/{image}/manifest.json",
                 f"/files/{image}/..%2F..%2Fstate%2Fjournal.sqlite3", f"/files/{image}/%2E%2E%2Fother.png",
                 f"/files/..%2F{image}/10-detections.png", f"/files/{image}/%2Fetc%2Fpasswd",
@@ -200,13 +202,13 @@ def test_retry_with_new_settings_keeps_the_earlier_run_and_runs_the_image_again(
     assert json.loads((folder / "00-sidecar.json").read_text()) == {"outpaint": {"variants": ["1:1", "9:16"]}}
     (outcome,) = _run_queued(cfg)  # the daemon takes it
     assert outcome.status == "done" and outcome.archive == folder
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["overrides"] == {"outpaint": {"variants": ["1:1", "9:16"]}}
-    assert [(r["run"], r["who"]) for r in manifest["runs"]] == [(1, "lee")]
+    manifest = manifest_of(folder)
+    assert manifest.overrides == {"outpaint": {"variants": ["1:1", "9:16"]}}
+    assert [(r.run, r.who) for r in manifest.runs] == [(1, "lee")]
     assert (folder / "30-outpaint-9x16.png").exists() and (kept / "30-outpaint-16x9.png").exists()
     assert (folder / "00-original.png").read_bytes() == before["00-original.png"]
-    automask = next(s for s in manifest["stages"] if s["name"] == "automask")
-    assert automask["status"] == "done"  # kept from the first run: only what the new settings touch ran again
+    # kept from the first run: only what the new settings touch ran again
+    assert manifest.stage("automask").status == "done"
     assert client.get(f"/api/images/{image}").json()["runs"][0]["folder"] == "runs/1"
 
 
@@ -221,9 +223,8 @@ def test_with_require_review_an_approval_delivers_the_image(tmp_path):
     (outcome,) = _run_queued(cfg)
     assert outcome.status == "done"
     assert sorted(p.name for p in outbox.iterdir()) == ["prompted-master.png"]
-    manifest = json.loads((cfg.paths.archive / image / "manifest.json").read_text())
-    deliver = next(s for s in manifest["stages"] if s["name"] == "deliver")
-    assert deliver["status"] == "done" and manifest["review"][0]["decision"] == "approve"
+    manifest = manifest_of(cfg.paths.archive / image)
+    assert manifest.stage("deliver").status == "done" and manifest.review[0].decision == "approve"
     # a rejection after that delivers nothing more; another approval queues the image once
     _post(client, f"/api/images/{image}/review", {"decision": "reject"})
     assert _run_queued(cfg) == []
@@ -250,8 +251,8 @@ def test_an_ab_pick_is_recorded_counted_and_becomes_what_is_delivered(tmp_path):
         == 200
     assert _post(client, f"/api/images/{first}/pick", {"stage": "upscale", "choice": "x4plus"}).status_code == 422
     assert _post(client, f"/api/images/{first}/pick", {"stage": "inpaint", "choice": "a"}).status_code == 422
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert [(p["stage"], p["choice"], sorted(p["shown"])) for p in manifest["picks"]] == [
+    manifest = manifest_of(folder)
+    assert [(p.stage, p.choice, sorted(p.shown)) for p in manifest.picks] == [
         ("upscale", "x4plus-anime", ["animevideov3", "x4plus-anime"])]
     rates = {e["engine"]: (e["shown"], e["picked"]) for e in client.get("/api/comparisons").json()["engines"]}
     assert rates == {"animevideov3": (2, 1), "x4plus-anime": (2, 1)}
@@ -278,24 +279,22 @@ def test_an_inpaint_alternative_picked_becomes_the_master_that_is_outpainted_and
     mask = np.asarray(Image.open(folder / "10-mask-face.png")) > 0
     assert not np.array_equal(main, gentle)  # another painting…
     assert np.array_equal(main[~mask], gentle[~mask])  # …of the masked regions only
-    manifest = json.loads((folder / "manifest.json").read_text())
-    inpaint = next(s for s in manifest["stages"] if s["name"] == "inpaint")
-    (alternative,) = inpaint["details"]["alternatives"]
-    assert alternative["label"] == "gentle" and alternative["regions"][0]["strength"] == 0.3
-    outpainted = next(s for s in manifest["stages"] if s["name"] == "outpaint")["inputs_sha256"]
+    manifest = manifest_of(folder)
+    (alternative,) = manifest.details("inpaint").alternatives
+    assert alternative.label == "gentle" and alternative.regions[0].strength == 0.3
+    outpainted = manifest.stage("outpaint").inputs_sha256
     client = _client(cfg)
     comparison = next(c for c in client.get(f"/api/images/{image}").json()["comparisons"] if c["stage"] == "inpaint")
     assert sorted(c["choice"] for c in comparison["candidates"]) == ["gentle", "main"]
     assert _post(client, f"/api/images/{image}/pick", {"stage": "inpaint", "choice": "gentle"}).status_code == 200
     (outcome,) = _run_queued(cfg)
     assert outcome.status == "done"
-    manifest = json.loads((folder / "manifest.json").read_text())
-    inpaint = next(s for s in manifest["stages"] if s["name"] == "inpaint")
-    assert inpaint["products"]["master"]["name"] == "20-inpaint@gentle.png"
+    manifest = manifest_of(folder)
+    assert manifest.stage("inpaint").products.master.name == "20-inpaint@gentle.png"
     record = json.loads((folder / "50-deliver.json").read_text())
     assert record["deliveries"][0]["source"] == "20-inpaint@gentle.png"
-    outpaint = next(s for s in manifest["stages"] if s["name"] == "outpaint")
-    assert outpaint["status"] == "done" and outpaint["inputs_sha256"] != outpainted  # variants of the picked master
+    outpaint = manifest.stage("outpaint")
+    assert outpaint.status == "done" and outpaint.inputs_sha256 != outpainted  # variants of the picked master
 
 
 def test_next_and_previous_follow_the_gallery_order(archive):
@@ -320,11 +319,9 @@ def test_an_image_the_gate_flagged_is_shown_as_needing_review(tmp_path):
     cfg, ids = make_archive(tmp_path, count=2)
     flagged, other = ids["prompted.png"], ids["photo-1.png"]
     why = "face 0: every try failed the quality gate (<b>score</b> 0.1); its original pixels are kept"
-    manifest_path = cfg.paths.archive / flagged / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = next(s for s in manifest["stages"] if s["name"] == "automask")
-    entry["attention"] = [why]
-    manifest_path.write_text(json.dumps(manifest))
+    manifest = manifest_of(cfg.paths.archive / flagged)
+    manifest.stage("automask").attention = [why]
+    ArchiveFolder(cfg.paths.archive / flagged).write_manifest(manifest)
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     with journal._tx() as db:
         db.execute("UPDATE jobs SET attention=? WHERE archive LIKE ?", (f"automask: {why}", f"%{flagged}"))

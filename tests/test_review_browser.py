@@ -5,7 +5,6 @@ Screenshots land in var/test-artifacts/ (override with POLISHD_ARTIFACTS) for a 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,8 +17,9 @@ import pytest
 from bench.kit.browser import ARGS
 from bench.kit.redis_server import free_port
 from bench.kit.review_archive import make_archive
+from daemon.archive import Manifest
 from daemon.journal import Journal
-from tests.conftest import REPO
+from tests.conftest import REPO, manifest_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
@@ -96,8 +96,8 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"review-{name}.png"), full_page=True)
 
 
-def _manifest(cfg, image: str) -> dict:
-    return json.loads((cfg.paths.archive / image / "manifest.json").read_text())
+def _manifest(cfg, image: str) -> Manifest:
+    return manifest_of(cfg.paths.archive / image)
 
 
 def _journal_reviews(cfg, image: str) -> list[dict]:
@@ -120,8 +120,8 @@ def test_approve_by_clicking_is_recorded_in_the_journal_and_the_manifest(site, p
     page.click("#approve")
     page.wait_for_function("document.getElementById('state').textContent === 'approved'")
     assert page.locator("#decisions li").last.text_content().endswith("sam · approve: clean hands, good light")
-    (entry,) = _manifest(cfg, image)["review"]
-    assert (entry["who"], entry["decision"], entry["reason"]) == ("sam", "approve", "clean hands, good light")
+    (entry,) = _manifest(cfg, image).review
+    assert (entry.who, entry.decision, entry.reason) == ("sam", "approve", "clean hands, good light")
     assert [(r["who"], r["decision"]) for r in _journal_reviews(cfg, image)] == [("sam", "approve")]
     page.goto(f"{url}/gallery?state=approved")
     assert page.locator(f'a[href="/images/{image}"]').count() == 1
@@ -133,7 +133,7 @@ def test_reject_with_the_keyboard_and_move_between_images_with_j_and_k(site, pag
     page.goto(f"{url}/images/{image}")
     page.keyboard.press("r")
     page.wait_for_function("document.getElementById('state').textContent === 'rejected'")
-    assert [r["decision"] for r in _manifest(cfg, image)["review"]] == ["reject"]
+    assert [r.decision for r in _manifest(cfg, image).review] == ["reject"]
     assert [r["decision"] for r in _journal_reviews(cfg, image)] == ["reject"]
     next_link = page.get_attribute("#next", "href") or page.get_attribute("#prev", "href")
     page.keyboard.press("j" if page.locator("#next").count() else "k")
@@ -191,7 +191,7 @@ def test_an_ab_pick_by_clicking_names_the_engines_only_afterwards(ab_site, page)
     assert sorted(names) == ["animevideov3", "x4plus-anime"]
     chosen = box.locator("figure.picked .engine").text_content().strip()
     manifest = _manifest(cfg, image)
-    assert [(p["stage"], p["choice"]) for p in manifest["picks"]] == [("upscale", chosen)]
+    assert [(p.stage, p.choice) for p in manifest.picks] == [("upscale", chosen)]
     j = Journal(cfg.paths.state / "journal.sqlite3")
     rates = {r["engine"]: r["picked"] for r in j.win_rates()}
     j.close()

@@ -9,10 +9,11 @@ import os
 from PIL import Image
 
 from daemon import config as config_mod
+from daemon.archive import ArchiveFolder, SourceRecord
 from daemon.runner import Runner
 from stages.base import StageResult
 from stages.products import Picture, Products
-from tests.conftest import DATA, png_bytes, write_config
+from tests.conftest import DATA, manifest_of, png_bytes, write_config
 from tests.helpers.toy_stages import BoomStage, CopyStage, SleepStage
 
 
@@ -48,12 +49,11 @@ def test_done_job_archives_byte_identical_original_and_empties_inbox(workdir, jo
     assert (out.archive / "00-original.png").read_bytes() == data
     assert (out.archive / "00-sidecar.toml").read_text() == "[upscale]\nscale = 2\n"
     assert sorted(os.listdir(cfg.paths.inbox)) == []
-    m = json.loads((out.archive / "manifest.json").read_text())
-    assert m["status"] == "done" and m["source"] == {"name": "astro naut ✨.png", "sha256": sha,
-                                                     "bytes": len(data), "format": "png"}
-    assert m["config_sha256"] == cfg.sha256 and m["finished"]
-    assert [s["name"] for s in m["stages"]] == ["sleep", "copy"]
-    assert m["stages"][1]["outputs"] == ["16-copy.png"] and m["stages"][1]["status"] == "done"
+    m = manifest_of(out.archive)
+    assert m.status == "done" and m.source == SourceRecord("astro naut ✨.png", sha, len(data), "png")
+    assert m.config_sha256 == cfg.sha256 and m.finished
+    assert [s.name for s in m.stages] == ["sleep", "copy"]
+    assert m.stages[1].outputs == ["16-copy.png"] and m.stages[1].status == "done"
     assert journal.get(out.job_id).state == "done"
     assert not [p for p in out.archive.iterdir() if p.name.endswith(".tmp")]
     from daemon.archive import FILE_MODE
@@ -71,8 +71,8 @@ def test_disabled_and_unable_stages_are_recorded_as_skipped(workdir, journal):
 
     _enqueue(journal, _drop(cfg, "a.png", png_bytes()))
     out = _run_next(journal, Runner(journal, lambda: cfg, [Unable()]))
-    m = json.loads((out.archive / "manifest.json").read_text())
-    assert m["stages"][0] == {**m["stages"][0], "status": "skipped", "reason": "nothing to do here", "outputs": []}
+    (entry,) = manifest_of(out.archive).stages
+    assert (entry.status, entry.reason, entry.outputs) == ("skipped", "nothing to do here", [])
 
 
 def test_bad_input_goes_to_failed_at_once_with_a_report(workdir, journal):
@@ -101,8 +101,8 @@ def test_a_failing_stage_is_retried_then_failed_and_nothing_is_lost(workdir, jou
     report = json.loads((cfg.paths.failed / "x.png.error.json").read_text())
     assert report["stage"] == "boom" and report["attempts"] == 3 and "the model exploded" in report["message"]
     archive = next(cfg.paths.archive.iterdir())
-    m = json.loads((archive / "manifest.json").read_text())
-    assert m["status"] == "failed" and m["error"]["stage"] == "boom"
+    m = manifest_of(archive)
+    assert m.status == "failed" and m.error.stage == "boom"
     assert journal.claim() is None
 
 
@@ -142,8 +142,7 @@ def test_duplicates_are_recorded_not_processed_twice(workdir, journal):
     assert stage.runs == 1
     assert list(cfg.paths.inbox.iterdir()) == []
     assert len(list(cfg.paths.archive.iterdir())) == 1
-    m = json.loads((first.archive / "manifest.json").read_text())
-    assert [d["name"] for d in m["duplicates"]] == ["again.png"]
+    assert [d.name for d in manifest_of(first.archive).duplicates] == ["again.png"]
     assert journal.get(second.job_id).dup_of == first.job_id
 
 
@@ -181,8 +180,7 @@ def test_a_resumed_job_runs_a_stage_again_when_its_params_changed(workdir, journ
     again = _run_next(journal, Runner(journal, lambda: cfg, [changed, copy]))
     assert again.status == "done" and again.archive == first.archive  # the same job, the same folder
     assert changed.runs == 1 and copy.runs == 0  # copy's params and inputs are as before: kept
-    m = json.loads((again.archive / "manifest.json").read_text())
-    assert m["stages"][0]["params"] == {"seconds": 0.01, "enabled": True}
+    assert manifest_of(again.archive).stages[0].params == {"seconds": 0.01, "enabled": True}
 
 
 def test_a_stage_whose_input_changed_runs_again(workdir, journal):
@@ -204,9 +202,9 @@ def test_a_stage_whose_input_changed_runs_again(workdir, journal):
     varying, copy = Varying(), CopyStage()
     first = _run_next(journal, Runner(journal, lambda: cfg, [varying, copy, BoomStage()]))
     assert first.status == "retry" and (varying.runs, copy.runs) == (1, 1)
-    m = json.loads((first.archive / "manifest.json").read_text())
-    m["stages"] = [s for s in m["stages"] if s["name"] != "varying"]  # as if it never finished: it runs again
-    (first.archive / "manifest.json").write_text(json.dumps(m))
+    m = manifest_of(first.archive)
+    m.stages = [s for s in m.stages if s.name != "varying"]  # as if it never finished: it runs again
+    ArchiveFolder(first.archive).write_manifest(m)
     out = _run_next(journal, Runner(journal, lambda: cfg, [varying, copy]))
     assert out.status == "done" and (varying.runs, copy.runs) == (2, 2)  # its input changed: copy ran again
     assert Image.open(out.archive / "16-copy.png").getpixel((0, 0)) == (80, 0, 0)
