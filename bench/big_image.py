@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.kit.pipeline import manifest_of
+
 OUT = Path(__file__).parent / "out"
 REPO = Path(__file__).parent.parent
 
@@ -61,10 +63,9 @@ def main() -> int:
         run = subprocess.run([sys.executable, "-c", CHILD, str(root)], cwd=REPO, capture_output=True, text=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])
         archive = Path(result["archive"])
-        manifest = json.loads((archive / "manifest.json").read_text())
-        automask = next(s for s in manifest["stages"] if s["name"] == "automask")
+        automask = manifest_of(archive).stage("automask")
         files = sorted((p.name, p.stat().st_size) for p in archive.iterdir())
-    found = automask["details"]["counts"]
+    found = automask.details.counts
     lines = ["# A 6000×4000 photo through auto-mask and outpaint", "", "`python -m bench.big_image`", "",
              f"- status: {result['status']}, {result['seconds']:.1f} s",
              f"- peak memory (VmHWM): **{result['peak_mb']:.0f} MB**",

@@ -82,6 +82,7 @@ def gate_runs(images: list[Path], root: Path) -> list[dict]:
     from daemon import config as config_mod
     from stages.automask import AutoMaskStage
     from stages.inpaint import InpaintStage
+    from stages.records import to_json
 
     model = build_tiny_sd(root / "tiny-sd")
     out = []
@@ -93,10 +94,10 @@ def gate_runs(images: list[Path], root: Path) -> list[dict]:
         src = cfg.paths.inbox / p.name
         src.write_bytes(p.read_bytes())
         _, manifest = run_one(cfg, src, [AutoMaskStage(), InpaintStage()])
-        entry = next(s for s in manifest["stages"] if s["name"] == "inpaint")
-        for r in entry.get("details", {}).get("regions", []):
-            out.append({"photo": p.name, "kind": r["kind"], "index": r["index"], "gate": r.get("gate"),
-                        "tries": r.get("tries", [])})
+        inpaint = manifest.details("inpaint")
+        for r in inpaint.regions if inpaint else []:
+            out.append({"photo": p.name, "kind": r.kind, "index": r.index, "gate": r.gate,
+                        "tries": [to_json(t) for t in r.tries]})
     return out
 
 

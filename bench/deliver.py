@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from bench.kit.c2pa_chain import make_chain
+from bench.kit.pipeline import manifest_of
 from bench.upscale_cpu import cpu
 from daemon.cli import main as polishd
 
@@ -70,10 +71,10 @@ def main(argv=None) -> int:
             with Image.open(p) as im:
                 lines.append(f"{str(p.relative_to(root)):60s} {im.size[0]:>5}x{im.size[1]:<5} {p.stat().st_size:>9,} B")
         lines += ["```", "", "| image | deliver stage, s | delivered | failed |", "|---|---|---|---|"]
-        for manifest in sorted((root / "archive").glob("*/manifest.json")):
-            entry = next(s for s in json.loads(manifest.read_text())["stages"] if s["name"] == "deliver")
-            lines.append(f"| {manifest.parent.name} | {entry['duration_s']:.2f} | "
-                         f"{len(entry['details']['deliveries'])} | {len(entry['details']['failed'])} |")
+        for folder in sorted(p.parent for p in (root / "archive").glob("*/manifest.json")):
+            entry = manifest_of(folder).stage("deliver")
+            lines.append(f"| {folder.name} | {entry.duration_s:.2f} | "
+                         f"{len(entry.details.deliveries)} | {len(entry.details.failed)} |")
         astronaut = sorted((p for p in files if p.parent.name.startswith("astronaut")),
                            key=lambda p: ORDER.index(p.stem.rsplit("-", 1)[1]))
         OUT.mkdir(parents=True, exist_ok=True)

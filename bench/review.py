@@ -15,7 +15,6 @@ Writes bench/out/review.md and bench/out/review-{dashboard,gallery,image}.png.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from bench.kit.review_archive import make_archive
 from bench.upscale_cpu import cpu
+from daemon.archive import ArchiveFolder
 from daemon.journal import Journal
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -43,10 +43,10 @@ def fill(cfg, ids: dict[str, str], total: int) -> list[str]:
             name = f"batch-{i:05d}-{src.rsplit('-', 1)[1]}"
             folder = cfg.paths.archive / name
             shutil.copytree(cfg.paths.archive / src, folder)
-            manifest = json.loads((folder / "manifest.json").read_text())
-            manifest["id"] = name
-            manifest["source"]["name"] = f"batch-{i:05d}.png"
-            (folder / "manifest.json").write_text(json.dumps(manifest))
+            archived = ArchiveFolder(folder)
+            manifest = archived.read_manifest()
+            manifest.id, manifest.source.name = name, f"batch-{i:05d}.png"
+            archived.write_manifest(manifest)
             db.execute("INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created,finished,archive)"
                        " VALUES (?,?,?,?,?,'done',?,?,?)",
                        (str(cfg.paths.inbox / f"batch-{i:05d}.png"), f"batch-{i:05d}.png", f"{i:064x}", 1, now,

@@ -37,6 +37,7 @@ def child(args) -> int:
     from bench.kit.pipeline import DATA, run_one, write_config
     from daemon import config as config_mod
     from stages.automask import AutoMaskStage
+    from stages.records import to_json
     from stages.upscale import UpscaleStage
 
     root = Path(args.root)
@@ -58,12 +59,12 @@ enabled = true
                                                               Image.Resampling.LANCZOS).save(src)
     t0 = time.monotonic()
     out, manifest = run_one(cfg, src, [AutoMaskStage(), UpscaleStage()])
-    entry = manifest["stages"][-1]
+    entry = manifest.stages[-1]
     hwm = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
                if line.startswith("VmHWM"))
-    print(json.dumps({"seconds": time.monotonic() - t0, "stage_seconds": entry.get("seconds"),
-                      "peak_rss_mb": hwm / 1024, "archive": str(out.archive), "details": entry["details"],
-                      "summary": entry.get("reason", "")}))
+    print(json.dumps({"seconds": time.monotonic() - t0, "stage_seconds": entry.duration_s,
+                      "peak_rss_mb": hwm / 1024, "archive": str(out.archive), "details": to_json(entry.details),
+                      "summary": entry.reason}))
     return 0
 
 
