@@ -19,6 +19,7 @@ outlined), e.g. label ``16x9``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,6 +37,7 @@ from stages.outpaint_plan import VARIANT, Plan, plan
 from stages.picture import View, flatten
 from stages.products import Picture, Products, Slot, Variant
 from stages.prompts import fill
+from stages.records import OutpaintDetails, VariantPlan
 from stages.schema import Errors
 
 log = structlog.get_logger("polishd.outpaint")
@@ -195,20 +197,19 @@ class OutpaintStage(Stage):
             variants.append(Variant(label, Picture(name, f"variant {label}"), frame))
             known = np.zeros(canvas.shape[:2], bool)
             known[p.origin[1]:p.origin[1] + master.height, p.origin[0]:p.origin[0] + master.width] = True
-            plans.append({"variant": spec, "label": label, "size": list(p.size), "origin": list(p.origin),
-                          "output_size": list(final.size), "steps": steps_done,
-                          "seam_score": round(seam_score(canvas, known), 3)})
-        details = {"infill": params.infill, "generative": engine is not None, "variants": plans,
-                   "max_step": params.max_step, "alpha": "edge" if view.alpha is not None else None}
+            plans.append(VariantPlan(spec, label, list(p.size), list(p.origin), list(final.size), steps_done,
+                                     round(seam_score(canvas, known), 3)))
+        details = OutpaintDetails(params.infill, engine is not None, plans, params.max_step,
+                                  "edge" if view.alpha is not None else None)
         why_not = "" if engine else " (no generative model configured: infill only)"
         result = StageResult(outputs=outputs, products=Products(variants=tuple(variants)), details=details,
-                             summary=", ".join(f"{v['label']} {v['output_size'][0]}×{v['output_size'][1]}"
+                             summary=", ".join(f"{v.label} {v.output_size[0]}×{v.output_size[1]}"
                                                for v in plans) + why_not)
         if engine is not None:
-
-            details.update({"prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": params.steps,
-                            "strength": params.strength, "guidance": params.guidance,
-                            "seam_band": params.seam_band, "seam_strength": params.seam_strength})
+            details = dataclasses.replace(details, prompt=prompt, negative_prompt=negative, seed=seed,
+                                          steps=params.steps, strength=params.strength, guidance=params.guidance,
+                                          seam_band=params.seam_band, seam_strength=params.seam_strength)
+            result.details = details
             result.models = [ModelRef(engine.name, engine.sha256, engine.spec)]
             result.device, result.dtype, result.seed = str(engine.device), dtype_name(engine.dtype), seed
         return result

@@ -305,13 +305,33 @@ class OutpaintDetails:
     infill: str = ""
     generative: bool = False
     variants: list[VariantPlan] = field(default_factory=list)
-    rest: dict = rest()  # max_step, alpha, and with a model: prompt, seed, steps, strength, guidance, seam
+    max_step: float | None = None
+    alpha: str | None = None            # "edge": the new canvas takes the nearest edge's transparency
+    prompt: str | None = omit(None)     # with a generative model: what it painted the new area with
+    negative_prompt: str | None = omit(None)
+    seed: int | None = omit(None)
+    steps: int | None = omit(None)
+    strength: float | None = omit(None)
+    guidance: float | None = omit(None)
+    seam_band: int | None = omit(None)
+    seam_strength: float | None = omit(None)
+    rest: dict = rest()
 
 
 @dataclass
 class UpscaleSize:
+    """A picture's size before (``from``, a word Python keeps for itself: in ``rest``) and after."""
+
     to: list[int]
     rest: dict = rest()
+
+    @classmethod
+    def of(cls, before: tuple[int, int] | list[int], after: tuple[int, int] | list[int]) -> UpscaleSize:
+        return cls(list(after), {"from": list(before)})
+
+    @property
+    def before(self) -> list[int]:
+        return list(self.rest.get("from", []))
 
 
 @dataclass

@@ -31,6 +31,7 @@ from stages.models import ModelKind, ModelSetting, ModelUnavailable, Resolved
 from stages.picture import fill_hidden
 from stages.products import Picture, Products, Slot, Upscaled
 from stages.prompts import fill
+from stages.records import UpscaleDetails, UpscaleSize
 from stages.schema import Errors
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class _Pass:
     tile: int
     outputs: list[str] = field(default_factory=list)
     made: list[Upscaled] = field(default_factory=list)
-    sizes: dict[str, dict] = field(default_factory=dict)
+    sizes: dict[str, UpscaleSize] = field(default_factory=dict)
     large: dict[str, dict] = field(default_factory=dict)
 
 
@@ -307,11 +308,10 @@ class UpscaleStage(Stage):
             self.setup(ctx, dataclasses.replace(params, model=alt, compare=()))
             passes.append(self._pass(ctx, params, None, passes[-1].tile, alt))
             models.append(ModelRef(self._model.name, self._model.sha256, str(self._model.path)))
-        details = {"backend": backend, "native_scale": m.scale, "tile": passes[-1].tile,
-                   "tile_overlap": params.tile_overlap, "sizes": main.sizes}
-        summary = f"{m.name} ×{m.scale} → " + ", ".join(f"{v['to'][0]}×{v['to'][1]}" for v in main.sizes.values())
+        details = UpscaleDetails(backend, m.scale, passes[-1].tile, params.tile_overlap, main.sizes,
+                                 main.large or None)
+        summary = f"{m.name} ×{m.scale} → " + ", ".join(f"{v.to[0]}×{v.to[1]}" for v in main.sizes.values())
         if main.large:
-            details["large"] = main.large
             if main.engine is not None:
                 models.append(ModelRef(main.engine.name, main.engine.sha256, main.engine.spec))
             rounds = max(r["passes"] for r in main.large.values())
@@ -348,7 +348,7 @@ class UpscaleStage(Stage):
                        "upscaled" if what == "master" else f"upscaled {what}")
             done.outputs.append(name)
             done.made.append(Upscaled(what, Picture(name, caption), engine=candidate or ""))
-            done.sizes[name] = {"from": list(im.size), "to": list(size)}
+            done.sizes[name] = UpscaleSize.of(im.size, size)
         return done
 
     # ------------------------------------------------------------------ beyond memory, beyond ×native
