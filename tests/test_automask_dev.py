@@ -48,6 +48,7 @@ def test_the_development_set_keeps_its_measured_recall_without_false_faces(tmp_p
     assert hands >= 10 and false_hands == 0  # 10 of 11: a hand of 10 px holding a phone is missed
 
 
+@pytest.mark.slow
 def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
     # Four times enlarged, a tile sees the girl's hair clip as a small hand; it lies beside her face at about a
     # thirteenth of its size, so it is not kept.  The real hand (on the boy's shoulder) and both faces are.

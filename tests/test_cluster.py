@@ -169,6 +169,7 @@ def make_cluster(tmp_path, redis_server):
         c.close()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_has_its_job_finished_once_by_another_resuming_from_the_archive(make_cluster):
     c = make_cluster(stages="copy,sleep", sleep=3.0)
     coordinator = c.coordinator()
@@ -188,6 +189,7 @@ def test_a_worker_killed_mid_job_has_its_job_finished_once_by_another_resuming_f
     c.assert_exactly_once(dropped)
 
 
+@pytest.mark.slow
 def test_a_coordinator_killed_mid_run_and_restarted_loses_nothing_and_does_nothing_twice(make_cluster):
     c = make_cluster(sleep=1.0)
     coordinator = c.coordinator()
@@ -207,6 +209,7 @@ def test_a_coordinator_killed_mid_run_and_restarted_loses_nothing_and_does_nothi
     assert len(ran) == len(dropped) and set(ran.values()) == {1}, ran
 
 
+@pytest.mark.slow
 def test_redis_stopped_for_10_s_then_started_again_and_queued_jobs_complete(make_cluster, redis_server):
     c = make_cluster(sleep=0.5)
     coordinator = c.coordinator()
@@ -306,6 +309,7 @@ def test_status_shows_the_queue_and_each_worker_and_never_the_password(tmp_path)
     assert down.returncode == 0 and "is out of reach" in down.stdout and "s3cret-pw" not in down.stdout
 
 
+@pytest.mark.slow
 def test_a_job_past_task_timeout_fails_at_a_safe_point_and_is_retried_then_failed(make_cluster):
     c = make_cluster(sleep=30.0, task_timeout=1.5)
     coordinator = c.coordinator()
@@ -319,6 +323,7 @@ def test_a_job_past_task_timeout_fails_at_a_safe_point_and_is_retried_then_faile
     c.assert_exactly_once(dropped, failed=("slow.png",))
 
 
+@pytest.mark.slow
 def test_a_worker_whose_stage_never_reaches_a_safe_point_ends_itself_and_the_job_goes_on(make_cluster):
     c = make_cluster(stages="hang,copy", sleep=600.0, task_timeout=1.5)
     config = c.root / "pipeline.toml"

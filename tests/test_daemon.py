@@ -385,6 +385,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)])
 
 
+@pytest.mark.slow
 def test_a_full_disk_pauses_intake_then_work_resumes_when_space_returns(daemon, tmp_path, small_disk):
     disk, filler = small_disk
     config = tmp_path / "pipeline.toml"

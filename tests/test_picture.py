@@ -98,6 +98,7 @@ def test_a_display_p3_patch_reads_the_same_colour_in_every_output(tmp_path):
         assert Image.open(archive / name).info.get("icc_profile") == p3, name
 
 
+@pytest.mark.slow
 def test_sixteen_bit_grey_is_seen_scaled_and_upscaled_at_full_depth(tmp_path):
     grey8 = np.asarray(Image.open(DATA / "astronaut.png").convert("L"))
     grey16 = Image.fromarray(grey8.astype(np.uint16) * 257)  # the same picture, 16 bits deep

@@ -265,6 +265,7 @@ def test_an_ab_pick_is_recorded_counted_and_becomes_what_is_delivered(tmp_path):
     assert other["deliveries"][0]["source"] == "40-upscale.png"
 
 
+@pytest.mark.slow
 def test_an_inpaint_alternative_picked_becomes_the_master_that_is_outpainted_and_delivered(tmp_path, tiny_sd):
     import numpy as np
     from PIL import Image

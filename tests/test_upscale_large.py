@@ -116,6 +116,7 @@ def _refine(engine, src, folder: Path, seam_fix=True):
     return refine.refine(engine, src, folder / "out.raw", store, HOW, 128, 32, seam_fix, 32, 0.3, 16)
 
 
+@pytest.mark.slow
 def test_refined_tiles_blend_without_seams_where_cut_tiles_show_them(engine, tmp_path):
     src = _source(tmp_path, (448, 320))
     out, report = _refine(engine, src, tmp_path)
@@ -136,6 +137,7 @@ def test_refined_tiles_blend_without_seams_where_cut_tiles_show_them(engine, tmp
     assert min(seam_ratio(np.clip(np.rint(cut), 0, 255).astype(np.uint8), xs, ys)) > 1.5
 
 
+@pytest.mark.slow
 def test_refinement_is_deterministic_and_keeps_finished_tiles(engine, tmp_path):
     src = _source(tmp_path, (320, 192))
     first, _ = _refine(engine, src, tmp_path / "a")
@@ -156,6 +158,7 @@ def test_refinement_is_deterministic_and_keeps_finished_tiles(engine, tmp_path):
     assert np.array_equal(again.rows(0, 192), first.rows(0, 192))
 
 
+@pytest.mark.slow
 def test_refinement_memory_does_not_grow_with_the_picture(engine, tmp_path):
     """The blend holds one band of tile rows: four times the rows cost no more memory."""
     peaks = []
@@ -306,6 +309,7 @@ class Measured(UpscaleStage):
             tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_large_upscale_memory_does_not_grow_with_the_picture(tmp_path):
     """Real-ESRGAN passes, Lanczos and the PNG go band by band: four times the rows cost no more memory,
     and less than the picture itself."""
