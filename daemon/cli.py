@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="polishd", parents=[_global_options(None)],
         description="Finishes AI-generated images dropped into an inbox folder: auto-masks faces and hands, "
-                    "upscales, and archives every stage with a manifest.")
+                    "inpaints them, outpaints aspect-ratio variants, upscales, delivers to an outbox, and "
+                    "archives every stage with a manifest.",
+        epilog="Exit status: 0 done, 1 an image or job failed (or another polishd runs on the same state), "
+               "2 a usage or folder problem, 3 a config problem.")
     p.add_argument("--version", action="version", version=f"polishd {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _global_options(argparse.SUPPRESS)
@@ -69,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run the pipeline once on the given images (folders: the images directly in "
                                     "them) into [paths].archive. Inputs are not moved or removed. Exit status 1 if "
                                     "any image did not finish.")
-    pp.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+    pp.add_argument("paths", nargs="+", metavar="PATH", type=Path,
+                    help="an image, or a folder: the images directly in it")
     pp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ps = sub.add_parser("status", help="jobs by state, throughput, recent failures",
@@ -90,14 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
                                     "gallery by review state and each image's before and after. Binds to "
                                     "[review].host (loopback by default); any other address needs [review].token.")
     pv.add_argument("--host", help="address to listen on (default [review].host)")
-    pv.add_argument("--port", type=int, help="port (default [review].port)")
+    pv.add_argument("--port", type=_port, help="port, 1–65535 (default [review].port)")
     pc = sub.add_parser("check-config", help="validate a pipeline.toml and exit",
                         description="Parse and validate FILE (default: the --config file); print every problem.")
-    pc.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    pc.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                    help="the pipeline.toml to check (default: --config, else ./pipeline.toml)")
     return p
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number 1–65535 (got {value!r})") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 1–65535 (got {port})")
+    return port
+
+
 def main(argv: Sequence[str] | None = None, stages: list[Stage] | None = None) -> int:
+    try:
+        code = _main(argv, stages)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is met where it can be handled
+        return code
+    except BrokenPipeError:  # `polishd status | head -2`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None, stages: list[Stage] | None) -> int:
     args = build_parser().parse_args(argv)
     config_path = config_mod.default_path(args.config)
     if args.command == "check-config":
@@ -382,7 +407,8 @@ def _retry(cfg: Config, job_id: int | None, all_failed: bool) -> int:
     journal = Journal(ops.journal_path(cfg))
     jobs = journal.jobs("failed") if all_failed else [j for j in [journal.get(job_id)] if j]
     if not jobs:
-        print("polishd: no such failed job" if not all_failed else "no failed jobs", file=sys.stderr)
+        print(f"polishd: no job #{job_id} (polishd status lists the failed ones)" if not all_failed
+              else "no failed jobs", file=sys.stderr)
         return EXIT_FAILED if not all_failed else EXIT_OK
     status = EXIT_OK
     for job in jobs:

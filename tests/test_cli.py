@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from daemon import config as config_mod
+from daemon.journal import Journal
 from tests.conftest import DATA, REPO, png_bytes, write_config
 
 
@@ -178,3 +180,38 @@ def test_process_shows_the_running_stage_and_its_tiles_on_a_terminal_and_nothing
                             "process", str(src)], cwd=REPO, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert plain.returncode == 0 and "\r" not in plain.stderr and "image/s" not in plain.stderr
+
+
+def _with_journal(tmp_path):
+    config = write_config(tmp_path)
+    Journal(config_mod.load(config).paths.state / "journal.sqlite3").close()
+    return config
+
+
+def test_retry_of_a_job_that_is_not_there_names_it(tmp_path):
+    config = _with_journal(tmp_path)
+    out = polishd("--config", str(config), "retry", "99")
+    assert out.returncode == 1 and "no job #99" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(tmp_path):
+    config = write_config(tmp_path)
+    for port in ("99999", "0", "http"):
+        out = polishd("--config", str(config), "serve", "--port", port)
+        assert out.returncode == 2 and "--port: must be" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_status_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    config = _with_journal(tmp_path)
+    command = f"{sys.executable} -m daemon.cli --config {config} status --failures 50 | true"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+def test_help_names_every_stage_the_exit_codes_and_what_each_argument_is():
+    top = polishd("--help").stdout
+    for word in ("inpaints", "outpaints", "delivers", "Exit status", "3 a config problem"):
+        assert word in " ".join(top.split()), word
+    assert "an image, or a folder" in polishd("process", "--help").stdout
+    assert "the pipeline.toml to check" in polishd("check-config", "--help").stdout
