@@ -26,7 +26,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest -m "not slow and not spandrel" -q
 	$(BIN)/python -m pytest -m slow -q
 	$(MAKE) test-spandrel
