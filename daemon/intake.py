@@ -111,7 +111,10 @@ def check_regular(path: Path) -> os.stat_result:
     if stat.S_ISLNK(st.st_mode):
         raise InputError(f"{path.name} is a symbolic link; polishd takes only regular files (target left untouched)")
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{path.name} is not a regular file")
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a folder" \
+            if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise InputError(f"{path.name} is {kind}; polishd reads only regular files")
     if st.st_nlink > 1:
         raise InputError(f"{path.name} is a hard link ({st.st_nlink} names share it); "
                          "polishd takes only files that live in the inbox alone (other names left untouched)")

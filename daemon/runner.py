@@ -535,8 +535,8 @@ def _consume(path: Path, sha256: str, folder: ArchiveFolder) -> None:
         raise RuntimeError(f"the archive {folder.path} does not hold a finished, verified copy of {path.name}; "
                            "inbox file kept")
     for name, src in sidecars_for(path).items():
-        if folder.file(name).exists() and folder.file(name).read_bytes() == src.read_bytes():
-            src.unlink()
+        if folder.file(name).exists():
+            _unlink_if_same(src, arc.sha256_file(folder.file(name)))
     _unlink_if_same(path, sha256)
     arc.fsync_dir(path.parent)
 
@@ -667,14 +667,37 @@ def _holds_original(folder: Path, sha256: str) -> bool:
 
 
 def _unlink_if_same(path: Path, sha256: str) -> None:
-    """Removes ``path`` only if it still holds the bytes we archived (the user may have replaced it)."""
+    """Removes ``path`` only if it holds the bytes we archived (the user may have replaced it, at any moment).
+
+    The name is first moved aside (one atomic rename to a hidden name the watcher ignores), and what was moved
+    is hashed: a file written to ``path`` after that is never touched, whenever it arrives.  If what was moved
+    is not ours, it goes back to its name; if that name is taken again meanwhile, beside it (``-2``), so no
+    file is ever replaced or lost."""
+    tag = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:12]  # short: the name may be near the limit
+    aside = path.with_name(f".polishd-removing-{tag}-{os.getpid()}-{threading.get_ident()}")
     try:
-        if arc.sha256_file(path) == sha256:
-            path.unlink()
-        else:
-            log.warning("inbox file changed while it was processed; left in place", path=str(path))
+        os.rename(path, aside)
     except FileNotFoundError:
-        pass
+        return
+    _between_rename_and_check(path)
+    if arc.sha256_file(aside) == sha256:
+        aside.unlink()
+        return
+    try:
+        os.link(aside, path)  # back under its name, unless a newer file took it: link never replaces
+        aside.unlink()
+        log.warning("inbox file changed while it was processed; left in place", path=str(path))
+        return
+    except FileExistsError:
+        kept = arc.unique_path(path)
+    except OSError:  # a file system without hard links
+        kept = path if not os.path.lexists(path) else arc.unique_path(path)
+    os.rename(aside, kept)
+    log.warning("inbox file changed while it was processed; kept", path=str(kept))
+
+
+def _between_rename_and_check(path: Path) -> None:
+    """A seam for the race test: another writer may act here (nothing happens in production)."""
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -215,3 +215,12 @@ def test_help_names_every_stage_the_exit_codes_and_what_each_argument_is():
         assert word in " ".join(top.split()), word
     assert "an image, or a folder" in polishd("process", "--help").stdout
     assert "the pipeline.toml to check" in polishd("check-config", "--help").stdout
+
+
+def test_process_on_a_fifo_fails_it_by_name_instead_of_waiting_for_a_writer(tmp_path):
+    config = write_config(tmp_path)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    out = polishd("--config", str(config), "--log-format", "console", "process", str(fifo))  # timeout: 120 s
+    assert out.returncode == 1 and "pipe.png is a FIFO; polishd reads only regular files" in out.stdout
+    assert fifo.exists()  # left where it is

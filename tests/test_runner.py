@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 from PIL import Image
 
@@ -349,3 +350,38 @@ def test_a_broken_file_that_does_not_change_still_fails_after_one_more_look(work
     out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
     assert out.status == "failed" and "cannot be decoded" in out.error
     assert (cfg.paths.failed / "cut.png").read_bytes() == data
+
+
+def _replace_during(monkeypatch, path: Path, data: bytes) -> None:
+    """Another writer puts ``data`` at ``path`` (os.replace, as an editor saves) inside the removal."""
+    def writer(_path):
+        tmp = path.with_name("writer.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    monkeypatch.setattr("daemon.runner._between_rename_and_check", writer)
+
+
+def test_a_newer_file_put_in_place_while_the_finished_one_is_removed_is_never_lost(tmp_path, monkeypatch):
+    from daemon.runner import _unlink_if_same
+
+    path, ours, newer = tmp_path / "x.png", png_bytes(seed=1), png_bytes(seed=2)
+    path.write_bytes(ours)
+    _replace_during(monkeypatch, path, newer)
+    _unlink_if_same(path, hashlib.sha256(ours).hexdigest())
+    assert path.read_bytes() == newer  # the newer file, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # ours gone, nothing else left
+
+
+def test_a_file_replaced_before_the_removal_stays_and_one_replaced_again_during_it_is_kept_beside(tmp_path,
+                                                                                                  monkeypatch):
+    from daemon.runner import _unlink_if_same
+
+    path = tmp_path / "x.png"
+    ours, b, c = (png_bytes(seed=s) for s in (1, 2, 3))
+    path.write_bytes(b)  # replaced before polishd came to remove it
+    _unlink_if_same(path, hashlib.sha256(ours).hexdigest())
+    assert path.read_bytes() == b
+    _replace_during(monkeypatch, path, c)  # and again while polishd looks at b
+    _unlink_if_same(path, hashlib.sha256(ours).hexdigest())
+    assert path.read_bytes() == c and (tmp_path / "x-2.png").read_bytes() == b
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-2.png", "x.png"]
