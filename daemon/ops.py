@@ -9,6 +9,7 @@ from pathlib import Path
 from daemon.archive import sha256_file, unique_path
 from daemon.cluster import cluster_status
 from daemon.config import Config
+from daemon.intake import image_stem, sidecars_for
 from daemon.journal import Job, Journal
 
 
@@ -49,6 +50,9 @@ def retry_one(cfg: Config, journal: Journal, job: Job) -> tuple[bool, str]:
     dest = unique_path(cfg.paths.inbox / job.name)
     st = os.lstat(src)
     digest = sha256_file(src) if not src.is_symlink() else job.sha256
+    src_stem, dest_stem = image_stem(src.name), image_stem(dest.name)
+    for side in sidecars_for(src).values():  # first: the image must find its settings when it is taken
+        os.replace(side, unique_path(dest.with_name(dest_stem + side.name[len(src_stem):])))
     os.replace(src, dest)
     taken = journal.retry(job.id, dest, digest, st.st_size, st.st_mtime)
     report = src.with_name(src.name + ".error.json")

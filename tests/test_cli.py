@@ -64,6 +64,8 @@ def test_retry_moves_a_failed_image_back_to_the_inbox(tmp_path, workdir):
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     src = cfg.paths.inbox / "flaky.png"
     src.write_bytes(png_bytes(seed=8))
+    (cfg.paths.inbox / "flaky.toml").write_text("[upscale]\nscale = 2\n")  # its settings travel with it
+    (cfg.paths.inbox / "flaky.mask.png").write_bytes(png_bytes(seed=9))
     journal.enqueue(src, hashlib.sha256(src.read_bytes()).hexdigest(), 1, 0.0)
     from tests.helpers.toy_stages import BoomStage
     runner = Runner(journal, lambda: cfg, [BoomStage()])
@@ -72,7 +74,9 @@ def test_retry_moves_a_failed_image_back_to_the_inbox(tmp_path, workdir):
     assert (cfg.paths.failed / "flaky.png").exists()
     out = polishd("--config", str(root / "pipeline.toml"), "retry", "--failed")
     assert out.returncode == 0, out.stderr
-    assert (cfg.paths.inbox / "flaky.png").exists() and not (cfg.paths.failed / "flaky.png").exists()
+    assert sorted(p.name for p in cfg.paths.inbox.iterdir()) == ["flaky.mask.png", "flaky.png", "flaky.toml"]
+    assert (cfg.paths.inbox / "flaky.toml").read_text() == "[upscale]\nscale = 2\n"
+    assert sorted(p.name for p in cfg.paths.failed.iterdir()) == ["flaky.png.error.json.retried"]  # no orphans
     job = journal.jobs()[0]
     assert job.state == "queued" and job.attempts == 0 and job.source == str(cfg.paths.inbox / "flaky.png")
 
