@@ -111,6 +111,7 @@ class Daemon:
                  notifier: Notifier | None = None):
         self.config_path = config_path
         self.cfg = cfg
+        self._config_broken = False  # the last reload failed: the next good one is said even if unchanged
         self.stages = stages
         self.signals = signals
         self.notifier = notifier or Notifier()
@@ -290,8 +291,12 @@ class Daemon:
             new = config_mod.load(self.config_path)
         except ConfigError as exc:
             log.error("config reload failed; keeping the last good config", error=str(exc))
+            self._config_broken = True
             self.notifier.ready(self._status())
             return
+        if new.sha256 == self.cfg.sha256 and self._config_broken:  # fixed back to what is in force: say so
+            log.info("config reloaded", sha256=new.sha256[:12], note="the file is valid again; nothing changed")
+        self._config_broken = False
         if new.sha256 != self.cfg.sha256:
             if new.paths != self.cfg.paths or new.daemon.workers != self.cfg.daemon.workers \
                     or new.daemon.watch != self.cfg.daemon.watch or new.cluster != self.cfg.cluster:

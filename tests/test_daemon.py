@@ -248,11 +248,13 @@ def test_invalid_config_is_logged_and_the_last_good_one_stays(daemon, tmp_path):
     wait_until(lambda: "config reload failed; keeping the last good config" in d.events(), what="reload error")
     (inbox / "one.skipme.png").write_bytes(png_bytes(seed=11))
     wait_until(lambda: d.done() == 1, what="processed under the old config")
+    config.write_text(good)  # fixed back to exactly what is in force: the daemon says the file is valid again
+    wait_until(lambda: "config reloaded" in d.events(), what="the fix acknowledged")
     # A fixed file, written the way editors do (temp file, then rename), takes effect.
     tmp = tmp_path / ".pipeline.toml.swp"
     tmp.write_text(good.replace("[daemon]\n", '[daemon]\nignore = ["*.skipme.png"]\n'))
     os.replace(tmp, config)
-    wait_until(lambda: "config reloaded" in d.events(), what="reload")
+    wait_until(lambda: d.events().count("config reloaded") == 2, what="reload")
     (inbox / "two.skipme.png").write_bytes(png_bytes(seed=12))
     (inbox / "three.png").write_bytes(png_bytes(seed=13))
     wait_until(lambda: d.done() == 2, what="three.png")
