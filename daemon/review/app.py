@@ -18,8 +18,10 @@ Security, since it serves a team's unreleased images:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
+import signal
 from pathlib import Path
 
 import jinja2
@@ -95,8 +97,22 @@ def create_app(cfg: Config) -> Starlette:
     return app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, but SIGTERM and SIGINT end it gracefully with exit status 0, as ``polishd run`` does
+    (uvicorn's own handling raises the signal again once it has stopped, and the process ends with 143)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
 def serve(cfg: Config, host: str, port: int) -> int:
-    app = create_app(cfg)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False,
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(create_app(cfg), host=host, port=port, log_config=None, access_log=False,
+                            server_header=False, timeout_graceful_shutdown=5)
+    _Server(config).run()
     return 0
