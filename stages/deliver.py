@@ -105,7 +105,7 @@ class DeliverConfig:
     enabled: bool = True
     layout: Literal["per-image", "flat"] = "per-image"
     require_review: bool = False  # deliver only what a reviewer approved
-    input: Literal["generated", "photo"] = "generated"  # a photograph with AI edits: "photo" (per image too)
+    input: Literal["auto", "generated", "photo"] = "auto"  # "auto": by the image's metadata and its making
     generator: str = ""           # the generator, when the image's own metadata does not name it
     preset: tuple[PresetConfig, ...] = (PresetConfig(),)
     c2pa: C2paConfig = field(default_factory=C2paConfig)
@@ -494,7 +494,11 @@ def _origin(ctx: JobContext, products: Products, params: DeliverParams) -> prove
     with Image.open(ctx.path(products.source.original)) as im:
         info = {k: v for k, v in {**im.info, **(getattr(im, "text", None) or {})}.items() if isinstance(v, str)}
     prompt = products.source.prompt.positive if products.source.prompt else None
-    return provenance.Origin(params.input, provenance.generator_of(info) or params.generator or None, prompt,
+    source_type = params.input
+    if source_type == "auto":  # a generator's own metadata is evidence; anything else is decided per picture
+        generated = prompt is not None or provenance.generated_by_metadata(info)
+        source_type = "generated" if generated else "auto"
+    return provenance.Origin(source_type, provenance.generator_of(info) or params.generator or None, prompt,
                              params.software)
 
 

@@ -253,7 +253,7 @@ class InpaintStage(Stage):
         summary = _summary(records, done, params, e, without_model)
         details = InpaintDetails(pipeline=e.kind if e else None,
                                  scheduler=type(e.pipe.scheduler).__name__ if e else None, regions=records)
-        master = Picture(name, "inpainted")
+        master = Picture(name, "inpainted", generative=e is not None)  # without a model: removals filled only
         device, dtype = (str(e.device) if e else None), _dtype(e)
         if e is not None and params.compare:  # the A/B alternatives, each from the same master
             alternatives = []
@@ -272,7 +272,7 @@ class InpaintStage(Stage):
                 alternatives.append(Alternative(alt.label, alt_name, ae.name, regions=alt_records))
                 models.append(ModelRef(ae.name, ae.sha256, ae.spec))
                 if ctx.products.picks is not None and ctx.products.picks.pick(self.name) == alt.label:
-                    master = Picture(alt_name, f"inpainted ({alt.label}, picked)")
+                    master = Picture(alt_name, f"inpainted ({alt.label}, picked)", generative=True)
             details.alternatives = alternatives
             summary += f"; alternatives: {', '.join(a.label for a in params.compare)}"
         gated = [r for r in records if r.tries]

@@ -194,7 +194,7 @@ class OutpaintStage(Stage):
             compare = ctx.save_picture(f"{self.prefix}-outpaint-{label}-compare.png",
                                        side_by_side(view.flat(), flatten(final), p))
             outputs += [name, compare]
-            variants.append(Variant(label, Picture(name, f"variant {label}"), frame))
+            variants.append(Variant(label, Picture(name, f"variant {label}", generative=engine is not None), frame))
             known = np.zeros(canvas.shape[:2], bool)
             known[p.origin[1]:p.origin[1] + master.height, p.origin[0]:p.origin[0] + master.width] = True
             plans.append(VariantPlan(spec, label, list(p.size), list(p.origin), list(final.size), steps_done,

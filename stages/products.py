@@ -43,6 +43,7 @@ class Picture:
 
     name: str
     caption: str = ""  # what a reviewer calls it ("inpainted"), for the contact sheet
+    generative: bool = False  # a generative model painted part of it (the provenance label says so)
 
 
 @dataclass(frozen=True)

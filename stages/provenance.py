@@ -22,15 +22,25 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 IPTC_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
-SOURCE_TYPES = {"generated": "trainedAlgorithmicMedia", "photo": "compositeWithTrainedAlgorithmicMedia"}
+# IPTC's digital source types, by what polishd knows of a picture (see Origin.steps_for for the rule)
+SOURCE_TYPES = {"generated": "trainedAlgorithmicMedia", "photo": "compositeWithTrainedAlgorithmicMedia",
+                "composite": "compositeSynthetic", "enhanced": "algorithmicallyEnhanced"}
 MAX_PROMPT = 4000  # characters of a prompt carried in the label
+# Metadata keys a generator writes (A1111/Forge/SD.Next "parameters", ComfyUI "prompt"/"workflow", Fooocus,
+# SwarmUI, InvokeAI, NovelAI): their presence is evidence the picture was generated.
+GENERATOR_KEYS = ("parameters", "prompt", "workflow", "fooocus_scheme", "sui_image_params", "invokeai_metadata")
+
+
+def generated_by_metadata(info: dict) -> bool:
+    """Whether the image's own metadata says a generator made it (NovelAI names itself as the software)."""
+    return any(k in info for k in GENERATOR_KEYS) or str(info.get("Software", "")).startswith("NovelAI")
 
 
 @dataclass(frozen=True)
 class Origin:
     """What is known of how the image was made."""
 
-    source_type: str            # a key of SOURCE_TYPES
+    source_type: str            # a key of SOURCE_TYPES, or "auto": decided per picture by steps_for
     generator: str | None       # "ComfyUI (sdxl_base_1.0.safetensors)", …
     prompt: str | None
     software: str               # "polishd 0.1.0"
@@ -43,10 +53,17 @@ class Origin:
         made_from = upscaled.get(picture, picture)
         variant = made_from != "master" and (made_from in {v.label for v in products.variants or ()}
                                              or picture in {v.picture.name for v in products.variants or ()})
+        repaired = products.master not in (None, products.source.picture)
         steps = [name for name, done in (
-            ("inpaint", products.master not in (None, products.source.picture)),
-            ("outpaint", variant), ("upscale", picture in upscaled)) if done]
-        return dataclasses.replace(self, steps=tuple(steps))
+            ("inpaint", repaired), ("outpaint", variant), ("upscale", picture in upscaled)) if done]
+        source_type = self.source_type
+        if source_type == "auto":  # no generator metadata: what this picture's own making says
+            painted = [repaired and products.master.generative,
+                       variant and any(v.picture.generative for v in products.variants or ()
+                                       if v.label == made_from or v.picture.name == picture),
+                       any(u.picture.generative for u in products.upscaled or () if u.picture.name == picture)]
+            source_type = "photo" if any(painted) else "composite" if variant else "enhanced"
+        return dataclasses.replace(self, source_type=source_type, steps=tuple(steps))
 
 
 def source_type_uri(kind: str) -> str:
@@ -130,11 +147,11 @@ def c2pa_manifest(origin: Origin, title: str, preset_actions: list[dict]) -> dic
     created = {"action": "c2pa.created", "digitalSourceType": source_type_uri("generated")}
     if origin.generator:
         created["softwareAgent"] = {"name": origin.generator}
-    actions = [] if origin.source_type == "photo" else [created]
-    if origin.source_type == "photo":
-        actions.append({"action": "c2pa.opened", "parameters": {"ingredientIds": ["original"]}})
+    made = origin.source_type == "generated"
+    actions = [created] if made else [{"action": "c2pa.opened", "parameters": {"ingredientIds": ["original"]}}]
+    edit_type = source_type_uri("generated" if origin.source_type in ("generated", "photo") else origin.source_type)
     actions += [{"action": "c2pa.edited", "softwareAgent": {"name": origin.software},
-                 "digitalSourceType": source_type_uri("generated"), "parameters": {"description": step}}
+                 "digitalSourceType": edit_type, "parameters": {"description": step}}
                 for step in origin.steps]
     actions += [{"softwareAgent": {"name": origin.software}, **a} for a in preset_actions]
     return {"claim_generator_info": [{"name": "polishd", "version": origin.software.split()[-1]}],

@@ -347,7 +347,8 @@ class UpscaleStage(Stage):
             caption = (f"upscaled by {candidate}" if candidate else
                        "upscaled" if what == "master" else f"upscaled {what}")
             done.outputs.append(name)
-            done.made.append(Upscaled(what, Picture(name, caption), engine=candidate or ""))
+            painted = engine is not None and name in done.large  # refined or detailed by the diffusion model
+            done.made.append(Upscaled(what, Picture(name, caption, generative=painted), engine=candidate or ""))
             done.sizes[name] = UpscaleSize.of(im.size, size)
         return done
 

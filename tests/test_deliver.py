@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -491,3 +492,43 @@ def test_check_config_names_a_missing_logo_lut_or_key(tmp_path):
                for line in lines)
     assert not any("[deliver.preset.feed].lut" in line for line in lines)  # that one is there
     assert sum("[deliver.c2pa]." in line for line in lines) == 2
+
+
+def _source_type(path: str) -> str:
+    """The IPTC digital source type of a delivered file, from its XMP packet as written."""
+    data = Path(path).read_bytes()
+    found = re.search(rb'Iptc4xmpExt:DigitalSourceType="[^"]*/([A-Za-z]+)"', data)
+    return found.group(1).decode() if found else ""
+
+
+@pytest.mark.slow  # four pipelines, one with the tiny diffusion model
+def test_labels_follow_evidence_a_photograph_is_not_called_generated(tmp_path, tiny_sd, monkeypatch):
+    presets = """
+[[deliver.preset]]
+name = "master"
+[[deliver.preset]]
+name = "banner"
+source = "16x9"
+"""
+    for sub in ("plain", "painted", "gen", "said"):
+        (tmp_path / sub).mkdir()
+    # a photograph, no generator metadata, no model: the master = enhanced, infill-extended variant = composite
+    _, _, entry = _deliver(tmp_path / "plain", presets)
+    got = _by_preset(entry)
+    assert _source_type(got["master"].path) == "algorithmicallyEnhanced"
+    assert _source_type(got["banner"].path) == "compositeSynthetic"
+    # the same photograph with its face repainted by a generative model: a composite with trained media
+    painted = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 2\nresolution = 64\n[inpaint.gate]\nenabled = false\n'
+    monkeypatch.setattr(f"{__name__}.BASE", BASE.replace("[automask]\nenabled = false\n", ""))  # faces found
+    _, _, entry = _deliver(tmp_path / "painted", presets, extra=painted)
+    monkeypatch.undo()
+    got = _by_preset(entry)
+    assert {_source_type(d.path) for d in got.values()} == {"compositeWithTrainedAlgorithmicMedia"}
+    # an A1111 generation is generated, whatever was done to it; and the user's word overrides the evidence
+    src = tmp_path / "gen" / "src" / "gen.png"
+    src.parent.mkdir()
+    _a1111_png(src, "an astronaut")
+    _, _, entry = _deliver(tmp_path / "gen", presets, source=src)
+    assert {_source_type(d.path) for d in _by_preset(entry).values()} == {"trainedAlgorithmicMedia"}
+    _, _, entry = _deliver(tmp_path / "said", presets, extra='[deliver]\ninput = "generated"\n')
+    assert {_source_type(d.path) for d in _by_preset(entry).values()} == {"trainedAlgorithmicMedia"}
