@@ -23,6 +23,7 @@ setup: $(BIN)/polishd
 demo: setup
 	$(BIN)/polishd --config examples/demo.toml --log-format console --log-level warning process examples/inbox
 	@echo "Finished archives: var/demo/archive/ (one folder per image, see manifest.json and the numbered PNGs)"
+	@echo "Delivered files:   var/demo/outbox/ (master, feed, banner and story per image, labelled with how they were made)"
 
 test: setup
 	$(BIN)/ruff check .
