@@ -71,32 +71,26 @@ def _p95(values: list[float]) -> float:
 
 
 def screenshots(cfg, image: str) -> None:
-    import os
     import shutil as sh
-    import subprocess
 
     from playwright.sync_api import sync_playwright
 
     from bench.kit.browser import ARGS
-    from bench.kit.redis_server import free_port
+    from bench.kit.serve import start_serve
 
     chromium = sh.which("chromium")
     if chromium is None:
         print("chromium is not installed: no screenshots")
         return
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "--log-level",
-                             "warning", "serve", "--port", str(port)], env={**os.environ},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = start_serve(cfg.source, cfg.paths.state / "serve.log", "--log-level", "warning")
     try:
-        time.sleep(2.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             for path, name in (("/", "dashboard"), ("/gallery?state=all", "gallery"), (f"/images/{image}", "image")):
                 if name == "image":  # the slider, the detections and the variants in one picture
                     page.set_viewport_size({"width": 1280, "height": 1900})
-                page.goto(f"http://127.0.0.1:{port}{path}")
+                page.goto(f"{url}{path}")
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(OUT / f"review-{name}.png"), full_page=False)
             browser.close()

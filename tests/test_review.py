@@ -172,31 +172,17 @@ def test_serve_binds_beyond_loopback_only_with_a_token(tmp_path):
 
 def test_serve_stops_on_sigterm_with_status_0_as_run_does(tmp_path):
     import signal
-    import time
-    import urllib.request
 
-    from bench.kit.redis_server import free_port
+    from bench.kit.serve import start_serve
 
     cfg, _ = make_archive(tmp_path, count=1)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "serve", "--port",
-                             str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, _url = start_serve(cfg.source, tmp_path / "serve.log")
     try:
-        end = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < end and proc.poll() is None, "serve did not start"
-                time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0  # systemd's ExecStop sees a clean stop, not 143
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stderr.close()
 
 
 def _run_queued(cfg) -> list:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.kit.browser import ARGS
-from bench.kit.redis_server import free_port
 from bench.kit.review_archive import make_archive
+from bench.kit.serve import start_serve
 from daemon.archive import Manifest
 from daemon.journal import Journal
 from tests.conftest import REPO, manifest_of
@@ -31,23 +28,8 @@ ARTIFACTS = Path(os.environ.get("POLISHD_ARTIFACTS", REPO / "var" / "test-artifa
 
 def _serve(root: Path, extra: str = "", count: int = 3):
     cfg, ids = make_archive(root, extra=extra, count=count)
-    port = free_port()
-    with open(root / "serve.log", "wb") as log:  # the server keeps its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(cfg.source), "--log-format",
-                                 "json", "serve", "--port", str(port)], cwd=REPO,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
-    import urllib.request
-
-    end = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > end or proc.poll() is not None:
-                raise RuntimeError((root / "serve.log").read_text()[-2000:]) from None
-            time.sleep(0.1)
-    return proc, (cfg, ids, f"http://127.0.0.1:{port}")
+    proc, url = start_serve(cfg.source, root / "serve.log", "--log-format", "json")
+    return proc, (cfg, ids, url)
 
 
 @pytest.fixture(scope="module")
