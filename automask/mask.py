@@ -147,7 +147,8 @@ def user_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
 def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Detection],
                     masks: list[tuple[str, Image.Image]] = ()) -> Image.Image:
     """The picture people check: what each mask will repaint (its outline, where the feathered mask
-    reaches half strength) in its kind's colour, kept boxes with kind and score, dropped ones thin grey."""
+    reaches half strength) in its kind's colour, kept boxes with kind and score, dropped ones thin grey with
+    theirs and the word "dropped"."""
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 400))
@@ -156,8 +157,13 @@ def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Det
         inside = mask.point(lambda v: 255 if v >= 128 else 0)
         edge = inside.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
         out.paste(COLOURS.get(kind, (255, 255, 0)), mask=edge)
-    for d in dropped:
+    small = ImageFont.load_default(size=max(10, round(font.size * 0.75)))
+    for d in dropped:  # found, then not kept (too small, too unsure, or one thing seen twice): said so, in grey
         draw.rectangle(d.box, outline=(160, 160, 160), width=1)
+        label = f"{d.kind} {d.score:.2f} dropped"
+        tx, ty = d.box[0], max(0, d.box[1] - small.size - 3)
+        draw.rectangle(draw.textbbox((tx, ty), label, font=small), fill=(0, 0, 0))
+        draw.text((tx, ty), label, fill=(160, 160, 160), font=small)
     for d in kept:
         colour = COLOURS.get(d.kind, (255, 255, 0))
         draw.rectangle(d.box, outline=colour, width=max(1, width // 2))

@@ -202,6 +202,17 @@ def test_detections_picture_outlines_what_each_mask_will_repaint():
     assert (out[110, 10] == (40, 40, 40)).all()  # far from the hand: the picture itself
 
 
+def test_a_dropped_find_is_drawn_grey_and_labelled_as_dropped_never_as_a_bare_box():
+    image = Image.new("RGB", (300, 200), (40, 40, 40))
+    dropped = Detection("hand", (120.0, 100.0, 180.0, 160.0), 0.31, "hand")
+    out = np.asarray(draw_detections(image, [], [dropped]))
+    assert np.all(out[100, 120:181] == (160, 160, 160))  # the box's top edge, thin grey
+    above = out[70:100, 120:300].astype(int)  # the text above it, "hand 0.31 dropped": grey on black
+    assert (above[..., 0] > 100).sum() > 40
+    assert np.all((above[..., 0] == above[..., 1]) & (above[..., 1] == above[..., 2]))  # no colour: not a find
+    assert np.array_equal(np.asarray(draw_detections(image, [], [])), np.asarray(image))
+
+
 def test_filters_confidence_area_and_top_k():
     dets = [Detection("face", (0, 0, 10, 10), 0.9, "m"), Detection("face", (0, 0, 50, 50), 0.6, "m"),
             Detection("face", (0, 0, 90, 90), 0.2, "m"), Detection("face", (0, 0, 30, 30), 0.8, "m")]
