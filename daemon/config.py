@@ -258,7 +258,7 @@ def model_problems(cfg: Config, origin: str) -> list[str]:
                 resolver.resolve(setting)
             except FileNotFoundError as exc:
                 problems.append(f"{origin}: {exc}")
-    return problems
+    return list(dict.fromkeys(problems))  # a model two stages use (inpaint's, for outpaint too) is said once
 
 
 def setting_problems(cfg: Config, origin: str) -> list[str]:

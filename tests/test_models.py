@@ -124,6 +124,7 @@ def test_check_config_reports_a_model_that_resolves_to_nothing(tmp_path):
     assert "pipeline.toml: [upscale].model = 'animevideo3': no such file" in out.stderr
     assert "did you mean 'animevideov3'?" in out.stderr
     assert "[inpaint].model = 'models/nothing-here'" in out.stderr
+    assert out.stderr.count("[inpaint].model = 'models/nothing-here'") == 1  # outpaint uses it too: said once
 
 
 def test_process_finishes_the_job_with_the_reason_when_a_model_is_missing(tmp_path):
