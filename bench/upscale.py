@@ -97,7 +97,7 @@ class Polishd:
         self.tile = tile or self.stage._auto_tile()
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        out, _ = self.stage.upscale_image(image, self.params, self.tile)
+        out = self.stage.upscale_image(image, self.params, self.tile).image
         return np.asarray(out)
 
 

@@ -323,11 +323,14 @@ class UpscaleSize:
     """A picture's size before (``from``, a word Python keeps for itself: in ``rest``) and after."""
 
     to: list[int]
+    colour_fix: str | None = omit(None)  # "wavelet", "adain", "none"
+    drift: dict | None = omit(None)      # low-pass CIEDE2000 against the source resized: {"mean", "p99"}
     rest: dict = rest()
 
     @classmethod
-    def of(cls, before: tuple[int, int] | list[int], after: tuple[int, int] | list[int]) -> UpscaleSize:
-        return cls(list(after), {"from": list(before)})
+    def of(cls, before: tuple[int, int] | list[int], after: tuple[int, int] | list[int], colour_fix: str | None = None,
+           drift: dict | None = None) -> UpscaleSize:
+        return cls(list(after), colour_fix, drift, {"from": list(before)})
 
     @property
     def before(self) -> list[int]:

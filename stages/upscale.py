@@ -1,5 +1,10 @@
 """40 — upscale: Real-ESRGAN at its native scale, tiled, then Lanczos to the exact target size.
 
+After the model (and after refinement) the colour fix (``[upscale].colour_fix``, stages/colour.py) gives
+the picture the source's low frequencies and keeps the model's detail; the colour left apart from the
+source (low-pass CIEDE2000) is recorded for every picture, and past ``[upscale].max_drift`` the image is
+flagged for review.
+
 Writes ``40-upscale.png`` for the master and ``40-upscale-<variant>.png`` for each
 outpainted variant (when ``apply_to`` includes them).  Alpha is upscaled
 separately (Lanczos) and reattached; grey images stay grey, 16-bit grey stays
@@ -14,13 +19,13 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import structlog
 from PIL import Image
 
-from stages import raster, refine
+from stages import colour, raster, refine
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.diffusion.repaint import image_seed, repaint, settings_for
@@ -53,6 +58,15 @@ class _Pass:
     made: list[Upscaled] = field(default_factory=list)
     sizes: dict[str, UpscaleSize] = field(default_factory=dict)
     large: dict[str, dict] = field(default_factory=dict)
+    drift: dict[str, colour.Drift | None] = field(default_factory=dict)
+
+
+class Made(NamedTuple):
+    """A picture upscaled in memory, the tile size that made it and the colour drift left after the fix."""
+
+    image: Image.Image
+    tile: int
+    drift: colour.Drift | None
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,8 @@ class UpscaleConfig:
     threads: int = 0
     backend: Literal["auto", "torch", "openvino", "ncnn", "mnn", "onnxruntime"] = "auto"
     compare: tuple[str, ...] = ()  # other models to run too, as A/B candidates: 40-upscale@<model>.png
+    colour_fix: Literal["wavelet", "adain", "none"] = "wavelet"
+    max_drift: float = 2.0        # mean low-pass CIEDE2000 from the source past which an upscale needs review
     refine: RefineConfig = field(default_factory=RefineConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
 
@@ -160,6 +176,7 @@ class UpscaleConfig:
         if self.tile and self.tile_overlap * 2 >= self.tile:
             err.add("tile_overlap", f"must be less than half of tile ({self.tile}) (got {self.tile_overlap})")
         err.at_least("threads", self.threads, 0)
+        err.between("max_drift", self.max_drift, 0.1, 100.0)
         if self.backend == "ncnn" and self.dtype == "fp16":
             err.add("dtype", 'must be "auto", "fp32" or "bf16" with backend = "ncnn" (got "fp16")')
         if self.backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
@@ -319,7 +336,11 @@ class UpscaleStage(Stage):
                 summary += f" in {rounds} passes"
             said = sorted({r["summary"] for r in main.large.values() if r.get("summary")})
             summary += "".join(f"; {s}" for s in said)
+        attention = [f"{name}: its colour is {d.mean:.1f} ΔE (CIEDE2000, low-pass) from the source's, more than "
+                     f"[upscale].max_drift = {params.max_drift:g}" for name, d in main.drift.items()
+                     if d is not None and d.mean > params.max_drift]
         return StageResult(
+            attention=attention,
             outputs=[n for p in passes for n in p.outputs],
             summary=summary + (f"; compared with {', '.join(params.compare)}" if params.compare else ""),
             models=models, device=str(self.device), dtype=dtype_name(dtype), details=details,
@@ -336,20 +357,22 @@ class UpscaleStage(Stage):
             with Image.open(ctx.path(source.name)) as im:
                 im.load()
                 if self._large(im.size, run_params):
-                    done.large[name], done.tile = self.upscale_large(ctx, run_params, engine, im, source, what, name,
-                                                                     done.tile)
+                    done.large[name], done.tile, done.drift[name] = self.upscale_large(
+                        ctx, run_params, engine, im, source, what, name, done.tile)
                     size = target_size(im.size, run_params)
                 else:
-                    result, done.tile = self.upscale_image(im, run_params, done.tile, lambda d, t, n=name:
-                                                           ctx.check_stop(d, t, f"tiles of {n}"))
-                    ctx.save_picture(name, result)
-                    size = result.size
+                    made = self.upscale_image(im, run_params, done.tile, lambda d, t, n=name:
+                                              ctx.check_stop(d, t, f"tiles of {n}"))
+                    done.tile, done.drift[name] = made.tile, made.drift
+                    ctx.save_picture(name, made.image)
+                    size = made.image.size
             caption = (f"upscaled by {candidate}" if candidate else
                        "upscaled" if what == "master" else f"upscaled {what}")
             done.outputs.append(name)
             painted = engine is not None and name in done.large  # refined or detailed by the diffusion model
             done.made.append(Upscaled(what, Picture(name, caption, generative=painted), engine=candidate or ""))
-            done.sizes[name] = UpscaleSize.of(im.size, size)
+            drift = done.drift.get(name)
+            done.sizes[name] = UpscaleSize.of(im.size, size, params.colour_fix, drift.to_json() if drift else None)
         return done
 
     # ------------------------------------------------------------------ beyond memory, beyond ×native
@@ -379,9 +402,9 @@ class UpscaleStage(Stage):
         return acquire(ctx.models, settings[0], config, params.device)
 
     def upscale_large(self, ctx: JobContext, params: UpscaleParams, engine, im: Image.Image, source: Picture,
-                      what: str, output: str, tile: int) -> tuple[dict, int]:
+                      what: str, output: str, tile: int) -> tuple[dict, int, colour.Drift | None]:
         """One picture through files: Real-ESRGAN passes, Lanczos to the exact size, then (with an engine)
-        tiled refinement and the detail pass, encoded to ``output`` band by band.  Work is kept in the
+        tiled refinement, the colour fix and the detail pass, encoded to ``output`` band by band.  Work is kept in the
         archive's ``.work/`` folder until the picture is written, so a crash loses at most a tile."""
 
         target = target_size(im.size, params)
@@ -444,13 +467,24 @@ class UpscaleStage(Stage):
             current = done
             record["refine"] = report
             record["summary"] = f"refined in {report['tiles']} tiles + {report['seams']} seam segments"
+        fixed = raster.Raster.open(work / "fixed.raw")
+        if fixed is None:
+            fixed = raster.Raster.create(work / "fixed.raw", current.height, current.width, 3, current.dtype)
+            src = rgb if rgb.dtype == current.dtype else \
+                ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # reduced to 8 for diffusion
+            drift = colour.fix(params.colour_fix, src, current, fixed, float(np.iinfo(current.dtype).max),
+                               measure=True, check_stop=lambda d, t: ctx.check_stop(d, t, f"colour bands of {output}"))
+            (work / "drift.json").write_text(json.dumps(drift.to_json()))
+            fixed = fixed.finish()
+        drift = colour.Drift(**json.loads((work / "drift.json").read_text()))
+        current = fixed
         if engine is not None and params.detail.enabled:
             record["detail"] = self._detail(ctx, params, engine, current, store, what, im.size, seed, found, output)
             n = len([d for d in record["detail"] if "skipped" not in d])
             record["summary"] = "; ".join(x for x in (record.get("summary"), f"{n} regions detailed") if x)
         self._write(ctx, output, current, alpha, mode, im.size, target)
         refine.clear(work)
-        return record, tile
+        return record, tile, drift
 
     def _tiled(self, image, params: UpscaleParams, tile: int, check_stop, depth: int = 8, out=None):
         """Real-ESRGAN over ``image`` in tiles (into ``out`` when given): (the result, the tile size used).
@@ -538,8 +572,9 @@ class UpscaleStage(Stage):
                                                                  bands(), icc=ctx.icc))
 
     def upscale_image(self, im: Image.Image, params: UpscaleParams, tile: int,
-                      check_stop=lambda done, total: None) -> tuple[Image.Image, int]:
-        """Any mode in, the same kind of mode out, at the exact target size.  Returns the tile size used.
+                      check_stop=lambda done, total: None) -> Made:
+        """Any mode in, the same kind of mode out, at the exact target size, its colour fixed
+        (``params.colour_fix``); with the tile size used and the colour drift left.
 
         Colours under fully transparent pixels are filled from visible neighbours first, so that the
         model's receptive field never carries them into visible pixels."""
@@ -548,6 +583,8 @@ class UpscaleStage(Stage):
         sixteen = mode == "I;16"
         up, tile = self._tiled(rgb.astype(np.float32) / (65535.0 if sixteen else 255.0), params, tile, check_stop,
                                depth=16 if sixteen else 8)
+        rows = colour.InMemory(up)
+        drift = colour.fix(params.colour_fix, rgb, rows, rows, 65535.0 if sixteen else 255.0, measure=True)
         if sixteen:
             grey16 = np.rint(up.astype(np.float32).mean(axis=2)).astype(np.uint16)
             out = Image.fromarray(grey16)  # uint16 → "I;16"
@@ -560,7 +597,7 @@ class UpscaleStage(Stage):
         if alpha is not None:
             out = out.convert("LA" if mode == "LA" else "RGBA")
             out.putalpha(Image.fromarray(alpha).resize(target, Image.Resampling.LANCZOS))
-        return out, tile
+        return Made(out, tile, drift)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         return self._runner(x)

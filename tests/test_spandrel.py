@@ -63,7 +63,7 @@ def test_other_architectures_upscale_through_spandrel(tmp_path, build, scale, ar
     stage.setup(_Ctx(tmp_path / "cache"), params)
     # 70×50: not a multiple of SwinIR's window, so spandrel pads and crops.  One tile, so no blending.
     image = Image.open(DATA / "astronaut.png").crop((180, 60, 250, 110)).convert("RGB")
-    out, _ = stage.upscale_image(image, params, 128)
+    out = stage.upscale_image(image, params, 128).image
     assert out.size == (70 * scale, 50 * scale)
     # The same as spandrel's own descriptor on the whole image.
     reference = spandrel.ModelLoader().load_from_state_dict(torch.load(path, weights_only=True)["params_ema"])

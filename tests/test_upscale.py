@@ -162,14 +162,14 @@ def test_modes_come_back_as_they_went_in(stage, anime):
     a = np.array(rgba)
     a[:, :20, 3] = 0
     rgba = Image.fromarray(a)
-    out, _ = stage.upscale_image(rgba, anime, 32)
+    out = stage.upscale_image(rgba, anime, 32).image
     assert out.mode == "RGBA" and out.size == (80, 60)
     alpha = np.asarray(out.getchannel("A"))
     assert alpha[:, :30].max() < 16 and alpha[:, 50:].min() > 240
-    assert stage.upscale_image(small("L"), anime, 32)[0].mode == "L"
-    assert stage.upscale_image(small("P"), anime, 32)[0].mode == "RGB"
+    assert stage.upscale_image(small("L"), anime, 32).image.mode == "L"
+    assert stage.upscale_image(small("P"), anime, 32).image.mode == "RGB"
     grey16 = Image.fromarray(np.asarray(small("L"), dtype=np.uint16) * 257)
-    out16, _ = stage.upscale_image(grey16, anime, 32)
+    out16 = stage.upscale_image(grey16, anime, 32).image
     assert out16.mode == "I;16" and out16.size == (80, 60)
     values = np.asarray(out16)
     assert values.max() > 255 and len(np.unique(values)) > 256  # 16-bit range and precision kept
@@ -258,7 +258,7 @@ def test_onnxruntime_backend_gives_the_torch_result(tmp_path):
         params = UpscaleParams(model="animevideov3", scale=4, device="cpu", tile=32, backend=backend)
         stage.setup(_Ctx(CACHE), params)
         assert stage.backend == backend
-        outs[backend] = np.asarray(stage.upscale_image(image, params, 32)[0], dtype=int)
+        outs[backend] = np.asarray(stage.upscale_image(image, params, 32).image, dtype=int)
     assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1  # a rounding step at most
     assert (CACHE / "onnx").is_dir()
 
@@ -285,7 +285,7 @@ def test_cpu_backends_run_the_model_and_are_faithful_to_torch_fp32(monkeypatch):
         stage.setup(_Ctx(CACHE), params)
         assert stage.backend == backend
         before = dict(calls)
-        outs[backend, dtype] = np.asarray(stage.upscale_image(image, params, 32)[0])
+        outs[backend, dtype] = np.asarray(stage.upscale_image(image, params, 32).image)
         if backend != "torch":  # the tiles really went through the backend named
             assert calls[backend] - before[backend] == 4
     torch_out = outs["torch", "fp32"]
@@ -339,7 +339,7 @@ def test_when_a_backend_cannot_take_the_model_auto_goes_on_and_the_backend_by_na
     stage = UpscaleStage()
     stage.setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", scale=2, device="cpu", tile=32, dtype=dtype))
     assert stage.backend == instead
-    out, _ = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32)
+    out = stage.upscale_image(small("RGB"), UpscaleParams(model="animevideov3", scale=2, device="cpu"), 32).image
     assert out.size == (80, 60)
     with pytest.raises(RuntimeError, match="cannot take it"):  # asked for by name: no silent switch
         UpscaleStage().setup(_Ctx(CACHE), UpscaleParams(model="animevideov3", device="cpu", backend=backend))
