@@ -31,11 +31,11 @@ from PIL import Image, ImageDraw, ImageOps
 from automask.detect import Detector, DetectorSettings
 from automask.face_mesh import FaceMesh
 from automask.mask import draw_detections, faces_on_hands, masks_for, select
+from bench.kit.pipeline import DEV
 from stages.automask import HAND_MODEL_CONFIDENCE, AutomaskConfig
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-DEV = REPO.parent / "shared" / "data" / "faces-hands-dev"
 # The repository's photos, counted by eye: the astronaut's hands are out of the frame; the camera
 # man's two gloved hands hold the camera.
 OWN = {"astronaut.png": {"faces": 1, "hands": 0}, "camera.png": {"faces": 1, "hands": 2}}

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bench.kit.pipeline import DEV
 from bench.upscale_cpu import cpu
 
 REPO = Path(__file__).parent.parent
 OUT = Path(__file__).parent / "out"
-DEV = REPO.parent / "shared" / "data" / "faces-hands-dev"
 
 
 OWN = [REPO / "tests" / "data" / "camera.png", REPO / "tests" / "data" / "astronaut.png"]

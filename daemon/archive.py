@@ -305,8 +305,9 @@ class Manifest:
         """The reviewers' word so far: the newest decision on the image itself, and the newest pick per stage."""
         decisions = [r for r in self.review if not r.variant]
         picks = {p.stage: p.choice for p in self.picks}
+        variants = {r.variant: r.decision for r in self.review if r.variant}
         return Verdict(approved=bool(decisions) and decisions[-1].decision == "approve",
-                       picks=tuple(sorted(picks.items())))
+                       picks=tuple(sorted(picks.items())), variants=tuple(sorted(variants.items())))
 
     # ------------------------------------------------------------------ writing
     def put_stage(self, entry: StageEntry) -> None:

@@ -278,3 +278,67 @@ def delta_e(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     Sh = 1 + 0.015 * Cmp * T
     Rt = -np.sin(np.radians(2 * d_theta)) * Rc
     return np.sqrt((dL / Sl) ** 2 + (dC / Sc) ** 2 + (dH / Sh) ** 2 + Rt * (dC / Sc) * (dH / Sh))
+
+
+# --------------------------------------------------------------------------- drift across a variant's seams
+
+
+@dataclass
+class SeamDrift:
+    """How the new area of a variant meets the picture: for bands either side of each join, in segments along
+    it, CIEDE2000 between their mean colours and the difference of their lightness (L*, new minus picture);
+    and the seam's visibility: the mean jump across the join over the mean jump between neighbours just
+    inside the picture (1 = no more visible than the picture's own texture)."""
+
+    delta_e: float          # mean over every segment of every side
+    worst_delta_e: float    # the worst segment
+    lightness: float        # mean ΔL* (+: the new area is brighter)
+    seam: float             # the most visible side's
+    sides: dict[str, dict]
+
+    def to_json(self) -> dict:
+        return {"delta_e": round(self.delta_e, 2), "worst_delta_e": round(self.worst_delta_e, 2),
+                "lightness": round(self.lightness, 2), "seam": round(self.seam, 2), "sides": self.sides}
+
+
+def seam_drift(image: np.ndarray, frame: tuple[int, int, int, int]) -> SeamDrift | None:
+    """``image`` (H×W×3 uint8) with the picture at ``frame`` (x0, y0, x1, y1); None when nothing was added."""
+    x0, y0, x1, y1 = frame
+    h, w = image.shape[:2]
+    band = max(4, round(0.04 * min(x1 - x0, y1 - y0)))
+    # (side, picture band, new band, the two rows or columns of the join, the picture's own neighbours)
+    sides = []
+    if x0 >= 2:
+        b = min(band, x0)
+        sides.append(("left", image[y0:y1, x0:x0 + band], image[y0:y1, x0 - b:x0], image[y0:y1, x0 - 1:x0 + 1], 1))
+    if w - x1 >= 2:
+        b = min(band, w - x1)
+        sides.append(("right", image[y0:y1, x1 - band:x1], image[y0:y1, x1:x1 + b], image[y0:y1, x1 - 1:x1 + 1], 1))
+    if y0 >= 2:
+        b = min(band, y0)
+        sides.append(("top", image[y0:y0 + band, x0:x1], image[y0 - b:y0, x0:x1], image[y0 - 1:y0 + 1, x0:x1], 0))
+    if h - y1 >= 2:
+        b = min(band, h - y1)
+        sides.append(("bottom", image[y1 - band:y1, x0:x1], image[y1:y1 + b, x0:x1], image[y1 - 1:y1 + 1, x0:x1], 0))
+    if not sides:
+        return None
+    every, lightness, seams, out = [], [], [], {}
+    segment = max(16, 4 * band)
+    for name, inside, outside, join, along_y in sides:
+        if not along_y:  # a top or bottom side: segments along x
+            inside, outside, join = inside.transpose(1, 0, 2), outside.transpose(1, 0, 2), join.transpose(1, 0, 2)
+        n = inside.shape[0]
+        cuts = range(0, n, segment)
+        a = np.array([to_lab(inside[c:c + segment].reshape(-1, 3) / 255.0).mean(0) for c in cuts])
+        b = np.array([to_lab(outside[c:c + segment].reshape(-1, 3) / 255.0).mean(0) for c in cuts])
+        d = delta_e(a, b)
+        jump = np.abs(join[:, 1].astype(np.float32) - join[:, 0].astype(np.float32)).mean()
+        own = np.abs(np.diff(inside[:, :4].astype(np.float32), axis=1)).mean() if name in ("left", "top") else \
+            np.abs(np.diff(inside[:, -4:].astype(np.float32), axis=1)).mean()
+        seam = float(jump / max(own, 1.0))
+        every.extend(d.tolist())
+        lightness.extend((b[:, 0] - a[:, 0]).tolist())
+        seams.append(seam)
+        out[name] = {"delta_e": round(float(d.mean()), 2), "lightness": round(float((b[:, 0] - a[:, 0]).mean()), 2),
+                     "seam": round(seam, 2)}
+    return SeamDrift(float(np.mean(every)), float(np.max(every)), float(np.mean(lightness)), max(seams), out)

@@ -105,6 +105,9 @@ class DeliverConfig:
     enabled: bool = True
     layout: Literal["per-image", "flat"] = "per-image"
     require_review: bool = False  # deliver only what a reviewer approved
+    # A variant made by the infill alone (no generative model): "approved" = once a reviewer approves the image
+    # or that variant; "always"; "never"
+    infill_variants: Literal["approved", "always", "never"] = "approved"
     input: Literal["auto", "generated", "photo"] = "auto"  # "auto": by the image's metadata and its making
     generator: str = ""           # the generator, when the image's own metadata does not name it
     preset: tuple[PresetConfig, ...] = (PresetConfig(),)
@@ -132,6 +135,7 @@ class DeliverParams:
     input: str
     generator: str
     outbox: str
+    infill_variants: str
     presets: tuple[PresetParams, ...]
     c2pa: C2paConfig
     signing: provenance.SigningKey | None
@@ -141,6 +145,10 @@ class DeliverParams:
 
 class PresetFailed(Exception):
     """This preset cannot be made for this image; the others can."""
+
+
+class PresetHeld(Exception):
+    """This preset waits for a reviewer: its source is a variant made by the infill alone."""
 
 
 class DeliverStage(Stage):
@@ -160,7 +168,8 @@ class DeliverStage(Stage):
             signing = provenance.SigningKey(cert, key, d.c2pa.algorithm, d.c2pa.timestamp_url)
             digest = _digest(cert) + _digest(key)
         return DeliverParams(d.enabled, d.layout, d.require_review, d.input, d.generator,
-                             str(config.paths.outbox), presets, d.c2pa, signing, digest, f"polishd {_version()}")
+                             str(config.paths.outbox), d.infill_variants, presets, d.c2pa, signing, digest,
+                             f"polishd {_version()}")
 
     def setting_problems(self, params: DeliverParams) -> list[str]:
         files = [(f"[deliver.preset.{p.name}].{key}", path) for p in params.presets
@@ -182,10 +191,11 @@ class DeliverStage(Stage):
         folder = Path(params.outbox) if params.layout == "flat" else Path(params.outbox) / ctx.id
         earlier = _earlier(ctx)
         origin = _origin(ctx, products, params)
-        delivered, failed = [], []
+        delivered, failed, held = [], [], []
         for n, preset in enumerate(params.presets):
             ctx.check_stop(n, len(params.presets), "presets")
             try:
+                _hold_infill_variant(products, preset, params.infill_variants)
                 image, frame, source_name = _source(ctx, products, preset)
                 made_by = origin.steps_for(source_name, products)
                 data, steps = render(image, frame, preset, ctx.icc, made_by, _kept_metadata(ctx, preset))
@@ -199,13 +209,16 @@ class DeliverStage(Stage):
                 delivered.append(Delivery(preset.name, str(target), sha256_file(target), source_name,
                                           list(steps["size"]), preset.format, rendition, _label_kind(preset, params),
                                           [what for _, what in steps["done"]]))
+            except PresetHeld as exc:
+                held.append(PresetFailure(preset.name, str(exc)))
             except (PresetFailed, provenance.SigningError) as exc:  # this preset, for this image: the rest go on
                 failed.append(PresetFailure(preset.name, str(exc)))
         record = DeliverDetails(delivered, failed, "signed" if params.signing is not None else
-                                "not configured: the XMP label alone ([deliver.c2pa] has no certificate)")
+                                "not configured: the XMP label alone ([deliver.c2pa] has no certificate)", held)
         ctx.folder.write_bytes(RECORD, (json.dumps(records.to_json(record), indent=2, ensure_ascii=False)
                                         + "\n").encode())
-        summary = f"{len(delivered)} delivered" + (f", {len(failed)} failed" if failed else "")
+        summary = f"{len(delivered)} delivered" + (f", {len(failed)} failed" if failed else "") + \
+            (f", {len(held)} held for review" if held else "")
         return StageResult(outputs=[RECORD], summary=summary, details=record)
 
 
@@ -230,6 +243,22 @@ def _digest(path: Path) -> str:
         return sha256_file(path)
     except OSError:
         return "missing"
+
+
+def _hold_infill_variant(products: Products, preset: PresetParams, allowed: str) -> None:
+    """PresetHeld when the preset's source is a variant the infill alone made and ``[deliver].infill_variants``
+    does not let it go (unapproved, or "never")."""
+    variant = next((v for v in products.variants or () if v.label == preset.source), None)
+    if variant is None or not variant.infill or allowed == "always":
+        return
+    verdict = products.review
+    said = verdict.on_variant(variant.label) if verdict else None
+    if allowed == "approved" and said != "reject" and (said == "approve" or (verdict and verdict.approved)):
+        return
+    how = "never delivered ([deliver].infill_variants = \"never\")" if allowed == "never" else \
+        "delivered once a reviewer approves the image or this variant"
+    raise PresetHeld(f"variant {variant.label} is the {variant.infill} infill alone (no generative model painted its "
+                     f"new area): {how}")
 
 
 def _source(ctx: JobContext, products: Products, preset: PresetParams) -> tuple[Image.Image, tuple, str]:

@@ -1,9 +1,14 @@
-"""Classical fills for a new canvas strip: the starting point of the generative pass.
+"""Classical fills for a new canvas strip: the starting point of the generative pass, or, with no model,
+the variant's whole extension.
 
 Each takes the canvas (H×W×3 uint8) and a boolean ``known`` map (True where the
 picture is), fills everything else, and leaves the known pixels as they are.
-Alone they look poor on portraits (stretched stripes, mirrored limbs): they give
-the diffusion model colours and layout to start from, not a result.
+
+Two kinds.  ``blur``, ``reflect`` and ``patchmatch`` continue the picture: alone they look poor on portraits
+(stretched stripes, mirrored limbs, smears along every edge); they give the diffusion model colours and
+layout to start from, not a result.  ``backdrop`` and ``color`` do not pretend to continue it: a blurred,
+darkened copy of the whole picture behind it (as story and banner tools make), or the colour of its edge —
+an extension that reads as design.  Without a generative model, ``auto`` makes the backdrop.
 """
 
 from __future__ import annotations
@@ -116,6 +121,34 @@ def fill_blur(canvas: np.ndarray, known: np.ndarray, seed: int = 0) -> np.ndarra
     return out
 
 
+BACKDROP_BLUR = 0.05    # the blur's radius as a share of the canvas's long side
+BACKDROP_SHADE = 0.62   # the backdrop's brightness: dark enough that the picture stands in front of it
+BACKDROP_WORK = 8       # blurred at an eighth of the size, then enlarged: smooth, and cheap on a big canvas
+
+
+def fill_backdrop(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The picture scaled to cover the whole canvas, blurred and darkened, behind the picture itself."""
+    y0, y1, x0, x1 = _known_box(known)
+    h, w = known.shape
+    picture = Image.fromarray(canvas[y0:y1, x0:x1])
+    f = max(w / picture.width, h / picture.height) / BACKDROP_WORK
+    small = picture.resize((max(1, round(picture.width * f)), max(1, round(picture.height * f))),
+                           Image.Resampling.BOX if f < 1 else Image.Resampling.BILINEAR)
+    sw, sh = max(1, round(w / BACKDROP_WORK)), max(1, round(h / BACKDROP_WORK))
+    left, top = (small.width - sw) // 2, (small.height - sh) // 2
+    small = small.crop((left, top, left + sw, top + sh))
+    radius = max(1.0, BACKDROP_BLUR * max(w, h) / BACKDROP_WORK)
+    # Edges mirrored before blurring, so the backdrop's own border does not darken toward black.
+    pad = int(3 * radius) + 1
+    padded = np.pad(np.asarray(small), ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    blurred = Image.fromarray(padded).filter(ImageFilter.GaussianBlur(radius)).crop((pad, pad, pad + sw, pad + sh))
+    shaded = np.asarray(blurred).astype(np.float32) * BACKDROP_SHADE
+    out = np.asarray(Image.fromarray(np.clip(np.rint(shaded), 0, 255).astype(np.uint8)).resize(
+        (w, h), Image.Resampling.BICUBIC)).copy()
+    np.copyto(out, canvas, where=known[..., None])
+    return out
+
+
 def fill_patchmatch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
     try:
         from patchmatch import patch_match  # pypatchmatch
@@ -128,7 +161,12 @@ def fill_patchmatch(canvas: np.ndarray, known: np.ndarray) -> np.ndarray:
     return out
 
 
+CONTINUING = ("blur", "reflect", "patchmatch")  # fills that try to continue the picture (the drift gate judges)
+
+
 def infill(method: str, canvas: np.ndarray, known: np.ndarray, seed: int = 0) -> np.ndarray:
+    if method == "backdrop":
+        return fill_backdrop(canvas, known)
     if method == "blur":
         return fill_blur(canvas, known, seed)
     if method == "reflect":

@@ -8,9 +8,16 @@ steps), each step:
    ``seam_band`` px into the picture, at ``strength``;
 3. seam pass: re-inpaints a narrow band across each join at ``seam_strength``.
 
-Without a model the variants are the infill alone, and the manifest says so.
+Without a model each variant is made in one step by the infill alone (``auto``: a blurred, darkened copy of
+the picture behind it), flagged for review and, unless ``[deliver].infill_variants`` says otherwise, not
+delivered until a reviewer approves it; the manifest and the review page say which infill made it.
 The master's pixels stay bit-identical outside the seam band (every mask is 0
 there, and pasting copies masked-out pixels untouched).
+
+Every variant's seams are measured (``stages.colour.seam_drift``: CIEDE2000 between bands either side of
+each join, the lightness difference, the seam's visibility) and recorded; past ``[outpaint.gate]``'s limits a
+variant whose new area tries to continue the picture (a generative model's, or a continuing infill's) is
+flagged for review with the figures.
 
 Writes ``30-outpaint-<label>-step<i>.png`` per step, ``30-outpaint-<label>.png``
 and ``30-outpaint-<label>-compare.png`` (master beside variant, the master's frame
@@ -20,7 +27,7 @@ outlined), e.g. label ``16x9``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -28,12 +35,13 @@ import structlog
 from PIL import Image, ImageDraw
 
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
+from stages.colour import seam_drift
 from stages.device import dtype_name
 from stages.diffusion.repaint import image_seed, repaint
 from stages.generative import acquire
-from stages.infill import infill, seam_score
+from stages.infill import CONTINUING, infill, seam_score
 from stages.models import ModelKind, ModelSetting
-from stages.outpaint_plan import VARIANT, Plan, plan
+from stages.outpaint_plan import VARIANT, Plan, Step, plan
 from stages.picture import View, flatten
 from stages.products import Picture, Products, Slot, Variant
 from stages.prompts import fill
@@ -44,11 +52,25 @@ log = structlog.get_logger("polishd.outpaint")
 
 
 @dataclass(frozen=True)
+class DriftGate:
+    """[outpaint.gate]: how far a variant's new area may drift from the picture across its seams."""
+
+    enabled: bool = True
+    max_delta_e: float = 8.0      # mean CIEDE2000 between the bands either side of the joins
+    max_seam: float = 2.0         # the jump across a join over the picture's own, on its most visible side
+
+    def check(self, err: Errors) -> None:
+        err.between("max_delta_e", self.max_delta_e, 0.5, 50.0)
+        err.between("max_seam", self.max_seam, 1.0, 50.0)
+
+
+@dataclass(frozen=True)
 class OutpaintConfig:
     enabled: bool = True
     variants: tuple[str, ...] = ("16:9", "9:16", "4:5")
     max_step: float = 0.3
-    infill: Literal["blur", "reflect", "color", "patchmatch"] = "blur"
+    # "auto": with a generative model, "blur" (its starting canvas); without, "backdrop"
+    infill: Literal["auto", "backdrop", "blur", "reflect", "color", "patchmatch"] = "auto"
     model: str = ""
     model_config: str = ""
     prompt: str = "{prompt}"
@@ -59,6 +81,7 @@ class OutpaintConfig:
     seam_band: int = 32
     seam_strength: float = 0.35
     seam_pass: bool = True
+    gate: DriftGate = field(default_factory=DriftGate)
 
     def check(self, err: Errors) -> None:
         for v in self.variants:
@@ -132,6 +155,7 @@ class OutpaintStage(Stage):
     Config = OutpaintConfig
     consumes = frozenset({Slot.SOURCE, Slot.MASTER})
     produces = frozenset({Slot.VARIANTS})
+    version = 2  # without a model: one step, the backdrop; every variant's seams measured
 
     def params(self, config) -> OutpaintParams:
         inpaint = config.inpaint
@@ -166,11 +190,14 @@ class OutpaintStage(Stage):
         found = ctx.products.source.prompt
         prompt, negative = fill(params.prompt, params.negative_prompt, found)
         engine = self._engine(ctx, params)
+        method = params.infill if params.infill != "auto" else ("blur" if engine is not None else "backdrop")
         rgb = view.rgb
         shared: dict[tuple, str] = {}  # step prefix → its file (read back when a later variant shares it)
-        outputs, variants, plans = [], [], []
+        outputs, variants, plans, attention = [], [], [], []
         for spec in params.variants:
             p = plan(master.size, spec, params.max_step)
+            if engine is None and p.steps:  # the infill alone: one step to the whole canvas, not infill on infill
+                p = dataclasses.replace(p, steps=(Step(p.size, p.origin),))
             label = p.target.label
             canvas, steps_done = rgb, []
             for i, step in enumerate(p.steps):
@@ -181,7 +208,7 @@ class OutpaintStage(Stage):
                     canvas = np.asarray(Image.open(ctx.path(shared[key])).convert("RGB"))
                     steps_done.append({**record, "file": shared[key], "shared": True})
                     continue
-                canvas = self._step(canvas, step, params, engine, prompt, negative, seed + i, ctx)
+                canvas = self._step(canvas, step, params, method, engine, prompt, negative, seed + i, ctx)
                 if i == len(p.steps) - 1 and not (p.target.exact and tuple(step.size) != p.target.exact):
                     file = f"{self.prefix}-outpaint-{label}.png"  # the last step is the variant: one file, not two
                 else:
@@ -194,15 +221,29 @@ class OutpaintStage(Stage):
             compare = ctx.save_picture(f"{self.prefix}-outpaint-{label}-compare.png",
                                        side_by_side(view.flat(), flatten(final), p))
             outputs += [name, compare]
-            variants.append(Variant(label, Picture(name, f"variant {label}", generative=engine is not None), frame))
+            only = "" if engine is not None else method
+            variants.append(Variant(label, Picture(name, f"variant {label}", generative=engine is not None), frame,
+                                    infill=only))
             known = np.zeros(canvas.shape[:2], bool)
             known[p.origin[1]:p.origin[1] + master.height, p.origin[0]:p.origin[0] + master.width] = True
+            drift = seam_drift(np.asarray(final.convert("RGB")), frame)
+            judged = params.gate.enabled and drift is not None and (engine is not None or method in CONTINUING)
+            why = _drift_reason(drift, params.gate) if judged else ""
             plans.append(VariantPlan(spec, label, list(p.size), list(p.origin), list(final.size), steps_done,
-                                     round(seam_score(canvas, known), 3)))
-        details = OutpaintDetails(params.infill, engine is not None, plans, params.max_step,
+                                     round(seam_score(canvas, known), 3), drift=drift.to_json() if drift else None,
+                                     gate=("failed: " + why if why else "passed") if judged else
+                                     ("not judged: a deliberate backdrop, not a continuation" if drift else None),
+                                     infill=only or None))
+            if why:
+                attention.append(f"{label}: {why}")
+            if only:
+                attention.append(f"{label}: the new area is the {method} infill alone (no generative model painted "
+                                 "it); delivered once a reviewer approves it ([deliver].infill_variants)")
+        details = OutpaintDetails(method, engine is not None, plans, params.max_step,
                                   "edge" if view.alpha is not None else None)
-        why_not = "" if engine else " (no generative model configured: infill only)"
+        why_not = "" if engine else f" (no generative model configured: the {method} infill alone)"
         result = StageResult(outputs=outputs, products=Products(variants=tuple(variants)), details=details,
+                             attention=attention,
                              summary=", ".join(f"{v.label} {v.output_size[0]}×{v.output_size[1]}"
                                                for v in plans) + why_not)
         if engine is not None:
@@ -214,15 +255,15 @@ class OutpaintStage(Stage):
             result.device, result.dtype, result.seed = str(engine.device), dtype_name(engine.dtype), seed
         return result
 
-    def _step(self, canvas: np.ndarray, step, params: OutpaintParams, engine, prompt: str, negative: str,
-              seed: int, ctx: JobContext) -> np.ndarray:
+    def _step(self, canvas: np.ndarray, step, params: OutpaintParams, method: str, engine, prompt: str,
+              negative: str, seed: int, ctx: JobContext) -> np.ndarray:
         h, w = canvas.shape[:2]
         big = np.zeros((step.size[1], step.size[0], 3), np.uint8)
         ox, oy = step.offset
         big[oy:oy + h, ox:ox + w] = canvas
         known = np.zeros(big.shape[:2], bool)
         known[oy:oy + h, ox:ox + w] = True
-        out = infill(params.infill, big, known, seed)
+        out = infill(method, big, known, seed)
         if engine is None:
             return out
         for n, (side, x0, y0, x1, y1) in enumerate(strip_boxes(step.size, step.offset, (w, h))):
@@ -243,6 +284,19 @@ class OutpaintStage(Stage):
         return repaint(engine, image, mask, box, 0, params.resolution, prompt, negative, params.steps,
                        params.guidance, strength, seed,
                        lambda done, total: ctx.check_stop(done, total, "denoising steps"))[0]
+
+
+def _drift_reason(drift, gate: DriftGate) -> str:
+    """Why a variant's seams fail ``[outpaint.gate]``, or ""."""
+    said = []
+    if drift.delta_e > gate.max_delta_e:
+        tone = "brighter" if drift.lightness > 0 else "darker"
+        said.append(f"its new area differs in colour from the picture across the seam (ΔE {drift.delta_e:.1f}, "
+                    f"{abs(drift.lightness):.1f} L* {tone}; [outpaint.gate].max_delta_e = {gate.max_delta_e:g})")
+    if drift.seam > gate.max_seam:
+        said.append(f"a seam shows ({drift.seam:.1f}× the picture's own contrast; "
+                    f"[outpaint.gate].max_seam = {gate.max_seam:g})")
+    return "; ".join(said)
 
 
 def finish(canvas: np.ndarray, view: View, p: Plan) -> tuple[Image.Image, tuple[int, int, int, int]]:

@@ -62,6 +62,10 @@ class Verdict:
 
     approved: bool = False
     picks: tuple[tuple[str, str], ...] = ()  # (stage, choice) of each A/B comparison a reviewer decided
+    variants: tuple[tuple[str, str], ...] = ()  # (label, "approve" | "reject"): the newest decision on each variant
+
+    def on_variant(self, label: str) -> str | None:
+        return dict(self.variants).get(label)
 
     def pick(self, stage: str) -> str | None:
         return dict(self.picks).get(stage)
@@ -99,6 +103,7 @@ class Variant:
     label: str       # "16x9", "4x5-left", …
     picture: Picture
     frame: IntBox    # where the master's pixels sit in the variant (the original composition)
+    infill: str = ""  # the infill that alone made the new area ("backdrop", …); "" = a generative model painted it
 
 
 @dataclass(frozen=True)

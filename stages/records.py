@@ -297,6 +297,9 @@ class VariantPlan:
     output_size: list[int]
     steps: list[dict] = field(default_factory=list)
     seam_score: float | None = None
+    drift: dict | None = omit(None)     # stages.colour.SeamDrift: ΔE, lightness and visibility across the seams
+    gate: str | None = omit(None)       # "passed", "failed: <why>", or "not judged: <why>"
+    infill: str | None = omit(None)     # the infill that alone made the new area (no generative model)
     rest: dict = rest()
 
 
@@ -374,6 +377,7 @@ class DeliverDetails:
     deliveries: list[Delivery] = field(default_factory=list)
     failed: list[PresetFailure] = field(default_factory=list)
     c2pa: str = ""
+    held: list[PresetFailure] = omit(factory=list)  # presets kept back until a reviewer approves (infill variants)
     rest: dict = rest()
 
 

@@ -69,7 +69,7 @@ def _steps(image: np.ndarray, spec: str, method: str):
     return canvas, known
 
 
-@pytest.mark.parametrize("method", ["blur", "reflect", "color", "patchmatch"])
+@pytest.mark.parametrize("method", ["backdrop", "blur", "reflect", "color", "patchmatch"])
 def test_each_infill_fills_the_strip_and_keeps_the_photo(method):
     if method == "patchmatch":
         pytest.importorskip("patchmatch")
@@ -82,7 +82,7 @@ def test_each_infill_fills_the_strip_and_keeps_the_photo(method):
     hard = canvas.copy()
     hard[~known] = 0  # the same canvas with the strip left black: a seam anyone sees
     assert seam_score(canvas, known) < seam_score(hard, known) / 1.4
-    if method != "color":  # a flat colour meets the photo at an edge by design; the others continue it
+    if method not in ("color", "backdrop"):  # these meet the photo at an edge by design; the others continue it
         assert seam_score(canvas, known) < 2.0
 
 
@@ -119,16 +119,63 @@ def _original_untouched(archive, entry, label: str, band: int) -> None:
 
 def test_without_a_model_variants_are_infill_only_and_the_manifest_says_so(tmp_path):
     archive, entry = _run(tmp_path, '[outpaint]\nvariants = ["16:9", "4:5", "21:9"]\n')
-    assert entry.status == "done" and "no generative model configured: infill only" in entry.reason
-    assert entry.details.generative is False
+    assert entry.status == "done" and "no generative model configured: the backdrop infill alone" in entry.reason
+    assert entry.details.generative is False and entry.details.infill == "backdrop"
     assert Image.open(archive / "30-outpaint-16x9.png").size == (1024, 576)
     assert Image.open(archive / "30-outpaint-4x5.png").size == (512, 640)
     assert (archive / "30-outpaint-16x9-compare.png").exists()
     origins = {v.label: v.origin for v in entry.details.variants}
-    assert [(v.label, v.picture.name, list(v.frame)) for v in entry.products.variants] == [
-        (label, f"30-outpaint-{label}.png", [*origins[label], origins[label][0] + 512, origins[label][1] + 512])
-        for label in ("16x9", "4x5", "21x9")]
+    assert [(v.label, v.picture.name, list(v.frame), v.infill) for v in entry.products.variants] == [
+        (label, f"30-outpaint-{label}.png", [*origins[label], origins[label][0] + 512, origins[label][1] + 512],
+         "backdrop") for label in ("16x9", "4x5", "21x9")]
+    for v in entry.details.variants:  # one step to the whole canvas: no infill of an infill
+        assert len(v.steps) == 1 and v.infill == "backdrop" and v.gate.startswith("not judged")
+        assert set(v.drift) >= {"delta_e", "lightness", "seam", "sides"}
+    assert [a.split(":")[0] for a in entry.attention] == ["16x9", "4x5", "21x9"]  # each needs a person's look
     _original_untouched(archive, entry, "16x9", 0)
+
+
+def test_a_portrait_turned_16x9_without_a_model_gets_a_backdrop_with_the_original_untouched(tmp_path):
+    cfg = config_mod.load(write_config(tmp_path, '[outpaint]\nvariants = ["16:9"]\n[upscale]\nenabled = false\n'))
+    src = cfg.paths.inbox / "portrait.png"
+    portrait = Image.open(DATA / "astronaut.png").convert("RGB").crop((96, 0, 416, 512))  # 320×512
+    portrait.save(src)
+    out, manifest = run_one(cfg, src, [OutpaintStage()])
+    variant = np.asarray(Image.open(out.archive / "30-outpaint-16x9.png").convert("RGB")).astype(int)
+    x0, y0, x1, y1 = manifest.stages[0].products.variants[0].frame
+    assert (x1 - x0, y1 - y0) == (320, 512) and variant.shape[1] * 9 == variant.shape[0] * 16
+    assert np.array_equal(variant[y0:y1, x0:x1], np.asarray(portrait))  # bit-identical inside
+    # Behind it: a darker, blurred copy — no streaks: neighbouring columns of the backdrop barely differ.
+    side = variant[:, :x0]
+    assert side.mean() < np.asarray(portrait).mean() * 0.8
+    assert np.abs(np.diff(side, axis=1)).mean() < 1.5 and np.abs(np.diff(side, axis=0)).mean() < 1.5
+
+
+def _with_brighter_extension(monkeypatch, levels: int) -> None:
+    """The outpaint stage's infill, with its new area made ``levels`` brighter: a drifting extension."""
+    import stages.outpaint as outpaint_mod
+
+    real = outpaint_mod.infill
+
+    def brighter(method, canvas, known, seed=0):
+        out = real(method, canvas, known, seed).astype(int)
+        out[~known] += levels
+        return np.clip(out, 0, 255).astype(np.uint8)
+    monkeypatch.setattr(outpaint_mod, "infill", brighter)
+
+
+@pytest.mark.parametrize("levels", [0, 24])
+def test_a_variant_whose_extension_drifts_is_flagged_and_an_honest_one_is_not(tmp_path, monkeypatch, levels):
+    _with_brighter_extension(monkeypatch, levels)
+    archive, entry = _run(tmp_path, '[outpaint]\nvariants = ["16:9"]\ninfill = "blur"\n')
+    (plan_entry,) = entry.details.variants
+    drift_said = [a for a in entry.attention if "seam" in a]
+    if levels:
+        assert plan_entry.gate.startswith("failed") and plan_entry.drift["lightness"] > 5
+        assert drift_said and "brighter" in plan_entry.gate or "seam shows" in plan_entry.gate
+    else:
+        assert plan_entry.gate == "passed" and not drift_said
+    assert any("blur infill alone" in a for a in entry.attention)  # infill only either way
 
 
 def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):

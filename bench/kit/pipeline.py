@@ -15,6 +15,7 @@ from daemon.runner import Runner
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DATA = REPO / "tests" / "data"
+DEV = REPO.parent / "shared" / "data" / "faces-hands-dev"  # licensed photos beside the project: read, never copied
 
 
 # A pipeline every stage runs on the CPU in seconds: one variant in one step, a 2× upscale by the small model.

@@ -141,10 +141,21 @@ async def api_review(request: Request) -> Response:
         return _unprocessable(f"no variant {variant!r} (variants: {', '.join(labels) or 'none'})")
     entry = review.decide(image, decision, reason, variant, _who(request))
     out = {"recorded": to_json(entry)}
-    if decision == "approve" and variant is None and review.cfg.deliver.require_review:
+    if decision == "approve" and _approval_delivers(review.cfg.deliver, image, variant):
         job = review.rerun(image)
         out["delivery"] = f"queued as job #{job.id}: delivered when polishd run takes it"
     return JSONResponse(out)
+
+
+def _approval_delivers(deliver, image, variant: str | None) -> bool:
+    """Whether an approval lets something be delivered that was held back: the image under
+    ``require_review``, or a variant the infill alone made (``infill_variants = "approved"``)."""
+    if variant is None and deliver.require_review:
+        return True
+    if deliver.infill_variants != "approved":
+        return False
+    held = [v.label for v in image.manifest.products().variants or () if v.infill]
+    return bool(held) and (variant is None or variant in held)
 
 
 async def api_pick(request: Request) -> Response:
