@@ -23,7 +23,8 @@ setup: $(BIN)/polishd
 demo: setup
 	$(BIN)/polishd --config examples/demo.toml --log-format console --log-level warning process examples/inbox
 	@echo "Finished archives: var/demo/archive/ (one folder per image, see manifest.json and the numbered PNGs)"
-	@echo "Delivered files:   var/demo/outbox/ (master, feed, banner and story per image, labelled with how they were made)"
+	@echo "Delivered files:   var/demo/outbox/ (master and story per image, labelled with how they were made; the feed"
+	@echo "                   and banner come from variants without a generative model: held until approved in polishd serve)"
 
 test: setup
 	$(BIN)/ruff check .

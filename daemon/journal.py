@@ -212,19 +212,24 @@ class Journal:
                 (str(path), path.name, sha256, size, mtime, time.time()))
             return self._get(db, cur.lastrowid)
 
-    def enqueue_rerun(self, archive: Path, original: Path, name: str, sha256: str) -> Job:
+    def enqueue_rerun(self, archive: Path, original: Path, name: str, sha256: str, keep_review: bool = False) -> Job:
         """Queues an archived image to run again in its own folder (review's approval, "retry with…"): its
-        source is the archived original, which is never removed; the daemon takes it like any queued job."""
+        source is the archived original, which is never removed; the daemon takes it like any queued job.
+        ``keep_review``: the image's decision so far stays its decision (a rerun that delivers what a
+        reviewer approved or picked; not a retry with other settings, whose pictures nobody has seen)."""
         st = original.stat()
         with self._tx() as db:
             queued = db.execute("SELECT id FROM jobs WHERE archive=? AND source=? AND state='queued'",
                                 (str(archive), str(original))).fetchone()
             if queued:
                 return self._get(db, queued["id"])
+            said = db.execute("SELECT review FROM jobs WHERE archive=? ORDER BY id DESC LIMIT 1",
+                              (str(archive),)).fetchone() if keep_review else None
             cur = db.execute(
-                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,created,archive)"
-                " VALUES (?,?,?,?,?,'queued','process',?,?)",
-                (str(original), name, sha256, st.st_size, st.st_mtime, time.time(), str(archive)))
+                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,created,archive,review)"
+                " VALUES (?,?,?,?,?,'queued','process',?,?,?)",
+                (str(original), name, sha256, st.st_size, st.st_mtime, time.time(), str(archive),
+                 said["review"] if said else None))
             return self._get(db, cur.lastrowid)
 
     def start_direct(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:

@@ -43,8 +43,14 @@ enabled = false
 """
 
 
-def _deliver(tmp_path: Path, presets: str, source: Path | None = None, extra: str = "", expect: str = "done"):
-    cfg = config_mod.load(write_config(tmp_path, BASE + extra + presets))
+def _deliver(tmp_path: Path, presets: str, source: Path | None = None, extra: str = "", expect: str = "done",
+             infill_variants: str = "always"):
+    """One image through the pipeline with these presets; its infill variants delivered unless told otherwise
+    (they are what these tests deliver from; the default, held for review, has tests of its own)."""
+    text = BASE + extra + presets
+    said = f'infill_variants = "{infill_variants}"\n'
+    text = text.replace("[deliver]\n", "[deliver]\n" + said) if "[deliver]\n" in text else f"[deliver]\n{said}" + text
+    cfg = config_mod.load(write_config(tmp_path, text))
     if source is None:
         source = tmp_path / "src" / "astro.png"
         source.parent.mkdir(exist_ok=True)
@@ -362,7 +368,8 @@ format = "webp"
     src.parent.mkdir()
     Image.open(DATA / "astronaut.png").convert("RGB").resize((320, 240)).save(src)
     def config(extra: str = ""):  # the same bytes may be processed again here
-        path = write_config(tmp_path, BASE + presets + extra)
+        path = write_config(tmp_path, BASE + presets.replace("[deliver]\n", '[deliver]\ninfill_variants = "always"\n')
+                            + extra)
         path.write_text(path.read_text().replace("[daemon]\n", '[daemon]\nduplicates = "process"\n'))
         return config_mod.load(path)
 
@@ -472,6 +479,30 @@ def test_an_input_with_content_credentials_keeps_them_as_its_ingredient(tmp_path
     assert len(store["manifests"]) == 2  # ours, and the input's own, carried by the ingredient
     (ingredient,) = store["manifests"][store["active_manifest"]]["ingredients"]
     assert ingredient["active_manifest"] in store["manifests"]
+
+
+def test_a_variant_of_the_infill_alone_is_held_until_a_reviewer_approves_it(tmp_path):
+    from daemon.archive import ArchiveFolder, ReviewDecision
+
+    presets = '[[deliver.preset]]\nname = "master"\n[[deliver.preset]]\nname = "banner"\nsource = "16x9"\n'
+    cfg, out, entry = _deliver(tmp_path, presets, infill_variants="approved")
+    assert list(_by_preset(entry)) == ["master"] and entry.reason == "1 delivered, 1 held for review"
+    (held,) = entry.details.held
+    assert held.preset == "banner" and "16x9 is the backdrop infill alone" in held.reason
+    outbox = tmp_path / "var" / "outbox" / out.archive.name
+    assert [p.name for p in outbox.iterdir()] == ["astro-master.png"]
+    # A reviewer approves the variant: the next run delivers it.
+    folder = ArchiveFolder(out.archive)
+    manifest = folder.read_manifest()
+    manifest.review.append(ReviewDecision("ana", "2026-12-04T10:00:00Z", "approve", variant="16x9"))
+    folder.write_manifest(manifest)
+    again = _process(cfg, out.archive / manifest.original, archive=out.archive)
+    delivered = ArchiveFolder(again.archive).read_manifest().stage("deliver").details
+    assert sorted(d.preset for d in delivered.deliveries) == ["banner", "master"] and not delivered.held
+    # "never": not even an approval delivers it.
+    (tmp_path / "never").mkdir()
+    _, _, never = _deliver(tmp_path / "never", presets, infill_variants="never")
+    assert [h.preset for h in never.details.held] == ["banner"] and "never delivered" in never.details.held[0].reason
 
 
 def test_require_review_waits_with_the_reason(tmp_path):

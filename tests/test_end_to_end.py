@@ -42,8 +42,10 @@ def test_demo_pipeline_on_the_astronaut(tmp_path):
     assert (archive / "99-contact.jpg").exists()
     assert (archive / "00-original.png").read_bytes() == (DATA / "astronaut.png").read_bytes()
     delivered = {p.name: Image.open(p).size for p in (tmp_path / "outbox" / archive.name).iterdir()}
-    assert delivered == {"astronaut-master.png": (1024, 1024), "astronaut-feed.jpg": (1080, 1350),
-                         "astronaut-banner.webp": (1920, 1080), "astronaut-story.jpg": (1080, 1920)}
+    # The feed and banner come from variants the infill alone made: held until a reviewer approves them.
+    assert delivered == {"astronaut-master.png": (1024, 1024), "astronaut-story.jpg": (1080, 1920)}
+    assert sorted(h.preset for h in manifest.stage("deliver").details.held) == ["banner", "feed"]
+    assert [a.split(":")[:2] for a in manifest.attention()] == [["outpaint", " 16x9"], ["outpaint", " 4x5"]]
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     finished = [r for r in lines if r.get("event") == "job finished"]
     assert finished and set(finished[0]["stages"]) == {"automask", "outpaint", "upscale", "deliver", "contact"}

@@ -332,7 +332,7 @@ def test_next_and_previous_follow_the_gallery_order(archive):
 def test_an_image_the_gate_flagged_is_shown_as_needing_review(tmp_path):
     """The flag the quality gate raises (tests/test_gate.py): in its own gallery, on the card and on the page,
     escaped like everything else that comes from an image."""
-    cfg, ids = make_archive(tmp_path, count=2)
+    cfg, ids = make_archive(tmp_path, count=2, variants=False)  # no infill variants: only the gate flags
     flagged, other = ids["prompted.png"], ids["photo-1.png"]
     why = "face 0: every try failed the quality gate (<b>score</b> 0.1); its original pixels are kept"
     manifest = manifest_of(cfg.paths.archive / flagged)
@@ -351,3 +351,60 @@ def test_an_image_the_gate_flagged_is_shown_as_needing_review(tmp_path):
     # once a reviewer decides, it no longer waits in the flagged gallery
     assert _post(client, f"/api/images/{flagged}/review", {"decision": "approve"}).status_code == 200
     assert f"/images/{flagged}" not in client.get("/gallery?state=flagged").text
+
+
+HELD = """
+[[deliver.preset]]
+name = "master"
+[[deliver.preset]]
+name = "banner"
+source = "16x9"
+"""
+
+
+def test_a_variant_is_shown_beside_the_picture_at_its_scale_with_its_seam_figures_and_the_deliveries(tmp_path):
+    cfg, ids = make_archive(tmp_path, extra=HELD, count=1)
+    image = ids["prompted.png"]
+    client = _client(cfg)
+    data = client.get(f"/api/images/{image}").json()
+    wide = next(v for v in data["variants"] if v["label"] == "16x9")
+    plan = next(v for v in manifest_of(cfg.paths.archive / image).details("outpaint").variants if v.label == "16x9")
+    x0, y0, x1, y1 = manifest_of(cfg.paths.archive / image).products().variants[0].frame
+    # the same scale: the master drawn as high as it stands inside the variant
+    assert wide["master_height"] == round(wide["height"] * (y1 - y0) / plan.output_size[1])
+    assert wide["infill"] == "backdrop" and wide["drift"] == plan.drift and wide["gate"].startswith("not judged")
+    page = client.get(f"/images/{image}").text
+    assert 'class="v-master"' in page and "backdrop infill alone" in page and "seam visibility" in page
+    # what left for the outbox, and what was held back with the reason
+    assert [d["preset"] for d in data["delivered"]["files"]] == ["master"]
+    assert data["delivered"]["held"][0]["preset"] == "banner" and "held" in page and "infill alone" in page
+    got = client.get(f"/delivered/{image}/master")
+    delivered = manifest_of(cfg.paths.archive / image).details("deliver").deliveries[0]
+    assert got.status_code == 200 and got.content == open(delivered.path, "rb").read()
+    assert client.get(f"/delivered/{image}/banner").status_code == 404  # held: nothing to serve
+    assert client.get(f"/delivered/{image}/..%2F..%2Fpipeline.toml").status_code == 404
+    # a manifest that points a delivery outside the outbox serves nothing
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for you")
+    folder = ArchiveFolder(cfg.paths.archive / image)
+    m = folder.read_manifest()
+    m.stage("deliver").details.deliveries[0].path = str(secret)
+    folder.write_manifest(m)
+    r = client.get(f"/delivered/{image}/master")
+    assert r.status_code == 404 and b"not for you" not in r.content
+
+
+def test_approving_an_infill_variant_queues_its_delivery_and_keeps_the_images_decision(tmp_path):
+    cfg, ids = make_archive(tmp_path, extra=HELD, count=1)
+    image = ids["prompted.png"]
+    client = _client(cfg)
+    assert _post(client, f"/api/images/{image}/review", {"decision": "reject"}).status_code == 200
+    r = _post(client, f"/api/images/{image}/review", {"decision": "approve", "variant": "16x9"}).json()
+    assert r["delivery"].startswith("queued as job")
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+    job = journal.by_archive(str(cfg.paths.archive / image))
+    assert job.state == "queued" and job.review == "reject"  # the rerun keeps the image's own decision
+    journal.close()
+    (done,) = _run_queued(cfg)
+    details = manifest_of(cfg.paths.archive / image).details("deliver")
+    assert sorted(d.preset for d in details.deliveries) == ["banner", "master"] and not details.held

@@ -181,3 +181,39 @@ def test_an_ab_pick_by_clicking_names_the_engines_only_afterwards(ab_site, page)
     page.goto(f"{url}/comparisons")
     assert page.locator("table.rates tr", has_text=chosen).locator("td").last.text_content() == "100%"
     _shot(page, "comparisons")
+
+
+def test_variants_stand_beside_the_picture_at_one_scale_with_their_figures(site, page):
+    cfg, ids, url = site
+    page.goto(f"{url}/images/{ids['photo-1.png']}")
+    variant = page.locator("#variant-16x9")
+    variant.scroll_into_view_if_needed()
+    master_h = variant.locator("img.v-master").bounding_box()["height"]
+    wide = variant.locator("img.v-variant")
+    assert wide.evaluate("e => e.complete && e.naturalWidth > 0")
+    natural = wide.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    frame = _manifest(cfg, ids["photo-1.png"]).products().variants[0].frame
+    # drawn at one scale: the picture as high on screen as it stands inside the variant
+    assert abs(master_h - wide.bounding_box()["height"] * (frame[3] - frame[1]) / natural[1]) <= 1.5
+    assert "backdrop infill alone" in variant.text_content() and "seam visibility" in variant.text_content()
+    assert page.locator("ul.held").count() == 0 or "held" in page.locator("ul.held").text_content()
+    variant.screenshot(path=str(ARTIFACTS / "review-variant.png"))
+
+
+def test_the_loupe_shows_the_upscale_at_one_to_one(ab_site, page):
+    cfg, ids, url = ab_site
+    page.goto(f"{url}/images/{ids['prompted.png']}")
+    picture = page.locator("#loupe-picture")
+    picture.scroll_into_view_if_needed()
+    page.wait_for_function("document.getElementById('loupe-picture').naturalWidth > 0")
+    box = picture.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
+    lens = page.locator("#loupe")
+    assert lens.is_visible()
+    natural_w = picture.evaluate("e => e.naturalWidth")
+    x, y = (float(v[:-2]) for v in lens.evaluate("e => e.style.backgroundPosition").split())
+    # the pixel under the pointer is at the lens's centre, at the upscale's own size
+    assert abs(-x + 120 - 0.25 * natural_w) <= 2
+    page.mouse.move(5, 5)
+    assert not lens.is_visible()
+    _shot(page, "loupe")

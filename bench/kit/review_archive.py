@@ -39,9 +39,12 @@ apply_to = ["master"]
 """
 
 
-def make_archive(root: Path, extra: str = "", count: int = 3):
-    """(config, {name: archive id}) for ``count`` finished images plus one failed file."""
+def make_archive(root: Path, extra: str = "", count: int = 3, variants: bool = True):
+    """(config, {name: archive id}) for ``count`` finished images plus one failed file.  Without ``variants``
+    nothing is outpainted (and so nothing is flagged for being the infill alone)."""
     base = PIPELINE if "[upscale]" not in extra else PIPELINE.replace("[upscale]\nenabled = false\n", "")
+    if not variants:
+        base = base.replace('variants = ["16:9", "4:5"]\nmax_step = 1.0\n', "enabled = false\n")
     cfg = config_mod.load(write_config(root, base + extra))
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     runner = Runner(journal, lambda: cfg, default_stages())

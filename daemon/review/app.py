@@ -52,7 +52,7 @@ SECURITY_HEADERS = {
 ROUTES = [
     Route("/", h.dashboard), Route("/gallery", h.gallery), Route("/images/{id}", h.image_page),
     Route("/files/{id}/{name}", h.files), Route("/thumbs/{id}", h.thumb),
-    Route("/candidates/{id}/{token}", h.candidate),
+    Route("/candidates/{id}/{token}", h.candidate), Route("/delivered/{id}/{preset}", h.delivered),
     Route("/login", h.login, methods=["GET", "POST"]),
     Route("/favicon.ico", h.no_icon),
     Route("/api/images", h.api_images), Route("/api/images/{id}", h.api_image),

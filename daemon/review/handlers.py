@@ -89,6 +89,15 @@ async def files(request: Request) -> Response:
     return _file(image.folder, name)
 
 
+async def delivered(request: Request) -> Response:
+    """A delivered file, by its preset's name as the image's manifest lists it (never by a path)."""
+    image = _image(request)
+    path = _review(request).delivered_file(image, request.path_params["preset"]) if image is not None else None
+    if path is None or path.suffix.lower() not in SERVED:
+        return not_found()
+    return FileResponse(path, media_type=SERVED[path.suffix.lower()], headers={"Cache-Control": "private, max-age=60"})
+
+
 async def candidate(request: Request) -> Response:
     """An A/B candidate's picture by its token: the page does not give away which engine made it."""
     image = _image(request)

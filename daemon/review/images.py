@@ -91,8 +91,9 @@ class Review:
             "original": original, "master": m.master(original),
             "detections": products.detections.picture.name if products.detections else None,
             "regions": [{"before": r.before, "after": r.after} for r in m.regions()],
-            "variants": [{"label": v.label, "picture": v.picture.name, "upscaled": upscaled.get(v.label)}
-                         for v in products.variants or ()],
+            "variants": _variants(image, original, upscaled),
+            "upscale": _upscale(m),
+            "delivered": _delivered(m),
             "prompt": _prompt(image.folder / m.original),
             "stages": [{"name": s.name, "status": str(s.status), "seconds": s.duration_s, "reason": s.reason,
                         "models": [r.name or r.path for r in s.models]} for s in m.stages],
@@ -103,6 +104,22 @@ class Review:
             "job": job.id if job else None,
             "attention": m.attention(),
         }
+
+    def delivered_file(self, image: Archived, preset: str) -> Path | None:
+        """A delivered file of an image, by its preset's name as the manifest lists it: a regular file inside
+        the outbox, or None."""
+        details = image.manifest.details("deliver")
+        found = next((d for d in details.deliveries if d.preset == preset), None) if details is not None else None
+        if found is None:
+            return None
+        path, outbox = Path(found.path), self.cfg.paths.outbox.resolve()
+        try:
+            real = path.resolve(strict=True)
+        except OSError:
+            return None
+        if outbox not in real.parents or not real.is_file() or path.is_symlink():
+            return None
+        return real
 
     def thumbnail(self, image: Archived) -> Path:
         """Made once from the finished master, then served from [paths].state/thumbnails."""
@@ -120,11 +137,12 @@ class Review:
         return path
 
     # ------------------------------------------------------------------ what reviewers decide
-    def rerun(self, image: Archived) -> Job:
-        """Queues the archived image to run again in its own folder; the daemon takes it."""
+    def rerun(self, image: Archived, keep_review: bool = True) -> Job:
+        """Queues the archived image to run again in its own folder; the daemon takes it.  The image's review
+        decision stays with it unless ``keep_review`` is false."""
         m = image.manifest
         return self.journal.enqueue_rerun(image.folder, image.folder / m.original, m.source.name or image.id,
-                                          m.source.sha256)
+                                          m.source.sha256, keep_review)
 
     def retry_with(self, image: Archived, settings: dict, who: str) -> tuple[Job, int]:
         """Keeps this run as runs/<n>/ (hard links: the files are replaced, never rewritten, so the links keep
@@ -149,7 +167,7 @@ class Review:
         arc.atomic_write(folder / "00-sidecar.json", (json.dumps(merged, indent=2) + "\n").encode())
         m.runs.append(RunRecord(n, f"runs/{n}", who, _now(), merged))
         image.archive.write_manifest(m)
-        return self.rerun(image), n
+        return self.rerun(image, keep_review=False), n
 
     def decide(self, image: Archived, decision: str, reason: str, variant: str | None, who: str) -> ReviewDecision:
         """Recorded in the journal and in the manifest's ``review`` list (who, when, what)."""
@@ -192,6 +210,52 @@ def item(job: Job) -> dict:
             "review": DECISIONS.get(job.review, "awaiting"),
             "finished": job.finished, "error": job.last_error if job.state == "failed" else None,
             "attention": job.attention.splitlines() if job.attention else []}
+
+
+def _variants(image: Archived, original: str, upscaled: dict[str, str]) -> list[dict]:
+    """Each variant with what the page shows beside it: the master at the variant's scale (both drawn
+    ``HEIGHT`` px high for the variant), the infill that alone made it, its seam figures and the gate's word."""
+    m = image.manifest
+    details = m.details("outpaint")
+    plans = {v.label: v for v in details.variants} if details is not None else {}
+    master = m.master(original)
+    out = []
+    for v in m.products().variants or ():
+        x0, y0, x1, y1 = v.frame
+        plan = plans.get(v.label)
+        size = plan.output_size if plan is not None and plan.output_size else None
+        scale = (y1 - y0) / size[1] if size else None  # the master's height as a share of the variant's
+        out.append({"label": v.label, "picture": v.picture.name, "upscaled": upscaled.get(v.label),
+                    "master": master, "master_height": round(VARIANT_HEIGHT * scale) if scale else None,
+                    "height": VARIANT_HEIGHT, "infill": v.infill, "drift": plan.drift if plan else None,
+                    "gate": plan.gate if plan else None})
+    return out
+
+
+VARIANT_HEIGHT = 320
+
+
+def _upscale(m: Manifest) -> dict | None:
+    """The upscaled master (for the page's 1:1 loupe) and its colour figures."""
+    details = m.details("upscale")
+    picture = next((u.picture.name for u in m.products().upscaled or () if u.source == "master" and not u.engine),
+                   None)
+    if details is None or picture is None:
+        return None
+    size = details.sizes.get(picture)
+    return {"picture": picture, "size": size.to if size else None,
+            "colour_fix": size.colour_fix if size else None, "drift": size.drift if size else None}
+
+
+def _delivered(m: Manifest) -> dict:
+    """What left for the outbox, preset by preset (with what was held back or failed, and why)."""
+    details = m.details("deliver")
+    if details is None:
+        return {"files": [], "held": [], "failed": []}
+    return {"files": [{"preset": d.preset, "name": Path(d.path).name, "size": d.size, "format": d.format,
+                       "label": d.label} for d in details.deliveries],
+            "held": [{"preset": h.preset, "reason": h.reason} for h in details.held],
+            "failed": [{"preset": f.preset, "reason": f.reason} for f in details.failed]}
 
 
 def _upright(image: Archived) -> str:

@@ -57,6 +57,26 @@ function slider() {
   show();
 }
 
+function loupe() {
+  // The upscale at 1:1 under the pointer: at screen size an upscale looks like its source.
+  const frame = document.getElementById("loupe-frame");
+  const picture = document.getElementById("loupe-picture");
+  const lens = document.getElementById("loupe");
+  if (!frame || !picture || !lens) return;
+  lens.style.backgroundImage = "url(\"" + picture.src + "\")";
+  frame.addEventListener("mousemove", (event) => {
+    const box = picture.getBoundingClientRect();
+    const fx = (event.clientX - box.left) / box.width, fy = (event.clientY - box.top) / box.height;
+    if (fx < 0 || fy < 0 || fx > 1 || fy > 1 || !picture.naturalWidth) { lens.hidden = true; return; }
+    const half = lens.offsetWidth / 2 || 120;
+    lens.hidden = false;
+    lens.style.left = (event.clientX - box.left - half) + "px";
+    lens.style.top = (event.clientY - box.top - half) + "px";
+    lens.style.backgroundPosition = (half - fx * picture.naturalWidth) + "px " + (half - fy * picture.naturalHeight) + "px";
+  });
+  frame.addEventListener("mouseleave", () => { lens.hidden = true; });
+}
+
 function keys() {
   document.addEventListener("keydown", (event) => {
     const tag = (event.target.tagName || "").toLowerCase();
@@ -136,6 +156,7 @@ function wire() {
     });
   }
   slider();
+  loupe();
   keys();
 }
 
