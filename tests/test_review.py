@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -380,7 +381,7 @@ def test_a_variant_is_shown_beside_the_picture_at_its_scale_with_its_seam_figure
     assert data["delivered"]["held"][0]["preset"] == "banner" and "held" in page and "infill alone" in page
     got = client.get(f"/delivered/{image}/master")
     delivered = manifest_of(cfg.paths.archive / image).details("deliver").deliveries[0]
-    assert got.status_code == 200 and got.content == open(delivered.path, "rb").read()
+    assert got.status_code == 200 and got.content == Path(delivered.path).read_bytes()
     assert client.get(f"/delivered/{image}/banner").status_code == 404  # held: nothing to serve
     assert client.get(f"/delivered/{image}/..%2F..%2Fpipeline.toml").status_code == 404
     # a manifest that points a delivery outside the outbox serves nothing
