@@ -129,3 +129,27 @@ def test_sixteen_bit_and_alpha_pictures_keep_their_kind():
     made = stage.upscale_image(grey16, params, 32)
     assert made.image.mode == "I;16" and np.asarray(made.image).max() > 255
     assert made.drift is not None and made.drift.mean < 1.0
+
+
+def test_a_strip_8192_wide_through_files_gets_the_pixels_of_the_in_memory_path(tmp_path, monkeypatch):
+    """The stage's two ways: in memory, and band by band through files (forced here by lowering the size
+    past which it goes through files); the colour fix included in both."""
+    from daemon import config as config_mod
+    from stages import upscale as upscale_mod
+    from tests.conftest import run_one, write_config
+
+    strip_src = Image.open(DATA / "astronaut.png").convert("RGB").resize((2048, 24))
+    outs = {}
+    for way, limit in (("memory", upscale_mod.IN_MEMORY), ("files", 1)):
+        monkeypatch.setattr(upscale_mod, "IN_MEMORY", limit)
+        root = tmp_path / way
+        root.mkdir()
+        cfg = config_mod.load(write_config(root, '[upscale]\nmodel = "animevideov3"\nscale = 4\nbackend = "torch"\n'
+                                                 'tile = 128\n'))
+        src = cfg.paths.inbox / "strip.png"
+        strip_src.save(src)
+        out, manifest = run_one(cfg, src, [UpscaleStage()])
+        outs[way] = np.asarray(Image.open(out.archive / "40-upscale.png").convert("RGB")).astype(int)
+        size = manifest.stage("upscale").details.sizes["40-upscale.png"]
+        assert size.to == [8192, 96] and size.colour_fix == "wavelet" and size.drift["mean"] < 1.0
+    assert np.abs(outs["files"] - outs["memory"]).max() <= 1
