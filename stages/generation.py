@@ -617,34 +617,7 @@ def _settings(g: _Graph, sampler: dict, gen: Generation, fill_only: bool = False
     inputs = g.inputs(sampler)
     scope = [sampler] + [n for n in g.upstream(sampler) if not _is_sampler(n)]
     for node in scope:
-        i, cls = g.inputs(node), node["class_type"]
-        for key, field_name in (("sampler_name", "sampler"), ("scheduler", "schedule"), ("steps", "steps"),
-                                ("cfg", "cfg"), ("seed", "seed"), ("noise_seed", "seed")):
-            if key in i and not isinstance(i[key], list) and field_name not in found:
-                found[field_name] = i[key]
-        if cls == "FluxGuidance" and "cfg" not in found:
-            found["cfg"] = i.get("guidance")
-        if cls in ("CheckpointLoaderSimple", "CheckpointLoader", "Efficient Loader", "Eff. Loader SDXL",
-                   "ImageOnlyCheckpointLoader", "CheckpointLoader|pysssss") or "ckpt_name" in i:
-            found.setdefault("checkpoint", i.get("ckpt_name") or i.get("base_ckpt_name"))
-            if isinstance(i.get("lora_name"), str) and i["lora_name"] not in ("None", ""):
-                found.setdefault("loras", []).append(LoraRef(i["lora_name"], _float(
-                    i.get("lora_model_strength"), -100, 100) or 1.0))
-        if cls in ("UNETLoader", "UnetLoaderGGUF"):
-            found.setdefault("checkpoint", i.get("unet_name"))
-        if cls.startswith("LoraLoader") and isinstance(i.get("lora_name"), str):
-            model_w = _float(i.get("strength_model"), -100, 100)
-            clip_w = _float(i.get("strength_clip"), -100, 100)
-            w = 1.0 if model_w is None else model_w
-            found.setdefault("loras", []).append(LoraRef(i["lora_name"], w, clip_w if clip_w not in (None, w)
-                                                         else None))
-        if cls == "VAELoader":
-            found.setdefault("vae", i.get("vae_name"))
-        if cls == "CLIPSetLastLayer":
-            found.setdefault("clip_skip", -_int(i.get("stop_at_clip_layer"), -24, -1) if _int(
-                i.get("stop_at_clip_layer"), -24, -1) else None)
-        if cls.startswith("Empty") and "Latent" in cls:
-            found.setdefault("size", _size(i.get("width"), i.get("height")))
+        _collect(node["class_type"], g.inputs(node), found)
     if "denoise" in inputs:
         found.setdefault("denoise", inputs["denoise"])
     values = {"sampler": _name(found.get("sampler")), "schedule": _name(found.get("schedule")),
@@ -656,6 +629,37 @@ def _settings(g: _Graph, sampler: dict, gen: Generation, fill_only: bool = False
             setattr(gen, k, v)
     if found.get("loras") and not fill_only:
         gen.loras = list(reversed(found["loras"]))  # nearest the checkpoint first, as they were applied
+
+
+def _collect(cls: str, i: dict, found: dict[str, Any]) -> None:
+    """What one node upstream of a sampler says of the generation, into ``found`` (the nearest node first)."""
+    for key, field_name in (("sampler_name", "sampler"), ("scheduler", "schedule"), ("steps", "steps"),
+                            ("cfg", "cfg"), ("seed", "seed"), ("noise_seed", "seed")):
+        if key in i and not isinstance(i[key], list) and field_name not in found:
+            found[field_name] = i[key]
+    if cls == "FluxGuidance" and "cfg" not in found:
+        found["cfg"] = i.get("guidance")
+    if cls in ("CheckpointLoaderSimple", "CheckpointLoader", "Efficient Loader", "Eff. Loader SDXL",
+               "ImageOnlyCheckpointLoader", "CheckpointLoader|pysssss") or "ckpt_name" in i:
+        found.setdefault("checkpoint", i.get("ckpt_name") or i.get("base_ckpt_name"))
+        if isinstance(i.get("lora_name"), str) and i["lora_name"] not in ("None", ""):
+            found.setdefault("loras", []).append(LoraRef(i["lora_name"], _float(
+                i.get("lora_model_strength"), -100, 100) or 1.0))
+    if cls in ("UNETLoader", "UnetLoaderGGUF"):
+        found.setdefault("checkpoint", i.get("unet_name"))
+    if cls.startswith("LoraLoader") and isinstance(i.get("lora_name"), str):
+        model_w = _float(i.get("strength_model"), -100, 100)
+        clip_w = _float(i.get("strength_clip"), -100, 100)
+        w = 1.0 if model_w is None else model_w
+        found.setdefault("loras", []).append(LoraRef(i["lora_name"], w, clip_w if clip_w not in (None, w)
+                                                     else None))
+    if cls == "VAELoader":
+        found.setdefault("vae", i.get("vae_name"))
+    stop = _int(i.get("stop_at_clip_layer", i.get("clip_skip") if "Loader" in cls else None), -24, -1)
+    if stop is not None:  # CLIPSetLastLayer, or an efficiency loader's clip_skip: -2 is A1111's "Clip skip: 2"
+        found.setdefault("clip_skip", -stop)
+    if cls.startswith("Empty") and "Latent" in cls:
+        found.setdefault("size", _size(i.get("width"), i.get("height")))
 
 
 # The widgets of the nodes a workflow-only file is read for, in the order the UI stores them.
