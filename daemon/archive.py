@@ -23,6 +23,7 @@ from typing import Any
 from stages import records
 from stages.base import StageStatus
 from stages.files import FILE_MODE, MANIFEST, Folder, atomic_save_image, atomic_write, fsync_dir, sha256_file  # noqa: F401
+from stages.generation import Generation
 from stages.picture import UPRIGHT
 from stages.products import Products, Verdict
 from stages.records import InpaintDetails, RegionRecord
@@ -96,6 +97,7 @@ class SourceRecord:
     sha256: str
     bytes: int = 0
     format: str = "png"
+    generation: Generation | None = records.omit(None)  # how its metadata says it was made (stages/generation.py)
     rest: dict = records.rest()
 
 

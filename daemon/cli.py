@@ -96,11 +96,67 @@ def build_parser() -> argparse.ArgumentParser:
                                     "[review].host (loopback by default); any other address needs [review].token.")
     pv.add_argument("--host", help="address to listen on (default [review].host)")
     pv.add_argument("--port", type=_port, help="port, 1–65535 (default [review].port)")
+    pi = sub.add_parser("inspect", help="show how an image was generated, as polishd reads it",
+                        description="Read FILE's generation metadata (A1111, Forge, SD.Next, Civitai, Fooocus, "
+                                    "SwarmUI, InvokeAI, NovelAI, ComfyUI) and print the record polishd repaints "
+                                    "it with: prompt, negative, checkpoint and hash, VAE, LoRAs, embeddings, "
+                                    "sampler, schedule, steps, CFG, seed, clip skip, size.")
+    pi.add_argument("files", nargs="+", type=Path, metavar="FILE", help="an image")
+    pi.add_argument("--json", action="store_true", help="machine-readable output")
     pc = sub.add_parser("check-config", help="validate a pipeline.toml and exit",
                         description="Parse and validate FILE (default: the --config file); print every problem.")
     pc.add_argument("file", nargs="?", type=Path, metavar="FILE",
                     help="the pipeline.toml to check (default: --config, else ./pipeline.toml)")
     return p
+
+
+def _inspect(files: list[Path], as_json: bool) -> int:
+    """Each file's generation record, for a person (or as JSON)."""
+    from PIL import Image
+
+    from stages import generation
+    from stages.records import to_json
+
+    code, out = EXIT_OK, {}
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                record = generation.read(im)
+        except (OSError, Image.DecompressionBombError) as exc:
+            print(f"polishd: {path}: cannot be read as an image ({exc})", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        out[str(path)] = to_json(record) if record is not None else None
+        if not as_json:
+            print(_describe(path, record))
+    if as_json:
+        print(json.dumps(out if len(files) > 1 else next(iter(out.values()), None), indent=2, ensure_ascii=False))
+    return code
+
+
+def _describe(path: Path, record) -> str:
+    if record is None:
+        return f"{path}: no generation metadata polishd can read"
+    lines = [f"{path}: made with {record.tool}"]
+
+    def line(label: str, value) -> None:
+        if value not in (None, "", []):
+            lines.append(f"  {label:<11} {value}")
+    line("prompt", record.positive)
+    line("negative", record.negative)
+    line("checkpoint", record.checkpoint and record.checkpoint + (f" [{record.checkpoint_hash}]"
+                                                                  if record.checkpoint_hash else ""))
+    line("vae", record.vae)
+    line("loras", ", ".join(f"{x.name} {x.weight:g}" + (f" (text encoder {x.te_weight:g})" if x.te_weight is not None
+                                                        else "") for x in record.loras))
+    line("embeddings", ", ".join(record.embeddings))
+    line("sampler", " ".join(v for v in (record.sampler, record.schedule) if v))
+    line("steps", record.steps)
+    line("cfg", record.cfg if record.cfg is None else f"{record.cfg:g}")
+    line("seed", record.seed)
+    line("clip skip", record.clip_skip)
+    line("size", record.size and "×".join(map(str, record.size)))
+    return "\n".join(lines)
 
 
 def _port(value: str) -> int:
@@ -128,6 +184,8 @@ def _main(argv: Sequence[str] | None, stages: list[Stage] | None) -> int:
     config_path = config_mod.default_path(args.config)
     if args.command == "check-config":
         return _check_config(args.file or config_path)
+    if args.command == "inspect":
+        return _inspect(args.files, args.json)
     try:
         cfg = config_mod.load(config_path)
     except ConfigError as exc:

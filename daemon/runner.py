@@ -54,7 +54,7 @@ from daemon.archive import (
 from daemon.config import Config, ConfigError
 from daemon.intake import SIDECAR_KINDS, Dropped, InputError, Undecodable, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
-from stages import picture, prompts, records
+from stages import generation, picture, prompts, records
 from stages.base import JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict, params_hash
 from stages.models import ModelUnavailable
 from stages.products import Picks, Picture, Products, Source
@@ -261,6 +261,7 @@ class Runner:
         except InputError as exc:  # a sidecar that does not parse or validate
             return self._fail(job, a, "intake", exc, manifest=manifest, folder=folder)
         source, icc = _intake_picture(folder, dropped, decoded, sidecars)
+        manifest.source.generation = source.generation
         del decoded
 
         # 4. Stages.
@@ -634,7 +635,8 @@ def _intake_picture(folder: ArchiveFolder, dropped: Dropped, decoded: Image.Imag
         shown, size = Picture(picture.UPRIGHT), turned.size
     else:
         shown, size = Picture(original), decoded.size
-    source = Source(original=original, picture=shown, size=size, prompt=prompts.from_image(decoded),
+    record = generation.read(decoded)
+    source = Source(original=original, picture=shown, size=size, prompt=prompts.of(record), generation=record,
                     user_mask=sidecars.get("mask"), remove_mask=sidecars.get("remove"))
     return source, icc
 

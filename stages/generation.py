@@ -255,7 +255,7 @@ def _a1111(text: str) -> Generation | None:
     *lines, last = text.split("\n")
     last, resources = _cut_json(last, "Civitai resources:")
     table = settings(last)
-    if len(table) < 3:  # not a settings line: part of the prompt
+    if len(table) < 3 and not last.startswith("Steps: "):  # not a settings line: part of the prompt
         lines.append(last)
         table = {}
     positive, negative, in_negative = [], [], False
@@ -529,8 +529,7 @@ class _Graph:
 
 def _is_sampler(node: dict) -> bool:
     inputs = _Graph.inputs(node)
-    return ("positive" in inputs and ("latent_image" in inputs or "model" in inputs) and
-            "sampler" in node["class_type"].lower()) or "guider" in inputs
+    return ("positive" in inputs and "sampler" in node["class_type"].lower()) or "guider" in inputs
 
 
 def from_comfyui(prompt: Any, workflow: Any = None) -> Generation | None:

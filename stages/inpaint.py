@@ -252,7 +252,8 @@ class InpaintStage(Stage):
         models = [ModelRef(e.name, e.sha256, e.spec)] if e else []
         summary = _summary(records, done, params, e, without_model)
         details = InpaintDetails(pipeline=e.kind if e else None,
-                                 scheduler=type(e.pipe.scheduler).__name__ if e else None, regions=records)
+                                 scheduler=type(e.pipe.scheduler).__name__ if e else None, regions=records,
+                                 from_image=_used(ctx.products.source, done) if e else [])
         master = Picture(name, "inpainted", generative=e is not None)  # without a model: removals filled only
         device, dtype = (str(e.device) if e else None), _dtype(e)
         if e is not None and params.compare:  # the A/B alternatives, each from the same master
@@ -492,6 +493,15 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
     out = image.copy()
     out[y0:y1, x0:x1] = paste(part, filled, m)
     return out, crop
+
+
+def _used(source, done: list) -> list[str]:
+    """The fields of the image's generation record the repaints used: its texts, where a region's prompt came
+    from the image (not from a sidecar or the config alone)."""
+    record = source.generation if source is not None else None
+    if record is None or not any(r.prompt_source == record.tool for r in done):
+        return []
+    return [f for f in ("positive", "negative") if getattr(record, f)]
 
 
 def _prompt(kind: str, ks: KindSettings, found: FoundPrompt | None,

@@ -18,6 +18,7 @@ from typing import Any
 
 from automask.detect import Detection
 from stages import records
+from stages.generation import Generation
 from stages.prompts import FoundPrompt
 
 Box = tuple[float, float, float, float]
@@ -52,6 +53,7 @@ class Source:
     picture: Picture              # the upright picture the stages start from: the original or 00-upright.png
     size: tuple[int, int]         # of the upright picture
     prompt: FoundPrompt | None = None  # the generation prompt the image carries in its metadata
+    generation: Generation | None = None  # all its metadata says of how it was generated
     user_mask: str | None = None  # 00-sidecar-mask.png: the user's own repaint mask
     remove_mask: str | None = None  # 00-sidecar-remove.png: what the user wants taken away
 

@@ -285,6 +285,7 @@ class InpaintDetails:
     scheduler: str | None = None
     regions: list[RegionRecord] = field(default_factory=list)
     alternatives: list[Alternative] = omit(factory=list)
+    from_image: list[str] = omit(factory=list)  # the fields of the image's generation record the repaint used
     rest: dict = rest()
 
 

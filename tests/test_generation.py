@@ -302,3 +302,39 @@ def test_hostile_metadata_gives_an_empty_or_partial_record_never_an_error(tmp_pa
         assert g.size is None or all(v >= 1 for v in g.size)
     if case.startswith(("huge", "deep", "graph of", "not a", "invokeai")):
         assert g is None
+
+
+def test_the_manifest_keeps_the_record_and_inspect_prints_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from daemon import config as config_mod
+    from tests.conftest import REPO, run_one, write_config
+
+    cfg = config_mod.load(write_config(tmp_path, "[automask]\nenabled = false\n[outpaint]\nenabled = false\n"
+                                                 "[upscale]\nenabled = false\n[deliver]\nenabled = false\n"))
+    src = cfg.paths.inbox / "gen.png"
+    png(tmp_path, {"parameters": A1111_TEXT}, "made.png").save(src, pnginfo=_info(A1111_TEXT))
+    out, manifest = run_one(cfg, src, [])
+    src = out.archive / "00-original.png"
+    kept = manifest.source.generation
+    assert kept == read(Image.open(src)) and kept.loras[0].name == "armor_v2"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "inspect", str(src)], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "made with a1111" in out.stdout and "armor_v2 0.8" in out.stdout
+    assert "ponyDiffusionV6XL_v6StartWithThisOne [2a1b3c4d5e]" in out.stdout
+    as_json = subprocess.run([sys.executable, "-m", "daemon.cli", "inspect", "--json", str(src)],
+                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert json.loads(as_json.stdout)["steps"] == 28
+    missing = subprocess.run([sys.executable, "-m", "daemon.cli", "inspect", str(tmp_path / "nope.png")],
+                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "nope.png: cannot be read" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def _info(text: str) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    return info

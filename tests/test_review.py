@@ -55,6 +55,7 @@ def test_the_pages_and_the_api_show_the_archive(archive):
     assert one["state"] == "awaiting" and {s["name"] for s in one["stages"]} >= {"automask", "outpaint", "deliver"}
     page = client.get(f"/images/{ids['prompted.png']}")
     assert page.status_code == 200 and 'id="slider"' in page.text and "10-detections.png" in page.text
+    assert 'id="generation"' in page.text and "<th>checkpoint</th><td>dreamshaper</td>" in page.text
     assert client.get("/images/no-such-image").status_code == 404
     thumb = client.get(f"/thumbs/{ids['photo-1.png']}")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"

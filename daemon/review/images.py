@@ -95,6 +95,7 @@ class Review:
             "upscale": _upscale(m),
             "delivered": _delivered(m),
             "prompt": _prompt(image.folder / m.original),
+            "generation": _generation(m),
             "stages": [{"name": s.name, "status": str(s.status), "seconds": s.duration_s, "reason": s.reason,
                         "models": [r.name or r.path for r in s.models]} for s in m.stages],
             "comparisons": comparisons(image),
@@ -272,6 +273,21 @@ def _prompt(original: Path) -> dict:
         found = None
     return {"positive": found.positive if found else "", "negative": found.negative if found else "",
             "source": found.source if found else ""}
+
+
+def _generation(m: Manifest) -> list[tuple[str, str]]:
+    """How the image says it was made, as (label, text) rows for the page."""
+    g = m.source.generation
+    if g is None:
+        return []
+    rows = [("tool", g.tool), ("checkpoint", (g.checkpoint or "") + (f" [{g.checkpoint_hash}]" if g.checkpoint_hash
+                                                                    else "")), ("vae", g.vae or ""),
+            ("loras", ", ".join(f"{x.name} {x.weight:g}" for x in g.loras)), ("embeddings", ", ".join(g.embeddings)),
+            ("sampler", " ".join(v for v in (g.sampler, g.schedule) if v)),
+            ("steps", str(g.steps or "")), ("cfg", f"{g.cfg:g}" if g.cfg is not None else ""),
+            ("seed", str(g.seed if g.seed is not None else "")), ("clip skip", str(g.clip_skip or "")),
+            ("size", "×".join(map(str, g.size)) if g.size else "")]
+    return [(k, v) for k, v in rows if v.strip()]
 
 
 def _now(at: float | None = None) -> str:
