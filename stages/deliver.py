@@ -527,8 +527,8 @@ def _origin(ctx: JobContext, products: Products, params: DeliverParams) -> prove
     if source_type == "auto":  # a generator's own metadata is evidence; anything else is decided per picture
         generated = prompt is not None or provenance.generated_by_metadata(info)
         source_type = "generated" if generated else "auto"
-    return provenance.Origin(source_type, provenance.generator_of(info) or params.generator or None, prompt,
-                             params.software)
+    named = provenance.generator_of(products.source.generation, info)
+    return provenance.Origin(source_type, named or params.generator or None, prompt, params.software)
 
 
 def _label_kind(preset: PresetParams, params: DeliverParams) -> str:

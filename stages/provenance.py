@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -103,24 +101,18 @@ def _clip(text: str | None) -> str:
     return text if len(text) <= MAX_PROMPT else text[:MAX_PROMPT] + "…"
 
 
-def generator_of(info: dict) -> str | None:
-    """The generator an image's own metadata names: A1111's ``parameters`` (its ``Model:``), ComfyUI's
-    ``prompt`` graph (its checkpoint), or a ``Software`` text."""
-    params = info.get("parameters")
-    if isinstance(params, str):
-        model = re.search(r"(?:^|,\s*)Model:\s*([^,\n]+)", params)
-        return "Stable Diffusion web UI" + (f" ({model.group(1).strip()})" if model else "")
-    graph = info.get("prompt")
-    if isinstance(graph, str):
-        try:
-            nodes = json.loads(graph)
-        except json.JSONDecodeError:
-            nodes = None
-        if isinstance(nodes, dict):
-            ckpts = sorted({str(n.get("inputs", {}).get("ckpt_name")) for n in nodes.values()
-                            if isinstance(n, dict) and isinstance(n.get("inputs"), dict)
-                            and n["inputs"].get("ckpt_name")})
-            return "ComfyUI" + (f" ({', '.join(ckpts)})" if ckpts else "")
+TOOLS = {"a1111": "Stable Diffusion web UI", "forge": "Stable Diffusion WebUI Forge", "sdnext": "SD.Next",
+         "civitai": "Civitai", "fooocus": "Fooocus", "swarmui": "SwarmUI", "invokeai": "InvokeAI",
+         "novelai": "NovelAI", "comfyui": "ComfyUI"}
+
+
+def generator_of(record, info: dict) -> str | None:
+    """The generator an image's own metadata names: the tool of its generation record (stages/generation.py)
+    with the checkpoint it names, or a ``Software`` text."""
+    if record is not None:
+        name = TOOLS.get(record.tool, record.tool)
+        model = (record.checkpoint or "").replace("\\", "/").rsplit("/", 1)[-1]
+        return (name + (f" ({model})" if model else ""))[:200]
     software = info.get("Software") or info.get("software")
     return str(software)[:200] if software else None
 
