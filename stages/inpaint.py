@@ -31,7 +31,9 @@ from PIL import Image
 from stages import control as ctl
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
 from stages.device import dtype_name
+from stages.diffusion import samplers
 from stages.diffusion.repaint import KindSettings, crop_box, image_seed, kind_table, paste, repaint, settings_for
+from stages.diffusion.samplers import Sampling
 from stages.gate import GateConfig, Judge, judge
 from stages.generative import acquire
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
@@ -59,6 +61,7 @@ class InpaintKindConfig:
     guidance: float | None = None
     strength: float | None = None
     padding: int | None = None
+    inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip"], ...] | None = None
 
     def check(self, err: Errors) -> None:
         err.generation(self)
@@ -129,6 +132,9 @@ class InpaintConfig:
     padding: int = 32
     resolution: int = 0
     seed: int = -1
+    # What of the image's own generation a repaint takes when its metadata says it (ADetailer's default):
+    # its sampler and schedule, steps, CFG and clip skip; the rest of this table fills in what it does not say.
+    inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip"], ...] = ("sampler", "steps", "cfg", "clip_skip")
     colour_match: bool = True
     idle_unload: float = 600.0
     face: InpaintFaceConfig = field(default_factory=InpaintFaceConfig)
@@ -328,8 +334,9 @@ class InpaintStage(Stage):
         masks: dict[str, np.ndarray] = {}
         for n, region in enumerate(regions):
             ctx.check_stop(n, len(regions), "regions")
-            ks = _overridden(settings_for(params, region.kind), override)
             record = RegionRecord(region.kind, region.index, list(region.box))
+            ks, sampling = _inherited(settings_for(params, region.kind), region.kind, ctx.products.source, record, e)
+            ks = _overridden(ks, override)
             if region.kind != "remove" and e is None:
                 record.skipped = without_model or ""
                 records.append(record)
@@ -354,7 +361,7 @@ class InpaintStage(Stage):
                         e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative, ks.steps,
                         ks.guidance, strength, try_seed,
                         lambda done, total, r=region: ctx.check_stop(done, total, f"steps of {r.kind} {r.index}"),
-                        params.colour_match, control=control)
+                        params.colour_match, control=control, sampling=sampling)
                     if not gated:
                         break
                     cx0, cy0, cx1, cy1 = crop
@@ -402,6 +409,38 @@ def _with_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
 def _alternative(params: InpaintParams, alt: InpaintCompareConfig) -> InpaintParams:
     return dataclasses.replace(params, model=alt.model or params.model,
                                model_config=params.model_config if not alt.model else "", compare=())
+
+
+def _inherited(ks: KindSettings, kind: str, source, record: RegionRecord,
+               engine) -> tuple[KindSettings, Sampling | None]:
+    """The kind's settings with what ``inherit`` takes from the image's generation record (a removal takes
+    nothing: it paints background, not the picture's subject), the sampling to paint with, and both noted
+    on the region's record."""
+    gen = source.generation if source is not None else None
+    if gen is None or kind == "remove" or not ks.inherit:
+        return ks, None
+    took, changes = [], {}
+    if "steps" in ks.inherit and gen.steps:
+        changes["steps"] = gen.steps
+        took.append("steps")
+    if "cfg" in ks.inherit and gen.cfg is not None:
+        changes["guidance"] = gen.cfg
+        took.append("cfg")
+    choice = samplers.choose(gen.sampler, gen.schedule) if "sampler" in ks.inherit and gen.sampler else None
+    if choice is not None and choice.cls is not None and engine is not None:
+        try:
+            engine.scheduler(choice)  # built now, once: one this machine cannot build is said, not raised later
+        except ValueError as exc:
+            choice = samplers.Choice(None, reason=str(exc))
+    if choice is not None:
+        if choice.cls is not None:
+            took.append("sampler")
+        record.sampler = choice.label + (f"; {choice.reason}" if choice.reason else "")
+    clip_skip = gen.clip_skip if "clip_skip" in ks.inherit and gen.clip_skip else None
+    if clip_skip:
+        took.append("clip_skip")
+    record.inherited = took
+    return dataclasses.replace(ks, **changes), Sampling(choice, clip_skip)
 
 
 def _overridden(ks: KindSettings, alt: InpaintCompareConfig | None) -> KindSettings:
@@ -499,9 +538,11 @@ def _used(source, done: list) -> list[str]:
     """The fields of the image's generation record the repaints used: its texts, where a region's prompt came
     from the image (not from a sidecar or the config alone)."""
     record = source.generation if source is not None else None
-    if record is None or not any(r.prompt_source == record.tool for r in done):
+    if record is None:
         return []
-    return [f for f in ("positive", "negative") if getattr(record, f)]
+    texts = [f for f in ("positive", "negative") if getattr(record, f)] \
+        if any(r.prompt_source == record.tool for r in done) else []
+    return texts + sorted({f for r in done for f in r.inherited})
 
 
 def _prompt(kind: str, ks: KindSettings, found: FoundPrompt | None,

@@ -260,6 +260,8 @@ class RegionRecord:
     controlnet_type: str | None = omit(None)
     controlnet_scale: float | None = omit(None)
     control_image: str | None = omit(None)
+    sampler: str | None = omit(None)     # the scheduler it was painted with, and why not the image's own
+    inherited: list[str] = omit(factory=list)  # what came from the image's generation record (steps, cfg, …)
     rest: dict = rest()
 
     @property

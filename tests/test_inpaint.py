@@ -137,7 +137,9 @@ def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_
     region = entry.details.regions[0]
     assert region.prompt == "a detailed natural face, an astronaut portrait"
     assert region.prompt_source == "a1111" and region.negative_prompt.endswith("ugly")
-    assert entry.details.from_image == ["positive", "negative"]  # what of the image's own record it used
+    # what of the image's own record it used: its texts, and its "Steps: 20" over [inpaint].steps = 2
+    assert entry.details.from_image == ["positive", "negative", "steps"]
+    assert (region.steps, region.inherited) == (20, ["steps"])
     assert entry.details.pipeline == "StableDiffusionInpaintPipeline"
     assert entry.details.scheduler == "PNDMScheduler"
     assert entry.models[0].name == "tiny-sd-inpaint" and entry.device == "cpu"

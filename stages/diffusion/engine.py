@@ -72,6 +72,11 @@ def inspect_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(family, int(in_channels))
 
 
+# Pipelines whose call takes A1111's clip skip (SDXL's encoders already read the penultimate layer).
+CLIP_SKIP = ("StableDiffusionInpaintPipeline", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+             "StableDiffusionControlNetInpaintPipeline")
+
+
 @dataclass
 class Engine:
     spec: str
@@ -85,16 +90,19 @@ class Engine:
     model_config: str = ""
     asked: torch.dtype | None = None  # the dtype asked for (``dtype`` is what it runs in)
     controlled: dict = field(default_factory=dict)  # ControlNet spec → this pipeline's ControlNet counterpart
+    schedulers: dict = field(default_factory=dict)  # a sampler choice's label → its scheduler for this pipeline
 
     @property
     def kind(self) -> str:
         return type(self.pipe).__name__
 
     def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative: str, steps: int,
-                guidance: float, strength: float, seed: int, callback=None, control=None) -> Image.Image:
+                guidance: float, strength: float, seed: int, callback=None, control=None,
+                sampling=None) -> Image.Image:
         """One crop in, the same size out.  ``image``/``mask`` must already be at the working size.
         ``callback(done, total)`` is called after each denoising step.  ``control``: a ``Control`` (a loaded
-        ControlNet, its control image at the working size, and its conditioning scale)."""
+        ControlNet, its control image at the working size, and its conditioning scale).  ``sampling``: a
+        ``samplers.Sampling`` (the image's own scheduler and clip skip), for this call only."""
         self.last_used = time.monotonic()
         # img2img runs int(steps × strength) steps: never let that round down to none.
         steps = max(steps, math.ceil(1 / strength)) if strength > 0 else steps
@@ -111,10 +119,29 @@ class Engine:
         if control is not None:
             pipe = self.with_controlnet(control.net)
             args.update(control_image=control.image, controlnet_conditioning_scale=control.scale)
-        with torch.inference_mode():
-            result = pipe(**args).images[0]
+        own = pipe.scheduler
+        if sampling is not None and sampling.scheduler is not None and sampling.scheduler.cls:
+            pipe.scheduler = self.scheduler(sampling.scheduler)
+        if sampling is not None and sampling.clip_skip and sampling.clip_skip > 1 and self.kind in CLIP_SKIP:
+            positive, negative_embeds = skipped_embeddings(pipe, prompt, negative, sampling.clip_skip)
+            args.pop("prompt")
+            args.pop("negative_prompt", None)
+            args.update(prompt_embeds=positive, negative_prompt_embeds=negative_embeds)
+        try:
+            with torch.inference_mode():
+                result = pipe(**args).images[0]
+        finally:
+            pipe.scheduler = own
         self.last_used = time.monotonic()
         return result
+
+    def scheduler(self, choice):
+        """The pipeline's scheduler as ``choice`` (a ``samplers.Choice``) makes it, built once per choice."""
+        from stages.diffusion import samplers
+
+        if choice.label not in self.schedulers:
+            self.schedulers[choice.label] = samplers.build(choice, self.pipe.scheduler.config)[0]
+        return self.schedulers[choice.label]
 
     def with_controlnet(self, net: ControlNet):
         """This pipeline's ControlNet inpainting counterpart, sharing every component (built once per net)."""
@@ -130,6 +157,23 @@ class Engine:
             self.controlled.clear()  # one at a time
             self.controlled[net.spec] = pipe
         return self.controlled[net.spec]
+
+
+def skipped_embeddings(pipe, prompt: str, negative: str, clip_skip: int):
+    """The prompt's and the negative's CLIP embeddings as A1111 makes them with "Clip skip: N": the hidden
+    state N layers from the end (1 = the last), through the encoder's final layer norm.  Ours, not the
+    pipeline's ``clip_skip`` argument: diffusers reaches the norm as ``text_encoder.text_model``, which
+    transformers 5's CLIPTextModel no longer has."""
+    encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+    norm = getattr(encoder, "text_model", encoder).final_layer_norm
+
+    def encode(text: str):
+        ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(encoder.device)
+        hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
+        return norm(hidden).to(encoder.dtype)
+    with torch.inference_mode():
+        return encode(prompt), encode(negative or "")
 
 
 @dataclass

@@ -22,6 +22,7 @@ class KindSettings:
     guidance: float
     strength: float
     padding: int
+    inherit: tuple[str, ...] = ()  # what of the image's own generation the repaint takes: sampler, steps, …
 
 
 def kind_table(params, kind: str):
@@ -37,7 +38,7 @@ def settings_for(params, kind: str) -> KindSettings:
     def pick(key: str):
         return next((getattr(t, key) for t in chain if getattr(t, key) is not None), getattr(params, key))
     return KindSettings(*(pick(k) for k in ("prompt", "negative_prompt", "steps", "guidance", "strength",
-                                             "padding")))
+                                             "padding", "inherit")))
 
 
 # ---------------------------------------------------------------------- geometry (pure)
@@ -103,7 +104,7 @@ def image_seed(sha256: str, configured: int) -> int:
 
 def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: int, resolution: int, prompt: str,
             negative: str, steps: int, guidance: float, strength: float, seed: int, callback=None,
-            match: bool = False, control=None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+            match: bool = False, control=None, sampling=None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Only-masked inpainting of one region (used by inpaint and outpaint).
 
     Crops ``box`` plus ``padding`` (square, inside the image), runs the engine at its working size, brings the
@@ -116,7 +117,7 @@ def repaint(engine, image: np.ndarray, mask: np.ndarray, box: tuple, padding: in
     guide = control(crop, size) if control is not None else None
     generated = engine.inpaint(Image.fromarray(part).resize(size, Image.Resampling.LANCZOS),
                                Image.fromarray(m).resize(size, Image.Resampling.BILINEAR), prompt, negative, steps,
-                               guidance, strength, seed, callback=callback, control=guide)
+                               guidance, strength, seed, callback=callback, control=guide, sampling=sampling)
     patch = np.asarray(generated.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS))
     if match:
         patch = colour_match(patch, part, ring_of(m))
