@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import structlog
 from PIL import Image
 
+from stages import checkpoints
 from stages import control as ctl
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
 from stages.device import dtype_name
@@ -124,6 +126,8 @@ class InpaintConfig:
     enabled: bool = True
     model: str = ""
     model_config: str = ""
+    # The checkpoint the image names (by hash, then by name) from [paths].models when it is there; else model
+    model_from_image: bool = True
     steps: int = 30
     guidance: float = 7.0
     strength: float = 0.6
@@ -164,6 +168,7 @@ class InpaintConfig:
 @dataclass(frozen=True)
 class InpaintParams(InpaintConfig):
     device: str = "auto"                 # [daemon].device
+    state: str = ""                      # [paths].state: where checkpoint hashes are kept
     sidecar_prompts: tuple[str, ...] = ()  # the kinds whose prompt an image's own settings file set
 
 
@@ -188,10 +193,12 @@ class InpaintStage(Stage):
 
     def __init__(self) -> None:
         self.judge = Judge()
+        self._found: tuple[str, checkpoints.Found] | None = None  # (the image's sha256, its checkpoint looked up)
+        self.chosen = ""  # which model this job's repaint used, and why
 
     def params(self, config) -> InpaintParams:
         return from_section(InpaintParams, config.inpaint, device=config.daemon.device,
-                            sidecar_prompts=sidecar_prompt_kinds(config.overrides))
+                            state=str(config.paths.state), sidecar_prompts=sidecar_prompt_kinds(config.overrides))
 
     def model_settings(self, params: InpaintParams) -> list[ModelSetting]:
         model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
@@ -211,10 +218,28 @@ class InpaintStage(Stage):
             return None  # takes no model
         return self.model_problem(ctx, params)
 
+    def image_checkpoint(self, ctx: JobContext, params: InpaintParams) -> checkpoints.Found | None:
+        """The image's own checkpoint among the user's models (looked up once per job), or None when not
+        asked for or the image names none."""
+        gen = ctx.products.source.generation if ctx.products.source is not None else None
+        if not params.model_from_image or gen is None or not (gen.checkpoint or gen.checkpoint_hash):
+            return None
+        if self._found is None or self._found[0] != ctx.sha256:
+            hashes = checkpoints.Hashes(Path(params.state) if params.state else ctx.models.cache)
+            found = checkpoints.find(gen.checkpoint, gen.checkpoint_hash, ctx.models.cache, hashes,
+                                     lambda name, done, total: ctx.check_stop(done >> 20, total >> 20,
+                                                                              f"MB of {name} hashed"))
+            self._found = (ctx.sha256, found)
+        return self._found[1]
+
     def model_problem(self, ctx: JobContext, params: InpaintParams) -> str | None:
         """Why the generative model cannot be used, found without loading it; or None."""
+        found = self.image_checkpoint(ctx, params)
+        if found is not None and found.path is not None:
+            return None  # the image's own checkpoint is there
         if not params.model:
-            return "no inpainting model configured ([inpaint].model is empty); faces and hands left as they are"
+            return "no inpainting model configured ([inpaint].model is empty)" + \
+                (f" and {found.why}" if found is not None else "") + "; faces and hands left as they are"
         # a ControlNet that cannot be had leaves the hands to be painted without it (said per region)
         return ctx.models.problem([m for m in self.model_settings(params) if m.kind != ModelKind.CONTROLNET])
 
@@ -232,11 +257,26 @@ class InpaintStage(Stage):
         problem = self.model_problem(ctx, params)
         if not wanted or problem:
             return None, problem
+        config = ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG) \
+            if params.model_config else None
+        found = self.image_checkpoint(ctx, params)
+        self.chosen = f"[inpaint].model ({found.why})" if found is not None and found.path is None else \
+            "[inpaint].model"
+        if found is not None and found.path is not None:
+            own = ModelSetting("the image's checkpoint", str(found.path), ModelKind.DIFFUSION)
+            try:
+                engine = acquire(ctx.models, own, _config_for(found.path, config, ctx.models), params.device)
+                self.chosen = f"the image's own checkpoint {found.path.name}, found by {found.how}"
+                return engine, None
+            except ModelUnavailable as exc:
+                if not params.model:
+                    return None, f"the image's checkpoint {found.path.name} could not be used: {exc}"
+                self.chosen = f"[inpaint].model (the image's checkpoint {found.path.name} could not be used: {exc})"
+                log.warning("the image's own checkpoint could not be used", checkpoint=str(found.path),
+                            error=str(exc))
         model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
-        config = [ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG)] \
-            if params.model_config else []
         try:
-            return acquire(ctx.models, model, config[0] if config else None, params.device), None
+            return acquire(ctx.models, model, config, params.device), None
         except ModelUnavailable as exc:
             if "remove" not in kinds:
                 raise
@@ -259,7 +299,8 @@ class InpaintStage(Stage):
         summary = _summary(records, done, params, e, without_model)
         details = InpaintDetails(pipeline=e.kind if e else None,
                                  scheduler=type(e.pipe.scheduler).__name__ if e else None, regions=records,
-                                 from_image=_used(ctx.products.source, done) if e else [])
+                                 from_image=_used(ctx.products.source, done, self.chosen) if e else [],
+                                 checkpoint=self.chosen if e else None)
         master = Picture(name, "inpainted", generative=e is not None)  # without a model: removals filled only
         device, dtype = (str(e.device) if e else None), _dtype(e)
         if e is not None and params.compare:  # the A/B alternatives, each from the same master
@@ -534,7 +575,21 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
     return out, crop
 
 
-def _used(source, done: list) -> list[str]:
+def _config_for(path: Path, config: ModelSetting | None, models) -> ModelSetting | None:
+    """[inpaint].model_config for the image's own single file when the folder is of the file's family (a
+    folder of another family describes the file wrongly: then none, and SD 1.x's shipped configs serve)."""
+    if path.is_dir() or config is None:
+        return None
+    from stages.diffusion import engine  # torch: imported by a job that runs the model
+
+    try:
+        folder = models.resolve(config).path
+        return config if engine.inspect_checkpoint(path).family == engine.folder_family(folder) else None
+    except FileNotFoundError:
+        return None
+
+
+def _used(source, done: list, chosen: str = "") -> list[str]:
     """The fields of the image's generation record the repaints used: its texts, where a region's prompt came
     from the image (not from a sidecar or the config alone)."""
     record = source.generation if source is not None else None
@@ -542,7 +597,8 @@ def _used(source, done: list) -> list[str]:
         return []
     texts = [f for f in ("positive", "negative") if getattr(record, f)] \
         if any(r.prompt_source == record.tool for r in done) else []
-    return texts + sorted({f for r in done for f in r.inherited})
+    own = ["checkpoint"] if chosen.startswith("the image's own") else []
+    return texts + own + sorted({f for r in done for f in r.inherited})
 
 
 def _prompt(kind: str, ks: KindSettings, found: FoundPrompt | None,

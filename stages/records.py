@@ -288,6 +288,7 @@ class InpaintDetails:
     regions: list[RegionRecord] = field(default_factory=list)
     alternatives: list[Alternative] = omit(factory=list)
     from_image: list[str] = omit(factory=list)  # the fields of the image's generation record the repaint used
+    checkpoint: str | None = omit(None)  # which model painted, and why (the image's own, or [inpaint].model)
     rest: dict = rest()
 
 

@@ -72,6 +72,19 @@ def inspect_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(family, int(in_channels))
 
 
+def folder_family(folder: Path) -> str:
+    """The family a diffusers folder's configs describe: sdxl (two text encoders), sd2 (1024-wide
+    cross-attention), flux, or sd1."""
+    index = json.loads((folder / "model_index.json").read_text())
+    if "Flux" in str(index.get("_class_name", "")):
+        return "flux"
+    if "text_encoder_2" in index:
+        return "sdxl"
+    unet = json.loads((folder / "unet" / "config.json").read_text()) if (folder / "unet" / "config.json").is_file() \
+        else {}
+    return "sd2" if unet.get("cross_attention_dim") == 1024 else "sd1"
+
+
 # Pipelines whose call takes A1111's clip skip (SDXL's encoders already read the penultimate layer).
 CLIP_SKIP = ("StableDiffusionInpaintPipeline", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
              "StableDiffusionControlNetInpaintPipeline")
