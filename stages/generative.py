@@ -9,8 +9,15 @@ setting the user set; the runner records it as the stage's skip reason.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import structlog
+
+from stages import checkpoints
 from stages.device import pick_device, pick_dtype
-from stages.models import Models, ModelSetting, ModelUnavailable
+from stages.models import ModelKind, Models, ModelSetting, ModelUnavailable
+
+log = structlog.get_logger("polishd.generative")
 
 
 def acquire(models: Models, model: ModelSetting, config: ModelSetting | None, device: str):
@@ -34,3 +41,58 @@ def acquire(models: Models, model: ModelSetting, config: ModelSetting | None, de
             raise
         raise ModelUnavailable(f"{model.setting} = {model.value!r} could not be loaded: "
                                f"{type(exc).__name__}: {exc}") from exc
+
+
+_FOUND: dict[str, checkpoints.Found] = {}  # the image's sha256 → its checkpoint looked up (the last image only)
+
+
+def image_checkpoint(ctx, state: str) -> checkpoints.Found | None:
+    """The checkpoint the image's generation record names, among the user's models (looked up once per image,
+    whichever stage asks first), or None when the image names none."""
+    gen = ctx.products.source.generation if ctx.products.source is not None else None
+    if gen is None or not (gen.checkpoint or gen.checkpoint_hash):
+        return None
+    if ctx.sha256 not in _FOUND:
+        hashes = checkpoints.Hashes(Path(state) if state else ctx.models.cache)
+        found = checkpoints.find(gen.checkpoint, gen.checkpoint_hash, ctx.models.cache, hashes,
+                                 lambda name, done, total: ctx.check_stop(done >> 20, total >> 20,
+                                                                          f"MB of {name} hashed"))
+        _FOUND.clear()
+        _FOUND[ctx.sha256] = found
+    return _FOUND[ctx.sha256]
+
+
+def acquire_for(ctx, model: ModelSetting | None, config: ModelSetting | None, device: str, from_image: bool,
+                state: str):
+    """(engine, which model and why): the image's own checkpoint when ``from_image`` and it is there and loads,
+    else ``model`` (the stage's setting).  ModelUnavailable when neither can be had."""
+    found = image_checkpoint(ctx, state) if from_image else None
+    fallback = f"{model.setting} ({found.why})" if model and found is not None and found.path is None else \
+        (model.setting if model else "")
+    if found is not None and found.path is not None:
+        own = ModelSetting("the image's checkpoint", str(found.path), ModelKind.DIFFUSION)
+        try:
+            return (acquire(ctx.models, own, config_for(found.path, config, ctx.models), device),
+                    f"the image's own checkpoint {found.path.name}, found by {found.how}")
+        except ModelUnavailable as exc:
+            if model is None or not model.value:
+                raise ModelUnavailable(f"the image's checkpoint {found.path.name} could not be used: {exc}") from None
+            fallback = f"{model.setting} (the image's checkpoint {found.path.name} could not be used: {exc})"
+            log.warning("the image's own checkpoint could not be used", checkpoint=str(found.path), error=str(exc))
+    if model is None or not model.value:
+        raise ModelUnavailable("no generative model configured" + (f", and {found.why}" if found else ""))
+    return acquire(ctx.models, model, config, device), fallback
+
+
+def config_for(path: Path, config: ModelSetting | None, models: Models) -> ModelSetting | None:
+    """The model_config setting for the image's own single file when its folder is of the file's family (a
+    folder of another family describes the file wrongly: then none, and SD 1.x's shipped configs serve)."""
+    if path.is_dir() or config is None or not config.value:
+        return None
+    from stages.diffusion import engine  # torch: imported by a job that runs the model
+
+    try:
+        folder = models.resolve(config).path
+        return config if engine.inspect_checkpoint(path).family == engine.folder_family(folder) else None
+    except FileNotFoundError:
+        return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -37,7 +36,7 @@ from stages.diffusion import samplers
 from stages.diffusion.repaint import KindSettings, crop_box, image_seed, kind_table, paste, repaint, settings_for
 from stages.diffusion.samplers import Sampling
 from stages.gate import GateConfig, Judge, judge
-from stages.generative import acquire
+from stages.generative import acquire_for, image_checkpoint
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
 from stages.products import Mask, Picture, Products, Slot
 from stages.prompts import FoundPrompt
@@ -193,7 +192,6 @@ class InpaintStage(Stage):
 
     def __init__(self) -> None:
         self.judge = Judge()
-        self._found: tuple[str, checkpoints.Found] | None = None  # (the image's sha256, its checkpoint looked up)
         self.chosen = ""  # which model this job's repaint used, and why
 
     def params(self, config) -> InpaintParams:
@@ -219,18 +217,8 @@ class InpaintStage(Stage):
         return self.model_problem(ctx, params)
 
     def image_checkpoint(self, ctx: JobContext, params: InpaintParams) -> checkpoints.Found | None:
-        """The image's own checkpoint among the user's models (looked up once per job), or None when not
-        asked for or the image names none."""
-        gen = ctx.products.source.generation if ctx.products.source is not None else None
-        if not params.model_from_image or gen is None or not (gen.checkpoint or gen.checkpoint_hash):
-            return None
-        if self._found is None or self._found[0] != ctx.sha256:
-            hashes = checkpoints.Hashes(Path(params.state) if params.state else ctx.models.cache)
-            found = checkpoints.find(gen.checkpoint, gen.checkpoint_hash, ctx.models.cache, hashes,
-                                     lambda name, done, total: ctx.check_stop(done >> 20, total >> 20,
-                                                                              f"MB of {name} hashed"))
-            self._found = (ctx.sha256, found)
-        return self._found[1]
+        """The image's own checkpoint among the user's models, or None when not asked for or not named."""
+        return image_checkpoint(ctx, params.state) if params.model_from_image else None
 
     def model_problem(self, ctx: JobContext, params: InpaintParams) -> str | None:
         """Why the generative model cannot be used, found without loading it; or None."""
@@ -259,24 +247,11 @@ class InpaintStage(Stage):
             return None, problem
         config = ModelSetting("[inpaint].model_config", params.model_config, ModelKind.DIFFUSION_CONFIG) \
             if params.model_config else None
-        found = self.image_checkpoint(ctx, params)
-        self.chosen = f"[inpaint].model ({found.why})" if found is not None and found.path is None else \
-            "[inpaint].model"
-        if found is not None and found.path is not None:
-            own = ModelSetting("the image's checkpoint", str(found.path), ModelKind.DIFFUSION)
-            try:
-                engine = acquire(ctx.models, own, _config_for(found.path, config, ctx.models), params.device)
-                self.chosen = f"the image's own checkpoint {found.path.name}, found by {found.how}"
-                return engine, None
-            except ModelUnavailable as exc:
-                if not params.model:
-                    return None, f"the image's checkpoint {found.path.name} could not be used: {exc}"
-                self.chosen = f"[inpaint].model (the image's checkpoint {found.path.name} could not be used: {exc})"
-                log.warning("the image's own checkpoint could not be used", checkpoint=str(found.path),
-                            error=str(exc))
-        model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
+        model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION) if params.model else None
         try:
-            return acquire(ctx.models, model, config, params.device), None
+            engine, self.chosen = acquire_for(ctx, model, config, params.device, params.model_from_image,
+                                              params.state)
+            return engine, None
         except ModelUnavailable as exc:
             if "remove" not in kinds:
                 raise
@@ -573,20 +548,6 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
     out = image.copy()
     out[y0:y1, x0:x1] = paste(part, filled, m)
     return out, crop
-
-
-def _config_for(path: Path, config: ModelSetting | None, models) -> ModelSetting | None:
-    """[inpaint].model_config for the image's own single file when the folder is of the file's family (a
-    folder of another family describes the file wrongly: then none, and SD 1.x's shipped configs serve)."""
-    if path.is_dir() or config is None:
-        return None
-    from stages.diffusion import engine  # torch: imported by a job that runs the model
-
-    try:
-        folder = models.resolve(config).path
-        return config if engine.inspect_checkpoint(path).family == engine.folder_family(folder) else None
-    except FileNotFoundError:
-        return None
 
 
 def _used(source, done: list, chosen: str = "") -> list[str]:

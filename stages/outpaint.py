@@ -38,7 +38,7 @@ from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.colour import seam_drift
 from stages.device import dtype_name
 from stages.diffusion.repaint import image_seed, repaint
-from stages.generative import acquire
+from stages.generative import acquire_for, image_checkpoint
 from stages.infill import CONTINUING, infill, seam_score
 from stages.models import ModelKind, ModelSetting
 from stages.outpaint_plan import VARIANT, Plan, Step, plan
@@ -102,6 +102,8 @@ class OutpaintParams(OutpaintConfig):
     seed: int = -1                  # [inpaint].seed: one seed setting for every repaint of an image
     resolution: int = 0             # [inpaint].resolution
     device: str = "auto"            # [daemon].device
+    model_from_image: bool = True   # [inpaint].model_from_image: the image's own checkpoint first
+    state: str = ""                 # [paths].state (checkpoint hashes)
 
     @property
     def generative(self) -> bool:
@@ -161,7 +163,8 @@ class OutpaintStage(Stage):
         inpaint = config.inpaint
         return from_section(OutpaintParams, config.outpaint, inpaint_model=inpaint.model,
                             inpaint_model_config=inpaint.model_config, seed=inpaint.seed,
-                            resolution=inpaint.resolution, device=config.daemon.device)
+                            resolution=inpaint.resolution, device=config.daemon.device,
+                            model_from_image=inpaint.model_from_image, state=str(config.paths.state))
 
     def model_settings(self, params: OutpaintParams) -> list[ModelSetting]:
         """[outpaint].model (with its model_config), else [inpaint].model (with its)."""
@@ -177,11 +180,15 @@ class OutpaintStage(Stage):
         return ctx.models.problem(self.model_settings(params)) if params.generative else None
 
     def _engine(self, ctx: JobContext, params: OutpaintParams):
-        """The generative engine, or None (infill only) when no model is configured."""
-        if not params.generative:
-            return None
-        model, *config = self.model_settings(params)
-        return acquire(ctx.models, model, config[0] if config else None, params.device)
+        """(the generative engine, which model and why), or (None, "") — infill only — when there is no model:
+        the image's own checkpoint first (as inpaint), then [outpaint].model, then [inpaint].model."""
+        own = image_checkpoint(ctx, params.state) if params.model_from_image else None
+        if not params.generative and (own is None or own.path is None):
+            return None, ""
+        settings = self.model_settings(params)
+        model = next((m for m in settings if m.kind == ModelKind.DIFFUSION), None)
+        config = next((m for m in settings if m.kind == ModelKind.DIFFUSION_CONFIG), None)
+        return acquire_for(ctx, model, config, params.device, params.model_from_image, params.state)
 
     def run(self, ctx: JobContext, params: OutpaintParams) -> StageResult:
         view = ctx.view(ctx.products.master)
@@ -189,7 +196,7 @@ class OutpaintStage(Stage):
         seed = image_seed(ctx.sha256, params.seed)
         found = ctx.products.source.prompt
         prompt, negative = fill(params.prompt, params.negative_prompt, found)
-        engine = self._engine(ctx, params)
+        engine, chosen = self._engine(ctx, params)
         method = params.infill if params.infill != "auto" else ("blur" if engine is not None else "backdrop")
         rgb = view.rgb
         shared: dict[tuple, str] = {}  # step prefix → its file (read back when a later variant shares it)
@@ -247,9 +254,10 @@ class OutpaintStage(Stage):
                              summary=", ".join(f"{v.label} {v.output_size[0]}×{v.output_size[1]}"
                                                for v in plans) + why_not)
         if engine is not None:
-            details = dataclasses.replace(details, prompt=prompt, negative_prompt=negative, seed=seed,
-                                          steps=params.steps, strength=params.strength, guidance=params.guidance,
-                                          seam_band=params.seam_band, seam_strength=params.seam_strength)
+            details = dataclasses.replace(details, checkpoint=chosen, prompt=prompt, negative_prompt=negative,
+                                          seed=seed, steps=params.steps, strength=params.strength,
+                                          guidance=params.guidance, seam_band=params.seam_band,
+                                          seam_strength=params.seam_strength)
             result.details = details
             result.models = [ModelRef(engine.name, engine.sha256, engine.spec)]
             result.device, result.dtype, result.seed = str(engine.device), dtype_name(engine.dtype), seed

@@ -314,6 +314,7 @@ class OutpaintDetails:
     variants: list[VariantPlan] = field(default_factory=list)
     max_step: float | None = None
     alpha: str | None = None            # "edge": the new canvas takes the nearest edge's transparency
+    checkpoint: str | None = omit(None)  # with a generative model: which painted, and why
     prompt: str | None = omit(None)     # with a generative model: what it painted the new area with
     negative_prompt: str | None = omit(None)
     seed: int | None = omit(None)

@@ -30,7 +30,7 @@ from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.device import dtype_name, pick_device, pick_dtype
 from stages.diffusion.repaint import image_seed, repaint, settings_for
 from stages.files import sha256_file
-from stages.generative import acquire
+from stages.generative import acquire_for
 from stages.held import OWNER
 from stages.models import ModelKind, ModelSetting, ModelUnavailable, Resolved
 from stages.picture import fill_hidden
@@ -192,6 +192,8 @@ class UpscaleParams(UpscaleConfig):
     inpaint_model_config: str = ""
     seed: int = -1                  # [inpaint].seed
     kind_settings: tuple = ()       # (kind, stages.diffusion.repaint.KindSettings) for the detail pass's prompts
+    model_from_image: bool = True   # [inpaint].model_from_image: refine and detail with the image's own checkpoint
+    state: str = ""                 # [paths].state (checkpoint hashes)
 
     @property
     def diffusion_model(self) -> tuple[str, str]:
@@ -226,7 +228,8 @@ class UpscaleStage(Stage):
             if config.upscale.detail.enabled else ()
         return from_section(UpscaleParams, config.upscale, device=config.daemon.device,
                             inpaint_model=config.inpaint.model, inpaint_model_config=config.inpaint.model_config,
-                            seed=config.inpaint.seed, kind_settings=kinds)
+                            seed=config.inpaint.seed, kind_settings=kinds,
+                            model_from_image=config.inpaint.model_from_image, state=str(config.paths.state))
 
     def model_settings(self, params: UpscaleParams) -> list[ModelSetting]:
         out = [ModelSetting("[upscale].model", params.model, ModelKind.UPSCALER),
@@ -395,11 +398,15 @@ class UpscaleStage(Stage):
             return None
 
         settings = self._diffusion_settings(params)
-        if not settings:
-            raise ModelUnavailable("[upscale.refine] and [upscale.detail] need a generative model: set "
-                                   "[upscale.refine].model or [inpaint].model")
-        config = settings[1] if len(settings) > 1 else None
-        return acquire(ctx.models, settings[0], config, params.device)
+        model = next((m for m in settings if m.kind == ModelKind.DIFFUSION), None)
+        config = next((m for m in settings if m.kind == ModelKind.DIFFUSION_CONFIG), None)
+        try:  # the image's own checkpoint first, as inpaint
+            return acquire_for(ctx, model, config, params.device, params.model_from_image, params.state)[0]
+        except ModelUnavailable as exc:
+            if model is None:
+                raise ModelUnavailable("[upscale.refine] and [upscale.detail] need a generative model: set "
+                                       f"[upscale.refine].model or [inpaint].model ({exc})") from None
+            raise
 
     def upscale_large(self, ctx: JobContext, params: UpscaleParams, engine, im: Image.Image, source: Picture,
                       what: str, output: str, tile: int) -> tuple[dict, int, colour.Drift | None]:
