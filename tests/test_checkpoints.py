@@ -62,11 +62,12 @@ def test_hashes_are_kept_between_runs_and_renewed_when_a_file_changes(tmp_path):
     assert seen[-1] == (f.stat().st_size, f.stat().st_size)  # progress, up to the whole file
 
 
-def _run(root, extra: str, src, models):
-    """One image through automask and inpaint with ``models`` as [paths].models."""
+def _run(root, extra: str, src, models, stage: str = "inpaint"):
+    """One image through automask and inpaint (or outpaint alone) with ``models`` as [paths].models."""
     from daemon import config as config_mod
     from stages.automask import AutoMaskStage
     from stages.inpaint import InpaintStage
+    from stages.outpaint import OutpaintStage
     from tests.conftest import REPO, run_one, write_config
 
     root.mkdir(parents=True)
@@ -74,7 +75,8 @@ def _run(root, extra: str, src, models):
     path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
     cfg = config_mod.load(path)
     shutil.copyfile(src, cfg.paths.inbox / src.name)
-    return run_one(cfg, cfg.paths.inbox / src.name, [AutoMaskStage(), InpaintStage()])[1].stage("inpaint")
+    stages = [AutoMaskStage(), InpaintStage()] if stage == "inpaint" else [OutpaintStage()]
+    return run_one(cfg, cfg.paths.inbox / src.name, stages)[1].stage(stage)
 
 
 def test_an_image_is_repainted_with_its_own_checkpoint_found_by_hash(tmp_path, tiny_sd_file):
@@ -94,6 +96,11 @@ def test_an_image_is_repainted_with_its_own_checkpoint_found_by_hash(tmp_path, t
     assert entry.status == "done", entry.reason
     assert entry.details.checkpoint == "the image's own checkpoint renamed-on-disk.safetensors, found by hash"
     assert entry.models[0].path == str(own) and "checkpoint" in entry.details.from_image
+    # Outpaint follows the same record: its variant painted by the same checkpoint, not the infill alone
+    wide = _run(tmp_path / "wide", f'[inpaint]\nmodel_config = "{configs}"\nresolution = 64\n'
+                                   '[outpaint]\nvariants = ["16:9"]\nmax_step = 1.0\nsteps = 2\n', src, models,
+                "outpaint")
+    assert wide.details.generative and wide.details.checkpoint == entry.details.checkpoint
     # Told not to: no model configured, so the faces are left with the reason
     off = _run(tmp_path / "off", f'[inpaint]\nmodel_from_image = false\nmodel_config = "{configs}"\n', src, models)
     assert off.status == "skipped" and "no inpainting model configured" in off.reason
