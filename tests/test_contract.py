@@ -177,6 +177,8 @@ def _other(value: Any, hint: Any) -> Any:
         return value + (missing[0],) if missing else value[:-1]
     if origin is not None and type(None) in args:  # X | None
         inner = next(a for a in args if a is not type(None))
+        if value is None and typing.get_origin(inner) is tuple:  # a per-kind list left to the table above it
+            return ()
         return {str: "changed", int: 1, float: 0.5}[inner] if value is None else _other(value, inner)
     if hint is Path:
         return value / "changed"
