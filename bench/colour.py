@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.kit.pipeline import DATA, DEV, REPO
+from bench.kit.pipeline import DATA, REPO, photos
 from bench.upscale_cpu import cpu
 from stages import colour
 from stages.upscale import UpscaleParams, UpscaleStage
@@ -57,20 +57,6 @@ def gradient() -> np.ndarray:
     r = np.outer(np.ones(96), x) * 200 + 30
     g = np.outer(np.linspace(1, 0, 96), np.ones(128)) * 180 + 40
     return np.clip(np.rint(np.stack([r, g, (r + g) / 3], axis=2)), 0, 255).astype(np.uint8)
-
-
-def photos(size: int) -> dict[str, np.ndarray]:
-    paths = [DATA / "astronaut.png", DATA / "camera.png"]
-    if DEV.is_dir():
-        paths += sorted(p for p in DEV.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    out = {}
-    for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            f = size / max(im.size)
-            out[p.stem] = np.asarray(im.resize((max(8, round(im.width * f)), max(8, round(im.height * f))),
-                                               Image.Resampling.LANCZOS))
-    return out
 
 
 class Upscaler:
@@ -110,7 +96,8 @@ def flat_error(image: np.ndarray) -> int:
 
 
 def measure(models: list[str], size: int) -> dict:
-    pictures = {"flat patches": patches(), "gradient": gradient(), **photos(size)}
+    pictures = {"flat patches": patches(), "gradient": gradient(),
+                **dict(photos([DATA / "astronaut.png", DATA / "camera.png"], size))}
     results: dict = {"size": size, "models": {}}
     for model in models:
         torch_run = Upscaler(model, "torch")

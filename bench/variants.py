@@ -15,27 +15,13 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.kit.pipeline import DEV, REPO
+from bench.kit.pipeline import REPO, photos
 from stages.colour import seam_drift
 from stages.infill import infill
 from stages.outpaint_plan import plan
 
 OUT = REPO / "bench" / "out"
 SPECS = ("16:9", "9:16", "4:5")
-
-
-def photos(size: int) -> list[tuple[str, np.ndarray]]:
-    paths = sorted((REPO / "examples" / "inbox").glob("*.png"))
-    if DEV.is_dir():
-        paths += sorted(p for p in DEV.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            f = size / max(im.size)
-            out.append((p.stem, np.asarray(im.resize((round(im.width * f), round(im.height * f)),
-                                                     Image.Resampling.LANCZOS))))
-    return out
 
 
 def variant(rgb: np.ndarray, spec: str, method: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -55,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     cell = 200
-    rows = photos(args.size)
+    rows = photos(sorted((REPO / "examples" / "inbox").glob("*.png")), args.size)
     sheet = Image.new("RGB", (8 + len(SPECS) * (cell + 8), 24 + len(rows) * (2 * cell + 30)), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     draw.text((8, 6), "each photo: edge-stretch blur (before, above) and backdrop (now, below); frame outlined",

@@ -43,6 +43,16 @@ enabled = false
 """
 
 
+# A full-size master and a 16:9 banner from the variant.
+MASTER_AND_BANNER = """
+[[deliver.preset]]
+name = "master"
+[[deliver.preset]]
+name = "banner"
+source = "16x9"
+"""
+
+
 def _deliver(tmp_path: Path, presets: str, source: Path | None = None, extra: str = "", expect: str = "done",
              infill_variants: str = "always"):
     """One image through the pipeline with these presets; its infill variants delivered unless told otherwise
@@ -484,7 +494,7 @@ def test_an_input_with_content_credentials_keeps_them_as_its_ingredient(tmp_path
 def test_a_variant_of_the_infill_alone_is_held_until_a_reviewer_approves_it(tmp_path):
     from daemon.archive import ArchiveFolder, ReviewDecision
 
-    presets = '[[deliver.preset]]\nname = "master"\n[[deliver.preset]]\nname = "banner"\nsource = "16x9"\n'
+    presets = MASTER_AND_BANNER
     cfg, out, entry = _deliver(tmp_path, presets, infill_variants="approved")
     assert list(_by_preset(entry)) == ["master"] and entry.reason == "1 delivered, 1 held for review"
     (held,) = entry.details.held
@@ -534,13 +544,7 @@ def _source_type(path: str) -> str:
 
 @pytest.mark.slow  # four pipelines, one with the tiny diffusion model
 def test_labels_follow_evidence_a_photograph_is_not_called_generated(tmp_path, tiny_sd, monkeypatch):
-    presets = """
-[[deliver.preset]]
-name = "master"
-[[deliver.preset]]
-name = "banner"
-source = "16x9"
-"""
+    presets = MASTER_AND_BANNER
     for sub in ("plain", "painted", "gen", "said"):
         (tmp_path / sub).mkdir()
     # a photograph, no generator metadata, no model: the master = enhanced, infill-extended variant = composite

@@ -19,6 +19,7 @@ from daemon.journal import Journal
 from daemon.review.app import create_app
 from stages.base import StageStatus
 from tests.conftest import REPO, manifest_of
+from tests.test_deliver import MASTER_AND_BANNER
 
 TOKEN = "correct-horse-battery-staple-42"
 
@@ -355,13 +356,7 @@ def test_an_image_the_gate_flagged_is_shown_as_needing_review(tmp_path):
     assert f"/images/{flagged}" not in client.get("/gallery?state=flagged").text
 
 
-HELD = """
-[[deliver.preset]]
-name = "master"
-[[deliver.preset]]
-name = "banner"
-source = "16x9"
-"""
+HELD = MASTER_AND_BANNER  # the banner comes from an infill variant: held
 
 
 def test_a_variant_is_shown_beside_the_picture_at_its_scale_with_its_seam_figures_and_the_deliveries(tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import io
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from daemon.archive import ArchiveFolder, Manifest
@@ -16,6 +17,21 @@ from daemon.runner import Runner
 REPO = Path(__file__).resolve().parent.parent.parent
 DATA = REPO / "tests" / "data"
 DEV = REPO.parent / "shared" / "data" / "faces-hands-dev"  # licensed photos beside the project: read, never copied
+
+
+def photos(own: list[Path], size: int) -> list[tuple[str, np.ndarray]]:
+    """``own`` and the development photos (when they are there), RGB, resized to ``size`` on the long side."""
+    paths = list(own)
+    if DEV.is_dir():
+        paths += sorted(p for p in DEV.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            f = size / max(im.size)
+            out.append((p.stem, np.asarray(im.resize((max(8, round(im.width * f)), max(8, round(im.height * f))),
+                                                     Image.Resampling.LANCZOS))))
+    return out
 
 
 # A pipeline every stage runs on the CPU in seconds: one variant in one step, a 2× upscale by the small model.

@@ -11,9 +11,8 @@ Prints the ΔE and seam figures of each group, so the limits can sit between the
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from bench.kit.pipeline import DATA, DEV
+from bench.kit.pipeline import DATA, photos
 from stages.colour import seam_drift
 from stages.infill import infill
 from stages.outpaint_plan import plan
@@ -21,22 +20,9 @@ from stages.outpaint_plan import plan
 SHIFTS = {"honest": (0, 0, 0), "+12 levels": (12, 12, 12), "+24 levels": (24, 24, 24), "warmer": (16, 0, -16)}
 
 
-def photos() -> list:
-    paths = [DATA / "astronaut.png", DATA / "camera.png"]
-    if DEV.is_dir():
-        paths += sorted(p for p in DEV.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            f = 512 / max(im.size)
-            out.append((p.stem, np.asarray(im.resize((round(im.width * f), round(im.height * f))))))
-    return out
-
-
 def main() -> None:
     rows: dict[tuple[str, str], list] = {}
-    for _name, rgb in photos():
+    for _name, rgb in photos([DATA / "astronaut.png", DATA / "camera.png"], 512):
         h, w = rgb.shape[:2]
         for spec in ("16:9", "9:16", "4:5"):
             p = plan((w, h), spec)
