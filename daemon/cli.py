@@ -247,7 +247,10 @@ def _check_config(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    problems = config_mod.model_problems(cfg, path.name) + config_mod.setting_problems(cfg, path.name)
+    notes, unloadable = config_mod.checkpoint_report(cfg, path.name)
+    problems = config_mod.model_problems(cfg, path.name) + unloadable + config_mod.setting_problems(cfg, path.name)
+    if notes:
+        print("\n".join(notes))
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
@@ -264,6 +267,8 @@ def _warn_about_models(cfg: Config) -> None:
         log.warning("a model setting resolves to nothing; the stages that need it will be skipped", problem=problem)
     for problem in config_mod.setting_problems(cfg, origin):
         log.warning("a file a setting names is not there; what needs it fails, with the reason", problem=problem)
+    for problem in config_mod.checkpoint_report(cfg, origin)[1]:
+        log.warning("a checkpoint will not load; the stages that need it will be skipped", problem=problem)
 
 
 def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:

@@ -261,6 +261,63 @@ def model_problems(cfg: Config, origin: str) -> list[str]:
     return list(dict.fromkeys(problems))  # a model two stages use (inpaint's, for outpaint too) is said once
 
 
+def checkpoint_report(cfg: Config, origin: str) -> tuple[list[str], list[str]]:
+    """Each configured single-file checkpoint as its header says it is (family, inpainting, v-prediction), and
+    whether it will load: (what it is, for a person; why it will not, as problems)."""
+    from stages import checkpoints
+    from stages.models import ModelKind
+
+    resolver = models_for(cfg)
+    notes, problems, seen = [], [], set()
+    for stage in default_stages():
+        params = stage.params(cfg)
+        if not params.enabled:
+            continue
+        settings = stage.model_settings(params)
+        configs = {m.setting.removesuffix("_config"): m for m in settings if m.kind == ModelKind.DIFFUSION_CONFIG}
+        for m in settings:
+            try:
+                path = resolver.resolve(m).path if m.kind == ModelKind.DIFFUSION else None
+            except FileNotFoundError:
+                continue  # said by model_problems
+            if path is None or not path.is_file() or (m.setting, path) in seen:
+                continue
+            seen.add((m.setting, path))
+            try:
+                ckpt = checkpoints.describe(path)
+            except ValueError as exc:
+                problems.append(f"{origin}: {m.setting} = {m.value!r}: {exc}")
+                continue
+            note, problem = _will_load(ckpt, m.setting, configs.get(m.setting), resolver)
+            said = f"{origin}: {m.setting} = {path.name}: {ckpt.describe()}"
+            (problems if problem else notes).append(f"{said}: {note}")
+    return notes, problems
+
+
+def _will_load(ckpt, setting: str, config, resolver) -> tuple[str, bool]:
+    """(what loading it takes, whether it will not load)."""
+    from stages import checkpoints
+
+    if ckpt.family == "sd1" and config is None:
+        return "loads with the SD 1.x configs polishd ships", False
+    if ckpt.family == "flux":
+        return (f"a full Flux single file is not an inpainting model; polishd paints with Flux Fill from its "
+                f"diffusers folder (FLUX.1-Fill-dev): point {setting} at that folder"), True
+    if ckpt.family not in ("sd1", "sd2", "sdxl"):
+        return "not a checkpoint polishd can load", True
+    if config is None:
+        return (f"polishd ships configs for SD 1.x only: set {setting}_config to a diffusers folder of its family "
+                "(only its .json configs are read)"), True
+    try:
+        folder = resolver.resolve(config).path
+        family = checkpoints.folder_family(folder)
+    except (FileNotFoundError, ValueError, OSError):
+        return f"{config.setting} cannot be read", True
+    if family != ckpt.family:
+        return f"{config.setting} describes {checkpoints.FAMILIES[family]} model, not this file's family", True
+    return f"loads with the configs of {folder}" + (" as v-prediction" if ckpt.v_prediction else ""), False
+
+
 def setting_problems(cfg: Config, origin: str) -> list[str]:
     """Every other file an enabled stage's settings name that is not there (a logo, a LUT, a signing key)."""
 

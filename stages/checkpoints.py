@@ -24,11 +24,60 @@ from pathlib import Path
 from stages.files import atomic_write
 from stages.models import SUBFOLDERS, ModelKind
 
+# Which family a single-file checkpoint is, told by a key only that family has.
+FAMILY_KEYS = (("sdxl", "conditioner.embedders.1.model."), ("sd2", "cond_stage_model.model."),
+               ("sd1", "cond_stage_model.transformer."), ("flux", "double_blocks."))
+UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+FAMILIES = {"sd1": "an SD 1.x", "sd2": "an SD 2.x", "sdxl": "an SDXL", "flux": "a Flux", "unknown": "an unrecognised"}
+
 MAX_FILES = 20_000
 MAX_DEPTH = 4
 CHUNK = 8 * 1024 * 1024
 LEGACY_AT, LEGACY_LENGTH = 0x100000, 0x10000
 FILE = "checkpoint-hashes.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a single-file checkpoint is, from its header alone."""
+
+    family: str                 # sd1, sd2, sdxl, flux or unknown
+    in_channels: int            # 9 for an inpainting UNet, 4 for an ordinary one, 0 if none
+    v_prediction: bool = False  # a "v_pred" key: trained to predict v (NoobAI-XL v-pred and the like)
+    zero_snr: bool = False      # a "ztsnr" key: trained with zero terminal SNR
+
+    def describe(self) -> str:
+        parts = ["inpainting" if self.in_channels == 9 else "not inpainting"]
+        if self.v_prediction:
+            parts.append("v-prediction" + (", zero terminal SNR" if self.zero_snr else ""))
+        return f"{FAMILIES.get(self.family, 'an unrecognised')} checkpoint ({', '.join(parts)})"
+
+
+def describe(path: Path) -> Checkpoint:
+    """Family, UNet input channels and prediction of a ``.safetensors`` checkpoint, from its header (no
+    tensor is read).  ValueError when the file is not a readable ``.safetensors`` file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            keys = list(f.keys())
+            in_channels = f.get_slice(UNET_IN).get_shape()[1] if UNET_IN in keys else 0
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from None
+    family = next((name for name, prefix in FAMILY_KEYS if any(k.startswith(prefix) for k in keys)), "unknown")
+    return Checkpoint(family, int(in_channels), "v_pred" in keys, "ztsnr" in keys)
+
+
+def folder_family(folder: Path) -> str:
+    """The family a diffusers folder's configs describe: sdxl (two text encoders), sd2 (1024-wide
+    cross-attention), flux, or sd1."""
+    index = json.loads((folder / "model_index.json").read_text())
+    if "Flux" in str(index.get("_class_name", "")):
+        return "flux"
+    if "text_encoder_2" in index:
+        return "sdxl"
+    unet = folder / "unet" / "config.json"
+    return "sd2" if unet.is_file() and json.loads(unet.read_text()).get("cross_attention_dim") == 1024 else "sd1"
 
 
 def legacy_hash(path: Path) -> str:

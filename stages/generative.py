@@ -93,6 +93,6 @@ def config_for(path: Path, config: ModelSetting | None, models: Models) -> Model
 
     try:
         folder = models.resolve(config).path
-        return config if engine.inspect_checkpoint(path).family == engine.folder_family(folder) else None
+        return config if engine.inspect_checkpoint(path).family == checkpoints.folder_family(folder) else None
     except FileNotFoundError:
         return None

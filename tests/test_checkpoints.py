@@ -104,3 +104,68 @@ def test_an_image_is_repainted_with_its_own_checkpoint_found_by_hash(tmp_path, t
     # Told not to: no model configured, so the faces are left with the reason
     off = _run(tmp_path / "off", f'[inpaint]\nmodel_from_image = false\nmodel_config = "{configs}"\n', src, models)
     assert off.status == "skipped" and "no inpainting model configured" in off.reason
+
+
+def _header_only(path, keys: dict):
+    """A .safetensors file with just these (tiny) tensors: what a family's header holds, no weights."""
+    from safetensors.numpy import save_file
+
+    save_file({k: np.zeros(v, np.float32) for k, v in keys.items()}, str(path))
+    return path
+
+
+def test_the_header_says_family_inpainting_and_v_prediction(tmp_path):
+    vpred = _header_only(tmp_path / "noobai-vpred.safetensors", {
+        "conditioner.embedders.1.model.ln_final.weight": (4,), checkpoints.UNET_IN: (8, 4, 3, 3), "v_pred": (0,),
+        "ztsnr": (0,)})
+    assert checkpoints.describe(vpred) == checkpoints.Checkpoint("sdxl", 4, True, True)
+    assert checkpoints.describe(vpred).describe() == \
+        "an SDXL checkpoint (not inpainting, v-prediction, zero terminal SNR)"
+    flux = _header_only(tmp_path / "flux1-dev.safetensors", {"double_blocks.0.img_attn.norm.key_norm.scale": (4,)})
+    assert checkpoints.describe(flux).family == "flux"
+
+
+def test_check_config_says_what_each_checkpoint_is_and_whether_it_will_load(tmp_path, tiny_sd_file):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, write_config
+
+    single, configs = tiny_sd_file
+    vpred = _header_only(tmp_path / "noobai-vpred.safetensors", {
+        "conditioner.embedders.1.model.ln_final.weight": (4,), checkpoints.UNET_IN: (8, 4, 3, 3), "v_pred": (0,)})
+    flux = _header_only(tmp_path / "flux1-dev.safetensors", {"double_blocks.0.img_attn.norm.key_norm.scale": (4,)})
+
+    def check(extra: str):
+        root = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        root.mkdir()
+        path = write_config(root, extra)
+        return subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = check(f'[inpaint]\nmodel = "{vpred}"\n')
+    assert out.returncode == 3 and "[inpaint].model = noobai-vpred.safetensors: an SDXL checkpoint (not " \
+        "inpainting, v-prediction): polishd ships configs for SD 1.x only: set [inpaint].model_config" in out.stderr
+    out = check(f'[inpaint]\nmodel = "{flux}"\n')
+    assert out.returncode == 3 and "a full Flux single file is not an inpainting model" in out.stderr
+    out = check(f'[inpaint]\nmodel = "{single}"\nmodel_config = "{configs}"\n')
+    assert out.returncode == 0, out.stderr
+    assert f"an SD 1.x checkpoint (inpainting): loads with the configs of {configs}" in out.stdout
+
+
+def test_a_v_prediction_file_is_sampled_as_v_prediction_with_zero_terminal_snr(tmp_path, tiny_sd_file):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from stages.generative import acquire
+    from stages.models import ModelKind, Models, ModelSetting
+
+    single, configs = tiny_sd_file
+    weights = load_file(str(single))
+    weights["v_pred"] = torch.zeros(0)
+    vpred = tmp_path / "tiny-vpred.safetensors"
+    save_file(weights, str(vpred))
+    engine = acquire(Models(None, tmp_path), ModelSetting("[inpaint].model", str(vpred), ModelKind.DIFFUSION),
+                     ModelSetting("[inpaint].model_config", str(configs), ModelKind.DIFFUSION_CONFIG), "cpu")
+    config = engine.pipe.scheduler.config
+    assert (config.prediction_type, config.rescale_betas_zero_snr, config.timestep_spacing) == (
+        "v_prediction", True, "trailing")

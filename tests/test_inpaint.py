@@ -12,7 +12,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from daemon import config as config_mod
-from stages import prompts
+from stages import checkpoints, prompts
 from stages.automask import AutoMaskStage
 from stages.diffusion import engine as engine_mod
 from stages.diffusion.repaint import colour_match, crop_box, paste, working_size
@@ -275,7 +275,7 @@ def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_
 
     sdxl = tmp_path / "some-sdxl-inpaint.safetensors"
     save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(4),
-               engine_mod.UNET_IN: torch.zeros(8, 9, 3, 3)}, str(sdxl))
+               checkpoints.UNET_IN: torch.zeros(8, 9, 3, 3)}, str(sdxl))
     assert engine_mod.inspect_checkpoint(sdxl) == engine_mod.Checkpoint("sdxl", 9)
     with pytest.raises(engine_mod.ModelNotFound, match="is an SDXL checkpoint.*set \\[inpaint\\].model_config"):
         engine_mod.config_folder(_resolve(str(sdxl)).path, None)

@@ -32,6 +32,7 @@ import structlog
 import torch
 from PIL import Image
 
+from stages.checkpoints import Checkpoint, describe, folder_family  # noqa: F401 (folder_family: engine's too)
 from stages.device import dtype_name
 from stages.diffusion.tokenizer import write_tokenizer
 from stages.files import sha256_file
@@ -45,44 +46,15 @@ NATIVE_SIZE = {"StableDiffusionInpaintPipeline": 512, "StableDiffusionXLInpaintP
                "FluxFillPipeline": 1024}
 
 
-# Which family a single-file checkpoint is, told by a key only that family has.
-FAMILY_KEYS = (("sdxl", "conditioner.embedders.1.model."), ("sd2", "cond_stage_model.model."),
-               ("sd1", "cond_stage_model.transformer."), ("flux", "double_blocks."))
 SINGLE_FILE_PIPELINES = ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline")
-UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    family: str        # sd1, sd2, sdxl, flux or unknown
-    in_channels: int   # 9 for an inpainting UNet, 4 for an ordinary one, 0 if none
 
 
 def inspect_checkpoint(path: Path) -> Checkpoint:
-    """Family and UNet input channels of a single-file checkpoint, from its header alone."""
-    from safetensors import safe_open
-
+    """What a single-file checkpoint is, from its header alone (``stages.checkpoints.describe``)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            in_channels = f.get_slice(UNET_IN).get_shape()[1] if UNET_IN in keys else 0
-    except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise ModelNotFound(f"{path}: not a readable .safetensors file ({exc})") from None
-    family = next((name for name, prefix in FAMILY_KEYS if any(k.startswith(prefix) for k in keys)), "unknown")
-    return Checkpoint(family, int(in_channels))
-
-
-def folder_family(folder: Path) -> str:
-    """The family a diffusers folder's configs describe: sdxl (two text encoders), sd2 (1024-wide
-    cross-attention), flux, or sd1."""
-    index = json.loads((folder / "model_index.json").read_text())
-    if "Flux" in str(index.get("_class_name", "")):
-        return "flux"
-    if "text_encoder_2" in index:
-        return "sdxl"
-    unet = json.loads((folder / "unet" / "config.json").read_text()) if (folder / "unet" / "config.json").is_file() \
-        else {}
-    return "sd2" if unet.get("cross_attention_dim") == 1024 else "sd1"
+        return describe(path)
+    except ValueError as exc:
+        raise ModelNotFound(str(exc)) from None
 
 
 # Pipelines whose call takes A1111's clip skip (SDXL's encoders already read the penultimate layer).
@@ -291,6 +263,15 @@ def _load(model: Resolved, config: Resolved | None, device: torch.device, dtype:
                                 "an SD 1.x/2.x or SDXL inpainting pipeline")
         extra = dict(safety_checker=None, requires_safety_checker=False) if "XL" not in kind else {}
         pipe = getattr(diffusers, kind).from_single_file(str(path), config=str(folder), **extra, **common)
+        if ckpt.v_prediction:  # the file says how it was trained: its configs (made for ε) do not
+            import inspect
+
+            cls = type(pipe.scheduler)
+            if "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters:
+                cls = diffusers.EulerDiscreteScheduler  # what v-prediction checkpoints are sampled with
+            pipe.scheduler = cls.from_config(pipe.scheduler.config, prediction_type="v_prediction",
+                                             rescale_betas_zero_snr=True, timestep_spacing="trailing")
+            log.info("v-prediction checkpoint: sampling as v-prediction with zero terminal SNR", model=path.name)
         digest = sha256_file(path)
     else:
         spec = model.setting.value
