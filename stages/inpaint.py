@@ -400,6 +400,7 @@ class InpaintStage(Stage):
                     record.control_image = name
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), crop)
                 record.seed, record.prompt, record.negative_prompt = try_seed, prompt, negative
+                record.prompt_tokens, record.prompt_cut = _tokens(e, prompt)
                 record.prompt_source, record.steps, record.strength = source, ks.steps, strength
                 record.guidance, record.padding = ks.guidance, ks.padding
                 if region.kind == "remove":
@@ -548,6 +549,18 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
     out = image.copy()
     out[y0:y1, x0:x1] = paste(part, filled, m)
     return out, crop
+
+
+def _tokens(engine, prompt: str) -> tuple[int | None, bool | None]:
+    """How many CLIP tokens the prompt has, and whether the pipeline cut it (those that do not chunk)."""
+    from stages.diffusion import engine as engine_mod
+    from stages.diffusion import weighting
+
+    tokenizer = getattr(engine.pipe, "tokenizer", None)
+    if tokenizer is None:
+        return None, None
+    count = weighting.chunk(tokenizer, prompt).count
+    return count, (count > weighting.CHUNK) if engine.kind not in engine_mod.WEIGHTED else None
 
 
 def _used(source, done: list, chosen: str = "") -> list[str]:

@@ -140,6 +140,7 @@ def test_inpaints_the_face_only_inside_its_mask_and_reproducibly(tmp_path, tiny_
     # what of the image's own record it used: its texts, and its "Steps: 20" over [inpaint].steps = 2
     assert entry.details.from_image == ["positive", "negative", "steps"]
     assert (region.steps, region.inherited) == (20, ["steps"])
+    assert region.prompt_tokens == 8 and region.prompt_cut is None  # 7 words and a comma; SD 1.x: chunked, never cut
     assert entry.details.pipeline == "StableDiffusionInpaintPipeline"
     assert entry.details.scheduler == "PNDMScheduler"
     assert entry.models[0].name == "tiny-sd-inpaint" and entry.device == "cpu"

@@ -67,16 +67,22 @@ def _a1111_png(path, settings: str):
 def test_a_repaint_uses_the_images_own_sampler_steps_cfg_and_clip_skip(tmp_path, tiny_sd, monkeypatch, inherit):
     import diffusers
 
+    from stages.diffusion import weighting
     from tests.test_inpaint import _job
 
-    seen = []
-    real = diffusers.StableDiffusionInpaintPipeline.__call__
+    seen, skips = [], []
+    real, real_embeddings = diffusers.StableDiffusionInpaintPipeline.__call__, weighting.embeddings
 
     def spy(self, *a, **k):
         seen.append((type(self.scheduler).__name__, k.get("num_inference_steps"), k.get("guidance_scale"),
-                     k.get("prompt_embeds") is not None))
+                     skips[-1]))
         return real(self, *a, **k)
+
+    def embeddings(pipe, prompt, negative, clip_skip=1):
+        skips.append(clip_skip)
+        return real_embeddings(pipe, prompt, negative, clip_skip)
     monkeypatch.setattr(diffusers.StableDiffusionInpaintPipeline, "__call__", spy)
+    monkeypatch.setattr(weighting, "embeddings", embeddings)
     src = _a1111_png(tmp_path / "astro.png", "Steps: 3, Sampler: Euler a, Schedule type: Automatic, "
                                               "CFG scale: 2.5, Seed: 7, Clip skip: 2")
     extra = f'[inpaint]\nmodel = "{tiny_sd}"\nsteps = 4\nguidance = 7.0\nresolution = 64\n'
@@ -85,31 +91,10 @@ def test_a_repaint_uses_the_images_own_sampler_steps_cfg_and_clip_skip(tmp_path,
     _, entry = _job(tmp_path / "run", extra, src)
     region = entry.details.regions[0]
     if inherit is None:
-        assert seen[0] == ("EulerAncestralDiscreteScheduler", 3, 2.5, True)  # clip skip: our own embeddings
+        assert seen[0] == ("EulerAncestralDiscreteScheduler", 3, 2.5, 2)  # A1111's clip skip 2
         assert region.inherited == ["steps", "cfg", "sampler", "clip_skip"]
         assert region.sampler == "EulerAncestralDiscreteScheduler" and (region.steps, region.guidance) == (3, 2.5)
         assert entry.details.from_image == ["positive", "negative", "cfg", "clip_skip", "sampler", "steps"]
     else:  # the face told to take nothing: [inpaint]'s own
-        assert seen[0] == ("PNDMScheduler", 4, 7.0, False)
+        assert seen[0] == ("PNDMScheduler", 4, 7.0, 1)
         assert region.inherited == [] and region.sampler is None
-
-
-def test_clip_skip_embeddings_are_the_layer_a1111_reads(tiny_sd):
-    import diffusers
-    import torch
-
-    from stages.diffusion.engine import skipped_embeddings
-
-    pipe = diffusers.StableDiffusionInpaintPipeline.from_pretrained(tiny_sd)
-    ids = pipe.tokenizer("a red fox", padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
-    with torch.inference_mode():
-        out = pipe.text_encoder(ids, output_hidden_states=True)
-        own, _ = pipe.encode_prompt("a red fox", "cpu", 1, False)
-    one, _ = skipped_embeddings(pipe, "a red fox", "", 1)  # clip skip 1: the last layer, what diffusers gives
-    assert torch.allclose(one, own, atol=1e-5)
-    two, negative = skipped_embeddings(pipe, "a red fox", "", 2)  # the layer before, through the final norm
-    with torch.inference_mode():
-        expected = pipe.text_encoder.final_layer_norm(out.hidden_states[-2])
-    assert torch.allclose(two, expected, atol=1e-6) and not torch.allclose(two, one)
-    assert negative.shape == two.shape

@@ -34,6 +34,7 @@ from PIL import Image
 
 from stages.checkpoints import Checkpoint, describe, folder_family  # noqa: F401 (folder_family: engine's too)
 from stages.device import dtype_name
+from stages.diffusion import weighting
 from stages.diffusion.tokenizer import write_tokenizer
 from stages.files import sha256_file
 from stages.held import OWNER
@@ -57,8 +58,9 @@ def inspect_checkpoint(path: Path) -> Checkpoint:
         raise ModelNotFound(str(exc)) from None
 
 
-# Pipelines whose call takes A1111's clip skip (SDXL's encoders already read the penultimate layer).
-CLIP_SKIP = ("StableDiffusionInpaintPipeline", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+# Pipelines whose prompts polishd encodes itself, as A1111 does (weights, BREAK, chunks, clip skip); SDXL's
+# two encoders and Flux's T5 take the pipeline's own encoding.
+WEIGHTED = ("StableDiffusionInpaintPipeline", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
              "StableDiffusionControlNetInpaintPipeline")
 
 
@@ -107,8 +109,9 @@ class Engine:
         own = pipe.scheduler
         if sampling is not None and sampling.scheduler is not None and sampling.scheduler.cls:
             pipe.scheduler = self.scheduler(sampling.scheduler)
-        if sampling is not None and sampling.clip_skip and sampling.clip_skip > 1 and self.kind in CLIP_SKIP:
-            positive, negative_embeds = skipped_embeddings(pipe, prompt, negative, sampling.clip_skip)
+        if self.kind in WEIGHTED:  # A1111's weights, BREAK, chunks past 75 tokens and clip skip
+            skip = sampling.clip_skip if sampling is not None and sampling.clip_skip else 1
+            positive, negative_embeds, _ = weighting.embeddings(pipe, prompt, negative, skip)
             args.pop("prompt")
             args.pop("negative_prompt", None)
             args.update(prompt_embeds=positive, negative_prompt_embeds=negative_embeds)
@@ -142,23 +145,6 @@ class Engine:
             self.controlled.clear()  # one at a time
             self.controlled[net.spec] = pipe
         return self.controlled[net.spec]
-
-
-def skipped_embeddings(pipe, prompt: str, negative: str, clip_skip: int):
-    """The prompt's and the negative's CLIP embeddings as A1111 makes them with "Clip skip: N": the hidden
-    state N layers from the end (1 = the last), through the encoder's final layer norm.  Ours, not the
-    pipeline's ``clip_skip`` argument: diffusers reaches the norm as ``text_encoder.text_model``, which
-    transformers 5's CLIPTextModel no longer has."""
-    encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
-    norm = getattr(encoder, "text_model", encoder).final_layer_norm
-
-    def encode(text: str):
-        ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(encoder.device)
-        hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
-        return norm(hidden).to(encoder.dtype)
-    with torch.inference_mode():
-        return encode(prompt), encode(negative or "")
 
 
 @dataclass
