@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from stages import checkpoints
+from stages import checkpoints, embeddings
 from stages import control as ctl
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
 from stages.device import dtype_name
@@ -369,6 +369,7 @@ class InpaintStage(Stage):
                 (x0, y0, x1, y1) = _union((x0, y0, x1, y1), fill_crop)
             if e is not None and (region.kind != "remove" or params.remove.refine):
                 prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
+                prompt, negative, sampling = _with_embeddings(e, ctx, prompt, negative, sampling, record)
                 gated = params.gate.enabled and region.kind != "remove"
                 control, drawn = self._control(ctx, params, e, region, record)
                 tries, strength, try_seed = [], ks.strength, seed + n
@@ -549,6 +550,34 @@ def remove(image: np.ndarray, mask: np.ndarray, box: tuple, method: str) -> tupl
     out = image.copy()
     out[y0:y1, x0:x1] = paste(part, filled, m)
     return out, crop
+
+
+def _with_embeddings(engine, ctx: JobContext, prompt: str, negative: str, sampling: Sampling | None,
+                     record: RegionRecord) -> tuple[str, str, Sampling | None]:
+    """The prompts with the textual inversions they use found (ComfyUI's ``embedding:`` taken out), those
+    this model can take added to the sampling, and on the record what was used and what was missing."""
+    from stages.diffusion import engine as engine_mod
+
+    gen = ctx.products.source.generation if ctx.products.source is not None else None
+    want = embeddings.wanted(prompt, negative, ctx.models.cache, gen.embeddings if gen is not None else None)
+    usable, missing = [], [f"{n}: not in {ctx.models.cache / 'embeddings'}" for n in want.missing]
+    for name, path in want.files:
+        if engine.kind not in engine_mod.WEIGHTED:
+            missing.append(f"{name}: embeddings are loaded for SD 1.x/2.x pipelines only")
+            continue
+        if name in engine.pipe.tokenizer.get_vocab():
+            missing.append(f"{name}: a word the tokenizer already has; rename the file")
+            continue
+        try:
+            engine.embedding(path)
+        except ValueError as exc:
+            missing.append(f"{name}: {exc}")
+            continue
+        usable.append((name, path))
+    record.embeddings, record.missing = [n for n, _ in usable], missing
+    if not usable:
+        return want.prompt, want.negative, sampling
+    return want.prompt, want.negative, dataclasses.replace(sampling or Sampling(), embeddings=tuple(usable))
 
 
 def _tokens(engine, prompt: str) -> tuple[int | None, bool | None]:

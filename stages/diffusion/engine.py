@@ -109,19 +109,48 @@ class Engine:
         own = pipe.scheduler
         if sampling is not None and sampling.scheduler is not None and sampling.scheduler.cls:
             pipe.scheduler = self.scheduler(sampling.scheduler)
-        if self.kind in WEIGHTED:  # A1111's weights, BREAK, chunks past 75 tokens and clip skip
-            skip = sampling.clip_skip if sampling is not None and sampling.clip_skip else 1
-            positive, negative_embeds, _ = weighting.embeddings(pipe, prompt, negative, skip)
-            args.pop("prompt")
-            args.pop("negative_prompt", None)
-            args.update(prompt_embeds=positive, negative_prompt_embeds=negative_embeds)
+        loaded = False
         try:
+            if self.kind in WEIGHTED:  # A1111's weights, BREAK, chunks past 75 tokens, clip skip, embeddings
+                skip = sampling.clip_skip if sampling is not None and sampling.clip_skip else 1
+                for name, path in sampling.embeddings if sampling is not None else ():
+                    pipe.load_textual_inversion(self.embedding(path), token=name)
+                    loaded = True
+                positive, negative_embeds, _ = weighting.embeddings(pipe, prompt, negative, skip)
+                args.pop("prompt")
+                args.pop("negative_prompt", None)
+                args.update(prompt_embeds=positive, negative_prompt_embeds=negative_embeds)
             with torch.inference_mode():
                 result = pipe(**args).images[0]
         finally:
             pipe.scheduler = own
+            if loaded:  # nothing carries over to the next image
+                pipe.unload_textual_inversion()
         self.last_used = time.monotonic()
         return result
+
+    def embedding(self, path: Path) -> torch.Tensor:
+        """A textual inversion's vectors (n × the text encoder's width), read without running code: a
+        ``.safetensors`` file, or a pickle loaded tensors-only.  ValueError with the reason otherwise."""
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                data = load_file(str(path))
+            else:
+                data = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # a pickle that wants more than tensors, a broken file
+            raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
+        if isinstance(data, dict) and isinstance(data.get("string_to_param"), dict):  # A1111's .pt
+            data = data["string_to_param"].get("*")
+        elif isinstance(data, dict) and "emb_params" in data:  # A1111's .safetensors
+            data = data["emb_params"]
+        elif isinstance(data, dict) and len(data) == 1:  # diffusers' {token: vectors}
+            data = next(iter(data.values()))
+        width = self.pipe.text_encoder.get_input_embeddings().weight.shape[1]
+        if not isinstance(data, torch.Tensor) or data.ndim not in (1, 2) or data.shape[-1] != width:
+            raise ValueError(f"{path.name} is not an embedding for this model (it needs vectors of {width})")
+        return data.reshape(-1, width).to(self.pipe.text_encoder.dtype)
 
     def scheduler(self, choice):
         """The pipeline's scheduler as ``choice`` (a ``samplers.Choice``) makes it, built once per choice."""

@@ -160,6 +160,9 @@ def embeddings(pipe, prompt: str, negative: str, clip_skip: int = 1):
             parts.append(z)
         return torch.cat(parts, dim=1).to(encoder.dtype)
 
+    if hasattr(pipe, "maybe_convert_prompt"):  # a textual inversion of several vectors: its tokens spelled out
+        prompt, negative = pipe.maybe_convert_prompt(prompt, tokenizer), pipe.maybe_convert_prompt(negative or "",
+                                                                                                    tokenizer)
     positive, negative_chunks = chunk(tokenizer, prompt), chunk(tokenizer, negative or "")
     n = max(len(positive.tokens), len(negative_chunks.tokens))
     with torch.inference_mode():
