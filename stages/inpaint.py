@@ -589,7 +589,8 @@ def _tokens(engine, prompt: str) -> tuple[int | None, bool | None]:
     if tokenizer is None:
         return None, None
     count = weighting.chunk(tokenizer, prompt).count
-    return count, (count > weighting.CHUNK) if engine.kind not in engine_mod.WEIGHTED else None
+    chunked = engine.kind in engine_mod.WEIGHTED or engine.kind in weighting.XL
+    return count, (count > weighting.CHUNK) if not chunked else None
 
 
 def _used(source, done: list, chosen: str = "") -> list[str]:

@@ -95,3 +95,35 @@ def test_clip_skip_reads_the_layer_a1111_reads(pipe):
         out = pipe.text_encoder(ids, output_hidden_states=True)
         expected = pipe.text_encoder.final_layer_norm(out.hidden_states[-2])
     assert torch.allclose(two, expected, atol=1e-5) and not torch.allclose(two, one)
+
+
+@pytest.fixture(scope="module")
+def xl(tiny_sdxl):
+    import diffusers
+
+    return diffusers.StableDiffusionXLInpaintPipeline.from_pretrained(tiny_sdxl)
+
+
+def test_sdxl_plain_prompts_embed_as_the_pipeline_itself_does(xl):
+    import torch
+
+    ours, negative, pooled, negative_pooled, _ = weighting.embeddings_xl(xl, "a red fox in snow", "blurry")
+    own, own_negative, own_pooled, own_negative_pooled = xl.encode_prompt(
+        "a red fox in snow", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True,
+        negative_prompt="blurry")
+    assert ours.shape == own.shape and torch.allclose(ours, own, atol=1e-5)
+    assert torch.allclose(negative, own_negative, atol=1e-5)
+    assert torch.allclose(pooled, own_pooled, atol=1e-5) and torch.allclose(negative_pooled, own_negative_pooled,
+                                                                             atol=1e-5)
+
+
+def test_sdxl_long_prompts_are_chunked_not_cut(xl):
+    words = ", ".join(f"word{i}" for i in range(60))
+    ours, negative, pooled, _, chunks = weighting.embeddings_xl(xl, words, "")
+    assert len(chunks.tokens) >= 2 and ours.shape[1] == negative.shape[1] == 77 * len(chunks.tokens)
+    import torch
+
+    tok = xl.tokenizer_2
+    with torch.inference_mode():
+        first = xl.text_encoder_2(torch.tensor([[tok.bos_token_id, *chunks.tokens[0], tok.eos_token_id]]))[0]
+    assert torch.allclose(pooled, first, atol=1e-5)  # the pooled embedding is the first chunk's

@@ -120,6 +120,12 @@ class Engine:
                 args.pop("prompt")
                 args.pop("negative_prompt", None)
                 args.update(prompt_embeds=positive, negative_prompt_embeds=negative_embeds)
+            elif self.kind in weighting.XL:  # both encoders, A1111's way; the prompt is no longer cut at 75
+                positive, negative_embeds, pooled, negative_pooled, _ = weighting.embeddings_xl(pipe, prompt, negative)
+                args.pop("prompt")
+                args.pop("negative_prompt", None)
+                args.update(prompt_embeds=positive, negative_prompt_embeds=negative_embeds,
+                            pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled)
             with torch.inference_mode():
                 result = pipe(**args).images[0]
         finally:

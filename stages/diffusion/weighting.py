@@ -1,4 +1,5 @@
-"""Prompts as A1111 reads them: attention weights, BREAK, and any length in chunks of 75 tokens.
+"""Prompts as A1111 reads them: attention weights, BREAK, and any length in chunks of 75 tokens (SD 1.x/2.x:
+``embeddings``; SDXL's two encoders: ``embeddings_xl``).
 
 Syntax (A1111's, which ComfyUI's ``(word:1.2)`` is a subset of): ``(text)`` multiplies the weight of what it
 holds by 1.1, ``[text]`` divides it by 1.1, ``(text:1.3)`` multiplies it by 1.3; brackets nest and multiply;
@@ -167,3 +168,46 @@ def embeddings(pipe, prompt: str, negative: str, clip_skip: int = 1):
     n = max(len(positive.tokens), len(negative_chunks.tokens))
     with torch.inference_mode():
         return encode(positive, n), encode(negative_chunks, n), positive
+
+
+XL = ("StableDiffusionXLInpaintPipeline", "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+      "StableDiffusionXLControlNetInpaintPipeline")
+
+
+def embeddings_xl(pipe, prompt: str, negative: str):
+    """SDXL's prompt as A1111 encodes it: both text encoders' penultimate hidden states (no final norm), each
+    chunk by chunk with the weights applied and its mean kept, joined side by side (768 + 1280); the pooled
+    embedding of the second encoder from the first chunk.  (prompt embeds, negative embeds, pooled, negative
+    pooled, the prompt's chunks)."""
+    import torch
+
+    pairs = [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
+    positive = [chunk(tok, prompt) for _, tok in pairs]
+    negatives = [chunk(tok, negative or "") for _, tok in pairs]
+    n = max(len(c.tokens) for c in positive + negatives)
+
+    def encode(encoder, tokenizer, c: Chunks):
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        parts, pooled = [], None
+        for i in range(n):
+            t = c.tokens[i] if i < len(c.tokens) else [pad] * CHUNK
+            w = c.weights[i] if i < len(c.weights) else [1.0] * CHUNK
+            ids = torch.tensor([[tokenizer.bos_token_id, *t, tokenizer.eos_token_id]], device=encoder.device)
+            out = encoder(ids, output_hidden_states=True)
+            z = out.hidden_states[-2]
+            if pooled is None:
+                pooled = out[0]
+            scale = torch.tensor([1.0, *w, 1.0], device=z.device, dtype=z.dtype)[None, :, None]
+            mean = z.mean()
+            z = z * scale
+            if abs(float(z.mean())) > 1e-6 * float(z.abs().mean()):
+                z = z * (mean / z.mean())
+            parts.append(z)
+        return torch.cat(parts, dim=1), pooled
+
+    with torch.inference_mode():
+        (p1, _), (p2, pooled) = (encode(e, t, c) for (e, t), c in zip(pairs, positive, strict=True))
+        (n1, _), (n2, npooled) = (encode(e, t, c) for (e, t), c in zip(pairs, negatives, strict=True))
+        dtype = pipe.text_encoder_2.dtype
+        return (torch.cat([p1, p2], dim=-1).to(dtype), torch.cat([n1, n2], dim=-1).to(dtype), pooled.to(dtype),
+                npooled.to(dtype), positive[1])
