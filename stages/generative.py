@@ -21,7 +21,14 @@ log = structlog.get_logger("polishd.generative")
 
 
 def acquire(models: Models, model: ModelSetting, config: ModelSetting | None, device: str):
-    """The engine for ``model`` (with ``config`` for a single file of another family), on ``device``."""
+    """The engine for ``model`` (with ``config`` for a single file of another family), on ``device``, with no
+    LoRA left in it by a repaint that failed half-way."""
+    engine = _acquire(models, model, config, device)
+    engine.clear_loras()
+    return engine
+
+
+def _acquire(models: Models, model: ModelSetting, config: ModelSetting | None, device: str):
     from stages.diffusion import engine  # torch: imported by a job that runs the model
 
     try:

@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from stages import checkpoints, embeddings
+from stages import checkpoints, embeddings, loras
 from stages import control as ctl
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
 from stages.device import dtype_name
@@ -63,9 +63,13 @@ class InpaintKindConfig:
     strength: float | None = None
     padding: int | None = None
     inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip"], ...] | None = None
+    loras: tuple[str, ...] = ()   # LoRAs for this kind only, on top of [inpaint].loras: "name:weight"
 
     def check(self, err: Errors) -> None:
         err.generation(self)
+        for entry in self.loras:
+            if (why := loras.check(entry)) is not None:
+                err.add("loras", why)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class InpaintConfig:
     # What of the image's own generation a repaint takes when its metadata says it (ADetailer's default):
     # its sampler and schedule, steps, CFG and clip skip; the rest of this table fills in what it does not say.
     inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip"], ...] = ("sampler", "steps", "cfg", "clip_skip")
+    loras: tuple[str, ...] = ()   # your own LoRAs for every repaint, "name" or "name:weight[:text_encoder_weight]"
     colour_match: bool = True
     idle_unload: float = 600.0
     face: InpaintFaceConfig = field(default_factory=InpaintFaceConfig)
@@ -154,6 +159,9 @@ class InpaintConfig:
 
     def check(self, err: Errors) -> None:
         err.generation(self)
+        for entry in self.loras:
+            if (why := loras.check(entry)) is not None:
+                err.add("loras", why)
         labels = [c.label for c in self.compare]
         for label in sorted({x for x in labels if labels.count(x) > 1}):
             err.add("compare", f"names the label {label!r} twice; each alternative needs a label of its own")
@@ -373,6 +381,7 @@ class InpaintStage(Stage):
                 gated = params.gate.enabled and region.kind != "remove"
                 control, drawn = self._control(ctx, params, e, region, record)
                 tries, strength, try_seed = [], ks.strength, seed + n
+                used_loras = _apply_loras(e, ctx, params, region.kind, record) if region.kind != "remove" else None
                 for attempt in range(1 + (params.gate.retries if gated else 0)):
                     painted, crop = repaint(
                         e, rgb, full_mask, region.box, ks.padding, params.resolution, prompt, negative, ks.steps,
@@ -393,6 +402,8 @@ class InpaintStage(Stage):
                              attempt=attempt + 1, why=verdict.why)
                     try_seed = seed + n + 1000 * (attempt + 1)
                     strength = round(strength * params.gate.strength_step, 3)
+                if used_loras:
+                    e.clear_loras()
                 if not gated or tries[-1].passed:
                     rgb = painted
                 if drawn and crops:  # the pose the model was given, for a person to see
@@ -578,6 +589,20 @@ def _with_embeddings(engine, ctx: JobContext, prompt: str, negative: str, sampli
     if not usable:
         return want.prompt, want.negative, sampling
     return want.prompt, want.negative, dataclasses.replace(sampling or Sampling(), embeddings=tuple(usable))
+
+
+def _apply_loras(engine, ctx: JobContext, params: InpaintParams, kind: str, record: RegionRecord) -> list[str]:
+    """The image's LoRAs and the user's ([inpaint].loras, the kind's own) loaded for this region; on the
+    record, which with their weights, and what could not be had."""
+    engine.clear_loras()  # whatever a region that failed half-way left behind
+    gen = ctx.products.source.generation if ctx.products.source is not None else None
+    own = [*params.loras, *kind_table(params, kind).loras]
+    uses, missing = loras.wanted(list(gen.loras) if gen is not None else [], own, ctx.models.cache)
+    loaded, problems = engine.apply_loras(uses) if uses else ([], [])
+    record.loras = [f"{u.name} {u.weight:g}" + (f" (text encoder {u.te_weight:g})" if u.te_weight != u.weight else "")
+                    for u in uses if u.name in loaded]
+    record.missing = [*record.missing, *missing, *problems]
+    return loaded
 
 
 def _tokens(engine, prompt: str) -> tuple[int | None, bool | None]:

@@ -264,6 +264,7 @@ class RegionRecord:
     prompt_tokens: int | None = omit(None)  # the prompt's CLIP tokens (in chunks of 75 for SD 1.x/2.x)
     prompt_cut: bool | None = omit(None)    # true: the pipeline read only its first 75 tokens (SDXL, Flux)
     embeddings: list[str] = omit(factory=list)  # the textual inversions its prompts used
+    loras: list[str] = omit(factory=list)       # the LoRAs it was painted with, and their weights
     missing: list[str] = omit(factory=list)     # what its prompts asked for that it was painted without, and why
     inherited: list[str] = omit(factory=list)  # what came from the image's generation record (steps, cfg, …)
     rest: dict = rest()

@@ -20,6 +20,7 @@ Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -157,6 +158,33 @@ class Engine:
         if not isinstance(data, torch.Tensor) or data.ndim not in (1, 2) or data.shape[-1] != width:
             raise ValueError(f"{path.name} is not an embedding for this model (it needs vectors of {width})")
         return data.reshape(-1, width).to(self.pipe.text_encoder.dtype)
+
+    def apply_loras(self, uses) -> tuple[list[str], list[str]]:
+        """LoRAs (``stages.loras.Use``) loaded into the pipeline through diffusers' reader (kohya/A1111 and
+        diffusers/PEFT files) at their UNet and text-encoder weights, until ``clear_loras``.  (loaded names,
+        problems): one that cannot be loaded is left out, with the reason."""
+        loaded, problems = [], []
+        for n, use in enumerate(uses):
+            adapter = f"polishd{n}"
+            try:
+                self.pipe.load_lora_weights(str(use.path), adapter_name=adapter)
+            except Exception as exc:  # a broken file, another model's LoRA, peft missing: painted without it
+                problems.append(f"LoRA {use.name}: could not be loaded ({type(exc).__name__}: {exc})"[:400])
+                with contextlib.suppress(Exception):  # nothing of it may have been loaded
+                    self.pipe.delete_adapters(adapter)
+                continue
+            loaded.append((adapter, use))
+        if loaded:
+            present = self.pipe.get_list_adapters()
+            weights = [{part: (use.weight if part == "unet" else use.te_weight) for part, names in present.items()
+                        if adapter in names} for adapter, use in loaded]
+            self.pipe.set_adapters([a for a, _ in loaded], adapter_weights=weights)
+        return [use.name for _, use in loaded], problems
+
+    def clear_loras(self) -> None:
+        """Every LoRA out of the pipeline: the next region paints as if none had been loaded."""
+        if getattr(self.pipe, "get_list_adapters", None) is not None and any(self.pipe.get_list_adapters().values()):
+            self.pipe.unload_lora_weights()
 
     def scheduler(self, choice):
         """The pipeline's scheduler as ``choice`` (a ``samplers.Choice``) makes it, built once per choice."""
