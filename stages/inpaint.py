@@ -273,6 +273,8 @@ class InpaintStage(Stage):
         rgb, outputs, records = self._paint(ctx, params, e, without_model, regions, view.rgb, seed)
         attention = [f"{r.kind} {r.index}: every try failed the quality gate ({r.tries[-1].why}); "
                      "its original pixels are kept" for r in records if r.failed_gate]
+        attention += [f"{r.kind} {r.index}: painted without what its prompt asked for: {'; '.join(r.missing)}"
+                      for r in records if r.missing]
         done = [r for r in records if r.skipped is None]
         if not done:
             return Skipped(without_model or "no masks to inpaint")

@@ -130,3 +130,5 @@ def test_the_stage_uses_the_images_lora_tag_and_the_kinds_own(tmp_path, tiny_sd)
     assert entry.status == "done" and region.loras == ["armor_v2 0.7", "face_detail 0.5"]
     assert any(m.startswith("LoRA not_here: not in") for m in region.missing)
     assert "<lora" not in region.prompt  # tags leave the text
+    # and the image is flagged with it: `polishd status` and the review page say what it lacked
+    assert any("painted without what its prompt asked for: LoRA not_here" in a for a in entry.attention)
