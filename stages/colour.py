@@ -133,8 +133,7 @@ def flat_mask(source: np.ndarray) -> np.ndarray:
     return (flat * np.uint8(255))[:, :, None]
 
 
-def _padded(load: Callable[[int, int], np.ndarray], y0: int, y1: int, height: int, halo: int) -> tuple[np.ndarray,
-                                                                                                       int]:
+def _padded(load: Callable, y0: int, y1: int, height: int, halo: int) -> tuple[np.ndarray, int]:
     """Rows ``y0 - halo : y1 + halo`` (clipped to the picture), and where row ``y0`` is in them."""
     a, b = max(0, y0 - halo), min(height, y1 + halo)
     return load(a, b), y0 - a
