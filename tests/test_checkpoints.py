@@ -57,6 +57,9 @@ def test_hashes_are_kept_between_runs_and_renewed_when_a_file_changes(tmp_path):
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert again.sha256(f) == hashlib.sha256(f.read_bytes()).hexdigest() != sha and again.hashed == 1
+    (tmp_path / "state" / checkpoints.FILE).write_text('{"not": "what it wrote"')  # a cut file, or anyone's
+    broken = checkpoints.Hashes(tmp_path / "state")
+    assert broken.sha256(f) == again.sha256(f) and broken.hashed == 1  # hashed again, never a failed image
     seen = []
     checkpoints.Hashes(tmp_path / "other").sha256(f, lambda done, total: seen.append((done, total)))
     assert seen[-1] == (f.stat().st_size, f.stat().st_size)  # progress, up to the whole file
