@@ -100,6 +100,7 @@ class Hashes:
         except (OSError, ValueError):
             self.known = {}
         self.hashed = 0  # files hashed in this process (tests and the benchmark count them)
+        self.dirty = False
 
     def _entry(self, path: Path) -> tuple[dict | None, os.stat_result]:
         st = path.stat()
@@ -134,11 +135,22 @@ class Hashes:
     def _put(self, path: Path, st: os.stat_result, values: dict, keep: dict | None) -> None:
         with self._lock:
             self.known[str(path)] = {**(keep or {}), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **values}
+            self.dirty = True
+        if "sha256" in values:  # minutes of reading: kept at once; a legacy hash waits for save()
+            self.save()
+
+    def save(self) -> None:
+        """What was hashed, to ``[paths].state`` (a read-only state folder: hashed again next time, never a
+        failed image)."""
+        with self._lock:
+            if not self.dirty:
+                return
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(self.path, (json.dumps(self.known, indent=1, sort_keys=True) + "\n").encode())
+                self.dirty = False
             except OSError:
-                pass  # a read-only state folder: hashed again next time, never a failed image
+                pass
 
 
 @dataclass(frozen=True)
@@ -195,22 +207,35 @@ def find(checkpoint: str | None, checkpoint_hash: str | None, models_dir: Path, 
     wanted = name_of(checkpoint) if checkpoint else ""
     named = [p for p in files if _stem(p) == wanted] if wanted else []
     h = (checkpoint_hash or "").lower()
-    if h:
-        for p in named + [p for p in files if p not in named]:
-            if p.is_dir():
-                continue
-            try:
-                if len(h) == 8 and hashes.legacy(p) == h or len(h) in (10, 12) and hashes.sha256(
-                        p, _named(progress, p)).startswith(h) or len(h) == 64 and hashes.sha256(
-                        p, _named(progress, p)) == h:
-                    return Found(p, "hash")
-            except OSError:
-                continue
+    try:
+        found = _by_hash(h, named + [p for p in files if p not in named], hashes, progress) if h else None
+    finally:
+        hashes.save()
+    if found is not None:
+        return found
     if named:
         return Found(named[0], "name")
     said = " ".join(x for x in (repr(checkpoint) if checkpoint else "", f"[{h}]" if h else "") if x)
     return Found(None, why=f"the image's checkpoint {said} is not among the {len(files)} checkpoints under "
                            f"{models_dir}")
+
+
+def _by_hash(h: str, files: list[Path], hashes: Hashes, progress) -> Found | None:
+    """The first of ``files`` whose legacy (8 hex), AutoV2 (10 or 12) or full hash is ``h``."""
+    for p in files:
+        if p.is_dir():
+            continue
+        try:
+            if len(h) == 8:
+                match = hashes.legacy(p) == h
+            else:
+                full = hashes.sha256(p, _named(progress, p)) if len(h) in (10, 12, 64) else ""
+                match = full.startswith(h) if len(h) < 64 else full == h
+        except OSError:
+            continue
+        if match:
+            return Found(p, "hash")
+    return None
 
 
 def _is_checkpoint(p: Path) -> bool:

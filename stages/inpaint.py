@@ -582,11 +582,9 @@ def _with_embeddings(engine, ctx: JobContext, prompt: str, negative: str, sampli
             missing.append(f"{name}: a word the tokenizer already has; rename the file")
             continue
         try:
-            engine.embedding(path)
+            usable.append((name, engine.embedding(path)))  # read once: every try of the region loads these
         except ValueError as exc:
             missing.append(f"{name}: {exc}")
-            continue
-        usable.append((name, path))
     record.embeddings, record.missing = [n for n, _ in usable], missing
     if not usable:
         return want.prompt, want.negative, sampling

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from bench.kit.review_archive import PIPELINE
 from daemon import config as config_mod
 from daemon.archive import StageEntry
 from daemon.pipeline import default_stages
@@ -30,17 +31,7 @@ if EXIFTOOL is None and os.environ.get("CI"):
     raise RuntimeError("CI must read the label back: .ci/run installs exiftool (libimage-exiftool-perl)")
 
 # Only what delivery needs in front of it: the master, and two infill variants (no models).
-BASE = """
-[automask]
-enabled = false
-[outpaint]
-variants = ["16:9", "4:5"]
-max_step = 1.0
-[upscale]
-enabled = false
-[contact]
-enabled = false
-"""
+BASE = "[automask]\nenabled = false\n" + PIPELINE
 
 
 # A full-size master and a 16:9 banner from the variant.

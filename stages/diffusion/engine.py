@@ -33,7 +33,7 @@ import structlog
 import torch
 from PIL import Image
 
-from stages.checkpoints import Checkpoint, describe, folder_family  # noqa: F401 (folder_family: engine's too)
+from stages.checkpoints import Checkpoint, describe
 from stages.device import dtype_name
 from stages.diffusion import weighting
 from stages.diffusion.tokenizer import write_tokenizer
@@ -114,8 +114,8 @@ class Engine:
         try:
             if self.kind in WEIGHTED:  # A1111's weights, BREAK, chunks past 75 tokens, clip skip, embeddings
                 skip = sampling.clip_skip if sampling is not None and sampling.clip_skip else 1
-                for name, path in sampling.embeddings if sampling is not None else ():
-                    pipe.load_textual_inversion(self.embedding(path), token=name)
+                for name, vectors in sampling.embeddings if sampling is not None else ():
+                    pipe.load_textual_inversion(vectors, token=name)
                     loaded = True
                 positive, negative_embeds, _ = weighting.embeddings(pipe, prompt, negative, skip)
                 args.pop("prompt")
