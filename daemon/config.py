@@ -298,16 +298,20 @@ def _will_load(ckpt, setting: str, config, resolver) -> tuple[str, bool]:
     """(what loading it takes, whether it will not load)."""
     from stages import checkpoints
 
-    if ckpt.family == "sd1" and config is None:
-        return "loads with the SD 1.x configs polishd ships", False
+    if ckpt.missing and ckpt.family != "flux":
+        return (f"the file holds no {' and no '.join(ckpt.missing)}: it is not a whole checkpoint (a UNet-only "
+                "or cut file); use the full checkpoint"), True
+    if ckpt.family in ("sd1", "sdxl") and config is None:
+        return (f"loads with the {checkpoints.FAMILIES[ckpt.family].split(' ', 1)[1]} configs polishd ships"
+                + (" as v-prediction" if ckpt.v_prediction else "")), False
     if ckpt.family == "flux":
         return (f"a full Flux single file is not an inpainting model; polishd paints with Flux Fill from its "
                 f"diffusers folder (FLUX.1-Fill-dev): point {setting} at that folder"), True
     if ckpt.family not in ("sd1", "sd2", "sdxl"):
         return "not a checkpoint polishd can load", True
     if config is None:
-        return (f"polishd ships configs for SD 1.x only: set {setting}_config to a diffusers folder of its family "
-                "(only its .json configs are read)"), True
+        return (f"polishd ships configs for SD 1.x and SDXL only: set {setting}_config to a diffusers folder of "
+                "its family (only its .json configs are read)"), True
     try:
         folder = resolver.resolve(config).path
         family = checkpoints.folder_family(folder)

@@ -28,6 +28,14 @@ from stages.models import SUBFOLDERS, ModelKind
 FAMILY_KEYS = (("sdxl", "conditioner.embedders.1.model."), ("sd2", "cond_stage_model.model."),
                ("sd1", "cond_stage_model.transformer."), ("flux", "double_blocks."))
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+# What each family's single file must hold to load as a whole pipeline (a UNet-only file does not).
+PARTS = {"sd1": (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE"),
+                 ("cond_stage_model.transformer.", "text encoder")),
+         "sd2": (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE"),
+                 ("cond_stage_model.model.", "text encoder")),
+         "sdxl": (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE"),
+                  ("conditioner.embedders.0.", "first text encoder"),
+                  ("conditioner.embedders.1.", "second text encoder"))}
 FAMILIES = {"sd1": "an SD 1.x", "sd2": "an SD 2.x", "sdxl": "an SDXL", "flux": "a Flux", "unknown": "an unrecognised"}
 
 MAX_FILES = 20_000
@@ -45,6 +53,7 @@ class Checkpoint:
     in_channels: int            # 9 for an inpainting UNet, 4 for an ordinary one, 0 if none
     v_prediction: bool = False  # a "v_pred" key: trained to predict v (NoobAI-XL v-pred and the like)
     zero_snr: bool = False      # a "ztsnr" key: trained with zero terminal SNR
+    missing: tuple[str, ...] = ()  # parts of its family's pipeline the file does not hold (e.g. "VAE")
 
     def describe(self) -> str:
         parts = ["inpainting" if self.in_channels == 9 else "not inpainting"]
@@ -65,7 +74,8 @@ def describe(path: Path) -> Checkpoint:
     except Exception as exc:  # safetensors raises its own error types for a bad header
         raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from None
     family = next((name for name, prefix in FAMILY_KEYS if any(k.startswith(prefix) for k in keys)), "unknown")
-    return Checkpoint(family, int(in_channels), "v_pred" in keys, "ztsnr" in keys)
+    missing = tuple(name for prefix, name in PARTS.get(family, ()) if not any(k.startswith(prefix) for k in keys))
+    return Checkpoint(family, int(in_channels), "v_pred" in keys, "ztsnr" in keys, missing)
 
 
 def folder_family(folder: Path) -> str:

@@ -120,8 +120,9 @@ def _header_only(path, keys: dict):
 def test_the_header_says_family_inpainting_and_v_prediction(tmp_path):
     vpred = _header_only(tmp_path / "noobai-vpred.safetensors", {
         "conditioner.embedders.1.model.ln_final.weight": (4,), checkpoints.UNET_IN: (8, 4, 3, 3), "v_pred": (0,),
-        "ztsnr": (0,)})
-    assert checkpoints.describe(vpred) == checkpoints.Checkpoint("sdxl", 4, True, True)
+        "ztsnr": (0,), "model.diffusion_model.out.0.bias": (4,)})
+    assert checkpoints.describe(vpred) == checkpoints.Checkpoint(
+        "sdxl", 4, True, True, missing=("VAE", "first text encoder"))
     assert checkpoints.describe(vpred).describe() == \
         "an SDXL checkpoint (not inpainting, v-prediction, zero terminal SNR)"
     flux = _header_only(tmp_path / "flux1-dev.safetensors", {"double_blocks.0.img_attn.norm.key_norm.scale": (4,)})
@@ -145,9 +146,17 @@ def test_check_config_says_what_each_checkpoint_is_and_whether_it_will_load(tmp_
         path = write_config(root, extra)
         return subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)], cwd=REPO,
                               capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
-    out = check(f'[inpaint]\nmodel = "{vpred}"\n')
+    out = check(f'[inpaint]\nmodel = "{vpred}"\n')  # a header of an SDXL file's UNet, nothing else
     assert out.returncode == 3 and "[inpaint].model = noobai-vpred.safetensors: an SDXL checkpoint (not " \
-        "inpainting, v-prediction): polishd ships configs for SD 1.x only: set [inpaint].model_config" in out.stderr
+        "inpainting, v-prediction): the file holds no VAE and no first text encoder: it is not a whole " \
+        "checkpoint" in out.stderr
+    whole = _header_only(tmp_path / "noobai-whole.safetensors", {
+        "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": (4,),
+        "conditioner.embedders.1.model.ln_final.weight": (4,), "first_stage_model.decoder.conv_in.bias": (4,),
+        checkpoints.UNET_IN: (8, 4, 3, 3), "v_pred": (0,)})
+    out = check(f'[inpaint]\nmodel = "{whole}"\n')
+    assert out.returncode == 0 and "noobai-whole.safetensors: an SDXL checkpoint (not inpainting, v-prediction): " \
+        "loads with the SDXL configs polishd ships as v-prediction" in out.stdout, out.stderr
     out = check(f'[inpaint]\nmodel = "{flux}"\n')
     assert out.returncode == 3 and "a full Flux single file is not an inpainting model" in out.stderr
     out = check(f'[inpaint]\nmodel = "{single}"\nmodel_config = "{configs}"\n')

@@ -271,15 +271,71 @@ def test_the_shipped_sd15_configs_describe_sd15_inpainting(tmp_path):
     assert plain != folder and json.loads((plain / "unet" / "config.json").read_text())["in_channels"] == 4
 
 
-def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_path):
+def test_the_shipped_sdxl_configs_describe_sdxl_base_and_inpainting(tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = engine_mod.single_file_config(tmp_path, engine_mod.CONFIGS / "sdxl-inpaint", in_channels=4)
+    with torch.device("meta"):  # SDXL's real shapes, without allocating them
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+    # The parameter counts of SDXL 1.0's UNet, VAE, CLIP ViT-L and OpenCLIP ViT-bigG text encoders: a config
+    # one block, width or head off would give other numbers, and the weights of a real file would not fit.
+    count = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text, text_2)]
+    assert count == [2_567_463_684, 83_653_863, 123_060_480, 694_659_840]
+    assert vae.config.scaling_factor == 0.13025 and vae.config.force_upcast
+    tok, tok_2 = (CLIPTokenizer.from_pretrained(folder / name) for name in ("tokenizer", "tokenizer_2"))
+    assert tok("a cat").input_ids == tok_2("a cat").input_ids == [49406, 320, 2368, 49407]
+    assert tok.pad_token == "<|endoftext|>" and tok_2.pad_token == "!"  # OpenCLIP pads with "!"
+    inpainting = engine_mod.single_file_config(tmp_path, engine_mod.CONFIGS / "sdxl-inpaint", in_channels=9)
+    assert json.loads((inpainting / "unet" / "config.json").read_text())["in_channels"] == 9
+
+
+def test_an_sdxl_single_file_loads_with_nothing_more(tmp_path, tiny_sdxl, monkeypatch):
+    from bench.kit.tiny_sd import write_single_file
+
+    checkpoint, configs = write_single_file(tiny_sdxl, tmp_path / "someone-pony.safetensors")
+    # The shipped configs are full-size SDXL; stand in the tiny model's, and the rest is the real path: the family
+    # from the header, the configs polishd picks for it, the UNet's channels set.  (The tiny model's tokenizers
+    # come along: its second pads with "<|endoftext|>", where SDXL's, as polishd builds it, pads with "!".)
+    import shutil
+
+    shipped = tmp_path / "shipped"
+    shutil.copytree(configs, shipped / "sdxl-inpaint")
+    monkeypatch.setattr(engine_mod, "CONFIGS", shipped)
+    base = '[inpaint]\nsteps = 2\nresolution = 64\n'
+    folder_archive, first = _job(tmp_path / "folder", base + f'model = "{tiny_sdxl}"\n', DATA / "astronaut.png")
+    archive, entry = _job(tmp_path / "file", base + f'model = "{checkpoint}"\n', DATA / "astronaut.png")
+    assert entry.status == "done", entry
+    assert entry.details.pipeline == first.details.pipeline == "StableDiffusionXLInpaintPipeline"
+    a = np.asarray(Image.open(archive / "20-inpaint.png")).astype(int)
+    b = np.asarray(Image.open(folder_archive / "20-inpaint.png")).astype(int)
+    assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.01, (np.abs(a - b).max(), np.abs(a - b).mean())
+
+
+def test_a_single_file_polishd_has_no_configs_for_is_refused_until_configs_are_given(tmp_path):
     from safetensors.torch import save_file
 
-    sdxl = tmp_path / "some-sdxl-inpaint.safetensors"
-    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(4),
-               checkpoints.UNET_IN: torch.zeros(8, 9, 3, 3)}, str(sdxl))
-    assert engine_mod.inspect_checkpoint(sdxl) == engine_mod.Checkpoint("sdxl", 9)
-    with pytest.raises(engine_mod.ModelNotFound, match="is an SDXL checkpoint.*set \\[inpaint\\].model_config"):
-        engine_mod.config_folder(_resolve(str(sdxl)).path, None)
+    def header(name: str, keys: list[str]) -> Path:
+        save_file({k: torch.zeros(8, 9, 3, 3) if k == checkpoints.UNET_IN else torch.zeros(4) for k in keys},
+                  str(tmp_path / name))
+        return tmp_path / name
+    sd2 = header("some-sd2-inpaint.safetensors", ["cond_stage_model.model.ln_final.weight", checkpoints.UNET_IN,
+                                                   "first_stage_model.decoder.conv_in.bias"])
+    assert engine_mod.inspect_checkpoint(sd2) == engine_mod.Checkpoint("sd2", 9)
+    with pytest.raises(engine_mod.ModelNotFound, match="is an SD 2.x checkpoint.*set \\[inpaint\\].model_config"):
+        engine_mod.config_folder(_resolve(str(sd2)).path, None)
+    # An SDXL file that holds only its UNet (as some are shared) is named as such, not loaded half.
+    unet_only = header("unet-only-sdxl.safetensors", ["conditioner.embedders.1.model.ln_final.weight",
+                                                      checkpoints.UNET_IN])
+    assert engine_mod.inspect_checkpoint(unet_only).missing == ("VAE", "first text encoder")
+    with pytest.raises(engine_mod.ModelNotFound, match="holds no VAE and no first text encoder: not a whole"):
+        engine_mod.config_folder(_resolve(str(unet_only)).path, None)
+    flux = header("flux1-dev.safetensors", ["double_blocks.0.img_attn.norm.key_norm.scale"])
+    with pytest.raises(engine_mod.ModelNotFound, match="a full Flux checkpoint.*Flux Fill from its diffusers folder"):
+        engine_mod.config_folder(_resolve(str(flux)).path, None)
     with pytest.raises(engine_mod.ModelNotFound, match="not a diffusers folder"):
         _resolve(str(tmp_path), "model_config")
     broken = tmp_path / "truncated.safetensors"
@@ -287,8 +343,8 @@ def test_a_single_file_of_another_family_is_refused_until_configs_are_given(tmp_
     with pytest.raises(engine_mod.ModelNotFound, match="not a readable .safetensors file"):
         engine_mod.config_folder(_resolve(str(broken)).path, None)
     # Through the stage: skipped with the reason, the image still finished.
-    _, entry = _job(tmp_path / "job", f'[inpaint]\nmodel = "{sdxl}"\n', DATA / "astronaut.png")
-    assert entry.status == "skipped" and "SDXL checkpoint" in entry.reason
+    _, entry = _job(tmp_path / "job", f'[inpaint]\nmodel = "{sd2}"\n', DATA / "astronaut.png")
+    assert entry.status == "skipped" and "SD 2.x checkpoint" in entry.reason
 
 
 # camera.png's tower on the skyline: sky around it is ~208-214 grey, the tower 225-233 with a dark edge.

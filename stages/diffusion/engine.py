@@ -9,8 +9,9 @@
   holds weights but no configs and no tokenizer, and without ``config=`` diffusers would try to
   download them.  SD 1.x files — inpainting (9-channel UNet) or ordinary (4-channel, inpainted
   the way A1111 does with a normal model) — load with the configs that ship in
-  ``configs/sd15-inpaint``; any other family (SD 2.x, SDXL) needs ``model_config``: a diffusers
-  folder of the same family whose ``*.json`` configs are used (its weights are never read).
+  ``configs/sd15-inpaint``, SDXL files (base or inpainting, ε or v-prediction) with those in
+  ``configs/sdxl-inpaint``; SD 2.x needs ``model_config``: a diffusers folder of the same family
+  whose ``*.json`` configs are used (its weights are never read).
   Missing tokenizers are built offline from the CLIP BPE merges;
 * a hub id (``owner/name``) already in the user's Hugging Face cache, loaded with
   ``HF_HUB_OFFLINE=1``.
@@ -278,18 +279,25 @@ def unload() -> None:
     OWNER.drop("controlnet")
 
 
+SHIPPED = {"sd1": "sd15-inpaint", "sdxl": "sdxl-inpaint"}  # family → the configs polishd ships for its single files
+
+
 def config_folder(path: Path, config: Resolved | None,
                   setting: str = "[inpaint].model_config") -> tuple[Path, Checkpoint]:
     """The folder whose configs describe the single file ``path``, and what the file is."""
     ckpt = inspect_checkpoint(path)
+    if ckpt.missing and ckpt.family != "flux":
+        raise ModelNotFound(f"{path.name} holds no {' and no '.join(ckpt.missing)}: not a whole checkpoint "
+                            "(a UNet-only or cut file); use the full checkpoint")
     if config is not None:
         return config.path, ckpt
-    if ckpt.family == "sd1":
-        return CONFIGS / "sd15-inpaint", ckpt
-    what = {"sd2": "an SD 2.x", "sdxl": "an SDXL", "flux": "a Flux"}.get(ckpt.family, "an unrecognised")
-    hint = ("load Flux Fill from a diffusers folder" if ckpt.family == "flux" else
+    if ckpt.family in SHIPPED:
+        return CONFIGS / SHIPPED[ckpt.family], ckpt
+    what = {"sd2": "an SD 2.x", "flux": "a full Flux"}.get(ckpt.family, "an unrecognised")
+    hint = ("polishd paints with Flux Fill from its diffusers folder (FLUX.1-Fill-dev): point the model setting "
+            "at that folder" if ckpt.family == "flux" else
             f"set {setting} to a diffusers folder of the same family (only its .json configs are read)")
-    raise ModelNotFound(f"{path.name} is {what} checkpoint; polishd ships configs for SD 1.x only: {hint}")
+    raise ModelNotFound(f"{path.name} is {what} checkpoint; polishd ships configs for SD 1.x and SDXL: {hint}")
 
 
 def _load(model: Resolved, config: Resolved | None, device: torch.device, dtype: torch.dtype,
