@@ -569,14 +569,12 @@ def _with_embeddings(engine, ctx: JobContext, prompt: str, negative: str, sampli
                      record: RegionRecord) -> tuple[str, str, Sampling | None]:
     """The prompts with the textual inversions they use found (ComfyUI's ``embedding:`` taken out), those
     this model can take added to the sampling, and on the record what was used and what was missing."""
-    from stages.diffusion import engine as engine_mod
-
     gen = ctx.products.source.generation if ctx.products.source is not None else None
     want = embeddings.wanted(prompt, negative, ctx.models.cache, gen.embeddings if gen is not None else None)
     usable, missing = [], [f"{n}: not in {ctx.models.cache / 'embeddings'}" for n in want.missing]
     for name, path in want.files:
-        if engine.kind not in engine_mod.WEIGHTED:
-            missing.append(f"{name}: embeddings are loaded for SD 1.x/2.x pipelines only")
+        if not engine.text_pairs():
+            missing.append(f"{name}: embeddings are loaded for SD 1.x/2.x and SDXL pipelines only")
             continue
         if name in engine.pipe.tokenizer.get_vocab():
             missing.append(f"{name}: a word the tokenizer already has; rename the file")

@@ -52,7 +52,8 @@ def test_an_embedding_acts_exactly_where_its_word_stands(engine, tmp_path):
     vectors = torch.randn(2, width, generator=torch.Generator().manual_seed(1))
     path = _embedding(tmp_path, "mystyle", vectors)
     plain, _, _ = weighting.embeddings(pipe, "a red fox mystyle", "")
-    pipe.load_textual_inversion(engine.embedding(path), token="mystyle")
+    (loaded,) = engine.embedding(path)
+    pipe.load_textual_inversion(loaded, token="mystyle")
     try:
         converted = pipe.maybe_convert_prompt("a red fox mystyle", pipe.tokenizer)
         ids = pipe.tokenizer(converted, add_special_tokens=False).input_ids
@@ -66,6 +67,60 @@ def test_an_embedding_acts_exactly_where_its_word_stands(engine, tmp_path):
     assert torch.allclose(with_it[0, :4], plain[0, :4], atol=1e-5)
     assert not torch.allclose(with_it[0, 4:6], plain[0, 4:6])
     assert "mystyle" not in pipe.tokenizer.get_vocab()
+
+
+def test_an_sdxl_embedding_acts_in_both_encoders_where_its_word_stands_and_leaves_with_the_repaint(tmp_path,
+                                                                                                    tiny_sdxl):
+    from stages.diffusion import engine as engine_mod
+    from stages.diffusion import weighting
+    from stages.diffusion.samplers import Sampling
+    from stages.generative import acquire
+    from stages.models import ModelKind, Models, ModelSetting
+
+    eng = acquire(Models(None, tiny_sdxl.parent),
+                  ModelSetting("[inpaint].model", str(tiny_sdxl), ModelKind.DIFFUSION), None, "cpu")
+    try:
+        pipe = eng.pipe
+        g = torch.Generator().manual_seed(2)
+        clip_l, clip_g = torch.randn(2, 32, generator=g), torch.randn(2, 48, generator=g)  # the two encoders' widths
+        path = tmp_path / "embeddings" / "xlstyle.safetensors"
+        path.parent.mkdir()
+        save_file({"clip_l": clip_l, "clip_g": clip_g}, str(path))  # the SDXL embedding layout
+        vectors = eng.embedding(path)
+        assert [v.shape for v in vectors] == [(2, 32), (2, 48)]
+        sd1 = _embedding(tmp_path, "sd1style", torch.zeros(1, 32))
+        with pytest.raises(ValueError, match="not an SDXL embedding"):
+            eng.embedding(sd1)
+        plain = weighting.embeddings_xl(pipe, "a red fox xlstyle", "")[0]
+        for (encoder, tokenizer), v in zip(eng.text_pairs(), vectors, strict=True):
+            pipe.load_textual_inversion(v, token="xlstyle", text_encoder=encoder, tokenizer=tokenizer)
+        try:
+            for (encoder, tokenizer), v in zip(eng.text_pairs(), (clip_l, clip_g), strict=True):
+                ids = tokenizer(pipe.maybe_convert_prompt("a red fox xlstyle", tokenizer),
+                                add_special_tokens=False).input_ids
+                with torch.inference_mode():
+                    inputs = encoder.get_input_embeddings()(torch.tensor(ids))
+                assert torch.allclose(inputs[-2:], v.to(inputs.dtype))
+            with_it = weighting.embeddings_xl(pipe, "a red fox xlstyle", "")[0]
+        finally:
+            for encoder, tokenizer in eng.text_pairs():
+                pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=encoder)
+        assert torch.allclose(with_it[0, :4], plain[0, :4], atol=1e-5)  # causal: the words before it see nothing
+        assert not torch.allclose(with_it[0, 4:6, :32], plain[0, 4:6, :32])  # the first encoder's half
+        assert not torch.allclose(with_it[0, 4:6, 32:], plain[0, 4:6, 32:])  # the second's
+        # Through a repaint: it changes the pixels, and leaves nothing behind in either tokenizer.
+        image = Image.open(DATA / "astronaut.png").convert("RGB").resize((64, 64))
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (16, 16, 48, 48))
+        args = dict(steps=2, guidance=5.0, strength=1.0, seed=3)
+        before = eng.inpaint(image, mask, "a red fox xlstyle", "", **args)
+        used = eng.inpaint(image, mask, "a red fox xlstyle", "", sampling=Sampling(embeddings=(("xlstyle", vectors),)),
+                           **args)
+        after = eng.inpaint(image, mask, "a red fox xlstyle", "", **args)
+        assert list(before.getdata()) != list(used.getdata()) and list(before.getdata()) == list(after.getdata())
+        assert "xlstyle" not in pipe.tokenizer.get_vocab() and "xlstyle" not in pipe.tokenizer_2.get_vocab()
+    finally:
+        engine_mod.unload()
 
 
 class _Runs:

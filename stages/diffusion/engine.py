@@ -113,11 +113,12 @@ class Engine:
             pipe.scheduler = self.scheduler(sampling.scheduler)
         loaded = False
         try:
+            for name, vectors in sampling.embeddings if sampling is not None else ():
+                for (encoder, tokenizer), v in zip(self.text_pairs(pipe), vectors, strict=True):
+                    pipe.load_textual_inversion(v, token=name, text_encoder=encoder, tokenizer=tokenizer)
+                loaded = True
             if self.kind in WEIGHTED:  # A1111's weights, BREAK, chunks past 75 tokens, clip skip, embeddings
                 skip = sampling.clip_skip if sampling is not None and sampling.clip_skip else 1
-                for name, vectors in sampling.embeddings if sampling is not None else ():
-                    pipe.load_textual_inversion(vectors, token=name)
-                    loaded = True
                 positive, negative_embeds, _ = weighting.embeddings(pipe, prompt, negative, skip)
                 args.pop("prompt")
                 args.pop("negative_prompt", None)
@@ -133,13 +134,25 @@ class Engine:
         finally:
             pipe.scheduler = own
             if loaded:  # nothing carries over to the next image
-                pipe.unload_textual_inversion()
+                for encoder, tokenizer in self.text_pairs(pipe):
+                    pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=encoder)
         self.last_used = time.monotonic()
         return result
 
-    def embedding(self, path: Path) -> torch.Tensor:
-        """A textual inversion's vectors (n × the text encoder's width), read without running code: a
-        ``.safetensors`` file, or a pickle loaded tensors-only.  ValueError with the reason otherwise."""
+    def text_pairs(self, pipe=None) -> list[tuple[object, object]]:
+        """The (text encoder, tokenizer) pairs a textual inversion goes into: one for SD 1.x/2.x, SDXL's two
+        (CLIP ViT-L, then OpenCLIP ViT-bigG); none for a pipeline that takes no embeddings (Flux)."""
+        pipe = pipe or self.pipe
+        if self.kind in WEIGHTED:
+            return [(pipe.text_encoder, pipe.tokenizer)]
+        if self.kind in weighting.XL:
+            return [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
+        return []
+
+    def embedding(self, path: Path) -> tuple[torch.Tensor, ...]:
+        """A textual inversion's vectors for each text encoder (n × its width): ``(vectors,)`` for SD 1.x/2.x,
+        ``(clip_l, clip_g)`` for SDXL; read without running code (a ``.safetensors`` file, or a pickle loaded
+        tensors-only).  ValueError with the reason otherwise."""
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
@@ -149,16 +162,29 @@ class Engine:
                 data = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # a pickle that wants more than tensors, a broken file
             raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
-        if isinstance(data, dict) and isinstance(data.get("string_to_param"), dict):  # A1111's .pt
-            data = data["string_to_param"].get("*")
-        elif isinstance(data, dict) and "emb_params" in data:  # A1111's .safetensors
-            data = data["emb_params"]
-        elif isinstance(data, dict) and len(data) == 1:  # diffusers' {token: vectors}
-            data = next(iter(data.values()))
-        width = self.pipe.text_encoder.get_input_embeddings().weight.shape[1]
-        if not isinstance(data, torch.Tensor) or data.ndim not in (1, 2) or data.shape[-1] != width:
-            raise ValueError(f"{path.name} is not an embedding for this model (it needs vectors of {width})")
-        return data.reshape(-1, width).to(self.pipe.text_encoder.dtype)
+        pairs = self.text_pairs()
+        if len(pairs) == 2:  # SDXL embeddings hold a part for each encoder
+            if not (isinstance(data, dict) and isinstance(data.get("clip_l"), torch.Tensor)
+                    and isinstance(data.get("clip_g"), torch.Tensor)):
+                raise ValueError(f"{path.name} is not an SDXL embedding (it has no clip_l and clip_g vectors)")
+            parts = (data["clip_l"], data["clip_g"])
+        else:
+            if isinstance(data, dict) and isinstance(data.get("string_to_param"), dict):  # A1111's .pt
+                data = data["string_to_param"].get("*")
+            elif isinstance(data, dict) and "emb_params" in data:  # A1111's .safetensors
+                data = data["emb_params"]
+            elif isinstance(data, dict) and len(data) == 1:  # diffusers' {token: vectors}
+                data = next(iter(data.values()))
+            parts = (data,)
+        out = []
+        for (encoder, _), vectors in zip(pairs, parts, strict=False):
+            width = encoder.get_input_embeddings().weight.shape[1]
+            if not isinstance(vectors, torch.Tensor) or vectors.ndim not in (1, 2) or vectors.shape[-1] != width:
+                raise ValueError(f"{path.name} is not an embedding for this model (it needs vectors of {width})")
+            out.append(vectors.reshape(-1, width).to(encoder.dtype))
+        if len(out) != len(pairs) or (len(out) == 2 and out[0].shape[0] != out[1].shape[0]):
+            raise ValueError(f"{path.name} is not an embedding for this model")
+        return tuple(out)
 
     def apply_loras(self, uses) -> tuple[list[str], list[str]]:
         """LoRAs (``stages.loras.Use``) loaded into the pipeline through diffusers' reader (kohya/A1111 and

@@ -103,7 +103,7 @@ class Sampling:
 
     scheduler: Choice | None = None
     clip_skip: int | None = None
-    embeddings: tuple = ()  # (name, vectors) of the textual inversions the prompt uses, loaded for this call only
+    embeddings: tuple = ()  # (name, vectors per text encoder) of the prompt's textual inversions, for this call only
 
 
 # Where the counterpart is close rather than the same, the record says so.

@@ -182,8 +182,11 @@ def embeddings_xl(pipe, prompt: str, negative: str):
     import torch
 
     pairs = [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
-    positive = [chunk(tok, prompt) for _, tok in pairs]
-    negatives = [chunk(tok, negative or "") for _, tok in pairs]
+
+    def spelled(text: str, tokenizer) -> str:  # a textual inversion of several vectors: its tokens spelled out
+        return pipe.maybe_convert_prompt(text, tokenizer) if hasattr(pipe, "maybe_convert_prompt") else text
+    positive = [chunk(tok, spelled(prompt, tok)) for _, tok in pairs]
+    negatives = [chunk(tok, spelled(negative or "", tok)) for _, tok in pairs]
     n = max(len(c.tokens) for c in positive + negatives)
 
     def encode(encoder, tokenizer, c: Chunks):
