@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from PIL import Image
 
 from stages import checkpoints, embeddings, loras
 from stages import control as ctl
+from stages import vae as vae_files
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
 from stages.device import dtype_name
 from stages.diffusion import samplers
@@ -62,7 +64,7 @@ class InpaintKindConfig:
     guidance: float | None = None
     strength: float | None = None
     padding: int | None = None
-    inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip"], ...] | None = None
+    inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip", "vae"], ...] | None = None
     loras: tuple[str, ...] = ()   # LoRAs for this kind only, on top of [inpaint].loras: "name:weight"
 
     def check(self, err: Errors) -> None:
@@ -141,7 +143,8 @@ class InpaintConfig:
     seed: int = -1
     # What of the image's own generation a repaint takes when its metadata says it (ADetailer's default):
     # its sampler and schedule, steps, CFG and clip skip; the rest of this table fills in what it does not say.
-    inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip"], ...] = ("sampler", "steps", "cfg", "clip_skip")
+    inherit: tuple[Literal["sampler", "steps", "cfg", "clip_skip", "vae"], ...] = ("sampler", "steps", "cfg",
+                                                                                "clip_skip", "vae")
     loras: tuple[str, ...] = ()   # your own LoRAs for every repaint, "name" or "name:weight[:text_encoder_weight]"
     colour_match: bool = True
     idle_unload: float = 600.0
@@ -361,7 +364,8 @@ class InpaintStage(Stage):
         for n, region in enumerate(regions):
             ctx.check_stop(n, len(regions), "regions")
             record = RegionRecord(region.kind, region.index, list(region.box))
-            ks, sampling = _inherited(settings_for(params, region.kind), region.kind, ctx.products.source, record, e)
+            ks, sampling = _inherited(settings_for(params, region.kind), region.kind, ctx.products.source, record, e,
+                                      ctx.models.cache)
             ks = _overridden(ks, override)
             if region.kind != "remove" and e is None:
                 record.skipped = without_model or ""
@@ -442,8 +446,8 @@ def _alternative(params: InpaintParams, alt: InpaintCompareConfig) -> InpaintPar
                                model_config=params.model_config if not alt.model else "", compare=())
 
 
-def _inherited(ks: KindSettings, kind: str, source, record: RegionRecord,
-               engine) -> tuple[KindSettings, Sampling | None]:
+def _inherited(ks: KindSettings, kind: str, source, record: RegionRecord, engine,
+               models_dir: Path) -> tuple[KindSettings, Sampling | None]:
     """The kind's settings with what ``inherit`` takes from the image's generation record (a removal takes
     nothing: it paints background, not the picture's subject), the sampling to paint with, and both noted
     on the region's record."""
@@ -470,8 +474,29 @@ def _inherited(ks: KindSettings, kind: str, source, record: RegionRecord,
     clip_skip = gen.clip_skip if "clip_skip" in ks.inherit and gen.clip_skip else None
     if clip_skip:
         took.append("clip_skip")
+    own_vae = None
+    if "vae" in ks.inherit and gen.vae and engine is not None:
+        own_vae = _image_vae(engine, gen.vae, models_dir, record)
+        if own_vae is not None:
+            took.append("vae")
     record.inherited = took
-    return dataclasses.replace(ks, **changes), Sampling(choice, clip_skip)
+    return dataclasses.replace(ks, **changes), Sampling(choice, clip_skip, vae=own_vae)
+
+
+def _image_vae(engine, named: str, models_dir: Path, record: RegionRecord):
+    """The VAE the image names, loaded for this engine; when it cannot be had, None and the reason on the
+    record (painted with the checkpoint's own VAE)."""
+    path = vae_files.find(named, models_dir)
+    if path is None:
+        record.missing = [*record.missing, f"VAE {named}: not in {models_dir / 'VAE'} or {models_dir / 'vae'}"]
+        return None
+    try:
+        model = engine.vae(path)
+    except ValueError as exc:
+        record.missing = [*record.missing, f"VAE {named}: {exc}"]
+        return None
+    record.vae = path.name
+    return model
 
 
 def _overridden(ks: KindSettings, alt: InpaintCompareConfig | None) -> KindSettings:
@@ -583,7 +608,7 @@ def _with_embeddings(engine, ctx: JobContext, prompt: str, negative: str, sampli
             usable.append((name, engine.embedding(path)))  # read once: every try of the region loads these
         except ValueError as exc:
             missing.append(f"{name}: {exc}")
-    record.embeddings, record.missing = [n for n, _ in usable], missing
+    record.embeddings, record.missing = [n for n, _ in usable], [*record.missing, *missing]
     if not usable:
         return want.prompt, want.negative, sampling
     return want.prompt, want.negative, dataclasses.replace(sampling or Sampling(), embeddings=tuple(usable))

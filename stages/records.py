@@ -267,6 +267,7 @@ class RegionRecord:
     loras: list[str] = omit(factory=list)       # the LoRAs it was painted with, and their weights
     missing: list[str] = omit(factory=list)     # what its prompts asked for that it was painted without, and why
     inherited: list[str] = omit(factory=list)  # what came from the image's generation record (steps, cfg, …)
+    vae: str | None = omit(None)               # the image's own VAE file, when it decoded the repaint
     rest: dict = rest()
 
     @property

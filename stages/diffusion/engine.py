@@ -80,6 +80,7 @@ class Engine:
     asked: torch.dtype | None = None  # the dtype asked for (``dtype`` is what it runs in)
     controlled: dict = field(default_factory=dict)  # ControlNet spec → this pipeline's ControlNet counterpart
     schedulers: dict = field(default_factory=dict)  # a sampler choice's label → its scheduler for this pipeline
+    vaes: dict = field(default_factory=dict)  # the last VAE file an image asked for → its model (one kept)
 
     @property
     def kind(self) -> str:
@@ -108,9 +109,11 @@ class Engine:
         if control is not None:
             pipe = self.with_controlnet(control.net)
             args.update(control_image=control.image, controlnet_conditioning_scale=control.scale)
-        own = pipe.scheduler
+        own, own_vae = pipe.scheduler, pipe.vae
         if sampling is not None and sampling.scheduler is not None and sampling.scheduler.cls:
             pipe.scheduler = self.scheduler(sampling.scheduler)
+        if sampling is not None and sampling.vae is not None:
+            pipe.vae = sampling.vae
         loaded = False
         try:
             for name, vectors in sampling.embeddings if sampling is not None else ():
@@ -132,7 +135,7 @@ class Engine:
             with torch.inference_mode():
                 result = pipe(**args).images[0]
         finally:
-            pipe.scheduler = own
+            pipe.scheduler, pipe.vae = own, own_vae
             if loaded:  # nothing carries over to the next image
                 for encoder, tokenizer in self.text_pairs(pipe):
                     pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=encoder)
@@ -185,6 +188,45 @@ class Engine:
         if len(out) != len(pairs) or (len(out) == 2 and out[0].shape[0] != out[1].shape[0]):
             raise ValueError(f"{path.name} is not an embedding for this model")
         return tuple(out)
+
+    def vae(self, path: Path):
+        """The VAE in ``path`` (A1111/ComfyUI layout or diffusers'), built on this pipeline's own VAE config
+        and read without running code (``.safetensors``, or a pickle loaded tensors-only); the last one asked
+        for is kept.  ValueError with the reason when it cannot be read or is not a VAE for this model."""
+        key = str(path)
+        if key in self.vaes:
+            return self.vaes[key]
+        from diffusers import AutoencoderKL
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # a pickle that wants more than tensors, a broken file
+            raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path.name} holds no VAE weights")
+        config = dict(self.pipe.vae.config)
+        if not any(k.startswith(("decoder.up_blocks.", "encoder.down_blocks.")) for k in state):
+            state = convert_ldm_vae_checkpoint(state, config)  # the original (A1111/ComfyUI) layout
+        model = AutoencoderKL.from_config(config)
+        try:
+            missing, _ = model.load_state_dict(state, strict=False)
+        except RuntimeError:  # a tensor of another shape: another family's VAE
+            raise ValueError(f"{path.name} is not a VAE for this model (its weights have other shapes)") from None
+        if missing:
+            raise ValueError(f"{path.name} is not a VAE for this model ({len(missing)} of its weights missing)")
+        model.to(self.device, self.pipe.vae.dtype).eval()
+        self.vaes.clear()
+        self.vaes[key] = model
+        log.info("image's VAE loaded", vae=path.name)
+        return model
 
     def apply_loras(self, uses) -> tuple[list[str], list[str]]:
         """LoRAs (``stages.loras.Use``) loaded into the pipeline through diffusers' reader (kohya/A1111 and
