@@ -52,7 +52,7 @@ test-spandrel: $(SPANDREL_VENV)/bin/polishd
 
 # Every benchmark in bench/ (results and the CPU they ran on in bench/out/); one whose tools are missing says so
 # and is skipped.  Finished experiments are records in docs/decisions/, with their scripts.
-BENCHMARKS = spine automask big_image inpaint control upscale upscale_cpu colour first_image upscale_large deliver review cluster
+BENCHMARKS = spine automask big_image inpaint control upscale upscale_cpu colour checkpoints first_image upscale_large deliver review cluster
 
 bench: setup
 	@for b in $(BENCHMARKS); do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done

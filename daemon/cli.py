@@ -18,6 +18,7 @@ from daemon import __version__, folders, logs, ops
 from daemon import config as config_mod
 from daemon.archive import sha256_file
 from daemon.config import Config, ConfigError
+from daemon.grouping import in_groups
 from daemon.intake import is_junk, sidecar_suffix
 from daemon.journal import Journal
 from daemon.pipeline import default_stages
@@ -327,6 +328,8 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
     if missing:
         print("polishd: no such file: " + ", ".join(missing), file=sys.stderr)
         return EXIT_USAGE
+    if cfg.inpaint.model_from_image:
+        files = in_groups(files)  # one checkpoint's images together: each loaded once
     journal = Journal(ops.journal_path(cfg))
     runner = Runner(journal, lambda: cfg, stages)
     bar = None

@@ -65,9 +65,13 @@ class DaemonConfig:
     ignore: tuple[str, ...] = ()
     max_pixels: int = 89_478_485
     max_bytes: int = 512 * 1024 * 1024
+    # The longest the oldest queued image is passed over by newer ones of a checkpoint already in memory
+    # (daemon/grouping.py); 0 = strict arrival order.
+    group_wait: float = 300.0
 
     def check(self, err: Errors) -> None:
         err.at_least("stability_delay", self.stability_delay, 0.0)
+        err.at_least("group_wait", self.group_wait, 0.0)
         err.at_least("rescan_interval", self.rescan_interval, 1.0)
         err.at_least("workers", self.workers, 1)
         err.at_least("max_attempts", self.max_attempts, 1)

@@ -17,6 +17,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.grouping import Grouping
 
 STATES = ("queued", "running", "done", "failed", "duplicate")
 LEASE_SECONDS = 60.0
@@ -45,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     sent       REAL,
     worker     TEXT,
     review     TEXT,
+    checkpoint TEXT,
     attention  TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
@@ -117,6 +122,7 @@ class Job:
     worker: str | None = None
     review: str | None = None  # the newest reviewer's decision on the image: "approve" | "reject"
     attention: str | None = None  # why it needs a person's look (the quality gate …), one reason a line
+    checkpoint: str | None = None  # the checkpoint its image names (daemon/grouping.py), "" when none
 
     @property
     def path(self) -> Path:
@@ -150,7 +156,7 @@ class Journal:
         db = self._conn()
         have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
         for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT"), ("review", "TEXT"),
-                             ("attention", "TEXT")):
+                             ("attention", "TEXT"), ("checkpoint", "TEXT")):
             if have and column not in have:  # a journal from before the cluster mode
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.executescript(_SCHEMA)
@@ -188,7 +194,7 @@ class Journal:
             self._local.db = None
 
     # -- writing -----------------------------------------------------------------------
-    def enqueue(self, path: Path, sha256: str, size: int, mtime: float) -> Job | None:
+    def enqueue(self, path: Path, sha256: str, size: int, mtime: float, checkpoint: str = "") -> Job | None:
         """Queues a stable inbox file: one job per file.  None when
 
         * a job for this path is queued already (whatever its bytes: it takes the newest, which this
@@ -199,8 +205,8 @@ class Journal:
         with self._tx() as db:
             queued = db.execute("SELECT id FROM jobs WHERE source=? AND state='queued'", (str(path),)).fetchone()
             if queued:
-                db.execute("UPDATE jobs SET sha256=?, bytes=?, mtime=? WHERE id=?",
-                           (sha256, size, mtime, queued["id"]))
+                db.execute("UPDATE jobs SET sha256=?, bytes=?, mtime=?, checkpoint=? WHERE id=?",
+                           (sha256, size, mtime, checkpoint, queued["id"]))
                 return None
             row = db.execute(
                 "SELECT id FROM jobs WHERE source=? AND sha256=? AND state IN ('running','failed')",
@@ -208,8 +214,9 @@ class Journal:
             if row:
                 return None
             cur = db.execute(
-                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created) VALUES (?,?,?,?,?,'queued',?)",
-                (str(path), path.name, sha256, size, mtime, time.time()))
+                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created,checkpoint)"
+                " VALUES (?,?,?,?,?,'queued',?,?)",
+                (str(path), path.name, sha256, size, mtime, time.time(), checkpoint))
             return self._get(db, cur.lastrowid)
 
     def enqueue_rerun(self, archive: Path, original: Path, name: str, sha256: str, keep_review: bool = False) -> Job:
@@ -247,21 +254,32 @@ class Journal:
                 (str(path), path.name, sha256, size, mtime, owner_id(), now, now, now))
             return self._get(db, cur.lastrowid)
 
-    def claim(self, task: str | None = None) -> Job | None:
-        """Takes the oldest queued job whose bytes no other worker is processing right now; ``task`` names the
-        cluster task that will carry it (then ``mark_sent`` once the broker has it)."""
+    def claim(self, task: str | None = None, grouping: Grouping | None = None) -> Job | None:
+        """Takes a queued job whose bytes no other worker is processing right now: the oldest, or with
+        ``grouping`` the oldest of the checkpoints it prefers (daemon/grouping.py); ``task`` names the cluster
+        task that will carry it (then ``mark_sent`` once the broker has it)."""
+        free = ("state='queued' AND NOT EXISTS ("
+                " SELECT 1 FROM jobs AS r WHERE r.state='running' AND r.sha256=j.sha256)")
         with self._tx() as db:
-            row = db.execute(
-                "SELECT id FROM jobs AS j WHERE state='queued' AND NOT EXISTS ("
-                " SELECT 1 FROM jobs AS r WHERE r.state='running' AND r.sha256=j.sha256)"
-                " ORDER BY id LIMIT 1").fetchone()
+            row = db.execute(f"SELECT id FROM jobs AS j WHERE {free} ORDER BY id LIMIT 1").fetchone()
             if row is None:
                 return None
+            prefer = grouping.prefer(row["id"]) if grouping is not None else []
+            if prefer:
+                order = " ".join(f"WHEN ? THEN {n}" for n in range(len(prefer)))
+                marks = ",".join("?" * len(prefer))
+                row = db.execute(
+                    f"SELECT id FROM jobs AS j WHERE {free} AND COALESCE(checkpoint, '') IN ({marks})"
+                    f" ORDER BY CASE COALESCE(checkpoint, '') {order} END, id LIMIT 1",
+                    (*prefer, *prefer)).fetchone() or row
             now = time.time()
             db.execute(
                 "UPDATE jobs SET state='running', attempts=attempts+1, owner=?, heartbeat=?, started=?, task=?,"
                 " sent=NULL, worker=NULL WHERE id=?", (owner_id(), now, now, task, row["id"]))
-            return self._get(db, row["id"])
+            job = self._get(db, row["id"])
+        if grouping is not None:
+            grouping.took(job.checkpoint)
+        return job
 
     def mark_sent(self, job_id: int, task: str) -> None:
         with self._tx() as db:

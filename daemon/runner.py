@@ -54,7 +54,7 @@ from daemon.archive import (
 from daemon.config import Config, ConfigError
 from daemon.intake import SIDECAR_KINDS, Dropped, InputError, Undecodable, decode, read_dropped, sidecars_for
 from daemon.journal import Job, Journal
-from stages import generation, picture, prompts, records
+from stages import generation, generative, picture, prompts, records
 from stages.base import JobContext, Skipped, Stage, StageResult, StageStatus, StopRequested, params_dict, params_hash
 from stages.models import ModelUnavailable
 from stages.products import Picks, Picture, Products, Source
@@ -221,6 +221,7 @@ class Runner:
     def _run(self, job: Job, a: Attempt) -> Outcome:
         cfg = a.cfg
         d = cfg.daemon
+        generative.configure(cfg.inpaint.max_loaded)
         # 1. Read the dropped file.
         try:
             dropped = read_dropped(job.path, d.formats, d.max_pixels, d.max_bytes)

@@ -27,6 +27,7 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon.archive import sha256_file
 from daemon.config import Config
+from daemon.grouping import checkpoint_key
 from daemon.intake import is_junk, owner_of_sidecar, sidecar_suffix
 from daemon.journal import Journal
 
@@ -228,8 +229,9 @@ class InboxWatcher:
             self._unreadable(path, st, exc)
             return
         self._readable(path)
-        job = self.journal.enqueue(path, digest, st.st_size, st.st_mtime)
+        key = "" if stat.S_ISLNK(st.st_mode) else checkpoint_key(path)
+        job = self.journal.enqueue(path, digest, st.st_size, st.st_mtime, key)
         if job is not None:
             self.enqueued += 1
-            log.info("queued", path=str(path), job=job.id, sha256=digest[:12])
+            log.info("queued", path=str(path), job=job.id, sha256=digest[:12], checkpoint=key or None)
             self.wake.set()

@@ -1,8 +1,9 @@
 """The one way inpaint and outpaint acquire a generative engine.
 
 ``acquire`` resolves the model settings (``stages/models.py``), picks the device
-and dtype, and returns the loaded engine, shared between stages: one generative
-model is held in memory at a time (``stages/held.py``).  A model that
+and dtype, and returns the loaded engine, shared between stages: at most
+``[inpaint].max_loaded`` generative models are held in memory at once, the least
+recently used unloaded first (``stages/held.py``).  A model that
 cannot be found or loaded raises ``ModelUnavailable`` with a reason that names the
 setting the user set; the runner records it as the stage's skip reason.
 """
@@ -15,9 +16,44 @@ import structlog
 
 from stages import checkpoints
 from stages.device import pick_device, pick_dtype
+from stages.held import OWNER
 from stages.models import ModelKind, Models, ModelSetting, ModelUnavailable
 
 log = structlog.get_logger("polishd.generative")
+
+GB = 2**30
+# Memory one generative engine takes with room to run it: SDXL in fp16 is ~7 GB of weights on a GPU, in fp32
+# ~10 GB on a CPU, with the working tensors of a 1024² repaint on top.
+PER_ENGINE = {"cuda": 12 * GB, "cpu": 16 * GB}
+_max_loaded = 0  # [inpaint].max_loaded, as the runner last set it (0 = by the device's memory)
+
+
+def configure(max_loaded: int) -> None:
+    """The runner's [inpaint].max_loaded for the jobs from now on."""
+    global _max_loaded
+    _max_loaded = max_loaded
+
+
+def slots(max_loaded: int, where) -> int:
+    """How many generative engines may be in memory at once: ``max_loaded``, or by the device's memory (one
+    per 12 GB of a CUDA device, one per 16 GB of RAM on a CPU, one on Apple's MPS, whose memory the system
+    shares; at most 4)."""
+    if max_loaded:
+        return max_loaded
+    import os
+
+    if where.type == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(where).total_memory
+        return max(1, min(4, total // PER_ENGINE["cuda"]))
+    if where.type == "cpu":
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return 1
+        return max(1, min(4, total // PER_ENGINE["cpu"]))
+    return 1
 
 
 def acquire(models: Models, model: ModelSetting, config: ModelSetting | None, device: str):
@@ -37,6 +73,7 @@ def _acquire(models: Models, model: ModelSetting, config: ModelSetting | None, d
     except FileNotFoundError as exc:
         raise ModelUnavailable(str(exc)) from None
     where = pick_device(device)
+    OWNER.limits["diffusion"] = slots(_max_loaded, where)
     try:
         return engine.get(resolved, resolved_config, where, pick_dtype(where, "auto"), models.cache)
     except MemoryError:

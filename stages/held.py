@@ -44,6 +44,7 @@ class Held:
         self._entries: dict[tuple[str, Hashable], _Entry] = {}
         self._lock = threading.Lock()  # the table itself, held only briefly
         self._loading: dict[str, threading.Lock] = {}
+        self.loads: dict[str, int] = {}  # kind → models loaded by this process (for status and benchmarks)
 
     def get(self, kind: str, key: Hashable, load: Callable[[], T],
             unload: Callable[[T], None] | None = None) -> T:
@@ -63,6 +64,7 @@ class Held:
             entry = _Entry(kind, key, value, model_bytes(value), unload)
             with self._lock:
                 self._entries[(kind, key)] = entry
+                self.loads[kind] = self.loads.get(kind, 0) + 1
             log.info("model loaded", kind=kind, mb=round(entry.bytes / 2**20), held=len(self._entries))
             return value
 
@@ -145,5 +147,6 @@ def model_bytes(value: Any, _depth: int = 0) -> int:
     return sum(model_bytes(getattr(value, name, None), _depth + 1) for name in ("pipe", "net", "model"))
 
 
-# One generative model and one ControlNet in memory at a time (a GPU holds one SDXL with room to run it).
+# Generative models: one until the first is acquired, then [inpaint].max_loaded (stages/generative.py: by the
+# device's memory unless set).  One ControlNet at a time.
 OWNER = Held({"diffusion": 1, "controlnet": 1, "upscaler": 4})  # upscalers: the model and up to three A/B candidates

@@ -148,6 +148,7 @@ class InpaintConfig:
     loras: tuple[str, ...] = ()   # your own LoRAs for every repaint, "name" or "name:weight[:text_encoder_weight]"
     colour_match: bool = True
     idle_unload: float = 600.0
+    max_loaded: int = 0  # generative models kept in memory at once; 0 = by the device's memory
     face: InpaintFaceConfig = field(default_factory=InpaintFaceConfig)
     hand: InpaintHandConfig = field(default_factory=InpaintHandConfig)
     user: InpaintKindConfig = field(default_factory=InpaintKindConfig)
@@ -173,6 +174,8 @@ class InpaintConfig:
                                   f"(got {self.resolution})")
         err.at_least("seed", self.seed, -1)
         err.at_least("idle_unload", self.idle_unload, 0.0)
+        if not 0 <= self.max_loaded <= 8:
+            err.add("max_loaded", f"must be 0 (by the device's memory) or 1–8 (got {self.max_loaded})")
 
 
 @dataclass(frozen=True)
