@@ -76,6 +76,11 @@ def redis_client(cluster: ClusterConfig) -> redis.Redis:
                                 health_check_interval=10, decode_responses=True)
 
 
+def own_queue(cluster: ClusterConfig, worker: str) -> str:
+    """The queue a worker takes besides the shared one: jobs sent to it because it holds their checkpoint."""
+    return f"{cluster.queue}@{worker}"
+
+
 def key(cluster: ClusterConfig, *parts: str) -> str:
     return ":".join(["polishd", cluster.queue, *parts])
 
@@ -105,6 +110,8 @@ class WorkerBeat:
     job: int | None = None     # the journal id of the job it is running
     image: str | None = None
     task: str | None = None
+    checkpoints: list[str] = dataclasses.field(default_factory=list)  # those its last jobs used, newest first
+    keep: int = 1              # how many checkpoints it holds at once ([inpaint].max_loaded, or by its memory)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -3,15 +3,19 @@
 The watcher still queues every stable inbox file in the journal, whether the broker is up or not.  This
 thread takes queued jobs from the journal and sends one Celery task per job, keeping at most two tasks per
 live worker in flight (one running, one waiting), so the journal, not the broker, holds the backlog and its
-order.  It follows every task it sent until its result comes back, then makes the calls the worker wrote
-down (daemon/cluster.py): the journal is settled here, and the inbox file is removed here, only once the
-archive holds the verified copy and its manifest says done.
+order.  Each task goes to one live worker's own queue: to the one that holds the job's checkpoint (or will,
+once the tasks sent to it have run), else to the least busy, so that a checkpoint is not loaded again on
+another node (daemon/grouping.py).  With no worker known yet, and for a task sent again, the shared queue,
+which every worker takes too.  It follows every task it sent until its result comes back, then
+makes the calls the worker wrote down (daemon/cluster.py): the journal is settled here, and the inbox file
+is removed here, only once the archive holds the verified copy and its manifest says done.
 
 A task is sent again, under the same id, when
 
 * the worker last seen running it has stopped beating (killed, or it left at a stop), or was seen running
   it and then neither named it nor answered for three heartbeats;
-* no worker has named it within ``task_timeout`` of its sending (lost with a broker that lost its data);
+* no worker has named it within ``task_timeout`` of its sending (lost with a broker that lost its data), or
+  it was sent to one worker's own queue and that worker has stopped beating before taking it;
 * the coordinator starts and finds a task that it had claimed but not yet handed to the broker.
 
 A copy of a task is harmless: the worker that takes it drops it when another worker holds its lease or its
@@ -28,6 +32,7 @@ from pathlib import Path
 import structlog
 
 from daemon import cluster
+from daemon.grouping import Grouping
 from daemon.journal import Job, Journal
 from daemon.runner import FailureReport, JobStatus, JournalEndings, Outcome
 
@@ -48,6 +53,7 @@ class _Tracked:
     sent: float | None         # when the broker last took it
     worker: str | None = None  # the worker last seen running it
     seen: float = 0.0          # when that was
+    target: str | None = None  # the worker it was sent to because it holds the job's checkpoint (else any)
 
 
 class Dispatcher:
@@ -64,6 +70,10 @@ class Dispatcher:
         self._down_since: float | None = None
         self._backoff = BACKOFF_FIRST
         self.timings: list[dict] = []  # per settled job, for bench/cluster.py (also logged at debug level)
+        self.grouping = Grouping(daemon.cfg.daemon.group_wait, keep=64)
+        # worker → the checkpoints it will hold once the tasks sent to it have run, newest first: its heartbeat
+        # says what it held when first seen, and each task sent to it moves that task's checkpoint to the front.
+        self.holds: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ the loop
     def follow_up_earlier_tasks(self) -> None:
@@ -112,6 +122,7 @@ class Dispatcher:
         if now - self._scanned >= SCAN_EVERY:
             self._scanned = now
             self.workers = {b.name: b for b in cluster.live_workers(self.client, self.cluster)}
+            self.holds = {name: self.holds.get(name) or list(b.checkpoints) for name, b in self.workers.items()}
             self._follow_up(now)
             for t in [t for t in self.out.values() if t.sent is None]:
                 self._send(t)
@@ -126,10 +137,19 @@ class Dispatcher:
         window = 2 * max(1, len(self.workers))
         while len(self.out) < window and not self.daemon.signals.stop.is_set():
             task_id = f"polishd-{uuid.uuid4().hex}"
-            job = self.journal.claim(task=task_id)
+            free = self._free()
+            cfg = self.daemon.current()
+            self.grouping.resize(cfg.daemon.group_wait, 64)
+            self.grouping.hold([key for worker in free for key in self.holds.get(worker, ())])
+            job = self.journal.claim(task=task_id, grouping=self.grouping if cfg.inpaint.model_from_image else None)
             if job is None:
                 return
-            tracked = _Tracked(job.id, job.name, task_id, claimed=time.time(), sent=None)
+            key = job.checkpoint or ""
+            target = next((w for w in free if key in self.holds.get(w, ())), free[0] if free else None)
+            if target is not None:
+                self._will_hold(target, key)
+            log.debug("job sent", job=job.id, checkpoint=key or None, to=target or "any worker")
+            tracked = _Tracked(job.id, job.name, task_id, claimed=time.time(), sent=None, target=target)
             self.out[task_id] = tracked
             try:
                 self._send(tracked, job)
@@ -138,6 +158,22 @@ class Dispatcher:
                 self.journal.requeue(job.id, count_attempt=False)  # not sent: back in the queue, as it was
                 raise
 
+    def _free(self) -> list[str]:
+        """The live workers with room for one more task (two out at most: one running, one waiting), the least
+        busy first.  Each task goes to one of them by name, to its own queue: to the one that will hold the
+        job's checkpoint when it comes to it (cluster affinity), else to the least busy."""
+        load = {name: 0 for name, beat in self.workers.items() if beat.state != "stopping"}
+        for t in self.out.values():
+            who = t.target or t.worker
+            if who in load:
+                load[who] += 1
+        return [name for name in sorted(load, key=lambda n: (load[n], n)) if load[name] < 2]
+
+    def _will_hold(self, worker: str, key: str) -> None:
+        beat = self.workers.get(worker)
+        keep = max(1, beat.keep if beat is not None else 1)
+        self.holds[worker] = [key, *(k for k in self.holds.get(worker, ()) if k != key)][:keep]
+
     def _send(self, t: _Tracked, job: Job | None = None) -> None:
         job = job or self.journal.get(t.job_id)
         if job is None or job.state != "running" or job.task != t.task:
@@ -145,8 +181,8 @@ class Dispatcher:
             return
         cfg = self.daemon.current()
         earlier = self.journal.first_done_with(job.sha256, job.id) if cfg.daemon.duplicates == "skip" else None
-        self.app.send_task(cluster.TASK, args=[cluster.payload(job, cfg, earlier)], task_id=t.task,
-                           queue=self.cluster.queue)
+        queue = cluster.own_queue(self.cluster, t.target) if t.target else self.cluster.queue
+        self.app.send_task(cluster.TASK, args=[cluster.payload(job, cfg, earlier)], task_id=t.task, queue=queue)
         t.sent = time.time()
         self.journal.mark_sent(job.id, t.task)
 
@@ -164,6 +200,8 @@ class Dispatcher:
                 continue
             if t.worker is not None and t.worker not in self.workers:
                 self._again(t, f"worker {t.worker} stopped beating")
+            elif t.worker is None and t.target is not None and t.target not in self.workers:
+                self._again(t, f"worker {t.target}, which it was sent to for its checkpoint, stopped beating")
             elif t.worker is not None and now - t.seen > quiet_after:
                 self._again(t, f"worker {t.worker} no longer runs it and sent no result")
             elif t.worker is None and now - t.sent > self.cluster.task_timeout:
@@ -171,7 +209,7 @@ class Dispatcher:
 
     def _again(self, t: _Tracked, why: str) -> None:
         log.warning("task sent again", job=t.job_id, image=t.name, task=t.task, reason=why)
-        t.worker, t.seen = None, time.time()
+        t.worker, t.seen, t.target = None, time.time(), None  # to any worker: the one it was meant for may be gone
         self._send(t)
 
     # ------------------------------------------------------------------ results

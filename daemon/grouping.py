@@ -75,6 +75,11 @@ class Grouping:
             key = key or ""
             self.recent = [key, *(k for k in self.recent if k != key)][: self.keep]
 
+    def hold(self, keys: list[str]) -> None:
+        """What is held, said outright (the coordinator: the checkpoints its free workers hold)."""
+        with self._lock:
+            self.recent = list(keys)[: self.keep]
+
     def resize(self, wait: float, keep: int) -> None:
         """A reloaded config's values."""
         with self._lock:

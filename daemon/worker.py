@@ -73,6 +73,8 @@ class Worker:
         self._configs: dict[str, Config] = {}
         self._stopping_since: float | None = None
         self._beats_failing = False
+        self.checkpoints: list[str] = []  # the checkpoints of its last jobs, newest first: what it likely holds
+        self.keep = cfg.inpaint.max_loaded or 1  # how many it holds at once (known for sure after its first job)
 
     # ------------------------------------------------------------------ the task
     def execute(self, task_id: str, data: dict) -> dict:
@@ -128,6 +130,7 @@ class Worker:
             outcome = self.runner.run_job(job, attempt)
         finally:
             self._current, self._lease = None, None
+        self._held(job.checkpoint or "", cfg)
         if outcome.status in (JobStatus.DONE, JobStatus.DUPLICATE, JobStatus.FAILED):
             self.jobs_done += 1
         result = self._result(recorder, outcome.status, outcome.archive, outcome.error, received, idle_since,
@@ -135,6 +138,13 @@ class Worker:
         self.idle_since = time.time()
         self._beat()
         return result
+
+    def _held(self, key: str, cfg: Config) -> None:
+        """What the heartbeat says this worker holds: the checkpoints of its last jobs, as many as it keeps."""
+        from stages.held import OWNER
+
+        self.keep = cfg.inpaint.max_loaded or OWNER.limits.get("diffusion", 1)
+        self.checkpoints = [key, *(k for k in self.checkpoints if k != key)][:self.keep]
 
     def _result(self, recorder: cluster.Recorder, status: str, archive: Path | None, error: str | None,
                 received: float, idle_since: float, stages: list[StageEntry] | None = None) -> dict:
@@ -160,7 +170,7 @@ class Worker:
             name=self.name, host=socket.gethostname(), pid=os.getpid(), device=self.device or self.cfg.daemon.device,
             state=state, at=time.time(), started=self.started, jobs_done=self.jobs_done,
             job=current[0].id if current else None, image=current[0].name if current else None,
-            task=current[1] if current else None)
+            task=current[1] if current else None, checkpoints=list(self.checkpoints), keep=self.keep)
         try:
             cluster.publish_beat(self.client, self.cluster, beat)
             if self._lease is not None:
@@ -223,7 +233,8 @@ class Worker:
             return worker.execute(task.request.id, data)
 
         controller = self.app.WorkController(
-            hostname=self.name, pool_cls="solo", concurrency=1, queues=[self.cluster.queue],
+            hostname=self.name, pool_cls="solo", concurrency=1,
+            queues=[cluster.own_queue(self.cluster, self.name), self.cluster.queue],
             without_gossip=True, without_mingle=True, without_heartbeat=True, prefetch_multiplier=1,
             state_db=None, optimization="fair")
         self.received: list[str] = []

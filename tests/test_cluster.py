@@ -360,3 +360,39 @@ def test_a_worker_needs_a_broker_a_known_device_and_the_shared_folders(tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"[paths].inbox = {tmp_path / 'inbox'} does not exist on this machine: mount the storage" in out.stderr
     assert not (tmp_path / "inbox").exists()  # never papered over with an empty local folder
+
+
+def test_workers_keep_the_checkpoints_they_hold_jobs_of_one_checkpoint_going_to_the_worker_that_has_it(make_cluster):
+    from PIL import Image, PngImagePlugin
+
+    c = make_cluster(stages="sleep", sleep=1.0)
+    coordinator = c.coordinator()
+    for name in ("w1", "w2"):
+        c.worker(name)
+    dropped, checkpoint = {}, {}
+    models = "AABABBABAABBBAABABAB"  # two checkpoints mixed, as an inbox of generations arrives
+    for n, m in enumerate(models):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", f"a cat\nSteps: 20, Seed: {n}, Model: {'ponyXL' if m == 'B' else 'sd15'}")
+        path = c.root / "inbox" / f"{n:02d}.png"
+        Image.new("RGB", (32, 32), (n * 10, 0, 0)).save(path, pnginfo=info)
+        dropped[path.name] = path.read_bytes()
+        checkpoint[f"{n:02d}.png"] = m
+    wait_until(lambda: c.settled() == len(models), timeout=120, what="the jobs done")
+    j = c.journal()
+    try:
+        assert {x.checkpoint for x in j.jobs()} == {"ponyxl", "sd15"}  # as the watcher read them
+    finally:
+        j.close()
+    by_worker: dict[str, list[str]] = {}
+    for r in coordinator.records():
+        if r.get("event") == "job finished":
+            by_worker.setdefault(r["worker"], []).append(checkpoint[r["image"]])
+    assert sum(len(v) for v in by_worker.values()) == len(models) and set(by_worker) == {"w1", "w2"}
+    # Each worker changes checkpoint rarely (sent as they arrive, to whichever worker is free, they change on
+    # most jobs): the first jobs go out before any worker holds anything; after that a job goes to the worker
+    # that holds its checkpoint.
+    changes = {w: sum(a != b for a, b in zip(ks, ks[1:], strict=False)) for w, ks in by_worker.items()}
+    assert sum(changes.values()) <= 4, by_worker
+    assert coordinator.stop() == 0
+    c.assert_exactly_once(dropped)
