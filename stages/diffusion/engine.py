@@ -1,4 +1,4 @@
-"""The diffusers inpainting engine: found offline, loaded once, one generative model in memory at a time.
+"""The diffusers inpainting engine: found offline, loaded once, kept by ``stages.held`` ([inpaint].max_loaded).
 
 ``[inpaint].model`` may be
 
