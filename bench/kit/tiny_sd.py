@@ -122,3 +122,39 @@ def build_tiny_flux_fill(folder: Path) -> Path:
                             transformer=transformer)
     pipe.save_pretrained(folder)
     return folder
+
+
+def build_tiny_ip_adapter(pipeline: Path, target: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A random IP-Adapter for the tiny pipeline in ``pipeline`` (ComfyUI's single-file layout: ``image_proj.*``
+    and ``ip_adapter.*`` keys) and a tiny CLIP image encoder as one transformers-layout ``.safetensors`` file
+    (as ComfyUI keeps them in ``clip_vision/``).  Returns (adapter file, encoder file)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    g = torch.Generator().manual_seed(seed)
+    target.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    # Width 768: a known tower's width, so the head count (12) is read from it as from a real file.
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=768, intermediate_size=37, num_attention_heads=12, num_hidden_layers=2, image_size=32,
+        patch_size=8, projection_dim=16, hidden_act="quick_gelu"))
+    encoder_file = target / "tiny-clip-vision.safetensors"
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(encoder_file))
+    unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")
+    cross = unet.config.cross_attention_dim
+    weights = {"image_proj.proj.weight": torch.randn(cross * 4, 16, generator=g) * 0.2,
+               "image_proj.proj.bias": torch.zeros(cross * 4),
+               "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        inner = unet.get_submodule(name.removesuffix(".processor")).to_k.weight.shape[0]
+        for part in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{key}.{part}.weight"] = torch.randn(inner, cross, generator=g) * 0.5
+        key += 2
+    adapter_file = target / "tiny-ip-adapter-face.safetensors"
+    save_file(weights, str(adapter_file))
+    return adapter_file, encoder_file

@@ -81,6 +81,7 @@ class Engine:
     controlled: dict = field(default_factory=dict)  # ControlNet spec → this pipeline's ControlNet counterpart
     schedulers: dict = field(default_factory=dict)  # a sampler choice's label → its scheduler for this pipeline
     vaes: dict = field(default_factory=dict)  # the last VAE file an image asked for → its model (one kept)
+    identities: dict = field(default_factory=dict)  # (IP-Adapter, image encoder) → their weights (one pair kept)
 
     @property
     def kind(self) -> str:
@@ -114,8 +115,15 @@ class Engine:
             pipe.scheduler = self.scheduler(sampling.scheduler)
         if sampling is not None and sampling.vae is not None:
             pipe.vae = sampling.vae
+        identity = sampling.identity if sampling is not None else None
         loaded = False
         try:
+            if identity is not None:  # the face's own crop conditions the repaint, this call only
+                pipe.register_modules(image_encoder=identity.encoder)
+                pipe.load_ip_adapter(identity.adapter, subfolder=None, weight_name=identity.name,
+                                     image_encoder_folder=None)
+                pipe.set_ip_adapter_scale(identity.scale)
+                args["ip_adapter_image"] = identity.image
             for name, vectors in sampling.embeddings if sampling is not None else ():
                 for (encoder, tokenizer), v in zip(self.text_pairs(pipe), vectors, strict=True):
                     pipe.load_textual_inversion(v, token=name, text_encoder=encoder, tokenizer=tokenizer)
@@ -136,6 +144,8 @@ class Engine:
                 result = pipe(**args).images[0]
         finally:
             pipe.scheduler, pipe.vae = own, own_vae
+            if identity is not None and getattr(pipe.unet, "encoder_hid_proj", None) is not None:
+                pipe.unload_ip_adapter()  # the UNet's own attention back, the encoder out
             if loaded:  # nothing carries over to the next image
                 for encoder, tokenizer in self.text_pairs(pipe):
                     pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=encoder)
@@ -227,6 +237,21 @@ class Engine:
         self.vaes[key] = model
         log.info("image's VAE loaded", vae=path.name)
         return model
+
+    def identity_parts(self, adapter: Path, encoder: Path) -> tuple[dict, object]:
+        """An IP-Adapter's weights and its image encoder, read once (the last pair asked for is kept).
+        ValueError with the reason when either cannot be read, or the pipeline takes no IP-Adapter."""
+        from stages.diffusion import identity
+
+        if not hasattr(self.pipe, "load_ip_adapter") or self.kind.startswith("Flux"):
+            raise ValueError(f"{self.kind} takes no IP-Adapter here (SD 1.x/2.x and SDXL do)")
+        key = (str(adapter), str(encoder))
+        if key not in self.identities:
+            parts = identity.read_adapter(adapter), identity.read_encoder(encoder, self.device, self.dtype)
+            self.identities.clear()
+            self.identities[key] = parts
+            log.info("IP-Adapter read", adapter=adapter.name, encoder=encoder.name)
+        return self.identities[key]
 
     def apply_loras(self, uses) -> tuple[list[str], list[str]]:
         """LoRAs (``stages.loras.Use``) loaded into the pipeline through diffusers' reader (kohya/A1111 and

@@ -105,6 +105,7 @@ class Sampling:
     clip_skip: int | None = None
     embeddings: tuple = ()  # (name, vectors per text encoder) of the prompt's textual inversions, for this call only
     vae: object = None      # the image's own VAE (a loaded AutoencoderKL), decoding this call only
+    identity: object = None  # an IP-Adapter and the face's crop (``identity.Identity``), this call only
 
 
 # Where the counterpart is close rather than the same, the record says so.
