@@ -99,6 +99,48 @@ def test_a_kohya_lora_at_08_paints_as_its_weights_fused_by_hand_and_nothing_carr
     assert np.abs(fused - with_lora).max() <= 2 and np.abs(fused - before).mean() > 1
 
 
+def test_a_flux_lora_at_08_paints_as_its_weights_fused_by_hand(tiny_flux_fill, tmp_path):
+    from stages.diffusion import engine as engine_mod
+    from stages.generative import acquire
+    from stages.models import ModelKind, Models, ModelSetting
+
+    flux = acquire(Models(None, tiny_flux_fill.parent),
+                   ModelSetting("[inpaint].model", str(tiny_flux_fill), ModelKind.DIFFUSION), None, "cpu")
+    try:
+        modules = dict(flux.pipe.transformer.named_modules())
+        g = torch.Generator().manual_seed(3)
+        state = {}  # diffusers' own layout for a Flux LoRA: transformer.<module>.lora_A / lora_B
+        for name, module in modules.items():
+            if name.endswith(("attn.to_q", "attn.to_v")) and isinstance(module, torch.nn.Linear):
+                state[f"transformer.{name}.lora_A.weight"] = torch.randn(RANK, module.in_features, generator=g) * 2
+                state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, RANK, generator=g) * 2
+        path = tmp_path / "flux_style.safetensors"
+        save_file(state, str(path))
+        before = _paint(flux)
+        loaded, problems = flux.apply_loras([loras.Use("flux_style", path, 0.8, 0.3)])
+        try:
+            assert (loaded, problems) == (["flux_style"], [])
+            with_lora = _paint(flux)
+        finally:
+            flux.clear_loras()
+        assert np.array_equal(_paint(flux), before)
+        saved = {}
+        with torch.no_grad():  # the transformer's weight, not the text encoder's, is the first number
+            for key in {k.removeprefix("transformer.").rsplit(".", 2)[0] for k in state}:
+                weight = modules[key].weight
+                saved[key] = weight.clone()
+                weight += 0.8 * state[f"transformer.{key}.lora_B.weight"] @ state[f"transformer.{key}.lora_A.weight"]
+        try:
+            fused = _paint(flux)
+        finally:
+            with torch.no_grad():
+                for key, weight in saved.items():
+                    modules[key].weight.copy_(weight)
+        assert np.abs(fused - with_lora).max() <= 2 and np.abs(fused - before).mean() > 1
+    finally:
+        engine_mod.unload()
+
+
 def test_a_lora_that_cannot_be_loaded_is_said_and_the_region_painted_without_it(engine, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")

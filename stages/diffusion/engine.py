@@ -270,8 +270,9 @@ class Engine:
             loaded.append((adapter, use))
         if loaded:
             present = self.pipe.get_list_adapters()
-            weights = [{part: (use.weight if part == "unet" else use.te_weight) for part, names in present.items()
-                        if adapter in names} for adapter, use in loaded]
+            # the denoiser's weight (SD's UNet, Flux's transformer) and the text encoders' own
+            weights = [{part: (use.weight if part in ("unet", "transformer") else use.te_weight)
+                        for part, names in present.items() if adapter in names} for adapter, use in loaded]
             self.pipe.set_adapters([a for a, _ in loaded], adapter_weights=weights)
         return [use.name for _, use in loaded], problems
 
