@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-# spandrel (other upscaler architectures) imports torchvision, which needs its own torch build:
-# its tests run in an environment of their own.
+# spandrel (other upscaler architectures) and ultralytics (YOLO detectors) import torchvision, which needs its
+# own torch build: their tests run in an environment of their own.
 SPANDREL_VENV ?= .venv-spandrel
 
 .PHONY: setup demo test test-fast test-slow test-spandrel bench models clean
@@ -44,11 +44,12 @@ $(SPANDREL_VENV)/bin/polishd: pyproject.toml requirements-spandrel.lock
 	$(PYTHON) -m venv $(SPANDREL_VENV)
 	$(SPANDREL_VENV)/bin/pip install --quiet --upgrade pip
 	$(SPANDREL_VENV)/bin/pip install --quiet -r requirements-spandrel.lock
+	$(SPANDREL_VENV)/bin/pip install --quiet --no-deps ultralytics==8.4.190
 	$(SPANDREL_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 test-spandrel: $(SPANDREL_VENV)/bin/polishd
-	$(SPANDREL_VENV)/bin/python -m pytest -m spandrel -q tests/test_spandrel.py
+	$(SPANDREL_VENV)/bin/python -m pytest -m "spandrel or yolo" -q tests/test_spandrel.py tests/test_yolo.py
 
 # Every benchmark in bench/ (results and the CPU they ran on in bench/out/); one whose tools are missing says so
 # and is skipped.  Finished experiments are records in docs/decisions/, with their scripts.

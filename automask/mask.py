@@ -8,7 +8,8 @@ box; for a hand with its 21 landmarks (``shape = "landmarks"``) the hand
 itself: the palm and each finger drawn as bones of a finger's width, so the
 background between spread fingers and around the wrist is left alone; for a
 face (``shape = "oval"``) its outline from hairline to chin, so hair, ears and
-background are not repainted.  ``part_mask`` narrows a face's mask to its eyes
+background are not repainted; with a YOLO segmentation model (``shape = "segm"``) the outline it drew.
+A detection without the shape asked for is masked by its box.  ``part_mask`` narrows a face's mask to its eyes
 or its mouth.
 """
 
@@ -38,7 +39,7 @@ class MaskSettings:
     dilate: int = 4
     feather: float = 4.0
     merge: bool = True
-    shape: Literal["box", "landmarks", "oval"] = "box"
+    shape: Literal["box", "landmarks", "oval", "segm"] = "box"
 
 
 def select(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Detection]:
@@ -79,6 +80,9 @@ def shape_mask(size: tuple[int, int], detections: list[Detection], s: MaskSettin
             continue
         if s.shape == "oval" and d.outlines.get("oval"):
             polygons += d.outlines["oval"]
+            continue
+        if s.shape == "segm" and d.outlines.get("segm"):  # a segmentation model's own outline of it
+            polygons += d.outlines["segm"]
             continue
         x0, y0, x1, y1 = d.box
         bx0, by0, bx1, by1 = x0 - grow, y0 - grow, x1 + grow, y1 + grow

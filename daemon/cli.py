@@ -249,7 +249,10 @@ def _check_config(path: Path) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     notes, unloadable = config_mod.checkpoint_report(cfg, path.name)
-    problems = config_mod.model_problems(cfg, path.name) + unloadable + config_mod.setting_problems(cfg, path.name)
+    detectors, broken = config_mod.detector_report(cfg, path.name)
+    notes += detectors
+    problems = config_mod.model_problems(cfg, path.name) + unloadable + broken + \
+        config_mod.setting_problems(cfg, path.name)
     if notes:
         print("\n".join(notes))
     if problems:
@@ -270,6 +273,8 @@ def _warn_about_models(cfg: Config) -> None:
         log.warning("a file a setting names is not there; what needs it fails, with the reason", problem=problem)
     for problem in config_mod.checkpoint_report(cfg, origin)[1]:
         log.warning("a checkpoint will not load; the stages that need it will be skipped", problem=problem)
+    for problem in config_mod.detector_report(cfg, origin)[1]:
+        log.warning("a YOLO detector cannot be used; detection goes on without it", problem=problem)
 
 
 def _run(config_path: Path, cfg: Config, stages: list[Stage]) -> int:

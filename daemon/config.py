@@ -298,6 +298,34 @@ def checkpoint_report(cfg: Config, origin: str) -> tuple[list[str], list[str]]:
     return notes, problems
 
 
+def detector_report(cfg: Config, origin: str) -> tuple[list[str], list[str]]:
+    """Each [[automask.yolo]] detector opened as a job would open it (checked, then loaded): what it is (task,
+    classes, input size), or why it cannot be used."""
+    from automask import yolo
+    from stages.detectors import yolo_settings
+
+    if not cfg.automask.enabled or not cfg.automask.yolo:
+        return [], []
+    resolver = models_for(cfg)
+    notes, problems = [], []
+    for n, (entry, ms) in enumerate(zip(cfg.automask.yolo, yolo_settings(cfg.automask.yolo), strict=True)):
+        said = f"{origin}: [[automask.yolo]] #{n + 1} ({entry.kind}) = {entry.model!r}"
+        try:
+            path = resolver.resolve(ms).path
+            model = yolo.load(path)
+        except FileNotFoundError:
+            continue  # said by model_problems
+        except (ValueError, yolo.YoloUnavailable) as exc:
+            problems.append(f"{said}: {exc}")
+            continue
+        notes.append(f"{said}: {model.describe()}")
+        missing = [c for c in entry.classes if c not in model.names.values()]
+        if missing:
+            problems.append(f"{said}: has no class {', '.join(map(repr, missing))} (it has "
+                            f"{', '.join(map(repr, list(model.names.values())[:12]))})")
+    return notes, problems
+
+
 def _will_load(ckpt, setting: str, config, resolver) -> tuple[str, bool]:
     """(what loading it takes, whether it will not load)."""
     from stages import checkpoints

@@ -17,10 +17,11 @@ from typing import Literal
 import structlog
 from PIL import Image
 
-from automask import face_mesh
-from automask.detect import MODELS, Detection, Detector, DetectorSettings
+from automask import face_mesh, yolo
+from automask.detect import MODELS, Detection, Detector, DetectorSettings, nms
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
+from stages.detectors import YoloConfig, held_yolo, yolo_settings
 from stages.files import sha256_file
 from stages.held import OWNER
 from stages.models import ModelKind, ModelSetting, ModelUnavailable
@@ -55,7 +56,7 @@ class _KindMaskConfig(MaskSettings):
 
 @dataclass(frozen=True)
 class FaceMaskConfig(_KindMaskConfig):
-    shape: Literal["box", "oval"] = "oval"
+    shape: Literal["box", "oval", "segm"] = "oval"
     parts: tuple[Literal["eyes", "mouth"], ...] = ()  # narrow masks of their own: 10-mask-face-eyes.png, …
 
 
@@ -65,12 +66,13 @@ class HandMaskConfig(_KindMaskConfig):
     padding: int = 8
     dilate: int = 6
     feather: float = 6.0
-    shape: Literal["box", "landmarks"] = "landmarks"
+    shape: Literal["box", "landmarks", "segm"] = "landmarks"
 
 
 @dataclass(frozen=True)
 class AutomaskConfig:
     enabled: bool = True
+    mediapipe: tuple[Literal["face", "hand"], ...] = ("face", "hand")  # the kinds MediaPipe looks for
     face_models: tuple[Literal["short", "full"], ...] = ("short", "full")
     face_model_short: str = ""
     face_model_full: str = ""
@@ -84,6 +86,7 @@ class AutomaskConfig:
     user_mask: Literal["merge", "replace"] = "merge"
     face: FaceMaskConfig = field(default_factory=FaceMaskConfig)
     hand: HandMaskConfig = field(default_factory=HandMaskConfig)
+    yolo: tuple[YoloConfig, ...] = ()
 
     def check(self, err: Errors) -> None:
         if not self.face_models:
@@ -96,7 +99,7 @@ class AutomaskConfig:
 
 @dataclass(frozen=True)
 class AutomaskParams(AutomaskConfig):
-    pass
+    device: str = "auto"  # [daemon].device: where YOLO models run
 
 
 MODEL_KEYS = ("face_model_short", "face_model_full", "hand_model")
@@ -114,21 +117,25 @@ class AutoMaskStage(Stage):
         self._detector: Detector | None = None
         self._digests: dict[str, str] = {}
         self._mesh = None  # automask.face_mesh.FaceMesh, when a face's oval or parts are asked for
+        self._yolo: list[tuple[YoloConfig, yolo.YoloModel]] = []
+        self._yolo_problems: list[str] = []
 
     def params(self, config) -> AutomaskParams:
-        return from_section(AutomaskParams, config.automask)
+        return from_section(AutomaskParams, config.automask, device=config.daemon.device)
 
     def model_settings(self, params: AutomaskParams) -> list[ModelSetting]:
         return [ModelSetting(f"[automask].{key}", getattr(params, key), ModelKind.DETECTOR)
-                for key in MODEL_KEYS if getattr(params, key)]
+                for key in MODEL_KEYS if getattr(params, key)] + yolo_settings(params.yolo)
 
     def _model_paths(self, ctx: JobContext, params: AutomaskParams) -> dict[str, Path]:
         paths = {}
-        for key, ms in zip((k for k in MODEL_KEYS if getattr(params, k)), self.model_settings(params), strict=True):
-            try:
-                paths[key] = ctx.models.resolve(ms).path
-            except FileNotFoundError as exc:
-                raise ModelUnavailable(str(exc)) from None
+        for key in MODEL_KEYS:
+            if getattr(params, key):
+                try:
+                    paths[key] = ctx.models.resolve(ModelSetting(f"[automask].{key}", getattr(params, key),
+                                                                 ModelKind.DETECTOR)).path
+                except FileNotFoundError as exc:
+                    raise ModelUnavailable(str(exc)) from None
         return paths
 
     def setup(self, ctx: JobContext, params: AutomaskParams) -> None:
@@ -141,10 +148,22 @@ class AutoMaskStage(Stage):
             min_confidence=min(params.face.min_confidence, params.hand.min_confidence, 0.5),
             hand_confidence=min(params.hand.min_confidence, HAND_MODEL_CONFIDENCE),
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
-            faces=params.face.enabled, hands=params.hand.enabled, body_regions=params.body_search,
+            faces=params.face.enabled and "face" in params.mediapipe,
+            hands=params.hand.enabled and "hand" in params.mediapipe, body_regions=params.body_search,
             hands_behind=params.hands_behind)
         loaded = OWNER.get("detector", repr(settings), lambda: _load_detector(settings), _Loaded.close)
         self._detector, self._digests = loaded.detector, dict(loaded.digests)
+        self._yolo, self._yolo_problems = [], []
+        for n, (entry, ms) in enumerate(zip(params.yolo, yolo_settings(params.yolo), strict=True)):
+            try:
+                path = ctx.models.resolve(ms).path
+                model = held_yolo(path, params.device)
+            except (FileNotFoundError, ValueError, yolo.YoloUnavailable) as exc:
+                self._yolo_problems.append(f"[[automask.yolo]] #{n + 1} ({entry.model}) not used: {exc}")
+                log.warning("a YOLO detector could not be used; detection goes on without it", error=str(exc))
+                continue
+            self._yolo.append((entry, model))
+            self._digests[path.name] = sha256_file(path)
         self._mesh = None
         if _needs_mesh(params):
             try:
@@ -165,9 +184,18 @@ class AutoMaskStage(Stage):
         view = ctx.view(ctx.products.master)
         image, size = view.image(), view.size
         found: list[Detection] = []
+        people: list[Detection] = []
         if not (source.user_mask and params.user_mask == "replace"):
             ctx.check_stop()
-            found = self._detector.detect(image)
+            found = self._detector.detect(image) if params.mediapipe else []
+            for entry, model in self._yolo:
+                ctx.check_stop()
+                finds = model.find(image, entry.kind, entry.confidence, entry.classes)
+                (people if entry.kind == "person" else found).extend(finds)
+            if self._yolo:  # several detectors' finds of one thing are one find, as the passes' are
+                found = nms(found, params.nms_iou)
+            if people:  # a person model bounds where hands are: one outside every person is not a hand
+                found = [d for d in found if d.kind != "hand" or _among(d, people)]
         kept: list[Detection] = []
         outputs: list[str] = []
         masks: list[Mask] = []
@@ -218,11 +246,13 @@ class AutoMaskStage(Stage):
             products=Products(detections=Found(tuple(kept), picture),
                               masks=tuple(m for m in masks if m.bounds != (0, 0, 0, 0))),
             models=([ModelRef(k, self._digests[k], str(p)) for k, p in self._detector.model_files.items()]
-                    if self._detector else [])
+                    if self._detector and params.mediapipe else [])
+            + [ModelRef(m.path.name, self._digests[m.path.name], str(m.path)) for _, m in self._yolo]
             + ([ModelRef("face-landmarks", self._digests["face-landmarks"], str(FACE_MESH_MODEL))]
                if self._mesh is not None and any(d.outlines for d in kept) else []),
             details=AutomaskDetails([self._record(d, size) for d in kept], len(dropped),
-                                    {k: sum(d.kind == k for d in kept) for k in KINDS}))
+                                    {k: sum(d.kind == k for d in kept) for k in KINDS}),
+            attention=list(self._yolo_problems))
 
     def _record(self, d: Detection, size: tuple[int, int]) -> DetectionRecord:
         return DetectionRecord(d.kind, [round(v, 1) for v in d.box], round(d.score, 4),
@@ -231,6 +261,16 @@ class AutoMaskStage(Stage):
 
 
 FACE_MESH_MODEL = MODELS / "face_landmark.tflite"
+
+
+def _among(hand: Detection, people: list[Detection], margin: float = 0.1) -> bool:
+    """Whether a hand's centre lies in a person's box, grown by ``margin`` of its size (arms held out)."""
+    cx, cy = (hand.box[0] + hand.box[2]) / 2, (hand.box[1] + hand.box[3]) / 2
+    for p in people:
+        mx, my = margin * (p.box[2] - p.box[0]), margin * (p.box[3] - p.box[1])
+        if p.box[0] - mx <= cx <= p.box[2] + mx and p.box[1] - my <= cy <= p.box[3] + my:
+            return True
+    return False
 
 
 @dataclass(frozen=True)

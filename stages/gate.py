@@ -143,6 +143,7 @@ def fingers_apart(landmarks: list[tuple[float, float]]) -> bool:
     return bool(reach and min(gaps) >= TIP_GAP * palm)
 
 
+FINDER_FLOOR = 0.05  # the lowest score a YOLO finder reports when judging (a weak find still counts)
 JUDGE_SETTINGS = DetectorSettings(  # one look at the region itself
     upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False)
 
@@ -156,20 +157,29 @@ class Judge:
         detector = OWNER.get("judge", repr(JUDGE_SETTINGS), lambda: Detector(JUDGE_SETTINGS), Detector.close)
         return detector.detect(Image.fromarray(rgb))
 
-    def _in(self, crop: np.ndarray, box: tuple, kind: str) -> list:
-        """The detections of ``kind`` whose centre lies in ``box`` (the region, in the crop's pixels)."""
-        return sorted((d for d in self._detect(crop) if d.kind == kind
+    def _in(self, crop: np.ndarray, box: tuple, kind: str, finder=None) -> list:
+        """The detections of ``kind`` whose centre lies in ``box`` (the region, in the crop's pixels): by
+        ``finder`` (the YOLO model that found the region: an anime face is judged by the anime face model that
+        found it, not by a photo model) or by MediaPipe."""
+        if finder is not None:
+            from PIL import Image
+
+            found = finder.find(Image.fromarray(crop), kind, FINDER_FLOOR)
+        else:
+            found = self._detect(crop)
+        return sorted((d for d in found if d.kind == kind
                        and box[0] <= (d.box[0] + d.box[2]) / 2 <= box[2] and box[1] <= (d.box[1] + d.box[3]) / 2
                        <= box[3]), key=lambda d: -d.score)
 
-    def face_score(self, crop: np.ndarray, box: tuple) -> float:
+    def face_score(self, crop: np.ndarray, box: tuple, finder=None) -> float:
         """The best score of a face in the region (0 when there is none)."""
-        faces = self._in(crop, box, "face")
+        faces = self._in(crop, box, "face", finder)
         return faces[0].score if faces else 0.0
 
-    def hand(self, crop: np.ndarray, box: tuple) -> tuple[float, bool]:
-        """The best hand's score in the region, and whether its five fingers stand apart (0, False: none)."""
-        hands = self._in(crop, box, "hand")
+    def hand(self, crop: np.ndarray, box: tuple, finder=None) -> tuple[float, bool]:
+        """The best hand's score in the region, and whether its five fingers stand apart (0, False: none, or
+        a finder that gives no joints: then only the score is judged)."""
+        hands = self._in(crop, box, "hand", finder)
         return (hands[0].score, fingers_apart(hands[0].landmarks)) if hands else (0.0, False)
 
     def close(self) -> None:
@@ -177,20 +187,22 @@ class Judge:
 
 
 def judge(judge: Judge, gate: GateConfig, kind: str, before: np.ndarray, after: np.ndarray,
-          mask: np.ndarray, box: tuple) -> Verdict:
+          mask: np.ndarray, box: tuple, finder=None) -> Verdict:
     """One repainted region's verdict; ``before``/``after`` are the region's crop, ``mask`` its mask there and
-    ``box`` the region in the crop's pixels."""
+    ``box`` the region in the crop's pixels; ``finder`` the YOLO model that found the region (None: MediaPipe)."""
     scores: dict = {}
     problems: list[str] = []
+    if finder is not None:
+        scores["judged_by"] = finder.path.name
     if kind == "face":
-        was, now = judge.face_score(before, box), judge.face_score(after, box)
+        was, now = judge.face_score(before, box, finder), judge.face_score(after, box, finder)
         scores.update(face_before=round(was, 3), face_after=round(now, 3))
         if was == 0:
             scores["face"] = "not judged: no face found in the crop before the repaint"
         elif now < was - gate.face_margin:
             problems.append(f"face score {now:.2f} after, {was:.2f} before (margin {gate.face_margin})")
     if kind == "hand":
-        (was, apart_before), (now, apart) = judge.hand(before, box), judge.hand(after, box)
+        (was, apart_before), (now, apart) = judge.hand(before, box, finder), judge.hand(after, box, finder)
         scores.update(hand_before=round(was, 3), hand_after=round(now, 3), five_fingers=apart)
         if was == 0:
             scores["hand"] = "not judged: no hand found in the crop before the repaint"

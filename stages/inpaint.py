@@ -33,6 +33,7 @@ from stages import checkpoints, embeddings, loras
 from stages import control as ctl
 from stages import vae as vae_files
 from stages.base import JobContext, ModelRef, Skipped, Stage, StageResult, from_section
+from stages.detectors import YoloConfig, held_yolo, yolo_settings
 from stages.device import dtype_name
 from stages.diffusion import samplers
 from stages.diffusion.repaint import KindSettings, crop_box, image_seed, kind_table, paste, repaint, settings_for
@@ -192,6 +193,7 @@ class InpaintConfig:
 class InpaintParams(InpaintConfig):
     device: str = "auto"                 # [daemon].device
     state: str = ""                      # [paths].state: where checkpoint hashes are kept
+    detectors: tuple[YoloConfig, ...] = ()  # [[automask.yolo]]: a region found by one is judged by it
     sidecar_prompts: tuple[str, ...] = ()  # the kinds whose prompt an image's own settings file set
 
 
@@ -220,7 +222,8 @@ class InpaintStage(Stage):
 
     def params(self, config) -> InpaintParams:
         return from_section(InpaintParams, config.inpaint, device=config.daemon.device,
-                            state=str(config.paths.state), sidecar_prompts=sidecar_prompt_kinds(config.overrides))
+                            state=str(config.paths.state), sidecar_prompts=sidecar_prompt_kinds(config.overrides),
+                            detectors=config.automask.yolo)
 
     def model_settings(self, params: InpaintParams) -> list[ModelSetting]:
         model = ModelSetting("[inpaint].model", params.model, ModelKind.DIFFUSION)
@@ -399,6 +402,7 @@ class InpaintStage(Stage):
                 prompt, negative, sampling = _with_embeddings(e, ctx, prompt, negative, sampling, record)
                 sampling = _with_identity(e, ctx, params.face, region, rgb, sampling, record)
                 gated = params.gate.enabled and region.kind != "remove"
+                finder = _finder(ctx, params, region) if gated else None
                 control, drawn = self._control(ctx, params, e, region, record)
                 tries, strength, try_seed = [], ks.strength, seed + n
                 used_loras = _apply_loras(e, ctx, params, region.kind, record) if region.kind != "remove" else None
@@ -414,7 +418,7 @@ class InpaintStage(Stage):
                     bx0, by0, bx1, by1 = region.box
                     verdict = judge(self.judge, params.gate, region.kind, rgb[cy0:cy1, cx0:cx1],
                                     painted[cy0:cy1, cx0:cx1], full_mask[cy0:cy1, cx0:cx1],
-                                    (bx0 - cx0, by0 - cy0, bx1 - cx0, by1 - cy0))
+                                    (bx0 - cx0, by0 - cy0, bx1 - cx0, by1 - cy0), finder=finder)
                     tries.append(GateTry(try_seed, strength, verdict.passed, verdict.why or "", dict(verdict.scores)))
                     if verdict.passed:
                         break
@@ -561,20 +565,40 @@ def plan_regions(masks: tuple[Mask, ...], params: InpaintParams) -> list[Region]
     return sorted(out, key=lambda r: KINDS.index(r.kind))
 
 
+def _finder(ctx: JobContext, params: InpaintParams, region: Region):
+    """The YOLO model that found the region (the detection its box best matches), to judge its repaint with;
+    None when MediaPipe found it, or the model cannot be had (then MediaPipe judges)."""
+    found = ctx.products.detections
+    if found is None or not params.detectors:
+        return None
+    best = max((d for d in found.detections if d.kind == region.kind), key=lambda d: _overlap(region.box, d.box),
+               default=None)
+    if best is None or _overlap(region.box, best.box) <= 0.1:
+        return None
+    for ms in yolo_settings(params.detectors):
+        try:
+            path = ctx.models.resolve(ms).path
+            if path.name == best.model:
+                return held_yolo(path, params.device)
+        except (FileNotFoundError, ValueError, RuntimeError):
+            continue
+    return None
+
+
+def _overlap(a: tuple, b: tuple) -> float:
+    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, w) * max(0.0, h)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _landmarks_for(region: Region, found) -> list | None:
     """The 21 landmarks of the hand detection that best matches a region's box (None when there is none)."""
     if found is None:
         return None
     hands = [d for d in found.detections if d.kind == "hand" and len(d.landmarks) == 21]
-
-    def overlap(d) -> float:
-        a, b = region.box, d.box
-        w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-        inter = max(0.0, w) * max(0.0, h)
-        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-        return inter / union if union > 0 else 0.0
-    best = max(hands, key=overlap, default=None)
-    return list(best.landmarks) if best is not None and overlap(best) > 0.1 else None
+    best = max(hands, key=lambda d: _overlap(region.box, d.box), default=None)
+    return list(best.landmarks) if best is not None and _overlap(region.box, best.box) > 0.1 else None
 
 
 def sidecar_prompt_kinds(overrides: dict) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ class ModelKind(StrEnum):
     UPSCALER = "upscaler"
     DIFFUSION = "diffusion"                # a diffusers folder, a single .safetensors file or a hub id
     DIFFUSION_CONFIG = "diffusion-config"  # a diffusers folder whose .json configs describe a single file
-    DETECTOR = "detector"                  # a MediaPipe .tflite or .task file
+    DETECTOR = "detector"                  # a MediaPipe .tflite or .task file, or a YOLO .pt
     CONTROLNET = "controlnet"              # a diffusers ControlNet folder (config.json) or a single file
     EMBEDDING = "embedding"                # a textual inversion (A1111 .pt / .safetensors, diffusers .bin)
     VAE = "vae"                            # a VAE an image was made with (A1111/ComfyUI single file)
@@ -42,7 +42,7 @@ SUBFOLDERS = {
     ModelKind.UPSCALER: ("upscale_models", "ESRGAN", "RealESRGAN"),
     ModelKind.DIFFUSION: ("diffusers", "checkpoints", "inpaint", "Stable-diffusion"),
     ModelKind.DIFFUSION_CONFIG: ("diffusers", "configs"),
-    ModelKind.DETECTOR: ("mediapipe", "ultralytics"),
+    ModelKind.DETECTOR: ("mediapipe", "ultralytics", "ultralytics/bbox", "ultralytics/segm", "adetailer"),
     ModelKind.CONTROLNET: ("controlnet", "ControlNet"),
     ModelKind.EMBEDDING: ("embeddings",),
     ModelKind.VAE: ("vae", "VAE"),
@@ -53,7 +53,7 @@ EXTENSIONS = {
     ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
     ModelKind.DIFFUSION: (".safetensors",),
     ModelKind.DIFFUSION_CONFIG: (),
-    ModelKind.DETECTOR: (".tflite", ".task"),
+    ModelKind.DETECTOR: (".tflite", ".task", ".pt"),
     ModelKind.CONTROLNET: (".safetensors", ".pth"),
     ModelKind.EMBEDDING: (".safetensors", ".pt", ".bin"),
     ModelKind.VAE: (".safetensors", ".pt", ".ckpt", ".bin"),
