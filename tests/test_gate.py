@@ -83,11 +83,11 @@ class Scripted(gate.Judge):
         self.faces, self.hands = list(faces), list(hands)
         self.asked = 0
 
-    def face_score(self, crop, box):
+    def face_score(self, crop, box, finder=None):
         self.asked += 1
         return self.faces.pop(0)
 
-    def hand(self, crop, box):
+    def hand(self, crop, box, finder=None):
         self.asked += 1
         return self.hands.pop(0)
 
