@@ -4,7 +4,8 @@ Recall comes first — a missed hand is never repaired — so one image is searc
 several ways and the results merged:
 
 * both face models (short range for close-ups, full range for small far faces);
-* the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
+* the hand landmarker with ``num_hands`` well above MediaPipe's default of one (on a grey picture with a
+  lower palm-detection threshold: the palm detector scores grey hands far lower than the same in colour);
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from automask.found import MODELS, Detection, containment, iou  # noqa: F401 (the names detection is known by)
 from automask.hand_joints import HandJoints
@@ -55,6 +56,11 @@ BODY_SIDE = 512      # px: the long side a person's body region is searched at
 BODY_REGIONS = 6     # body regions searched at most (≈ 30 ms each on a CPU core)
 SETTLED = 0.5        # the hand flag the landmark model must give on a hand's own crop for its joints to be taken
 HIDDEN_GREY = (128, 128, 128)  # what a found hand is painted over with before the search for a hand behind it
+GREY_SPREAD = 24     # a pixel whose largest and smallest channel differ by more has colour …
+GREY_COLOURED = 0.005  # … and a picture with fewer such pixels than this share is grey (black-and-white, toned)
+GREY_HAND_DETECTION = 0.05  # the hand landmarker's thresholds on grey pictures: its palm detector scores grey
+                            # hands far lower (0.05–0.2 where the same hands in colour score 0.5–1), while its
+                            # landmark model still knows them; the handedness score filters as on colour pictures
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 
@@ -74,6 +80,13 @@ class DetectorSettings:
     hands: bool = True
     body_regions: bool = True
     hands_behind: bool = True
+
+
+def is_grey(rgb: Image.Image) -> bool:
+    """Whether a picture is grey: fewer than ``GREY_COLOURED`` of its pixels have channels more than
+    ``GREY_SPREAD`` levels apart (read on a copy of at most 512 px), so a colour photo on a grey backdrop is not."""
+    small = np.asarray(rgb.reduce(max(1, max(rgb.size) // 512)) if max(rgb.size) > 512 else rgb, dtype=np.int16)
+    return float(((small.max(axis=2) - small.min(axis=2)) > GREY_SPREAD).mean()) < GREY_COLOURED
 
 
 def _same_as_any(d: Detection, others: list[Detection], nested: bool = True) -> bool:
@@ -185,15 +198,20 @@ class Detector:
                     base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
                     min_detection_confidence=settings.min_confidence)
                 self._faces.append((f"face-{name}", vision.FaceDetector.create_from_options(options)))
-        self._hands = None
+        self._hands = self._grey_hands = None
+        self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         if settings.hands:
             path = Path(settings.hand_model or SHIPPED["hand"])
             self.model_files["hand"] = path
-            options = vision.HandLandmarkerOptions(
-                base_options=mp_tasks.BaseOptions(model_asset_path=str(path)), num_hands=settings.num_hands,
-                min_hand_detection_confidence=settings.hand_confidence,
-                min_hand_presence_confidence=settings.hand_confidence, min_tracking_confidence=settings.hand_confidence)
-            self._hands = vision.HandLandmarker.create_from_options(options)
+
+            def landmarker(threshold: float):
+                options = vision.HandLandmarkerOptions(
+                    base_options=mp_tasks.BaseOptions(model_asset_path=str(path)), num_hands=settings.num_hands,
+                    min_hand_detection_confidence=threshold, min_hand_presence_confidence=threshold,
+                    min_tracking_confidence=threshold)
+                return vision.HandLandmarker.create_from_options(options)
+            self._hands = landmarker(settings.hand_confidence)
+            self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
         self._joints = None
         if settings.hands and settings.hands_behind:
 
@@ -202,9 +220,10 @@ class Detector:
     def close(self) -> None:
         for _, det in self._faces:
             det.close()
-        if self._hands is not None:
-            self._hands.close()
-        self._faces, self._hands, self._joints = [], None, None
+        for hands in (self._hands, self._grey_hands):
+            if hands is not None:
+                hands.close()
+        self._faces, self._hands, self._grey_hands, self._joints = [], None, None, None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -213,12 +232,18 @@ class Detector:
         w, h = rgb.size
         s = self.settings
         self.timings = {}
+        grey = self._grey = is_grey(rgb)
         with self._timed("whole"):
             found = self._pass(rgb)
+        if self._grey:  # a grey picture's hands are found more often with its tones stretched too
+            with self._timed("grey"):
+                found += self._pass(ImageOps.autocontrast(rgb, cutoff=1), faces=False)
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
                 big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
                 found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
+        self._grey = False  # tiles and their second looks keep the usual thresholds: enlarged grey texture invents
+        # hands there
         if max(w, h) > s.tile_above:
             size = max(512, s.tile_above // 2)
             whole = list(found)
@@ -231,6 +256,7 @@ class Detector:
                         if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
                 faces = [d for d in sure + kept if d.kind == "face" and d.score >= WHOLE_SURE]
                 found += [d for d in kept if _same_as_any(d, sure, nested=False) or not dwarfed(d, faces)]
+        self._grey = grey
         if s.body_regions and s.hands:
             merged = nms(found, s.nms_iou)
             faces = [d for d in merged if d.kind == "face" and d.score >= WHOLE_SURE]
@@ -340,8 +366,10 @@ class Detector:
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
         if self._hands is not None and hands:
-            result = self._hands.detect(mp_image)
+            result = (self._grey_hands if self._grey else self._hands).detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
+                if self._grey and handedness[0].score < CONFIRM:
+                    continue  # the lowered thresholds let coat folds through: what they find must be sure
                 pts = [(p.x * w, p.y * h) for p in landmarks]
                 out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
                                      handedness[0].category_name))

@@ -74,6 +74,30 @@ def test_large_images_are_searched_in_tiles_and_small_faces_found(detector):
     assert 1700 < cx < 1850 and 1200 < cy < 1350
 
 
+def test_a_grey_photos_hands_are_found_and_its_coat_pocket_is_not_taken_for_one(detector):
+    """The camera man's gloved hands: a grey picture, whose hands the palm detector scores far lower than in
+    colour (none was found before grey pictures had thresholds of their own).  His left glove at 512 px; both
+    gloves on a copy enlarged 8× (whose tiles see the one on the camera), and never the coat pocket below."""
+    from automask.detect import is_grey
+
+    im = Image.open(DATA / "camera.png").convert("RGB")
+    assert is_grey(im) and not is_grey(Image.open(DATA / "astronaut.png").convert("RGB"))
+    left, on_camera, pocket = (205, 222), (292, 215), (148, 316)  # by eye, in the 512 px photo
+
+    def near(hands, point, f):
+        return [d for d in hands if abs(centre(d.box)[0] / f - point[0]) < 30 and abs(centre(d.box)[1] / f
+                                                                                    - point[1]) < 30]
+    small = [d for d in detector.detect(im) if d.kind == "hand" and d.score >= 0.3]
+    assert near(small, left, 1) and not near(small, pocket, 1)
+    big = [d for d in detector.detect(im.resize((4096, 4096), Image.Resampling.LANCZOS))
+           if d.kind == "hand" and d.score >= 0.3]
+    assert len(big) == 2 and near(big, left, 8) and near(big, on_camera, 8) and not near(big, pocket, 8)
+    # A colour photo on a wide grey backdrop is not grey: its own thresholds stay.
+    frame = Image.new("RGB", (1024, 1024), (128, 128, 128))
+    frame.paste(Image.open(DATA / "astronaut.png").convert("RGB").resize((200, 200)), (400, 400))
+    assert not is_grey(frame)
+
+
 def test_an_enlarged_copy_finds_what_the_original_finds(detector):
     """Tiles of a 4x enlarged photo see blur and fabric at a face's size; only the one real face is kept."""
     im = Image.open(DATA / "astronaut.png").convert("RGB")
