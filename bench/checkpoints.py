@@ -101,7 +101,7 @@ def main() -> None:
             shutil.copytree(first, models / "diffusers" / name)
         rows = [run(Path(tmp) / f"run{n}", models, args.images, grouped, max_loaded)
                 for n, (grouped, max_loaded) in enumerate(((False, 1), (True, 1), (False, 3)))]
-    from bench.upscale_cpu import cpu
+    from bench.kit.machine import cpu
 
     name, flags = cpu()
     lines = ["# Many checkpoints, few loads", "",
