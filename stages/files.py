@@ -104,3 +104,19 @@ class Folder:
         target = self.writable(name)
         atomic_save_image(target, image, **save_args)
         return target
+
+
+def read_weights(path: Path):
+    """A weights file's contents without running code: a ``.safetensors`` file, or a pickle (``.pt``, ``.ckpt``,
+    ``.bin``) loaded tensors-only.  ValueError naming the file when it cannot be read so (a pickle that wants
+    more than tensors and plain containers, a broken file)."""
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None

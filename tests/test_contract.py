@@ -169,7 +169,7 @@ def _other(value: Any, hint: Any) -> Any:
         return next(a for a in args if a != value)
     if origin is tuple and dataclasses.is_dataclass(args[0]):  # one table more, named apart
         item = value[-1] if value else args[0]()
-        key = "name" if hasattr(item, "name") else "label"
+        key = next(k for k in ("name", "label", "model") if hasattr(item, k))
         return value + (dataclasses.replace(item, **{key: getattr(item, key) + "-more"}),)
     if origin is tuple:
         options = typing.get_args(args[0]) if typing.get_origin(args[0]) is Literal else ("changed",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from safetensors.torch import save_file
 
 from stages import embeddings
 from tests.conftest import DATA
+from tests.helpers.hostile import RunsCode
 
 
 def _embedding(models, name: str, vectors: torch.Tensor, ext: str = ".safetensors"):
@@ -123,11 +125,6 @@ def test_an_sdxl_embedding_acts_in_both_encoders_where_its_word_stands_and_leave
         engine_mod.unload()
 
 
-class _Runs:
-    def __reduce__(self):
-        return (exec, ("import pathlib; pathlib.Path('/tmp/polishd-embedding-ran').write_text('ran')",))
-
-
 def test_a_pickle_that_would_run_code_is_refused_before_it_runs(engine, tmp_path):
     import os
 
@@ -136,7 +133,7 @@ def test_a_pickle_that_would_run_code_is_refused_before_it_runs(engine, tmp_path
         os.unlink(marker)
     path = tmp_path / "embeddings" / "evil.pt"
     path.parent.mkdir()
-    path.write_bytes(pickle.dumps({"string_to_param": {"*": _Runs()}}, protocol=2))
+    path.write_bytes(pickle.dumps({"string_to_param": {"*": RunsCode(Path(marker))}}, protocol=2))
     with pytest.raises(ValueError, match="could not be read safely"):
         engine.embedding(path)
     assert not os.path.exists(marker)

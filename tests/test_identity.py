@@ -12,6 +12,7 @@ import torch
 
 from stages.diffusion import identity
 from tests.conftest import DATA
+from tests.helpers.hostile import RunsCode
 from tests.test_vae import _job
 
 MARKER = Path("/tmp/polishd-ip-adapter-ran")
@@ -96,7 +97,7 @@ def test_an_ip_adapter_that_cannot_be_had_is_said_and_the_face_painted_without(t
     shutil.copytree(adapter_models, models)
     MARKER.unlink(missing_ok=True)
     evil = models / "ipadapter" / "evil.bin"
-    evil.write_bytes(pickle.dumps({"image_proj": {"proj.weight": _Runs()}}, protocol=2))
+    evil.write_bytes(pickle.dumps({"image_proj": {"proj.weight": RunsCode(MARKER)}}, protocol=2))
     plain, _ = _job(tmp_path / "plain", tiny_sd, src, models)
     face = _face(0.8).replace("tiny-ip-adapter-face", "evil.bin")
     painted, entry = _job(tmp_path / "evil", tiny_sd, src, models, face)
@@ -112,8 +113,3 @@ def test_check_config_names_a_missing_encoder(tmp_path):
 
     with pytest.raises(config_mod.ConfigError, match=r"\[inpaint\.face\]\.ip_adapter_encoder must name"):
         config_mod.load(write_config(tmp_path, '[inpaint.face]\nip_adapter = "ip-adapter-plus-face_sd15"\n'))
-
-
-class _Runs:
-    def __reduce__(self):
-        return (exec, (f"import pathlib; pathlib.Path({str(MARKER)!r}).write_text('ran')",))

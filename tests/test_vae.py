@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from safetensors.torch import save_file
 
 from stages import vae as vae_files
 from tests.conftest import DATA, REPO, run_one, write_config
+from tests.helpers.hostile import RunsCode
 
 
 def _other_vae(tiny_sd, seed: int):
@@ -97,11 +99,6 @@ def test_a_vae_that_is_not_there_or_not_this_models_is_painted_without_and_said(
     assert entry.status == "done" and said.startswith("VAE sdxl_vae.safetensors: sdxl_vae.safetensors is not a VAE")
 
 
-class _Runs:
-    def __reduce__(self):
-        return (exec, ("import pathlib; pathlib.Path('/tmp/polishd-vae-ran').write_text('ran')",))
-
-
 def test_a_vae_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, tiny_sd):
     import os
 
@@ -113,7 +110,7 @@ def test_a_vae_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, ti
         os.unlink(marker)
     path = tmp_path / "VAE" / "evil.pt"
     path.parent.mkdir()
-    path.write_bytes(pickle.dumps({"state_dict": {"encoder.conv_in.weight": _Runs()}}, protocol=2))
+    path.write_bytes(pickle.dumps({"state_dict": {"encoder.conv_in.weight": RunsCode(Path(marker))}}, protocol=2))
     eng = acquire(Models(None, tmp_path), ModelSetting("[inpaint].model", str(tiny_sd), ModelKind.DIFFUSION),
                   None, "cpu")
     with pytest.raises(ValueError, match="evil.pt could not be read safely"):

@@ -15,18 +15,14 @@ from PIL import Image
 
 from automask import yolo
 from tests.conftest import DATA, REPO, write_config
+from tests.helpers.hostile import RunsCode
 
 MARKER = Path("/tmp/polishd-yolo-ran")
 
 
-class _Runs:
-    def __reduce__(self):
-        return (exec, (f"import pathlib; pathlib.Path({str(MARKER)!r}).write_text('ran')",))
-
-
 def _hostile(path: Path) -> Path:
     """A checkpoint as torch.save writes one, whose model entry runs code when unpickled."""
-    torch.save({"model": _Runs(), "date": "2026-01-01"}, str(path))
+    torch.save({"model": RunsCode(MARKER), "date": "2026-01-01"}, str(path))
     return path
 
 

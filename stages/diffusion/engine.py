@@ -38,7 +38,7 @@ from stages.checkpoints import Checkpoint, describe
 from stages.device import dtype_name
 from stages.diffusion import weighting
 from stages.diffusion.tokenizer import write_tokenizer
-from stages.files import sha256_file
+from stages.files import read_weights, sha256_file
 from stages.held import OWNER
 from stages.models import ModelNotFound, Resolved
 
@@ -166,15 +166,7 @@ class Engine:
         """A textual inversion's vectors for each text encoder (n × its width): ``(vectors,)`` for SD 1.x/2.x,
         ``(clip_l, clip_g)`` for SDXL; read without running code (a ``.safetensors`` file, or a pickle loaded
         tensors-only).  ValueError with the reason otherwise."""
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                data = load_file(str(path))
-            else:
-                data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # a pickle that wants more than tensors, a broken file
-            raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
+        data = read_weights(path)
         pairs = self.text_pairs()
         if len(pairs) == 2:  # SDXL embeddings hold a part for each encoder
             if not (isinstance(data, dict) and isinstance(data.get("clip_l"), torch.Tensor)
@@ -209,15 +201,7 @@ class Engine:
         from diffusers import AutoencoderKL
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # a pickle that wants more than tensors, a broken file
-            raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
+        state = read_weights(path)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

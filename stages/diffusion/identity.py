@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from stages.files import read_weights
+
 # width → (heads, activation) of the CLIP vision towers IP-Adapters are trained with
 KNOWN = {768: (12, "quick_gelu"), 1024: (16, "quick_gelu"), 1280: (16, "gelu"), 1664: (16, "gelu")}
 
@@ -37,20 +39,13 @@ class Identity:
 def read_adapter(path: Path) -> dict:
     """``{"image_proj": {...}, "ip_adapter": {...}}`` from an IP-Adapter file, read without running code.
     ValueError with the reason when it is not one."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            flat = load_file(str(path))
-            state: dict = {"image_proj": {}, "ip_adapter": {}}
-            for key, value in flat.items():
-                part, _, rest = key.partition(".")
-                if part in state and rest:
-                    state[part][rest] = value
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle that wants more than tensors, a broken file
-        raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
+    state = read_weights(path)
+    if path.suffix == ".safetensors":  # one flat file: image_proj.* and ip_adapter.* keys
+        flat, state = state, {"image_proj": {}, "ip_adapter": {}}
+        for key, value in flat.items():
+            part, _, rest = key.partition(".")
+            if part in state and rest:
+                state[part][rest] = value
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) and state[k]
                                               for k in ("image_proj", "ip_adapter")):
         raise ValueError(f"{path.name} is not an IP-Adapter (no image_proj and ip_adapter weights)")
