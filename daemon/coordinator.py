@@ -53,7 +53,7 @@ class _Tracked:
     sent: float | None         # when the broker last took it
     worker: str | None = None  # the worker last seen running it
     seen: float = 0.0          # when that was
-    target: str | None = None  # the worker it was sent to because it holds the job's checkpoint (else any)
+    target: str | None = None  # the worker whose own queue it was sent to (None: the shared queue)
 
 
 class Dispatcher:
