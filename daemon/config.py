@@ -19,7 +19,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from daemon.pipeline import STAGES, default_stages
 from stages.models import Models
@@ -195,10 +195,39 @@ def from_data(data: dict, origin: str, source: Path | None, sha256: str) -> Conf
     return dataclasses.replace(cfg, paths=paths, source=source, sha256=sha256, raw=data)
 
 
+# The settings that name a file: set per image (a sidecar, the review page's "retry with"), they may only name
+# files under the config's folder or [paths].models.
+FILE_KEYS = frozenset({"lut", "logo", "model", "model_config", "controlnet", "controlnet_config", "ip_adapter",
+                       "ip_adapter_encoder", "face_model_short", "face_model_full", "hand_model", "certificate",
+                       "private_key"})
+
+
+def outside_files(cfg: Config, overrides: Any, where: str = "") -> list[str]:
+    """The file settings in ``overrides`` that point outside the folders a per-image setting may name."""
+    base = (cfg.source.parent if cfg.source is not None else Path.cwd()).resolve()
+    allowed = [base, Path(cfg.paths.models).resolve()]
+    out: list[str] = []
+    items = overrides.items() if isinstance(overrides, dict) else enumerate(overrides) \
+        if isinstance(overrides, list) else ()
+    for key, value in items:
+        here = f"{where}.{key}" if where else str(key)
+        if isinstance(value, (dict, list)):
+            out += outside_files(cfg, value, here)
+        elif key in FILE_KEYS and isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            real = (p if p.is_absolute() else base / p).resolve()
+            if not any(real == a or a in real.parents for a in allowed):
+                out.append(f"{here} = {value!r}: a per-image setting may only name files under {base} or "
+                           f"{allowed[1]}")
+    return out
+
+
 def with_overrides(cfg: Config, overrides: dict, origin: str) -> Config:
-    """``cfg`` with a sidecar's tables merged in, validated like pipeline.toml itself."""
+    """``cfg`` with a sidecar's tables merged in, validated like pipeline.toml itself; the files it names must
+    lie under the config's folder or [paths].models."""
     problems = [f"{origin}: [{k}] cannot be set per image; only {', '.join(SIDECAR_TABLES)} can"
                 for k in overrides if k not in SIDECAR_TABLES]
+    problems += [f"{origin}: {p}" for p in outside_files(cfg, overrides)]
     if problems:
         raise ConfigError("\n".join(problems))
     merged = deep_merge(cfg.raw, overrides)

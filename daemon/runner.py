@@ -83,6 +83,10 @@ class Outcome:
     seconds: float = 0.0
 
 
+class Interrupted(RuntimeError):
+    """A job started more often than ``max_attempts`` allows, none of those attempts having ended."""
+
+
 class JobTimeout(Exception):
     """A cluster job that ran past ``[cluster].task_timeout``: the attempt fails (and is retried)."""
 
@@ -222,6 +226,10 @@ class Runner:
         cfg = a.cfg
         d = cfg.daemon
         generative.configure(cfg.inpaint.max_loaded)
+        if job.attempts > d.max_attempts:  # started that often and never ended: what ran it died each time
+            return self._fail(job, a, "runner", Interrupted(
+                f"started {job.attempts - 1} times without finishing (the process running it ended each time, "
+                f"as a crash or a kill -9 does); [daemon].max_attempts = {d.max_attempts}"), None, None)
         # 1. Read the dropped file.
         try:
             dropped = read_dropped(job.path, d.formats, d.max_pixels, d.max_bytes)

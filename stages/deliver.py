@@ -30,7 +30,7 @@ from PIL import Image, ImageCms, ImageColor, ImageFilter, PngImagePlugin
 
 from stages import provenance, records
 from stages.base import JobContext, Skipped, Stage, StageResult
-from stages.files import Folder, fsync_dir, sha256_file
+from stages.files import Folder, check_user_file, fsync_dir, sha256_file
 from stages.picture import ORIENTATION_TAG, view
 from stages.products import Products, Slot
 from stages.records import DeliverDetails, Delivery, PresetFailure
@@ -240,7 +240,7 @@ def _path(base: Path, name: str) -> Path:
 
 def _digest(path: Path) -> str:
     try:
-        return sha256_file(path)
+        return sha256_file(check_user_file(path))
     except OSError:
         return "missing"
 
@@ -395,30 +395,38 @@ class Cube:
 def read_cube(path: Path) -> Cube:
     """An Adobe/Resolve ``.cube`` 3D LUT: LUT_3D_SIZE N, then N³ lines of ``r g b`` with red changing fastest."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = check_user_file(path).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
-        raise PresetFailed(f"lut {path}: cannot be read ({exc.strerror})") from None
+        raise PresetFailed(f"lut {path}: cannot be read ({exc.strerror or exc})") from None
     size, low, high, values = 0, [0.0] * 3, [1.0] * 3, []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#") or line.startswith("TITLE"):
             continue
         head, *rest = line.split()
         if head == "LUT_3D_SIZE":
-            size = int(rest[0])
+            try:
+                size = int(rest[0])
+            except (IndexError, ValueError):
+                raise PresetFailed(f"lut {path}: line {number}: LUT_3D_SIZE needs a number") from None
         elif head == "LUT_1D_SIZE":
             raise PresetFailed(f"lut {path}: a 1D LUT; a .cube 3D LUT (LUT_3D_SIZE) is needed")
-        elif head == "DOMAIN_MIN":
-            low = [float(v) for v in rest]
-        elif head == "DOMAIN_MAX":
-            high = [float(v) for v in rest]
-        elif head == "LUT_3D_INPUT_RANGE":
-            low, high = [float(rest[0])] * 3, [float(rest[1])] * 3
+        elif head in ("DOMAIN_MIN", "DOMAIN_MAX", "LUT_3D_INPUT_RANGE"):
+            try:
+                numbers = [float(v) for v in rest]
+                if head == "LUT_3D_INPUT_RANGE":
+                    low, high = [numbers[0]] * 3, [numbers[1]] * 3
+                elif head == "DOMAIN_MIN":
+                    low = numbers
+                else:
+                    high = numbers
+            except (IndexError, ValueError):
+                raise PresetFailed(f"lut {path}: line {number}: {head} needs numbers") from None
         else:
             try:
                 values.extend(float(v) for v in (head, *rest))
             except ValueError:
-                raise PresetFailed(f"lut {path}: not a .cube line: {line[:60]!r}") from None
+                raise PresetFailed(f"lut {path}: line {number} is not a .cube line") from None  # never its text
     if not 2 <= size <= 65 or len(values) != 3 * size ** 3:
         raise PresetFailed(f"lut {path}: LUT_3D_SIZE {size} needs {3 * size ** 3} values, found {len(values)}")
     if low != [0.0] * 3 or high != [1.0] * 3:
@@ -441,7 +449,7 @@ def apply_lut(image: Image.Image, cube: Cube, strength: float) -> Image.Image:
 
 def _read_logo(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        with Image.open(check_user_file(path)) as im:
             logo = im.convert("RGBA")
     except (OSError, ValueError) as exc:
         raise PresetFailed(f"logo {path}: cannot be read as an image ({exc})") from None

@@ -120,3 +120,19 @@ def read_weights(path: Path):
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path.name} could not be read safely ({type(exc).__name__})") from None
+
+
+USER_FILE_LIMIT = 64 * 1024 * 1024  # a LUT, a logo, a key: far above any real one
+
+
+def check_user_file(path: Path, limit: int = USER_FILE_LIMIT) -> Path:
+    """``path`` if it is a regular file of at most ``limit`` bytes (following links); OSError otherwise.  A file a
+    user names (a LUT, a logo) is read only then: a device (``/dev/zero``) or a FIFO would be read for ever."""
+    import stat
+
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path}: not a regular file")
+    if st.st_size > limit:
+        raise OSError(f"{path}: larger than {limit >> 20} MB")
+    return path

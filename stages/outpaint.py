@@ -64,6 +64,10 @@ class DriftGate:
         err.between("max_seam", self.max_seam, 1.0, 50.0)
 
 
+MAX_SKEW = 16      # a variant's long side at most this many times its short side
+MAX_SIDE = 32768   # px: a variant's exact size at most this a side
+
+
 @dataclass(frozen=True)
 class OutpaintConfig:
     enabled: bool = True
@@ -89,6 +93,11 @@ class OutpaintConfig:
             if not m or "0" in (m.group(1), m.group(2), m.group(3), m.group(4)):
                 err.add("variants", f'entries are "W:H" or "WIDTHxHEIGHT", optionally "@left", "@right", "@top", '
                                     f'"@bottom" or "@center" (got {v!r})')
+                continue
+            a, b = (int(m.group(1)), int(m.group(2))) if m.group(1) else (int(m.group(3)), int(m.group(4)))
+            if max(a, b) > MAX_SKEW * min(a, b) or (not m.group(1) and max(a, b) > MAX_SIDE):
+                err.add("variants", f"{v!r} is past what a variant may be: at most {MAX_SKEW}:1 and "
+                                    f"{MAX_SIDE} px a side")
         err.between("max_step", self.max_step, 0.05, 1.0)
         err.generation(self)
         err.between("seam_band", self.seam_band, 0, 512)
@@ -104,6 +113,7 @@ class OutpaintParams(OutpaintConfig):
     device: str = "auto"            # [daemon].device
     model_from_image: bool = True   # [inpaint].model_from_image: the image's own checkpoint first
     state: str = ""                 # [paths].state (checkpoint hashes)
+    max_pixels: int = 89_478_485    # [daemon].max_pixels: no canvas larger is ever allocated
 
     @property
     def generative(self) -> bool:
@@ -164,7 +174,8 @@ class OutpaintStage(Stage):
         return from_section(OutpaintParams, config.outpaint, inpaint_model=inpaint.model,
                             inpaint_model_config=inpaint.model_config, seed=inpaint.seed,
                             resolution=inpaint.resolution, device=config.daemon.device,
-                            model_from_image=inpaint.model_from_image, state=str(config.paths.state))
+                            model_from_image=inpaint.model_from_image, state=str(config.paths.state),
+                            max_pixels=config.daemon.max_pixels)
 
     def model_settings(self, params: OutpaintParams) -> list[ModelSetting]:
         """[outpaint].model (with its model_config), else [inpaint].model (with its)."""
@@ -203,6 +214,10 @@ class OutpaintStage(Stage):
         outputs, variants, plans, attention = [], [], [], []
         for spec in params.variants:
             p = plan(master.size, spec, params.max_step)
+            if p.size[0] * p.size[1] > params.max_pixels:  # never allocated: said, and the other variants go on
+                attention.append(f"variant {p.target.label} not made: its {p.size[0]}×{p.size[1]} canvas is past "
+                                 f"[daemon].max_pixels ({params.max_pixels})")
+                continue
             if engine is None and p.steps:  # the infill alone: one step to the whole canvas, not infill on infill
                 p = dataclasses.replace(p, steps=(Step(p.size, p.origin),))
             label = p.target.label

@@ -558,3 +558,33 @@ def test_labels_follow_evidence_a_photograph_is_not_called_generated(tmp_path, t
     assert {_source_type(d.path) for d in _by_preset(entry).values()} == {"trainedAlgorithmicMedia"}
     _, _, entry = _deliver(tmp_path / "said", presets, extra='[deliver]\ninput = "generated"\n')
     assert {_source_type(d.path) for d in _by_preset(entry).values()} == {"trainedAlgorithmicMedia"}
+
+
+def test_a_lut_that_is_a_device_a_fifo_or_huge_is_never_read(tmp_path):
+    """/dev/zero as a LUT used to wedge the daemon (its digest read for ever); a FIFO would block."""
+    from stages.deliver import PresetFailed, _digest, read_cube
+
+    fifo = tmp_path / "grade.cube"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/zero"), fifo):
+        assert _digest(path) == "missing"
+        with pytest.raises(PresetFailed, match="not a regular file"):
+            read_cube(path)
+    secret = tmp_path / "secret.cube"
+    secret.write_text("TOP-SECRET-LINE\n")
+    with pytest.raises(PresetFailed) as err:
+        read_cube(secret)
+    assert "TOP-SECRET" not in str(err.value) and "line 1 is not a .cube line" in str(err.value)
+
+
+def test_a_sidecar_or_a_retry_may_name_files_only_under_the_configs_folder_or_the_models(tmp_path):
+    cfg = config_mod.load(write_config(tmp_path, ""))
+    for value in ("/etc/shadow", "../../../../proc/self/environ", "~/.ssh/id_rsa"):
+        with pytest.raises(config_mod.ConfigError, match="a per-image setting may only name files under"):
+            config_mod.with_overrides(cfg, {"deliver": {"preset": [{"name": "web", "lut": value}]}}, "x.toml")
+    with pytest.raises(config_mod.ConfigError, match=r"inpaint.model = '/etc/passwd'"):
+        config_mod.with_overrides(cfg, {"inpaint": {"model": "/etc/passwd"}}, "x.toml")
+    (tmp_path / "looks").mkdir()
+    ok = config_mod.with_overrides(cfg, {"deliver": {"preset": [{"name": "web", "lut": "looks/warm.cube"}]}},
+                                   "x.toml")  # beside the config: allowed
+    assert ok.overrides

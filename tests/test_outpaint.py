@@ -195,3 +195,24 @@ def test_one_variant_end_to_end_with_the_tiny_pipeline(tmp_path, tiny_sd):
     plain, known = _steps(np.asarray(Image.open(DATA / "astronaut.png").convert("RGB")), "16:9", "blur")
     out = np.asarray(Image.open(archive / "30-outpaint-16x9.png").convert("RGB"))
     assert np.abs(out[~known].astype(int) - plain[~known]).mean() > 2
+
+
+def test_no_variant_canvas_past_max_pixels_is_ever_allocated(tmp_path):
+    """``variants = ["99999:1"]`` (a sidecar, a retry) once asked for a 6 GB canvas."""
+    for spec in ("99999:1", "1:17", "40000x512"):
+        folder = tmp_path / spec.replace(":", "-")
+        folder.mkdir()
+        with pytest.raises(config_mod.ConfigError, match=r"\[outpaint\]\.variants .* at most 16:1 and 32768 px"):
+            config_mod.load(write_config(folder, f'[outpaint]\nvariants = ["{spec}"]\n'))
+    # Within the schema but past [daemon].max_pixels for this picture: said, and the other variants made.
+    path = write_config(tmp_path, '[outpaint]\nvariants = ["16:1", "4:5"]\n[upscale]\nenabled = false\n')
+    path.write_text(path.read_text().replace("[daemon]\n", "[daemon]\nmax_pixels = 600000\n", 1))
+    cfg = config_mod.load(path)
+    src = cfg.paths.inbox / "astro.png"
+    src.write_bytes((DATA / "astronaut.png").read_bytes())
+    out, manifest = run_one(cfg, src, [OutpaintStage()])
+    archive, entry = out.archive, manifest.stages[0]
+    assert entry.status == "done" and [v.label for v in entry.products.variants] == ["4x5"]
+    assert any(a.startswith("variant 16x1 not made: its 8192×512 canvas is past [daemon].max_pixels (600000)")
+               for a in entry.attention)
+    assert not (archive / "30-outpaint-16x1.png").exists()

@@ -385,3 +385,21 @@ def test_a_file_replaced_before_the_removal_stays_and_one_replaced_again_during_
     _unlink_if_same(path, hashlib.sha256(ours).hexdigest())
     assert path.read_bytes() == c and (tmp_path / "x-2.png").read_bytes() == b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x-2.png", "x.png"]
+
+
+def test_a_job_whose_every_attempt_was_killed_ends_in_failed_not_in_a_loop(workdir, journal):
+    """kill -9 in the middle of a job, again and again: each restart puts it back in the queue, and each start
+    counts; past max_attempts it fails with a report instead of starting a fourth, fifth, sixth time."""
+    root, cfg = workdir
+    data = png_bytes()
+    _enqueue(journal, _drop(cfg, "x.png", data))
+    for _ in range(cfg.daemon.max_attempts):  # started, then the process running it was killed
+        assert journal.claim() is not None
+        requeued, _ = journal.recover()
+        assert len(requeued) == 1
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "failed" and "started 3 times without finishing" in out.error
+    assert (cfg.paths.failed / "x.png").read_bytes() == data  # nothing lost: the file, with its report
+    report = json.loads((cfg.paths.failed / "x.png.error.json").read_text())
+    assert report["error"] == "Interrupted" and report["attempts"] == 4
+    assert journal.claim() is None
