@@ -87,7 +87,8 @@ class InboxWatcher:
         self._stop = threading.Event()
         self._warned_orphans: set[str] = set()
         self._warned_folders: set[str] = set()
-        self._unreadables: dict[str, tuple] = {}  # path → the file's state when it could not be read
+        # path → (the file's state when it could not be read, the name status shows it by)
+        self._unreadables: dict[str, tuple] = {}
         self._thread: threading.Thread | None = None
         self.enqueued = 0
 
@@ -188,31 +189,38 @@ class InboxWatcher:
             st = os.lstat(path)
         except FileNotFoundError:
             return False, None
-        if stat.S_ISLNK(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):  # a link (refused by name at intake), a FIFO or a device: said at once
             return True, seen
-        if not stat.S_ISREG(st.st_mode):
-            return False, None
         current = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
         same = st.st_size == seen.size and st.st_mtime_ns == seen.mtime_ns
         return same, current
 
-    def _unreadable(self, path: Path, st: os.stat_result, exc: OSError) -> None:
-        """Said once (per state of the file), shown by ``status``, looked at again when it changes or at the
-        next rescan — never polled every second."""
+    def _unreadable(self, path: Path, st: os.stat_result, exc: OSError, shown: Path | None = None) -> None:
+        """Said once (per state of the file), shown by ``status`` (as ``shown``, for a name that is no text),
+        looked at again when it changes or at the next rescan — never polled every second."""
         key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
-        if self._unreadables.get(str(path)) != key:
-            self._unreadables[str(path)] = key
-            log.warning("cannot read inbox file; it waits until it changes", path=str(path),
+        if self._unreadables.get(str(path), (None,))[0] != key:
+            self._unreadables[str(path)] = (key, shown or path)
+            log.warning("cannot read inbox file; it waits until it changes", path=str(shown or path),
                         error=exc.strerror or str(exc))
-            self.journal.note_waiting(path, f"unreadable: {exc.strerror or exc}")
+            self.journal.note_waiting(shown or path, f"unreadable: {exc.strerror or exc}")
 
     def _readable(self, path: Path) -> None:
-        if self._unreadables.pop(str(path), None) is not None:
-            self.journal.clear_waiting(path)
+        if (known := self._unreadables.pop(str(path), None)) is not None:
+            self.journal.clear_waiting(known[1])
 
     def _enqueue(self, path: Path) -> None:
         try:
             st = os.lstat(path)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):  # a FIFO would block the reading
+                self._unreadable(path, st, OSError("not a regular file (a FIFO, a device or a socket); not taken"))
+                return
+            try:
+                str(path).encode("utf-8")
+            except UnicodeEncodeError:  # the journal keeps names as text: one that is no text waits, said
+                shown = Path(os.fsencode(path).decode("utf-8", "backslashreplace"))
+                self._unreadable(path, st, OSError("its name is not valid UTF-8; rename it to be taken"), shown)
+                return
             if stat.S_ISLNK(st.st_mode):
                 # Never follow it: the runner refuses it and moves the link itself to failed/.
                 digest = hashlib.sha256(b"symlink\0" + os.fsencode(os.readlink(path))).hexdigest()

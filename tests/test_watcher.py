@@ -55,3 +55,22 @@ def test_an_unreadable_file_is_named_once_shown_in_status_and_taken_when_it_chan
     watcher.touch(str(locked))
     _look(watcher, 1)
     assert journal.counts()["queued"] == 1 and journal.waiting() == []
+
+
+def test_a_name_that_is_not_utf8_and_a_fifo_wait_said_once_and_shown_never_a_traceback(workdir, journal, watcher):
+    root, cfg = workdir
+    odd = os.path.join(os.fsencode(cfg.paths.inbox), b"caf\xe9.png")  # Latin-1 bytes, as an old Samba share writes
+    with open(odd, "wb") as f:
+        f.write(png_bytes(seed=72))
+    os.mkfifo(cfg.paths.inbox / "pipe.png")
+    with capture_logs() as logs:
+        _look(watcher)
+        _look(watcher)  # every rescan: said once
+    warnings = [e for e in logs if e["event"].startswith("cannot read inbox file")]
+    assert len(warnings) == 2 and not [e for e in logs if e.get("log_level") == "error"]
+    waiting = {w["source"]: w["reason"] for w in journal.waiting()}
+    assert waiting == {
+        str(cfg.paths.inbox / "caf\\xe9.png"): "unreadable: its name is not valid UTF-8; rename it to be taken",
+        str(cfg.paths.inbox / "pipe.png"): "unreadable: not a regular file (a FIFO, a device or a socket); not taken"}
+    assert journal.counts()["queued"] == 0
+    assert os.path.exists(odd)  # nothing moved or lost
