@@ -37,7 +37,11 @@ RESULT_EXPIRES = 7 * 24 * 3600  # seconds a task's result stays in Redis: a late
 
 def make_app(cluster: ClusterConfig) -> Celery:
     from celery import Celery
+    from kombu.transport import TRANSPORT_ALIASES
 
+    # redis:// and rediss:// through kombu's Redis transport that drops what is not a task (daemon/broker.py);
+    # the scheme itself is kept, and with it kombu's handling of TLS for rediss://.
+    TRANSPORT_ALIASES.update(redis="daemon.broker:Transport", rediss="daemon.broker:Transport")
     app = Celery("polishd", broker=cluster.broker, backend=cluster.broker)  # the process's current app: one a process
     transport = {"visibility_timeout": cluster.visibility, "socket_timeout": 10, "socket_connect_timeout": 5,
                  "retry_on_timeout": True, "health_check_interval": 10}

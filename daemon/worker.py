@@ -260,4 +260,8 @@ class Worker:
             except Exception as exc:
                 log.debug("heartbeat not removed", error=str(exc))
             log.info("worker stopped", worker=self.name, jobs_done=self.jobs_done)
-        return 0
+        if self.received:
+            return 0
+        # Ended without being asked (Celery's "unrecoverable error"): a failure, which systemd restarts.
+        log.error("the worker ended without being asked to stop", exitcode=getattr(controller, "exitcode", None))
+        return getattr(controller, "exitcode", 0) or 1

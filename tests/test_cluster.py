@@ -396,3 +396,24 @@ def test_workers_keep_the_checkpoints_they_hold_jobs_of_one_checkpoint_going_to_
     assert sum(changes.values()) <= 4, by_worker
     assert coordinator.stop() == 0
     c.assert_exactly_once(dropped)
+
+
+def test_garbage_on_the_queue_is_dropped_and_said_and_the_workers_go_on(make_cluster, redis_server):
+    import redis
+
+    c = make_cluster(stages="copy")
+    coordinator = c.coordinator()
+    worker = c.worker("w1")
+    client = redis.Redis.from_url(redis_server.url)
+    try:  # as `redis-cli lpush polishd garbage-not-json` does, on the shared queue and on the worker's own
+        client.lpush("polishd", "garbage-not-json")
+        client.lpush("polishd@w1", '{"valid json": "but no envelope"}')
+    finally:
+        client.close()
+    dropped = {"after.png": c.drop("after.png", 5)}
+    wait_until(lambda: c.settled() == 1, timeout=60, what="the job after the garbage")
+    assert worker.proc.poll() is None  # still running
+    said = [r for r in worker.records() if r.get("event") == "a message on the queue that is not a task was dropped"]
+    assert len(said) == 2 and not [r for r in worker.records() if "Unrecoverable" in str(r.get("event", ""))]
+    assert coordinator.stop() == 0
+    c.assert_exactly_once(dropped)
