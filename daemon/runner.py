@@ -68,7 +68,7 @@ class JobStatus(StrEnum):
     DUPLICATE = "duplicate"
     RETRY = "retry"        # the attempt failed; the job is queued again
     WAITING = "waiting"    # the file was still being written: queued again, no attempt counted
-    DISK_FULL = "disk full"  # no space to write: queued again, no attempt counted; the daemon pauses
+    DISK_FULL = "disk full"  # no space to write, or read-only: queued again, no attempt counted; the daemon pauses
     STOPPED = "stopped"    # put back in the queue for a shutdown
 
 
@@ -477,9 +477,9 @@ class Runner:
             shutil.rmtree(archive, ignore_errors=True)
             a.journal.set_archive(job.id, None)
             archive = None
-        a.endings.requeue(job, error=f"disk full at {where}", stage="runner", count_attempt=False)
-        log.warning("no space left; the job goes back to the queue", where=where)
-        return Outcome(job.id, job.name, JobStatus.DISK_FULL, archive, error=f"disk full at {where}")
+        a.endings.requeue(job, error=where, stage="runner", count_attempt=False)
+        log.warning("nothing can be written; the job goes back to the queue", where=where)
+        return Outcome(job.id, job.name, JobStatus.DISK_FULL, archive, error=where)
 
 
 # ---------------------------------------------------------------------- endings
@@ -553,17 +553,19 @@ def _consume(path: Path, sha256: str, folder: ArchiveFolder) -> None:
 
 
 def disk_full(exc: BaseException) -> str | None:
-    """Where the disk (or the quota) is full, if that is what ``exc`` or its causes are; else None."""
+    """What keeps anything from being written, if that is what ``exc`` or its causes are — "disk full at …"
+    (the disk or the quota), "read-only at …" (a file system mounted read-only, or gone so); else None."""
     import errno
     import sqlite3
 
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return str(exc.filename) if exc.filename else "the archive or state folder"
-        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-            return "the journal (in [paths].state)"
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            where = str(exc.filename) if exc.filename else "the archive or state folder"
+            return f"{'read-only' if exc.errno == errno.EROFS else 'disk full'} at {where}"
+        if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "readonly" in str(exc)):
+            return f"{'disk full' if 'full' in str(exc) else 'read-only'} at the journal (in [paths].state)"
         exc = getattr(exc, "exc", None) or exc.__cause__ or exc.__context__
     return None
 

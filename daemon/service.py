@@ -279,16 +279,16 @@ class Daemon:
         self.journal.close()
 
     def after(self, outcome: Outcome) -> None:
-        """A full disk pauses intake (said once); the next job that gets through ends the pause."""
+        """A full or read-only disk pauses intake (said once); the next job that gets through ends the pause."""
         if outcome.status == JobStatus.DISK_FULL:
             first, delay = self.pause.hit(outcome.error or "disk full")
             if first:
-                log.warning("disk full: intake paused; trying again with a backoff", where=outcome.error,
-                            next_try_s=delay)
+                log.warning("nothing can be written: intake paused; trying again with a backoff",
+                            where=outcome.error, next_try_s=delay)
                 self.note("paused", outcome.error)
             return
         if outcome.status in (JobStatus.DONE, JobStatus.DUPLICATE, JobStatus.FAILED) and self.pause.clear():
-            log.info("space is back: intake resumed")
+            log.info("writing works again: intake resumed")
             self.note("paused", None)
 
     def note(self, key: str, value: str | None) -> None:

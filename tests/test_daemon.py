@@ -413,5 +413,5 @@ def test_a_full_disk_pauses_intake_then_work_resumes_when_space_returns(daemon, 
     wait_until(lambda: "paused" not in j.notes(), what="the pause lifted", timeout=10)
     assert d.stop() == 0
     events = d.events()
-    assert events.count("disk full: intake paused; trying again with a backoff") == 1
-    assert "space is back: intake resumed" in events
+    assert events.count("nothing can be written: intake paused; trying again with a backoff") == 1
+    assert "writing works again: intake resumed" in events

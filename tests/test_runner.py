@@ -403,3 +403,26 @@ def test_a_job_whose_every_attempt_was_killed_ends_in_failed_not_in_a_loop(workd
     report = json.loads((cfg.paths.failed / "x.png.error.json").read_text())
     assert report["error"] == "Interrupted" and report["attempts"] == 4
     assert journal.claim() is None
+
+
+def test_a_read_only_archive_pauses_like_a_full_disk_and_drains_nothing(workdir, journal, monkeypatch):
+    root, cfg = workdir
+    sources = []
+    for n in range(3):
+        sources.append(_drop(cfg, f"ro{n}.png", png_bytes(seed=90 + n)))
+        _enqueue(journal, sources[-1])
+    from stages.files import atomic_write as real
+
+    def read_only(path, blob):
+        if "archive" in str(path):
+            raise OSError(30, "Read-only file system", str(path))
+        return real(path, blob)
+
+    monkeypatch.setattr("daemon.archive.atomic_write", read_only)
+    monkeypatch.setattr("stages.files.atomic_write", read_only)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "disk full" and out.error.startswith("read-only at ")
+    assert journal.counts()["queued"] == 3 and journal.counts()["failed"] == 0  # none drained to failed/
+    assert all(p.exists() for p in sources) and list(cfg.paths.failed.iterdir()) == []
+    job = journal.get(out.job_id)
+    assert job.attempts == 0 and job.last_error.startswith("read-only at ")
