@@ -160,6 +160,16 @@ class Journal:
             if have and column not in have:  # a journal from before the cluster mode
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.executescript(_SCHEMA)
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)  # the file this journal is: a deleted or replaced one is noticed
+
+    def intact(self) -> str | None:
+        """None while the journal's file is the one opened; else what happened to it ("deleted", "replaced")."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        return None if (st.st_dev, st.st_ino) == self._identity else "replaced by another file"
 
     # -- connection handling ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

@@ -34,6 +34,7 @@ from stages.base import Stage
 log = structlog.get_logger("polishd.daemon")
 
 HEARTBEAT_EVERY = 10.0
+JOURNAL_CHECK_EVERY = 2.0  # seconds between looks at the journal's file (deleted or replaced: the daemon stops)
 STATUS_EVERY = 5.0
 PAUSE_FIRST, PAUSE_LONGEST = 2.0, 60.0  # seconds before the next try after a full disk, doubling
 
@@ -129,6 +130,7 @@ class Daemon:
         self._signals_logged = 0
         self.pause = Pause()
         self.grouping = Grouping(cfg.daemon.group_wait, _keep(cfg))
+        self.exit_code = 0
 
     # The runner and watcher read the config through this, so a reload applies to the next job.
     def current(self) -> Config:
@@ -197,12 +199,12 @@ class Daemon:
             self.note("paused", None)
             log.info("stopped")
             lock.close()
-        return 0
+        return self.exit_code
 
     def _main_loop(self, workers: list[threading.Thread]) -> None:
         ping = watchdog_interval()
         tick = min(1.0, ping) if ping else 1.0
-        last_heartbeat = last_status = 0.0
+        last_heartbeat = last_status = last_check = 0.0
         while not self.signals.stop.is_set():
             self.signals.wake.wait(tick)
             self.signals.wake.clear()
@@ -212,6 +214,15 @@ class Daemon:
                 self.signals.reload.clear()
                 self._reload()
             now = time.monotonic()
+            if now - last_check >= JOURNAL_CHECK_EVERY:
+                last_check = now
+                if (what := self.journal.intact()) is not None:  # its history is gone: going on would redo work
+                    log.error("the journal was deleted or replaced while polishd ran; stopping. Restore it from "
+                              "a backup, or start again to begin a new one (every image then counts as new)",
+                              journal=str(self.journal.path), what=what)
+                    self.exit_code = 1
+                    self.signals.stop.set()
+                    break
             if now - last_heartbeat >= HEARTBEAT_EVERY:
                 last_heartbeat = now
                 self.journal.heartbeat(sorted(self.runner.active) if self.dispatcher is None

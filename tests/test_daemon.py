@@ -415,3 +415,11 @@ def test_a_full_disk_pauses_intake_then_work_resumes_when_space_returns(daemon, 
     events = d.events()
     assert events.count("nothing can be written: intake paused; trying again with a backoff") == 1
     assert "writing works again: intake resumed" in events
+
+
+def test_the_journal_deleted_while_running_is_noticed_and_the_daemon_stops_with_the_reason(daemon, tmp_path):
+    d = daemon().start()
+    (tmp_path / "state" / "journal.sqlite3").unlink()
+    assert d.proc.wait(20) == 1  # a failure: systemd shows it, and restarts it with a new journal if so set
+    said = [r for r in d.records() if r.get("event", "").startswith("the journal was deleted or replaced")]
+    assert len(said) == 1 and said[0]["what"] == "deleted" and said[0]["level"] == "error"
