@@ -129,6 +129,7 @@ class ReviewConfig:
     port: int = 8750
     token: str = ""           # a shared secret: `Authorization: Bearer <token>`, or a login cookie made from it
     page_size: int = 48       # thumbnails per gallery page
+    hosts: tuple[str, ...] = ()  # other names the page is reached by (a DNS name, a proxy's); others get 421
 
     def check(self, err: Errors) -> None:
         err.between("port", self.port, 1, 65535)

@@ -154,6 +154,37 @@ def test_with_a_token_every_request_needs_it_or_the_login_cookie(archive):
     assert client.get("/api/images").status_code == 200
 
 
+def test_the_page_refuses_what_the_torture_set_sent_it(archive):
+    """DNS rebinding, a CSRF pair the client made up, guessing the token, odd characters, deep and huge bodies,
+    page numbers past any page: each answered with a 4xx, never a 500, and nothing recorded."""
+    cfg, ids = archive
+    cfg = _with_token(cfg)
+    url = f"/api/images/{ids['photo-2.png']}/review"
+    foreign = TestClient(create_app(cfg), base_url="http://attacker.example:8750")
+    assert foreign.get("/login").status_code == 421  # a foreign Host gets no page and no cookie
+    assert "polishd_csrf" not in foreign.cookies
+    client = TestClient(create_app(cfg), base_url="http://127.0.0.1:8750", follow_redirects=False)
+    client.get("/login")
+    client.cookies.set("polishd_csrf", "abc")  # a pair the client makes up itself
+    assert client.post("/login", json={"token": TOKEN}, headers={"X-CSRF-Token": "abc"}).status_code == 403
+    client.cookies.delete("polishd_csrf")
+    client.get("/login")
+    assert _post(client, "/login", {"token": "wrong but long enough"}).status_code == 403
+    statuses = [_post(client, "/login", {"token": f"guess {n}"}).status_code for n in range(6)]
+    assert statuses[-1] == 429 and 429 in statuses  # throttled after a few wrong tries
+    odd = TestClient(create_app(cfg), base_url="http://127.0.0.1:8750", follow_redirects=False)
+    assert odd.get("/api/images", headers={"Authorization": "Bearer tökén ✓".encode()}).status_code == 401
+    cookie = {"Cookie": "polishd_session=" + "é" * 10}
+    assert odd.get("/api/images", headers={k: v.encode() for k, v in cookie.items()}).status_code == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    deep = "[" * 100_000 + "]" * 100_000
+    assert odd.post(url, content=deep, headers=bearer).status_code == 422  # read as no decision at all
+    assert odd.post(url, content=b"{" + b" " * (2 << 20) + b"}", headers=bearer).status_code == 413
+    assert odd.get("/gallery?page=100000000000000000000", headers=bearer).status_code == 200
+    assert odd.get("/api/images?page=-5&state=all", headers=bearer).status_code == 200
+    assert client.app.state.review.journal.reviews(ids["photo-2.png"]) == []
+
+
 def _with_token(cfg):
     import dataclasses
 

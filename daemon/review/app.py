@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import secrets
 import signal
 from pathlib import Path
 
@@ -65,25 +64,49 @@ ROUTES = [
 ]
 
 
+def _same(a: str, b: str) -> bool:
+    """A constant-time comparison of two texts, whatever characters a client sent."""
+    return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
+
+
+def _host_allowed(request: Request, review: Review) -> bool:
+    """The Host header names this server: loopback names, the bound address, or one of [review].hosts (a page
+    reached through another name is DNS rebinding: a foreign site's script talking to it)."""
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    allowed = {"localhost", "127.0.0.1", "::1", review.cfg.review.host.lower(),
+               *(h.lower() for h in review.cfg.review.hosts)}
+    return name in allowed
+
+
 async def guard(request: Request, call_next):
-    """The token (bearer or login cookie), the CSRF pair on every state-changing request, security headers."""
+    """The Host, the token (bearer or login cookie), the CSRF pair on every state-changing request (a cookie this
+    process signed, and the same value in the header), bounded bodies, security headers."""
     review: Review = request.app.state.review
+    if not _host_allowed(request, review):
+        return JSONResponse({"error": "this server is not known by that name (add it to [review].hosts)"},
+                            status_code=421)
     token = review.cfg.review.token
-    by_token = bool(token) and hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}")
-    by_cookie = bool(review.session) and hmac.compare_digest(request.cookies.get(SESSION_COOKIE, ""), review.session)
+    by_token = bool(token) and _same(request.headers.get("authorization", ""), f"Bearer {token}")
+    by_cookie = bool(review.session) and _same(request.cookies.get(SESSION_COOKIE, ""), review.session)
     open_paths = request.url.path == "/login" or request.url.path.startswith("/static/")
     if token and not (by_token or by_cookie or open_paths):
         if request.url.path.startswith("/api/") or request.method != "GET":
             return JSONResponse({"error": "log in first: Authorization: Bearer <token>"}, status_code=401)
         return RedirectResponse("/login", status_code=303)
-    csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    fresh = not review.csrf_valid(cookie)
+    csrf = review.csrf_token() if fresh else cookie
     request.state.csrf = csrf
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not by_token:
-        sent = request.headers.get("x-csrf-token", "")
-        if not (request.cookies.get(CSRF_COOKIE) and hmac.compare_digest(sent, request.cookies[CSRF_COOKIE])):
-            return JSONResponse({"error": "missing or wrong X-CSRF-Token"}, status_code=403)
-    response = await call_next(request)
-    if CSRF_COOKIE not in request.cookies:
+    changes = request.method not in ("GET", "HEAD", "OPTIONS") and not by_token
+    if changes and (fresh or not _same(request.headers.get("x-csrf-token", ""), cookie)):
+        return JSONResponse({"error": "missing or wrong X-CSRF-Token"}, status_code=403)
+    try:
+        response = await call_next(request)
+    except h.TooLarge:
+        return JSONResponse({"error": f"the request body is larger than {h.MAX_BODY} bytes"}, status_code=413)
+    if fresh:
         response.set_cookie(CSRF_COOKIE, csrf, samesite="strict", secure=request.url.scheme == "https")
     response.headers.update(SECURITY_HEADERS)
     return response
@@ -112,7 +135,10 @@ class _Server(uvicorn.Server):
 
 
 def serve(cfg: Config, host: str, port: int) -> int:
+    # Bounded: at most 64 connections at once (more are answered 503 at once, never queued), idle ones closed
+    # after 5 s, so a crowd of half-sent requests cannot hold the page.
     config = uvicorn.Config(create_app(cfg), host=host, port=port, log_config=None, access_log=False,
-                            server_header=False, timeout_graceful_shutdown=5)
+                            server_header=False, timeout_graceful_shutdown=5, limit_concurrency=64,
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
     _Server(config).run()
     return 0

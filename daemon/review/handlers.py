@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import re
 import stat
@@ -71,7 +72,10 @@ async def login(request: Request) -> Response:
     review = _review(request)
     body = await _json(request)
     token = review.cfg.review.token
-    if not token or not hmac.compare_digest(str(body.get("token", "")), token):
+    if not review.login_allowed(request.client.host if request.client else ""):
+        return JSONResponse({"error": "too many tries; wait a minute"}, status_code=429)
+    if not token or not hmac.compare_digest(str(body.get("token", "")).encode(), token.encode()):
+        review.login_failed(request.client.host if request.client else "")
         return JSONResponse({"error": "wrong token"}, status_code=403)
     response = JSONResponse({"ok": True})
     response.set_cookie(SESSION_COOKIE, review.session, httponly=True, samesite="strict",
@@ -254,17 +258,36 @@ def _state(request: Request) -> str:
     return state if state in STATES else "awaiting"
 
 
+MAX_BODY = 1 << 20   # bytes a request body may have: a review, a pick, a retry's settings are far smaller
+MAX_NUMBER = 1_000_000  # a page number or an id past this is no page
+
+
 def _int(value, default: int, low: int = 1) -> int:
     try:
-        return max(low, int(value))
+        number = int(str(value)[:12])
     except (TypeError, ValueError):
         return default
+    return min(MAX_NUMBER, max(low, number))
+
+
+class TooLarge(Exception):
+    pass
 
 
 async def _json(request: Request) -> dict:
+    """The request's JSON object, read at most ``MAX_BODY`` bytes (TooLarge past that: 413); a body that is
+    not a JSON object, or nests past what the parser can take, is an empty one."""
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > MAX_BODY:
+        raise TooLarge
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise TooLarge
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
 

@@ -12,7 +12,10 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +59,36 @@ class Review:
         self.thumbs = cfg.paths.state / "thumbnails"
         self.session = hmac.new(cfg.review.token.encode(), b"polishd review session", hashlib.sha256).hexdigest() \
             if cfg.review.token else ""
+        self.secret = secrets.token_bytes(32)  # what the CSRF cookies this process hands out are signed with
+        self._failures: dict[str, list[float]] = {}  # client → the times of its last wrong logins
+        self._failures_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ logins
+    LOGIN_TRIES, LOGIN_WINDOW = 5, 60.0  # wrong logins a client may make in a window of seconds
+
+    def login_allowed(self, client: str) -> bool:
+        now = time.monotonic()
+        with self._failures_lock:
+            recent = [t for t in self._failures.get(client, ()) if now - t < self.LOGIN_WINDOW]
+            self._failures[client] = recent
+            if len(self._failures) > 10_000:  # bounded: the oldest clients forgotten
+                self._failures = dict(list(self._failures.items())[-5_000:])
+            return len(recent) < self.LOGIN_TRIES
+
+    def login_failed(self, client: str) -> None:
+        with self._failures_lock:
+            self._failures.setdefault(client, []).append(time.monotonic())
+
+    # ------------------------------------------------------------------ CSRF
+    def csrf_token(self) -> str:
+        """A new CSRF token: a nonce and its HMAC under this process's secret (one a client makes up fails)."""
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{hmac.new(self.secret, nonce.encode(), hashlib.sha256).hexdigest()[:32]}"
+
+    def csrf_valid(self, token: str) -> bool:
+        nonce, _, mac = token.partition(".")
+        good = hmac.new(self.secret, nonce.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+        return bool(nonce) and hmac.compare_digest(mac.encode("utf-8", "replace"), good.encode())
 
     # ------------------------------------------------------------------ finding an image
     def folder(self, image_id: str) -> Path | None:
