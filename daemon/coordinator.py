@@ -16,7 +16,9 @@ A task is sent again, under the same id, when
   it and then neither named it nor answered for three heartbeats;
 * no worker has named it within ``task_timeout`` of its sending (lost with a broker that lost its data), or
   it was sent to one worker's own queue and that worker has stopped beating before taking it;
-* the coordinator starts and finds a task that it had claimed but not yet handed to the broker.
+* the coordinator starts and finds a task that it had claimed but not yet handed to the broker;
+* the broker comes back after being out of reach, for every task no worker had named (a restarted Redis
+  without its append-only file has lost them).
 
 A copy of a task is harmless: the worker that takes it drops it when another worker holds its lease or its
 result is already stored, and a job that did run twice resumes from the stages in its archive folder.
@@ -101,6 +103,10 @@ class Dispatcher:
                 log.info("the broker is reachable again", down_s=round(time.time() - self._down_since, 1))
                 self._down_since, self._backoff = None, BACKOFF_FIRST
                 self.daemon.note("broker", None)
+                # A restarted Redis may have lost what was queued: every task no worker has named yet goes again
+                # now, not after task_timeout (a copy of one that survived is dropped by its lease).
+                for t in [t for t in self.out.values() if t.sent is not None and t.worker is None]:
+                    self._again(t, "the broker was out of reach: it may have lost the task")
             if busy:
                 stop.wait(POLL_BUSY)
             else:

@@ -234,6 +234,30 @@ def test_redis_stopped_for_10_s_then_started_again_and_queued_jobs_complete(make
     c.assert_exactly_once(dropped)
 
 
+def test_tasks_a_restarted_redis_lost_are_sent_again_when_it_is_back_not_after_task_timeout(make_cluster,
+                                                                                           redis_server):
+    c = make_cluster(sleep=2.0, task_timeout=60.0)
+    coordinator = c.coordinator()
+    c.worker("w1")
+    dropped = {f"lost{i}.png": c.drop(f"lost{i}.png", 80 + i) for i in range(3)}
+    # One job running on the worker, one waiting in its queue in Redis: that one a restart without an
+    # append-only file loses.
+    wait_until(lambda: any(b.job is not None for b in c.beats()), timeout=30, what="a job on the worker")
+    redis_server.stop()
+    import shutil
+
+    shutil.rmtree(redis_server.folder / "appendonlydir", ignore_errors=True)  # a Redis without its append-only
+    (redis_server.folder / "dump.rdb").unlink(missing_ok=True)                # file comes back empty
+    redis_server.start()
+    back = time.monotonic()
+    wait_until(lambda: c.settled() == 3, timeout=40, what="every job, the lost one sent again")
+    assert time.monotonic() - back < 40  # task_timeout is 60 s: the lost task did not wait for it
+    assert any(r.get("event") == "task sent again" and "may have lost the task" in r.get("reason", "")
+               for r in coordinator.records())
+    assert coordinator.stop() == 0
+    c.assert_exactly_once(dropped)
+
+
 def test_a_poison_job_is_retried_up_to_max_attempts_then_failed_and_never_blocks_the_others(make_cluster):
     c = make_cluster(stages="poison,sleep", sleep=0.3)
     coordinator = c.coordinator()
