@@ -188,9 +188,9 @@ def from_data(data: dict, origin: str, source: Path | None, sha256: str) -> Conf
     """A config from its parsed tables (as a coordinator sends them to its workers with each job)."""
     problems: list[str] = []
     cfg = build(Config, data, "", origin, problems)
-    if problems:
-        raise ConfigError("\n".join(problems))
     base = source.parent if source is not None else Path.cwd()
+    if problems:  # said together with what else is wrong, so that one mistake does not hide another
+        raise ConfigError("\n".join(problems + _missing_files(data.get("deliver"), base, origin)))
     paths = PathsConfig(**{f.name: _resolve(base, getattr(cfg.paths, f.name))
                            for f in dataclasses.fields(PathsConfig)})
     return dataclasses.replace(cfg, paths=paths, source=source, sha256=sha256, raw=data)
@@ -238,6 +238,22 @@ def with_overrides(cfg: Config, overrides: dict, origin: str) -> Config:
     digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()
     return dataclasses.replace(built, paths=cfg.paths, source=cfg.source, sha256=digest, raw=merged,
                                overrides=overrides)
+
+
+def _missing_files(deliver: Any, base: Path, origin: str) -> list[str]:
+    """The delivery presets' LUTs and logos that are not there (named even when another setting fails)."""
+    presets = deliver.get("preset") if isinstance(deliver, dict) else None
+    out = []
+    for preset in presets if isinstance(presets, list) else ():
+        if not isinstance(preset, dict):
+            continue
+        for key in ("lut", "logo"):
+            value = preset.get(key)
+            if isinstance(value, str) and value:
+                p = Path(value).expanduser()
+                if not (p if p.is_absolute() else base / p).is_file():
+                    out.append(f"{origin}: [deliver.preset.{preset.get('name', '?')}].{key} = {value!r}: no such file")
+    return out
 
 
 def deep_merge(base: dict, over: dict) -> dict:

@@ -588,3 +588,11 @@ def test_a_sidecar_or_a_retry_may_name_files_only_under_the_configs_folder_or_th
     ok = config_mod.with_overrides(cfg, {"deliver": {"preset": [{"name": "web", "lut": "looks/warm.cube"}]}},
                                    "x.toml")  # beside the config: allowed
     assert ok.overrides
+
+
+def test_a_bad_preset_size_does_not_hide_its_missing_logo(tmp_path):
+    text = '[[deliver.preset]]\nname = "web"\nsize = "99999x0"\nlogo = "nologo.png"\n'
+    with pytest.raises(config_mod.ConfigError) as err:
+        config_mod.load(write_config(tmp_path, text))
+    assert "[deliver.preset.web].size must look like" in str(err.value)
+    assert "[deliver.preset.web].logo = 'nologo.png': no such file" in str(err.value)
