@@ -144,8 +144,11 @@ class Engine:
                 result = pipe(**args).images[0]
         finally:
             pipe.scheduler, pipe.vae = own, own_vae
-            if identity is not None and getattr(pipe.unet, "encoder_hid_proj", None) is not None:
-                pipe.unload_ip_adapter()  # the UNet's own attention back, the encoder out
+            if identity is not None:  # the UNet's own attention back, the encoder out (also after a half load)
+                try:
+                    pipe.unload_ip_adapter()
+                except Exception as exc:  # said: the next image would otherwise be painted with it
+                    log.error("the IP-Adapter could not be taken out of the pipeline", error=f"{exc}"[:300])
             if loaded:  # nothing carries over to the next image
                 for encoder, tokenizer in self.text_pairs(pipe):
                     pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=encoder)
