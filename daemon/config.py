@@ -215,8 +215,7 @@ def outside_files(cfg: Config, overrides: Any, where: str = "") -> list[str]:
         if isinstance(value, (dict, list)):
             out += outside_files(cfg, value, here)
         elif key in FILE_KEYS and isinstance(value, str) and value:
-            p = Path(value).expanduser()
-            real = (p if p.is_absolute() else base / p).resolve()
+            real = _resolve(base, Path(value)).resolve()
             if not any(real == a or a in real.parents for a in allowed):
                 out.append(f"{here} = {value!r}: a per-image setting may only name files under {base} or "
                            f"{allowed[1]}")
@@ -249,10 +248,8 @@ def _missing_files(deliver: Any, base: Path, origin: str) -> list[str]:
             continue
         for key in ("lut", "logo"):
             value = preset.get(key)
-            if isinstance(value, str) and value:
-                p = Path(value).expanduser()
-                if not (p if p.is_absolute() else base / p).is_file():
-                    out.append(f"{origin}: [deliver.preset.{preset.get('name', '?')}].{key} = {value!r}: no such file")
+            if isinstance(value, str) and value and not _resolve(base, Path(value)).is_file():
+                out.append(f"{origin}: [deliver.preset.{preset.get('name', '?')}].{key} = {value!r}: no such file")
     return out
 
 
@@ -348,7 +345,7 @@ def detector_report(cfg: Config, origin: str) -> tuple[list[str], list[str]]:
     """Each [[automask.yolo]] detector opened as a job would open it (checked, then loaded): what it is (task,
     classes, input size), or why it cannot be used."""
     from automask import yolo
-    from stages.detectors import yolo_settings
+    from stages.detectors import held_yolo, yolo_settings
 
     if not cfg.automask.enabled or not cfg.automask.yolo:
         return [], []
@@ -358,7 +355,7 @@ def detector_report(cfg: Config, origin: str) -> tuple[list[str], list[str]]:
         said = f"{origin}: [[automask.yolo]] #{n + 1} ({entry.kind}) = {entry.model!r}"
         try:
             path = resolver.resolve(ms).path
-            model = yolo.load(path)
+            model = held_yolo(path, cfg.daemon.device)  # held: the daemon's first job finds it loaded
         except FileNotFoundError:
             continue  # said by model_problems
         except (ValueError, yolo.YoloUnavailable) as exc:
@@ -376,10 +373,10 @@ def _will_load(ckpt, setting: str, config, resolver) -> tuple[str, bool]:
     """(what loading it takes, whether it will not load)."""
     from stages import checkpoints
 
-    if ckpt.missing and ckpt.family != "flux":
-        return (f"the file holds no {' and no '.join(ckpt.missing)}: it is not a whole checkpoint (a UNet-only "
-                "or cut file); use the full checkpoint"), True
-    if ckpt.family in ("sd1", "sdxl") and config is None:
+    if (incomplete := ckpt.incomplete()) is not None:
+        return (f"the file {incomplete}: it is not a whole checkpoint (a UNet-only or cut file); use the full "
+                "checkpoint"), True
+    if ckpt.family in checkpoints.SHIPPED_CONFIGS and config is None:
         return (f"loads with the {checkpoints.FAMILIES[ckpt.family].split(' ', 1)[1]} configs polishd ships"
                 + (" as v-prediction" if ckpt.v_prediction else "")), False
     if ckpt.family == "flux":

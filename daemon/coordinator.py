@@ -34,7 +34,7 @@ from pathlib import Path
 import structlog
 
 from daemon import cluster
-from daemon.grouping import Grouping
+from daemon.grouping import Grouping, most_recent
 from daemon.journal import Job, Journal
 from daemon.runner import FailureReport, JobStatus, JournalEndings, Outcome
 
@@ -177,8 +177,7 @@ class Dispatcher:
 
     def _will_hold(self, worker: str, key: str) -> None:
         beat = self.workers.get(worker)
-        keep = max(1, beat.keep if beat is not None else 1)
-        self.holds[worker] = [key, *(k for k in self.holds.get(worker, ()) if k != key)][:keep]
+        self.holds[worker] = most_recent(self.holds.get(worker, []), key, beat.keep if beat is not None else 1)
 
     def _send(self, t: _Tracked, job: Job | None = None) -> None:
         job = job or self.journal.get(t.job_id)

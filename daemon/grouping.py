@@ -48,6 +48,19 @@ def in_groups(paths: list[Path]) -> list[Path]:
     return [p for _, _, p in sorted(zip((first[k] for k in keys), range(len(paths)), paths, strict=True))]
 
 
+def most_recent(keys: list[str], key: str, keep: int) -> list[str]:
+    """``keys`` (newest first) with ``key`` moved to the front, at most ``keep`` of them."""
+    return [key, *(k for k in keys if k != key)][:max(1, keep)]
+
+
+def kept_models(max_loaded: int) -> int:
+    """How many checkpoints a process holds at once: ``[inpaint].max_loaded``, or what the model owner was last
+    told by the device's memory (one until the first model is loaded)."""
+    from stages.held import OWNER
+
+    return max_loaded or OWNER.limits.get("diffusion", 1)
+
+
 class Grouping:
     """What one process (its workers share it) holds and prefers; thread-safe."""
 
@@ -72,8 +85,7 @@ class Grouping:
 
     def took(self, key: str | None) -> None:
         with self._lock:
-            key = key or ""
-            self.recent = [key, *(k for k in self.recent if k != key)][: self.keep]
+            self.recent = most_recent(self.recent, key or "", self.keep)
 
     def hold(self, keys: list[str]) -> None:
         """What is held, said outright (the coordinator: the checkpoints its free workers hold)."""

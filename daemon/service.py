@@ -22,7 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from daemon import config as config_mod
 from daemon.config import Config, ConfigError
 from daemon.coordinator import Dispatcher
-from daemon.grouping import Grouping
+from daemon.grouping import Grouping, kept_models
 from daemon.journal import Journal
 from daemon.notify import Notifier, watchdog_interval
 from daemon.ops import journal_path
@@ -108,14 +108,6 @@ def _unload_idle_models(cfg: Config) -> None:
         engine.unload_if_idle(cfg.inpaint.idle_unload)
 
 
-def _keep(cfg: Config) -> int:
-    """How many checkpoints the queue prefers: as many as may be in memory ([inpaint].max_loaded, or what the
-    model owner was last told by device memory)."""
-    from stages.held import OWNER
-
-    return cfg.inpaint.max_loaded or OWNER.limits.get("diffusion", 1)
-
-
 class Daemon:
     def __init__(self, config_path: Path, cfg: Config, stages: list[Stage], signals: Signals,
                  notifier: Notifier | None = None):
@@ -129,7 +121,7 @@ class Daemon:
         self.progress: dict[str, float] = {}
         self._signals_logged = 0
         self.pause = Pause()
-        self.grouping = Grouping(cfg.daemon.group_wait, _keep(cfg))
+        self.grouping = Grouping(cfg.daemon.group_wait, kept_models(cfg.inpaint.max_loaded))
         self.exit_code = 0
 
     # The runner and watcher read the config through this, so a reload applies to the next job.
@@ -272,7 +264,7 @@ class Daemon:
                 self.signals.stop.wait(min(wait, 1.0))
                 continue
             cfg = self.current()
-            self.grouping.resize(cfg.daemon.group_wait, _keep(cfg))
+            self.grouping.resize(cfg.daemon.group_wait, kept_models(cfg.inpaint.max_loaded))
             job = self.journal.claim(grouping=self.grouping if cfg.inpaint.model_from_image else None)
             if job is None:
                 self.work.wait(0.5)

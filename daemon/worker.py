@@ -30,6 +30,7 @@ import structlog
 from daemon import cluster
 from daemon.archive import StageEntry
 from daemon.config import Config
+from daemon.grouping import kept_models, most_recent
 from daemon.journal import Job
 from daemon.runner import Attempt, FailureReport, JobStatus, Runner
 from stages.base import Stage
@@ -141,10 +142,8 @@ class Worker:
 
     def _held(self, key: str, cfg: Config) -> None:
         """What the heartbeat says this worker holds: the checkpoints of its last jobs, as many as it keeps."""
-        from stages.held import OWNER
-
-        self.keep = cfg.inpaint.max_loaded or OWNER.limits.get("diffusion", 1)
-        self.checkpoints = [key, *(k for k in self.checkpoints if k != key)][:self.keep]
+        self.keep = kept_models(cfg.inpaint.max_loaded)
+        self.checkpoints = most_recent(self.checkpoints, key, self.keep)
 
     def _result(self, recorder: cluster.Recorder, status: str, archive: Path | None, error: str | None,
                 received: float, idle_since: float, stages: list[StageEntry] | None = None) -> dict:

@@ -36,6 +36,8 @@ PARTS = {"sd1": (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE
          "sdxl": (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE"),
                   ("conditioner.embedders.0.", "first text encoder"),
                   ("conditioner.embedders.1.", "second text encoder"))}
+# The families whose single files load with the configs polishd ships (stages/diffusion/configs/<folder>).
+SHIPPED_CONFIGS = {"sd1": "sd15-inpaint", "sdxl": "sdxl-inpaint"}
 FAMILIES = {"sd1": "an SD 1.x", "sd2": "an SD 2.x", "sdxl": "an SDXL", "flux": "a Flux", "unknown": "an unrecognised"}
 
 MAX_FILES = 20_000
@@ -54,6 +56,12 @@ class Checkpoint:
     v_prediction: bool = False  # a "v_pred" key: trained to predict v (NoobAI-XL v-pred and the like)
     zero_snr: bool = False      # a "ztsnr" key: trained with zero terminal SNR
     missing: tuple[str, ...] = ()  # parts of its family's pipeline the file does not hold (e.g. "VAE")
+
+    def incomplete(self) -> str | None:
+        """What the file lacks to load as a whole pipeline ("holds no VAE and no …"), or None when it is whole."""
+        if not self.missing or self.family == "flux":
+            return None
+        return f"holds no {' and no '.join(self.missing)}"
 
     def describe(self) -> str:
         parts = ["inpainting" if self.in_channels == 9 else "not inpainting"]

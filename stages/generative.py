@@ -130,13 +130,11 @@ def acquire_for(ctx, model: ModelSetting | None, config: ModelSetting | None, de
 
 def config_for(path: Path, config: ModelSetting | None, models: Models) -> ModelSetting | None:
     """The model_config setting for the image's own single file when its folder is of the file's family (a
-    folder of another family describes the file wrongly: then none, and SD 1.x's shipped configs serve)."""
+    folder of another family describes the file wrongly: then none, and the configs polishd ships serve)."""
     if path.is_dir() or config is None or not config.value:
         return None
-    from stages.diffusion import engine  # torch: imported by a job that runs the model
-
     try:
         folder = models.resolve(config).path
-        return config if engine.inspect_checkpoint(path).family == checkpoints.folder_family(folder) else None
-    except FileNotFoundError:
+        return config if checkpoints.describe(path).family == checkpoints.folder_family(folder) else None
+    except (FileNotFoundError, ValueError):  # not there, or not a readable file: the engine says which
         return None

@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
+from automask.found import iou
 from stages import checkpoints, embeddings, loras
 from stages import control as ctl
 from stages import vae as vae_files
@@ -571,9 +572,9 @@ def _finder(ctx: JobContext, params: InpaintParams, region: Region):
     found = ctx.products.detections
     if found is None or not params.detectors:
         return None
-    best = max((d for d in found.detections if d.kind == region.kind), key=lambda d: _overlap(region.box, d.box),
+    best = max((d for d in found.detections if d.kind == region.kind), key=lambda d: iou(region.box, d.box),
                default=None)
-    if best is None or _overlap(region.box, best.box) <= 0.1:
+    if best is None or iou(region.box, best.box) <= 0.1:
         return None
     for ms in yolo_settings(params.detectors):
         try:
@@ -585,20 +586,13 @@ def _finder(ctx: JobContext, params: InpaintParams, region: Region):
     return None
 
 
-def _overlap(a: tuple, b: tuple) -> float:
-    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, w) * max(0.0, h)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _landmarks_for(region: Region, found) -> list | None:
     """The 21 landmarks of the hand detection that best matches a region's box (None when there is none)."""
     if found is None:
         return None
     hands = [d for d in found.detections if d.kind == "hand" and len(d.landmarks) == 21]
-    best = max(hands, key=lambda d: _overlap(region.box, d.box), default=None)
-    return list(best.landmarks) if best is not None and _overlap(region.box, best.box) > 0.1 else None
+    best = max(hands, key=lambda d: iou(region.box, d.box), default=None)
+    return list(best.landmarks) if best is not None and iou(region.box, best.box) > 0.1 else None
 
 
 def sidecar_prompt_kinds(overrides: dict) -> tuple[str, ...]:

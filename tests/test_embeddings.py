@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image, PngImagePlugin
@@ -12,7 +9,7 @@ from safetensors.torch import save_file
 
 from stages import embeddings
 from tests.conftest import DATA
-from tests.helpers.hostile import RunsCode
+from tests.helpers.hostile import write_hostile
 
 
 def _embedding(models, name: str, vectors: torch.Tensor, ext: str = ".safetensors"):
@@ -126,17 +123,11 @@ def test_an_sdxl_embedding_acts_in_both_encoders_where_its_word_stands_and_leave
 
 
 def test_a_pickle_that_would_run_code_is_refused_before_it_runs(engine, tmp_path):
-    import os
-
-    marker = "/tmp/polishd-embedding-ran"
-    if os.path.exists(marker):
-        os.unlink(marker)
     path = tmp_path / "embeddings" / "evil.pt"
-    path.parent.mkdir()
-    path.write_bytes(pickle.dumps({"string_to_param": {"*": RunsCode(Path(marker))}}, protocol=2))
+    ran = write_hostile(path, lambda code: {"string_to_param": {"*": code}})
     with pytest.raises(ValueError, match="could not be read safely"):
         engine.embedding(path)
-    assert not os.path.exists(marker)
+    assert not ran.exists()
     wrong = _embedding(tmp_path, "wide", torch.zeros(1, 999))
     with pytest.raises(ValueError, match="not an embedding for this model"):
         engine.embedding(wrong)

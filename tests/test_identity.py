@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +10,8 @@ import torch
 
 from stages.diffusion import identity
 from tests.conftest import DATA
-from tests.helpers.hostile import RunsCode
+from tests.helpers.hostile import write_hostile
 from tests.test_vae import _job
-
-MARKER = Path("/tmp/polishd-ip-adapter-ran")
 
 
 def test_an_encoder_file_without_a_config_is_read_as_the_tower_it_is():
@@ -95,16 +91,14 @@ def test_an_ip_adapter_that_cannot_be_had_is_said_and_the_face_painted_without(t
     src = DATA / "astronaut.png"
     models = tmp_path / "models"
     shutil.copytree(adapter_models, models)
-    MARKER.unlink(missing_ok=True)
-    evil = models / "ipadapter" / "evil.bin"
-    evil.write_bytes(pickle.dumps({"image_proj": {"proj.weight": RunsCode(MARKER)}}, protocol=2))
+    ran = write_hostile(models / "ipadapter" / "evil.bin", lambda code: {"image_proj": {"proj.weight": code}})
     plain, _ = _job(tmp_path / "plain", tiny_sd, src, models)
     face = _face(0.8).replace("tiny-ip-adapter-face", "evil.bin")
     painted, entry = _job(tmp_path / "evil", tiny_sd, src, models, face)
     region = entry.details.regions[0]
     assert entry.status == "done" and region.ip_adapter is None and np.array_equal(painted, plain)
     assert region.missing == ["IP-Adapter: evil.bin could not be read safely (UnpicklingError)"]
-    assert not MARKER.exists()
+    assert not ran.exists()
 
 
 def test_check_config_names_a_missing_encoder(tmp_path):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from safetensors.torch import save_file
 
 from stages import vae as vae_files
 from tests.conftest import DATA, REPO, run_one, write_config
-from tests.helpers.hostile import RunsCode
+from tests.helpers.hostile import write_hostile
 
 
 def _other_vae(tiny_sd, seed: int):
@@ -100,22 +98,16 @@ def test_a_vae_that_is_not_there_or_not_this_models_is_painted_without_and_said(
 
 
 def test_a_vae_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, tiny_sd):
-    import os
-
     from stages.generative import acquire
     from stages.models import ModelKind, Models, ModelSetting
 
-    marker = "/tmp/polishd-vae-ran"
-    if os.path.exists(marker):
-        os.unlink(marker)
     path = tmp_path / "VAE" / "evil.pt"
-    path.parent.mkdir()
-    path.write_bytes(pickle.dumps({"state_dict": {"encoder.conv_in.weight": RunsCode(Path(marker))}}, protocol=2))
+    ran = write_hostile(path, lambda code: {"state_dict": {"encoder.conv_in.weight": code}})
     eng = acquire(Models(None, tmp_path), ModelSetting("[inpaint].model", str(tiny_sd), ModelKind.DIFFUSION),
                   None, "cpu")
     with pytest.raises(ValueError, match="evil.pt could not be read safely"):
         eng.vae(path)
-    assert not os.path.exists(marker)
+    assert not ran.exists()
     # A .pt of tensors only, as A1111's VAEs often are, is read.
     from safetensors.torch import load_file
 

@@ -72,10 +72,11 @@ async def login(request: Request) -> Response:
     review = _review(request)
     body = await _json(request)
     token = review.cfg.review.token
-    if not review.login_allowed(request.client.host if request.client else ""):
+    client = request.client.host if request.client else ""
+    if not review.login_allowed(client):
         return JSONResponse({"error": "too many tries; wait a minute"}, status_code=429)
     if not token or not hmac.compare_digest(str(body.get("token", "")).encode(), token.encode()):
-        review.login_failed(request.client.host if request.client else "")
+        review.login_failed(client)
         return JSONResponse({"error": "wrong token"}, status_code=403)
     response = JSONResponse({"ok": True})
     response.set_cookie(SESSION_COOKIE, review.session, httponly=True, samesite="strict",

@@ -34,7 +34,7 @@ import structlog
 import torch
 from PIL import Image
 
-from stages.checkpoints import Checkpoint, describe
+from stages.checkpoints import SHIPPED_CONFIGS, Checkpoint, describe
 from stages.device import dtype_name
 from stages.diffusion import weighting
 from stages.diffusion.tokenizer import write_tokenizer
@@ -360,20 +360,17 @@ def unload() -> None:
     OWNER.drop("controlnet")
 
 
-SHIPPED = {"sd1": "sd15-inpaint", "sdxl": "sdxl-inpaint"}  # family → the configs polishd ships for its single files
-
-
 def config_folder(path: Path, config: Resolved | None,
                   setting: str = "[inpaint].model_config") -> tuple[Path, Checkpoint]:
     """The folder whose configs describe the single file ``path``, and what the file is."""
     ckpt = inspect_checkpoint(path)
-    if ckpt.missing and ckpt.family != "flux":
-        raise ModelNotFound(f"{path.name} holds no {' and no '.join(ckpt.missing)}: not a whole checkpoint "
-                            "(a UNet-only or cut file); use the full checkpoint")
+    if (incomplete := ckpt.incomplete()) is not None:
+        raise ModelNotFound(f"{path.name} {incomplete}: not a whole checkpoint (a UNet-only or cut file); use the "
+                            "full checkpoint")
     if config is not None:
         return config.path, ckpt
-    if ckpt.family in SHIPPED:
-        return CONFIGS / SHIPPED[ckpt.family], ckpt
+    if ckpt.family in SHIPPED_CONFIGS:
+        return CONFIGS / SHIPPED_CONFIGS[ckpt.family], ckpt
     what = {"sd2": "an SD 2.x", "flux": "a full Flux"}.get(ckpt.family, "an unrecognised")
     hint = ("polishd paints with Flux Fill from its diffusers folder (FLUX.1-Fill-dev): point the model setting "
             "at that folder" if ckpt.family == "flux" else
