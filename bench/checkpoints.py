@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from bench.kit.pipeline import DATA, REPO, write_config
+from bench.kit.pipeline import DATA, REPO, manifest_of, write_config
 from bench.kit.tiny_sd import build_tiny_sd
 
 OUT = REPO / "bench" / "out"
@@ -75,8 +75,7 @@ def run(root: Path, models: Path, count: int, grouped: bool, max_loaded: int) ->
         outcome = runner.run_job(job)
         assert outcome.status == "done", outcome.error
         order.append(job.checkpoint)
-        manifest = json.loads((outcome.archive / "manifest.json").read_text())
-        painted_with.append(manifest["stages"][1]["details"]["checkpoint"])
+        painted_with.append(manifest_of(outcome.archive).stage("inpaint").details.checkpoint)
     seconds = time.monotonic() - t0
     for stage in stages:
         stage.close()
