@@ -381,6 +381,8 @@ def _show_stage(bar):
     state = {"stage": "", "at": 0.0}
 
     def show(stage: str, done: int, total: int, unit: str) -> None:
+        if not stage:  # the job is over: the bar's own line says so
+            return
         now = time.monotonic()
         if stage == state["stage"] and total and done < total and now - state["at"] < 0.2:
             return  # at most five updates a second

@@ -142,9 +142,11 @@ class ReviewConfig:
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
+    progress_every: float = 5.0  # JSON lines: seconds between two progress events of a running job; 0: none
 
     def check(self, err: Errors) -> None:
-        pass
+        if self.progress_every:
+            err.between("progress_every", self.progress_every, 1, 3600)
 
 
 def _assemble() -> type:

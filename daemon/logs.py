@@ -36,8 +36,10 @@ _TFLITE = re.compile(r"^(INFO|WARNING|ERROR): (?:\[([^\]]+)\] )?(.*)$")  # INFO:
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
+    global _console
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
+    _console = fmt == "console"
     shared = [
         structlog.contextvars.merge_contextvars,
         _redact,
@@ -92,6 +94,14 @@ class AboveTheBar:
 
     def isatty(self) -> bool:
         return self.stream.isatty()
+
+
+_console = False
+
+
+def live_line_fits() -> bool:
+    """A live line under the log: console lines on a terminal (JSON lines are read by programs)."""
+    return _console and sys.stderr.isatty()
 
 
 def print_to(stream: TextIO) -> None:

@@ -190,7 +190,8 @@ class Runner:
         self.stop = stop or threading.Event()
         self.active: set[int] = set()
         self.beat: Callable[[], None] = lambda: None
-        # (stage, done, total, unit) as a stage starts (0, 0, "") and at its safe points: for a progress bar.
+        # (stage, done, total, unit) as a stage starts (0, 0, ""), at its safe points, and with stage "" when the
+        # job is over: for a progress bar or daemon/talk.py.
         self.progress: Callable[[str, int, int, str], None] = lambda stage, done, total, unit: None
         # Models are shared between worker threads: one job at a time inside a stage,
         # while other workers may be in other stages.
@@ -207,6 +208,7 @@ class Runner:
         started = time.monotonic()
         self.active.add(job.id)
         structlog.contextvars.bind_contextvars(image=job.name, job=job.id)
+        log.info("job started", attempt=job.attempts, path=str(job.path))
         try:
             outcome = self._run(job, a)
         except Exception as exc:  # outside any stage (a full disk, a bug): retried, then failed like the rest
@@ -215,6 +217,7 @@ class Runner:
         finally:
             self.active.discard(job.id)
             self._folders.pop(job.id, None)
+            self.progress("", 0, 0, "")
         outcome.seconds = time.monotonic() - started
         durations = {s.name: s.duration_s for s in outcome.stages if s.done}
         log.info("job finished", status=outcome.status, archive=str(outcome.archive or ""),
@@ -380,7 +383,7 @@ class Runner:
                              report=lambda done, total, unit, name=stage.name: self.progress(name, done, total, unit))
             outcome, seconds = self._attempt(stage, ctx, params, job.deadline)
             if isinstance(outcome, Skipped):
-                log.debug("stage skipped", reason=outcome.reason)
+                (log.warning if outcome.warn else log.info)("stage skipped", reason=outcome.reason)
                 entry.reason = outcome.reason
                 manifest.put_stage(entry)
             else:
@@ -410,9 +413,8 @@ class Runner:
             if deadline is not None and time.monotonic() >= deadline:
                 raise _Failure(stage.name, JobTimeout("the job ran past [cluster].task_timeout")) from None
             raise
-        except ModelUnavailable as exc:
-            log.warning("stage skipped: its model is unavailable", reason=str(exc))
-            return Skipped(str(exc)), 0.0
+        except ModelUnavailable as exc:  # said once, as the stage's skip
+            return Skipped(str(exc), warn=True), 0.0
         except InputError as exc:
             raise _Failure(stage.name, exc) from exc
         except Exception as exc:

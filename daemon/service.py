@@ -20,6 +20,7 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from daemon import config as config_mod
+from daemon import talk
 from daemon.config import Config, ConfigError
 from daemon.coordinator import Dispatcher
 from daemon.grouping import Grouping, kept_models
@@ -142,6 +143,8 @@ class Daemon:
                         requeued=[j.id for j in requeued], abandoned=[j.id for j in abandoned])
         self.runner = Runner(self.journal, self.current, self.stages, self.signals.stop)
         self.runner.beat = self._beat
+        self.talk = talk.start(cfg.log.progress_every)
+        self.runner.progress = self.talk
         self.dispatcher = None
         if cfg.cluster.enabled:
 
@@ -189,6 +192,7 @@ class Daemon:
                 stage.close()
             self._log_signals()
             self.note("paused", None)
+            talk.stop(self.talk)
             log.info("stopped")
             lock.close()
         return self.exit_code
@@ -205,6 +209,8 @@ class Daemon:
             if self.signals.reload.is_set():
                 self.signals.reload.clear()
                 self._reload()
+            self.talk.every = self.cfg.log.progress_every  # a reload may change it
+            self.talk.tick()
             now = time.monotonic()
             if now - last_check >= JOURNAL_CHECK_EVERY:
                 last_check = now

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import cluster
+from daemon import cluster, talk
 from daemon.archive import StageEntry
 from daemon.config import Config
 from daemon.grouping import kept_models, most_recent
@@ -65,6 +65,8 @@ class Worker:
         self.name = name
         self.stop = threading.Event()
         self.runner = Runner(None, lambda: cfg, stages, self.stop)  # each job brings its own Attempt
+        self.talk = talk.start(cfg.log.progress_every)
+        self.runner.progress = self.talk
         self.client = cluster.redis_client(self.cluster)
         self.started = time.time()
         self.jobs_done = 0
@@ -186,6 +188,7 @@ class Worker:
         while True:
             self._beat()
             self._guard()
+            self.talk.tick()
             if self._done.wait(self.cluster.heartbeat):
                 return
 
@@ -254,6 +257,7 @@ class Worker:
             beats.join(timeout=5)
             for stage in self.stages:
                 stage.close()
+            talk.stop(self.talk)
             try:
                 cluster.forget_beat(self.client, self.cluster, self.name)
             except Exception as exc:

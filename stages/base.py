@@ -90,6 +90,7 @@ class StageResult:
 @dataclass(frozen=True)
 class Skipped:
     reason: str
+    warn: bool = False  # a skip the user did not ask for (a model missing): said as a warning
 
 
 @dataclass
