@@ -190,7 +190,12 @@ def _main(argv: Sequence[str] | None, stages: list[Stage] | None) -> int:
     try:
         cfg = config_mod.load(config_path)
     except ConfigError as exc:
-        print(f"polishd: {exc}", file=sys.stderr)
+        if not os.path.exists(config_path) and args.config is None and not os.environ.get("POLISHD_CONFIG"):
+            print(f"polishd: no pipeline.toml in {Path.cwd()}: name one with --config FILE (or $POLISHD_CONFIG); "
+                  "to try polishd on its samples, from the checkout: polishd --config examples/demo.toml "
+                  f"{args.command}", file=sys.stderr)
+        else:
+            print(f"polishd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "worker":
 
@@ -372,7 +377,9 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
     other = unfinished - counts[JobStatus.FAILED]
     print(f"{len(outcomes)} images in {time.monotonic() - t0:.1f} s: {counts[JobStatus.DONE]} done, "
           f"{counts[JobStatus.DUPLICATE]} duplicates, {counts[JobStatus.FAILED]} failed"
-          + (f", {other} not finished" if other else "") + f"; archive: {cfg.paths.archive}")
+          + (f", {other} not finished" if other else "") + f"; archive: {cfg.paths.archive}"
+          + (f"; outbox: {cfg.paths.outbox}" if cfg.deliver.enabled and any(s.name == "deliver" for s in stages)
+             else ""))
     return EXIT_FAILED if unfinished else EXIT_OK
 
 
@@ -447,7 +454,12 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
     c = data["counts"]
     if data["paused"]:
         print(f"paused: {data['paused']}")
-    print("jobs: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    counts = [f"{k} {v}" for k, v in c.items()]
+    if "cluster" in data and data["cluster"]["waiting_for_worker"]:  # "running" here is sent to the broker
+        counts[list(c).index("running")] = (f"running {c['running'] - data['cluster']['waiting_for_worker']} "
+                                            f"(and {data['cluster']['waiting_for_worker']} sent to the broker, "
+                                            "waiting for a worker)")
+    print("jobs: " + ", ".join(counts))
     print(f"finished in the last hour: {data['finished_last_hour']}")
     for w in data["waiting"]:
         print(f"waiting ({w['reason']}): {w['source']}")

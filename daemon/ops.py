@@ -32,9 +32,14 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
             "waiting": journal.waiting(),
             "paused": notes.get("paused"), "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
     if cfg.cluster.enabled:
-        data["cluster"] = {**cluster_status(cfg), "note": notes.get("broker"),
+        c = cluster_status(cfg)
+        sent = journal.dispatched()
+        taken = {w["job"] for w in c["workers"] if w["job"] is not None}
+        data["cluster"] = {**c, "note": notes.get("broker"),
                            "on_workers": [{"id": j.id, "name": j.name, "worker": j.worker, "task": j.task}
-                                          for j in journal.dispatched()]}
+                                          for j in sent],
+                           # sent to the broker, and no live worker says it runs it (yet)
+                           "waiting_for_worker": sum(j.id not in taken for j in sent)}
     return data
 
 

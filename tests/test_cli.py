@@ -138,8 +138,9 @@ def test_process_beside_a_daemon_on_the_same_bytes_keeps_one_archive(tmp_path, w
     assert [j.state for j in journal.jobs()] == ["done", "duplicate"]
 
 
-def _on_a_terminal(args: list[str]) -> str:
-    """What a person sees: the command run with its stderr on a pseudo-terminal of 140 columns."""
+def _on_a_terminal(args: list[str], when: dict | None = None) -> str:
+    """What a person sees: the command run with its stderr on a pseudo-terminal of 140 columns.
+    ``when``: text seen → what to do then, once (drop a file, stop the daemon)."""
     import fcntl
     import pty
     import select
@@ -162,6 +163,10 @@ def _on_a_terminal(args: list[str]) -> str:
             if not chunk:
                 break
             out += chunk
+            for seen, act in list((when or {}).items()):
+                if seen.encode() in out:
+                    del when[seen]
+                    act(proc)
         elif proc.poll() is not None:
             break
     assert proc.wait(120) == 0
@@ -184,12 +189,43 @@ def test_process_shows_the_running_stage_and_its_tiles_on_a_terminal_and_nothing
                             "process", str(src)], cwd=REPO, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert plain.returncode == 0 and "\r" not in plain.stderr and "image/s" not in plain.stderr
+    assert plain.stdout.rstrip().endswith(f"archive: {tmp_path / 'archive'}; outbox: {tmp_path / 'var' / 'outbox'}")
+
+
+def test_run_on_a_terminal_shows_the_running_stage_live_and_says_why_a_stage_is_skipped(tmp_path):
+    import shutil
+    import signal
+
+    config = write_config(tmp_path, '[outpaint]\nenabled = false\n'
+                                    '[upscale]\nmodel = "animevideov3"\nscale = 2\ntile = 64\nbackend = "torch"\n')
+    config.write_text(config.read_text().replace('format = "json"\nlevel = "debug"', 'format = "auto"\nlevel = "info"'))
+    from PIL import Image
+
+    Image.open(DATA / "astronaut.png").crop((128, 0, 384, 256)).save(tmp_path / "astronaut.png")
+    seen = _on_a_terminal(["--config", str(config), "run"], when={
+        "watching": lambda proc: shutil.copy(tmp_path / "astronaut.png", tmp_path / "inbox"),
+        "job finished": lambda proc: proc.send_signal(signal.SIGTERM)})
+    assert "job started" in seen and "/16 tiles of 40-upscale.png · " in seen, seen[-3000:]
+    assert seen.count("stage skipped") == 2  # inpaint (no model) and outpaint (disabled), each once
+    assert "no inpainting model configured" in seen and "stopped" in seen
 
 
 def _with_journal(tmp_path):
     config = write_config(tmp_path)
     Journal(config_mod.load(config).paths.state / "journal.sqlite3").close()
     return config
+
+
+def test_run_without_a_config_names_the_option_and_the_demo_config(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "POLISHD_CONFIG"}
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "run"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, env={**env, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    assert f"no pipeline.toml in {tmp_path}" in out.stderr
+    assert "--config FILE" in out.stderr and "--config examples/demo.toml run" in out.stderr
+    named = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", "nowhere.toml", "run"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60, env={**env, "PYTHONPATH": str(REPO)})
+    assert named.returncode == 3 and "nowhere.toml: no such file" in named.stderr
 
 
 def test_retry_of_a_job_that_is_not_there_names_it(tmp_path):

@@ -333,6 +333,27 @@ def test_status_shows_the_queue_and_each_worker_and_never_the_password(tmp_path)
     assert down.returncode == 0 and "is out of reach" in down.stdout and "s3cret-pw" not in down.stdout
 
 
+def test_status_does_not_call_jobs_running_that_no_worker_has_taken(make_cluster):
+    c = make_cluster()
+    c.coordinator()
+    dropped = {f"{i}.png": c.drop(f"{i}.png", seed=i) for i in range(2)}
+
+    def status() -> str:
+        out = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(c.root / "pipeline.toml"),
+                              "status"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    wait_until(lambda: len(c.journal().dispatched()) == 2, 30, "both sent to the broker")
+    text = status()
+    assert "running 0 (and 2 sent to the broker, waiting for a worker)" in text and "workers: 0" in text, text
+    c.worker("w1")
+    wait_until(lambda: c.settled() == 2, 60, "both done")
+    assert "waiting for a worker" not in status()
+    c.assert_exactly_once(dropped)
+
+
 @pytest.mark.slow
 def test_a_job_past_task_timeout_fails_at_a_safe_point_and_is_retried_then_failed(make_cluster):
     c = make_cluster(sleep=30.0, task_timeout=1.5)
