@@ -251,7 +251,8 @@ def _check_config(path: Path) -> int:
     try:
         cfg = config_mod.load(path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        said = str(exc).splitlines()
+        print("\n".join(said + [p for p in config_mod.problems_beside(path) if p not in said]), file=sys.stderr)
         return EXIT_CONFIG
     notes, unloadable = config_mod.checkpoint_report(cfg, path.name)
     detectors, broken = config_mod.detector_report(cfg, path.name)

@@ -310,6 +310,25 @@ def model_problems(cfg: Config, origin: str) -> list[str]:
     return list(dict.fromkeys(problems))  # a model two stages use (inpaint's, for outpaint too) is said once
 
 
+def problems_beside(path: Path) -> list[str]:
+    """For a file that does not validate: the missing models of each table that validates on its own (with
+    [paths]), so that one mistake does not hide another (check-config)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    out: list[str] = []
+    for name, table in data.items():
+        if name == "paths" or not isinstance(table, dict):
+            continue
+        try:
+            cfg = from_data({"paths": data.get("paths", {}), name: table}, path.name, path.resolve(), "")
+        except ConfigError:
+            continue
+        out += model_problems(cfg, path.name)
+    return list(dict.fromkeys(out))
+
+
 def checkpoint_report(cfg: Config, origin: str) -> tuple[list[str], list[str]]:
     """Each configured single-file checkpoint as its header says it is (family, inpainting, v-prediction), and
     whether it will load: (what it is, for a person; why it will not, as problems)."""

@@ -91,6 +91,18 @@ def test_check_config_exit_codes(tmp_path):
     assert polishd("--config", str(bad), "status").returncode == 3
 
 
+def test_check_config_names_a_missing_model_beside_another_tables_mistake_each_once(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[upscale]\nscale = 32\n[inpaint]\nmodel = "gone.safetensors"\n'
+                   '[automask]\nface_model_short = "face_yolov8n.pt"\n')
+    out = polishd("check-config", str(bad))
+    lines = out.stderr.splitlines()
+    assert out.returncode == 3 and "bad.toml: [upscale].scale must be 2–16 (got 32)" in lines
+    assert sum("[inpaint].model = 'gone.safetensors': no such file" in line for line in lines) == 1
+    assert sum("[automask].face_model_short = 'face_yolov8n.pt': no such file" in line for line in lines) == 1
+    assert len(lines) == len(set(lines)) == 3
+
+
 def test_global_options_go_before_or_after_the_command(tmp_path):
     config = write_config(tmp_path)
     src = tmp_path / "one.png"
