@@ -358,6 +358,22 @@ def test_openvino_compiles_a_model_once_and_loads_it_from_the_models_folder_afte
     assert torch.equal(first(x), again(x))
 
 
+def test_the_onnx_export_says_nothing_the_user_cannot_act_on_and_keeps_its_weights_in_one_file(tmp_path):
+    import warnings
+
+    import onnx
+
+    from stages.esrgan import onnx_backend
+
+    model = load("animevideov3")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        path = onnx_backend.export(model.net, model.sha256, tmp_path)
+    assert [str(w.message) for w in said if issubclass(w.category, DeprecationWarning)] == []
+    onnx.checker.check_model(str(path))  # one self-contained file: no external weights beside it
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
 # ---------------------------------------------------------------------- MNN and the CPU classes
 
 
