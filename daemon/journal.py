@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker     TEXT,
     review     TEXT,
     checkpoint TEXT,
-    attention  TEXT
+    attention  TEXT,
+    timings    TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
@@ -123,6 +124,7 @@ class Job:
     review: str | None = None  # the newest reviewer's decision on the image: "approve" | "reject"
     attention: str | None = None  # why it needs a person's look (the quality gate …), one reason a line
     checkpoint: str | None = None  # the checkpoint its image names (daemon/grouping.py), "" when none
+    timings: str | None = None  # JSON {stage: seconds} of a finished job's stages
 
     @property
     def path(self) -> Path:
@@ -156,7 +158,7 @@ class Journal:
         db = self._conn()
         have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
         for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT"), ("review", "TEXT"),
-                             ("attention", "TEXT"), ("checkpoint", "TEXT")):
+                             ("attention", "TEXT"), ("checkpoint", "TEXT"), ("timings", "TEXT")):
             if have and column not in have:  # a journal from before the cluster mode
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.executescript(_SCHEMA)
@@ -327,13 +329,16 @@ class Journal:
             db.execute("UPDATE jobs SET archive=? WHERE id=?", (archive, job_id))
 
     def finish(self, job_id: int, state: str, *, error: str | None = None, stage: str | None = None,
-               dup_of: int | None = None, source: str | None = None, attention: str | None = None) -> None:
+               dup_of: int | None = None, source: str | None = None, attention: str | None = None,
+               timings: dict[str, float] | None = None) -> None:
+        """``timings``: the seconds each stage that ran took (the dashboard's time per stage)."""
         assert state in ("done", "failed", "duplicate")
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET state=?, finished=?, last_error=?, error_stage=?, dup_of=?,"
-                " source=COALESCE(?, source), owner=NULL, attention=? WHERE id=?",
-                (state, time.time(), error, stage, dup_of, source, attention, job_id))
+                " source=COALESCE(?, source), owner=NULL, attention=?, timings=? WHERE id=?",
+                (state, time.time(), error, stage, dup_of, source, attention,
+                 json.dumps(timings) if timings else None, job_id))
 
     def needing_review(self, limit: int = 10) -> tuple[list[Job], int]:
         """Finished images whose newest job flagged them for a person's look and that no reviewer has
@@ -506,6 +511,44 @@ class Journal:
                 t[1] += engine == r["choice"]
         return [{"stage": st, "engine": e, "shown": n, "picked": w, "rate": w / n}
                 for (st, e), (n, w) in sorted(tally.items(), key=lambda kv: (kv[0][0], -kv[1][1] / kv[1][0]))]
+
+    def hourly(self, now: float, hours: int = 24) -> list[dict]:
+        """Jobs ended per hour over the last ``hours``, oldest hour first: done (and duplicates), failed."""
+        start = now - hours * 3600
+        out = [{"done": 0, "failed": 0} for _ in range(hours)]
+        rows = self._conn().execute("SELECT state, finished FROM jobs WHERE finished >= ? AND finished <= ? "
+                                    "AND state IN ('done','duplicate','failed')", (start, now))
+        for r in rows:
+            out[min(hours - 1, int((r["finished"] - start) // 3600))]["failed" if r["state"] == "failed"
+                                                                      else "done"] += 1
+        return out
+
+    def stage_seconds(self, since: float, limit: int = 5000) -> dict[str, list[float]]:
+        """Each stage's seconds over the newest ``limit`` jobs done since ``since``."""
+        rows = self._conn().execute("SELECT timings FROM jobs WHERE state='done' AND finished >= ? AND timings "
+                                    "IS NOT NULL ORDER BY finished DESC LIMIT ?", (since, limit))
+        out: dict[str, list[float]] = {}
+        for r in rows:
+            try:
+                timings = json.loads(r["timings"])
+            except ValueError:
+                continue
+            for stage, seconds in timings.items() if isinstance(timings, dict) else ():
+                if isinstance(seconds, (int, float)):
+                    out.setdefault(stage, []).append(float(seconds))
+        return out
+
+    def oldest_queued(self) -> float | None:
+        """When the job that has waited longest in the queue was taken in."""
+        row = self._conn().execute("SELECT MIN(created) FROM jobs WHERE state='queued'").fetchone()
+        return row[0]
+
+    def decisions(self) -> dict[str, int]:
+        """Images by their newest reviewer's decision: {"approve": n, "reject": m}."""
+        rows = self._conn().execute(
+            "SELECT decision, COUNT(*) AS n FROM reviews WHERE id IN (SELECT MAX(id) FROM reviews WHERE variant IS "
+            "NULL GROUP BY archive) GROUP BY decision")
+        return {"approve": 0, "reject": 0} | {r["decision"]: r["n"] for r in rows}
 
     def by_archive(self, archive: str) -> Job | None:
         """The newest job that made this archive folder."""

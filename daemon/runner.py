@@ -506,7 +506,9 @@ class JournalEndings:
             _consume(job.path, sha256, folder)
         manifest = folder.read_manifest()
         attention = manifest.attention() if manifest is not None else []
-        self.journal.finish(job.id, "done", attention="\n".join(attention) or None)
+        timings = {s.name: s.duration_s for s in manifest.stages if s.done and s.duration_s is not None} \
+            if manifest is not None else None
+        self.journal.finish(job.id, "done", attention="\n".join(attention) or None, timings=timings)
         if attention:
             log.warning("image needs review", reasons=attention)
 

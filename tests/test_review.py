@@ -436,3 +436,48 @@ def test_approving_an_infill_variant_queues_its_delivery_and_keeps_the_images_de
     (done,) = _run_queued(cfg)
     details = manifest_of(cfg.paths.archive / image).details("deliver")
     assert sorted(d.preset for d in details.deliveries) == ["banner", "master"] and not details.held
+
+
+def test_the_dashboard_shows_the_days_throughput_stage_times_queue_review_and_latest_images(tmp_path):
+    import re
+    import time
+
+    cfg, ids = make_archive(tmp_path, count=1, variants=False)  # one real image done now, one failed now
+    real = cfg.paths.archive / ids["prompted.png"]
+    hostile = '<img src=x onerror="window.pwned=1">.png'
+    now = time.time()
+    journal = Journal(cfg.paths.state / "journal.sqlite3")
+
+    def job(name, state, finished, timings=None, created=None, archive=None):
+        with journal._tx() as db:
+            db.execute("INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created,finished,archive,timings)"
+                       " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (str(cfg.paths.inbox / name), name, f"{hash(name) & 0xffff:064x}", 1, now, state,
+                        created or finished or now, finished, archive, json.dumps(timings) if timings else None))
+
+    for seconds in (1.0, 2.0, 3.0, 4.0, 10.0):  # upscale is off in the real run: these are its only times
+        job(f"up-{seconds}.png", "done", now - 1800, {"upscale": seconds})
+    job("earlier.png", "done", now - 5 * 3600 - 60, {"upscale": 2.0})
+    job("yesterday.png", "done", now - 30 * 3600, {"upscale": 500.0})  # outside the day: not counted
+    job("bad.png", "failed", now - 2 * 3600 - 60)
+    job("waiting.png", "queued", None, created=now - 600)
+    job(hostile, "done", now + 1, archive=str(real))  # the newest finished image, its name from outside
+    for decision in ("approve", "approve", "approve", "reject"):
+        journal.add_review(str(cfg.paths.archive / f"reviewed-{decision}-{journal.decisions()[decision]}"),
+                           None, decision, "", "lead")
+    journal.close()
+
+    html = _client(cfg).get("/").text
+    bars = re.findall(r'<g class="hour" data-done="(\d+)" data-failed="(\d+)">', html)
+    assert len(bars) == 24
+    done_today = 1 + 5 + 1  # the real image, the five upscales, earlier.png (the hostile one is "now + 1")
+    assert [int(d) for d, _ in bars][-1] == 1 + 5 and sum(int(d) for d, _ in bars) == done_today
+    assert [int(d) for d, _ in bars][-6] == 1 and sum(int(f) for _, f in bars) == 2  # bad.png, broken.png
+    assert 'data-stage="upscale"' in html and "upscale: median 2.50 s, p95 10.00 s over 6 jobs" in html
+    assert "500.00" not in html
+    assert re.search(r'id="queue"><b>1</b><span>queued, oldest waiting 10 min', html)
+    assert re.search(r'href="/gallery\?state=failed"><b>2</b>', html)
+    assert 'href="/gallery?state=flagged"' in html
+    assert re.search(r'id="approval"><b>75 %</b>\s*<span>approved, of 4 reviewed', html)
+    assert html.index(f'href="/images/{real.name}"') < html.index("Recent failures")
+    assert hostile not in html and "&lt;img src=x onerror=&#34;window.pwned=1&#34;&gt;.png" in html

@@ -158,6 +158,32 @@ def test_the_dashboard_retries_a_failure(site, page):
     j.close()
 
 
+def test_the_dashboard_draws_the_days_figures_and_links_to_what_needs_a_look(site, page):
+    cfg, ids, url = site
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    hours = page.locator("svg#throughput g.hour")
+    assert hours.count() == 24
+    done = sum(int(hours.nth(i).get_attribute("data-done")) for i in range(24))
+    assert done == len(ids) and page.locator("#day-done b").text_content() == str(done)
+    drawn = page.evaluate("Array.from(document.querySelectorAll('svg#throughput rect.done'))"
+                          ".map(r => r.getBoundingClientRect().height)")
+    assert max(drawn) > 50 and sorted(drawn)[:-1] == [0] * 23  # this archive's images all ended this hour
+    stages = page.locator("svg#stage-times g.stage")
+    assert {stages.nth(i).get_attribute("data-stage") for i in range(stages.count())} >= {"automask", "outpaint"}
+    thumbs = page.locator("ul.latest img")
+    assert thumbs.count() == len(ids)
+    page.wait_for_function("Array.from(document.querySelectorAll('ul.latest img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    _shot(page, "dashboard-figures")
+    for tile, state in (("#needs-review", "flagged"), ("#failures", "failed")):
+        page.goto(url)
+        shown = int(page.locator(f"{tile} b").text_content())
+        page.click(tile)
+        page.wait_for_url(f"{url}/gallery?state={state}")
+        assert page.locator("ul.grid li.card").count() == shown, state
+
+
 def test_an_ab_pick_by_clicking_names_the_engines_only_afterwards(ab_site, page):
     cfg, ids, url = ab_site
     image = ids["prompted.png"]

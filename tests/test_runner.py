@@ -56,6 +56,8 @@ def test_done_job_archives_byte_identical_original_and_empties_inbox(workdir, jo
     assert [s.name for s in m.stages] == ["sleep", "copy"]
     assert m.stages[1].outputs == ["16-copy.png"] and m.stages[1].status == "done"
     assert journal.get(out.job_id).state == "done"
+    timings = json.loads(journal.get(out.job_id).timings)  # the dashboard's time per stage
+    assert set(timings) == {"sleep", "copy"} and timings["copy"] == m.stages[1].duration_s
     assert not [p for p in out.archive.iterdir() if p.name.endswith(".tmp")]
     from daemon.archive import FILE_MODE
     assert {p.stat().st_mode & 0o777 for p in out.archive.iterdir()} == {FILE_MODE}  # not mkstemp's 0600

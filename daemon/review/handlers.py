@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from daemon import ops
 from daemon.config import ConfigError
+from daemon.review.dashboard import dashboard as figures
 from daemon.review.images import Archived, Review, comparisons, item, variant_labels
 from stages.records import to_json
 
@@ -40,7 +41,8 @@ def _image(request: Request) -> Archived | None:
 
 
 async def dashboard(request: Request) -> Response:
-    return page(request, "dashboard.html", data=ops.status_data(_review(request).cfg, failures=20))
+    review = _review(request)
+    return page(request, "dashboard.html", data=figures(review.cfg, review.journal))
 
 
 async def gallery(request: Request) -> Response:
