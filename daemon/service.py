@@ -88,6 +88,28 @@ def acquire_lock(state: Path):
     return f
 
 
+def lock_inbox(inbox: Path) -> int | None:
+    """One daemon per inbox too: two with different state folders on one inbox would each take its files
+    (the inbox folder itself is locked, so nothing is written into it).  The descriptor to close at the end,
+    or None where the file system locks no folder (said at debug level: the state lock still holds)."""
+    try:
+        fd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        log.debug("inbox not locked", inbox=str(inbox), error=str(exc))
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another polishd is watching {inbox} (with another [paths].state); one inbox, one "
+                             "daemon: stop the other, or give each its own inbox") from None
+    except OSError as exc:
+        os.close(fd)
+        log.debug("inbox not locked", inbox=str(inbox), error=str(exc))
+        return None
+    return fd
+
+
 class _ConfigHandler(FileSystemEventHandler):
     def __init__(self, path: Path, signals: Signals):
         self.path, self.signals = path.resolve(), signals
@@ -134,6 +156,11 @@ class Daemon:
         for p in (cfg.paths.inbox, cfg.paths.archive, cfg.paths.failed, cfg.paths.state, cfg.paths.models):
             p.mkdir(parents=True, exist_ok=True)
         lock = acquire_lock(cfg.paths.state)
+        try:
+            inbox_lock = lock_inbox(cfg.paths.inbox)
+        except AlreadyRunning:
+            lock.close()
+            raise
         self.journal = Journal(journal_path(cfg))
         self.note("paused", None)  # an earlier run's pause is not this one's
         self.note("broker", None)
@@ -194,6 +221,8 @@ class Daemon:
             self.note("paused", None)
             talk.stop(self.talk)
             log.info("stopped")
+            if inbox_lock is not None:
+                os.close(inbox_lock)
             lock.close()
         return self.exit_code
 

@@ -423,3 +423,32 @@ def test_the_journal_deleted_while_running_is_noticed_and_the_daemon_stops_with_
     assert d.proc.wait(20) == 1  # a failure: systemd shows it, and restarts it with a new journal if so set
     said = [r for r in d.records() if r.get("event", "").startswith("the journal was deleted or replaced")]
     assert len(said) == 1 and said[0]["what"] == "deleted" and said[0]["level"] == "error"
+
+
+def test_a_second_daemon_on_the_same_inbox_with_another_state_folder_refuses_to_start(daemon, tmp_path):
+    first = daemon().start()
+    other = tmp_path / "other"
+    other.mkdir()
+    config = write_config(other)
+    config.write_text(config.read_text().replace('inbox = "inbox"', f'inbox = "{tmp_path / "inbox"}"'))
+    second = subprocess.run([sys.executable, "-m", "tests.helpers.run_polishd", "--", "--config", str(config), "run"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 1 and f"another polishd is watching {tmp_path / 'inbox'}" in second.stderr
+    names = [f"{i}.png" for i in range(6)]
+    for i, name in enumerate(names):
+        (tmp_path / "inbox" / name).write_bytes(png_bytes(seed=70 + i))
+    wait_until(lambda: first.done() == 6, 30, "all six done")
+    assert len(archives(tmp_path)) == 6 and not (other / "state" / "journal.sqlite3").exists()
+    assert first.stop() == 0
+    log = other / "polishd.log"
+    with open(log, "wb") as out:
+        again = subprocess.Popen([sys.executable, "-m", "tests.helpers.run_polishd", "--", "--config", str(config),
+                                  "run"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:  # the first one gone, the inbox is free for the other
+        wait_until(lambda: "watching" in log.read_text() or again.poll() is not None, 30, "the other's start")
+        assert again.poll() is None, log.read_text()
+    finally:
+        again.terminate()
+        assert again.wait(30) == 0
