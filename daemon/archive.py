@@ -386,4 +386,16 @@ class ArchiveFolder(Folder):
         return Manifest.from_json(data, str(self.file(MANIFEST)))
 
     def write_manifest(self, manifest: Manifest) -> None:
+        if self.guard is not None:
+            self.guard()
         atomic_write(self.file(MANIFEST), manifest.to_json())
+
+    def sweep_partial(self) -> list[str]:
+        """Removes what an attempt killed in the middle of a write left: ``.<name>.<random>.tmp`` files
+        (stages/files.py writes every file so).  Called by the attempt that now owns the folder."""
+        gone = []
+        for p in self.path.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                gone.append(p.name)
+        return sorted(gone)

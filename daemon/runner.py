@@ -70,6 +70,7 @@ class JobStatus(StrEnum):
     WAITING = "waiting"    # the file was still being written: queued again, no attempt counted
     DISK_FULL = "disk full"  # no space to write, or read-only: queued again, no attempt counted; the daemon pauses
     STOPPED = "stopped"    # put back in the queue for a shutdown
+    TAKEN_OVER = "taken over"  # a cluster worker's job, sent on to another while this one could not beat
 
 
 @dataclass
@@ -92,13 +93,15 @@ class JobTimeout(Exception):
 
 
 class _StopOrDeadline:
-    """The stop flag a stage sees: set by a shutdown, or once the job's deadline has passed."""
+    """The stop flag a stage sees: set by a shutdown, once the job's deadline has passed, or once the attempt
+    no longer owns its job."""
 
-    def __init__(self, stop: threading.Event, deadline: float | None):
-        self.stop, self.deadline = stop, deadline
+    def __init__(self, stop: threading.Event, deadline: float | None, owns: Callable[[], bool] = lambda: True):
+        self.stop, self.deadline, self.owns = stop, deadline, owns
 
     def is_set(self) -> bool:
-        return self.stop.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline)
+        return self.stop.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline) \
+            or not self.owns()
 
     def wait(self, timeout: float | None = None) -> bool:
         if self.deadline is not None:
@@ -154,6 +157,10 @@ class Attempt:
     journal: JobLog
     endings: Endings
     deadline: float | None = None
+    # Whether this attempt still owns its job (a cluster worker: its task's lease).  One that lost it — a
+    # worker stopped (SIGSTOP, a frozen VM) long enough for the job to be sent on — stops at its next safe
+    # point and writes nothing more: the archive is the other worker's.
+    owns: Callable[[], bool] = lambda: True
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,9 @@ class Runner:
 
         # 3. Archive folder, original and sidecars.
         folder = self._folder_for(job, a, dropped)
+        folder.guard = _owned_or_stop(a)
+        if swept := folder.sweep_partial():
+            log.info("half-written files of an interrupted attempt removed", files=swept)
         manifest = folder.read_manifest()
         if manifest is None or manifest.source.sha256 != dropped.sha256:
             manifest = Manifest(id=folder.path.name, config_sha256=cfg.sha256,
@@ -280,20 +290,30 @@ class Runner:
         verdict = manifest.verdict()
         products = Products(source=source, master=source.picture, review=verdict, picks=Picks(verdict.picks))
         try:
-            self._stages(_JobState(cfg, folder, dropped.sha256, icc, a.deadline), products, manifest)
+            self._stages(_JobState(cfg, folder, dropped.sha256, icc, a.deadline, a.owns), products, manifest)
         except StopRequested:
-            folder.write_manifest(manifest)
-            a.endings.requeue(job, count_attempt=False)
-            log.info("job put back in the queue for shutdown")
-            return Outcome(job.id, job.name, JobStatus.STOPPED, folder.path, stages=manifest.stages)
+            return self._stopped(job, a, folder, manifest)
         except _Failure as f:
             return self._fail(job, a, f.stage, f.exc, manifest=manifest, folder=folder)
+        return self._done(job, a, folder, manifest, dropped.sha256)
 
-        # 5. Done: the manifest says so before the inbox copy goes.
+    def _done(self, job: Job, a: Attempt, folder: ArchiveFolder, manifest: Manifest, sha256: str) -> Outcome:
+        """5. Done: the manifest says so before the inbox copy goes."""
+        if not a.owns():
+            return self._taken_over(job, folder)
         manifest.status, manifest.finished = ImageStatus.DONE, arc.now_iso()
         folder.write_manifest(manifest)
-        a.endings.done(job, dropped.sha256, folder.path)
+        a.endings.done(job, sha256, folder.path)
         return Outcome(job.id, job.name, JobStatus.DONE, folder.path, stages=manifest.stages)
+
+    def _stopped(self, job: Job, a: Attempt, folder: ArchiveFolder, manifest: Manifest) -> Outcome:
+        """A shutdown (or a lost lease) at a safe point: what is done stays, the job goes back."""
+        if not a.owns():
+            return self._taken_over(job, folder)
+        folder.write_manifest(manifest)
+        a.endings.requeue(job, count_attempt=False)
+        log.info("job put back in the queue for shutdown")
+        return Outcome(job.id, job.name, JobStatus.STOPPED, folder.path, stages=manifest.stages)
 
     def _still_being_written(self, job: Job, delay: float) -> bool:
         """A file that does not decode is looked at once more after ``stability_delay``: a writer that paused
@@ -363,7 +383,7 @@ class Runner:
         digests = _Digests(job.folder, {products.source.original: job.sha256})
         models = config_mod.models_for(job.cfg)
         for stage in self.stages:
-            if self.stop.is_set():
+            if self.stop.is_set() or not job.owns():
                 raise StopRequested()
             structlog.contextvars.bind_contextvars(stage=stage.name)
             params = stage.params(job.cfg)
@@ -378,7 +398,7 @@ class Runner:
             self.progress(stage.name, 0, 0, "")
             ctx = JobContext(id=job.folder.path.name, stem=job.stem, folder=job.folder, sha256=job.sha256,
                              products=inputs,
-                             models=models, icc=job.icc, stop=_StopOrDeadline(self.stop, job.deadline),
+                             models=models, icc=job.icc, stop=_StopOrDeadline(self.stop, job.deadline, job.owns),
                              beat=self.beat,
                              report=lambda done, total, unit, name=stage.name: self.progress(name, done, total, unit))
             outcome, seconds = self._attempt(stage, ctx, params, job.deadline)
@@ -389,6 +409,8 @@ class Runner:
             else:
                 products = products.merged(_checked(stage, outcome.products))
                 manifest.put_stage(_done_entry(entry, outcome, seconds))
+            if not job.owns():
+                raise StopRequested()
             job.folder.write_manifest(manifest)
         structlog.contextvars.unbind_contextvars("stage")
 
@@ -435,8 +457,16 @@ class Runner:
                  archive=str(folder.path))
         return Outcome(job.id, job.name, JobStatus.DUPLICATE, folder.path)
 
+    def _taken_over(self, job: Job, folder: ArchiveFolder) -> Outcome:
+        log.warning("the job was sent to another worker while this one could not beat (stopped or frozen); "
+                    "nothing more is written here: the archive is the other worker's")
+        return Outcome(job.id, job.name, JobStatus.TAKEN_OVER, folder.path, "taken over by another worker")
+
     def _fail(self, job: Job, a: Attempt, stage: str, exc: BaseException,
               manifest: Manifest | None, folder: ArchiveFolder | None) -> Outcome:
+        if not a.owns():
+            return self._taken_over(job, folder) if folder is not None else \
+                Outcome(job.id, job.name, JobStatus.TAKEN_OVER, None, "taken over by another worker")
         full = disk_full(exc)
         if full is not None:
             return self._no_space(job, a, full, manifest, folder)
@@ -574,6 +604,15 @@ def disk_full(exc: BaseException) -> str | None:
     return None
 
 
+def _owned_or_stop(a: Attempt) -> Callable[[], None]:
+    """The archive folder's guard: an attempt that lost its job writes nothing more (Attempt.owns)."""
+
+    def guard() -> None:
+        if not a.owns():
+            raise StopRequested()
+    return guard
+
+
 @dataclass
 class _JobState:
     """What every stage of one job shares: the config (with the image's own settings), the folder, the identity."""
@@ -583,6 +622,7 @@ class _JobState:
     sha256: str
     icc: bytes | None
     deadline: float | None = None  # past this (time.monotonic()), the next safe point fails the attempt
+    owns: Callable[[], bool] = lambda: True  # Attempt.owns
 
     @property
     def stem(self) -> str:

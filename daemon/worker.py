@@ -78,6 +78,7 @@ class Worker:
         self._beats_failing = False
         self.checkpoints: list[str] = []  # the checkpoints of its last jobs, newest first: what it likely holds
         self.keep = cfg.inpaint.max_loaded or 1  # how many it holds at once (known for sure after its first job)
+        self._owned, self._owned_at = True, 0.0  # the running task's lease, as last asked of Redis (_owns)
 
     # ------------------------------------------------------------------ the task
     def execute(self, task_id: str, data: dict) -> dict:
@@ -100,6 +101,8 @@ class Worker:
                 raise Reject("running elsewhere", requeue=False)
             try:
                 result = self._run(task_id, job, data, lease)
+                if result["status"] == JobStatus.TAKEN_OVER:  # the other worker's result stands
+                    raise Reject("taken over by another worker", requeue=False)
                 # Stored before the lease goes (Celery stores it again after we return): a copy that takes the
                 # lease next finds the result and is dropped, never runs the job a second time.
                 self.app.backend.store_result(task_id, result, "SUCCESS")
@@ -126,8 +129,10 @@ class Worker:
                 return self._result(recorder, JobStatus.RETRY, None, message, received, idle_since)
             recorder.failed(job, message, "worker", report=FailureReport.of(job, "WorkerError", message, "worker"))
             return self._result(recorder, JobStatus.FAILED, None, message, received, idle_since)
-        attempt = Attempt(cfg, recorder, recorder, deadline=time.monotonic() + self.cluster.task_timeout)
+        attempt = Attempt(cfg, recorder, recorder, deadline=time.monotonic() + self.cluster.task_timeout,
+                          owns=self._owns)
         self._current, self._lease = (job, task_id, time.monotonic()), lease
+        self._owned, self._owned_at = True, 0.0
         self._beat()
         try:
             outcome = self.runner.run_job(job, attempt)
@@ -141,6 +146,29 @@ class Worker:
         self.idle_since = time.time()
         self._beat()
         return result
+
+    def _owns(self) -> bool:
+        """Whether this worker still holds its task's lease (asked of Redis at most once a second).  A lease
+        that lapsed while the worker could not beat (SIGSTOP, a frozen VM) and that nobody took is taken
+        again; one another worker holds, or whose task has a result, is lost: the job is the other's."""
+        lease, current = self._lease, self._current
+        if lease is None or current is None:
+            return True
+        now = time.monotonic()
+        if now - self._owned_at < 1.0:
+            return self._owned
+        try:
+            self._owned = bool(lease.owned()) or self._retake(lease, current[1])
+        except Exception as exc:  # Redis out of reach: not known; the coordinator drops a result it has
+            log.debug("task lease not checked", error=cluster.redact(str(exc)))
+            return self._owned
+        self._owned_at = now
+        return self._owned
+
+    def _retake(self, lease, task_id: str) -> bool:
+        if self.app.backend.get_task_meta(task_id).get("status") == "SUCCESS":
+            return False
+        return bool(lease.acquire(blocking=False))
 
     def _held(self, key: str, cfg: Config) -> None:
         """What the heartbeat says this worker holds: the checkpoints of its last jobs, as many as it keeps."""
@@ -174,7 +202,7 @@ class Worker:
             task=current[1] if current else None, checkpoints=list(self.checkpoints), keep=self.keep)
         try:
             cluster.publish_beat(self.client, self.cluster, beat)
-            if self._lease is not None:
+            if self._lease is not None and self._owns():
                 self._lease.reacquire()
             if self._beats_failing:
                 log.info("heartbeats reach the broker again")

@@ -78,6 +78,9 @@ class Folder:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        # Called before every write: raises when the writer may no longer write here (a cluster worker whose
+        # job was sent on while it was frozen: daemon/runner.py).
+        self.guard: Callable[[], None] | None = None
 
     def file(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
@@ -87,6 +90,8 @@ class Folder:
     def writable(self, name: str) -> Path:
         if name == MANIFEST:
             raise ValueError(f"{MANIFEST} is the runner's to write")
+        if self.guard is not None:
+            self.guard()
         return self.file(name)
 
     def write_bytes(self, name: str, data: bytes) -> Path:

@@ -190,6 +190,32 @@ def test_a_worker_killed_mid_job_has_its_job_finished_once_by_another_resuming_f
 
 
 @pytest.mark.slow
+def test_a_worker_frozen_mid_job_and_thawed_after_another_finished_it_writes_nothing_more(make_cluster):
+    c = make_cluster(stages="copy,sleep", sleep=4.0)
+    coordinator = c.coordinator()
+    workers = {name: c.worker(name) for name in ("w1", "w2")}
+    dropped = {"f.png": c.drop("f.png", 3)}
+    beat = wait_until(lambda: next((b for b in c.beats() if b.job is not None), None), what="the job on a worker")
+    time.sleep(1.0)  # copy is done, sleep is under way
+    frozen = workers[beat.name]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: c.settled() == 1, timeout=60, what="the other worker finished the job")
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    (folder,) = [p for p in (c.root / "archive").iterdir() if p.is_dir()]
+    settled = {p.name: p.read_bytes() for p in folder.iterdir()}
+    wait_until(lambda: "the job was sent to another worker" in " ".join(frozen.events()), timeout=30,
+               what="the thawed worker noticing")
+    time.sleep(1.0)  # were it still going, its next stage or manifest would land now
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == settled
+    assert manifest_of(folder).status == "done"
+    assert frozen.proc.poll() is None  # it lives on and takes the next job
+    assert coordinator.stop() == 0
+    c.assert_exactly_once(dropped)
+
+
+@pytest.mark.slow
 def test_a_coordinator_killed_mid_run_and_restarted_loses_nothing_and_does_nothing_twice(make_cluster):
     c = make_cluster(sleep=1.0)
     coordinator = c.coordinator()

@@ -174,6 +174,20 @@ def test_a_resumed_job_keeps_stages_already_done_with_the_same_params(workdir, j
     assert sleep.runs == 1 and copy.runs == 1
 
 
+def test_a_resumed_job_removes_the_half_written_files_a_killed_attempt_left(workdir, journal):
+    root, cfg = workdir
+    _enqueue(journal, _drop(cfg, "k.png", png_bytes()))
+    first = _run_next(journal, Runner(journal, lambda: cfg, [SleepStage(0), BoomStage()]))
+    assert first.status == "retry"
+    partial = first.archive / ".16-copy.png.k3j9x2.tmp"  # what a kill -9 in the middle of a write leaves
+    partial.write_bytes(b"\x89PNG half")
+    kept = sorted(p.name for p in first.archive.iterdir() if p != partial)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [SleepStage(0), CopyStage()]))
+    assert out.status == "done" and out.archive == first.archive
+    assert not partial.exists() and not [p for p in out.archive.iterdir() if p.name.endswith(".tmp")]
+    assert set(kept) <= {p.name for p in out.archive.iterdir()}
+
+
 def test_a_resumed_job_runs_a_stage_again_when_its_params_changed(workdir, journal):
     root, cfg = workdir
     _enqueue(journal, _drop(cfg, "p.png", png_bytes(seed=5)))
