@@ -82,7 +82,7 @@ class Worker:
 
     # ------------------------------------------------------------------ the task
     def execute(self, task_id: str, data: dict) -> dict:
-        from celery.exceptions import Reject
+        from celery.exceptions import Ignore, Reject
 
         job = cluster.job_of(data)
         structlog.contextvars.bind_contextvars(job=job.id, image=job.name, task=task_id)
@@ -92,17 +92,17 @@ class Worker:
             earlier = self.app.backend.get_task_meta(task_id)
             if earlier.get("status") == "SUCCESS":  # a late copy of a task another worker finished
                 log.info("this task has finished already; copy dropped")
-                raise Reject("finished already", requeue=False)
+                raise Ignore()  # acknowledged, and no state stored over the result that stands
             lease = self.client.lock(cluster.key(self.cluster, "lease", task_id),
                                      timeout=self.cluster.heartbeat * 3, blocking=False,
                                      thread_local=False)  # the heartbeat thread keeps it
             if not lease.acquire(blocking=False):  # its other copy is running now: that one will answer
                 log.info("another worker is running this task; copy dropped")
-                raise Reject("running elsewhere", requeue=False)
+                raise Ignore()  # not Reject(requeue=False): Celery stores that as the task's FAILURE
             try:
                 result = self._run(task_id, job, data, lease)
                 if result["status"] == JobStatus.TAKEN_OVER:  # the other worker's result stands
-                    raise Reject("taken over by another worker", requeue=False)
+                    raise Ignore()
                 # Stored before the lease goes (Celery stores it again after we return): a copy that takes the
                 # lease next finds the result and is dropped, never runs the job a second time.
                 self.app.backend.store_result(task_id, result, "SUCCESS")

@@ -189,6 +189,29 @@ def test_a_worker_killed_mid_job_has_its_job_finished_once_by_another_resuming_f
     c.assert_exactly_once(dropped)
 
 
+def test_a_copy_of_a_running_task_is_dropped_without_failing_the_task(make_cluster):
+    from daemon import cluster
+
+    c = make_cluster(stages="copy,sleep", sleep=3.0)
+    coordinator = c.coordinator()
+    workers = [c.worker(name) for name in ("w1", "w2")]
+    dropped = {"c.png": c.drop("c.png", 5)}
+    beat = wait_until(lambda: next((b for b in c.beats() if b.job is not None), None), what="the job on a worker")
+    cfg = config_mod.load(c.root / "pipeline.toml")
+    app = cluster.make_app(cfg.cluster)
+    job = c.journal().get(beat.job)
+    other = next(w for w in workers if w.name != beat.name)
+    app.send_task(cluster.TASK, args=[cluster.payload(job, cfg, None)], task_id=beat.task,
+                  queue=cluster.own_queue(cfg.cluster, other.name))  # what a resend or a redelivery makes
+    wait_until(lambda: "another worker is running this task; copy dropped" in other.events(), 20, "the copy")
+    assert app.backend.get_task_meta(beat.task)["status"] != "FAILURE"  # the running one is not failed
+    wait_until(lambda: c.settled() == 1, timeout=30, what="the job finished")
+    finished = c.journal().get(beat.job)
+    assert (finished.state, finished.attempts, finished.last_error) == ("done", 1, None)
+    assert coordinator.stop() == 0
+    c.assert_exactly_once(dropped)
+
+
 @pytest.mark.slow
 def test_a_worker_frozen_mid_job_and_thawed_after_another_finished_it_writes_nothing_more(make_cluster):
     c = make_cluster(stages="copy,sleep", sleep=4.0)
