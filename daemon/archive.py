@@ -98,6 +98,7 @@ class SourceRecord:
     bytes: int = 0
     format: str = "png"
     generation: Generation | None = records.omit(None)  # how its metadata says it was made (stages/generation.py)
+    notes: list[str] = records.omit(factory=list)  # what of the file was not taken (an animation's other frames)
     rest: dict = records.rest()
 
 

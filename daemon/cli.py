@@ -116,14 +116,15 @@ def _inspect(files: list[Path], as_json: bool) -> int:
     from PIL import Image
 
     from stages import generation
+    from stages.picture import opened_for_metadata
     from stages.records import to_json
 
     code, out = EXIT_OK, {}
     for path in files:
         try:
-            with Image.open(path) as im:
+            with opened_for_metadata(path) as im:  # text past Pillow's bounds: read without it
                 record = generation.read(im)
-        except (OSError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             print(f"polishd: {path}: cannot be read as an image ({exc})", file=sys.stderr)
             code = EXIT_USAGE
             continue

@@ -12,10 +12,12 @@ import hashlib
 import io
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from stages.picture import without_text
 
 # The decompression-bomb guard is ours: decode() refuses anything over [daemon].max_pixels from the header,
 # before a pixel is decoded, and says so in those words.  Pillow's own process-wide guard would fire first
@@ -99,6 +101,8 @@ class Dropped:
     sha256: str
     format: str  # png | jpeg | webp
     image: Image.Image | None  # decoded once at intake; the runner lets it go before the stages run
+    notes: list[str] = field(default_factory=list)  # what of the file was not taken, for the manifest
+    readable: bytes | None = None  # a PNG whose text Pillow refuses: the same pixels without its text chunks
 
     @property
     def ext(self) -> str:
@@ -156,5 +160,20 @@ def decode(data: bytes, name: str, formats: tuple[str, ...], max_pixels: int) ->
 
 def read_dropped(path: Path, formats: tuple[str, ...], max_pixels: int, max_bytes: int) -> Dropped:
     data = read_bytes(path, max_bytes)
-    fmt, image = decode(data, path.name, formats, max_pixels)
-    return Dropped(path=path, data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt, image=image)
+    notes, readable = [], None
+    try:
+        fmt, image = decode(data, path.name, formats, max_pixels)
+    except Undecodable as exc:
+        # Pillow refuses a PNG whose text (a prompt, a workflow) decompresses past its bounds
+        # (PngImagePlugin.MAX_TEXT_CHUNK / MAX_TEXT_MEMORY): the picture is kept, its text is not read.
+        if "MAX_TEXT_" not in str(exc) or sniff(data[:16]) != "png":
+            raise
+        readable = without_text(data)
+        fmt, image = decode(readable, path.name, formats, max_pixels)
+        notes.append("its text metadata decompresses past the bounds polishd reads (a text chunk over "
+                     f"{PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB): not read; the picture is processed without it")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated ({frames} frames): the first frame is processed, the animation is not kept")
+    return Dropped(path=path, data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt, image=image,
+                   notes=notes, readable=readable)

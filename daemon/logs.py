@@ -24,6 +24,7 @@ import threading
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 from daemon.config import redact
 
@@ -49,7 +50,10 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     if fmt == "console":
         tail = [structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=_console_traceback())]
     else:
-        tail = [structlog.processors.dict_tracebacks, _cap, structlog.processors.JSONRenderer(default=str)]
+        # A traceback's frames without their locals: a config, a token or an image's bytes are no log's business.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        tail = [tracebacks, _cap, structlog.processors.JSONRenderer(default=str)]
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), *tail],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

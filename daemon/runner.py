@@ -283,7 +283,9 @@ class Runner:
         except InputError as exc:  # a sidecar that does not parse or validate
             return self._fail(job, a, "intake", exc, manifest=manifest, folder=folder)
         source, icc = _intake_picture(folder, dropped, decoded, sidecars)
-        manifest.source.generation = source.generation
+        manifest.source.generation, manifest.source.notes = source.generation, dropped.notes
+        for note in dropped.notes:
+            log.warning("part of the file is not taken", note=note)
         del decoded
 
         # 4. Stages.
@@ -684,6 +686,8 @@ def _intake_picture(folder: ArchiveFolder, dropped: Dropped, decoded: Image.Imag
     original = f"00-original.{dropped.ext}"
     icc = picture.icc_of(decoded)
     turned = picture.upright(decoded)
+    if turned is None and dropped.readable is not None:  # the pixels as Pillow reads them, for every stage
+        turned = decoded
     if turned is not None:
         if not folder.file(picture.UPRIGHT).exists():
             folder.save_image(picture.UPRIGHT, turned, **({"icc_profile": icc} if icc else {}))

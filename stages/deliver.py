@@ -31,7 +31,7 @@ from PIL import Image, ImageCms, ImageColor, ImageFilter, PngImagePlugin
 from stages import provenance, records
 from stages.base import JobContext, Skipped, Stage, StageResult
 from stages.files import Folder, check_user_file, fsync_dir, sha256_file
-from stages.picture import ORIENTATION_TAG, view
+from stages.picture import ORIENTATION_TAG, opened_for_metadata, view
 from stages.products import Products, Slot
 from stages.records import DeliverDetails, Delivery, PresetFailure
 from stages.schema import Errors
@@ -481,7 +481,7 @@ def _kept_metadata(ctx: JobContext, preset: PresetParams) -> dict:
     needs: the picture is upright)."""
     if preset.metadata != "keep":
         return {}
-    with Image.open(ctx.path(ctx.products.source.original)) as im:
+    with opened_for_metadata(ctx.path(ctx.products.source.original)) as im:
         text = {k: v for k, v in (getattr(im, "text", None) or {}).items() if isinstance(v, str)}
         exif = im.getexif()
         if ORIENTATION_TAG in exif:
@@ -528,7 +528,7 @@ def encode(image: Image.Image, preset: PresetParams, icc: bytes | None, origin: 
 
 
 def _origin(ctx: JobContext, products: Products, params: DeliverParams) -> provenance.Origin:
-    with Image.open(ctx.path(products.source.original)) as im:
+    with opened_for_metadata(ctx.path(products.source.original)) as im:
         info = {k: v for k, v in {**im.info, **(getattr(im, "text", None) or {})}.items() if isinstance(v, str)}
     prompt = products.source.prompt.positive if products.source.prompt else None
     source_type = params.input

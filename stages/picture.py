@@ -17,12 +17,16 @@
 
 from __future__ import annotations
 
+import io
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 UPRIGHT = "00-upright.png"
+TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 SIXTEEN = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ORIENTATION_TAG = 0x0112
 
@@ -121,3 +125,31 @@ def fill_hidden(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def icc_of(image: Image.Image) -> bytes | None:
     icc = image.info.get("icc_profile")
     return icc if isinstance(icc, bytes) and icc else None
+
+
+def without_text(data: bytes) -> bytes:
+    """A PNG's bytes with its text chunks left out: the pixels and the colour chunks as they were."""
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if kind not in TEXT_CHUNKS:
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out)
+
+
+@contextmanager
+def opened_for_metadata(path: Path):
+    """The source opened for its metadata (text, EXIF).  A PNG whose text Pillow refuses (decompressing past
+    PngImagePlugin.MAX_TEXT_CHUNK) is opened without its text: its picture's other metadata still counts."""
+    try:
+        im = Image.open(path)
+    except ValueError as exc:
+        if "MAX_TEXT_" not in str(exc):
+            raise
+        im = Image.open(io.BytesIO(without_text(Path(path).read_bytes())))
+    with im:
+        yield im

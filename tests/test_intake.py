@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from daemon.intake import InputError, decode, is_junk, owner_of_sidecar, read_dropped, sidecar_suffix, sidecars_for
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import DATA, jpeg_bytes, png_bytes
 
 FORMATS = ("png", "jpeg", "webp")
 
@@ -123,3 +123,52 @@ def test_a_limit_above_pillows_own_is_honoured():
     Image.new("L", (1, 1)).save(io.BytesIO(), "PNG")  # Pillow imported and configured by daemon.intake
     im = Image.open(io.BytesIO(bomb_png(14000)))  # 196 M pixels: more than twice Pillow's 89.5 M
     assert im.size == (14000, 14000)  # opened: the header alone, no guard of Pillow's in the way
+
+
+def test_text_metadata_past_pillows_bounds_is_left_unread_and_the_picture_is_processed(tmp_path):
+    """A 20 MB prompt, compressed into a 20 KB iTXt chunk: Pillow refuses to open such a PNG at all."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from bench.kit.pipeline import run_one, write_config
+    from daemon import config as config_mod
+    from daemon.pipeline import default_stages
+
+    cfg = config_mod.load(write_config(tmp_path, "[outpaint]\nenabled = false\n[upscale]\nenabled = false\n"))
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("parameters", "masterpiece, " * 1_600_000, zip=True)
+    buf = io.BytesIO()
+    Image.open(DATA / "astronaut.png").convert("RGB").resize((128, 128)).save(buf, "PNG", pnginfo=info)
+    src = tmp_path / "inbox" / "huge-prompt.png"
+    src.write_bytes(buf.getvalue())
+    assert len(buf.getvalue()) < 200_000
+    out, manifest = run_one(cfg, src, default_stages())
+    assert (out.archive / "00-original.png").read_bytes() == buf.getvalue()  # kept as it came
+    assert manifest.source.generation is None and "not read" in manifest.source.notes[0]
+    assert {s.name: s.status for s in manifest.stages}["deliver"] == "done"
+    with Image.open(out.archive / "00-upright.png") as im:  # the picture every stage used
+        assert im.size == (128, 128) and not getattr(im, "text", {})
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_an_animation_is_processed_as_its_first_frame_and_the_manifest_says_so(tmp_path, fmt):
+    import io
+
+    from PIL import Image
+
+    from bench.kit.pipeline import run_one, write_config
+    from daemon import config as config_mod
+    from tests.helpers.toy_stages import CopyStage
+
+    cfg = config_mod.load(write_config(tmp_path))
+    frames = [Image.new("RGB", (48, 32), c) for c in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                   **({"lossless": True} if fmt == "WEBP" else {}))
+    src = tmp_path / "inbox" / f"anim.{fmt.lower()}"
+    src.write_bytes(buf.getvalue())
+    out, manifest = run_one(cfg, src, [CopyStage()])
+    assert manifest.source.notes == ["animated (3 frames): the first frame is processed, the animation is not kept"]
+    with Image.open(out.archive / "16-copy.png") as im:
+        assert im.getpixel((5, 5))[:3] == (200, 30, 30)
