@@ -262,10 +262,8 @@ class Runner:
         decoded, dropped.image = dropped.image, None  # the stages decode what they read themselves
 
         # 2. Duplicates (a job that runs an archived image again is that image, not a copy of it).
-        if cfg.daemon.duplicates == "skip" and not _reruns_archive(job):
-            first = a.journal.first_done_with(dropped.sha256, job.id)
-            if first is not None and first.archive and _holds_original(Path(first.archive), dropped.sha256):
-                return self._duplicate(job, a, first, dropped)
+        if cfg.daemon.duplicates == "skip" and (first := _duplicate_of(job, a, dropped.sha256)) is not None:
+            return self._duplicate(job, a, first, dropped)
 
         # 3. Archive folder, original and sidecars.
         folder = self._folder_for(job, a, dropped)
@@ -279,7 +277,7 @@ class Runner:
         manifest.status, manifest.config_sha256, manifest.error = ImageStatus.RUNNING, cfg.sha256, None
         manifest.job = job.id
         try:
-            cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest)
+            cfg, sidecars = self._prepare(job, cfg, folder, dropped, manifest, _upright_size(decoded))
         except InputError as exc:  # a sidecar that does not parse or validate
             return self._fail(job, a, "intake", exc, manifest=manifest, folder=folder)
         source, icc = _intake_picture(folder, dropped, decoded, sidecars)
@@ -352,9 +350,10 @@ class Runner:
         return ArchiveFolder(path)
 
     def _prepare(self, job: Job, cfg: Config, folder: ArchiveFolder, dropped: Dropped,
-                 manifest: Manifest) -> tuple[Config, dict[str, str]]:
+                 manifest: Manifest, size: tuple[int, int]) -> tuple[Config, dict[str, str]]:
         """Writes the original and the sidecars; returns the config with the image's own settings merged in,
-        and the archive names of the sidecars by kind ("mask", "remove", "toml", "json")."""
+        and the archive names of the sidecars by kind ("mask", "remove", "toml", "json").  ``size``: the
+        upright picture's, which a drawn mask must match in shape."""
         original = f"00-original.{dropped.ext}"
         target = folder.file(original)
         if not (target.exists() and arc.sha256_file(target) == dropped.sha256):
@@ -366,7 +365,8 @@ class Runner:
             dropped_names[name] = src.name
             data = src.read_bytes()
             if SIDECAR_KINDS[name] in ("mask", "remove"):  # a drawn mask that does not decode cannot heal
-                decode(data, src.name, ("png", "jpeg", "webp"), cfg.daemon.max_pixels)
+                _, mask = decode(data, src.name, ("png", "jpeg", "webp"), cfg.daemon.max_pixels)
+                _same_shape(mask.size, size, src.name, job.name)
             if not folder.file(name).exists() or folder.file(name).read_bytes() != data:
                 folder.write_bytes(name, data)
             sidecars[SIDECAR_KINDS[name]] = name
@@ -546,6 +546,9 @@ class JournalEndings:
 
     def duplicate(self, job: Job, first_id: int, sha256: str) -> None:
         if job.origin == "inbox":
+            first = self.journal.get(first_id)
+            if first is not None and first.archive:
+                _remove_sidecars(job.path, Path(first.archive))  # the same settings: kept with the first
             _unlink_if_same(job.path, sha256)
         self.journal.finish(job.id, "duplicate", dup_of=first_id)
 
@@ -580,11 +583,25 @@ def _consume(path: Path, sha256: str, folder: ArchiveFolder) -> None:
             or arc.sha256_file(original) != sha256:
         raise RuntimeError(f"the archive {folder.path} does not hold a finished, verified copy of {path.name}; "
                            "inbox file kept")
-    for name, src in sidecars_for(path).items():
-        if folder.file(name).exists():
-            _unlink_if_same(src, arc.sha256_file(folder.file(name)))
+    _remove_sidecars(path, folder.path)
     _unlink_if_same(path, sha256)
     arc.fsync_dir(path.parent)
+
+
+def _remove_sidecars(path: Path, archive: Path) -> None:
+    """The inbox sidecars of ``path`` that ``archive`` holds byte for byte."""
+    for name, src in sidecars_for(path).items():
+        kept = archive / name
+        if kept.is_file():
+            _unlink_if_same(src, arc.sha256_file(kept))
+
+
+def _same_sidecars(path: Path, archive: Path) -> bool:
+    """A file is a duplicate only with the settings it came with: its sidecars are those archived with the
+    first one (none if none).  The same picture dropped with other settings is processed again."""
+    mine = {name: src.read_bytes() for name, src in sidecars_for(path).items()}
+    theirs = {name: (archive / name).read_bytes() for name in SIDECAR_KINDS if (archive / name).is_file()}
+    return mine == theirs
 
 
 
@@ -604,6 +621,23 @@ def disk_full(exc: BaseException) -> str | None:
             return f"{'disk full' if 'full' in str(exc) else 'read-only'} at the journal (in [paths].state)"
         exc = getattr(exc, "exc", None) or exc.__cause__ or exc.__context__
     return None
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    w, h = image.size
+    return (h, w) if picture.orientation(image) in (5, 6, 7, 8) else (w, h)  # the EXIF turns that swap sides
+
+
+def _same_shape(mask: tuple[int, int], size: tuple[int, int], mask_name: str, image_name: str) -> None:
+    """A drawn mask at another size but the picture's shape is scaled to it (a mask drawn on a preview); one
+    of another shape would be stretched over the wrong places: refused, by name."""
+    (mw, mh), (w, h) = mask, size
+    if abs(mw * h - mh * w) > 0.01 * mh * w:
+        raise InputError(f"{mask_name} is {mw}×{mh}, another shape than {image_name} ({w}×{h} upright): draw the "
+                         "mask over the picture, at its size or at least its shape; it is not stretched to fit")
+    if (mw, mh) != (w, h):
+        log.info("the drawn mask is scaled to the picture", mask=mask_name, mask_size=f"{mw}×{mh}",
+                 size=f"{w}×{h}")
 
 
 def _owned_or_stop(a: Attempt) -> Callable[[], None]:
@@ -721,6 +755,20 @@ def _reruns_archive(job: Job) -> bool:
     """A job that runs an archived image again (review's approval or "retry with…"): its source is the
     original in its own archive folder."""
     return job.origin == "process" and job.archive is not None and Path(job.source).parent == Path(job.archive)
+
+
+def _duplicate_of(job: Job, a: Attempt, sha256: str) -> Job | None:
+    """The earlier finished job this one repeats: the same bytes, archived, with the same sidecars (a job that
+    runs an archived image again is that image, not a copy of it)."""
+    if _reruns_archive(job):
+        return None
+    first = a.journal.first_done_with(sha256, job.id)
+    if first is None or not first.archive or not _holds_original(Path(first.archive), sha256):
+        return None
+    if not _same_sidecars(job.path, Path(first.archive)):
+        log.info("the same picture with settings of its own: processed again", first_job=first.id)
+        return None
+    return first
 
 
 def _holds_original(folder: Path, sha256: str) -> bool:

@@ -149,6 +149,30 @@ def test_duplicates_are_recorded_not_processed_twice(workdir, journal):
     assert journal.get(second.job_id).dup_of == first.job_id
 
 
+def test_a_duplicate_with_the_same_sidecar_leaves_none_behind_and_one_with_its_own_settings_is_processed(
+        workdir, journal):
+    root, cfg = workdir
+    data = png_bytes(seed=12)
+    stage = CopyStage()
+    runner = Runner(journal, lambda: cfg, [stage])
+    settings = b"[upscale]\nscale = 2\n"
+    _enqueue(journal, _drop(cfg, "first.png", data))
+    (cfg.paths.inbox / "first.toml").write_bytes(settings)
+    first = _run_next(journal, runner)
+    _enqueue(journal, _drop(cfg, "again.png", data))
+    (cfg.paths.inbox / "again.toml").write_bytes(settings)
+    again = _run_next(journal, runner)
+    assert (first.status, again.status) == ("done", "duplicate")
+    assert list(cfg.paths.inbox.iterdir()) == []  # its sidecar is not left as an orphan
+    _enqueue(journal, _drop(cfg, "other.png", data))
+    (cfg.paths.inbox / "other.toml").write_bytes(b"[upscale]\nscale = 3\n")
+    other = _run_next(journal, runner)
+    assert other.status == "done" and other.archive != first.archive and stage.runs == 2
+    assert (other.archive / "00-sidecar.toml").read_bytes() == b"[upscale]\nscale = 3\n"
+    assert manifest_of(other.archive).overrides == {"upscale": {"scale": 3}}
+    assert list(cfg.paths.inbox.iterdir()) == []
+
+
 def test_duplicates_process_mode_makes_a_second_archive(tmp_path):
     path = write_config(tmp_path)
     text = path.read_text().replace("[daemon]\n", '[daemon]\nduplicates = "process"\n')
@@ -442,3 +466,20 @@ def test_a_read_only_archive_pauses_like_a_full_disk_and_drains_nothing(workdir,
     assert all(p.exists() for p in sources) and list(cfg.paths.failed.iterdir()) == []
     job = journal.get(out.job_id)
     assert job.attempts == 0 and job.last_error.startswith("read-only at ")
+
+
+def test_a_drawn_mask_of_another_shape_is_refused_by_name_and_one_of_another_size_is_scaled(workdir, journal):
+    root, cfg = workdir
+    src = _drop(cfg, "m.png", png_bytes(size=(64, 48)))
+    mask = cfg.paths.inbox / "m.mask.png"
+    mask.write_bytes(png_bytes(size=(32, 32), color=(255, 255, 255)))
+    _enqueue(journal, src)
+    out = _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()]))
+    assert out.status == "failed"
+    assert "m.mask.png is 32×32, another shape than m.png (64×48 upright)" in out.error
+    assert sorted(p.name for p in cfg.paths.failed.iterdir()) == ["m.mask.png", "m.png", "m.png.error.json"]
+
+    small = _drop(cfg, "s.png", png_bytes(size=(64, 48), seed=9))
+    (cfg.paths.inbox / "s.mask.png").write_bytes(png_bytes(size=(32, 24), color=(255, 255, 255)))
+    _enqueue(journal, small)
+    assert _run_next(journal, Runner(journal, lambda: cfg, [CopyStage()])).status == "done"
