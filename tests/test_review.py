@@ -481,3 +481,63 @@ def test_the_dashboard_shows_the_days_throughput_stage_times_queue_review_and_la
     assert re.search(r'id="approval"><b>75 %</b>\s*<span>approved, of 4 reviewed', html)
     assert html.index(f'href="/images/{real.name}"') < html.index("Recent failures")
     assert hostile not in html and "&lt;img src=x onerror=&#34;window.pwned=1&#34;&gt;.png" in html
+
+
+def test_a_crowd_of_half_sent_requests_huge_bodies_and_deep_json_over_a_real_socket_cannot_hold_the_page(
+        archive, tmp_path):
+    """A bounded load test against a real `polishd serve` on a loopback port; it stops by itself."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from bench.kit.serve import start_serve
+    from daemon.review.app import CONNECTIONS, HEAD_TIMEOUT
+
+    cfg, ids = archive
+    proc, url = start_serve(cfg.source, tmp_path / "serve.log")
+    port = int(url.rsplit(":", 1)[1])
+    crowd: list[socket.socket] = []
+    try:
+        for _ in range(CONNECTIONS + 44):  # more half-sent heads than the page takes connections
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            crowd.append(s)
+
+        def answers() -> int:
+            try:
+                return urllib.request.urlopen(f"{url}/", timeout=5).status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert answers() == 503  # full: refused at once, not queued behind the crowd
+        end = time.monotonic() + HEAD_TIMEOUT + 10
+        while answers() != 200:
+            assert time.monotonic() < end, "the page stayed unreachable past the head timeout"
+            time.sleep(0.5)
+        for s in crowd:  # each half-sent request was closed by the server
+            s.settimeout(5)
+            assert s.recv(100) == b""
+
+        cookie = urllib.request.urlopen(f"{url}/", timeout=5).headers["Set-Cookie"].split(";")[0]
+        csrf = cookie.split("=", 1)[1]  # a real pair, so that the body itself is what is judged
+
+        def post(body: bytes, length: int | None = None) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                head = (f"POST /api/images/{ids['photo-1.png']}/review HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {length or len(body)}\r\n"
+                        f"Cookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\nConnection: close\r\n\r\n").encode()
+                s.sendall(head + body)
+                return s.recv(200)
+
+        t0 = time.monotonic()
+        assert b" 413 " in post(b"{" + b" " * (1 << 20), length=300 << 20)[:20]  # says 300 MB, sends 1 MB
+        assert time.monotonic() - t0 < 5  # refused by its length, not read to the end
+        assert post(b"[" * 100_000 + b"]" * 100_000)[9:12] == b"422"  # read as no decision, never a 500
+        assert answers() == 200
+        assert "Traceback" not in (tmp_path / "serve.log").read_text()
+    finally:
+        for s in crowd:
+            s.close()
+        proc.terminate()
+        proc.wait(10)

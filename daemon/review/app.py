@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon.config import Config
 from daemon.review import handlers as h
@@ -134,11 +135,38 @@ class _Server(uvicorn.Server):
                 signal.signal(s, handler)
 
 
+HEAD_TIMEOUT = 10.0   # seconds a connection has to send a whole request head, on opening and after each answer
+CONNECTIONS = 256     # connections at once; a request past that is answered 503 at once, never queued
+
+
+class _HeadTimeout(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for the request head, which uvicorn lacks: a connection that has
+    not sent a whole request line and headers within HEAD_TIMEOUT of opening, or of its last answer, is
+    closed, so a crowd of half-sent requests (slowloris) holds the page for seconds, not for ever."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def _arm(self) -> None:
+        armed = self.cycle
+        self.loop.call_later(HEAD_TIMEOUT, self._head_due, armed)
+
+    def _head_due(self, armed) -> None:
+        waiting = self.cycle is armed and (self.cycle is None or self.cycle.response_complete)
+        if waiting and not self.transport.is_closing():  # no new request began since: its head never came
+            self.transport.close()
+
+
 def serve(cfg: Config, host: str, port: int) -> int:
-    # Bounded: at most 64 connections at once (more are answered 503 at once, never queued), idle ones closed
-    # after 5 s, so a crowd of half-sent requests cannot hold the page.
+    # Bounded: CONNECTIONS at once, a head within HEAD_TIMEOUT, idle keep-alive connections closed after 5 s,
+    # request heads of 16 KB at most, bodies bounded by the app (1 MB).
     config = uvicorn.Config(create_app(cfg), host=host, port=port, log_config=None, access_log=False,
-                            server_header=False, timeout_graceful_shutdown=5, limit_concurrency=64,
-                            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+                            server_header=False, timeout_graceful_shutdown=5, limit_concurrency=CONNECTIONS,
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024, http=_HeadTimeout)
     _Server(config).run()
     return 0
