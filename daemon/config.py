@@ -68,9 +68,15 @@ class DaemonConfig:
     # The longest the oldest queued image is passed over by newer ones of a checkpoint already in memory
     # (daemon/grouping.py); 0 = strict arrival order.
     group_wait: float = 300.0
+    source: tuple[SourceConfig, ...] = ()  # [[daemon.source]]: generator output folders watched beside the inbox
+    source_poll: float = 10.0  # seconds between two looks at a source inotify cannot watch (or that is away)
 
     def check(self, err: Errors) -> None:
+        labels = [s.label for s in self.source]
+        for label in sorted({n for n in labels if labels.count(n) > 1}):
+            err.add("source", f"names {label!r} twice; give each [[daemon.source]] a name of its own")
         err.at_least("stability_delay", self.stability_delay, 0.0)
+        err.at_least("source_poll", self.source_poll, 1.0)
         err.at_least("group_wait", self.group_wait, 0.0)
         err.at_least("rescan_interval", self.rescan_interval, 1.0)
         err.at_least("workers", self.workers, 1)
@@ -80,6 +86,38 @@ class DaemonConfig:
         err.at_least("max_bytes", self.max_bytes, 1)
         if not self.formats:
             err.add("formats", "must name at least one format")
+
+
+# What a watched tree's walk skips by default: ComfyUI's previews, A1111's and Forge's grids, files still being
+# downloaded or written, and hidden names.
+SOURCE_EXCLUDE = ("ComfyUI_temp_*", "*_temp_*.png", "grid-*", "*-grid.*", "*.tmp", "*.part", "*.partial",
+                  "*.crdownload", "*.download", ".*")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One [[daemon.source]]: a folder where generations land (A1111's outputs, ComfyUI's output/), watched
+    beside the inbox.  "leave": each file stays as it is, taken once (the journal's ledger); "move": taken
+    away like the inbox's."""
+
+    path: str = ""
+    name: str = ""                 # how status and the dashboard call it (default: the folder's name)
+    mode: Literal["leave", "move"] = "leave"
+    recursive: bool = True
+    depth: int = 8                 # subfolder levels looked into (A1111: outputs/txt2img-images/<date>/ is 2)
+    include: tuple[str, ...] = ("*.png", "*.jpg", "*.jpeg", "*.webp")
+    exclude: tuple[str, ...] = SOURCE_EXCLUDE
+
+    def check(self, err: Errors) -> None:
+        if not self.path:
+            err.add("path", "must name the folder to watch")
+        err.between("depth", self.depth, 0, 64)
+        if not self.include:
+            err.add("include", "must have at least one pattern (\"*.png\", …)")
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).name or self.path
 
 
 @dataclass(frozen=True)
@@ -195,7 +233,25 @@ def from_data(data: dict, origin: str, source: Path | None, sha256: str) -> Conf
         raise ConfigError("\n".join(problems + _missing_files(data.get("deliver"), base, origin)))
     paths = PathsConfig(**{f.name: _resolve(base, getattr(cfg.paths, f.name))
                            for f in dataclasses.fields(PathsConfig)})
-    return dataclasses.replace(cfg, paths=paths, source=source, sha256=sha256, raw=data)
+    sources = tuple(dataclasses.replace(s, path=str(_resolve(base, Path(s.path)))) for s in cfg.daemon.source)
+    if problems := _source_overlaps(sources, paths, origin):
+        raise ConfigError("\n".join(problems))
+    return dataclasses.replace(cfg, paths=paths, daemon=dataclasses.replace(cfg.daemon, source=sources),
+                               source=source, sha256=sha256, raw=data)
+
+
+def _source_overlaps(sources: tuple[SourceConfig, ...], paths: PathsConfig, origin: str) -> list[str]:
+    """A watched tree must not hold polishd's own folders (it would take its own outputs) nor be the inbox."""
+    out = []
+    own = {"inbox": paths.inbox, "archive": paths.archive, "failed": paths.failed, "state": paths.state,
+           "outbox": paths.outbox}
+    for s in sources:
+        root = Path(s.path)
+        held = [key for key, folder in own.items() if folder == root or (s.recursive and root in folder.parents)]
+        if held:
+            out.append(f"{origin}: [[daemon.source]] {s.label!r} = {root} holds [paths]."
+                       + ", ".join(held) + ": polishd would take its own files; watch a folder beside them")
+    return out
 
 
 # The settings that name a file: set per image (a sidecar, the review page's "retry with"), they may only name

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     review     TEXT,
     checkpoint TEXT,
     attention  TEXT,
-    timings    TEXT
+    timings    TEXT,
+    watched    TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256);
@@ -60,6 +61,19 @@ CREATE INDEX IF NOT EXISTS jobs_task ON jobs(task);
 CREATE INDEX IF NOT EXISTS jobs_gallery ON jobs(state, review, finished);
 CREATE INDEX IF NOT EXISTS jobs_archive ON jobs(archive);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished, id);
+-- What each watched tree ([[daemon.source]], mode "leave") has given: a file is taken once, by its bytes;
+-- a file whose size and mtime are as recorded is not read again.
+CREATE TABLE IF NOT EXISTS ledger (
+    path       TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    mtime_ns   INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    job        INTEGER,
+    seen       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_sha ON ledger(sha256);
+CREATE INDEX IF NOT EXISTS ledger_source ON ledger(source);
 -- Reviewers' decisions (polishd serve): per image (variant NULL) or per variant, newest last.
 CREATE TABLE IF NOT EXISTS reviews (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -125,6 +139,7 @@ class Job:
     attention: str | None = None  # why it needs a person's look (the quality gate …), one reason a line
     checkpoint: str | None = None  # the checkpoint its image names (daemon/grouping.py), "" when none
     timings: str | None = None  # JSON {stage: seconds} of a finished job's stages
+    watched: str | None = None  # the [[daemon.source]] it came from (its name), None for the inbox
 
     @property
     def path(self) -> Path:
@@ -158,7 +173,8 @@ class Journal:
         db = self._conn()
         have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
         for column, kind in (("task", "TEXT"), ("sent", "REAL"), ("worker", "TEXT"), ("review", "TEXT"),
-                             ("attention", "TEXT"), ("checkpoint", "TEXT"), ("timings", "TEXT")):
+                             ("attention", "TEXT"), ("checkpoint", "TEXT"), ("timings", "TEXT"),
+                             ("watched", "TEXT")):
             if have and column not in have:  # a journal from before the cluster mode
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.executescript(_SCHEMA)
@@ -206,6 +222,49 @@ class Journal:
             self._local.db = None
 
     # -- writing -----------------------------------------------------------------------
+    # -- watched trees ----------------------------------------------------------------------
+    def ledger(self, source: str) -> dict[str, tuple[int, int]]:
+        """What a watched tree has given so far: path → (size, mtime_ns) as it was taken."""
+        rows = self._conn().execute("SELECT path, size, mtime_ns FROM ledger WHERE source=?", (source,))
+        return {r["path"]: (r["size"], r["mtime_ns"]) for r in rows}
+
+    def take_watched(self, path: Path, source: str, sha256: str, st: os.stat_result, *, move: bool,
+                     checkpoint: str = "") -> Job | None:
+        """A stable file of a watched tree: queued once by its bytes.  None when these bytes were taken before
+        (the same file seen again, or renamed or copied inside the tree): the ledger then only notes where
+        they are now.  In "move" mode the file leaves the tree as the inbox's do; in "leave" mode it stays."""
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        with self._tx() as db:
+            now = time.time()
+            earlier = db.execute("SELECT job FROM ledger WHERE sha256=? AND source=? LIMIT 1",
+                                 (sha256, source)).fetchone()
+            if earlier is not None:
+                db.execute("INSERT OR REPLACE INTO ledger(path,source,size,mtime_ns,sha256,job,seen)"
+                           " VALUES (?,?,?,?,?,?,?)", (str(path), source, size, mtime_ns, sha256, earlier["job"], now))
+                return None
+            if db.execute("SELECT 1 FROM jobs WHERE source=? AND state IN ('queued','running')",
+                          (str(path),)).fetchone():
+                return None
+            cur = db.execute(
+                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,created,checkpoint,watched)"
+                " VALUES (?,?,?,?,?,'queued',?,?,?,?)",
+                (str(path), path.name, sha256, size, st.st_mtime, "inbox" if move else "process", now,
+                 checkpoint, source))
+            db.execute("INSERT OR REPLACE INTO ledger(path,source,size,mtime_ns,sha256,job,seen)"
+                       " VALUES (?,?,?,?,?,?,?)", (str(path), source, size, mtime_ns, sha256, cur.lastrowid, now))
+            return self._get(db, cur.lastrowid)
+
+    def watched_counts(self) -> dict[str, dict[str, int]]:
+        """Per watched tree: its jobs by state, and the files its ledger knows."""
+        out: dict[str, dict[str, int]] = {}
+        db = self._conn()
+        for r in db.execute("SELECT watched, state, COUNT(*) AS n FROM jobs WHERE watched IS NOT NULL "
+                            "GROUP BY watched, state"):
+            out.setdefault(r["watched"], {})[r["state"]] = r["n"]
+        for r in db.execute("SELECT source, COUNT(*) AS n FROM ledger GROUP BY source"):
+            out.setdefault(r["source"], {})["known"] = r["n"]
+        return out
+
     def enqueue(self, path: Path, sha256: str, size: int, mtime: float, checkpoint: str = "") -> Job | None:
         """Queues a stable inbox file: one job per file.  None when
 
@@ -402,7 +461,7 @@ class Journal:
                 if keep_dispatched and job.task is not None:
                     continue  # a cluster task: its worker may still be at it; the coordinator follows it up
                 rerun = job.archive is not None and Path(job.source).parent == Path(job.archive)
-                if job.origin == "process" and not rerun:
+                if job.origin == "process" and not rerun and job.watched is None:
                     db.execute("UPDATE jobs SET state='failed', finished=?, owner=NULL,"
                                " last_error='interrupted: the polishd process run ended' WHERE id=?",
                                (time.time(), job.id))

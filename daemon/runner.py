@@ -249,7 +249,7 @@ class Runner:
             log.warning("input vanished", path=str(job.path))
             return Outcome(job.id, job.name, JobStatus.FAILED, error=msg)
         except Undecodable as exc:
-            if job.origin == "inbox" and self._still_being_written(job, cfg.daemon.stability_delay):
+            if (job.origin == "inbox" or job.watched) and self._still_being_written(job, cfg.daemon.stability_delay):
                 a.endings.requeue(job, count_attempt=False)
                 log.info("input still being written; back in the queue", reason=str(exc))
                 return Outcome(job.id, job.name, JobStatus.WAITING)

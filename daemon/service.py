@@ -29,6 +29,7 @@ from daemon.notify import Notifier, watchdog_interval
 from daemon.ops import journal_path
 from daemon.runner import JobStatus, Outcome, Runner
 from daemon.signals import Signals
+from daemon.sources import SourceWatcher
 from daemon.watcher import InboxWatcher, start_observer
 from stages.base import Stage
 
@@ -184,6 +185,9 @@ class Daemon:
 
         observer = start_observer(cfg.daemon.watch, schedule)
         watcher.start()
+        sources = [SourceWatcher(s, self.current, self.journal, self.work) for s in cfg.daemon.source]
+        for source in sources:
+            source.start()
         if self.dispatcher is not None:  # the jobs run on `polishd worker` processes
             workers = [threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)]
         else:
@@ -204,6 +208,8 @@ class Daemon:
             self.notifier.stopping()
             observer.stop()
             watcher.stop()
+            for source in sources:
+                source.stop()
             self.work.set()
             deadline = time.monotonic() + self.cfg.daemon.stop_timeout
             for w in workers:
@@ -349,8 +355,10 @@ class Daemon:
         self._config_broken = False
         if new.sha256 != self.cfg.sha256:
             if new.paths != self.cfg.paths or new.daemon.workers != self.cfg.daemon.workers \
-                    or new.daemon.watch != self.cfg.daemon.watch or new.cluster != self.cfg.cluster:
-                log.warning("[paths], [daemon].workers, [daemon].watch and [cluster] apply at the next restart")
+                    or new.daemon.watch != self.cfg.daemon.watch or new.cluster != self.cfg.cluster \
+                    or new.daemon.source != self.cfg.daemon.source:
+                log.warning("[paths], [daemon].workers, [daemon].watch, [[daemon.source]] and [cluster] apply at "
+                            "the next restart")
                 new = dataclasses.replace(new, paths=self.cfg.paths, cluster=self.cfg.cluster)
             self.cfg = new
             log.info("config reloaded", sha256=new.sha256[:12])

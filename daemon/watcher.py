@@ -65,6 +65,19 @@ class _Pending:
     mtime_ns: int
 
 
+def still(path: str, seen: _Pending) -> tuple[bool, _Pending | None]:
+    """(whether the file is as it was when last seen, how it is now; None when it is gone)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False, None
+    if not stat.S_ISREG(st.st_mode):  # a link (refused by name at intake), a FIFO or a device: said at once
+        return True, seen
+    current = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+    same = st.st_size == seen.size and st.st_mtime_ns == seen.mtime_ns
+    return same, current
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, touch: Callable[[str], None]):
         self.touch = touch
@@ -172,7 +185,7 @@ class InboxWatcher:
         with self._lock:
             due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
         for path, seen in due:
-            ready, current = self._still(path, seen)
+            ready, current = still(path, seen)
             with self._lock:
                 if current is None:
                     self._pending.pop(path, None)
@@ -183,17 +196,6 @@ class InboxWatcher:
             if ready:
                 self._enqueue(Path(path))
 
-    @staticmethod
-    def _still(path: str, seen: _Pending) -> tuple[bool, _Pending | None]:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False, None
-        if not stat.S_ISREG(st.st_mode):  # a link (refused by name at intake), a FIFO or a device: said at once
-            return True, seen
-        current = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
-        same = st.st_size == seen.size and st.st_mtime_ns == seen.mtime_ns
-        return same, current
 
     def _unreadable(self, path: Path, st: os.stat_result, exc: OSError, shown: Path | None = None) -> None:
         """Said once (per state of the file), shown by ``status`` (as ``shown``, for a name that is no text),

@@ -1,0 +1,246 @@
+"""Watched trees: the folders where generations land ([[daemon.source]]), beside the inbox.
+
+A1111, Forge, Fooocus and SwarmUI write into date folders (``outputs/txt2img-images/2026-12-04/``), ComfyUI into
+``output/`` with its ``ComfyUI_temp_*`` previews beside the real files.  Each source is walked at start and at
+every rescan — a ``stat`` per file, compared with the journal's ledger, so a tree of 100,000 files the ledger
+knows is looked over in seconds and nothing it knows is read again — and its new files are seen by inotify as
+they land.  A file is queued once it is stable (as in the inbox) and then once by its bytes: the same bytes
+renamed or copied inside the tree are not taken again; a file whose bytes change is taken again, a new
+version archived beside the first.
+
+``mode = "leave"`` (the default): the file stays as it is — never moved, renamed, rewritten or deleted, its
+mtime kept.  ``mode = "move"``: taken away like the inbox's files.  Sidecars (``<name>.toml``, ``.mask.png``…)
+work in both.
+
+When inotify cannot watch a tree (its watch limit, ``fs.inotify.max_user_watches``, is reached), that is said
+once with the sysctl to raise, and the tree is polled every ``[daemon].source_poll`` seconds instead: nothing
+is lost, only seen later.  A source folder that disappears (an unmounted share) pauses that source — said in
+the log and by ``status`` — and it resumes when the folder is back; its files are not taken for deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from watchdog.observers import Observer
+
+from daemon.archive import sha256_file
+from daemon.config import Config, SourceConfig
+from daemon.grouping import checkpoint_key
+from daemon.intake import sidecar_suffix
+from daemon.journal import Journal
+from daemon.watcher import _Handler, _Pending, still
+
+log = structlog.get_logger("polishd.sources")
+
+WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+def matches(name: str, source: SourceConfig) -> bool:
+    """An image file of this source by its name: one of ``include``, none of ``exclude``, not a sidecar."""
+    lower = name.lower()
+    return any(fnmatch.fnmatchcase(lower, p.lower()) for p in source.include) \
+        and not any(fnmatch.fnmatchcase(name, p) for p in source.exclude) and sidecar_suffix(name) is None
+
+
+def walk(source: SourceConfig):
+    """(path, stat) of every image file of the tree, down to ``depth`` levels (``recursive = false``: the
+    folder itself only); links are not followed, excluded folders (hidden ones, by default) not entered."""
+    depth = source.depth if source.recursive else 0
+    stack = [(source.path, 0)]
+    while stack:
+        folder, level = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if level < depth and not any(fnmatch.fnmatchcase(e.name, p) for p in source.exclude):
+                            stack.append((e.path, level + 1))
+                    elif e.is_file(follow_symlinks=False) and matches(e.name, source):
+                        yield e.path, e.stat(follow_symlinks=False)
+                except OSError:  # gone between the listing and the look, or unreadable: the next walk sees
+                    continue
+
+
+class SourceWatcher:
+    def __init__(self, source: SourceConfig, config: Callable[[], Config], journal: Journal,
+                 wake: threading.Event, observer_factory: Callable[[], object] = Observer):
+        self.source = source
+        self.label = source.label
+        self.root = Path(source.path)
+        self.config = config
+        self.journal = journal
+        self.wake = wake
+        self.observer_factory = observer_factory
+        self.observer = None
+        self.state = "starting"   # watching | polling | unreachable
+        self.known: dict[str, tuple[int, int]] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._limit_said = False
+        self.taken = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.known = self.journal.ledger(self.label) if self.source.mode == "leave" else {}
+        t0 = time.monotonic()
+        self._look()
+        log.info("source watched", source=self.label, path=str(self.root), mode=self.source.mode, state=self.state,
+                 known=len(self.known), new=len(self._pending), seconds=round(time.monotonic() - t0, 2))
+        self._thread = threading.Thread(target=self._loop, name=f"source-{self.label}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._unwatch()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    # -- inotify -----------------------------------------------------------------------
+    def _watch(self) -> None:
+        observer = self.observer_factory()
+        try:
+            observer.schedule(_Handler(self.touch), str(self.root), recursive=self.source.recursive)
+            observer.start()
+        except OSError as exc:
+            self._polling(exc)
+            return
+        self.observer = observer
+        self._say("watching")
+
+    def _say(self, state: str, why: str = "") -> None:
+        """The source's state, for the log's readers now and for ``status`` (a journal note) later."""
+        self.state = state
+        self.journal.set_note(f"source:{self.label}", state + (f": {why}" if why else ""))
+
+    def _polling(self, exc: OSError) -> None:
+        self._say("polling", "inotify cannot watch it" + (" (its watch limit is reached)"
+                                                           if exc.errno in (errno.ENOSPC, errno.EMFILE) else ""))
+        if self._limit_said:
+            return
+        self._limit_said = True
+        if exc.errno in (errno.ENOSPC, errno.EMFILE):
+            limit = WATCHES.read_text().strip() if WATCHES.exists() else "?"
+            log.warning("the inotify watch limit is reached: this source is polled instead (new files are seen "
+                        "within [daemon].source_poll seconds); raise it with `sysctl fs.inotify.max_user_watches="
+                        "524288` (and in /etc/sysctl.d/ to keep it)", source=self.label,
+                        max_user_watches=limit, error=str(exc))
+        else:
+            log.warning("this source cannot be watched by inotify; it is polled instead", source=self.label,
+                        error=str(exc))
+
+    def _unwatch(self) -> None:
+        observer, self.observer = self.observer, None
+        if observer is not None:
+            try:
+                observer.stop()
+                observer.join(timeout=5)
+            except Exception as exc:  # a watch on a folder that is gone may not stop cleanly
+                log.debug("source observer not stopped cleanly", source=self.label, error=str(exc))
+
+    # -- looking -----------------------------------------------------------------------
+    def _look(self) -> None:
+        """The tree walked: whatever is new or changed goes to the stability check; the root's own state
+        (gone, back) decides whether the source is paused."""
+        if not self.root.is_dir():
+            if self.state != "unreachable":
+                self._unwatch()
+                self._say("unreachable", f"{self.root} is not there; paused until it is back")
+                log.warning("a source folder is not there (an unmounted share?): this source is paused until it "
+                            "is back", source=self.label, path=str(self.root))
+            return
+        if self.state in ("starting", "unreachable"):
+            if self.state == "unreachable":
+                log.info("a source folder is back: watching it again", source=self.label, path=str(self.root))
+            self._watch()
+        active = self.journal.active_sources() if self.source.mode == "move" else set()
+        for path, st in walk(self.source):
+            if self.known.get(path) == (st.st_size, st.st_mtime_ns) or path in active:
+                continue  # taken as it is: not read again
+            with self._lock:
+                if path not in self._pending:
+                    self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+
+    def touch(self, path: str) -> None:
+        p = Path(path)
+        if not matches(p.name, self.source):
+            return
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            with self._lock:
+                self._pending.pop(path, None)
+            return
+        if not stat.S_ISREG(st.st_mode) or self.known.get(path) == (st.st_size, st.st_mtime_ns):
+            return
+        with self._lock:
+            self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+
+    def _loop(self) -> None:
+        last_look = time.monotonic()
+        while not self._stop.wait(0.2):
+            cfg = self.config()
+            try:
+                self._settle(cfg.daemon.stability_delay)
+                every = cfg.daemon.rescan_interval if self.state == "watching" else cfg.daemon.source_poll
+                if time.monotonic() - last_look >= every:
+                    last_look = time.monotonic()
+                    self._look()
+            except Exception:  # a source must outlive any one odd file
+                log.exception("source watcher error; carrying on", source=self.label)
+
+    def _settle(self, delay: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
+        for path, seen in due:
+            ready, current = still(path, seen)
+            with self._lock:
+                if current is None or ready:
+                    self._pending.pop(path, None)
+                else:
+                    self._pending[path] = current
+            if ready and current is not None:
+                self._take(Path(path))
+
+    def _take(self, path: Path) -> None:
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return
+            str(path).encode("utf-8")
+            digest = sha256_file(path)
+            after = os.lstat(path)
+        except (OSError, UnicodeEncodeError) as exc:
+            log.warning("a source file cannot be read; it is looked at again when it changes", source=self.label,
+                        path=os.fsencode(path).decode("utf-8", "backslashreplace"), error=str(exc))
+            return
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self.touch(str(path))  # still being written after all
+            return
+        job = self.journal.take_watched(path, self.label, digest, st, move=self.source.mode == "move",
+                                        checkpoint=checkpoint_key(path))
+        if self.source.mode == "leave":
+            self.known[str(path)] = (st.st_size, st.st_mtime_ns)
+        if job is not None:
+            self.taken += 1
+            log.info("queued", path=str(path), job=job.id, sha256=digest[:12], source=self.label)
+            self.wake.set()
+
+    def status(self) -> dict:
+        return {"name": self.label, "path": str(self.root), "mode": self.source.mode, "state": self.state,
+                "pending": len(self._pending)}
