@@ -17,14 +17,14 @@ import structlog
 from daemon import __version__, folders, logs, ops
 from daemon import config as config_mod
 from daemon.archive import sha256_file
-from daemon.config import Config, ConfigError
+from daemon.config import Config, ConfigError, SourceConfig
 from daemon.grouping import in_groups
-from daemon.intake import is_junk, sidecar_suffix
 from daemon.journal import Journal
 from daemon.pipeline import default_stages
 from daemon.runner import JobStatus, Runner
 from daemon.service import AlreadyRunning, Daemon
 from daemon.signals import Signals
+from daemon.sources import walk
 from daemon.worker import Worker, default_name, parse_device
 from stages.base import Stage
 
@@ -71,11 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help='auto, cpu, cuda, cuda:N (this process sees GPU N alone) or mps; default [daemon].device')
     pw.add_argument("--name", metavar="NAME", help="the name status shows (default: device-pid@host)")
     pp = sub.add_parser("process", help="process files or folders once, leaving them where they are",
-                        description="Run the pipeline once on the given images (folders: the images directly in "
-                                    "them) into [paths].archive. Inputs are not moved or removed. Exit status 1 if "
-                                    "any image did not finish.")
+                        description="Run the pipeline once on the given images (folders: the images in them and "
+                                    "their subfolders, 8 levels down, without ComfyUI's temp previews, A1111's grids "
+                                    "and partial files) into [paths].archive. Inputs are not moved or removed. Exit "
+                                    "status 1 if any image did not finish.")
     pp.add_argument("paths", nargs="+", metavar="PATH", type=Path,
-                    help="an image, or a folder: the images directly in it")
+                    help="an image, or a folder: the images in it and its subfolders")
     pp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ps = sub.add_parser("status", help="jobs by state, throughput, recent failures",
@@ -324,11 +325,12 @@ def _worker(cfg: Config, stages: list[Stage], device: str | None, name: str | No
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder: the images in it and in its subfolders (a generator's date folders), walked
+    as a watched tree is, ComfyUI's previews, grids and partial files left out."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(c for c in p.iterdir() if (c.is_file() or c.is_symlink())
-                              and not is_junk(c.name) and sidecar_suffix(c.name) is None))
+            out.extend(sorted(Path(found) for found, _ in walk(SourceConfig(path=str(p)))))
         else:
             out.append(p)
     return out
@@ -465,6 +467,9 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
     print(f"finished in the last hour: {data['finished_last_hour']}")
     for w in data["waiting"]:
         print(f"waiting ({w['reason']}): {w['source']}")
+    for s in data["sources"]:
+        print(f"source {s['name']} ({s['mode']}, {s['path']}): {s['state']}; {s['known']} files known, "
+              f"{s['queued']} queued, {s['done']} done, {s['failed']} failed")
     if "cluster" in data:
         _print_cluster(data["cluster"])
     if data["needs_review"]["count"]:

@@ -31,6 +31,12 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
     data = {"counts": counts, "finished_last_hour": hour, "recent_failures": recent, "needs_review": review,
             "waiting": journal.waiting(),
             "paused": notes.get("paused"), "inbox": str(cfg.paths.inbox), "archive": str(cfg.paths.archive)}
+    counted = journal.watched_counts()
+    data["sources"] = [{"name": s.label, "path": s.path, "mode": s.mode,
+                        "state": notes.get(f"source:{s.label}") or "not watched (the daemon is not running)",
+                        **{k: counted.get(s.label, {}).get(k, 0) for k in ("known", "queued", "running", "done",
+                                                                           "failed")}}
+                       for s in cfg.daemon.source]
     if cfg.cluster.enabled:
         c = cluster_status(cfg)
         sent = journal.dispatched()
@@ -47,6 +53,13 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
 def retry_one(cfg: Config, journal: Journal, job: Job) -> tuple[bool, str]:
     """Moves a failed inbox job's file from [paths].failed back into the inbox and queues it again (for
     ``polishd retry`` and the review page's retry button).  (whether it was queued, what happened)."""
+    if job.state == "failed" and job.watched and job.origin == "process":  # a "leave" source: the file is in place
+        src = Path(job.source)
+        if not src.is_file():
+            return False, f"#{job.id} {job.name}: {src} is gone; nothing to retry"
+        st = src.stat()
+        journal.retry(job.id, src, sha256_file(src), st.st_size, st.st_mtime)
+        return True, f"#{job.id} {job.name}: queued again from {src} (source {job.watched})"
     if job.state != "failed" or job.origin != "inbox":
         return False, f"#{job.id} {job.name}: not a failed inbox job ({job.state}, {job.origin})"
     src = Path(job.source)

@@ -81,6 +81,22 @@ def test_retry_moves_a_failed_image_back_to_the_inbox(tmp_path, workdir):
     assert job.state == "queued" and job.attempts == 0 and job.source == str(cfg.paths.inbox / "flaky.png")
 
 
+def test_process_on_a_generators_output_tree_takes_the_images_of_its_date_folders_and_skips_the_rest(tmp_path):
+    config = write_config(tmp_path)
+    outputs = tmp_path / "outputs" / "txt2img-images"
+    for day in ("2026-12-03", "2026-12-04"):
+        (outputs / day).mkdir(parents=True)
+        (outputs / day / f"00001-{day}.png").write_bytes(png_bytes(seed=len(day) + int(day[-1])))
+    (outputs / "2026-12-04" / "grid-0001.png").write_bytes(png_bytes(seed=90))
+    (outputs / "2026-12-04" / "ComfyUI_temp_abc_00001_.png").write_bytes(png_bytes(seed=91))
+    (outputs / "2026-12-04" / "00002.png.part").write_bytes(b"half")
+    out = polishd("--config", str(config), "process", str(tmp_path / "outputs"))
+    assert out.returncode == 0, out.stderr
+    assert "2 images" in out.stdout and "2 done" in out.stdout
+    assert "00001-2026-12-03.png: done" in out.stdout and "00001-2026-12-04.png: done" in out.stdout
+    assert "grid" not in out.stdout and "temp" not in out.stdout
+
+
 def test_check_config_exit_codes(tmp_path):
     good = write_config(tmp_path)
     assert polishd("check-config", str(good)).returncode == 0

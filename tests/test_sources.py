@@ -96,8 +96,16 @@ def test_output_trees_are_taken_in_place_once_and_again_only_when_their_bytes_ch
         assert not (tmp_path / "inbox").exists() or list((tmp_path / "inbox").iterdir()) == []
     finally:
         d.stop()
-    status = config_mod.load(config)
-    assert [s.label for s in status.daemon.source] == ["output", "a1111"]
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    status = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "status"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert status.returncode == 0, status.stderr
+    assert f"source output (leave, {tmp_path / 'ComfyUI' / 'output'}): watching; 4 files known" in status.stdout
+    assert "source a1111 (leave, " in status.stdout and "2 files known, 0 queued, 3 done" in status.stdout
 
 
 def test_a_move_source_takes_its_files_away_like_the_inbox(tmp_path):
