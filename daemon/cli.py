@@ -258,7 +258,7 @@ def _check_config(path: Path) -> int:
         return EXIT_CONFIG
     notes, unloadable = config_mod.checkpoint_report(cfg, path.name)
     detectors, broken = config_mod.detector_report(cfg, path.name)
-    notes += detectors
+    notes += detectors + config_mod.source_report(cfg, path.name)
     problems = config_mod.model_problems(cfg, path.name) + unloadable + broken + \
         config_mod.setting_problems(cfg, path.name)
     if notes:

@@ -366,6 +366,17 @@ def model_problems(cfg: Config, origin: str) -> list[str]:
     return list(dict.fromkeys(problems))  # a model two stages use (inpaint's, for outpaint too) is said once
 
 
+def source_report(cfg: Config, origin: str) -> list[str]:
+    """Each watched folder as check-config says it: where it is, how it is taken, and whether it is there."""
+    out = []
+    for s in cfg.daemon.source:
+        there = "" if Path(s.path).is_dir() else " — not there now: the source waits for it (an unmounted share?)"
+        how = "files left in place, each taken once" if s.mode == "leave" else "files taken away like the inbox's"
+        out.append(f"{origin}: source {s.label!r} = {s.path} ({how}; "
+                   + (f"{s.depth} levels of subfolders" if s.recursive else "no subfolders") + f"){there}")
+    return out
+
+
 def problems_beside(path: Path) -> list[str]:
     """For a file that does not validate: the missing models of each table that validates on its own (with
     [paths]), so that one mistake does not hide another (check-config)."""

@@ -183,3 +183,24 @@ def test_the_walk_goes_only_as_deep_as_told_and_skips_what_is_excluded(tmp_path)
         p.write_bytes(b"")
     found = sorted(os.path.relpath(p, tmp_path / "t") for p, _ in walk(cfg.daemon.source[0]))
     assert found == ["a.png", "x/b.png"]
+
+
+def test_check_config_says_where_each_source_is_and_refuses_one_that_holds_polishds_own_folders(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def check(extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(write_config(tmp_path, extra))],
+                              cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    (tmp_path / "comfy").mkdir()
+    ok = check('[[daemon.source]]\npath = "comfy"\n[[daemon.source]]\npath = "share"\nmode = "move"\n')
+    assert ok.returncode == 0, ok.stderr
+    assert f"source 'comfy' = {tmp_path / 'comfy'} (files left in place, each taken once" in ok.stdout
+    assert "source 'share'" in ok.stdout and "not there now: the source waits for it" in ok.stdout
+    loop = check('[[daemon.source]]\npath = "."\n')
+    assert loop.returncode == 3
+    assert "holds [paths].inbox, archive, failed, state, outbox: polishd would take its own files" in loop.stderr
