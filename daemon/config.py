@@ -168,10 +168,12 @@ class ReviewConfig:
     token: str = ""           # a shared secret: `Authorization: Bearer <token>`, or a login cookie made from it
     page_size: int = 48       # thumbnails per gallery page
     hosts: tuple[str, ...] = ()  # other names the page is reached by (a DNS name, a proxy's); others get 421
+    uploads_queued: int = 1000   # uploads (POST /api/jobs) waiting in the queue at most; past that: 429
 
     def check(self, err: Errors) -> None:
         err.between("port", self.port, 1, 65535)
         err.between("page_size", self.page_size, 1, 500)
+        err.at_least("uploads_queued", self.uploads_queued, 1)
         if self.token and len(self.token) < 16:
             err.add("token", "must be at least 16 characters (a shared secret, e.g. from `openssl rand -hex 24`)")
 

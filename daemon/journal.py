@@ -254,6 +254,19 @@ class Journal:
                        " VALUES (?,?,?,?,?,?,?)", (str(path), source, size, mtime_ns, sha256, cur.lastrowid, now))
             return self._get(db, cur.lastrowid)
 
+    def enqueue_upload(self, path: Path, sha256: str, size: int, mtime: float) -> Job:
+        """A file sent over HTTP (daemon/review/uploads.py), written under state/uploads: queued like an
+        inbox file, taken away once archived."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO jobs(source,name,sha256,bytes,mtime,state,created,watched)"
+                             " VALUES (?,?,?,?,?,'queued',?,'upload')",
+                             (str(path), path.name, sha256, size, mtime, time.time()))
+            return self._get(db, cur.lastrowid)
+
+    def uploads_waiting(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM jobs WHERE watched='upload' AND state IN "
+                                    "('queued','running')").fetchone()[0]
+
     def watched_counts(self) -> dict[str, dict[str, int]]:
         """Per watched tree: its jobs by state, and the files its ledger knows."""
         out: dict[str, dict[str, int]] = {}

@@ -21,6 +21,7 @@ the only writer of ``manifest.json``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -536,6 +537,7 @@ class JournalEndings:
         folder = ArchiveFolder(archive)
         if job.origin == "inbox":
             _consume(job.path, sha256, folder)
+            _upload_folder_gone(job)
         manifest = folder.read_manifest()
         attention = manifest.attention() if manifest is not None else []
         timings = {s.name: s.duration_s for s in manifest.stages if s.done and s.duration_s is not None} \
@@ -550,6 +552,7 @@ class JournalEndings:
             if first is not None and first.archive:
                 _remove_sidecars(job.path, Path(first.archive))  # the same settings: kept with the first
             _unlink_if_same(job.path, sha256)
+            _upload_folder_gone(job)
         self.journal.finish(job.id, "duplicate", dup_of=first_id)
 
     def failed(self, job: Job, message: str, stage: str, report: FailureReport | None,
@@ -569,6 +572,7 @@ class JournalEndings:
                             source=str(destination) if destination else None)
         if report is not None:
             log.error("image failed", stage=stage, error=error, moved_to=str(destination or ""))
+        _upload_folder_gone(job)
         return error
 
 
@@ -586,6 +590,13 @@ def _consume(path: Path, sha256: str, folder: ArchiveFolder) -> None:
     _remove_sidecars(path, folder.path)
     _unlink_if_same(path, sha256)
     arc.fsync_dir(path.parent)
+
+
+def _upload_folder_gone(job: Job) -> None:
+    """An upload's own folder under state/uploads, once its file has left it (archived or in failed/)."""
+    if job.watched == "upload":
+        with contextlib.suppress(OSError):  # not empty (the file stayed): kept, as the file is
+            job.path.parent.rmdir()
 
 
 def _remove_sidecars(path: Path, archive: Path) -> None:

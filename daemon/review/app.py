@@ -61,6 +61,7 @@ ROUTES = [
     Route("/api/images/{id}/pick", h.api_pick, methods=["POST"]),
     Route("/comparisons", h.comparisons_page), Route("/api/comparisons", h.api_comparisons),
     Route("/api/jobs/{job}/retry", h.api_retry, methods=["POST"]),
+    Route("/api/jobs", h.api_upload, methods=["POST"]), Route("/api/jobs/{job}", h.api_job),
     Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
 ]
 

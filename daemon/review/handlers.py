@@ -8,14 +8,16 @@ import os
 import re
 import stat
 from pathlib import Path
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from daemon import ops
 from daemon.config import ConfigError
+from daemon.review import uploads
 from daemon.review.dashboard import dashboard as figures
-from daemon.review.images import Archived, Review, comparisons, item, variant_labels
+from daemon.review.images import Archived, Review, comparisons, deliveries, item, variant_labels
 from stages.records import to_json
 
 SESSION_COOKIE = "polishd_session"
@@ -221,6 +223,63 @@ async def api_retry(request: Request) -> Response:
         return JSONResponse({"error": "no such job"}, status_code=404)
     ok, message = ops.retry_one(review.cfg, review.journal, job)
     return JSONResponse({"queued": ok, "message": message}, status_code=200 if ok else 409)
+
+
+async def api_upload(request: Request) -> Response:
+    """POST /api/jobs: a multipart ``file`` (and optional ``settings``, a sidecar's TOML or JSON)."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+
+    review = _review(request)
+    cfg = review.cfg
+    if not cfg.review.token:
+        return JSONResponse({"error": "uploads need [review].token: without one, any web page open on this machine "
+                                      "could post files into the pipeline"}, status_code=403)
+    try:
+        uploads.check_length(request.headers.get("content-length"), cfg)
+        if not uploads.RECEIVING.acquire(blocking=False):
+            raise uploads.Refused(429, f"{uploads.UPLOADS_AT_ONCE} uploads are being received; send it again soon")
+        try:
+            form = await request.form(max_files=1, max_fields=2, max_part_size=uploads.SETTINGS_LIMIT)
+            try:
+                file, settings = form.get("file"), form.get("settings")
+                if not isinstance(file, UploadFile):
+                    raise uploads.Refused(400, "send the image as the multipart field 'file'")
+                data = await file.read(cfg.daemon.max_bytes + 1)
+                raw = settings.encode() if isinstance(settings, str) else \
+                    await settings.read(uploads.SETTINGS_LIMIT + 1) if isinstance(settings, UploadFile) else None
+                job = await run_in_threadpool(uploads.accept, cfg, review.journal, file.filename, data, raw)
+            finally:
+                await form.close()
+        finally:
+            uploads.RECEIVING.release()
+    except uploads.Refused as exc:
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+    except HTTPException as exc:  # a multipart body that does not parse, or past its bounds
+        return JSONResponse({"error": f"the multipart body is refused: {exc.detail}"}, status_code=400)
+    return JSONResponse({"job": job.id, "archive": uploads.archive_id(job), "state": job.state,
+                         "url": f"/api/jobs/{job.id}"}, status_code=201, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+async def api_job(request: Request) -> Response:
+    """GET /api/jobs/<id>: its state and, once finished, its outputs and deliverables by URL."""
+    review = _review(request)
+    job = review.journal.get(_int(request.path_params["job"], 0))
+    if job is None:
+        return JSONResponse({"error": "no such job"}, status_code=404)
+    out = {"job": job.id, "name": job.name, "state": job.state, "attempts": job.attempts, "error": job.last_error,
+           "archive": uploads.archive_id(job), "duplicate_of": job.dup_of}
+    first = review.journal.get(job.dup_of) if job.dup_of else job
+    image = review.lookup(Path(first.archive).name) if first and first.archive else None
+    if image is not None and job.state in ("done", "duplicate"):
+        base = f"/files/{quote(image.id)}"
+        out.update(archive=image.id, page=f"/images/{quote(image.id)}",
+                   outputs=[{"name": n, "url": f"{base}/{quote(n)}"} for n in image.manifest.outputs()],
+                   deliverables=[{**d, "url": f"/delivered/{quote(image.id)}/{quote(d['preset'])}"}
+                                 for d in deliveries(image.manifest)["files"]],
+                   needs_review=image.manifest.attention())
+    return JSONResponse(out)
 
 
 async def no_icon(request: Request) -> Response:

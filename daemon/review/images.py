@@ -126,7 +126,7 @@ class Review:
             "regions": [{"before": r.before, "after": r.after} for r in m.regions()],
             "variants": _variants(image, original, upscaled),
             "upscale": _upscale(m),
-            "delivered": _delivered(m),
+            "delivered": deliveries(m),
             "prompt": _prompt(image.folder / m.original),
             "generation": _generation(m),
             "stages": [{"name": s.name, "status": str(s.status), "seconds": s.duration_s, "reason": s.reason,
@@ -281,7 +281,7 @@ def _upscale(m: Manifest) -> dict | None:
             "colour_fix": size.colour_fix if size else None, "drift": size.drift if size else None}
 
 
-def _delivered(m: Manifest) -> dict:
+def deliveries(m: Manifest) -> dict:
     """What left for the outbox, preset by preset (with what was held back or failed, and why)."""
     details = m.details("deliver")
     if details is None:
