@@ -470,6 +470,10 @@ def _status(cfg: Config, as_json: bool, failures: int) -> int:
     for s in data["sources"]:
         print(f"source {s['name']} ({s['mode']}, {s['path']}): {s['state']}; {s['known']} files known, "
               f"{s['queued']} queued, {s['done']} done, {s['failed']} failed")
+    for w in data["webhooks"]:
+        trouble = f"; {w['failing']} failing ({w['last_error']})" if w["failing"] else ""
+        print(f"webhook {w['url']}: {w['delivered']} delivered in 24 h, {w['waiting']} waiting{trouble}"
+              + (f", {w['gave_up']} given up" if w["gave_up"] else ""))
     if "cluster" in data:
         _print_cluster(data["cluster"])
     if data["needs_review"]["count"]:

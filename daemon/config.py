@@ -178,6 +178,42 @@ class ReviewConfig:
             err.add("token", "must be at least 16 characters (a shared secret, e.g. from `openssl rand -hex 24`)")
 
 
+WEBHOOK_EVENTS = ("done", "failed", "needs_review", "approved", "delivered")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One [[notify.webhook]]: a URL told of each event it asks for, in a JSON body signed with its secret."""
+
+    url: str = ""
+    secret: str = ""              # HMAC-SHA256 key: the X-Polishd-Signature header is sha256=<hex of the body's HMAC>
+    events: tuple[Literal["done", "failed", "needs_review", "approved", "delivered"], ...] = WEBHOOK_EVENTS
+    timeout: float = 10.0         # seconds one call may take; a receiver that does not answer is tried again later
+    give_up: float = 86400.0      # seconds after which an event that was never taken is given up (status says so)
+
+    def check(self, err: Errors) -> None:
+        if not re.match(r"^https?://[^\s/@]+(/\S*)?$", self.url):
+            err.add("url", f"must be an http:// or https:// URL without credentials in it (got {self.url!r})")
+        if len(self.secret) < 16:
+            err.add("secret", "must be at least 16 characters (the receiver checks each call's signature with it)")
+        if not self.events:
+            err.add("events", f"must name at least one of {', '.join(WEBHOOK_EVENTS)}")
+        err.between("timeout", self.timeout, 1.0, 120.0)
+        err.at_least("give_up", self.give_up, 60.0)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Word back when an image is done: [[notify.webhook]] tables (none by default)."""
+
+    webhook: tuple[WebhookConfig, ...] = ()
+
+    def check(self, err: Errors) -> None:
+        urls = [w.url for w in self.webhook]
+        for url in sorted({u for u in urls if urls.count(u) > 1}):
+            err.add("webhook", f"names {url!r} twice")
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -193,7 +229,7 @@ def _assemble() -> type:
     """The Config class: [paths], [daemon], [log], then each stage's own table in pipeline order."""
 
     tables = [("paths", PathsConfig), ("daemon", DaemonConfig), ("cluster", ClusterConfig), ("review", ReviewConfig),
-              ("log", LogConfig),
+              ("notify", NotifyConfig), ("log", LogConfig),
               *((stage.name, stage.Config) for stage in STAGES)]
     fields = [(name, cls, field(default_factory=cls)) for name, cls in tables]
     meta = [("source", Path | None, field(default=None)), ("sha256", str, field(default="")),
@@ -212,7 +248,7 @@ def _assemble() -> type:
 Config = _assemble()
 # Tables a per-image sidecar may override: the stages', not where files go or how the daemon runs.
 SIDECAR_TABLES = tuple(f.name for f in dataclasses.fields(Config)
-                       if f.name not in ("paths", "daemon", "cluster", "review", "log", *META_FIELDS))
+                       if f.name not in ("paths", "daemon", "cluster", "review", "notify", "log", *META_FIELDS))
 
 
 # --------------------------------------------------------------------------- loading

@@ -74,6 +74,21 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_sha ON ledger(sha256);
 CREATE INDEX IF NOT EXISTS ledger_source ON ledger(source);
+-- Webhook calls to make ([[notify.webhook]]), written with what they tell of, sent by `polishd run`; each has an
+-- id its receiver can deduplicate on, and stays until a 2xx answer takes it (or it is given up).
+CREATE TABLE IF NOT EXISTS outbox (
+    id         TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created    REAL NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_try   REAL NOT NULL,
+    delivered  REAL,
+    gave_up    REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(url, delivered, gave_up, next_try);
 -- Reviewers' decisions (polishd serve): per image (variant NULL) or per variant, newest last.
 CREATE TABLE IF NOT EXISTS reviews (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -402,8 +417,9 @@ class Journal:
 
     def finish(self, job_id: int, state: str, *, error: str | None = None, stage: str | None = None,
                dup_of: int | None = None, source: str | None = None, attention: str | None = None,
-               timings: dict[str, float] | None = None) -> None:
-        """``timings``: the seconds each stage that ran took (the dashboard's time per stage)."""
+               timings: dict[str, float] | None = None, outbox: list[tuple[str, str, str, str]] = ()) -> None:
+        """``timings``: the seconds each stage that ran took (the dashboard's time per stage); ``outbox``: the
+        webhook calls this ending makes (id, url, event, body), kept in the same transaction."""
         assert state in ("done", "failed", "duplicate")
         with self._tx() as db:
             db.execute(
@@ -411,6 +427,47 @@ class Journal:
                 " source=COALESCE(?, source), owner=NULL, attention=?, timings=? WHERE id=?",
                 (state, time.time(), error, stage, dup_of, source, attention,
                  json.dumps(timings) if timings else None, job_id))
+            self._post(db, outbox)
+
+    @staticmethod
+    def _post(db: sqlite3.Connection, outbox) -> None:
+        now = time.time()
+        db.executemany("INSERT INTO outbox(id,url,event,body,created,next_try) VALUES (?,?,?,?,?,?)",
+                       [(i, url, event, body, now, now) for i, url, event, body in outbox])
+
+    # -- webhooks ----------------------------------------------------------------------
+    def due(self, url: str, now: float, limit: int = 20) -> list[sqlite3.Row]:
+        return self._conn().execute("SELECT * FROM outbox WHERE url=? AND delivered IS NULL AND gave_up IS NULL "
+                                    "AND next_try<=? ORDER BY created, id LIMIT ?", (url, now, limit)).fetchall()
+
+    def outbox_sent(self, call: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET delivered=?, attempts=attempts+1, last_error=NULL WHERE id=?",
+                       (time.time(), call))
+
+    def outbox_failed(self, call: str, error: str, next_try: float | None) -> None:
+        """A try that did not take: tried again at ``next_try``, or given up (None)."""
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_try=COALESCE(?, next_try),"
+                       " gave_up=CASE WHEN ? IS NULL THEN ? END WHERE id=?",
+                       (error[:500], next_try, next_try, time.time(), call))
+
+    def outbox_counts(self, since: float) -> dict[str, dict]:
+        """Per webhook URL: calls waiting, of those failing (tried and not taken), delivered since ``since``,
+        given up, and the newest error."""
+        out: dict[str, dict] = {}
+        rows = self._conn().execute(
+            "SELECT url, SUM(delivered IS NULL AND gave_up IS NULL) AS waiting,"
+            " SUM(delivered IS NULL AND gave_up IS NULL AND attempts > 0) AS failing,"
+            " SUM(delivered >= ?) AS delivered, SUM(gave_up IS NOT NULL) AS gave_up FROM outbox GROUP BY url",
+            (since,))
+        for r in rows:
+            last = self._conn().execute("SELECT last_error FROM outbox WHERE url=? AND last_error IS NOT NULL "
+                                        "ORDER BY next_try DESC LIMIT 1", (r["url"],)).fetchone()
+            out[r["url"]] = {"waiting": r["waiting"] or 0, "failing": r["failing"] or 0,
+                             "delivered": r["delivered"] or 0, "gave_up": r["gave_up"] or 0,
+                             "last_error": last["last_error"] if last else None}
+        return out
 
     def needing_review(self, limit: int = 10) -> tuple[list[Job], int]:
         """Finished images whose newest job flagged them for a person's look and that no reviewer has
@@ -549,13 +606,15 @@ class Journal:
         return [Job(**dict(r)) for r in rows]
 
     # -- reviews (polishd serve) ---------------------------------------------------------
-    def add_review(self, archive: str, variant: str | None, decision: str, reason: str, who: str) -> dict:
+    def add_review(self, archive: str, variant: str | None, decision: str, reason: str, who: str,
+                   outbox: list[tuple[str, str, str, str]] = ()) -> dict:
         with self._tx() as db:
             at = time.time()
             cur = db.execute("INSERT INTO reviews(archive, variant, decision, reason, who, at) VALUES (?,?,?,?,?,?)",
                              (archive, variant, decision, reason, who, at))
             if variant is None:
                 db.execute("UPDATE jobs SET review=? WHERE archive=?", (decision, archive))
+            self._post(db, outbox)
             return {"id": cur.lastrowid, "variant": variant, "decision": decision, "reason": reason, "who": who,
                     "at": at}
 

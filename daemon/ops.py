@@ -37,6 +37,10 @@ def status_data(cfg: Config, failures: int = 10) -> dict:
                         **{k: counted.get(s.label, {}).get(k, 0) for k in ("known", "queued", "running", "done",
                                                                            "failed")}}
                        for s in cfg.daemon.source]
+    sent = journal.outbox_counts(time.time() - 86400)
+    data["webhooks"] = [{"url": h.url.split("?", 1)[0],  # a query may carry a receiver's key: not shown
+                         **sent.get(h.url, {"waiting": 0, "failing": 0, "delivered": 0, "gave_up": 0,
+                                            "last_error": None})} for h in cfg.notify.webhook]
     if cfg.cluster.enabled:
         c = cluster_status(cfg)
         sent = journal.dispatched()

@@ -42,6 +42,7 @@ from PIL import Image
 
 from daemon import archive as arc
 from daemon import config as config_mod
+from daemon import webhooks
 from daemon.archive import (
     ArchiveFolder,
     DuplicateRecord,
@@ -542,7 +543,11 @@ class JournalEndings:
         attention = manifest.attention() if manifest is not None else []
         timings = {s.name: s.duration_s for s in manifest.stages if s.done and s.duration_s is not None} \
             if manifest is not None else None
-        self.journal.finish(job.id, "done", attention="\n".join(attention) or None, timings=timings)
+        payload = webhooks.job_payload(job, "done", archive, manifest)
+        events = ["done"] + (["needs_review"] if attention else []) + (["delivered"] if payload["deliverables"]
+                                                                       else [])
+        self.journal.finish(job.id, "done", attention="\n".join(attention) or None, timings=timings,
+                            outbox=webhooks.calls(self.config(), events, payload))
         if attention:
             log.warning("image needs review", reasons=attention)
 
@@ -568,8 +573,9 @@ class JournalEndings:
                 problems.append(f"not moved to failed/ ({err}); left in the inbox and not taken again until "
                                 "it changes")
         error = "; ".join([message, *problems])
+        calls = webhooks.calls(self.config(), ["failed"], webhooks.job_payload(job, "failed", None, error=error))
         self.journal.finish(job.id, "failed", error=error, stage=stage,
-                            source=str(destination) if destination else None)
+                            source=str(destination) if destination else None, outbox=calls)
         if report is not None:
             log.error("image failed", stage=stage, error=error, moved_to=str(destination or ""))
         _upload_folder_gone(job)

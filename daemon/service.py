@@ -20,7 +20,7 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from daemon import config as config_mod
-from daemon import talk
+from daemon import talk, webhooks
 from daemon.config import Config, ConfigError
 from daemon.coordinator import Dispatcher
 from daemon.grouping import Grouping, kept_models
@@ -188,6 +188,7 @@ class Daemon:
         sources = [SourceWatcher(s, self.current, self.journal, self.work) for s in cfg.daemon.source]
         for source in sources:
             source.start()
+        webhooks.start(self.current, self.journal, self.signals.stop)
         if self.dispatcher is not None:  # the jobs run on `polishd worker` processes
             workers = [threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)]
         else:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from daemon import archive as arc
 from daemon import config as config_mod
+from daemon import webhooks
 from daemon.archive import ArchiveFolder, Manifest, ManifestError, PickRecord, ReviewDecision, RunRecord
 from daemon.config import Config
 from daemon.journal import Job, Journal
@@ -204,8 +205,15 @@ class Review:
         return self.rerun(image, keep_review=False), n
 
     def decide(self, image: Archived, decision: str, reason: str, variant: str | None, who: str) -> ReviewDecision:
-        """Recorded in the journal and in the manifest's ``review`` list (who, when, what)."""
-        record = self.journal.add_review(str(image.folder), variant, decision, reason, who)
+        """Recorded in the journal and in the manifest's ``review`` list (who, when, what); an approval tells the
+        webhooks that ask for it (sent by ``polishd run``)."""
+        calls = []
+        job = self.journal.by_archive(str(image.folder))
+        if decision == "approve" and job is not None:
+            payload = webhooks.job_payload(job, job.state, image.folder, image.manifest)
+            calls = webhooks.calls(self.cfg, ["approved"], {**payload, "variant": variant, "reviewer": who,
+                                                             "reason": reason})
+        record = self.journal.add_review(str(image.folder), variant, decision, reason, who, outbox=calls)
         entry = ReviewDecision(who, _now(record["at"]), decision, reason, variant)
         image.manifest.review.append(entry)
         image.archive.write_manifest(image.manifest)
