@@ -186,8 +186,8 @@ class Daemon:
         observer = start_observer(cfg.daemon.watch, schedule)
         watcher.start()
         sources = [SourceWatcher(s, self.current, self.journal, self.work) for s in cfg.daemon.source]
-        for source in sources:
-            source.start()
+        for source in sources:  # a big tree's first walk takes seconds: the inbox's jobs do not wait for it
+            threading.Thread(target=source.start, name=f"source-start-{source.label}", daemon=True).start()
         webhooks.start(self.current, self.journal, self.signals.stop)
         if self.dispatcher is not None:  # the jobs run on `polishd worker` processes
             workers = [threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)]

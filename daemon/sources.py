@@ -101,6 +101,9 @@ class SourceWatcher:
         self._look()
         log.info("source watched", source=self.label, path=str(self.root), mode=self.source.mode, state=self.state,
                  known=len(self.known), new=len(self._pending), seconds=round(time.monotonic() - t0, 2))
+        if self._stop.is_set():  # stopped while its first walk ran (the daemon starts it in a thread)
+            self._unwatch()
+            return
         self._thread = threading.Thread(target=self._loop, name=f"source-{self.label}", daemon=True)
         self._thread.start()
 
