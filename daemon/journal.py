@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from daemon.grouping import Grouping
@@ -208,7 +209,11 @@ class Journal:
     def _conn(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            # Made by the first connection only: a later thread's never makes a new, empty journal where the
+            # file was deleted (the daemon notices that and stops; see intact()).
+            made = getattr(self, "_identity", None) is not None
+            db = sqlite3.connect(f"file:{quote(str(self.path))}?mode={'rw' if made else 'rwc'}", uri=True,
+                                 timeout=30.0, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")

@@ -15,7 +15,7 @@ REPO = Path(__file__).parent.parent
 def _flatten(obj, prefix=""):
     out = {}
     for f in dataclasses.fields(obj):
-        if f.name in config_mod.META_FIELDS:
+        if not prefix and f.name in config_mod.META_FIELDS:  # the config's own, not options ([daemon].source is)
             continue
         v = getattr(obj, f.name)
         key = f"{prefix}{f.name}"
