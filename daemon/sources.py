@@ -37,7 +37,7 @@ from daemon.config import Config, SourceConfig
 from daemon.grouping import checkpoint_key
 from daemon.intake import sidecar_suffix
 from daemon.journal import Journal
-from daemon.watcher import _Handler, _Pending, still
+from daemon.watcher import Settling, _Handler, _Pending
 
 log = structlog.get_logger("polishd.sources")
 
@@ -74,9 +74,10 @@ def walk(source: SourceConfig):
                     continue
 
 
-class SourceWatcher:
+class SourceWatcher(Settling):
     def __init__(self, source: SourceConfig, config: Callable[[], Config], journal: Journal,
                  wake: threading.Event, observer_factory: Callable[[], object] = Observer):
+        super().__init__()
         self.source = source
         self.label = source.label
         self.root = Path(source.path)
@@ -87,8 +88,6 @@ class SourceWatcher:
         self.observer = None
         self.state = "starting"   # watching | polling | unreachable
         self.known: dict[str, tuple[int, int]] = {}
-        self._pending: dict[str, _Pending] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._limit_said = False
@@ -179,19 +178,12 @@ class SourceWatcher:
                     self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
 
     def touch(self, path: str) -> None:
-        p = Path(path)
-        if not matches(p.name, self.source):
+        if not matches(Path(path).name, self.source):
             return
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            with self._lock:
+        st = self._seen(path)
+        if st is not None and (not stat.S_ISREG(st.st_mode) or self.known.get(path) == (st.st_size, st.st_mtime_ns)):
+            with self._lock:  # a link or a FIFO is no source file; one taken as it is, is not read again
                 self._pending.pop(path, None)
-            return
-        if not stat.S_ISREG(st.st_mode) or self.known.get(path) == (st.st_size, st.st_mtime_ns):
-            return
-        with self._lock:
-            self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
 
     def _loop(self) -> None:
         last_look = time.monotonic()
@@ -206,19 +198,8 @@ class SourceWatcher:
             except Exception:  # a source must outlive any one odd file
                 log.exception("source watcher error; carrying on", source=self.label)
 
-    def _settle(self, delay: float) -> None:
-        now = time.monotonic()
-        with self._lock:
-            due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
-        for path, seen in due:
-            ready, current = still(path, seen)
-            with self._lock:
-                if current is None or ready:
-                    self._pending.pop(path, None)
-                else:
-                    self._pending[path] = current
-            if ready and current is not None:
-                self._take(Path(path))
+    def _ready(self, path: Path) -> None:
+        self._take(path)
 
     def _take(self, path: Path) -> None:
         try:

@@ -78,6 +78,44 @@ def still(path: str, seen: _Pending) -> tuple[bool, _Pending | None]:
     return same, current
 
 
+class Settling:
+    """Files seen and waiting to be still (``stability_delay`` without events, size and mtime unchanged between
+    two looks): the inbox's and each watched tree's.  ``_ready(path)`` takes one that is."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def _seen(self, path: str) -> os.stat_result | None:
+        """Notes ``path`` as just changed; its stat, or None (and forgotten) when it is gone."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            with self._lock:
+                self._pending.pop(path, None)
+            return None
+        with self._lock:
+            self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+        return st
+
+    def _settle(self, delay: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
+        for path, seen in due:
+            ready, current = still(path, seen)
+            with self._lock:
+                if current is None or ready:
+                    self._pending.pop(path, None)
+                else:
+                    self._pending[path] = current
+            if ready:
+                self._ready(Path(path))
+
+    def _ready(self, path: Path) -> None:
+        raise NotImplementedError
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, touch: Callable[[str], None]):
         self.touch = touch
@@ -89,14 +127,13 @@ class _Handler(FileSystemEventHandler):
         self.touch(os.fsdecode(path))
 
 
-class InboxWatcher:
+class InboxWatcher(Settling):
     def __init__(self, config: Callable[[], Config], journal: Journal, wake: threading.Event):
+        super().__init__()
         self.config = config
         self.journal = journal
         self.wake = wake
         self.inbox = config().paths.inbox
-        self._pending: dict[str, _Pending] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._warned_orphans: set[str] = set()
         self._warned_folders: set[str] = set()
@@ -123,16 +160,8 @@ class InboxWatcher:
     # -- events ------------------------------------------------------------------------
     def touch(self, path: str) -> None:
         p = Path(path)
-        if p.parent != self.inbox or not self._candidate(p.name):
-            return
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            with self._lock:
-                self._pending.pop(path, None)
-            return
-        with self._lock:
-            self._pending[path] = _Pending(time.monotonic(), st.st_size, st.st_mtime_ns)
+        if p.parent == self.inbox and self._candidate(p.name):
+            self._seen(path)
 
     def _candidate(self, name: str) -> bool:
         return not is_junk(name, self.config().daemon.ignore) and sidecar_suffix(name) is None
@@ -180,21 +209,8 @@ class InboxWatcher:
             except Exception:  # the watcher must outlive any one odd file
                 log.exception("watcher error; carrying on")
 
-    def _settle(self, delay: float) -> None:
-        now = time.monotonic()
-        with self._lock:
-            due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
-        for path, seen in due:
-            ready, current = still(path, seen)
-            with self._lock:
-                if current is None:
-                    self._pending.pop(path, None)
-                elif not ready:
-                    self._pending[path] = current
-                else:
-                    self._pending.pop(path, None)
-            if ready:
-                self._enqueue(Path(path))
+    def _ready(self, path: Path) -> None:
+        self._enqueue(path)
 
 
     def _unreadable(self, path: Path, st: os.stat_result, exc: OSError, shown: Path | None = None) -> None:
