@@ -73,8 +73,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     job        INTEGER,
     seen       REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ledger_sha ON ledger(sha256);
-CREATE INDEX IF NOT EXISTS ledger_source ON ledger(source);
+CREATE INDEX IF NOT EXISTS ledger_bytes ON ledger(source, sha256);
 -- Webhook calls to make ([[notify.webhook]]), written with what they tell of, sent by `polishd run`; each has an
 -- id its receiver can deduplicate on, and stays until a 2xx answer takes it (or it is given up).
 CREATE TABLE IF NOT EXISTS outbox (
@@ -248,31 +247,32 @@ class Journal:
         rows = self._conn().execute("SELECT path, size, mtime_ns FROM ledger WHERE source=?", (source,))
         return {r["path"]: (r["size"], r["mtime_ns"]) for r in rows}
 
-    def take_watched(self, path: Path, source: str, sha256: str, st: os.stat_result, *, move: bool,
-                     checkpoint: str = "") -> Job | None:
-        """A stable file of a watched tree: queued once by its bytes.  None when these bytes were taken before
-        (the same file seen again, or renamed or copied inside the tree): the ledger then only notes where
-        they are now.  In "move" mode the file leaves the tree as the inbox's do; in "leave" mode it stays."""
-        size, mtime_ns = st.st_size, st.st_mtime_ns
+    def take_watched(self, files: list[tuple[Path, str, os.stat_result, str]], source: str, *,
+                     move: bool) -> list[Job]:
+        """Stable files of a watched tree, (path, sha256, stat, checkpoint) each, in one transaction: each
+        queued once by its bytes.  Bytes taken before (the same file seen again, or renamed or copied inside
+        the tree) make no job: the ledger only notes where they are now.  In "move" mode a file leaves the
+        tree as the inbox's do; in "leave" mode it stays.  Returns the jobs made."""
+        made = []
         with self._tx() as db:
             now = time.time()
-            earlier = db.execute("SELECT job FROM ledger WHERE sha256=? AND source=? LIMIT 1",
-                                 (sha256, source)).fetchone()
-            if earlier is not None:
+            for path, sha256, st, checkpoint in files:
+                earlier = db.execute("SELECT job FROM ledger WHERE sha256=? AND source=? LIMIT 1",
+                                     (sha256, source)).fetchone()
+                job = earlier["job"] if earlier is not None else None
+                if earlier is None:
+                    if db.execute("SELECT 1 FROM jobs WHERE source=? AND state IN ('queued','running')",
+                                  (str(path),)).fetchone():
+                        continue
+                    job = db.execute(
+                        "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,created,checkpoint,watched)"
+                        " VALUES (?,?,?,?,?,'queued',?,?,?,?)",
+                        (str(path), path.name, sha256, st.st_size, st.st_mtime, "inbox" if move else "process",
+                         now, checkpoint, source)).lastrowid
+                    made.append(job)
                 db.execute("INSERT OR REPLACE INTO ledger(path,source,size,mtime_ns,sha256,job,seen)"
-                           " VALUES (?,?,?,?,?,?,?)", (str(path), source, size, mtime_ns, sha256, earlier["job"], now))
-                return None
-            if db.execute("SELECT 1 FROM jobs WHERE source=? AND state IN ('queued','running')",
-                          (str(path),)).fetchone():
-                return None
-            cur = db.execute(
-                "INSERT INTO jobs(source,name,sha256,bytes,mtime,state,origin,created,checkpoint,watched)"
-                " VALUES (?,?,?,?,?,'queued',?,?,?,?)",
-                (str(path), path.name, sha256, size, st.st_mtime, "inbox" if move else "process", now,
-                 checkpoint, source))
-            db.execute("INSERT OR REPLACE INTO ledger(path,source,size,mtime_ns,sha256,job,seen)"
-                       " VALUES (?,?,?,?,?,?,?)", (str(path), source, size, mtime_ns, sha256, cur.lastrowid, now))
-            return self._get(db, cur.lastrowid)
+                           " VALUES (?,?,?,?,?,?,?)", (str(path), source, st.st_size, st.st_mtime_ns, sha256, job, now))
+            return [self._get(db, j) for j in made]
 
     def enqueue_upload(self, path: Path, sha256: str, size: int, mtime: float) -> Job:
         """A file sent over HTTP (daemon/review/uploads.py), written under state/uploads: queued like an

@@ -42,6 +42,7 @@ from daemon.watcher import Settling, _Handler, _Pending
 log = structlog.get_logger("polishd.sources")
 
 WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+BATCH = 500  # stable files taken in one transaction
 
 
 def matches(name: str, source: SourceConfig) -> bool:
@@ -198,32 +199,42 @@ class SourceWatcher(Settling):
             except Exception:  # a source must outlive any one odd file
                 log.exception("source watcher error; carrying on", source=self.label)
 
-    def _ready(self, path: Path) -> None:
-        self._take(path)
+    def _ready(self, paths: list[Path]) -> None:
+        """Hashes the stable files and takes them, a few hundred a transaction (a first look at a big tree is
+        one synced write a batch, not one a file)."""
+        for start in range(0, len(paths), BATCH):
+            files = [f for f in map(self._read, paths[start:start + BATCH]) if f is not None]
+            if self._stop.is_set() or not files:
+                continue
+            jobs = self.journal.take_watched(files, self.label, move=self.source.mode == "move")
+            if self.source.mode == "leave":
+                self.known.update((str(p), (st.st_size, st.st_mtime_ns)) for p, _, st, _ in files)
+            self.taken += len(jobs)
+            for job in jobs if len(jobs) <= 20 else ():
+                log.info("queued", path=job.source, job=job.id, sha256=job.sha256[:12], source=self.label)
+            if len(jobs) > 20:
+                log.info("queued", source=self.label, files=len(jobs), first_job=jobs[0].id, last_job=jobs[-1].id)
+            if jobs:
+                self.wake.set()
 
-    def _take(self, path: Path) -> None:
+    def _read(self, path: Path) -> tuple[Path, str, os.stat_result, str] | None:
+        """(path, sha256, stat, checkpoint) of a file still as it was seen; None when it cannot be read now or
+        changed meanwhile (then it is looked at again)."""
         try:
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
-                return
+                return None
             str(path).encode("utf-8")
             digest = sha256_file(path)
             after = os.lstat(path)
         except (OSError, UnicodeEncodeError) as exc:
             log.warning("a source file cannot be read; it is looked at again when it changes", source=self.label,
                         path=os.fsencode(path).decode("utf-8", "backslashreplace"), error=str(exc))
-            return
+            return None
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             self.touch(str(path))  # still being written after all
-            return
-        job = self.journal.take_watched(path, self.label, digest, st, move=self.source.mode == "move",
-                                        checkpoint=checkpoint_key(path))
-        if self.source.mode == "leave":
-            self.known[str(path)] = (st.st_size, st.st_mtime_ns)
-        if job is not None:
-            self.taken += 1
-            log.info("queued", path=str(path), job=job.id, sha256=digest[:12], source=self.label)
-            self.wake.set()
+            return None
+        return path, digest, st, checkpoint_key(path)
 
     def status(self) -> dict:
         return {"name": self.label, "path": str(self.root), "mode": self.source.mode, "state": self.state,

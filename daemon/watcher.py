@@ -80,7 +80,7 @@ def still(path: str, seen: _Pending) -> tuple[bool, _Pending | None]:
 
 class Settling:
     """Files seen and waiting to be still (``stability_delay`` without events, size and mtime unchanged between
-    two looks): the inbox's and each watched tree's.  ``_ready(path)`` takes one that is."""
+    two looks): the inbox's and each watched tree's.  ``_ready(paths)`` takes those that are."""
 
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
@@ -102,6 +102,7 @@ class Settling:
         now = time.monotonic()
         with self._lock:
             due = [(p, s) for p, s in self._pending.items() if now - s.last_event >= delay]
+        ready_now = []
         for path, seen in due:
             ready, current = still(path, seen)
             with self._lock:
@@ -110,9 +111,11 @@ class Settling:
                 else:
                     self._pending[path] = current
             if ready:
-                self._ready(Path(path))
+                ready_now.append(Path(path))
+        if ready_now:
+            self._ready(ready_now)
 
-    def _ready(self, path: Path) -> None:
+    def _ready(self, paths: list[Path]) -> None:
         raise NotImplementedError
 
 
@@ -209,8 +212,9 @@ class InboxWatcher(Settling):
             except Exception:  # the watcher must outlive any one odd file
                 log.exception("watcher error; carrying on")
 
-    def _ready(self, path: Path) -> None:
-        self._enqueue(path)
+    def _ready(self, paths: list[Path]) -> None:
+        for path in paths:
+            self._enqueue(path)
 
 
     def _unreadable(self, path: Path, st: os.stat_result, exc: OSError, shown: Path | None = None) -> None:
