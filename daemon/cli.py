@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import __version__, folders, logs, ops
+from daemon import __version__, folders, logs, ops, webhooks
 from daemon import config as config_mod
 from daemon.archive import sha256_file
 from daemon.config import Config, ConfigError, SourceConfig
@@ -372,6 +372,7 @@ def _process(cfg: Config, stages: list[Stage], paths: list[Path], progress: bool
     if bar:
         bar.close()
         logs.print_to(sys.stderr)
+    webhooks.send_once(cfg, journal, {o.job_id for o in outcomes})  # word back now; the rest waits for `run`
     for stage in stages:
         stage.close()
     for o in outcomes:

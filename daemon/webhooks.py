@@ -8,7 +8,7 @@ when a 2xx comes back; otherwise it is tried again after 5 s, 10 s, 20 s … (at
 up after ``give_up`` seconds — ``status`` and the dashboard show what waits, what fails and why.  Each call
 carries an id (in the body and in ``X-Polishd-Delivery``) that stays the same across tries and restarts: a
 receiver that may have answered a try that was then lost (a kill at the wrong moment) sees the id again and
-drops the copy.
+drops the copy.  ``polishd process`` tries its own calls once as it ends; what does not take waits for ``run``.
 
 Each request: ``POST`` the body, ``Content-Type: application/json``, ``X-Polishd-Event: <event>``,
 ``X-Polishd-Delivery: <id>``, ``X-Polishd-Signature: sha256=<hex HMAC-SHA256 of the body with the secret>``.
@@ -132,6 +132,17 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirects())
+
+
+def send_once(cfg: Config, journal: Journal, jobs: set[int]) -> None:
+    """One try of the calls due now that tell of ``jobs`` (``polishd process`` at its end: its own, not a
+    running daemon's); what does not take waits in the outbox for ``polishd run``."""
+    stop = threading.Event()
+    for hook in cfg.notify.webhook:
+        sender = Sender(lambda hook=hook: hook, hook.url, journal, stop)
+        for row in journal.due(hook.url, time.time(), limit=10_000):
+            if json.loads(row["body"]).get("job") in jobs:
+                sender._send(hook, row)
 
 
 def start(config: Callable[[], Config], journal: Journal, stop: threading.Event) -> list[Sender]:

@@ -154,3 +154,19 @@ def test_a_webhook_must_be_http_with_a_secret_and_without_credentials_in_its_url
         config_mod.parse('[[notify.webhook]]\nurl = "https://example.com/hook"\nsecret = "short"\n')
     with pytest.raises(config_mod.ConfigError, match=r"\[notify\] cannot be set per image"):
         config_mod.with_overrides(config_mod.parse(""), {"notify": {"webhook": []}}, "x.toml")
+
+
+def test_process_tells_the_webhooks_of_its_own_images_as_it_ends(tmp_path):
+    receiver = Receiver()
+    _config(tmp_path, receiver)
+    src = tmp_path / "one.png"
+    src.write_bytes(png_bytes(seed=81))
+    try:
+        out = subprocess.run([sys.executable, "-m", "tests.helpers.run_polishd", "--", "--config",
+                              str(tmp_path / "pipeline.toml"), "process", str(src)], cwd=REPO, capture_output=True,
+                             text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        assert [(b["event"], b["image"]) for b in receiver.taken] == [("done", "one.png")]
+        assert receiver.bad_signatures == 0
+    finally:
+        receiver.close()
