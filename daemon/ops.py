@@ -17,8 +17,9 @@ def journal_path(cfg: Config) -> Path:
     return cfg.paths.state / "journal.sqlite3"
 
 
-def status_data(cfg: Config, failures: int = 10) -> dict:
-    journal = Journal(journal_path(cfg))
+def status_data(cfg: Config, failures: int = 10, journal: Journal | None = None) -> dict:
+    """``journal``: one already open (the review page's), else the config's is opened."""
+    journal = journal or Journal(journal_path(cfg))
     counts = journal.counts()
     hour = journal.done_since(time.time() - 3600)
     recent = [{"id": j.id, "name": j.name, "stage": j.error_stage, "error": j.last_error, "attempts": j.attempts,

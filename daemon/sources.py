@@ -235,7 +235,3 @@ class SourceWatcher(Settling):
             self.touch(str(path))  # still being written after all
             return None
         return path, digest, st, checkpoint_key(path)
-
-    def status(self) -> dict:
-        return {"name": self.label, "path": str(self.root), "mode": self.source.mode, "state": self.state,
-                "pending": len(self._pending)}

@@ -77,7 +77,7 @@ def dashboard(cfg: Config, journal: Journal, now: float | None = None) -> dict:
     from daemon.pipeline import STAGES
 
     now = time.time() if now is None else now
-    data = ops.status_data(cfg, failures=20)
+    data = ops.status_data(cfg, failures=20, journal=journal)
     oldest = journal.oldest_queued()
     decided = journal.decisions()
     reviewed = decided["approve"] + decided["reject"]
