@@ -4,8 +4,12 @@ Recall comes first — a missed hand is never repaired — so one image is searc
 several ways and the results merged:
 
 * both face models (short range for close-ups, full range for small far faces);
-* the hand landmarker with ``num_hands`` well above MediaPipe's default of one (on a grey picture with a
-  lower palm-detection threshold: the palm detector scores grey hands far lower than the same in colour);
+* the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
+* on a grey or toned picture (black-and-white, sepia) the hands searched again with a lower palm-detection
+  threshold — the palm detector scores grey hands far lower than the same in colour — on the picture's
+  tones stretched and on a skin-toned copy of them (the colour cue it was trained with, given back); what
+  only the lowered threshold finds is kept when the hand landmark model, on the crop its joints give, sees
+  a hand there at all;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
@@ -61,6 +65,13 @@ GREY_COLOURED = 0.005  # … and a picture with fewer such pixels than this shar
 GREY_HAND_DETECTION = 0.05  # the hand landmarker's thresholds on grey pictures: its palm detector scores grey
                             # hands far lower (0.05–0.2 where the same hands in colour score 0.5–1), while its
                             # landmark model still knows them; the handedness score filters as on colour pictures
+GREY_SETTLED = 0.2   # … and the landmark model's hand flag on the crop a find's joints give: the lowered threshold
+                     # lets through a shuttle model, a torso, a flag (flag 0.01–0.13 on the development set's grey
+                     # copies) beside real grey hands (0.15–1; dark gloves lowest)
+TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies along one hue only (the RMS across
+                     # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
+                     # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
+SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 
@@ -83,10 +94,23 @@ class DetectorSettings:
 
 
 def is_grey(rgb: Image.Image) -> bool:
-    """Whether a picture is grey: fewer than ``GREY_COLOURED`` of its pixels have channels more than
-    ``GREY_SPREAD`` levels apart (read on a copy of at most 512 px), so a colour photo on a grey backdrop is not."""
-    small = np.asarray(rgb.reduce(max(1, max(rgb.size) // 512)) if max(rgb.size) > 512 else rgb, dtype=np.int16)
-    return float(((small.max(axis=2) - small.min(axis=2)) > GREY_SPREAD).mean()) < GREY_COLOURED
+    """Whether a picture is grey or toned (read on a copy of at most 512 px): fewer than ``GREY_COLOURED`` of
+    its pixels have channels more than ``GREY_SPREAD`` levels apart (so a colour photo on a grey backdrop is
+    not), or those that do have one hue — their colour, less its grey, varies along one line through grey by less
+    than ``TONED_SPREAD`` levels (RMS) across it."""
+    small = np.asarray(rgb.reduce(max(1, max(rgb.size) // 512)) if max(rgb.size) > 512 else rgb, dtype=np.float32)
+    coloured = (small.max(axis=2) - small.min(axis=2)) > GREY_SPREAD
+    if float(coloured.mean()) < GREY_COLOURED:
+        return True
+    chroma = small[coloured] - small[coloured].mean(axis=1, keepdims=True)
+    spread = np.linalg.svd(chroma, compute_uv=False) / np.sqrt(len(chroma))
+    return float(spread[1]) < TONED_SPREAD
+
+
+def grey_views(rgb: Image.Image) -> list[Image.Image]:
+    """A grey picture's tones stretched (1 % clipped at each end), and the same skin-toned (``SKIN``)."""
+    stretched = ImageOps.autocontrast(ImageOps.grayscale(rgb), cutoff=1)
+    return [stretched.convert("RGB"), ImageOps.colorize(stretched, (0, 0, 0), SKIN)]
 
 
 def _same_as_any(d: Detection, others: list[Detection], nested: bool = True) -> bool:
@@ -213,8 +237,7 @@ class Detector:
             self._hands = landmarker(settings.hand_confidence)
             self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
         self._joints = None
-        if settings.hands and settings.hands_behind:
-
+        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
 
     def close(self) -> None:
@@ -235,9 +258,10 @@ class Detector:
         grey = self._grey = is_grey(rgb)
         with self._timed("whole"):
             found = self._pass(rgb)
-        if self._grey:  # a grey picture's hands are found more often with its tones stretched too
+        if self._grey:  # a grey picture's hands are found more often with its tones stretched and skin-toned
             with self._timed("grey"):
-                found += self._pass(ImageOps.autocontrast(rgb, cutoff=1), faces=False)
+                for view in grey_views(rgb):
+                    found += self._pass(view, faces=False)
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
                 big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
@@ -266,7 +290,7 @@ class Detector:
                 with self._timed("bodies"):
                     found += self._bodies(rgb, regions, faces, merged)
         found = [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
-        if self._joints is not None and any(d.kind == "hand" for d in found):
+        if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)
         return found
@@ -371,6 +395,8 @@ class Detector:
                 if self._grey and handedness[0].score < CONFIRM:
                     continue  # the lowered thresholds let coat folds through: what they find must be sure
                 pts = [(p.x * w, p.y * h) for p in landmarks]
+                if self._grey and self._joints.settle(rgb, pts)[1] < GREY_SETTLED:
+                    continue  # … and a hand to the landmark model on its own crop
                 out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
                                      handedness[0].category_name))
         return out

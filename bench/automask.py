@@ -11,9 +11,10 @@ milliseconds of each pass.  Then recall and precision (by count per photo) and m
 resized to a long side of 512, 1024 and 4096 px, and hand recall on the development set alone.  Last,
 people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
 pass; and copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
-pass, which must add no hand that is not there.  Writes bench/out/automask.md,
-bench/out/automask.png (every photo's detections and mask outlines, as 10-detections.png draws them) and
-bench/out/automask_far.png (people far away in a large frame, where the bodies pass finds their hands).
+pass, which must add no hand that is not there; and every photo and copy in colour, grey and sepia.
+Writes bench/out/automask.md, bench/out/automask.png (every photo's detections and mask outlines, as
+10-detections.png draws them) and bench/out/automask_far.png (people far away in a large frame, where the
+bodies pass finds their hands).
 """
 
 from __future__ import annotations
@@ -191,6 +192,38 @@ def copies(todo: list[Photo], mesh: FaceMesh | None) -> list[str]:
     return out
 
 
+CHANGES = {"as it is": lambda im: im, "mirrored": ImageOps.mirror, "turned 90°": lambda im: im.rotate(90, expand=True),
+           "darker": lambda im: Image.eval(im, lambda v: v * 3 // 5), "1024 px": lambda im: resized(im, 1024)}
+LOOKS = {"colour": lambda im: im, "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
+         "sepia": lambda im: ImageOps.colorize(ImageOps.grayscale(im), (0, 0, 0), (255, 230, 191))}
+
+
+def tones(todo: list[Photo]) -> list[str]:
+    """Every photo (and copies of it, see ``CHANGES``) in colour, grey and sepia: hands found and false, so that
+    a grey picture's recall is read beside the same pictures' in colour (the camera man is grey in all three)."""
+    detector = Detector(settings())
+    out = ["", "Hands in colour, grey and sepia: every photo and its copies, hands found (of those there) and "
+           "false finds, and the ms per image (median, slowest):", "",
+           "| look | " + " | ".join(CHANGES) + " | in all | recall | false | ms median | ms slowest |",
+           "|---|" + "---|" * (len(CHANGES) + 5)]
+    for look, tone in LOOKS.items():
+        cells, there, true, false, times = [], 0, 0, 0, []
+        for change in CHANGES.values():
+            e = t = f = 0
+            for p in todo:
+                found, _ = kept(detector, tone(change(Image.open(p.path).convert("RGB"))))
+                times.append(sum(detector.timings.values()))
+                n = count(found, "hand")
+                e, t, f = e + p.hands, t + min(n, p.hands), f + max(0, n - p.hands)
+            cells.append(f"{t}/{e}" + (f" +{f}" if f else ""))
+            there, true, false = there + e, true + t, false + f
+        out.append(f"| {look} | " + " | ".join(cells) + f" | {true}/{there} | {true / there:.0%} | {false} | "
+                   f"{statistics.median(times):.0f} | {max(times):.0f} |")
+        print(out[-1], flush=True)
+    detector.close()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per image (the median is reported)")
@@ -199,7 +232,7 @@ def main(argv=None) -> int:
     detector = Detector(settings())
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
-    passes = ["whole", "2x", "tiles", "second look", "bodies", "behind", "face mesh"]
+    passes = ["whole", "grey", "2x", "tiles", "second look", "bodies", "behind", "face mesh"]
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              "`python -m bench.automask`. Counts are of what the stage keeps: faces ≥ "
              f"{cfg.face.min_confidence:.2f}, hands ≥ {cfg.hand.min_confidence:.2f}.", ""]
@@ -265,6 +298,7 @@ def main(argv=None) -> int:
                   + "; ".join(dev_lines) + "."]
     lines += far_people(todo)
     lines += copies(todo, mesh)
+    lines += tones(todo)
     detector.close()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "automask.md").write_text("\n".join(lines) + "\n")
