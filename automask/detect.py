@@ -11,6 +11,9 @@ several ways and the results merged:
   only the lowered threshold finds is kept when the hand landmark model, on the crop its joints give, sees
   a hand there at all;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
+* a mid-sized picture's faces (between those two) in 512 px tiles with the full-range model alone (a group
+  photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second
+  look finds it too;
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
   it again (large images must not invent faces), and a hand only tiles found is not kept beside
@@ -52,6 +55,7 @@ SHIPPED = {
     "hand": MODELS / "hand_landmarker.task",
 }
 HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wrist lie outside
+FACE_TILE = 512    # px: the tiles a mid-sized picture's faces are searched in again
 SECOND_LOOK = 192  # px: the long side of the context crop a tile's find is checked on (a third of it the find)
 CONFIRM = 0.7      # the score the second look must give it
 WHOLE_SURE = 0.5   # a find of the whole view that confirms a tile's find without a second look
@@ -258,16 +262,24 @@ class Detector:
         grey = self._grey = is_grey(rgb)
         with self._timed("whole"):
             found = self._pass(rgb)
-        if self._grey:  # a grey picture's hands are found more often with its tones stretched and skin-toned
+        if self._grey:  # a grey picture's faces and hands are found more often skin-toned, hands stretched too
             with self._timed("grey"):
-                for view in grey_views(rgb):
-                    found += self._pass(view, faces=False)
+                stretched, skin = grey_views(rgb)
+                # A face the skin-toned copy adds is a new one only away from the faces found: its box can sit
+                # off the same face's, too far for the IoU of ``nms`` to join them.
+                found += self._pass(stretched, faces=False) + [
+                    d for d in self._pass(skin) if d.kind == "hand" or not any(
+                        o.kind == "face" and o.box[0] <= (d.box[0] + d.box[2]) / 2 <= o.box[2]
+                        and o.box[1] <= (d.box[1] + d.box[3]) / 2 <= o.box[3] for o in found)]
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
                 big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
                 found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
         self._grey = False  # tiles and their second looks keep the usual thresholds: enlarged grey texture invents
         # hands there
+        if s.faces and s.upsample_below <= max(w, h) <= s.tile_above and "full" in s.face_models:
+            with self._timed("face tiles"):
+                found += self._face_tiles(rgb, found)
         if max(w, h) > s.tile_above:
             size = max(512, s.tile_above // 2)
             whole = list(found)
@@ -294,6 +306,20 @@ class Detector:
             with self._timed("behind"):
                 found = self._behind(rgb, found)
         return found
+
+    def _face_tiles(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
+        """Faces of a mid-sized picture searched again in tiles of ``FACE_TILE`` px with the full-range model
+        alone (a few ms a tile): a group photo's faces are a few dozen pixels, a handful in the model's 192²
+        view of the whole.  A face the whole view was not sure of is kept when a second look finds it too."""
+        model = next(m for name, m in self._faces if name == "face-full")
+        sure = [d for d in found if d.kind == "face" and d.score >= WHOLE_SURE]
+        in_tiles: list[Detection] = []
+        for x0, y0, x1, y1 in tiles(rgb.width, rgb.height, FACE_TILE):
+            crop = rgb.crop((x0, y0, x1, y1))
+            in_tiles += [d.moved(1.0, x0, y0) for d in self._faces_of(crop, [("face-full", model)])]
+        # A face the whole view was sure of keeps its box (a person's body regions are measured from it).
+        return [d for d in nms(in_tiles, self.settings.nms_iou) if d.score >= WHOLE_SURE
+                and not _same_as_any(d, sure) and self._seen_again(rgb, d)]
 
     def _behind(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Each hand's joints settled (``hand_joints``), every hand hidden, and the image searched again for
@@ -378,17 +404,25 @@ class Detector:
                  if a.score >= CONFIRM]
         return _same_as_any(d, again)
 
-    def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True) -> list[Detection]:
-        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                                  data=np.ascontiguousarray(np.asarray(rgb)))
+    def _faces_of(self, rgb: Image.Image, models, mp_image=None) -> list[Detection]:
+        if mp_image is None:
+            mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                      data=np.ascontiguousarray(np.asarray(rgb)))
         w, h = rgb.size
         out: list[Detection] = []
-        for model, detector in self._faces if faces else ():
+        for model, detector in models:
             for d in detector.detect(mp_image).detections:
                 b = d.bounding_box
                 keypoints = [(k.x * w, k.y * h) for k in d.keypoints or ()]  # eyes, nose, mouth, ears
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
+        return out
+
+    def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True) -> list[Detection]:
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                  data=np.ascontiguousarray(np.asarray(rgb)))
+        w, h = rgb.size
+        out: list[Detection] = self._faces_of(rgb, self._faces, mp_image) if faces else []
         if self._hands is not None and hands:
             result = (self._grey_hands if self._grey else self._hands).detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):

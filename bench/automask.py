@@ -192,6 +192,46 @@ def copies(todo: list[Photo], mesh: FaceMesh | None) -> list[str]:
     return out
 
 
+FACE_WIDTHS = (160, 240, 320, 500)
+
+
+def far_faces(todo: list[Photo]) -> list[str]:
+    """Faces of people far away, as in a group photo: each photo with faces scaled to a few widths and pasted on a
+    1024² frame of plain noise, in colour and grey; faces found (of those in the photo), false finds, and ms."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frame = Image.fromarray(np.clip(rng.normal(0, 12, (1024, 1024, 3)) + (150, 140, 120), 0, 255).astype("uint8"))
+    detector = Detector(settings())
+    out = ["", "Faces far away: each photo with faces, scaled to a width of " + ", ".join(map(str, FACE_WIDTHS))
+           + " px and pasted on a 1024² frame of noise; faces found (of those in the photo) in colour / in grey:", "",
+           "| photo | " + " | ".join(f"{w} px" for w in FACE_WIDTHS) + " |", "|---|" + "---|" * len(FACE_WIDTHS)]
+    totals = {"colour": [0, 0, 0], "grey": [0, 0, 0]}  # faces there, found, false
+    times = []
+    for p in todo:
+        if not p.faces or p.path.parent != DEV:
+            continue
+        photo = Image.open(p.path).convert("RGB")
+        cells = []
+        for w in FACE_WIDTHS:
+            image = frame.copy()
+            image.paste(photo.resize((w, round(photo.height * w / photo.width)), Image.Resampling.LANCZOS), (300, 300))
+            cell = []
+            for look, im in (("colour", image), ("grey", ImageOps.grayscale(image).convert("RGB"))):
+                n = count(kept(detector, im)[0], "face")
+                times.append(sum(detector.timings.values()))
+                t = totals[look]
+                t[0], t[1], t[2] = t[0] + p.faces, t[1] + min(n, p.faces), t[2] + max(0, n - p.faces)
+                cell.append(f"{min(n, p.faces)}" + (f" +{n - p.faces}" if n > p.faces else ""))
+            cells.append(" / ".join(cell))
+        out.append(f"| {p.path.name} ({p.faces} face{'s' if p.faces != 1 else ''}) | " + " | ".join(cells) + " |")
+    detector.close()
+    if times:
+        out += ["", "In all: " + "; ".join(f"{look} {t[1]}/{t[0]} ({t[2]} false)" for look, t in totals.items())
+                + f"; {statistics.median(times):.0f} ms median per image, {max(times):.0f} ms slowest."]
+    return out
+
+
 CHANGES = {"as it is": lambda im: im, "mirrored": ImageOps.mirror, "turned 90°": lambda im: im.rotate(90, expand=True),
            "darker": lambda im: Image.eval(im, lambda v: v * 3 // 5), "1024 px": lambda im: resized(im, 1024)}
 LOOKS = {"colour": lambda im: im, "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
@@ -298,6 +338,7 @@ def main(argv=None) -> int:
                   + "; ".join(dev_lines) + "."]
     lines += far_people(todo)
     lines += copies(todo, mesh)
+    lines += far_faces(todo)
     lines += tones(todo)
     detector.close()
     OUT.mkdir(parents=True, exist_ok=True)
