@@ -55,6 +55,7 @@ SHIPPED = {
     "hand": MODELS / "hand_landmarker.task",
 }
 HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wrist lie outside
+WHOLE_SIDE = 1024  # px: the long side the whole view of a larger picture is searched at (see ``detect``)
 FACE_TILE = 512    # px: the tiles a mid-sized picture's faces are searched in again
 SECOND_LOOK = 192  # px: the long side of the context crop a tile's find is checked on (a third of it the find)
 CONFIRM = 0.7      # the score the second look must give it
@@ -109,6 +110,14 @@ def is_grey(rgb: Image.Image) -> bool:
     chroma = small[coloured] - small[coloured].mean(axis=1, keepdims=True)
     spread = np.linalg.svd(chroma, compute_uv=False) / np.sqrt(len(chroma))
     return float(spread[1]) < TONED_SPREAD
+
+
+def _shrunk(rgb: Image.Image) -> tuple[Image.Image, float]:
+    """The picture at a long side of at most ``WHOLE_SIDE`` (Lanczos), and the factor it was scaled by."""
+    f = min(1.0, WHOLE_SIDE / max(rgb.size))
+    if f == 1.0:
+        return rgb, f
+    return rgb.resize((max(1, round(rgb.width * f)), max(1, round(rgb.height * f))), Image.Resampling.LANCZOS), f
 
 
 def grey_views(rgb: Image.Image) -> list[Image.Image]:
@@ -260,17 +269,23 @@ class Detector:
         s = self.settings
         self.timings = {}
         grey = self._grey = is_grey(rgb)
+        # The whole view of a large picture is searched on a copy of WHOLE_SIDE px made with Lanczos: MediaPipe
+        # shrinks its input to the models' 128–256 px without filtering, and a 4× larger copy of a picture then
+        # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
+        whole_view, f = _shrunk(rgb)
         with self._timed("whole"):
-            found = self._pass(rgb)
+            found = self._pass(whole_view)
         if self._grey:  # a grey picture's faces and hands are found more often skin-toned, hands stretched too
             with self._timed("grey"):
-                stretched, skin = grey_views(rgb)
+                stretched, skin = grey_views(whole_view)
                 # A face the skin-toned copy adds is a new one only away from the faces found: its box can sit
                 # off the same face's, too far for the IoU of ``nms`` to join them.
                 found += self._pass(stretched, faces=False) + [
                     d for d in self._pass(skin) if d.kind == "hand" or not any(
                         o.kind == "face" and o.box[0] <= (d.box[0] + d.box[2]) / 2 <= o.box[2]
                         and o.box[1] <= (d.box[1] + d.box[3]) / 2 <= o.box[3] for o in found)]
+        if f != 1.0:
+            found = [d.moved(1 / f, 0, 0) for d in found]
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
                 big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
@@ -336,7 +351,9 @@ class Detector:
         hidden = Image.composite(Image.new("RGB", rgb.size, HIDDEN_GREY), rgb, hide)
         covered = np.asarray(hide) > 0
         new: list[Detection] = []
-        for d in sorted(self._pass(hidden, faces=False), key=lambda d: d.score, reverse=True):
+        view, f = _shrunk(hidden)  # searched as the whole view is
+        for d in sorted((d.moved(1 / f, 0, 0) for d in self._pass(view, faces=False)), key=lambda d: d.score,
+                        reverse=True):
             if d.score < WHOLE_SURE or len(d.landmarks) != 21:
                 continue
             # A hand behind another has its wrist and knuckles behind it: only most of it on the hidden hands,
