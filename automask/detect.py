@@ -190,16 +190,24 @@ def _same_hand(a: Detection, b: Detection) -> bool:
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     """One detection per thing, most confident first.  Boxes alike (IoU above ``threshold``) are one thing:
     the most confident stays.  A box mostly inside a larger one is a part of it (a finger a tile saw inside
-    a whole hand, an eye inside a face): the larger box stays, with the better score."""
+    a whole hand, an eye inside a face): the larger box stays, with the better score.  A face whose centre
+    lies in a surer face's box is that face too (two models, or two views, can box one face well apart: the
+    short-range model's box of a large face sits off the full-range one's; real faces never overlap that far)."""
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: d.score, reverse=True):
         same = next((i for i, k in enumerate(kept) if k.kind == d.kind
-                     and (iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7)), None)
+                     and (iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7
+                          or (d.kind == "face" and _centre_in(d.box, k.box)))), None)
         if same is None:
             kept.append(d)
-        elif iou(d.box, kept[same].box) <= threshold and d.area > kept[same].area:
+        elif iou(d.box, kept[same].box) <= threshold and containment(d.box, kept[same].box) >= 0.7 \
+                and d.area > kept[same].area:
             kept[same] = dataclasses.replace(d, score=kept[same].score)
     return kept
+
+
+def _centre_in(a: tuple, b: tuple) -> bool:
+    return b[0] <= (a[0] + a[2]) / 2 <= b[2] and b[1] <= (a[1] + a[3]) / 2 <= b[3]
 
 
 def tiles(width: int, height: int, size: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
@@ -278,12 +286,7 @@ class Detector:
         if self._grey:  # a grey picture's faces and hands are found more often skin-toned, hands stretched too
             with self._timed("grey"):
                 stretched, skin = grey_views(whole_view)
-                # A face the skin-toned copy adds is a new one only away from the faces found: its box can sit
-                # off the same face's, too far for the IoU of ``nms`` to join them.
-                found += self._pass(stretched, faces=False) + [
-                    d for d in self._pass(skin) if d.kind == "hand" or not any(
-                        o.kind == "face" and o.box[0] <= (d.box[0] + d.box[2]) / 2 <= o.box[2]
-                        and o.box[1] <= (d.box[1] + d.box[3]) / 2 <= o.box[3] for o in found)]
+                found += self._pass(stretched, faces=False) + self._pass(skin)
         if f != 1.0:
             found = [d.moved(1 / f, 0, 0) for d in found]
         if max(w, h) < s.upsample_below:

@@ -157,6 +157,14 @@ def test_nms_keeps_the_most_confident_of_overlapping_boxes_per_kind():
     # larger box stays, with the better score.
     (merged,) = nms([a, inner], 0.4)
     assert merged.box == a.box and merged.score == inner.score
+    # One large face boxed by two models well apart (IoU 0.39: the astronaut at 4096 px): one face, the surer
+    # box; two faces side by side, overlapping less, stay two; two hands so placed stay two.
+    full, short = Detection("face", (1376, 540, 2208, 1372), 0.92, "face-full"), \
+        Detection("face", (1728, 599, 2444, 1315), 0.53, "face-short")
+    assert nms([short, full], 0.4) == [full]
+    beside = Detection("face", (2000, 540, 2832, 1372), 0.8, "face-full")
+    assert len(nms([full, beside], 0.4)) == 2
+    assert len(nms([dataclasses.replace(full, kind="hand"), dataclasses.replace(short, kind="hand")], 0.4)) == 2
 
 
 # ---------------------------------------------------------------------- masks
