@@ -3,13 +3,15 @@
 Recall comes first — a missed hand is never repaired — so one image is searched
 several ways and the results merged:
 
-* both face models (short range for close-ups, full range for small far faces);
+* the whole view — of a picture larger than 1024 px, a Lanczos copy of that size, as MediaPipe shrinks its
+  input to the models' size without filtering — with both face models (short range for close-ups, full range
+  for small far faces);
 * the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
-* on a grey or toned picture (black-and-white, sepia) the hands searched again with a lower palm-detection
-  threshold — the palm detector scores grey hands far lower than the same in colour — on the picture's
-  tones stretched and on a skin-toned copy of them (the colour cue it was trained with, given back); what
-  only the lowered threshold finds is kept when the hand landmark model, on the crop its joints give, sees
-  a hand there at all;
+* on a grey or toned picture (black-and-white, sepia) the hands searched with a lower palm-detection
+  threshold — the palm detector scores grey hands far lower than the same in colour — and again on the
+  picture's tones stretched and on a skin-toned copy of them (the colour cue it was trained with, given
+  back; faces are searched on that copy too); what the lowered threshold finds is kept when the hand
+  landmark model, on the crop its joints give, sees a hand there at all;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * a mid-sized picture's faces (between those two) in 512 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second
@@ -27,7 +29,7 @@ several ways and the results merged:
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
-the larger box is kept, with the better score.
+the larger box is kept, with the better score.  A face whose centre lies in a surer face's box is that face.
 """
 
 from __future__ import annotations
