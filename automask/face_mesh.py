@@ -25,6 +25,10 @@ SIDE = 192
 ROI_SCALE = 1.5  # MediaPipe's face mesh crop: 1.5 times the detection's box
 PARTS = ("eyes", "mouth")
 MIN_PRESENCE = 0.5  # the model's own face flag, below which its points are not a face's
+CONFIRM_FROM = 0.3  # a face the detectors are less sure of than [automask.face].min_confidence, down to this, is
+                    # kept when the landmark model sees a face in it ([automask.face].confirm_from): of 32 such
+                    # finds on the development photos and their copies, the one face had a flag of 0.7, the
+                    # others (knuckles, a thumb, a coat, noise) 0.0–0.13
 
 
 def _indices(*names: str) -> list[int]:
@@ -104,6 +108,13 @@ class FaceMesh:
         pts = np.asarray(result[self._points_out], dtype=np.float64).reshape(-1, 3)[:, :2]
         flag = float(np.asarray(result[self._flag_out]).ravel()[0])
         return to_image(affine, pts), 1.0 / (1.0 + math.exp(-flag))
+
+    def confirmed(self, rgb: Image.Image, faces: list[Detection], min_confidence: float,
+                  confirm_from: float = CONFIRM_FROM) -> list[Detection]:
+        """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` in which
+        the landmark model sees a face (its flag at least ``MIN_PRESENCE``)."""
+        return [d for d in faces if d.score >= min_confidence or (
+            confirm_from <= d.score and self.landmarks(rgb, d)[1] >= MIN_PRESENCE)]
 
     def outlines(self, rgb: Image.Image, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
         """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y); empty when

@@ -9,6 +9,7 @@ manifest lists every detection with its model file and sha256.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,13 @@ class _KindMaskConfig(MaskSettings):
 class FaceMaskConfig(_KindMaskConfig):
     shape: Literal["box", "oval", "segm"] = "oval"
     parts: tuple[Literal["eyes", "mouth"], ...] = ()  # narrow masks of their own: 10-mask-face-eyes.png, …
+    # A face less sure than min_confidence, down to this, is kept when the face landmark model sees a face in
+    # it (with the oval or parts, which load that model); at or above min_confidence: never.
+    confirm_from: float = face_mesh.CONFIRM_FROM
+
+    def check(self, err: Errors) -> None:
+        super().check(err)
+        err.between("confirm_from", self.confirm_from, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,14 @@ class AutoMaskStage(Stage):
         chosen_of: dict[str, list[Detection]] = {}
         for kind in KINDS:
             settings = getattr(params, kind)
-            chosen_of[kind] = select([d for d in found if d.kind == kind], settings, size) if settings.enabled else []
+            of_kind = [d for d in found if d.kind == kind]
+            if kind == "face" and self._mesh is not None and settings.enabled:
+                # A face less sure than min_confidence is kept when the face landmark model sees a face in it.
+                ctx.check_stop()
+                of_kind = self._mesh.confirmed(image, of_kind, settings.min_confidence, settings.confirm_from)
+                settings = dataclasses.replace(settings, min_confidence=min(settings.min_confidence,
+                                                                            settings.confirm_from))
+            chosen_of[kind] = select(of_kind, settings, size) if settings.enabled else []
         if _needs_mesh(params) and self._mesh is not None:
             for d in chosen_of["face"]:
                 ctx.check_stop()

@@ -100,6 +100,40 @@ def test_a_grey_photos_hands_are_found_and_its_coat_pocket_is_not_taken_for_one(
     assert not is_grey(frame)
 
 
+def test_a_less_sure_face_is_kept_when_the_landmark_model_sees_one():
+    """A face scored under [automask.face].min_confidence (as a face turned down or away is) but at least 0.3
+    is kept when the face landmark model sees a face in it; the same score on the shuttle model is not, and
+    nothing under 0.3 is looked at."""
+    from automask.face_mesh import CONFIRM_FROM, FaceMesh
+
+    image = Image.open(DATA / "astronaut.png").convert("RGB")
+    mesh = FaceMesh()
+    face = Detection("face", (174, 70, 276, 172), 0.4, "face-full")
+    shuttle = Detection("face", (370, 60, 450, 140), 0.4, "face-full")
+    sure = Detection("face", (370, 300, 450, 380), 0.9, "face-full")
+    faint = dataclasses.replace(face, score=CONFIRM_FROM - 0.05)
+    assert mesh.confirmed(image, [face, shuttle, sure, faint], 0.5) == [face, sure]
+    assert mesh.confirmed(image, [face], 0.35) == [face]
+    mesh.close()
+
+
+def test_the_stage_keeps_a_less_sure_face_the_landmark_model_confirms_only_as_configured(tmp_path):
+    """The astronaut's face scores about 0.93: with min_confidence 0.95 it is kept because the face landmark
+    model sees a face there; not with confirm_from at 0.95 too, nor with box masks (which load no landmark
+    model).  A confirm_from out of range is named."""
+    image = Image.open(DATA / "astronaut.png")
+    for folder in ("confirmed", "off", "box"):
+        (tmp_path / folder).mkdir()
+    _, entry = _run(tmp_path / "confirmed", "a.png", image, "[automask.face]\nmin_confidence = 0.95\n")
+    assert entry.details.counts["face"] == 1
+    _, entry = _run(tmp_path / "off", "a.png", image, "[automask.face]\nmin_confidence = 0.95\nconfirm_from = 0.95\n")
+    assert entry.details.counts["face"] == 0
+    _, entry = _run(tmp_path / "box", "a.png", image, '[automask.face]\nmin_confidence = 0.95\nshape = "box"\n')
+    assert entry.details.counts["face"] == 0
+    with pytest.raises(config_mod.ConfigError, match=r"\[automask.face\]\.confirm_from must be"):
+        config_mod.load(write_config(tmp_path, "[automask.face]\nconfirm_from = 2\n"))
+
+
 def test_toned_photos_are_searched_as_grey_ones_and_a_grey_astronaut_has_no_hand(detector):
     """A sepia or cyan-toned print has one hue: it is searched as a grey photo (the camera man's left glove is
     found in every tone), while a colour photo whose colours are few (skin on black) stays a colour photo.  On
