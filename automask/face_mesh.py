@@ -112,9 +112,18 @@ class FaceMesh:
     def confirmed(self, rgb: Image.Image, faces: list[Detection], min_confidence: float,
                   confirm_from: float = CONFIRM_FROM) -> list[Detection]:
         """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` in which
-        the landmark model sees a face (its flag at least ``MIN_PRESENCE``)."""
-        return [d for d in faces if d.score >= min_confidence or (
-            confirm_from <= d.score and self.landmarks(rgb, d)[1] >= MIN_PRESENCE)]
+        the landmark model sees a face (its flag at least ``MIN_PRESENCE``) that is not one already kept: a box
+        set off a face the detectors found well, whose eyes and mouth (the detector's keypoints) or whose
+        landmarks lie, on average, in a kept face's box."""
+        kept = [d for d in faces if d.score >= min_confidence]
+        for d in sorted((d for d in faces if confirm_from <= d.score < min_confidence), key=lambda d: -d.score):
+            points, presence = self.landmarks(rgb, d)
+            if presence < MIN_PRESENCE:
+                continue
+            middles = [points.mean(axis=0)] + ([np.mean(d.landmarks, axis=0)] if d.landmarks else [])
+            if not any(o.box[0] <= x <= o.box[2] and o.box[1] <= y <= o.box[3] for o in kept for x, y in middles):
+                kept.append(d)
+        return [d for d in faces if d in kept]
 
     def outlines(self, rgb: Image.Image, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
         """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y); empty when

@@ -114,6 +114,10 @@ def test_a_less_sure_face_is_kept_when_the_landmark_model_sees_one():
     faint = dataclasses.replace(face, score=CONFIRM_FROM - 0.05)
     assert mesh.confirmed(image, [face, shuttle, sure, faint], 0.5) == [face, sure]
     assert mesh.confirmed(image, [face], 0.35) == [face]
+    # A less sure box set off a face already kept (the landmark model sees that face in it) is not another face.
+    off = Detection("face", (224, 120, 364, 260), 0.4, "face-full", [(203, 97), (247, 97), (224, 125), (223, 148)])
+    kept = dataclasses.replace(face, score=0.9)
+    assert mesh.confirmed(image, [kept, off], 0.5) == [kept]
     mesh.close()
 
 
