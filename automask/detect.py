@@ -44,7 +44,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from automask.found import MODELS, Detection, containment, iou  # noqa: F401 (the names detection is known by)
+from automask.found import (  # noqa: F401 (the names detection is known by)
+    MODELS,
+    SKIN_TONED,
+    Detection,
+    containment,
+    iou,
+)
 from automask.hand_joints import HandJoints
 from automask.skeleton import draw_hand
 
@@ -208,6 +214,12 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     return kept
 
 
+def _same_face(d: Detection, others: list[Detection]) -> bool:
+    """Whether ``nms`` would take face ``d`` for one of ``others``."""
+    return any(o.kind == "face" and (iou(d.box, o.box) > 0.3 or containment(d.box, o.box) >= 0.7
+                                     or _centre_in(d.box, o.box) or _centre_in(o.box, d.box)) for o in others)
+
+
 def _centre_in(a: tuple, b: tuple) -> bool:
     return b[0] <= (a[0] + a[2]) / 2 <= b[2] and b[1] <= (a[1] + a[3]) / 2 <= b[3]
 
@@ -288,7 +300,11 @@ class Detector:
         if self._grey:  # a grey picture's faces and hands are found more often skin-toned, hands stretched too
             with self._timed("grey"):
                 stretched, skin = grey_views(whole_view)
-                found += self._pass(stretched, faces=False) + self._pass(skin)
+                found += self._pass(stretched, faces=False)
+                # A face only the skin-toned copy shows is labelled so: the stage keeps it only when the face
+                # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
+                found += [d if d.kind == "hand" else dataclasses.replace(d, label=SKIN_TONED)
+                          for d in self._pass(skin) if d.kind == "hand" or not _same_face(d, found)]
         if f != 1.0:
             found = [d.moved(1 / f, 0, 0) for d in found]
         if max(w, h) < s.upsample_below:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import MODELS, Detection
+from automask.found import MODELS, SKIN_TONED, Detection
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
@@ -111,12 +111,17 @@ class FaceMesh:
 
     def confirmed(self, rgb: Image.Image, faces: list[Detection], min_confidence: float,
                   confirm_from: float = CONFIRM_FROM) -> list[Detection]:
-        """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` in which
-        the landmark model sees a face (its flag at least ``MIN_PRESENCE``) that is not one already kept: a box
-        set off a face the detectors found well, whose eyes and mouth (the detector's keypoints) or whose
-        landmarks lie, on average, in a kept face's box."""
-        kept = [d for d in faces if d.score >= min_confidence]
-        for d in sorted((d for d in faces if confirm_from <= d.score < min_confidence), key=lambda d: -d.score):
+        """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` — or found
+        only on a grey picture's skin-toned copy (labelled ``SKIN_TONED``: a fist's knuckles, skin-toned, look
+        like a face to the detectors) — in which the landmark model sees a face (its flag at least
+        ``MIN_PRESENCE``) that is not one already kept: a box set off a face the detectors found well, whose eyes
+        and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept face's box."""
+        def unsure(d: Detection) -> bool:
+            return d.label == SKIN_TONED
+
+        kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]
+        for d in sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),
+                        key=lambda d: -d.score):
             points, presence = self.landmarks(rgb, d)
             if presence < MIN_PRESENCE:
                 continue

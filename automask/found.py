@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODELS = Path(__file__).parent / "models"
+SKIN_TONED = "skin-toned copy"  # the label of a face found only on a grey picture's skin-toned copy (``detect``)
 
 
 @dataclass
