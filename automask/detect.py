@@ -79,8 +79,8 @@ GREY_HAND_DETECTION = 0.05  # the hand landmarker's thresholds on grey pictures:
                             # hands far lower (0.05–0.2 where the same hands in colour score 0.5–1), while its
                             # landmark model still knows them; the handedness score filters as on colour pictures
 GREY_SETTLED = 0.2   # … and the landmark model's hand flag on the crop a find's joints give: the lowered threshold
-                     # lets through a shuttle model, a torso, a flag (flag 0.01–0.13 on the development set's grey
-                     # copies) beside real grey hands (0.15–1; dark gloves lowest)
+                     # lets through a shuttle model, a torso, a coat (flags 0.01–0.17 on the grey copies of the
+                     # development photos) beside real grey hands (0.22–1; dark gloves lowest)
 TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies along one hue only (the RMS across
                      # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
                      # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
@@ -214,9 +214,9 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     return kept
 
 
-def _same_face(d: Detection, others: list[Detection]) -> bool:
-    """Whether ``nms`` would take face ``d`` for one of ``others``."""
-    return any(o.kind == "face" and (iou(d.box, o.box) > 0.3 or containment(d.box, o.box) >= 0.7
+def _same_face(d: Detection, others: list[Detection], threshold: float) -> bool:
+    """Whether ``nms`` at ``threshold`` would take face ``d`` for one of ``others`` (whichever is surer)."""
+    return any(o.kind == "face" and (iou(d.box, o.box) > threshold or containment(d.box, o.box) >= 0.7
                                      or _centre_in(d.box, o.box) or _centre_in(o.box, d.box)) for o in others)
 
 
@@ -304,7 +304,7 @@ class Detector:
                 # A face only the skin-toned copy shows is labelled so: the stage keeps it only when the face
                 # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
                 found += [d if d.kind == "hand" else dataclasses.replace(d, label=SKIN_TONED)
-                          for d in self._pass(skin) if d.kind == "hand" or not _same_face(d, found)]
+                          for d in self._pass(skin) if d.kind == "hand" or not _same_face(d, found, s.nms_iou)]
         if f != 1.0:
             found = [d.moved(1 / f, 0, 0) for d in found]
         if max(w, h) < s.upsample_below:
