@@ -111,11 +111,13 @@ def is_grey(rgb: Image.Image) -> bool:
     its pixels have channels more than ``GREY_SPREAD`` levels apart (so a colour photo on a grey backdrop is
     not), or those that do have one hue — their colour, less its grey, varies along one line through grey by less
     than ``TONED_SPREAD`` levels (RMS) across it."""
-    small = np.asarray(rgb.reduce(max(1, max(rgb.size) // 512)) if max(rgb.size) > 512 else rgb, dtype=np.float32)
-    coloured = (small.max(axis=2) - small.min(axis=2)) > GREY_SPREAD
+    small = np.asarray(rgb.reduce(max(1, max(rgb.size) // 512)) if max(rgb.size) > 512 else rgb, dtype=np.int16)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]  # channel by channel: far faster than along axis 2
+    coloured = (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) > GREY_SPREAD
     if float(coloured.mean()) < GREY_COLOURED:
         return True
-    chroma = small[coloured] - small[coloured].mean(axis=1, keepdims=True)
+    pixels = small[coloured].astype(np.float32)
+    chroma = pixels - pixels.mean(axis=1, keepdims=True)
     spread = np.linalg.svd(chroma, compute_uv=False) / np.sqrt(len(chroma))
     return float(spread[1]) < TONED_SPREAD
 
