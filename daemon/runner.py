@@ -800,7 +800,10 @@ def _unlink_if_same(path: Path, sha256: str) -> None:
     is not ours, it goes back to its name; if that name is taken again meanwhile, beside it (``-2``), so no
     file is ever replaced or lost."""
     tag = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:12]  # short: the name may be near the limit
-    aside = path.with_name(f".polishd-removing-{tag}-{os.getpid()}-{threading.get_ident()}")
+    # The bytes it should hold and its suffixes are in the name too: a process killed before the check leaves
+    # the file aside, and the next start settles it (``settle_removals``).
+    suffix = "".join(Path(path.name).suffixes)[-32:]
+    aside = path.with_name(f"{REMOVING}{tag}-{sha256[:12]}-{os.getpid()}-{threading.get_ident()}{suffix}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -820,6 +823,33 @@ def _unlink_if_same(path: Path, sha256: str) -> None:
         kept = path if not os.path.lexists(path) else arc.unique_path(path)
     os.rename(aside, kept)
     log.warning("inbox file changed while it was processed; kept", path=str(kept))
+
+
+REMOVING = ".polishd-removing-"
+
+
+def settle_removals(inbox: Path) -> list[Path]:
+    """Files an earlier process moved aside to remove (``_unlink_if_same``) and was killed before it checked
+    them: one holding the bytes its name says (archived before the removal began) is removed; any other
+    (written to the inbox name just as the removal began) goes back beside the inbox's files, visible, as
+    ``recovered-<tag><suffixes>``, to be taken as a new file.  Nothing else runs in the inbox at start (it is
+    locked).  Returns the files put back."""
+    back: list[Path] = []
+    for aside in sorted(inbox.glob(f"{REMOVING}*")):
+        parts = aside.name[len(REMOVING):].split("-", 3)
+        if len(parts) < 4 or not aside.is_file():
+            continue
+        tag, expected = parts[0], parts[1]
+        if arc.sha256_file(aside)[:12] == expected:
+            aside.unlink()
+            log.info("an earlier removal finished", file=aside.name)
+            continue
+        suffix = "".join(Path(parts[3]).suffixes)
+        kept = arc.unique_path(inbox / f"recovered-{tag}{suffix}")
+        os.rename(aside, kept)
+        back.append(kept)
+        log.warning("an inbox file an earlier process was removing had changed; put back", path=str(kept))
+    return back
 
 
 def _between_rename_and_check(path: Path) -> None:

@@ -27,7 +27,7 @@ from daemon.grouping import Grouping, kept_models
 from daemon.journal import Journal
 from daemon.notify import Notifier, watchdog_interval
 from daemon.ops import journal_path
-from daemon.runner import JobStatus, Outcome, Runner
+from daemon.runner import JobStatus, Outcome, Runner, settle_removals
 from daemon.signals import Signals
 from daemon.sources import SourceWatcher
 from daemon.watcher import InboxWatcher, start_observer
@@ -166,6 +166,7 @@ class Daemon:
         self.note("paused", None)  # an earlier run's pause is not this one's
         self.note("broker", None)
         requeued, abandoned = self.journal.recover(keep_dispatched=cfg.cluster.enabled)
+        settle_removals(cfg.paths.inbox)  # a removal a killed process left half done
         if requeued or abandoned:
             log.warning("recovered jobs left running by an earlier process",
                         requeued=[j.id for j in requeued], abandoned=[j.id for j in abandoned])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -225,6 +226,24 @@ def test_orphan_sidecars_and_junk_are_left_alone(daemon, tmp_path):
     assert d.stop() == 0
     assert sorted(p.name for p in inbox.iterdir()) == [".hidden.png", "download.png.crdownload", "lonely.mask.png"]
     assert "sidecar without an image; left alone" in d.events()
+
+
+def test_a_removal_a_killed_daemon_left_half_done_is_settled_when_it_starts_again(daemon, tmp_path):
+    """Two files moved aside by a removal that a kill interrupted: one holds the archived bytes its name says
+    (removed at start), the other newer bytes (put back, visible, and processed as a new file)."""
+    from daemon.runner import REMOVING
+
+    inbox = tmp_path / "inbox"
+    archived, newer = png_bytes(seed=4), png_bytes(seed=5)
+    (inbox / f"{REMOVING}aaaaaaaaaaaa-{hashlib.sha256(archived).hexdigest()[:12]}-1-1.png").write_bytes(archived)
+    (inbox / f"{REMOVING}bbbbbbbbbbbb-{hashlib.sha256(archived).hexdigest()[:12]}-1-2.png").write_bytes(newer)
+    d = daemon().start()
+    wait_until(lambda: d.done() == 1, what="the put-back file processed")
+    wait_until(lambda: list(inbox.iterdir()) == [], what="empty inbox")
+    assert d.stop() == 0
+    (folder,) = archives(tmp_path)
+    assert manifest_of(folder).source.name == "recovered-bbbbbbbbbbbb.png"
+    assert next(folder.glob("00-original.*")).read_bytes() == newer
 
 
 def test_a_subfolder_of_the_inbox_is_left_alone_and_named_once(daemon, tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from daemon import config as config_mod
@@ -425,6 +426,35 @@ def test_a_file_replaced_before_the_removal_stays_and_one_replaced_again_during_
     _unlink_if_same(path, hashlib.sha256(ours).hexdigest())
     assert path.read_bytes() == c and (tmp_path / "x-2.png").read_bytes() == b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x-2.png", "x.png"]
+
+
+def test_a_removal_killed_between_its_rename_and_its_check_is_settled_at_the_next_start(tmp_path, monkeypatch):
+    """A process killed right after moving an archived inbox file aside leaves it under a hidden name (a
+    cluster's coordinator was caught so by ``kill -9``).  The next start removes it when it holds the bytes its
+    name says, and puts it back, visible, when it does not (a newer file written just before the rename): the
+    inbox is left as if the removal had finished, and nothing a user wrote is lost."""
+    from daemon.runner import REMOVING, _unlink_if_same, settle_removals
+
+    class Killed(BaseException):
+        pass
+
+    def kill(_path):
+        raise Killed
+    monkeypatch.setattr("daemon.runner._between_rename_and_check", kill)
+    ours, newer = png_bytes(seed=1), png_bytes(seed=2)
+    (tmp_path / "done.png").write_bytes(ours)
+    (tmp_path / "done.mask.png").write_bytes(newer)  # replaced after it was archived: other bytes
+    for name in ("done.png", "done.mask.png"):
+        with pytest.raises(Killed):
+            _unlink_if_same(tmp_path / name, hashlib.sha256(ours).hexdigest())
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(n.startswith(REMOVING) for n in left)
+    (tmp_path / "other.png").write_bytes(ours)  # a file of the inbox's own is never touched
+    back = settle_removals(tmp_path)
+    assert [p.name for p in back] == [f"recovered-{hashlib.sha256(b'done.mask.png').hexdigest()[:12]}.mask.png"]
+    assert back[0].read_bytes() == newer
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([back[0].name, "other.png"])
+    assert settle_removals(tmp_path) == []
 
 
 def test_a_job_whose_every_attempt_was_killed_ends_in_failed_not_in_a_loop(workdir, journal):
