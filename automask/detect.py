@@ -48,6 +48,7 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
     MODELS,
     SKIN_TONED,
     Detection,
+    centre_in,
     containment,
     iou,
 )
@@ -205,9 +206,7 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     short-range model's box of a large face sits off the full-range one's; real faces never overlap that far)."""
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: d.score, reverse=True):
-        same = next((i for i, k in enumerate(kept) if k.kind == d.kind
-                     and (iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7
-                          or (d.kind == "face" and _centre_in(d.box, k.box)))), None)
+        same = next((i for i, k in enumerate(kept) if _taken_for(d, k, threshold)), None)
         if same is None:
             kept.append(d)
         elif iou(d.box, kept[same].box) <= threshold and containment(d.box, kept[same].box) >= 0.7 \
@@ -216,14 +215,16 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     return kept
 
 
+def _taken_for(d: Detection, k: Detection, threshold: float) -> bool:
+    """Whether ``nms`` takes ``d`` for ``k``, a surer find: alike boxes, ``d`` mostly inside ``k``, or (faces)
+    ``d``'s centre in ``k``'s box."""
+    return k.kind == d.kind and (iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7
+                                 or (d.kind == "face" and centre_in(d.box, k.box)))
+
+
 def _same_face(d: Detection, others: list[Detection], threshold: float) -> bool:
-    """Whether ``nms`` at ``threshold`` would take face ``d`` for one of ``others`` (whichever is surer)."""
-    return any(o.kind == "face" and (iou(d.box, o.box) > threshold or containment(d.box, o.box) >= 0.7
-                                     or _centre_in(d.box, o.box) or _centre_in(o.box, d.box)) for o in others)
-
-
-def _centre_in(a: tuple, b: tuple) -> bool:
-    return b[0] <= (a[0] + a[2]) / 2 <= b[2] and b[1] <= (a[1] + a[3]) / 2 <= b[3]
+    """Whether face ``d`` is one of ``others`` to ``nms``, either of the two the surer."""
+    return d.kind == "face" and any(_taken_for(d, o, threshold) or _taken_for(o, d, threshold) for o in others)
 
 
 def tiles(width: int, height: int, size: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
@@ -349,12 +350,12 @@ class Detector:
         """Faces of a mid-sized picture searched again in tiles of ``FACE_TILE`` px with the full-range model
         alone (a few ms a tile): a group photo's faces are a few dozen pixels, a handful in the model's 192²
         view of the whole.  A face the whole view was not sure of is kept when a second look finds it too."""
-        model = next(m for name, m in self._faces if name == "face-full")
+        full = [(name, m) for name, m in self._faces if name == "face-full"]
         sure = [d for d in found if d.kind == "face" and d.score >= WHOLE_SURE]
         in_tiles: list[Detection] = []
         for x0, y0, x1, y1 in tiles(rgb.width, rgb.height, FACE_TILE):
             crop = rgb.crop((x0, y0, x1, y1))
-            in_tiles += [d.moved(1.0, x0, y0) for d in self._faces_of(crop, [("face-full", model)])]
+            in_tiles += [d.moved(1.0, x0, y0) for d in self._pass(crop, hands=False, face_models=full)]
         # A face the whole view was sure of keeps its box (a person's body regions are measured from it).
         return [d for d in nms(in_tiles, self.settings.nms_iou) if d.score >= WHOLE_SURE
                 and not _same_as_any(d, sure) and self._seen_again(rgb, d)]
@@ -444,25 +445,19 @@ class Detector:
                  if a.score >= CONFIRM]
         return _same_as_any(d, again)
 
-    def _faces_of(self, rgb: Image.Image, models, mp_image=None) -> list[Detection]:
-        if mp_image is None:
-            mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                                      data=np.ascontiguousarray(np.asarray(rgb)))
+    def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True,
+              face_models: list | None = None) -> list[Detection]:
+        """One look with the models (``face_models``: only these of the face models)."""
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                  data=np.ascontiguousarray(np.asarray(rgb)))
         w, h = rgb.size
         out: list[Detection] = []
-        for model, detector in models:
+        for model, detector in (self._faces if face_models is None else face_models) if faces else ():
             for d in detector.detect(mp_image).detections:
                 b = d.bounding_box
                 keypoints = [(k.x * w, k.y * h) for k in d.keypoints or ()]  # eyes, nose, mouth, ears
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
-        return out
-
-    def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True) -> list[Detection]:
-        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                                  data=np.ascontiguousarray(np.asarray(rgb)))
-        w, h = rgb.size
-        out: list[Detection] = self._faces_of(rgb, self._faces, mp_image) if faces else []
         if self._hands is not None and hands:
             result = (self._grey_hands if self._grey else self._hands).detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import MODELS, SKIN_TONED, Detection
+from automask.found import MODELS, SKIN_TONED, Detection, inside
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
@@ -126,7 +126,7 @@ class FaceMesh:
             if presence < MIN_PRESENCE:
                 continue
             middles = [points.mean(axis=0)] + ([np.mean(d.landmarks, axis=0)] if d.landmarks else [])
-            if not any(o.box[0] <= x <= o.box[2] and o.box[1] <= y <= o.box[3] for o in kept for x, y in middles):
+            if not any(inside(middle, o.box) for o in kept for middle in middles):
                 kept.append(d)
         return [d for d in faces if d in kept]
 

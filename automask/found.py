@@ -49,6 +49,15 @@ def iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def inside(point: tuple[float, float], box: tuple) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def centre_in(a: tuple, b: tuple) -> bool:
+    """Whether box ``a``'s centre lies in box ``b``."""
+    return inside(((a[0] + a[2]) / 2, (a[1] + a[3]) / 2), b)
+
+
 def containment(a: tuple, b: tuple) -> float:
     """How much of the smaller box lies inside the other."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

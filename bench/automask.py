@@ -29,11 +29,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from automask.detect import Detector, DetectorSettings, iou
+from automask.detect import Detector, DetectorSettings, centre_in, iou
 from automask.face_mesh import FaceMesh
 from automask.mask import draw_detections, faces_on_hands, masks_for, select
 from bench.kit.pipeline import DEV
-from stages.automask import HAND_MODEL_CONFIDENCE, AutomaskConfig
+from stages.automask import HAND_MODEL_CONFIDENCE, AutomaskConfig, select_faces
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -75,13 +75,8 @@ def kept(detector: Detector, image: Image.Image, mesh: FaceMesh | None = None) -
     cfg = AutomaskConfig()
     found = detector.detect(image)
     out = []
-    for kind in ("face", "hand"):
-        of_kind, settings = [d for d in found if d.kind == kind], getattr(cfg, kind)
-        if kind == "face" and mesh is not None:  # as the stage does: less sure faces the landmark model confirms
-            of_kind = mesh.confirmed(image, of_kind, settings.min_confidence, settings.confirm_from)
-            settings = dataclasses.replace(settings, min_confidence=min(settings.min_confidence,
-                                                                        settings.confirm_from))
-        out += select(of_kind, settings, image.size)
+    out += select_faces([d for d in found if d.kind == "face"], cfg.face, image.size, image, mesh)
+    out += select([d for d in found if d.kind == "hand"], cfg.hand, image.size)
     if mesh is not None:
         with detector._timed("face mesh"):
             for d in out:
@@ -251,9 +246,6 @@ LOOKS = {"colour": lambda im: im, "grey": lambda im: ImageOps.grayscale(im).conv
 def _matched(found: list, reference: list) -> int:
     """How many of ``found`` lie on a distinct one of ``reference`` (their boxes' IoU at least 0.3, or one's
     centre inside the other)."""
-    def centre_in(a, b):
-        cx, cy = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
-        return b[0] <= cx <= b[2] and b[1] <= cy <= b[3]
     left, n = list(reference), 0
     for d in found:
         hit = next((r for r in left if iou(d.box, r.box) >= 0.3 or centre_in(d.box, r.box) or centre_in(r.box, d.box)),

@@ -210,10 +210,11 @@ class SourceWatcher(Settling):
             if self.source.mode == "leave":
                 self.known.update((str(p), (st.st_size, st.st_mtime_ns)) for p, _, st, _ in files)
             self.taken += len(jobs)
-            for job in jobs if len(jobs) <= 20 else ():
-                log.info("queued", path=job.source, job=job.id, sha256=job.sha256[:12], source=self.label)
-            if len(jobs) > 20:
+            if len(jobs) > 20:  # a big first look: one line a batch
                 log.info("queued", source=self.label, files=len(jobs), first_job=jobs[0].id, last_job=jobs[-1].id)
+            else:
+                for job in jobs:
+                    log.info("queued", path=job.source, job=job.id, sha256=job.sha256[:12], source=self.label)
             if jobs:
                 self.wake.set()
 

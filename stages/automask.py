@@ -212,13 +212,9 @@ class AutoMaskStage(Stage):
         for kind in KINDS:
             settings = getattr(params, kind)
             of_kind = [d for d in found if d.kind == kind]
-            if kind == "face" and self._mesh is not None and settings.enabled:
-                # A face less sure than min_confidence is kept when the face landmark model sees a face in it.
-                ctx.check_stop()
-                of_kind = self._mesh.confirmed(image, of_kind, settings.min_confidence, settings.confirm_from)
-                settings = dataclasses.replace(settings, min_confidence=min(settings.min_confidence,
-                                                                            settings.confirm_from))
-            chosen_of[kind] = select(of_kind, settings, size) if settings.enabled else []
+            ctx.check_stop()  # faces may each be looked at by the landmark model
+            chosen_of[kind] = ((select_faces(of_kind, settings, size, image, self._mesh) if kind == "face"
+                                else select(of_kind, settings, size)) if settings.enabled else [])
         if _needs_mesh(params) and self._mesh is not None:
             for d in chosen_of["face"]:
                 ctx.check_stop()
@@ -311,6 +307,16 @@ def _load_detector(settings: DetectorSettings) -> _Loaded:
 def _digest(path: Path) -> str:
     """The sha256 of a model file shipped with polishd (it never changes while polishd runs)."""
     return sha256_file(path)
+
+
+def select_faces(faces: list[Detection], settings: FaceMaskConfig, size: tuple[int, int], image: Image.Image,
+                 mesh: face_mesh.FaceMesh | None) -> list[Detection]:
+    """``select`` for faces: with the face landmark model (``mesh``), a face less sure than min_confidence, down
+    to confirm_from, is kept when that model sees a face in it (``FaceMesh.confirmed``)."""
+    if mesh is not None:
+        faces = mesh.confirmed(image, faces, settings.min_confidence, settings.confirm_from)
+        settings = dataclasses.replace(settings, min_confidence=min(settings.min_confidence, settings.confirm_from))
+    return select(faces, settings, size)
 
 
 def _needs_mesh(params: AutomaskParams) -> bool:
