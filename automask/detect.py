@@ -53,6 +53,7 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
     iou,
 )
 from automask.hand_joints import HandJoints
+from automask.palms import Palms
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -86,6 +87,8 @@ TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies al
                      # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
                      # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
 SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
+BEST_PALMS = 10     # a grey picture's hands are also looked for at the palm detector's best places, …
+PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96)
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 
@@ -274,9 +277,10 @@ class Detector:
                 return vision.HandLandmarker.create_from_options(options)
             self._hands = landmarker(settings.hand_confidence)
             self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
-        self._joints = None
+        self._joints = self._palms = None
         if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
+            self._palms = Palms(Path(settings.hand_model or SHIPPED["hand"]))
 
     def close(self) -> None:
         for _, det in self._faces:
@@ -284,7 +288,9 @@ class Detector:
         for hands in (self._hands, self._grey_hands):
             if hands is not None:
                 hands.close()
-        self._faces, self._hands, self._grey_hands, self._joints = [], None, None, None
+        if self._palms is not None:
+            self._palms.close()
+        self._faces, self._hands, self._grey_hands, self._joints, self._palms = [], None, None, None, None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -308,6 +314,9 @@ class Detector:
                 # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
                 found += [d if d.kind == "hand" else dataclasses.replace(d, label=SKIN_TONED)
                           for d in self._pass(skin) if d.kind == "hand" or not _same_face(d, found, s.nms_iou)]
+        if self._grey and self._palms is not None:
+            with self._timed("best palms"):
+                found += self._best_palms(whole_view, found)
         if f != 1.0:
             found = [d.moved(1 / f, 0, 0) for d in found]
         if max(w, h) < s.upsample_below:
@@ -392,6 +401,25 @@ class Detector:
             if flag >= SETTLED and d.area > 0 and not _same_as_any(d, new):
                 new.append(d)
         return found + new
+
+    def _best_palms(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
+        """Hands at the palm detector's ``BEST_PALMS`` best places however low it scores them (``palms``), each
+        kept when the landmark model flags a hand on the palm's crop and again on the crop its joints give
+        (``SETTLED``).  A place on a hand already found is not looked at again."""
+        hands = [d for d in found if d.kind == "hand"]
+        out: list[Detection] = []
+        for palm in self._palms.best(rgb, BEST_PALMS, PALM_FLOOR):
+            if any(centre_in(palm.box, d.box) for d in hands + out):
+                continue
+            joints, flag, right = self._joints.look(rgb, palm.centre, palm.side, palm.angle)
+            if flag < SETTLED:
+                continue
+            joints, flag = self._joints.settle(rgb, joints)
+            if flag < SETTLED:
+                continue
+            pts = [(float(x), float(y)) for x, y in joints]
+            out.append(Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left"))
+        return out
 
     def _settled(self, rgb: Image.Image, d: Detection) -> tuple[Detection, float]:
         """The hand with the joints the landmark model gives on the crop its joints give, where it is sure

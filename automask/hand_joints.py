@@ -53,33 +53,45 @@ class HandJoints:
     """The hand landmark model of a hand landmarker bundle, loaded once."""
 
     def __init__(self, bundle: Path):
-        import openvino as ov
-
-        try:
-            with zipfile.ZipFile(bundle) as z:
-                data = z.read("hand_landmarks_detector.tflite")
-        except (zipfile.BadZipFile, KeyError) as exc:
-            raise ValueError(f"{bundle}: not a hand landmarker bundle with hand_landmarks_detector.tflite "
-                             f"({exc})") from None
-        # OpenVINO reads TFLite from a file only; the file is gone once the model is compiled.
-        fd, name = tempfile.mkstemp(suffix=".tflite")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            core = ov.Core()
-            self._compiled = core.compile_model(core.read_model(name), "CPU", {"INFERENCE_NUM_THREADS": 1})
-        finally:
-            os.unlink(name)
+        self._compiled = bundle_model(bundle, "hand_landmarks_detector.tflite")
         self._request = self._compiled.create_infer_request()
-        self._points_out, self._flag_out = self._compiled.outputs[0], self._compiled.outputs[1]
+        # 21×3 joints in crop pixels, the hand flag and the chance that it is a right hand (probabilities)
+        self._points_out, self._flag_out, self._right_out = self._compiled.outputs[:3]
+
+    def look(self, rgb: Image.Image, centre: tuple[float, float], side: float,
+             angle: float) -> tuple[np.ndarray, float, float]:
+        """The model on a crop (``rotated_crop``'s centre, side and angle): 21×2 joints in image pixels, the hand
+        flag and the chance that the hand is a right hand (both 0–1)."""
+        crop, affine = rotated_crop(rgb, centre, side, angle, SIDE)
+        result = self._request.infer({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
+        points = np.asarray(result[self._points_out]).reshape(21, 3)[:, :2]
+        flag = float(np.asarray(result[self._flag_out]).ravel()[0])  # already a probability
+        return to_image(affine, points), flag, float(np.asarray(result[self._right_out]).ravel()[0])
 
     def settle(self, rgb: Image.Image, joints) -> tuple[np.ndarray, float]:
         """21×2 joints in image pixels from the crop ``joints`` give, and the model's hand flag there (0–1)."""
         centre, side, angle = crop_of(np.asarray(joints, dtype=np.float64))
         if side < 4:
             return np.asarray(joints, dtype=np.float64), 0.0
-        crop, affine = rotated_crop(rgb, centre, side, angle, SIDE)
-        result = self._request.infer({0: (np.asarray(crop, dtype=np.float32) / 255.0)[None]})
-        points = np.asarray(result[self._points_out]).reshape(21, 3)[:, :2]
-        flag = float(np.asarray(result[self._flag_out]).ravel()[0])  # already a probability
-        return to_image(affine, points), flag
+        points, flag, _ = self.look(rgb, centre, side, angle)
+        return points, flag
+
+
+def bundle_model(bundle: Path, member: str):
+    """One model of a hand landmarker bundle (a zip), compiled by OpenVINO for one CPU thread."""
+    import openvino as ov
+
+    try:
+        with zipfile.ZipFile(bundle) as z:
+            data = z.read(member)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{bundle}: not a hand landmarker bundle with {member} ({exc})") from None
+    # OpenVINO reads TFLite from a file only; the file is gone once the model is compiled.
+    fd, name = tempfile.mkstemp(suffix=".tflite")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        core = ov.Core()
+        return core.compile_model(core.read_model(name), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    finally:
+        os.unlink(name)

@@ -529,3 +529,26 @@ def test_a_hand_bundle_without_its_landmark_model_is_refused_by_name(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="hands.task: not a hand landmarker bundle"):
         HandJoints(bad)
+
+
+def test_a_palms_crop_is_mediapipes_upright_around_the_fingers_and_the_anchors_are_the_models():
+    # The hand's crop from a palm (MediaPipe's hand landmarker graph): 2.6 times the palm's box, a square, moved
+    # half the box's height from the box's middle towards the fingers, turned so that the wrist is below them.
+    import math
+
+    from automask.palms import Palms, _palm
+
+    box = (100.0, 100.0, 140.0, 150.0)  # 40 wide, 50 high
+    up = np.array([[120.0, 150.0], [0, 0], [120.0, 110.0]] + [[0, 0]] * 4)  # wrist below the middle finger
+    palm = _palm(0.5, box, up)
+    assert palm.angle == pytest.approx(0.0) and palm.side == pytest.approx(130.0)
+    assert palm.centre == pytest.approx((120.0, 100.0))
+    right = np.array([[100.0, 125.0], [0, 0], [140.0, 125.0]] + [[0, 0]] * 4)  # fingers to the right
+    palm = _palm(0.5, box, right)
+    assert palm.angle == pytest.approx(math.pi / 2) and palm.centre == pytest.approx((145.0, 125.0))
+    palms = Palms(SHIPPED["hand"])
+    assert len(palms._anchors) == palms._scores_out.get_partial_shape()[1].get_length()  # one anchor a score
+    # A picture without hands still has best places, ranked, distinct and above the floor asked for.
+    best = palms.best(Image.open(DATA / "astronaut.png").convert("RGB"), 5, 0.01)
+    assert 0 < len(best) <= 5 and all(b.score >= 0.01 for b in best)
+    assert [b.score for b in best] == sorted((b.score for b in best), reverse=True)

@@ -32,8 +32,9 @@ def test_a_thumbs_up_close_up_is_one_hand_and_no_face(tmp_path):
 
 
 def test_grey_photos_faces_and_hands_are_found_where_they_are_and_a_grey_fists_knuckles_are_no_face(tmp_path):
-    """Turned grey, the woman sitting keeps her face, and at least one of her two hands is found where the colour
-    photo has it.  A grey thumbs-up, mirrored: its knuckles are a face to the skin-toned copy (0.51) that the
+    """Turned grey, the woman sitting keeps her face, and both her hands are found where the colour photo has
+    them: the palm detector scores them 0.02 (0.96 and 0.47 in colour), below any threshold, but they are among
+    its best places and the landmark model sees hands there.  A grey thumbs-up, mirrored: its knuckles are a face to the skin-toned copy (0.51) that the
     face landmark model does not see, so the stage keeps the hand alone."""
     for folder in ("colour", "grey", "thumb"):
         (tmp_path / folder).mkdir()
@@ -48,7 +49,7 @@ def test_grey_photos_faces_and_hands_are_found_where_they_are_and_a_grey_fists_k
     grey_hands = [d for d in grey.details.detections if d.kind == "hand"]
     on_colour = [g for g in grey_hands if any(c.box[0] <= centre(g)[0] <= c.box[2] and c.box[1] <= centre(g)[1]
                                               <= c.box[3] for c in colour_hands)]
-    assert len(colour_hands) == 2 and len(on_colour) >= 1
+    assert len(colour_hands) == 2 and len(on_colour) == 2  # one of them only at the palm detector's best places
     thumb = ImageOps.mirror(ImageOps.grayscale(Image.open(DEV / "thumb-up-teal.jpg")))
     _, entry = _run(tmp_path / "thumb", "thumb.png", thumb)
     assert entry.details.counts == {"face": 0, "hand": 1}
@@ -128,3 +129,23 @@ def test_a_hand_s_joints_settle_where_they_are_on_a_clear_hand():
     size = float(max(found.max(axis=0) - found.min(axis=0)))
     assert flag >= 0.9
     assert float(np.linalg.norm(joints - found, axis=1).mean()) < 0.05 * size
+
+
+def test_the_palm_detectors_best_place_gives_the_hand_the_hand_landmarker_gives():
+    # The palm detector run on its own (anchors, box, keypoints and the hand's crop decoded as MediaPipe's graph
+    # does) and the landmark model on that crop give the joints MediaPipe's hand landmarker gives.
+    from automask.detect import SHIPPED, Detector, DetectorSettings
+    from automask.hand_joints import HandJoints
+    from automask.palms import Palms
+
+    photo = Image.open(DEV / "thumb-up-teal.jpg").convert("RGB")
+    detector = Detector(DetectorSettings(hands_behind=False))
+    (hand,) = detector._pass(photo, faces=False)
+    detector.close()
+    best = Palms(SHIPPED["hand"]).best(photo, 3, 0.005)
+    joints, flag, right = HandJoints(SHIPPED["hand"]).look(photo, best[0].centre, best[0].side, best[0].angle)
+    found = np.asarray(hand.landmarks)
+    size = float(max(found.max(axis=0) - found.min(axis=0)))
+    assert best[0].score > 0.9 and best[1].score < 0.1  # one hand: one place the detector is sure of
+    assert flag >= 0.9 and hand.label == ("Right" if right >= 0.5 else "Left")
+    assert float(np.linalg.norm(joints - found, axis=1).mean()) < 0.03 * size
