@@ -11,7 +11,9 @@ several ways and the results merged:
   threshold — the palm detector scores grey hands far lower than the same in colour — and again on the
   picture's tones stretched and on a skin-toned copy of them (the colour cue it was trained with, given
   back; faces are searched on that copy too); what the lowered threshold finds is kept when the hand
-  landmark model, on the crop its joints give, sees a hand there at all;
+  landmark model, on the crop its joints give, sees a hand there at all; and the hands at the palm
+  detector's ten best places however low it scores them (``palms``), kept when the landmark model is sure
+  of a hand there;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * a mid-sized picture's faces (between those two) in 512 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second

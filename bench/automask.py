@@ -299,7 +299,8 @@ def main(argv=None) -> int:
     detector = Detector(settings())
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
-    passes = ["whole", "grey", "2x", "face tiles", "tiles", "second look", "bodies", "behind", "face mesh"]
+    passes = ["whole", "grey", "best palms", "2x", "face tiles", "tiles", "second look", "bodies", "behind",
+              "face mesh"]
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              "`python -m bench.automask`. Counts are of what the stage keeps: faces ≥ "
              f"{cfg.face.min_confidence:.2f}, hands ≥ {cfg.hand.min_confidence:.2f}.", ""]

@@ -34,8 +34,9 @@ def test_a_thumbs_up_close_up_is_one_hand_and_no_face(tmp_path):
 def test_grey_photos_faces_and_hands_are_found_where_they_are_and_a_grey_fists_knuckles_are_no_face(tmp_path):
     """Turned grey, the woman sitting keeps her face, and both her hands are found where the colour photo has
     them: the palm detector scores them 0.02 (0.96 and 0.47 in colour), below any threshold, but they are among
-    its best places and the landmark model sees hands there.  A grey thumbs-up, mirrored: its knuckles are a face to the skin-toned copy (0.51) that the
-    face landmark model does not see, so the stage keeps the hand alone."""
+    its best places and the landmark model sees hands there.  A grey thumbs-up, mirrored: its knuckles are a
+    face to the skin-toned copy (0.51) that the face landmark model does not see, so the stage keeps the hand
+    alone."""
     for folder in ("colour", "grey", "thumb"):
         (tmp_path / folder).mkdir()
     photo = Image.open(DEV / "woman-sitting.jpg").convert("RGB")
