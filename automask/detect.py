@@ -29,6 +29,10 @@ several ways and the results merged:
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
   joints neither mostly on nor where a hidden hand's are, is the hand behind.
 
+Faces and hands are searched side by side, faces (and a grey picture's skin-toned copy's hands) on a thread of
+the detector's own: they share no model, MediaPipe runs each model on a thread of its own, and so on two cores
+a grey picture's search takes about what its hands alone take.
+
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
 the larger box is kept, with the better score.  A face whose centre lies in a surer face's box is that face.
@@ -39,7 +43,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,8 +270,10 @@ class Detector:
                     base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
                     min_detection_confidence=settings.min_confidence)
                 self._faces.append((f"face-{name}", vision.FaceDetector.create_from_options(options)))
-        self._hands = self._grey_hands = None
+        self._hands = self._grey_hands = self._skin_hands = None
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
+        self.elapsed = 0.0  # ms, the last ``detect``
+        self._face_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces")
         if settings.hands:
             path = Path(settings.hand_model or SHIPPED["hand"])
             self.model_files["hand"] = path
@@ -279,69 +286,50 @@ class Detector:
                 return vision.HandLandmarker.create_from_options(options)
             self._hands = landmarker(settings.hand_confidence)
             self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
-        self._joints = self._palms = None
+            self._skin_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))  # the other thread's
+        self._joints = self._skin_joints = self._palms = None
         if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
+            self._skin_joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
             self._palms = Palms(Path(settings.hand_model or SHIPPED["hand"]))
 
     def close(self) -> None:
         for _, det in self._faces:
             det.close()
-        for hands in (self._hands, self._grey_hands):
+        for hands in (self._hands, self._grey_hands, self._skin_hands):
             if hands is not None:
                 hands.close()
         if self._palms is not None:
             self._palms.close()
-        self._faces, self._hands, self._grey_hands, self._joints, self._palms = [], None, None, None, None
+        self._face_thread.shutdown()
+        self._faces, self._hands, self._grey_hands, self._skin_hands = [], None, None, None
+        self._joints = self._skin_joints = self._palms = None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
-        """Every face and hand found; ``timings`` then holds the milliseconds each pass took."""
+        """Every face and hand found; ``timings`` then holds the milliseconds each pass took, and ``elapsed``
+        the whole search's (faces and hands side by side: see the module's text)."""
+        t0 = time.perf_counter()
         rgb = image.convert("RGB")
         w, h = rgb.size
         s = self.settings
         self.timings = {}
-        grey = self._grey = is_grey(rgb)
+        grey = is_grey(rgb)
         # The whole view of a large picture is searched on a copy of WHOLE_SIDE px made with Lanczos: MediaPipe
         # shrinks its input to the models' 128–256 px without filtering, and a 4× larger copy of a picture then
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
         whole_view, f = _shrunk(rgb)
-        with self._timed("whole"):
-            found = self._pass(whole_view)
-        if self._grey:  # a grey picture's faces and hands are found more often skin-toned, hands stretched too
-            with self._timed("grey"):
-                stretched, skin = grey_views(whole_view)
-                found += self._pass(stretched, faces=False)
-                # A face only the skin-toned copy shows is labelled so: the stage keeps it only when the face
-                # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
-                found += [d if d.kind == "hand" else dataclasses.replace(d, label=SKIN_TONED)
-                          for d in self._pass(skin) if d.kind == "hand" or not _same_face(d, found, s.nms_iou)]
-        if self._grey and self._palms is not None:
-            with self._timed("best palms"):
-                found += self._best_palms(whole_view, found)
-        if f != 1.0:
-            found = [d.moved(1 / f, 0, 0) for d in found]
-        if max(w, h) < s.upsample_below:
-            with self._timed("2x"):
-                big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
-                found += [d.moved(0.5, 0, 0) for d in self._pass(big)]
-        self._grey = False  # tiles and their second looks keep the usual thresholds: enlarged grey texture invents
-        # hands there
-        if s.faces and s.upsample_below <= max(w, h) <= s.tile_above and "full" in s.face_models:
-            with self._timed("face tiles"):
-                found += self._face_tiles(rgb, found)
-        if max(w, h) > s.tile_above:
-            size = max(512, s.tile_above // 2)
-            whole = list(found)
-            with self._timed("tiles"):
-                in_tiles = [d.moved(1.0, x0, y0) for x0, y0, x1, y1 in tiles(w, h, size)
-                            for d in self._pass(rgb.crop((x0, y0, x1, y1)))]
-            with self._timed("second look"):
-                sure = [d for d in whole if d.score >= WHOLE_SURE]
-                kept = [d for d in nms(in_tiles, s.nms_iou)
-                        if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
-                faces = [d for d in sure + kept if d.kind == "face" and d.score >= WHOLE_SURE]
-                found += [d for d in kept if _same_as_any(d, sure, nested=False) or not dwarfed(d, faces)]
+        views = grey_views(whole_view) if grey else []
+        face_search = self._face_thread.submit(self._faces_in, rgb, whole_view, f, views) if self._faces else None
+        try:
+            found, in_tiles = self._hands_in(rgb, whole_view, f, views) if self._hands is not None else ([], [])
+        finally:
+            faces = face_search.result() if face_search is not None else []
+        if in_tiles:  # a hand only tiles found is not a speck beside a face
+            sure = [d for d in found if d.score >= WHOLE_SURE]
+            big = [d for d in faces if d.score >= WHOLE_SURE]
+            found += [d for d in in_tiles if _same_as_any(d, sure, nested=False) or not dwarfed(d, big)]
+        found += faces
         self._grey = grey
         if s.body_regions and s.hands:
             merged = nms(found, s.nms_iou)
@@ -355,7 +343,76 @@ class Detector:
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)
+        self.elapsed = (time.perf_counter() - t0) * 1000
         return found
+
+    def _faces_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
+                  views: list[Image.Image]) -> list[Detection]:
+        """The face searches (on the face thread): the whole view, a grey picture's skin-toned copy, a small
+        picture at 2×, a mid-sized one's tiles, a large one's tiles with their second looks."""
+        s = self.settings
+        w, h = rgb.size
+        with self._timed("faces"):
+            found = self._pass(whole_view, hands=False)
+            if views:
+                # A face only the skin-toned copy shows is labelled so: the stage keeps it only when the face
+                # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
+                found += [dataclasses.replace(d, label=SKIN_TONED) for d in self._pass(views[1], hands=False)
+                          if not _same_face(d, found, s.nms_iou)]
+                if self._skin_hands is not None:  # the skin-toned copy's hands, with models of this thread's
+                    skin = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.asarray(views[1]))
+                    found += _hands_found(views[1], skin, self._skin_hands, self._skin_joints)
+            found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
+            if max(w, h) < s.upsample_below:
+                big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
+                found += [d.moved(0.5, 0, 0) for d in self._pass(big, hands=False)]
+            if s.upsample_below <= max(w, h) <= s.tile_above and "full" in s.face_models:
+                found += self._face_tiles(rgb, found)
+            if max(w, h) > s.tile_above:
+                found += self._tiles(rgb, found, "face")
+        return found
+
+    def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
+                  views: list[Image.Image]) -> tuple[list[Detection], list[Detection]]:
+        """The hand searches, but the body regions' and the hands behind: the whole view; a grey picture
+        (``views``: its tones stretched and skin-toned) with its own thresholds and at the palm detector's best
+        places; a small picture at 2×; a large one's tiles.  What only tiles found comes apart, to be kept
+        when it is no speck beside a face."""
+        s = self.settings
+        w, h = rgb.size
+        self._grey = bool(views)
+        with self._timed("whole"):
+            found = self._pass(whole_view, faces=False)
+        if views:
+            with self._timed("grey"):
+                found += self._pass(views[0], faces=False)  # (the skin-toned copy on the other thread)
+            if self._palms is not None:
+                with self._timed("best palms"):
+                    found += self._best_palms(whole_view, found)
+        found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
+        if max(w, h) < s.upsample_below:
+            with self._timed("2x"):
+                big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
+                found += [d.moved(0.5, 0, 0) for d in self._pass(big, faces=False)]
+        # Tiles and their second looks keep the usual thresholds: enlarged grey texture invents hands there.
+        self._grey = False
+        in_tiles = self._tiles(rgb, found, "hand") if max(w, h) > s.tile_above else []
+        return found, in_tiles
+
+    def _tiles(self, rgb: Image.Image, found: list[Detection], kind: str) -> list[Detection]:
+        """Faces or hands (``kind``) of a large picture searched in overlapping tiles of half ``tile_above``
+        (at least 512 px), at full resolution: a find the whole view was sure of as it is, another kept when a
+        second look finds it too."""
+        s = self.settings
+        size = max(512, s.tile_above // 2)
+        faces, hands = kind == "face", kind == "hand"
+        with self._timed("tiles") if hands else nullcontext():  # the face thread is timed as one
+            in_tiles = [d.moved(1.0, x0, y0) for x0, y0, x1, y1 in tiles(rgb.width, rgb.height, size)
+                        for d in self._pass(rgb.crop((x0, y0, x1, y1)), faces=faces, hands=hands)]
+        with self._timed("second look") if hands else nullcontext():
+            sure = [d for d in found if d.score >= WHOLE_SURE]
+            return [d for d in nms(in_tiles, s.nms_iou)
+                    if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
 
     def _face_tiles(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Faces of a mid-sized picture searched again in tiles of ``FACE_TILE`` px with the full-range model
@@ -489,13 +546,25 @@ class Detector:
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
         if self._hands is not None and hands:
-            result = (self._grey_hands if self._grey else self._hands).detect(mp_image)
-            for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
-                if self._grey and handedness[0].score < CONFIRM:
-                    continue  # the lowered thresholds let coat folds through: what they find must be sure
-                pts = [(p.x * w, p.y * h) for p in landmarks]
-                if self._grey and self._joints.settle(rgb, pts)[1] < GREY_SETTLED:
-                    continue  # … and a hand to the landmark model on its own crop
-                out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
-                                     handedness[0].category_name))
+            if self._grey:
+                out += _hands_found(rgb, mp_image, self._grey_hands, self._joints)
+            else:
+                out += _hands_found(rgb, mp_image, self._hands, None)
         return out
+
+
+def _hands_found(rgb: Image.Image, mp_image, landmarker, joints: HandJoints | None) -> list[Detection]:
+    """The hands ``landmarker`` finds; with ``joints`` (a grey picture's lowered thresholds) only those it is
+    sure of that the landmark model, on the crop their joints give, sees as a hand."""
+    w, h = rgb.size
+    out: list[Detection] = []
+    result = landmarker.detect(mp_image)
+    for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
+        if joints is not None and handedness[0].score < CONFIRM:
+            continue  # the lowered thresholds let coat folds through: what they find must be sure
+        pts = [(p.x * w, p.y * h) for p in landmarks]
+        if joints is not None and joints.settle(rgb, pts)[1] < GREY_SETTLED:
+            continue  # … and a hand to the landmark model on its own crop
+        out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
+                             handedness[0].category_name))
+    return out

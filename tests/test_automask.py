@@ -552,3 +552,27 @@ def test_a_palms_crop_is_mediapipes_upright_around_the_fingers_and_the_anchors_a
     best = palms.best(Image.open(DATA / "astronaut.png").convert("RGB"), 5, 0.01)
     assert 0 < len(best) <= 5 and all(b.score >= 0.01 for b in best)
     assert [b.score for b in best] == sorted((b.score for b in best), reverse=True)
+
+
+def test_a_face_model_that_fails_fails_the_search_and_the_detector_still_closes():
+    # Faces are searched on the detector's own thread: what goes wrong there reaches the caller (the stage
+    # reports it), rather than an image passing on with its faces silently unsearched.
+    d = Detector(DetectorSettings())
+
+    class Broken:
+        def detect(self, image):
+            raise RuntimeError("face model broke")
+
+        def close(self):
+            pass
+
+    name, model = d._faces[0]
+    d._faces[0] = (name, Broken())
+    try:
+        with pytest.raises(RuntimeError, match="face model broke"):
+            d.detect(Image.open(DATA / "astronaut.png"))
+    finally:
+        model.close()
+        d.close()
+    with pytest.raises(RuntimeError, match="shutdown"):  # closed: its thread takes no more work
+        d._face_thread.submit(print)
