@@ -8,12 +8,12 @@ several ways and the results merged:
   for small far faces);
 * the hand landmarker with ``num_hands`` well above MediaPipe's default of one;
 * on a grey or toned picture (black-and-white, sepia) the hands searched with a lower palm-detection
-  threshold — the palm detector scores grey hands far lower than the same in colour — and again on the
-  picture's tones stretched and on a skin-toned copy of them (the colour cue it was trained with, given
-  back; faces are searched on that copy too); what the lowered threshold finds is kept when the hand
-  landmark model, on the crop its joints give, sees a hand there at all; and the hands at the palm
-  detector's ten best places however low it scores them (``palms``), kept when the landmark model is sure
-  of a hand there;
+  threshold — the palm detector scores grey hands far lower than the same in colour — on the picture and
+  on its tones stretched, what that finds kept when the hand landmark model, on the crop its joints give,
+  sees a hand there at all; and hands at the palm detector's ten best places however low it scores them
+  (``palms``), on the picture and on a skin-toned copy of its tones (the colour cue the detector was
+  trained with, given back), kept when the landmark model is sure of a hand there; faces are searched on
+  the skin-toned copy too;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * a mid-sized picture's faces (between those two) in 512 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second
@@ -29,9 +29,9 @@ several ways and the results merged:
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
   joints neither mostly on nor where a hidden hand's are, is the hand behind.
 
-Faces and hands are searched side by side, faces (and a grey picture's skin-toned copy's hands) on a thread of
-the detector's own: they share no model, MediaPipe runs each model on a thread of its own, and so on two cores
-a grey picture's search takes about what its hands alone take.
+Faces and hands are searched side by side, faces (and a grey picture's skin-toned copy's best palms) on a
+thread of the detector's own: they share no model, MediaPipe runs each model on a thread of its own, and so on
+two cores a search takes about what its hands alone take.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -270,10 +270,10 @@ class Detector:
                     base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
                     min_detection_confidence=settings.min_confidence)
                 self._faces.append((f"face-{name}", vision.FaceDetector.create_from_options(options)))
-        self._hands = self._grey_hands = self._skin_hands = None
+        self._hands = self._grey_hands = None
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``
-        self._face_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")  # faces, beside the hands
         if settings.hands:
             path = Path(settings.hand_model or SHIPPED["hand"])
             self.model_files["hand"] = path
@@ -286,24 +286,25 @@ class Detector:
                 return vision.HandLandmarker.create_from_options(options)
             self._hands = landmarker(settings.hand_confidence)
             self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
-            self._skin_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))  # the other thread's
-        self._joints = self._skin_joints = self._palms = None
-        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model
-            self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
-            self._skin_joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
-            self._palms = Palms(Path(settings.hand_model or SHIPPED["hand"]))
+        self._joints = self._palms = self._skin_joints = self._skin_palms = None
+        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model;
+            # the palm detector ranks a grey picture's places, on each thread with models of its own
+            bundle = Path(settings.hand_model or SHIPPED["hand"])
+            self._joints, self._palms = HandJoints(bundle), Palms(bundle)
+            self._skin_joints, self._skin_palms = HandJoints(bundle), Palms(bundle)
 
     def close(self) -> None:
         for _, det in self._faces:
             det.close()
-        for hands in (self._hands, self._grey_hands, self._skin_hands):
+        for hands in (self._hands, self._grey_hands):
             if hands is not None:
                 hands.close()
-        if self._palms is not None:
-            self._palms.close()
-        self._face_thread.shutdown()
-        self._faces, self._hands, self._grey_hands, self._skin_hands = [], None, None, None
-        self._joints = self._skin_joints = self._palms = None
+        for palms in (self._palms, self._skin_palms):
+            if palms is not None:
+                palms.close()
+        self._thread.shutdown()
+        self._faces, self._hands, self._grey_hands = [], None, None
+        self._joints = self._palms = self._skin_joints = self._skin_palms = None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -320,16 +321,16 @@ class Detector:
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
         whole_view, f = _shrunk(rgb)
         views = grey_views(whole_view) if grey else []
-        face_search = self._face_thread.submit(self._faces_in, rgb, whole_view, f, views) if self._faces else None
+        beside = self._thread.submit(self._beside, rgb, whole_view, f, views)
         try:
             found, in_tiles = self._hands_in(rgb, whole_view, f, views) if self._hands is not None else ([], [])
         finally:
-            faces = face_search.result() if face_search is not None else []
+            also = beside.result()
         if in_tiles:  # a hand only tiles found is not a speck beside a face
             sure = [d for d in found if d.score >= WHOLE_SURE]
-            big = [d for d in faces if d.score >= WHOLE_SURE]
-            found += [d for d in in_tiles if _same_as_any(d, sure, nested=False) or not dwarfed(d, big)]
-        found += faces
+            faces = [d for d in also if d.kind == "face" and d.score >= WHOLE_SURE]
+            found += [d for d in in_tiles if _same_as_any(d, sure, nested=False) or not dwarfed(d, faces)]
+        found += also
         self._grey = grey
         if s.body_regions and s.hands:
             merged = nms(found, s.nms_iou)
@@ -346,10 +347,21 @@ class Detector:
         self.elapsed = (time.perf_counter() - t0) * 1000
         return found
 
+    def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float,
+                views: list[Image.Image]) -> list[Detection]:
+        """What the detector's own thread searches while the caller's searches hands: every face search, and a
+        grey picture's hands at the best places of its skin-toned copy (with models of this thread's own)."""
+        found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
+        if views and self._skin_palms is not None:
+            with self._timed("skin palms"):
+                hands = self._best_palms(views[1], [], self._skin_palms, self._skin_joints)
+            found += [d.moved(1 / f, 0, 0) for d in hands] if f != 1.0 else hands
+        return found
+
     def _faces_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
                   views: list[Image.Image]) -> list[Detection]:
-        """The face searches (on the face thread): the whole view, a grey picture's skin-toned copy, a small
-        picture at 2×, a mid-sized one's tiles, a large one's tiles with their second looks."""
+        """The face searches: the whole view, a grey picture's skin-toned copy, a small picture at 2×, a
+        mid-sized one's tiles, a large one's tiles with their second looks."""
         s = self.settings
         w, h = rgb.size
         with self._timed("faces"):
@@ -359,9 +371,6 @@ class Detector:
                 # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
                 found += [dataclasses.replace(d, label=SKIN_TONED) for d in self._pass(views[1], hands=False)
                           if not _same_face(d, found, s.nms_iou)]
-                if self._skin_hands is not None:  # the skin-toned copy's hands, with models of this thread's
-                    skin = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.asarray(views[1]))
-                    found += _hands_found(views[1], skin, self._skin_hands, self._skin_joints)
             found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
             if max(w, h) < s.upsample_below:
                 big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
@@ -385,10 +394,10 @@ class Detector:
             found = self._pass(whole_view, faces=False)
         if views:
             with self._timed("grey"):
-                found += self._pass(views[0], faces=False)  # (the skin-toned copy on the other thread)
+                found += self._pass(views[0], faces=False)  # (the skin-toned copy: on the other thread)
             if self._palms is not None:
                 with self._timed("best palms"):
-                    found += self._best_palms(whole_view, found)
+                    found += self._best_palms(whole_view, found, self._palms, self._joints)
         found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
@@ -461,22 +470,23 @@ class Detector:
                 new.append(d)
         return found + new
 
-    def _best_palms(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
+    def _best_palms(self, rgb: Image.Image, found: list[Detection], palms: Palms,
+                    joints: HandJoints) -> list[Detection]:
         """Hands at the palm detector's ``BEST_PALMS`` best places however low it scores them (``palms``), each
         kept when the landmark model flags a hand on the palm's crop and again on the crop its joints give
         (``SETTLED``).  A place on a hand already found is not looked at again."""
         hands = [d for d in found if d.kind == "hand"]
         out: list[Detection] = []
-        for palm in self._palms.best(rgb, BEST_PALMS, PALM_FLOOR):
+        for palm in palms.best(rgb, BEST_PALMS, PALM_FLOOR):
             if any(centre_in(palm.box, d.box) for d in hands + out):
                 continue
-            joints, flag, right = self._joints.look(rgb, palm.centre, palm.side, palm.angle)
+            j, flag, right = joints.look(rgb, palm.centre, palm.side, palm.angle)
             if flag < SETTLED:
                 continue
-            joints, flag = self._joints.settle(rgb, joints)
+            j, flag = joints.settle(rgb, j)
             if flag < SETTLED:
                 continue
-            pts = [(float(x), float(y)) for x, y in joints]
+            pts = [(float(x), float(y)) for x, y in j]
             out.append(Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left"))
         return out
 
@@ -546,25 +556,13 @@ class Detector:
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
         if self._hands is not None and hands:
-            if self._grey:
-                out += _hands_found(rgb, mp_image, self._grey_hands, self._joints)
-            else:
-                out += _hands_found(rgb, mp_image, self._hands, None)
+            result = (self._grey_hands if self._grey else self._hands).detect(mp_image)
+            for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
+                if self._grey and handedness[0].score < CONFIRM:
+                    continue  # the lowered thresholds let coat folds through: what they find must be sure
+                pts = [(p.x * w, p.y * h) for p in landmarks]
+                if self._grey and self._joints.settle(rgb, pts)[1] < GREY_SETTLED:
+                    continue  # … and a hand to the landmark model on its own crop
+                out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
+                                     handedness[0].category_name))
         return out
-
-
-def _hands_found(rgb: Image.Image, mp_image, landmarker, joints: HandJoints | None) -> list[Detection]:
-    """The hands ``landmarker`` finds; with ``joints`` (a grey picture's lowered thresholds) only those it is
-    sure of that the landmark model, on the crop their joints give, sees as a hand."""
-    w, h = rgb.size
-    out: list[Detection] = []
-    result = landmarker.detect(mp_image)
-    for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
-        if joints is not None and handedness[0].score < CONFIRM:
-            continue  # the lowered thresholds let coat folds through: what they find must be sure
-        pts = [(p.x * w, p.y * h) for p in landmarks]
-        if joints is not None and joints.settle(rgb, pts)[1] < GREY_SETTLED:
-            continue  # … and a hand to the landmark model on its own crop
-        out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
-                             handedness[0].category_name))
-    return out

@@ -575,4 +575,4 @@ def test_a_face_model_that_fails_fails_the_search_and_the_detector_still_closes(
         model.close()
         d.close()
     with pytest.raises(RuntimeError, match="shutdown"):  # closed: its thread takes no more work
-        d._face_thread.submit(print)
+        d._thread.submit(print)
