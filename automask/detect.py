@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -274,6 +275,7 @@ class Detector:
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")  # faces, beside the hands
+        self._busy = threading.Lock()
         if settings.hands:
             path = Path(settings.hand_model or SHIPPED["hand"])
             self.model_files["hand"] = path
@@ -309,7 +311,12 @@ class Detector:
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
         """Every face and hand found; ``timings`` then holds the milliseconds each pass took, and ``elapsed``
-        the whole search's (faces and hands side by side: see the module's text)."""
+        the whole search's (faces and hands side by side: see the module's text).  One search at a time: jobs
+        on several workers share the gate's detector, and a search keeps its state (grey or not) on it."""
+        with self._busy:
+            return self._detect(image)
+
+    def _detect(self, image: Image.Image) -> list[Detection]:
         t0 = time.perf_counter()
         rgb = image.convert("RGB")
         w, h = rgb.size

@@ -576,3 +576,19 @@ def test_a_face_model_that_fails_fails_the_search_and_the_detector_still_closes(
         d.close()
     with pytest.raises(RuntimeError, match="shutdown"):  # closed: its thread takes no more work
         d._thread.submit(print)
+
+
+def test_searches_from_several_threads_at_once_each_get_their_own_picture_s_finds(detector):
+    # The gate's detector is shared by jobs on several workers: a grey picture's search and a colour one's at
+    # the same time each give what they give alone.
+    from concurrent.futures import ThreadPoolExecutor
+
+    astronaut = Image.open(DATA / "astronaut.png").convert("RGB")
+    camera = Image.open(DATA / "camera.png").convert("RGB")  # grey: its own thresholds and passes
+
+    def boxes(image):
+        return sorted((d.kind, tuple(round(v) for v in d.box)) for d in detector.detect(image))
+    alone = [boxes(astronaut), boxes(camera)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(boxes, [astronaut, camera] * 4))
+    assert together == alone * 4
