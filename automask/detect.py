@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from automask.found import (  # noqa: F401 (the names detection is known by)
+    GREY_PICTURE,
     MODELS,
     SKIN_TONED,
     Detection,
@@ -388,7 +389,9 @@ class Detector:
                 found += self._face_tiles(rgb, found)
             if max(w, h) > s.tile_above:
                 found += self._tiles(rgb, found, "face")
-        return found
+        # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey frame
+        # around a small group photo): labelled, the stage has the face landmark model judge them.
+        return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
     def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
                   views: list[Image.Image]) -> tuple[list[Detection], list[Detection]]:

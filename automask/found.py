@@ -8,6 +8,7 @@ from pathlib import Path
 
 MODELS = Path(__file__).parent / "models"
 SKIN_TONED = "skin-toned copy"  # the label of a face found only on a grey picture's skin-toned copy (``detect``)
+GREY_PICTURE = "grey picture"   # … and of any other face found on a grey or toned picture
 
 
 @dataclass

@@ -121,6 +121,25 @@ def test_a_less_sure_face_is_kept_when_the_landmark_model_sees_one():
     mesh.close()
 
 
+def test_a_large_face_on_a_grey_picture_is_kept_only_when_the_landmark_model_sees_one(detector):
+    """On a grey picture the short-range model can see a face of hundreds of px in plain texture: such a face,
+    however sure, is kept only when the face landmark model sees a face in it.  The detector labels a grey
+    picture's faces so; a face under 64 px is too small for the landmark model to judge and is kept."""
+    from automask.face_mesh import FaceMesh
+    from automask.found import GREY_PICTURE
+
+    grey = ImageOps.grayscale(Image.open(DATA / "astronaut.png")).convert("RGB")
+    (face,) = faces(detector.detect(grey))
+    assert face.label == GREY_PICTURE
+    assert all(d.label == "" for d in detector.detect(Image.open(DATA / "astronaut.png")))  # in colour: none
+    mesh = FaceMesh()
+    plain = Detection("face", (280, 240, 500, 460), 0.95, "face-short", label=GREY_PICTURE)  # her suit
+    small = Detection("face", (400, 400, 450, 450), 0.9, "face-full", label=GREY_PICTURE)
+    assert mesh.confirmed(grey, [face, plain, small], 0.5) == [face, small]
+    assert mesh.confirmed(grey, [dataclasses.replace(plain, label="")], 0.5) != []  # unlabelled: not judged
+    mesh.close()
+
+
 def test_the_stage_keeps_a_less_sure_face_the_landmark_model_confirms_only_as_configured(tmp_path):
     """The astronaut's face scores about 0.93: with min_confidence 0.95 it is kept because the face landmark
     model sees a face there; not with confirm_from at 0.95 too, nor with box masks (which load no landmark
