@@ -250,12 +250,16 @@ LOOKS = {"colour": lambda im: im, "grey": lambda im: ImageOps.grayscale(im).conv
 
 
 def _matched(found: list, reference: list) -> int:
-    """How many of ``found`` lie on a distinct one of ``reference`` (their boxes' IoU at least 0.3, or one's
-    centre inside the other)."""
+    """How many of ``found`` lie on a distinct one of ``reference``: their boxes' IoU at least 0.3, or one's centre
+    inside the other, the find at most three times the size (a box of half the picture around a small face is
+    not that face)."""
+    def side(box) -> float:
+        return max(box[2] - box[0], box[3] - box[1])
+
     left, n = list(reference), 0
     for d in found:
-        hit = next((r for r in left if iou(d.box, r.box) >= 0.3 or centre_in(d.box, r.box) or centre_in(r.box, d.box)),
-                   None)
+        hit = next((r for r in left if iou(d.box, r.box) >= 0.3 or centre_in(d.box, r.box)
+                    or (centre_in(r.box, d.box) and side(d.box) <= 3 * side(r.box))), None)
         if hit is not None:
             left.remove(hit)
             n += 1
