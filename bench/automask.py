@@ -278,14 +278,19 @@ def tones(todo: list[Photo]) -> list[str]:
            "| look | " + " | ".join(CHANGES) + " | in all | recall | false | ms median | ms slowest |",
            "|---|" + "---|" * (len(CHANGES) + 5)]
     reference: dict[tuple[str, str], list] = {}
+    panels = []
     for look, tone in LOOKS.items():
         cells, there, true, false, times = [], 0, 0, 0, []
         for name, change in CHANGES.items():
             e = t = f = 0
             for p in todo:
-                found, _ = kept(detector, tone(change(Image.open(p.path).convert("RGB"))))
+                image = tone(change(Image.open(p.path).convert("RGB")))
+                found, _ = kept(detector, image)
                 times.append(spent(detector))
                 hands = [d for d in found if d.kind == "hand"]
+                if look == "grey" and name == "as it is" and p.hands:
+                    panels.append((f"{p.path.name}, grey: {len(hands)} of {p.hands} hands",
+                                   draw_detections(image, hands, [], [])))
                 if look == "colour":
                     reference[name, p.path.name] = hands
                     hit = min(len(hands), p.hands)
@@ -298,6 +303,8 @@ def tones(todo: list[Photo]) -> list[str]:
                    f"{statistics.median(times):.0f} | {max(times):.0f} |")
         print(out[-1], flush=True)
     detector.close()
+    sheet(panels, OUT / "automask_grey.png")
+    out += ["", "bench/out/automask_grey.png: each photo with hands, grey, and the hands kept."]
     return out
 
 
