@@ -292,11 +292,8 @@ class Detector:
             self._hands = landmarker(settings.hand_confidence)
             self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
         self._joints = self._palms = self._skin_joints = self._skin_palms = None
-        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model;
-            # the palm detector ranks a grey picture's places, on each thread with models of its own
-            bundle = Path(settings.hand_model or SHIPPED["hand"])
-            self._joints, self._palms = HandJoints(bundle), Palms(bundle)
-            self._skin_joints, self._skin_palms = HandJoints(bundle), Palms(bundle)
+        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model
+            self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
 
     def close(self) -> None:
         for _, det in self._faces:
@@ -331,6 +328,11 @@ class Detector:
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
         whole_view, f = _shrunk(rgb)
         views = grey_views(whole_view) if grey else []
+        if grey and s.hands and self._palms is None:
+            # The palm detector ranks a grey picture's places, on each thread with models of its own: loaded
+            # with the first grey picture (about 0.6 s), not by every detector made.
+            bundle = Path(s.hand_model or SHIPPED["hand"])
+            self._palms, self._skin_joints, self._skin_palms = Palms(bundle), HandJoints(bundle), Palms(bundle)
         beside = self._thread.submit(self._beside, rgb, whole_view, f, views)
         try:
             found, in_tiles = self._hands_in(rgb, whole_view, f, views) if self._hands is not None else ([], [])
