@@ -87,6 +87,15 @@ def kept(detector: Detector, image: Image.Image, mesh: FaceMesh | None = None) -
     return out, found
 
 
+def warm(detector: Detector, photo: Path, mesh: FaceMesh | None = None) -> Detector:
+    """The detector after a search of ``photo`` in colour and in grey: a model's first run, and the palm
+    detector's loading with the first grey picture, are not a search's time."""
+    image = Image.open(photo).convert("RGB")
+    for look in (image, ImageOps.grayscale(image).convert("RGB")):
+        kept(detector, look, mesh)
+    return detector
+
+
 def spent(detector: Detector) -> float:
     """The milliseconds the last image took: the search as the clock saw it (faces and hands run side by side),
     and the face mesh after it."""
@@ -209,7 +218,8 @@ def far_faces(todo: list[Photo]) -> list[str]:
 
     rng = np.random.default_rng(0)
     frame = Image.fromarray(np.clip(rng.normal(0, 12, (1024, 1024, 3)) + (150, 140, 120), 0, 255).astype("uint8"))
-    detector, mesh = Detector(settings()), FaceMesh()
+    mesh = FaceMesh()
+    detector = warm(Detector(settings()), todo[0].path, mesh)
     out = ["", "Faces far away: each photo with faces, scaled to a width of " + ", ".join(map(str, FACE_WIDTHS))
            + " px and pasted on a 1024² frame of noise; faces found where the photo's are (of those in it) in colour "
            "/ in grey, and false finds elsewhere:", "",
@@ -271,7 +281,7 @@ def tones(todo: list[Photo]) -> list[str]:
     a grey picture's recall is read beside the same pictures' in colour (the camera man is grey in all three).
     Colour is counted (found, up to those there); grey and sepia by place: a hand is found where the colour
     copy's is, and a find elsewhere is false (a grey find of a hand the colour copy missed too)."""
-    detector = Detector(settings())
+    detector = warm(Detector(settings()), todo[0].path)
     out = ["", "Hands in colour, grey and sepia: every photo and its copies, hands found (of those there) and "
            "false finds (grey and sepia: found where the same copy in colour has them, false elsewhere), and the "
            "ms per image (median, slowest):", "",
@@ -328,7 +338,7 @@ def main(argv=None) -> int:
               "of their own: " + " + ".join(beside) + " | ms in all (with the face mesh) |",
               "|---|---|---|---|---|---|---|---|"]
     panels = []
-    kept(detector, Image.open(todo[0].path).convert("RGB"), mesh)  # warm: a model's first run is not a search's
+    warm(detector, todo[0].path, mesh)
     for p in todo:
         image = Image.open(p.path).convert("RGB")
         found, everything = kept(detector, image, mesh)
