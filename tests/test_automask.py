@@ -548,6 +548,16 @@ def test_a_hand_bundle_without_its_landmark_model_is_refused_by_name(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="hands.task: not a hand landmarker bundle"):
         HandJoints(bad)
+    # A zip without the palm detector (the palm places of a grey picture) is named too, with what it lacks.
+    import zipfile
+
+    from automask.palms import Palms
+
+    lacking = tmp_path / "landmarks-only.task"
+    with zipfile.ZipFile(lacking, "w") as z:
+        z.writestr("hand_landmarks_detector.tflite", b"")
+    with pytest.raises(ValueError, match="landmarks-only.task: .*hand_detector.tflite"):
+        Palms(lacking)
 
 
 def test_a_palms_crop_is_mediapipes_upright_around_the_fingers_and_the_anchors_are_the_models():
