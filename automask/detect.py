@@ -89,9 +89,9 @@ GREY_COLOURED = 0.005  # … and a picture with fewer such pixels than this shar
 GREY_HAND_DETECTION = 0.05  # the hand landmarker's thresholds on grey pictures: its palm detector scores grey
                             # hands far lower (0.05–0.2 where the same hands in colour score 0.5–1), while its
                             # landmark model still knows them; the handedness score filters as on colour pictures
-GREY_SETTLED = 0.2   # … and the landmark model's hand flag on the crop a find's joints give: the lowered threshold
-                     # lets through a shuttle model, a torso, a coat (flags 0.01–0.17 on the grey copies of the
-                     # development photos) beside real grey hands (0.22–1; dark gloves lowest)
+GREY_SETTLED = 0.25  # … and the landmark model's hand flag on the crop a find's joints give: the lowered threshold
+                     # lets through a shuttle model, a torso, a coat (flags 0.01–0.2 on the grey, sepia and faded
+                     # copies of the development photos) beside real grey hands (0.27–1; dark gloves lowest)
 TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies along one hue only (the RMS across
                      # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
                      # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
@@ -323,6 +323,8 @@ class Detector:
         s = self.settings
         self.timings = {}
         grey = is_grey(rgb)
+        if grey:  # a toned picture is searched as the grey one it is (its tint made hands of a sepia coat)
+            rgb = ImageOps.grayscale(rgb).convert("RGB")
         # The whole view of a large picture is searched on a copy of WHOLE_SIDE px made with Lanczos: MediaPipe
         # shrinks its input to the models' 128–256 px without filtering, and a 4× larger copy of a picture then
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.

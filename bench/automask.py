@@ -11,7 +11,7 @@ milliseconds of each pass.  Then recall and precision (by count per photo) and m
 resized to a long side of 512, 1024 and 4096 px, and hand recall on the development set alone.  Last,
 people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
 pass; and copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
-pass, which must add no hand that is not there; and every photo and copy in colour, grey and sepia.
+pass, which must add no hand that is not there; and every photo and copy in colour, grey, sepia and as a faded print.
 Writes bench/out/automask.md, bench/out/automask.png (every photo's detections and mask outlines, as
 10-detections.png draws them) and bench/out/automask_far.png (people far away in a large frame, where the
 bodies pass finds their hands).
@@ -256,7 +256,8 @@ def far_faces(todo: list[Photo]) -> list[str]:
 CHANGES = {"as it is": lambda im: im, "mirrored": ImageOps.mirror, "turned 90°": lambda im: im.rotate(90, expand=True),
            "darker": lambda im: Image.eval(im, lambda v: v * 3 // 5), "1024 px": lambda im: resized(im, 1024)}
 LOOKS = {"colour": lambda im: im, "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
-         "sepia": lambda im: ImageOps.colorize(ImageOps.grayscale(im), (0, 0, 0), (255, 230, 191))}
+         "sepia": lambda im: ImageOps.colorize(ImageOps.grayscale(im), (0, 0, 0), (255, 230, 191)),
+         "faded print": lambda im: ImageOps.colorize(ImageOps.grayscale(im), (20, 10, 0), (255, 230, 190))}
 
 
 def _matched(found: list, reference: list) -> int:
@@ -277,13 +278,14 @@ def _matched(found: list, reference: list) -> int:
 
 
 def tones(todo: list[Photo]) -> list[str]:
-    """Every photo (and copies of it, see ``CHANGES``) in colour, grey and sepia: hands found and false, so that
-    a grey picture's recall is read beside the same pictures' in colour (the camera man is grey in all three).
-    Colour is counted (found, up to those there); grey and sepia by place: a hand is found where the colour
-    copy's is, and a find elsewhere is false (a grey find of a hand the colour copy missed too)."""
+    """Every photo (and copies of it, see ``CHANGES``) in colour, grey, sepia and as a faded print (toned, its
+    blacks lifted): hands found and false, so that a grey picture's recall is read beside the same pictures' in
+    colour (the camera man is grey in all four).  Colour is counted (found, up to those there); the others by
+    place: a hand is found where the colour copy's is, and a find elsewhere is false (a grey find of a hand the
+    colour copy missed too)."""
     detector = warm(Detector(settings()), todo[0].path)
-    out = ["", "Hands in colour, grey and sepia: every photo and its copies, hands found (of those there) and "
-           "false finds (grey and sepia: found where the same copy in colour has them, false elsewhere), and the "
+    out = ["", "Hands in colour, grey, sepia and as a faded print: every photo and its copies, hands found (of "
+           "those there) and false finds (grey and toned: found where the same copy in colour has them, false elsewhere), and the "
            "ms per image (median, slowest):", "",
            "| look | " + " | ".join(CHANGES) + " | in all | recall | false | ms median | ms slowest |",
            "|---|" + "---|" * (len(CHANGES) + 5)]

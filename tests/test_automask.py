@@ -158,18 +158,24 @@ def test_the_stage_keeps_a_less_sure_face_the_landmark_model_confirms_only_as_co
 
 
 def test_toned_photos_are_searched_as_grey_ones_and_a_grey_astronaut_has_no_hand(detector):
-    """A sepia or cyan-toned print has one hue: it is searched as a grey photo (the camera man's left glove is
-    found in every tone), while a colour photo whose colours are few (skin on black) stays a colour photo.  On
-    the astronaut turned grey, the lowered thresholds' finds (the shuttle model, the flag) are not hands to the
-    landmark model and are dropped: she shows none."""
+    """A sepia or cyan-toned print has one hue: it is searched as the grey photo it is — a faded one (blacks
+    lifted) finds what the grey copy finds: the camera man's left glove, not his coat below it — while a colour
+    photo whose colours are few (skin on black) stays a colour photo.  On the astronaut turned grey, the lowered
+    thresholds' finds (the shuttle model, the flag) are not hands to the landmark model and are dropped: she
+    shows none."""
     from automask.detect import is_grey
+    from automask.found import iou
 
     grey = Image.open(DATA / "camera.png").convert("L")
+    as_grey = [d for d in detector.detect(grey.convert("RGB")) if d.score >= 0.3]
     for white in ((255, 230, 190), (200, 235, 255)):
         toned = ImageOps.colorize(grey, (20, 10, 0), white)
         assert is_grey(toned), white
-        hands = [d for d in detector.detect(toned) if d.kind == "hand" and d.score >= 0.3]
+        found = [d for d in detector.detect(toned) if d.score >= 0.3]
+        hands = [d for d in found if d.kind == "hand"]
         assert len(hands) == 1 and abs(centre(hands[0].box)[0] - 205) < 30, (white, hands)
+        assert len(found) == len(as_grey), (white, found, as_grey)
+        assert all(max(iou(d.box, g.box) for g in as_grey if g.kind == d.kind) > 0.8 for d in found), white
     skin_on_black = Image.new("RGB", (256, 256), (0, 0, 0))
     skin_on_black.paste((224, 172, 140), (60, 60, 200, 200))
     skin_on_black.paste((40, 90, 200), (0, 220, 256, 256))  # and a blue stripe: two hues
