@@ -285,8 +285,8 @@ def tones(todo: list[Photo]) -> list[str]:
     colour copy missed too)."""
     detector = warm(Detector(settings()), todo[0].path)
     out = ["", "Hands in colour, grey, sepia and as a faded print: every photo and its copies, hands found (of "
-           "those there) and false finds (grey and toned: found where the same copy in colour has them, false elsewhere), and the "
-           "ms per image (median, slowest):", "",
+           "those there) and false finds (grey and toned: found where the same copy in colour has them, false "
+           "elsewhere), and the ms per image (median, slowest):", "",
            "| look | " + " | ".join(CHANGES) + " | in all | recall | false | ms median | ms slowest |",
            "|---|" + "---|" * (len(CHANGES) + 5)]
     reference: dict[tuple[str, str], list] = {}
