@@ -54,11 +54,13 @@ from PIL import Image, ImageDraw, ImageOps
 
 from automask.found import (  # noqa: F401 (the names detection is known by)
     GREY_PICTURE,
+    HOLDS_FACE,
     MODELS,
     SKIN_TONED,
     Detection,
     centre_in,
     containment,
+    holds,
     iou,
 )
 from automask.hand_joints import HandJoints
@@ -231,9 +233,10 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
 
 def _taken_for(d: Detection, k: Detection, threshold: float) -> bool:
     """Whether ``nms`` takes ``d`` for ``k``, a surer find: alike boxes, ``d`` mostly inside ``k``, or (faces)
-    ``d``'s centre in ``k``'s box."""
-    return k.kind == d.kind and (iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7
-                                 or (d.kind == "face" and centre_in(d.box, k.box)))
+    ``d``'s centre in ``k``'s box; never a face and one it ``holds``."""
+    return k.kind == d.kind and not holds(d, k) and not holds(k, d) and (
+        iou(d.box, k.box) > threshold or containment(d.box, k.box) >= 0.7
+        or (d.kind == "face" and centre_in(d.box, k.box)))
 
 
 def _same_face(d: Detection, others: list[Detection], threshold: float) -> bool:
@@ -355,6 +358,9 @@ class Detector:
                 with self._timed("bodies"):
                     found += self._bodies(rgb, regions, faces, merged)
         found = [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+        # A face whose box holds a far smaller one is labelled: the stage has the face landmark model judge it.
+        found = [dataclasses.replace(d, label=HOLDS_FACE) if not d.label and any(holds(d, o) for o in found)
+                 else d for d in found]
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)
@@ -381,6 +387,9 @@ class Detector:
         with self._timed("faces"):
             found = self._pass(whole_view, hands=False)
             if views:
+                # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey
+                # frame around a small group photo): labelled, the stage has the face landmark model judge them.
+                found = [dataclasses.replace(d, label=GREY_PICTURE) for d in found]
                 # A face only the skin-toned copy shows is labelled so: the stage keeps it only when the face
                 # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
                 found += [dataclasses.replace(d, label=SKIN_TONED) for d in self._pass(views[1], hands=False)
@@ -393,8 +402,6 @@ class Detector:
                 found += self._face_tiles(rgb, found)
             if max(w, h) > s.tile_above:
                 found += self._tiles(rgb, found, "face")
-        # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey frame
-        # around a small group photo): labelled, the stage has the face landmark model judge them.
         return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
     def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
@@ -451,7 +458,7 @@ class Detector:
             in_tiles += [d.moved(1.0, x0, y0) for d in self._pass(crop, hands=False, face_models=full)]
         # A face the whole view was sure of keeps its box (a person's body regions are measured from it).
         return [d for d in nms(in_tiles, self.settings.nms_iou) if d.score >= WHOLE_SURE
-                and not _same_as_any(d, sure) and self._seen_again(rgb, d)]
+                and not _same_as_any(d, [o for o in sure if not holds(o, d)]) and self._seen_again(rgb, d)]
 
     def _behind(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Each hand's joints settled (``hand_joints``), every hand hidden, and the image searched again for

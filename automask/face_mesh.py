@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import GREY_PICTURE, MODELS, SKIN_TONED, Detection, inside
+from automask.found import GREY_PICTURE, HOLDS_FACE, MODELS, SKIN_TONED, Detection, holds, inside
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
 ROI_SCALE = 1.5  # MediaPipe's face mesh crop: 1.5 times the detection's box
 PARTS = ("eyes", "mouth")
 MIN_PRESENCE = 0.5  # the model's own face flag, below which its points are not a face's
-JUDGED_FROM = 64   # px: a face found on a grey picture this large or larger is kept only when the landmark model
-                   # sees a face in it (false ones there measured 464–540 px and a flag of 0.0; real ones 0.99–1.0
-                   # from 77 px up, while a real face of 24 px can score 0.08: too small to judge)
+JUDGED_FROM = 40   # px: a face found on a grey picture this large or larger is kept only when the landmark model
+                   # sees a face in it (false ones there measured 44–540 px and a flag of 0.0; real ones 0.72–1.0
+                   # from 25 px up, while a real face of 24 px can score 0.08: too small to judge)
 CONFIRM_FROM = 0.3  # a face the detectors are less sure of than [automask.face].min_confidence, down to this, is
                     # kept when the landmark model sees a face in it ([automask.face].confirm_from): of 32 such
                     # finds on the development photos and their copies, the one face had a flag of 0.7, the
@@ -116,13 +116,14 @@ class FaceMesh:
                   confirm_from: float = CONFIRM_FROM) -> list[Detection]:
         """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` — or found
         only on a grey picture's skin-toned copy (labelled ``SKIN_TONED``: a fist's knuckles, skin-toned, look
-        like a face to the detectors), or on a grey picture and ``JUDGED_FROM`` px or larger (``GREY_PICTURE``)
-        — in which the landmark model sees a face (its flag at least
-        ``MIN_PRESENCE``) that is not one already kept: a box set off a face the detectors found well, whose eyes
-        and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept face's box."""
+        like a face to the detectors), or on a grey picture and ``JUDGED_FROM`` px or larger (``GREY_PICTURE``),
+        or whose box holds a far smaller face (``HOLDS_FACE``) — in which the landmark model sees a face (its
+        flag at least ``MIN_PRESENCE``) that is not one already kept: a box set off a face the detectors found
+        well, whose eyes and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept
+        face's box.  A face held by one so kept is a part of it (an eye, a mouth), and goes."""
         def unsure(d: Detection) -> bool:
             side = max(d.box[2] - d.box[0], d.box[3] - d.box[1])
-            return d.label == SKIN_TONED or (d.label == GREY_PICTURE and side >= JUDGED_FROM)
+            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label == GREY_PICTURE and side >= JUDGED_FROM)
 
         kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]
         for d in sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),
@@ -131,9 +132,9 @@ class FaceMesh:
             if presence < MIN_PRESENCE:
                 continue
             middles = [points.mean(axis=0)] + ([np.mean(d.landmarks, axis=0)] if d.landmarks else [])
-            if not any(inside(middle, o.box) for o in kept for middle in middles):
+            if not any(inside(middle, o.box) for o in kept if not holds(d, o) for middle in middles):
                 kept.append(d)
-        return [d for d in faces if d in kept]
+        return [d for d in faces if d in kept and not any(holds(o, d) for o in kept)]
 
     def outlines(self, rgb: Image.Image, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
         """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y); empty when

@@ -9,6 +9,8 @@ from pathlib import Path
 MODELS = Path(__file__).parent / "models"
 SKIN_TONED = "skin-toned copy"  # the label of a face found only on a grey picture's skin-toned copy (``detect``)
 GREY_PICTURE = "grey picture"   # … and of any other face found on a grey or toned picture
+HOLDS_FACE = "holds a face"     # … and of a face whose box holds a far smaller face (``holds``)
+APART = 3  # a face's box over this many times another's size, around it, is not that face (``holds``)
 
 
 @dataclass
@@ -65,3 +67,17 @@ def containment(a: tuple, b: tuple) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def side(box: tuple) -> float:
+    """A box's longer side."""
+    return max(box[2] - box[0], box[3] - box[1])
+
+
+def holds(big: Detection, small: Detection) -> bool:
+    """Whether face ``big``'s box lies around face ``small`` (its centre inside) while over ``APART`` times its
+    size.  Then they are not one face boxed twice: the short-range model boxes texture around a small face (a
+    grey or noisy frame around a group photo, 0.6–0.9 sure), and merged, the real face went with the false box.
+    Both are kept, and the larger judged by the face landmark model (``face_mesh``)."""
+    return (big.kind == small.kind == "face" and centre_in(small.box, big.box)
+            and side(big.box) > APART * side(small.box))

@@ -124,7 +124,7 @@ def test_a_less_sure_face_is_kept_when_the_landmark_model_sees_one():
 def test_a_large_face_on_a_grey_picture_is_kept_only_when_the_landmark_model_sees_one(detector):
     """On a grey picture the short-range model can see a face of hundreds of px in plain texture: such a face,
     however sure, is kept only when the face landmark model sees a face in it.  The detector labels a grey
-    picture's faces so; a face under 64 px is too small for the landmark model to judge and is kept."""
+    picture's faces so; a face under 40 px is too small for the landmark model to judge and is kept."""
     from automask.face_mesh import FaceMesh
     from automask.found import GREY_PICTURE
 
@@ -134,7 +134,7 @@ def test_a_large_face_on_a_grey_picture_is_kept_only_when_the_landmark_model_see
     assert all(d.label == "" for d in detector.detect(Image.open(DATA / "astronaut.png")))  # in colour: none
     mesh = FaceMesh()
     plain = Detection("face", (280, 240, 500, 460), 0.95, "face-short", label=GREY_PICTURE)  # her suit
-    small = Detection("face", (400, 400, 450, 450), 0.9, "face-full", label=GREY_PICTURE)
+    small = Detection("face", (400, 400, 430, 430), 0.9, "face-full", label=GREY_PICTURE)
     assert mesh.confirmed(grey, [face, plain, small], 0.5) == [face, small]
     assert mesh.confirmed(grey, [dataclasses.replace(plain, label="")], 0.5) != []  # unlabelled: not judged
     mesh.close()
@@ -185,6 +185,22 @@ def test_toned_photos_are_searched_as_grey_ones_and_a_grey_astronaut_has_no_hand
     assert [d for d in detector.detect(astronaut) if d.kind == "hand" and d.score >= 0.3] == []
 
 
+def test_a_small_face_far_away_is_not_lost_in_a_false_box_around_it(tmp_path):
+    """The astronaut 240 px wide on a 1024² frame of noise: the short-range model boxes 150–470 px of noise
+    around her 48 px face (0.6–0.9 sure), and merged with it her face went too (grey) or came with a false face
+    (colour).  Kept apart, the face landmark model judges the large box and the stage keeps her face alone."""
+    rng = np.random.default_rng(0)
+    frame = Image.fromarray(np.clip(rng.normal(0, 12, (1024, 1024, 3)) + (150, 140, 120), 0, 255).astype("uint8"))
+    frame.paste(Image.open(DATA / "astronaut.png").convert("RGB").resize((240, 240), Image.Resampling.LANCZOS),
+                (300, 300))
+    for look, image in (("colour", frame), ("grey", ImageOps.grayscale(frame))):
+        (tmp_path / look).mkdir()
+        _, entry = _run(tmp_path / look, "far.png", image)
+        (face,) = [d for d in entry.details.detections if d.kind == "face"]  # her face at (405, 357), 48 px
+        assert abs(centre(face.box)[0] - 405) < 15 and abs(centre(face.box)[1] - 357) < 15, (look, face.box)
+        assert face.box[2] - face.box[0] < 100, (look, face.box)
+
+
 def test_an_enlarged_copy_finds_what_the_original_finds(detector):
     """Tiles of a 4x enlarged photo see blur and fabric at a face's size; only the one real face is kept."""
     im = Image.open(DATA / "astronaut.png").convert("RGB")
@@ -214,12 +230,19 @@ def test_nms_keeps_the_most_confident_of_overlapping_boxes_per_kind():
     a = Detection("face", (0, 0, 100, 100), 0.9, "m")
     b = Detection("face", (10, 10, 105, 105), 0.7, "m")
     c = Detection("hand", (10, 10, 105, 105), 0.6, "m")
-    inner = Detection("face", (30, 30, 60, 60), 0.95, "m")
+    inner = Detection("face", (30, 30, 70, 70), 0.95, "m")
     assert nms([a, b, c], 0.4) == [a, c]
     # One box mostly inside a larger one is a part of it (a finger a tile saw inside a whole hand): the
     # larger box stays, with the better score.
     (merged,) = nms([a, inner], 0.4)
     assert merged.box == a.box and merged.score == inner.score
+    finger = Detection("hand", (40, 40, 55, 60), 0.95, "m")
+    (merged,) = nms([dataclasses.replace(a, kind="hand"), finger], 0.4)
+    assert merged.box == a.box and merged.score == finger.score
+    # … but a face over three times smaller is not a part of a face box around it: both stay, and the stage
+    # has the face landmark model judge the larger (a false box around a small real face is common).
+    small = Detection("face", (40, 40, 65, 65), 0.95, "m")
+    assert nms([a, small], 0.4) == [small, a]
     # One large face boxed by two models well apart (IoU 0.39: the astronaut at 4096 px): one face, the surer
     # box; two faces side by side, overlapping less, stay two; two hands so placed stay two.
     full, short = Detection("face", (1376, 540, 2208, 1372), 0.92, "face-full"), \

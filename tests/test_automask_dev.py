@@ -154,13 +154,13 @@ def test_the_palm_detectors_best_place_gives_the_hand_the_hand_landmarker_gives(
 
 def test_two_children_far_away_in_a_grey_frame_are_not_one_face_of_the_frame(tmp_path):
     # Scaled to 240 px on a 1024² frame of plain noise and turned grey, the short-range model sees a face of
-    # 470 px around them (0.93 sure); the face landmark model sees none there, and the stage keeps a child's
-    # face, not that one.
+    # 470 px around them (0.93 sure); the face landmark model sees none there, and the stage keeps both
+    # children's faces, not that one.
     rng = np.random.default_rng(0)
     frame = Image.fromarray(np.clip(rng.normal(0, 12, (1024, 1024, 3)) + (150, 140, 120), 0, 255).astype("uint8"))
     photo = Image.open(DEV / "two-children.jpg").convert("RGB")
     frame.paste(photo.resize((240, round(photo.height * 240 / photo.width)), Image.Resampling.LANCZOS), (300, 300))
     _, entry = _run(tmp_path, "far.png", ImageOps.grayscale(frame))
     faces = [d for d in entry.details.detections if d.kind == "face"]
-    assert faces and all(d.box[2] - d.box[0] < 120 for d in faces)
+    assert len(faces) == 2 and all(d.box[2] - d.box[0] < 120 for d in faces)
     assert all(300 <= (d.box[0] + d.box[2]) / 2 <= 540 and 300 <= (d.box[1] + d.box[3]) / 2 <= 460 for d in faces)
