@@ -15,7 +15,7 @@ several ways and the results merged:
   trained with, given back), kept when the landmark model is sure of a hand there; faces are searched on
   the skin-toned copy too;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
-* a mid-sized picture's faces (between those two) in 512 px tiles with the full-range model alone (a group
+* the faces of any picture up to the large in 320 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second
   look finds it too;
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
@@ -35,7 +35,9 @@ two cores a search takes about what its hands alone take.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
-the larger box is kept, with the better score.  A face whose centre lies in a surer face's box is that face.
+the larger box is kept, with the better score.  A face whose centre lies in a surer face's box is that face —
+unless that box is over three times its size (``found.holds``): then both stay, and the stage has the face
+landmark model judge the larger.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ SHIPPED = {
 }
 HAND_PAD = 0.15  # landmark boxes hug the joints; fingertips' flesh and the wrist lie outside
 WHOLE_SIDE = 1024  # px: the long side the whole view of a larger picture is searched at (see ``detect``)
-FACE_TILE = 512    # px: the tiles a mid-sized picture's faces are searched in again
+FACE_TILE = 320    # px: the tiles a picture's faces are searched in again, up to ``tile_above`` (the far-faces
+                   # benchmark, 1024² frames: 512 px tiles 26/32 faces, 384: 29 and a false one, 320: 31, 256: 30)
 SECOND_LOOK = 192  # px: the long side of the context crop a tile's find is checked on (a third of it the find)
 CONFIRM = 0.7      # the score the second look must give it
 WHOLE_SURE = 0.5   # a find of the whole view that confirms a tile's find without a second look
@@ -380,8 +383,8 @@ class Detector:
 
     def _faces_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
                   views: list[Image.Image]) -> list[Detection]:
-        """The face searches: the whole view, a grey picture's skin-toned copy, a small picture at 2×, a
-        mid-sized one's tiles, a large one's tiles with their second looks."""
+        """The face searches: the whole view, a grey picture's skin-toned copy, a small picture at 2×, the
+        face tiles of any up to a large one, a large one's tiles with their second looks."""
         s = self.settings
         w, h = rgb.size
         with self._timed("faces"):
@@ -398,7 +401,7 @@ class Detector:
             if max(w, h) < s.upsample_below:
                 big = rgb.resize((w * 2, h * 2), Image.Resampling.LANCZOS)
                 found += [d.moved(0.5, 0, 0) for d in self._pass(big, hands=False)]
-            if s.upsample_below <= max(w, h) <= s.tile_above and "full" in s.face_models:
+            if FACE_TILE < max(w, h) <= s.tile_above and "full" in s.face_models:
                 found += self._face_tiles(rgb, found)
             if max(w, h) > s.tile_above:
                 found += self._tiles(rgb, found, "face")
@@ -447,9 +450,9 @@ class Detector:
                     if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
 
     def _face_tiles(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
-        """Faces of a mid-sized picture searched again in tiles of ``FACE_TILE`` px with the full-range model
-        alone (a few ms a tile): a group photo's faces are a few dozen pixels, a handful in the model's 192²
-        view of the whole.  A face the whole view was not sure of is kept when a second look finds it too."""
+        """Faces of a picture up to ``tile_above`` searched again in tiles of ``FACE_TILE`` px with the full-range
+        model alone (a few ms a tile): a group photo's faces are a few dozen pixels, a handful in the model's
+        192² view of the whole.  A face the whole view was not sure of is kept when a second look finds it too."""
         full = [(name, m) for name, m in self._faces if name == "face-full"]
         sure = [d for d in found if d.kind == "face" and d.score >= WHOLE_SURE]
         in_tiles: list[Detection] = []

@@ -6,12 +6,13 @@ Uses the shipped models with the default settings of pipeline.toml on two sets o
 development set beside the project (../shared/data/faces-hands-dev, counted in its expected.json; left
 out with a note where the folder is absent) and the repository's own test photos.  For each photo:
 expected, found, missed and false faces and hands (by count: false = found beyond what is there), at the
-photo's size and on a 4× Lanczos-enlarged copy (a large image must not invent faces), and the
-milliseconds of each pass.  Then recall and precision (by count per photo) and milliseconds per image with every photo
+photo's size and on a 4× Lanczos-enlarged copy (a large image must not invent faces), and the milliseconds
+of each pass.  Then recall and precision (by count per photo) and milliseconds per image with every photo
 resized to a long side of 512, 1024 and 4096 px, and hand recall on the development set alone.  Last,
 people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
-pass; and copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
-pass, which must add no hand that is not there; and every photo and copy in colour, grey, sepia and as a faded print.
+pass; copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
+pass, which must add no hand that is not there; faces far away (each photo small on a frame of noise, at
+1024 and 640 px, in colour and grey); and every photo and copy in colour, grey, sepia and as a faded print.
 Writes bench/out/automask.md, bench/out/automask.png (every photo's detections and mask outlines, as
 10-detections.png draws them) and bench/out/automask_far.png (people far away in a large frame, where the
 bodies pass finds their hands).
@@ -210,10 +211,11 @@ def copies(todo: list[Photo], mesh: FaceMesh | None) -> list[str]:
 FACE_WIDTHS = (160, 240, 320, 500)
 
 
-def far_faces(todo: list[Photo]) -> list[str]:
+def far_faces(todo: list[Photo], side: int = 1024) -> list[str]:
     """Faces of people far away, as in a group photo: each photo with faces scaled to a few widths and pasted on a
-    1024² frame of plain noise, in colour and grey; faces found where the photo's own faces are (as found on the
-    photo itself, in colour, moved and scaled with it), false finds (anywhere else), and ms."""
+    1024² frame of plain noise (the whole then scaled to ``side``), in colour and grey; faces found where the
+    photo's own faces are (as found on the photo itself, in colour, moved and scaled with it), false finds
+    (anywhere else), and ms."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -221,8 +223,9 @@ def far_faces(todo: list[Photo]) -> list[str]:
     mesh = FaceMesh()
     detector = warm(Detector(settings()), todo[0].path, mesh)
     out = ["", "Faces far away: each photo with faces, scaled to a width of " + ", ".join(map(str, FACE_WIDTHS))
-           + " px and pasted on a 1024² frame of noise; faces found where the photo's are (of those in it) in colour "
-           "/ in grey, and false finds elsewhere:", "",
+           + " px and pasted on a 1024² frame of noise" + (f", the whole scaled to {side}²" if side != 1024 else "")
+           + "; faces found where the photo's are (of those in it) in colour / in grey, and false finds elsewhere:",
+           "",
            "| photo | " + " | ".join(f"{w} px" for w in FACE_WIDTHS) + " |", "|---|" + "---|" * len(FACE_WIDTHS)]
     totals = {"colour": [0, 0, 0], "grey": [0, 0, 0]}  # faces there, found, false
     times = []
@@ -235,7 +238,8 @@ def far_faces(todo: list[Photo]) -> list[str]:
         for w in FACE_WIDTHS:
             image = frame.copy()
             image.paste(photo.resize((w, round(photo.height * w / photo.width)), Image.Resampling.LANCZOS), (300, 300))
-            there = [d.moved(w / photo.width, 300, 300) for d in own]
+            image = image.resize((side, side), Image.Resampling.LANCZOS) if side != 1024 else image
+            there = [d.moved(w / photo.width, 300, 300).moved(side / 1024, 0, 0) for d in own]
             cell = []
             for look, im in (("colour", image), ("grey", ImageOps.grayscale(image).convert("RGB"))):
                 faces = [d for d in kept(detector, im, mesh)[0] if d.kind == "face"]
@@ -400,7 +404,7 @@ def main(argv=None) -> int:
                   + "; ".join(dev_lines) + "."]
     lines += far_people(todo)
     lines += copies(todo, mesh)
-    lines += far_faces(todo)
+    lines += far_faces(todo) + far_faces(todo, 640)
     lines += tones(todo)
     detector.close()
     OUT.mkdir(parents=True, exist_ok=True)
