@@ -132,7 +132,7 @@ class FaceMesh:
             if presence < MIN_PRESENCE:
                 continue
             middles = [points.mean(axis=0)] + ([np.mean(d.landmarks, axis=0)] if d.landmarks else [])
-            if not any(inside(middle, o.box) for o in kept if not holds(d, o) for middle in middles):
+            if not any(inside(middle, o.box) for o in kept for middle in middles):
                 kept.append(d)
         return [d for d in faces if d in kept and not any(holds(o, d) for o in kept)]
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms, tiles
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
-from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig
+from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig, select_faces
 from tests.conftest import DATA, manifest_of, run_one, write_config
 
 
@@ -138,6 +138,29 @@ def test_a_large_face_on_a_grey_picture_is_kept_only_when_the_landmark_model_see
     assert mesh.confirmed(grey, [face, plain, small], 0.5) == [face, small]
     assert mesh.confirmed(grey, [dataclasses.replace(plain, label="")], 0.5) != []  # unlabelled: not judged
     mesh.close()
+
+
+def test_a_face_box_holding_a_far_smaller_one_is_judged_and_only_one_of_them_stays():
+    """A face box over three times the size of a face inside it is judged by the face landmark model: a box of
+    330 px around the astronaut's 102 px face is no face to it, and her face stays; her face's own box holding
+    a 30 px "face" on her eye is a face, and the eye goes as a part of it."""
+    from automask.face_mesh import FaceMesh
+    from automask.found import HOLDS_FACE
+
+    image = Image.open(DATA / "astronaut.png").convert("RGB")
+    mesh = FaceMesh()
+    face = Detection("face", (174, 70, 276, 172), 0.93, "face-full")
+    loose = Detection("face", (60, -44, 390, 286), 0.9, "face-short", label=HOLDS_FACE)
+    assert mesh.confirmed(image, [face, loose], 0.5) == [face]
+    eye = Detection("face", (190, 95, 220, 125), 0.8, "face-full")
+    holder = dataclasses.replace(face, label=HOLDS_FACE)
+    assert mesh.confirmed(image, [holder, eye], 0.5) == [holder]
+    mesh.close()
+    # Merging keeps both for the judge; without the landmark model (box masks) the stage takes them as one
+    # face, the larger box as sure as the surer, as merging did before.
+    assert sorted(d.box for d in nms([loose, face], 0.4)) == sorted([loose.box, face.box])
+    (one,) = select_faces([face, loose], FaceMaskConfig(), image.size, image, None)
+    assert one.box == loose.box and one.score == face.score
 
 
 def test_the_stage_keeps_a_less_sure_face_the_landmark_model_confirms_only_as_configured(tmp_path):
