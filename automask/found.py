@@ -10,6 +10,7 @@ MODELS = Path(__file__).parent / "models"
 SKIN_TONED = "skin-toned copy"  # the label of a face found only on a grey picture's skin-toned copy (``detect``)
 GREY_PICTURE = "grey picture"   # … and of any other face found on a grey or toned picture
 HOLDS_FACE = "holds a face"     # … and of a face whose box holds a far smaller face (``holds``)
+MEDIAPIPE_FACES = {"face-short", "face-full"}  # the models MediaPipe's faces are found by (``detect``)
 APART = 3  # a face's box over this many times another's size, around it, is not that face (``holds``)
 
 
@@ -78,6 +79,7 @@ def holds(big: Detection, small: Detection) -> bool:
     """Whether face ``big``'s box lies around face ``small`` (its centre inside) while over ``APART`` times its
     size.  Then they are not one face boxed twice: the short-range model boxes texture around a small face (a
     grey or noisy frame around a group photo, 0.6–0.9 sure), and merged, the real face went with the false box.
-    Both are kept, and the larger judged by the face landmark model (``face_mesh``)."""
-    return (big.kind == small.kind == "face" and centre_in(small.box, big.box)
-            and side(big.box) > APART * side(small.box))
+    Both are kept, and the larger judged by the face landmark model (``face_mesh``).  Only MediaPipe's finds:
+    a YOLO model's face merges as before (that landmark model, made for photos, does not judge a drawing)."""
+    return (big.kind == small.kind == "face" and {big.model, small.model} <= MEDIAPIPE_FACES
+            and centre_in(small.box, big.box) and side(big.box) > APART * side(small.box))

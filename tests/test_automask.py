@@ -264,8 +264,11 @@ def test_nms_keeps_the_most_confident_of_overlapping_boxes_per_kind():
     assert merged.box == a.box and merged.score == finger.score
     # … but a face over three times smaller is not a part of a face box around it: both stay, and the stage
     # has the face landmark model judge the larger (a false box around a small real face is common).
-    small = Detection("face", (40, 40, 65, 65), 0.95, "m")
-    assert nms([a, small], 0.4) == [small, a]
+    small, around = Detection("face", (40, 40, 65, 65), 0.95, "face-full"), dataclasses.replace(a, model="face-short")
+    assert nms([around, small], 0.4) == [small, around]
+    # A YOLO model's face box is not judged by that photo model: what lies in it merges as before.
+    (merged,) = nms([dataclasses.replace(a, model="face_yolov8n.pt"), small], 0.4)
+    assert merged.box == a.box and merged.model == "face_yolov8n.pt"
     # One large face boxed by two models well apart (IoU 0.39: the astronaut at 4096 px): one face, the surer
     # box; two faces side by side, overlapping less, stay two; two hands so placed stay two.
     full, short = Detection("face", (1376, 540, 2208, 1372), 0.92, "face-full"), \
