@@ -14,8 +14,9 @@ pass; copies of every photo (mirrored, turned 90°, grey, darker) searched with 
 pass, which must add no hand that is not there; faces far away (each photo small on a frame of noise, at
 1024 and 640 px, in colour and grey); and every photo and copy in colour, grey, sepia and as a faded print.
 Writes bench/out/automask.md, bench/out/automask.png (every photo's detections and mask outlines, as
-10-detections.png draws them) and bench/out/automask_far.png (people far away in a large frame, where the
-bodies pass finds their hands).
+10-detections.png draws them), bench/out/automask_far.png (people far away in a large frame, where the
+bodies pass finds their hands), bench/out/automask_far_faces.png (faces far away, grey) and
+bench/out/automask_grey.png (every photo with hands, grey).
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ def far_faces(todo: list[Photo], side: int = 1024) -> list[str]:
            "| photo | " + " | ".join(f"{w} px" for w in FACE_WIDTHS) + " |", "|---|" + "---|" * len(FACE_WIDTHS)]
     totals = {"colour": [0, 0, 0], "grey": [0, 0, 0]}  # faces there, found, false
     times = []
+    panels: list[tuple[str, Image.Image]] = []
     for p in todo:
         if not p.faces:
             continue
@@ -248,12 +250,20 @@ def far_faces(todo: list[Photo], side: int = 1024) -> list[str]:
                 t = totals[look]
                 t[0], t[1], t[2] = t[0] + p.faces, t[1] + hit, t[2] + len(faces) - hit
                 cell.append(f"{hit}" + (f" +{len(faces) - hit}" if len(faces) > hit else ""))
+                if look == "grey" and w == FACE_WIDTHS[1] and side == 1024:
+                    panels.append((f"{p.path.name} at {w} px, grey: {len(faces)} face{'s' if len(faces) != 1 else ''}",
+                                   draw_detections(im, faces, [], []).crop((250, 250, 350 + w, 350 + w))))
             cells.append(" / ".join(cell))
         out.append(f"| {p.path.name} ({p.faces} face{'s' if p.faces != 1 else ''}) | " + " | ".join(cells) + " |")
     detector.close()
     if times:
         out += ["", "In all: " + "; ".join(f"{look} {t[1]}/{t[0]} ({t[2]} false)" for look, t in totals.items())
                 + f"; {statistics.median(times):.0f} ms median per image, {max(times):.0f} ms slowest."]
+    if panels:
+        OUT.mkdir(parents=True, exist_ok=True)
+        sheet(panels, OUT / "automask_far_faces.png")
+        out += ["", f"bench/out/automask_far_faces.png: each photo at {FACE_WIDTHS[1]} px on the frame, grey, and "
+                "the faces kept."]
     return out
 
 
