@@ -103,6 +103,9 @@ TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies al
 SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
 BEST_PALMS = 10     # a grey picture's hands are also looked for at the palm detector's best places, …
 PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96)
+PALM_SETTLED = 0.7  # … kept when the landmark model's flag on the crop a place's joints give is this high (0.5:
+                    # 13 false hands on the grey, sepia and faded copies with motion blur and the rest; 0.7: 7,
+                    # and no real hand fewer)
 SKIN_PALMS = 16     # … and at the best places of its skin-toned copy, where whatever is light turns skin-coloured
                     # and outranks hands more often (10: 48 of 65 grey hands in the benchmark, 16 and 24: 49)
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
@@ -499,8 +502,8 @@ class Detector:
     def _best_palms(self, rgb: Image.Image, found: list[Detection], palms: Palms, joints: HandJoints,
                     count: int) -> list[Detection]:
         """Hands at the palm detector's ``count`` best places however low it scores them (``palms``), each
-        kept when the landmark model flags a hand on the palm's crop and again on the crop its joints give
-        (``SETTLED``).  A place on a hand already found is not looked at again."""
+        kept when the landmark model flags a hand on the palm's crop (``SETTLED``) and is sure of it on the crop
+        its joints give (``PALM_SETTLED``).  A place on a hand already found is not looked at again."""
         hands = [d for d in found if d.kind == "hand"]
         out: list[Detection] = []
         for palm in palms.best(rgb, count, PALM_FLOOR):
@@ -510,7 +513,7 @@ class Detector:
             if flag < SETTLED:
                 continue
             j, flag = joints.settle(rgb, j)
-            if flag < SETTLED:
+            if flag < PALM_SETTLED:
                 continue
             pts = [(float(x), float(y)) for x, y in j]
             out.append(Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left"))
