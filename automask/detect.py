@@ -15,7 +15,7 @@ several ways and the results merged:
   trained with, given back), kept when the landmark model is sure of a hand there; faces are searched on
   the skin-toned copy too;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
-* the faces of any picture up to the large in 320 px tiles with the full-range model alone (a group
+* the faces of any but a large picture in 320 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second
   look finds it too;
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
@@ -387,7 +387,7 @@ class Detector:
     def _faces_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
                   views: list[Image.Image]) -> list[Detection]:
         """The face searches: the whole view, a grey picture's skin-toned copy, a small picture at 2×, the
-        face tiles of any up to a large one, a large one's tiles with their second looks."""
+        face tiles of any but a large one, a large one's tiles with their second looks."""
         s = self.settings
         w, h = rgb.size
         with self._timed("faces"):

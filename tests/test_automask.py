@@ -209,9 +209,9 @@ def test_toned_photos_are_searched_as_grey_ones_and_a_grey_astronaut_has_no_hand
 
 
 def test_a_small_face_far_away_is_not_lost_in_a_false_box_around_it(tmp_path):
-    """The astronaut 240 px wide on a 1024² frame of noise: the short-range model boxes 150–470 px of noise
-    around her 48 px face (0.6–0.9 sure), and merged with it her face went too (grey) or came with a false face
-    (colour).  Kept apart, the face landmark model judges the large box and the stage keeps her face alone."""
+    """The astronaut 240 px wide on a 1024² frame of noise: the short-range model boxes hundreds of px of noise
+    around her 48 px face, and merged with such a box her face was lost in grey, while in colour a box of her
+    suit was kept beside it.  Kept apart and judged by the face landmark model, only her face stays."""
     rng = np.random.default_rng(0)
     frame = Image.fromarray(np.clip(rng.normal(0, 12, (1024, 1024, 3)) + (150, 140, 120), 0, 255).astype("uint8"))
     frame.paste(Image.open(DATA / "astronaut.png").convert("RGB").resize((240, 240), Image.Resampling.LANCZOS),
