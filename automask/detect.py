@@ -64,6 +64,7 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
     containment,
     holds,
     iou,
+    side,
 )
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
@@ -172,12 +173,12 @@ def dwarfed(d: Detection, faces: list[Detection]) -> bool:
     an ear enlarged in a tile of a large image is what the hand model then mostly sees."""
     if d.kind != "hand":
         return False
-    side = max(d.box[2] - d.box[0], d.box[3] - d.box[1])
+    hand = side(d.box)
     for f in faces:
-        fs = max(f.box[2] - f.box[0], f.box[3] - f.box[1])
+        fs = side(f.box)
         x0, y0, x1, y1 = f.box[0] - fs / 2, f.box[1] - fs / 2, f.box[2] + fs / 2, f.box[3] + fs / 2
         beside = d.box[0] < x1 and d.box[2] > x0 and d.box[1] < y1 and d.box[3] > y0
-        if beside and side < HAND_OF_FACE * fs:
+        if beside and hand < HAND_OF_FACE * fs:
             return True
     return False
 
@@ -560,10 +561,10 @@ class Detector:
         around it, at another scale.  A real small face or hand is found again; texture that resembled one
         at the tile's scale (an enlarged image's blur, a flag's folds) mostly is not."""
         x0, y0, x1, y1 = d.box
-        side = 3 * max(x1 - x0, y1 - y0)
+        reach = 3 * side(d.box) / 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        box = (max(0, round(cx - side / 2)), max(0, round(cy - side / 2)),
-               min(rgb.width, round(cx + side / 2)), min(rgb.height, round(cy + side / 2)))
+        box = (max(0, round(cx - reach)), max(0, round(cy - reach)),
+               min(rgb.width, round(cx + reach)), min(rgb.height, round(cy + reach)))
         crop = rgb.crop(box)
         f = SECOND_LOOK / max(crop.size)
         crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))), Image.Resampling.LANCZOS)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import GREY_PICTURE, HOLDS_FACE, MODELS, SKIN_TONED, Detection, holds, inside
+from automask.found import GREY_PICTURE, HOLDS_FACE, MODELS, SKIN_TONED, Detection, holds, inside, side
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
@@ -122,8 +122,7 @@ class FaceMesh:
         well, whose eyes and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept
         face's box.  A face held by one so kept is a part of it (an eye, a mouth), and goes."""
         def unsure(d: Detection) -> bool:
-            side = max(d.box[2] - d.box[0], d.box[3] - d.box[1])
-            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label == GREY_PICTURE and side >= JUDGED_FROM)
+            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label == GREY_PICTURE and side(d.box) >= JUDGED_FROM)
 
         kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]
         for d in sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),
