@@ -126,9 +126,10 @@ class SourceWatcher(Settling):
         self._say("watching")
 
     def _say(self, state: str, why: str = "") -> None:
-        """The source's state, for the log's readers now and for ``status`` (a journal note) later."""
-        self.state = state
+        """The source's state, for the log's readers now and for ``status`` (a journal note) later: the note
+        first, so that whoever sees the new state finds its note written."""
         self.journal.set_note(f"source:{self.label}", state + (f": {why}" if why else ""))
+        self.state = state
 
     def _polling(self, exc: OSError) -> None:
         self._say("polling", "inotify cannot watch it" + (" (its watch limit is reached)"
