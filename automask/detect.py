@@ -394,9 +394,6 @@ class Detector:
         with self._timed("faces"):
             found = self._pass(whole_view, hands=False)
             if views:
-                # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey
-                # frame around a small group photo): labelled, the stage has the face landmark model judge them.
-                found = [dataclasses.replace(d, label=GREY_PICTURE) for d in found]
                 # A face only the skin-toned copy shows is labelled so: the stage keeps it only when the face
                 # landmark model sees a face there (a fist's knuckles, skin-toned, look like one).
                 found += [dataclasses.replace(d, label=SKIN_TONED) for d in self._pass(views[1], hands=False)
@@ -409,6 +406,8 @@ class Detector:
                 found += self._face_tiles(rgb, found)
             if max(w, h) > s.tile_above:
                 found += self._tiles(rgb, found, "face")
+        # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey frame
+        # around a small group photo): labelled, the stage has the face landmark model judge them.
         return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
     def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,

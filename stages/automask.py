@@ -19,8 +19,7 @@ import structlog
 from PIL import Image
 
 from automask import face_mesh, yolo
-from automask.detect import MODELS, Detection, Detector, DetectorSettings, nms
-from automask.found import holds
+from automask.detect import MODELS, Detection, Detector, DetectorSettings, holds, nms
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.detectors import YoloConfig, held_yolo, yolo_settings
