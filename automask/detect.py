@@ -16,7 +16,8 @@ several ways and the results merged:
   the skin-toned copy too;
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * the faces of any but a large picture in 320 px tiles with the full-range model alone (a group
-  photo's faces of a few dozen px are a handful in its 192² view of the whole), a new face kept when a second
+  photo's faces of a few dozen px are a handful in its 192² view of the whole), run through OpenVINO
+  (``face_tiles``: the Tasks API's overhead a call was as long as the model), a new face kept when a second
   look finds it too;
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
@@ -54,6 +55,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from automask.face_tiles import FullRangeFaces, fits
 from automask.found import (  # noqa: F401 (the names detection is known by)
     GREY_PICTURE,
     HOLDS_FACE,
@@ -284,6 +286,10 @@ class Detector:
                     base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
                     min_detection_confidence=settings.min_confidence)
                 self._faces.append((f"face-{name}", vision.FaceDetector.create_from_options(options)))
+        # The face tiles' many small looks with the full-range model run through OpenVINO (``face_tiles``).
+        self._full_tiles = None
+        if "face-full" in self.model_files and fits(self.model_files["face-full"]):
+            self._full_tiles = FullRangeFaces(self.model_files["face-full"], settings.min_confidence)
         self._hands = self._grey_hands = None
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``
@@ -311,12 +317,12 @@ class Detector:
         for hands in (self._hands, self._grey_hands):
             if hands is not None:
                 hands.close()
-        for palms in (self._palms, self._skin_palms):
-            if palms is not None:
-                palms.close()
+        for model in (self._palms, self._skin_palms, self._full_tiles):
+            if model is not None:
+                model.close()
         self._thread.shutdown()
         self._faces, self._hands, self._grey_hands = [], None, None
-        self._joints = self._palms = self._skin_joints = self._skin_palms = None
+        self._joints = self._palms = self._skin_joints = self._skin_palms = self._full_tiles = None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -461,7 +467,9 @@ class Detector:
         in_tiles: list[Detection] = []
         for x0, y0, x1, y1 in tiles(rgb.width, rgb.height, FACE_TILE):
             crop = rgb.crop((x0, y0, x1, y1))
-            in_tiles += [d.moved(1.0, x0, y0) for d in self._pass(crop, hands=False, face_models=full)]
+            faces = (self._full_tiles.detect(crop) if self._full_tiles is not None
+                     else self._pass(crop, hands=False, face_models=full))
+            in_tiles += [d.moved(1.0, x0, y0) for d in faces]
         # A face the whole view was sure of keeps its box (a person's body regions are measured from it).
         return [d for d in nms(in_tiles, self.settings.nms_iou) if d.score >= WHOLE_SURE
                 and not _same_as_any(d, [o for o in sure if not holds(o, d)]) and self._seen_again(rgb, d)]
@@ -470,7 +478,8 @@ class Detector:
         """Each hand's joints settled (``hand_joints``), every hand hidden, and the image searched again for
         hands: one behind another, that the first search read with it as one hand."""
         w, h = rgb.size
-        found = [self._settled(rgb, d)[0].clamped(w, h) if d.kind == "hand" else d for d in found]
+        pixels = np.asarray(rgb)  # made once for every hand's look (``rotated_crop``)
+        found = [self._settled(pixels, d)[0].clamped(w, h) if d.kind == "hand" else d for d in found]
         hands = [d for d in found if d.kind == "hand" and len(d.landmarks) == 21]
         if not hands:
             return found
@@ -480,6 +489,7 @@ class Detector:
             draw_hand(draw, d.landmarks, 0)  # the hand itself: a hand behind it shows right up to its edge
         hidden = Image.composite(Image.new("RGB", rgb.size, HIDDEN_GREY), rgb, hide)
         covered = np.asarray(hide) > 0
+        hidden_pixels = np.asarray(hidden)
         new: list[Detection] = []
         view, f = _shrunk(hidden)  # searched as the whole view is
         for d in sorted((d.moved(1 / f, 0, 0) for d in self._pass(view, faces=False)), key=lambda d: d.score,
@@ -492,7 +502,7 @@ class Detector:
             on = [covered[min(h - 1, max(0, round(y))), min(w - 1, max(0, round(x)))] for x, y in d.landmarks]
             if sum(on) > HIDDEN_INSIDE * len(on) or any(_same_hand(d, o) for o in hands):
                 continue
-            d, flag = self._settled(hidden, d)
+            d, flag = self._settled(hidden_pixels, d)
             d = d.clamped(w, h)
             # Off every hand found, it is not one of them however near; only new finds can repeat each other.
             if flag >= SETTLED and d.area > 0 and not _same_as_any(d, new):
@@ -506,20 +516,21 @@ class Detector:
         its joints give (``PALM_SETTLED``).  A place on a hand already found is not looked at again."""
         hands = [d for d in found if d.kind == "hand"]
         out: list[Detection] = []
+        pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
         for palm in palms.best(rgb, count, PALM_FLOOR):
             if any(centre_in(palm.box, d.box) for d in hands + out):
                 continue
-            j, flag, right = joints.look(rgb, palm.centre, palm.side, palm.angle)
+            j, flag, right = joints.look(pixels, palm.centre, palm.side, palm.angle)
             if flag < SETTLED:
                 continue
-            j, flag = joints.settle(rgb, j)
+            j, flag = joints.settle(pixels, j)
             if flag < PALM_SETTLED:
                 continue
             pts = [(float(x), float(y)) for x, y in j]
             out.append(Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left"))
         return out
 
-    def _settled(self, rgb: Image.Image, d: Detection) -> tuple[Detection, float]:
+    def _settled(self, rgb: Image.Image | np.ndarray, d: Detection) -> tuple[Detection, float]:
         """The hand with the joints the landmark model gives on the crop its joints give, where it is sure
         (its hand flag there at least ``SETTLED``; else the hand as it was), and that flag."""
         if len(d.landmarks) != 21:
@@ -574,8 +585,8 @@ class Detector:
     def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True,
               face_models: list | None = None) -> list[Detection]:
         """One look with the models (``face_models``: only these of the face models)."""
-        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                                  data=np.ascontiguousarray(np.asarray(rgb)))
+        pixels = np.ascontiguousarray(np.asarray(rgb))
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=pixels)
         w, h = rgb.size
         out: list[Detection] = []
         for model, detector in (self._faces if face_models is None else face_models) if faces else ():
@@ -590,7 +601,7 @@ class Detector:
                 if self._grey and handedness[0].score < CONFIRM:
                     continue  # the lowered thresholds let coat folds through: what they find must be sure
                 pts = [(p.x * w, p.y * h) for p in landmarks]
-                if self._grey and self._joints.settle(rgb, pts)[1] < GREY_SETTLED:
+                if self._grey and self._joints.settle(pixels, pts)[1] < GREY_SETTLED:
                     continue  # … and a hand to the landmark model on its own crop
                 out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
                                      handedness[0].category_name))

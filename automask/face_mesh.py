@@ -59,18 +59,38 @@ def _loop(name: str) -> list[int]:
     return order
 
 
-def rotated_crop(image: Image.Image, centre: tuple[float, float], side: float, angle: float,
-                 out: int) -> tuple[Image.Image, tuple[float, ...]]:
-    """The square of ``side`` px around ``centre``, turned by ``angle`` (radians), sampled to out×out — the crop
-    MediaPipe's landmark models expect — and the affine (a, b, c, d, e, f) that takes a crop pixel (u, v) back to
-    the image: (a·u + b·v + c, d·u + e·v + f)."""
+def one_thread(model: str | Path, **config):
+    """A ``.tflite`` model compiled by OpenVINO to run on one CPU thread, on whichever core is free: by default
+    OpenVINO pins a model's thread to a core, and every model then to the same one — two run side by side (the
+    detector's two threads) took as long as one after the other (100 hand landmark looks: 0.28 s alone, 0.57 s
+    beside another pinned model, 0.29 s unpinned)."""
+    import openvino as ov
+
+    core = ov.Core()
+    return core.compile_model(core.read_model(str(model)), "CPU",
+                              {"INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False, **config})
+
+
+def rotated_crop(image: Image.Image | np.ndarray, centre: tuple[float, float], side: float, angle: float,
+                 out: int) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The square of ``side`` px around ``centre``, turned by ``angle`` (radians), sampled to out×out (bilinear,
+    black beyond the picture) — the crop MediaPipe's landmark models expect — and the affine (a, b, c, d, e, f)
+    that takes a crop pixel (u, v) back to the image: (a·u + b·v + c, d·u + e·v + f).  ``image``: a picture or its
+    pixels (H×W×3); one looked at many times is best given as pixels, made once (a 1024² picture's take 2 ms)."""
+    import cv2
+
     k, cos, sin = side / out, math.cos(angle), math.sin(angle)
     # Crop pixel (u, v) samples the image at centre + R(angle)·k·(u − out/2, v − out/2).
     a, b, d, e = k * cos, -k * sin, k * sin, k * cos
     c = centre[0] - (a + b) * out / 2
     f = centre[1] - (d + e) * out / 2
-    coefficients = (a, b, c, d, e, f)
-    return image.transform((out, out), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR), coefficients
+    # OpenCV samples pixel centres at whole coordinates, the affine's at half ones (PIL's convention): the matrix
+    # OpenCV is given takes a crop pixel's centre to its place in the image, both counted from pixel centres.
+    matrix = np.float64([[a, b, c + (a + b) / 2 - 0.5], [d, e, f + (d + e) / 2 - 0.5]])
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) and image.mode != "RGB" else image)
+    crop = cv2.warpAffine(pixels, matrix, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop, (a, b, c, d, e, f)
 
 
 def to_image(affine: tuple[float, ...], uv: np.ndarray) -> np.ndarray:
@@ -83,10 +103,7 @@ class FaceMesh:
     """Loads the model once; ``shape`` gives a face's outlines in image pixels."""
 
     def __init__(self, model: Path = MODEL):
-        import openvino as ov
-
-        core = ov.Core()
-        self._compiled = core.compile_model(core.read_model(str(model)), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        self._compiled = one_thread(model)
         self._request = self._compiled.create_infer_request()
         self._points_out, self._flag_out = self._compiled.outputs  # 1×1×1×1404 (x, y, z), 1×1×1×1 (a logit)
         self.oval = _loop("FACE_LANDMARKS_FACE_OVAL")
@@ -96,8 +113,6 @@ class FaceMesh:
 
     def landmarks(self, rgb: Image.Image, face: Detection) -> tuple[np.ndarray, float]:
         """468×2 points in image pixels, and the model's confidence that a face is there (0–1)."""
-        if rgb.mode != "RGB":
-            rgb = rgb.convert("RGB")
         x0, y0, x1, y1 = face.box
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         side = ROI_SCALE * max(x1 - x0, y1 - y0)

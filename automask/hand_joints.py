@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.face_mesh import rotated_crop, to_image
+from automask.face_mesh import one_thread, rotated_crop, to_image
 from automask.skeleton import CONNECTIONS, PALM, draw_hand, finger_width  # noqa: F401 (re-exported)
 
 SIDE = 224          # the model's input
@@ -58,7 +58,7 @@ class HandJoints:
         # 21×3 joints in crop pixels, the hand flag and the chance that it is a right hand (probabilities)
         self._points_out, self._flag_out, self._right_out = self._compiled.outputs[:3]
 
-    def look(self, rgb: Image.Image, centre: tuple[float, float], side: float,
+    def look(self, rgb: Image.Image | np.ndarray, centre: tuple[float, float], side: float,
              angle: float) -> tuple[np.ndarray, float, float]:
         """The model on a crop (``rotated_crop``'s centre, side and angle): 21×2 joints in image pixels, the hand
         flag and the chance that the hand is a right hand (both 0–1)."""
@@ -68,7 +68,7 @@ class HandJoints:
         flag = float(np.asarray(result[self._flag_out]).ravel()[0])  # already a probability
         return to_image(affine, points), flag, float(np.asarray(result[self._right_out]).ravel()[0])
 
-    def settle(self, rgb: Image.Image, joints) -> tuple[np.ndarray, float]:
+    def settle(self, rgb: Image.Image | np.ndarray, joints) -> tuple[np.ndarray, float]:
         """21×2 joints in image pixels from the crop ``joints`` give, and the model's hand flag there (0–1)."""
         centre, side, angle = crop_of(np.asarray(joints, dtype=np.float64))
         if side < 4:
@@ -78,9 +78,7 @@ class HandJoints:
 
 
 def bundle_model(bundle: Path, member: str):
-    """One model of a hand landmarker bundle (a zip), compiled by OpenVINO for one CPU thread."""
-    import openvino as ov
-
+    """One model of a hand landmarker bundle (a zip), compiled by OpenVINO for one CPU thread (``one_thread``)."""
     try:
         with zipfile.ZipFile(bundle) as z:
             data = z.read(member)
@@ -91,7 +89,6 @@ def bundle_model(bundle: Path, member: str):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        core = ov.Core()
-        return core.compile_model(core.read_model(name), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        return one_thread(name)
     finally:
         os.unlink(name)

@@ -638,6 +638,76 @@ def test_a_palms_crop_is_mediapipes_upright_around_the_fingers_and_the_anchors_a
     assert [b.score for b in best] == sorted((b.score for b in best), reverse=True)
 
 
+def test_the_face_tiles_full_range_model_finds_what_mediapipe_finds_with_it(tmp_path):
+    # The face tiles run the full-range model through OpenVINO, decoded as MediaPipe's graph decodes it: on crops
+    # of the repository's photos — square, wide and tall (letterboxed), shrunk and enlarged on the way to the
+    # model's 192² — it gives the faces the Tasks API gives, at the same places and with the same scores.
+    from automask.face_tiles import FullRangeFaces, fits
+
+    mp = Detector(DetectorSettings(face_models=("full",), hands=False, min_confidence=0.3))
+    ours = FullRangeFaces(SHIPPED["full"], 0.3)
+    compared = 0
+    try:
+        for name in ("astronaut.png", "camera.png"):
+            photo = Image.open(DATA / name).convert("RGB")
+            for box in [(0, 0, 512, 512), (100, 0, 400, 512), (0, 50, 512, 300), (150, 20, 330, 200)]:
+                for f in (1.0, 0.6):
+                    crop = photo.crop(box)
+                    crop = crop.resize((round(crop.width * f), round(crop.height * f)), Image.Resampling.LANCZOS)
+                    theirs, found = mp._pass(crop, hands=False), ours.detect(crop)
+                    assert len(found) == len(theirs), (name, box, f)
+                    for t, o in zip(sorted(theirs, key=lambda d: d.box), sorted(found, key=lambda d: d.box),
+                                    strict=True):
+                        assert o.model == "face-full" and o.score == pytest.approx(t.score, abs=0.02)
+                        assert np.allclose(o.box, t.box, atol=1), (name, box, f, o.box, t.box)
+                        assert np.allclose(o.landmarks, t.landmarks, atol=2)
+                        compared += 1
+        assert compared >= 14  # each crop holds its photo's face
+    finally:
+        mp.close()
+        ours.close()
+    # Another file set as the full-range model (here the short-range one) is left to MediaPipe.
+    assert fits(SHIPPED["full"]) and not fits(SHIPPED["short"])
+    (tmp_path / "not-a-model.tflite").write_bytes(b"no model")
+    assert not fits(tmp_path / "not-a-model.tflite")
+    d = Detector(DetectorSettings(face_model_paths={"full": SHIPPED["short"]}, hands=False))
+    try:
+        assert d._full_tiles is None
+        assert d.detect(Image.open(DATA / "astronaut.png")) is not None  # its tiles searched by MediaPipe
+    finally:
+        d.close()
+
+
+def test_a_landmark_models_crop_samples_the_picture_where_its_affine_says_from_a_picture_or_its_pixels():
+    # The crop the landmark models see (OpenCV) is the one its affine maps back: the same pixels PIL's affine
+    # transform samples there, to a level; and a picture's pixels, made once for many looks, give the same crop.
+    import math
+
+    from automask.face_mesh import rotated_crop
+
+    photo = Image.open(DATA / "astronaut.png").convert("RGB")
+    for centre, side_, angle in [((250.3, 180.7), 150.0, 0.4), ((256, 256), 300.0, -2.0), ((300, 120), 60.0, 0.0)]:
+        crop, affine = rotated_crop(photo, centre, side_, angle, 224)
+        assert crop.shape == (224, 224, 3)
+        assert np.array_equal(crop, rotated_crop(np.asarray(photo), centre, side_, angle, 224)[0])
+        pil = np.asarray(photo.transform((224, 224), Image.Transform.AFFINE, affine, Image.Resampling.BILINEAR))
+        assert np.abs(crop.astype(int) - pil).max() <= 1
+        a, b, c, d, e, f = affine  # the crop's middle is the centre asked for, its up turned by the angle
+        assert (a * 112 + b * 112 + c, d * 112 + e * 112 + f) == pytest.approx(centre)
+        assert math.atan2(d, a) == pytest.approx(angle)
+    assert rotated_crop(photo.convert("L"), (256, 256), 100.0, 0.0, 64)[0].shape == (64, 64, 3)
+
+
+def test_the_openvino_models_are_not_pinned_to_one_core(detector):
+    # The detector's two threads each run OpenVINO models (hand joints, palms, face tiles); pinned, as OpenVINO
+    # pins by default, they would share one core and wait for each other.
+    detector.detect(ImageOps.grayscale(Image.open(DATA / "camera.png")))  # a grey picture loads the palm models
+    models = [detector._joints._compiled, detector._skin_joints._compiled, detector._palms._compiled,
+              detector._full_tiles._compiled]
+    assert all(m.get_property("ENABLE_CPU_PINNING") is False for m in models)
+    assert all(m.get_property("INFERENCE_NUM_THREADS") == 1 for m in models)
+
+
 def test_a_face_model_that_fails_fails_the_search_and_the_detector_still_closes():
     # Faces are searched on the detector's own thread: what goes wrong there reaches the caller (the stage
     # reports it), rather than an image passing on with its faces silently unsearched.
