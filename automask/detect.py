@@ -67,6 +67,7 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
     holds,
     iou,
     side,
+    spans,
 )
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
@@ -226,17 +227,37 @@ def _same_hand(a: Detection, b: Detection) -> bool:
 def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     """One detection per thing, most confident first.  Boxes alike (IoU above ``threshold``) are one thing:
     the most confident stays.  A box mostly inside a larger one is a part of it (a finger a tile saw inside
-    a whole hand, an eye inside a face): the larger box stays, with the better score.  A face whose centre
-    lies in a surer face's box is that face too (two models, or two views, can box one face well apart: the
-    short-range model's box of a large face sits off the full-range one's; real faces never overlap that far)."""
+    a whole hand, an eye inside a face): the larger box stays, with the better score — a face's only when it is
+    itself sure (``WHOLE_SURE``): a loose box the short-range model is unsure of (0.3–0.45) around a small face
+    it cannot see, sure of itself (0.6–0.85), is not that face's better outline.  A face whose centre lies in a
+    surer face's box is that face too (two models, or two views, can box one face well apart: the short-range
+    model's box of a large face sits off the full-range one's; real faces never overlap that far).  A face box
+    around two faces apart (``spans``) is neither, and neither is a part of it: all stay, for the stage to judge
+    the box around them.  Spans are read among the faces kept, not among every find (a tile's finds of a large
+    face's parts would make that face a box around them): a box surer than both faces it spans, not seen so far,
+    takes them in as before."""
     kept: list[Detection] = []
+    took: dict[int, tuple[Detection, Detection]] = {}  # a larger box kept in a part's place: that part, and it
     for d in sorted(detections, key=lambda d: d.score, reverse=True):
+        if spans(d, kept):
+            kept.append(d)
+            continue
         same = next((i for i, k in enumerate(kept) if _taken_for(d, k, threshold)), None)
+        if same is not None:
+            part, larger = took.get(id(kept[same]), (None, kept[same]))
+            if spans(larger, kept + [d] + ([part] if part else [])):
+                # One of two faces apart that a box spans, not a part of it; the face it took the place of, too.
+                if part is not None:
+                    kept[same] = part
+                    kept.append(larger)
+                same = None
         if same is None:
             kept.append(d)
         elif iou(d.box, kept[same].box) <= threshold and containment(d.box, kept[same].box) >= 0.7 \
-                and d.area > kept[same].area:
-            kept[same] = dataclasses.replace(d, score=kept[same].score)
+                and d.area > kept[same].area and (d.kind != "face" or d.score >= WHOLE_SURE):
+            larger = dataclasses.replace(d, score=kept[same].score)
+            took[id(larger)] = (kept[same], d)
+            kept[same] = larger
     return kept
 
 
@@ -371,9 +392,10 @@ class Detector:
                 with self._timed("bodies"):
                     found += self._bodies(rgb, regions, faces, merged)
         found = [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
-        # A face whose box holds a far smaller one is labelled: the stage has the face landmark model judge it.
-        found = [dataclasses.replace(d, label=HOLDS_FACE) if not d.label and any(holds(d, o) for o in found)
-                 else d for d in found]
+        # A face whose box holds a far smaller one, or two faces apart, is labelled: the stage has the face
+        # landmark model judge it.
+        found = [dataclasses.replace(d, label=HOLDS_FACE)
+                 if not d.label and (any(holds(d, o) for o in found) or spans(d, found)) else d for d in found]
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)

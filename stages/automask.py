@@ -19,7 +19,7 @@ import structlog
 from PIL import Image
 
 from automask import face_mesh, yolo
-from automask.detect import MODELS, Detection, Detector, DetectorSettings, holds, nms
+from automask.detect import MODELS, Detection, Detector, DetectorSettings, holds, nms, spans
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.detectors import YoloConfig, held_yolo, yolo_settings
@@ -316,7 +316,9 @@ def select_faces(faces: list[Detection], settings: FaceMaskConfig, size: tuple[i
     if mesh is not None:
         faces = mesh.confirmed(image, faces, settings.min_confidence, settings.confirm_from)
         settings = dataclasses.replace(settings, min_confidence=min(settings.min_confidence, settings.confirm_from))
-    else:  # nothing judges a face that holds smaller ones: it is one face with them, as sure as the surest
+    else:  # nothing judges a face that holds smaller ones: it is one face with them, as sure as the surest; a
+        # box around two faces apart is neither of them
+        faces = [d for d in faces if not spans(d, faces)]
         faces = [dataclasses.replace(d, score=max([d.score] + [o.score for o in faces if holds(d, o)]))
                  for d in faces if not any(holds(o, d) for o in faces)]
     return select(faces, settings, size)

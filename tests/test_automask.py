@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms, tiles
+from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, nms, spans, tiles
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
 from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig, select_faces
@@ -277,6 +277,32 @@ def test_nms_keeps_the_most_confident_of_overlapping_boxes_per_kind():
     beside = Detection("face", (2000, 540, 2832, 1372), 0.8, "face-full")
     assert len(nms([full, beside], 0.4)) == 2
     assert len(nms([dataclasses.replace(full, kind="hand"), dataclasses.replace(short, kind="hand")], 0.4)) == 2
+
+
+
+def test_a_loose_box_around_faces_neither_takes_a_sure_face_s_place_nor_merges_two_faces():
+    # Measured on the development photos pasted small on a frame of noise: the short-range model, unsure, boxes
+    # a 54 px face 146 px wide (2.7 times: not "holding" it); as the larger box it took the face's place and its
+    # score, and the stage then masked the torso.  An unsure face box is no face's better outline.
+    face = Detection("face", (358, 320, 412, 374), 0.85, "face-full")
+    loose = Detection("face", (317, 307, 463, 453), 0.34, "face-short")
+    assert nms([loose, face], 0.4) == [face]
+    # Two children's heads boxed as one (142 px, 0.33 and 0.61 sure) beside each child's own box: the box
+    # around both is neither child, nor is either child a part of it, so long as it is less sure than one of them
+    # (surer than both — not seen — they merge into it, as they did before).
+    left = Detection("face", (319, 306, 381, 368), 0.73, "face-full")
+    right = Detection("face", (392, 318, 443, 369), 0.84, "face-full")
+    for score in (0.33, 0.61, 0.8):
+        both = Detection("face", (309, 289, 451, 431), score, "face-short")
+        assert sorted(d.box for d in nms([both, left, right], 0.4)) == sorted([both.box, left.box, right.box])
+        assert spans(both, [both, left, right]) and not spans(left, [both, left, right])
+        # … and the stage drops it: judged by the face landmark model, or without it, for it spans two faces.
+        kept = select_faces([both, left, right], FaceMaskConfig(), (1024, 1024), Image.new("RGB", (1024, 1024)),
+                            None)
+        assert sorted(d.box for d in kept) == sorted([left.box, right.box])
+    # One face boxed twice, side by side with another: no box spans two faces apart, and the pair merges.
+    twice = Detection("face", (394, 320, 445, 371), 0.6, "face-full")
+    assert not spans(left, [left, right, twice]) and len(nms([left, right, twice], 0.4)) == 2
 
 
 # ---------------------------------------------------------------------- masks
