@@ -107,10 +107,9 @@ def _weighted(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray):
     left = list(np.argsort(-scores, kind="stable"))
     while left:
         top = left[0]
-        same = [i for i in left if iou(tuple(boxes[i]), tuple(boxes[top])) > SAME_FACE]
+        # (the surest box among them even when it has no area, and so overlaps nothing, itself neither)
+        same = [top] + [i for i in left[1:] if iou(tuple(boxes[i]), tuple(boxes[top])) > SAME_FACE]
         left = [i for i in left if i not in same]
-        if top not in same:  # a box of no area overlaps nothing, itself neither
-            same = [top]
         weights = scores[same][:, None]
         box = (boxes[same] * weights).sum(axis=0) / weights.sum()
         kps = (points[same] * weights[:, :, None]).sum(axis=0) / weights.sum()

@@ -88,7 +88,7 @@ def holds(big: Detection, small: Detection) -> bool:
 def spans(big: Detection, faces: list[Detection]) -> bool:
     """Whether face ``big``'s box holds the centres of two or more of ``faces`` that lie apart (neither's centre in
     the other's box) and that it does not ``hold`` (eyes in a face are far smaller): a box around a group (the
-    short-range model boxes two children's heads as one, 0.3–0.9 sure), not a face.  Only MediaPipe's finds, as
+    short-range model boxes two children's heads as one, 0.3–0.8 sure), not a face.  Only MediaPipe's finds, as
     for ``holds``."""
     inner = [f for f in faces if f is not big and f.kind == big.kind == "face"
              and {big.model, f.model} <= MEDIAPIPE_FACES and centre_in(f.box, big.box) and not holds(big, f)]

@@ -692,6 +692,14 @@ def test_the_face_tiles_full_range_model_finds_what_mediapipe_finds_with_it(tmp_
     finally:
         mp.close()
         ours.close()
+    # MediaPipe's weighted suppression: boxes overlapping the surest become one, at their score-weighted mean
+    # place, with its score; a box of no area stays one of its own.
+    from automask.face_tiles import _weighted
+
+    boxes = np.array([[0.2, 0.2, 0.4, 0.4], [0.1, 0.1, 0.1, 0.1], [0.22, 0.2, 0.42, 0.4], [0.6, 0.6, 0.8, 0.8]])
+    merged = list(_weighted(boxes, np.array([0.9, 0.95, 0.3, 0.5]), np.zeros((4, 6, 2))))
+    assert [score for _, score, _ in merged] == [0.95, 0.9, 0.5]
+    assert np.allclose(merged[1][0], [0.2 + 0.02 * 0.25, 0.2, 0.4 + 0.02 * 0.25, 0.4])
     # Another file set as the full-range model (here the short-range one) is left to MediaPipe.
     assert fits(SHIPPED["full"]) and not fits(SHIPPED["short"])
     (tmp_path / "not-a-model.tflite").write_bytes(b"no model")
