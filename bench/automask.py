@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw, ImageOps
 from automask.detect import Detector, DetectorSettings, centre_in, iou
 from automask.face_mesh import FaceMesh
 from automask.mask import draw_detections, faces_on_hands, masks_for, select
+from bench.kit.machine import cpu
 from bench.kit.pipeline import DEV
 from stages.automask import HAND_MODEL_CONFIDENCE, AutomaskConfig, select_faces
 
@@ -398,9 +399,10 @@ def main(argv=None) -> int:
     todo, note = photos()
     passes = ["whole", "grey", "best palms", "2x", "tiles", "second look", "bodies", "behind"]
     beside = ["faces", "skin palms"]
+    name, flags = cpu()
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
-             "`python -m bench.automask`. Counts are of what the stage keeps: faces ≥ "
-             f"{cfg.face.min_confidence:.2f}, hands ≥ {cfg.hand.min_confidence:.2f}.", ""]
+             f"`python -m bench.automask`, CPU: {name}, {' '.join(flags)}. Counts are of what the stage keeps: "
+             f"faces ≥ {cfg.face.min_confidence:.2f}, hands ≥ {cfg.hand.min_confidence:.2f}.", ""]
     if note:
         lines += [note, ""]
     lines += ["| photo | size | faces expected / found / missed / false | hands expected / found / missed / false "
