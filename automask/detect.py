@@ -285,6 +285,58 @@ def tiles(width: int, height: int, size: int, overlap: float = 0.25) -> list[tup
     return [(x, y, min(width, x + size), min(height, y + size)) for y in starts(height) for x in starts(width)]
 
 
+def _hand_at(pixels: np.ndarray, palm, joints: HandJoints) -> Detection | None:
+    """The hand at one of the palm detector's places, when the landmark model flags a hand on the palm's crop
+    (``SETTLED``) and is sure of it on the crop its joints give (``PALM_SETTLED``)."""
+    j, flag, right = joints.look(pixels, palm.centre, palm.side, palm.angle)
+    if flag < SETTLED:
+        return None
+    j, flag = joints.settle(pixels, j)
+    if flag < PALM_SETTLED:
+        return None
+    pts = [(float(x), float(y)) for x, y in j]
+    return Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left")
+
+
+class _Places:
+    """A grey picture's skin-toned copy's best palm places (``SKIN_PALMS``), ranked by one thread and looked at by
+    both, each with landmark models of its own, whichever is free taking the next: the face thread ranks them
+    before its faces and looks after them, and the hands thread looks once done with its own searches.  What is
+    kept does not depend on who looked: ``hands`` reads the places in rank order, as ``_best_palms`` would."""
+
+    def __init__(self):
+        self.ranked = threading.Event()
+        self._places: list = []
+        self._pixels: np.ndarray | None = None
+        self._next = 0
+        self._found: dict[int, Detection | None] = {}
+        self._lock = threading.Lock()
+
+    def rank(self, rgb: Image.Image, palms: Palms) -> None:
+        self._pixels = np.asarray(rgb)
+        self._places = palms.best(rgb, SKIN_PALMS, PALM_FLOOR)
+        self.ranked.set()
+
+    def look(self, joints: HandJoints) -> None:
+        """Look at places nobody has taken yet, until none is left."""
+        while True:
+            with self._lock:
+                if self._next >= len(self._places):
+                    return
+                i, self._next = self._next, self._next + 1
+            self._found[i] = _hand_at(self._pixels, self._places[i], joints)
+
+    def hands(self) -> list[Detection]:
+        """The hands found, best place first; a place on a hand a better place gave is not one (as though it had
+        not been looked at)."""
+        out: list[Detection] = []
+        for i, palm in enumerate(self._places):
+            d = self._found.get(i)
+            if d is not None and not any(centre_in(palm.box, o.box) for o in out):
+                out.append(d)
+        return out
+
+
 class Detector:
     """Loads the models once; ``detect`` is then cheap enough to call per image."""
 
@@ -372,11 +424,19 @@ class Detector:
             # with the first grey picture (about 0.6 s), not by every detector made.
             bundle = Path(s.hand_model or SHIPPED["hand"])
             self._palms, self._skin_joints, self._skin_palms = Palms(bundle), HandJoints(bundle), Palms(bundle)
-        beside = self._thread.submit(self._beside, rgb, whole_view, f, views)
+        skin = _Places() if views and self._skin_palms is not None else None
+        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin)
         try:
             found, in_tiles = self._hands_in(rgb, whole_view, f, views) if self._hands is not None else ([], [])
+            if skin is not None:  # done with its own searches, this thread looks at skin-toned places too
+                skin.ranked.wait()
+                with self._timed("skin palms here"):
+                    skin.look(self._joints)
         finally:
             also = beside.result()
+        if skin is not None:
+            hands = skin.hands()
+            also += [d.moved(1 / f, 0, 0) for d in hands] if f != 1.0 else hands
         if in_tiles:  # a hand only tiles found is not a speck beside a face
             sure = [d for d in found if d.score >= WHOLE_SURE]
             faces = [d for d in also if d.kind == "face" and d.score >= WHOLE_SURE]
@@ -402,15 +462,22 @@ class Detector:
         self.elapsed = (time.perf_counter() - t0) * 1000
         return found
 
-    def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float,
-                views: list[Image.Image]) -> list[Detection]:
+    def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
+                skin: _Places | None) -> list[Detection]:
         """What the detector's own thread searches while the caller's searches hands: every face search, and a
-        grey picture's hands at the best places of its skin-toned copy (with models of this thread's own)."""
-        found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
-        if views and self._skin_palms is not None:
-            with self._timed("skin palms"):
-                hands = self._best_palms(views[1], [], self._skin_palms, self._skin_joints, SKIN_PALMS)
-            found += [d.moved(1 / f, 0, 0) for d in hands] if f != 1.0 else hands
+        grey picture's hands at the best places of its skin-toned copy (``skin``: ranked here first, with models of
+        this thread's own, and looked at by both threads as each comes free)."""
+        try:
+            if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
+                with self._timed("skin palms ranked"):
+                    skin.rank(views[1], self._skin_palms)
+            found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
+            if skin is not None:
+                with self._timed("skin palms"):
+                    skin.look(self._skin_joints)
+        finally:
+            if skin is not None:
+                skin.ranked.set()  # (whatever went wrong here, the other thread waits no longer)
         return found
 
     def _faces_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
@@ -540,16 +607,8 @@ class Detector:
         out: list[Detection] = []
         pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
         for palm in palms.best(rgb, count, PALM_FLOOR):
-            if any(centre_in(palm.box, d.box) for d in hands + out):
-                continue
-            j, flag, right = joints.look(pixels, palm.centre, palm.side, palm.angle)
-            if flag < SETTLED:
-                continue
-            j, flag = joints.settle(pixels, j)
-            if flag < PALM_SETTLED:
-                continue
-            pts = [(float(x), float(y)) for x, y in j]
-            out.append(Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left"))
+            if not any(centre_in(palm.box, d.box) for d in hands + out):
+                out += [d for d in [_hand_at(pixels, palm, joints)] if d is not None]
         return out
 
     def _settled(self, rgb: Image.Image | np.ndarray, d: Detection) -> tuple[Detection, float]:

@@ -732,6 +732,48 @@ def test_a_landmark_models_crop_samples_the_picture_where_its_affine_says_from_a
     assert rotated_crop(photo.convert("L"), (256, 256), 100.0, 0.0, 64)[0].shape == (64, 64, 3)
 
 
+def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_looks():
+    # Both threads look at the skin-toned copy's best palm places, each taking the next free one: the hands kept
+    # are those one thread looking at every place in turn keeps — a place the landmark model is not sure of is
+    # none, and a place on a hand a better place gave is none either.
+    import threading
+    import time
+
+    from automask.detect import Detector, _Places
+    from automask.palms import Palm
+
+    places = [Palm(0.9 - i / 20, (100.0 * i, 0.0, 100.0 * i + 60, 60.0), (100.0 * i + 30, 30.0), 60.0, 0.0)
+              for i in range(8)]
+    places.insert(2, Palm(0.8, (20.0, 10.0, 40.0, 30.0), (30.0, 20.0), 20.0, 0.0))  # on the first place's hand
+    unsure = {3, 6}  # the places whose hand flag is low
+
+    class Palms:
+        def best(self, rgb, count, floor):
+            return places[:count]
+
+    class Joints:  # the landmark model, slower on some places than others
+        def look(self, rgb, centre, side, angle):
+            i = next(k for k, p in enumerate(places) if p.centre == centre)
+            time.sleep(0.002 * (i % 3))
+            joints = np.array([(centre[0] + dx, centre[1] + dy) for dx in (-20, 0, 20) for dy in range(-20, 21, 6)])
+            return joints, (0.2 if i in unsure else 0.95), 1.0
+
+        def settle(self, rgb, joints):
+            return joints, 0.9
+
+    picture = Image.new("RGB", (900, 100))
+    alone = Detector._best_palms(None, picture, [], Palms(), Joints(), len(places))
+    assert len(alone) == len(places) - 1 - len(unsure)  # the place on a hand, and the unsure ones: none
+    for _ in range(3):
+        shared = _Places()
+        shared.rank(picture, Palms())
+        other = threading.Thread(target=shared.look, args=(Joints(),))
+        other.start()
+        shared.look(Joints())
+        other.join()
+        assert [(d.box, d.score) for d in shared.hands()] == [(d.box, d.score) for d in alone]
+
+
 def test_the_openvino_models_are_not_pinned_to_one_core(detector):
     # The detector's two threads each run OpenVINO models (hand joints, palms, face tiles); pinned, as OpenVINO
     # pins by default, they would share one core and wait for each other.
