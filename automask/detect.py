@@ -30,9 +30,10 @@ several ways and the results merged:
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
   joints neither mostly on nor where a hidden hand's are, is the hand behind.
 
-Faces and hands are searched side by side, faces (and a grey picture's skin-toned copy's best palms) on a
-thread of the detector's own: they share no model, MediaPipe runs each model on a thread of its own, and so on
-two cores a search takes about what its hands alone take.
+Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
+MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
+two takes.  A grey picture's skin-toned copy's best palm places are looked at by whichever thread is free
+(``_Places``), each with landmark models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
