@@ -608,8 +608,11 @@ class Detector:
         out: list[Detection] = []
         pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
         for palm in palms.best(rgb, count, PALM_FLOOR):
-            if not any(centre_in(palm.box, d.box) for d in hands + out):
-                out += [d for d in [_hand_at(pixels, palm, joints)] if d is not None]
+            if any(centre_in(palm.box, d.box) for d in hands + out):
+                continue
+            hand = _hand_at(pixels, palm, joints)
+            if hand is not None:
+                out.append(hand)
         return out
 
     def _settled(self, rgb: Image.Image | np.ndarray, d: Detection) -> tuple[Detection, float]:
