@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from automask.face_tiles import FullRangeFaces, fits
+from automask.face_tiles import FullRangeFaces
 from automask.found import (  # noqa: F401 (the names detection is known by)
     GREY_PICTURE,
     HOLDS_FACE,
@@ -361,9 +361,8 @@ class Detector:
                     min_detection_confidence=settings.min_confidence)
                 self._faces.append((f"face-{name}", vision.FaceDetector.create_from_options(options)))
         # The face tiles' many small looks with the full-range model run through OpenVINO (``face_tiles``).
-        self._full_tiles = None
-        if "face-full" in self.model_files and fits(self.model_files["face-full"]):
-            self._full_tiles = FullRangeFaces(self.model_files["face-full"], settings.min_confidence)
+        self._full_tiles = (FullRangeFaces.of(self.model_files["face-full"], settings.min_confidence)
+                            if "face-full" in self.model_files else None)
         self._hands = self._grey_hands = None
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``

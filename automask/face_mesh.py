@@ -59,16 +59,24 @@ def _loop(name: str) -> list[int]:
     return order
 
 
-def one_thread(model: str | Path, **config):
-    """A ``.tflite`` model compiled by OpenVINO to run on one CPU thread, on whichever core is free: by default
+def one_thread(model, **config):
+    """A ``.tflite`` model (a path, or a model OpenVINO has read) compiled by OpenVINO to run on one CPU thread, on
+    whichever core is free: by default
     OpenVINO pins a model's thread to a core, and every model then to the same one — two run side by side (the
     detector's two threads) took as long as one after the other (100 hand landmark looks: 0.28 s alone, 0.57 s
     beside another pinned model, 0.29 s unpinned)."""
     import openvino as ov
 
     core = ov.Core()
-    return core.compile_model(core.read_model(str(model)), "CPU",
-                              {"INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False, **config})
+    model = core.read_model(str(model)) if isinstance(model, (str, Path)) else model
+    return core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False, **config})
+
+
+def pixels_of(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A picture's RGB pixels (H×W×3), made once for the many crops taken from it; pixels as they are."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return image
 
 
 def rotated_crop(image: Image.Image | np.ndarray, centre: tuple[float, float], side: float, angle: float,
@@ -87,8 +95,7 @@ def rotated_crop(image: Image.Image | np.ndarray, centre: tuple[float, float], s
     # OpenCV samples pixel centres at whole coordinates, the affine's at half ones (PIL's convention): the matrix
     # OpenCV is given takes a crop pixel's centre to its place in the image, both counted from pixel centres.
     matrix = np.float64([[a, b, c + (a + b) / 2 - 0.5], [d, e, f + (d + e) / 2 - 0.5]])
-    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) and image.mode != "RGB" else image)
-    crop = cv2.warpAffine(pixels, matrix, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    crop = cv2.warpAffine(pixels_of(image), matrix, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop, (a, b, c, d, e, f)
 
@@ -111,7 +118,7 @@ class FaceMesh:
                                _indices("FACE_LANDMARKS_LEFT_EYE", "FACE_LANDMARKS_LEFT_EYEBROW")],
                       "mouth": [_indices("FACE_LANDMARKS_LIPS")]}
 
-    def landmarks(self, rgb: Image.Image, face: Detection) -> tuple[np.ndarray, float]:
+    def landmarks(self, rgb: Image.Image | np.ndarray, face: Detection) -> tuple[np.ndarray, float]:
         """468×2 points in image pixels, and the model's confidence that a face is there (0–1)."""
         x0, y0, x1, y1 = face.box
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -127,7 +134,7 @@ class FaceMesh:
         flag = float(np.asarray(result[self._flag_out]).ravel()[0])
         return to_image(affine, pts), 1.0 / (1.0 + math.exp(-flag))
 
-    def confirmed(self, rgb: Image.Image, faces: list[Detection], min_confidence: float,
+    def confirmed(self, rgb: Image.Image | np.ndarray, faces: list[Detection], min_confidence: float,
                   confirm_from: float = CONFIRM_FROM) -> list[Detection]:
         """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` — or found
         only on a grey picture's skin-toned copy (labelled ``SKIN_TONED``: a fist's knuckles, skin-toned, look
@@ -140,9 +147,11 @@ class FaceMesh:
             return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label == GREY_PICTURE and side(d.box) >= JUDGED_FROM)
 
         kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]
-        for d in sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),
-                        key=lambda d: -d.score):
-            points, presence = self.landmarks(rgb, d)
+        judged = sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),
+                        key=lambda d: -d.score)
+        pixels = pixels_of(rgb) if judged else None  # made once for every face judged
+        for d in judged:
+            points, presence = self.landmarks(pixels, d)
             if presence < MIN_PRESENCE:
                 continue
             middles = [points.mean(axis=0)] + ([np.mean(d.landmarks, axis=0)] if d.landmarks else [])
@@ -150,7 +159,7 @@ class FaceMesh:
                 kept.append(d)
         return [d for d in faces if d in kept and not any(holds(o, d) for o in kept)]
 
-    def outlines(self, rgb: Image.Image, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
+    def outlines(self, rgb: Image.Image | np.ndarray, face: Detection) -> dict[str, list[list[tuple[float, float]]]]:
         """{"oval": [polygon], "eyes": [right, left], "mouth": [polygon]}: each a list of (x, y); empty when
         the model does not see a face in the crop (a false detection keeps its box)."""
         pts, presence = self.landmarks(rgb, face)

@@ -35,27 +35,30 @@ KEYPOINTS = 6
 SAME_FACE = 0.3     # IoU above which two boxes are one face (weighted suppression)
 
 
-def fits(path: Path) -> bool:
-    """Whether the model at ``path`` has the full-range detector's shape (input 192², 48² anchors of 16 values,
-    one score each); another file set as ``face_model_full`` is left to MediaPipe."""
-    try:
-        import openvino as ov
-
-        model = ov.Core().read_model(str(path))
-    except Exception:  # noqa: BLE001 — any file OpenVINO cannot read is MediaPipe's to run (or refuse)
-        return False
-    shapes = [tuple(p.get_partial_shape().to_shape()) if p.get_partial_shape().is_static else None
-              for p in (*model.inputs, *model.outputs)]
-    return shapes == [(1, SIDE, SIDE, 3), (1, GRID * GRID, VALUES), (1, GRID * GRID, 1)]
-
-
 class FullRangeFaces:
     """The full-range face model, loaded once (one CPU thread), called like a ``FaceDetector`` on one picture."""
 
-    def __init__(self, path: Path, min_confidence: float):
+    @classmethod
+    def of(cls, path: Path, min_confidence: float) -> FullRangeFaces | None:
+        """The model at ``path``, read once, when it has the full-range detector's shape (input 192², 48² anchors
+        of 16 values, one score each); ``None`` for another file set as ``face_model_full`` (MediaPipe's to run,
+        or to refuse)."""
+        import openvino as ov
+
+        try:
+            model = ov.Core().read_model(str(path))
+        except Exception:  # noqa: BLE001 — any file OpenVINO cannot read is MediaPipe's to run (or refuse)
+            return None
+        shapes = [tuple(p.get_partial_shape().to_shape()) if p.get_partial_shape().is_static else None
+                  for p in (*model.inputs, *model.outputs)]
+        if shapes != [(1, SIDE, SIDE, 3), (1, GRID * GRID, VALUES), (1, GRID * GRID, 1)]:
+            return None
+        return cls(model, min_confidence)
+
+    def __init__(self, model, min_confidence: float):
         # In full precision: a CPU with bfloat16 units would otherwise run it in those, and its scores would
         # stray from MediaPipe's by up to 0.08 (0.03 in full precision, on the development photos' tiles).
-        self._compiled = one_thread(path, INFERENCE_PRECISION_HINT="f32")
+        self._compiled = one_thread(model, INFERENCE_PRECISION_HINT="f32")
         self._request = self._compiled.create_infer_request()
         self._boxes_out, self._scores_out = self._compiled.outputs
         self.min_confidence = min_confidence

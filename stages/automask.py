@@ -216,9 +216,10 @@ class AutoMaskStage(Stage):
             chosen_of[kind] = ((select_faces(of_kind, settings, size, image, self._mesh) if kind == "face"
                                 else select(of_kind, settings, size)) if settings.enabled else [])
         if _needs_mesh(params) and self._mesh is not None:
+            pixels = face_mesh.pixels_of(image)  # made once for every face's crop
             for d in chosen_of["face"]:
                 ctx.check_stop()
-                d.outlines = self._mesh.outlines(image, d)
+                d.outlines = self._mesh.outlines(pixels, d)
             on_hands = faces_on_hands(chosen_of["face"], chosen_of["hand"])
             chosen_of["face"] = [d for d in chosen_of["face"] if d not in on_hands]
         for kind in KINDS:

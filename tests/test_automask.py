@@ -668,10 +668,10 @@ def test_the_face_tiles_full_range_model_finds_what_mediapipe_finds_with_it(tmp_
     # The face tiles run the full-range model through OpenVINO, decoded as MediaPipe's graph decodes it: on crops
     # of the repository's photos — square, wide and tall (letterboxed), shrunk and enlarged on the way to the
     # model's 192² — it gives the faces the Tasks API gives, at the same places and with the same scores.
-    from automask.face_tiles import FullRangeFaces, fits
+    from automask.face_tiles import FullRangeFaces
 
     mp = Detector(DetectorSettings(face_models=("full",), hands=False, min_confidence=0.3))
-    ours = FullRangeFaces(SHIPPED["full"], 0.3)
+    ours = FullRangeFaces.of(SHIPPED["full"], 0.3)
     compared = 0
     try:
         for name in ("astronaut.png", "camera.png"):
@@ -701,9 +701,9 @@ def test_the_face_tiles_full_range_model_finds_what_mediapipe_finds_with_it(tmp_
     assert [score for _, score, _ in merged] == [0.95, 0.9, 0.5]
     assert np.allclose(merged[1][0], [0.2 + 0.02 * 0.25, 0.2, 0.4 + 0.02 * 0.25, 0.4])
     # Another file set as the full-range model (here the short-range one) is left to MediaPipe.
-    assert fits(SHIPPED["full"]) and not fits(SHIPPED["short"])
+    assert ours is not None and FullRangeFaces.of(SHIPPED["short"], 0.3) is None
     (tmp_path / "not-a-model.tflite").write_bytes(b"no model")
-    assert not fits(tmp_path / "not-a-model.tflite")
+    assert FullRangeFaces.of(tmp_path / "not-a-model.tflite", 0.3) is None
     d = Detector(DetectorSettings(face_model_paths={"full": SHIPPED["short"]}, hands=False))
     try:
         assert d._full_tiles is None
