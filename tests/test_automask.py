@@ -801,6 +801,26 @@ def test_a_face_model_that_fails_fails_the_search_and_the_detector_still_closes(
     try:
         with pytest.raises(RuntimeError, match="face model broke"):
             d.detect(Image.open(DATA / "astronaut.png"))
+        # A grey picture too: the hands thread, waiting for the skin-toned places the face thread ranks, is not
+        # left waiting when that thread fails, before ranking them or after (the search ends with the error, and
+        # the next one runs).
+        grey = ImageOps.grayscale(Image.open(DATA / "camera.png"))
+        with pytest.raises(RuntimeError, match="face model broke"):
+            d.detect(grey)
+        d._faces[0] = (name, model)
+
+        class BrokenPalms:
+            def best(self, rgb, count, floor):
+                raise RuntimeError("palm model broke")
+
+            def close(self):
+                pass
+
+        palms, d._skin_palms = d._skin_palms, BrokenPalms()
+        with pytest.raises(RuntimeError, match="palm model broke"):
+            d.detect(grey)
+        d._skin_palms = palms
+        assert faces(d.detect(grey))
     finally:
         model.close()
         d.close()
