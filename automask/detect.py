@@ -25,6 +25,10 @@ several ways and the results merged:
   a face many times its size (hair and ears enlarged in a tile look like small hands);
 * each person's body region (below and beside a face) searched again for hands, enlarged, when fewer
   hands than two a face were found (hands in full-body and group shots are small);
+* people's poses (``pose``): each person the pose detector finds, the hand landmark model looks where their
+  wrists and finger bases say the hands are, kept when it is sure of a hand on the crop its joints give; the palm
+  detector loses a hand smeared by motion, small in a grey picture or clasped in another long before that model
+  does;
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
@@ -66,12 +70,14 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
     centre_in,
     containment,
     holds,
+    inside,
     iou,
     side,
     spans,
 )
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
+from automask.pose import Poses
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -132,6 +138,7 @@ class DetectorSettings:
     hands: bool = True
     body_regions: bool = True
     hands_behind: bool = True
+    poses: bool = True
 
 
 def is_grey(rgb: Image.Image) -> bool:
@@ -299,6 +306,18 @@ def _hand_at(pixels: np.ndarray, palm, joints: HandJoints) -> Detection | None:
     return Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left")
 
 
+def _hand_of_person(pixels: np.ndarray, place, joints: HandJoints) -> Detection | None:
+    """The hand where a person's pose puts it (``pose``), when the landmark model is sure of a hand (``SETTLED``) on
+    the crop the joints it gives there give.  Its flag on the pose's own crop is not asked: a crop from a wrist is
+    looser than one from a palm, and the model's first joints there are near enough for the second look."""
+    j, _, right = joints.look(pixels, place.centre, place.side, place.angle)
+    j, flag = joints.settle(pixels, j)
+    if flag < SETTLED:
+        return None
+    pts = [(float(x), float(y)) for x, y in j]
+    return Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left")
+
+
 class _Places:
     """A grey picture's skin-toned copy's best palm places (``SKIN_PALMS``), ranked by one thread and looked at by
     both, each with landmark models of its own, whichever is free taking the next: the face thread ranks them
@@ -380,9 +399,12 @@ class Detector:
                 return vision.HandLandmarker.create_from_options(options)
             self._hands = landmarker(settings.hand_confidence)
             self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
-        self._joints = self._palms = self._skin_joints = self._skin_palms = None
-        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model
+        self._joints = self._palms = self._beside_joints = self._skin_palms = self._poses = None
+        if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model, …
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
+            # … and the faces' thread, with a model of its own, at a grey picture's people and skin palms
+            self._beside_joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
+            self._poses = Poses() if settings.poses else None
 
     def close(self) -> None:
         for _, det in self._faces:
@@ -390,12 +412,12 @@ class Detector:
         for hands in (self._hands, self._grey_hands):
             if hands is not None:
                 hands.close()
-        for model in (self._palms, self._skin_palms, self._full_tiles):
+        for model in (self._palms, self._skin_palms, self._full_tiles, self._poses):
             if model is not None:
                 model.close()
         self._thread.shutdown()
         self._faces, self._hands, self._grey_hands = [], None, None
-        self._joints = self._palms = self._skin_joints = self._skin_palms = self._full_tiles = None
+        self._joints = self._palms = self._beside_joints = self._skin_palms = self._full_tiles = self._poses = None
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -423,7 +445,7 @@ class Detector:
             # The palm detector ranks a grey picture's places, on each thread with models of its own: loaded
             # with the first grey picture (about 0.6 s), not by every detector made.
             bundle = Path(s.hand_model or SHIPPED["hand"])
-            self._palms, self._skin_joints, self._skin_palms = Palms(bundle), HandJoints(bundle), Palms(bundle)
+            self._palms, self._skin_palms = Palms(bundle), Palms(bundle)
         skin = _Places() if views and self._skin_palms is not None else None
         beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin)
         try:
@@ -465,16 +487,20 @@ class Detector:
     def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
                 skin: _Places | None) -> list[Detection]:
         """What the detector's own thread searches while the caller's searches hands: every face search, and a
-        grey picture's hands at the best places of its skin-toned copy (``skin``: ranked here first, with models of
-        this thread's own, and looked at by both threads as each comes free)."""
+        grey picture's hands where people's poses put them and at the best places of its skin-toned copy (``skin``:
+        ranked here first, with models of this thread's own, and looked at by both threads as each comes free)."""
         try:
             if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
                 with self._timed("skin palms ranked"):
                     skin.rank(views[1], self._skin_palms)
             found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
+            if views and self._poses is not None:  # a grey picture's hands thread has the more to do
+                with self._timed("poses"):
+                    people = self._people(whole_view, [], self._beside_joints)
+                found += [d.moved(1 / f, 0, 0) for d in people] if f != 1.0 else people
             if skin is not None:
                 with self._timed("skin palms"):
-                    skin.look(self._skin_joints)
+                    skin.look(self._beside_joints)
         finally:
             if skin is not None:
                 skin.ranked.set()  # (whatever went wrong here, the other thread waits no longer)
@@ -522,6 +548,9 @@ class Detector:
             if self._palms is not None:
                 with self._timed("best palms"):
                     found += self._best_palms(whole_view, found, self._palms, self._joints, BEST_PALMS)
+        if self._poses is not None and not views:  # (a grey picture's: on the other thread)
+            with self._timed("poses"):
+                found += self._people(whole_view, found, self._joints)
         found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
@@ -597,6 +626,19 @@ class Detector:
             if flag >= SETTLED and d.area > 0 and not _same_as_any(d, new):
                 new.append(d)
         return found + new
+
+    def _people(self, rgb: Image.Image, found: list[Detection], joints: HandJoints) -> list[Detection]:
+        """Hands where people's poses put them (``pose``, ``_hand_of_person``, with ``joints``: the calling thread's
+        landmark model); a place on a hand already found is not looked at again."""
+        pixels = np.asarray(rgb)  # made once for the body's and every place's look (``rotated_crop``)
+        out: list[Detection] = []
+        for place in self._poses.hands(rgb, pixels):
+            if any(inside(place.centre, d.box) for d in found + out if d.kind == "hand"):
+                continue
+            hand = _hand_of_person(pixels, place, joints)
+            if hand is not None:
+                out.append(hand)
+        return out
 
     def _best_palms(self, rgb: Image.Image, found: list[Detection], palms: Palms, joints: HandJoints,
                     count: int) -> list[Detection]:

@@ -49,7 +49,7 @@ def settings() -> DetectorSettings:
     c = AutomaskConfig()
     return DetectorSettings(face_models=c.face_models, num_hands=c.num_hands, upsample_below=c.upsample_below,
                             tile_above=c.tile_above, nms_iou=c.nms_iou, body_regions=c.body_search,
-                            hands_behind=c.hands_behind,
+                            hands_behind=c.hands_behind, poses=c.pose_search,
                             min_confidence=min(c.face.min_confidence, c.hand.min_confidence),
                             hand_confidence=min(c.hand.min_confidence, HAND_MODEL_CONFIDENCE))
 

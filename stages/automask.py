@@ -90,6 +90,7 @@ class AutomaskConfig:
     tile_above: int = 1536
     body_search: bool = True
     hands_behind: bool = True
+    pose_search: bool = True
     nms_iou: float = 0.4
     user_mask: Literal["merge", "replace"] = "merge"
     face: FaceMaskConfig = field(default_factory=FaceMaskConfig)
@@ -158,7 +159,7 @@ class AutoMaskStage(Stage):
             upsample_below=params.upsample_below, tile_above=params.tile_above, nms_iou=params.nms_iou,
             faces=params.face.enabled and "face" in params.mediapipe,
             hands=params.hand.enabled and "hand" in params.mediapipe, body_regions=params.body_search,
-            hands_behind=params.hands_behind)
+            hands_behind=params.hands_behind, poses=params.pose_search)
         loaded = OWNER.get("detector", repr(settings), lambda: _load_detector(settings), _Loaded.close)
         self._detector, self._digests = loaded.detector, dict(loaded.digests)
         self._yolo, self._yolo_problems = [], []

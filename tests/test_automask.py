@@ -775,11 +775,11 @@ def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_
 
 
 def test_the_openvino_models_are_not_pinned_to_one_core(detector):
-    # The detector's two threads each run OpenVINO models (hand joints, palms, face tiles); pinned, as OpenVINO
+    # The detector's two threads each run OpenVINO models (hand joints, palms, face tiles, poses); pinned, as OpenVINO
     # pins by default, they would share one core and wait for each other.
     detector.detect(ImageOps.grayscale(Image.open(DATA / "camera.png")))  # a grey picture loads the palm models
-    models = [detector._joints._compiled, detector._skin_joints._compiled, detector._palms._compiled,
-              detector._full_tiles._compiled]
+    models = [detector._joints._compiled, detector._beside_joints._compiled, detector._palms._compiled,
+              detector._full_tiles._compiled, *detector._poses.compiled]
     assert all(m.get_property("ENABLE_CPU_PINNING") is False for m in models)
     assert all(m.get_property("INFERENCE_NUM_THREADS") == 1 for m in models)
 
@@ -842,3 +842,43 @@ def test_searches_from_several_threads_at_once_each_get_their_own_picture_s_find
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(boxes, [astronaut, camera] * 4))
     assert together == alone * 4
+
+
+def test_a_picture_without_people_has_no_hand_places_and_the_camera_man_has_his():
+    from automask.pose import Poses
+
+    rng = np.random.default_rng(3)
+    noise = Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    poses = Poses()
+    try:
+        assert poses.hands(noise) == []
+        places = poses.hands(Image.open(DATA / "camera.png").convert("RGB"))
+    finally:
+        poses.close()
+    # One person, both hands: his gloved hands hold the camera, right of his face and below it.
+    assert len(places) == 2
+    assert all(230 <= p.centre[0] <= 340 and 150 <= p.centre[1] <= 260 for p in places)
+
+
+def test_a_hand_where_a_pose_puts_it_is_kept_only_when_the_landmark_model_is_sure_of_it():
+    from automask.detect import SETTLED, _hand_of_person
+    from automask.pose import HandPlace
+
+    joints = np.array([(100 + i, 100 + (i % 5) * 4) for i in range(21)], dtype=np.float64)
+
+    class Joints:  # the hand landmark model, scripted: its flag on the second look decides
+        def __init__(self, flag):
+            self.flag = flag
+
+        def look(self, pixels, centre, side, angle):
+            return joints, 0.0, 0.9  # however unsure on the pose's looser crop
+
+        def settle(self, pixels, j):
+            return joints + 1, self.flag
+
+    place = HandPlace((110.0, 105.0), 60.0, 0.0, 0.9)
+    pixels = np.zeros((200, 200, 3), np.uint8)
+    kept = _hand_of_person(pixels, place, Joints(SETTLED))
+    assert kept is not None and kept.kind == "hand" and kept.label == "Right" and kept.score == SETTLED
+    assert kept.landmarks[0] == (101.0, 101.0)
+    assert _hand_of_person(pixels, place, Joints(SETTLED - 0.01)) is None

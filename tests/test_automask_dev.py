@@ -85,15 +85,19 @@ def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path):
 
 def test_a_person_far_away_in_a_large_frame_has_their_hands_found_in_their_body_region(tmp_path):
     # The woman sitting, 500 px wide on a 1024² frame: her hands are too small for the whole view, which finds
-    # her face; searching the region below and beside it, enlarged, finds both hands.
+    # her face; searching the region below and beside it, enlarged, finds both hands, and so does her pose.
     photo = Image.open(DEV / "woman-sitting.jpg").convert("RGB")
     frame = Image.open(DATA / "camera.png").convert("RGB").resize((1024, 1024))
     frame.paste(photo.resize((500, round(photo.height * 500 / photo.width)), Image.Resampling.LANCZOS), (100, 100))
-    for folder in ("on", "off"):
+    for folder in ("on", "bodies", "poses", "off"):
         (tmp_path / folder).mkdir()
     _, entry = _run(tmp_path / "on", "far.png", frame)
     assert entry.details.counts == {"face": 1, "hand": 2}
-    _, entry = _run(tmp_path / "off", "far.png", frame, "[automask]\nbody_search = false\n")
+    _, entry = _run(tmp_path / "bodies", "far.png", frame, "[automask]\npose_search = false\n")
+    assert entry.details.counts["hand"] == 2
+    _, entry = _run(tmp_path / "poses", "far.png", frame, "[automask]\nbody_search = false\n")
+    assert entry.details.counts["hand"] == 2
+    _, entry = _run(tmp_path / "off", "far.png", frame, "[automask]\nbody_search = false\npose_search = false\n")
     assert entry.details.counts["hand"] == 0
 
 
@@ -164,3 +168,31 @@ def test_two_children_far_away_in_a_grey_frame_are_not_one_face_of_the_frame(tmp
     faces = [d for d in entry.details.detections if d.kind == "face"]
     assert len(faces) == 2 and all(d.box[2] - d.box[0] < 120 for d in faces)
     assert all(300 <= (d.box[0] + d.box[2]) / 2 <= 540 and 300 <= (d.box[1] + d.box[3]) / 2 <= 460 for d in faces)
+
+
+def test_hands_smeared_by_motion_are_found_where_the_persons_pose_puts_them(tmp_path):
+    # The woman sitting, smeared sideways as a camera panning with a runner leaves her: the palm detector finds
+    # one hand; her pose (wrists, finger bases) puts the other's crop where the hand landmark model sees it.
+    from bench.automask import motion_blurred
+
+    photo = motion_blurred(Image.open(DEV / "woman-sitting.jpg").convert("RGB"))
+    for folder in ("on", "off"):
+        (tmp_path / folder).mkdir()
+    _, entry = _run(tmp_path / "on", "blurred.png", photo)
+    assert entry.details.counts == {"face": 1, "hand": 2}
+    _, entry = _run(tmp_path / "off", "blurred.png", photo, "[automask]\npose_search = false\n")
+    assert entry.details.counts["hand"] == 1
+
+
+def test_a_persons_hand_places_lie_on_their_hands():
+    from automask.pose import Poses
+
+    photo = Image.open(DEV / "woman-sitting.jpg").convert("RGB")
+    hands = [(548, 307, 630, 431), (210, 324, 287, 455)]  # her hands, as the stage finds them
+    poses = Poses()
+    try:
+        places = poses.hands(photo)
+    finally:
+        poses.close()
+    assert len(places) == 2
+    assert all(any(b[0] <= p.centre[0] <= b[2] and b[1] <= p.centre[1] <= b[3] for p in places) for b in hands)

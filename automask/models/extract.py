@@ -28,6 +28,13 @@ FACE = {
     # TFLite reader (the Tasks API wants metadata this file lacks).
     "face_landmark.tflite": "mediapipe/modules/face_landmark/face_landmark.tflite",
 }
+# A person's pose (BlazePose): the detector finds people, the landmark model their 33 body points, wrists and
+# finger bases among them — where a person's hands are, however little of them the palm detector sees.  Run through
+# OpenVINO's TFLite reader (no Tasks metadata) by automask/pose.py.
+POSE = {
+    "pose_detection.tflite": "mediapipe/modules/pose_detection/pose_detection.tflite",
+    "pose_landmark_full.tflite": "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+}
 HAND_TASK = "hand_landmarker.task"
 HAND_PARTS = {
     "hand_detector.tflite": "mediapipe/modules/palm_detection/palm_detection_full.tflite",
@@ -46,14 +53,14 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wheel = Path(argv[0]) if argv else fetch_wheel(Path(tmp))
         with zipfile.ZipFile(wheel) as whl:
-            for name, member in FACE.items():
+            for name, member in {**FACE, **POSE}.items():
                 (HERE / name).write_bytes(whl.read(member))
             with zipfile.ZipFile(HERE / HAND_TASK, "w", compression=zipfile.ZIP_STORED) as task:
                 for name, member in HAND_PARTS.items():
                     info = zipfile.ZipInfo(name, date_time=(2025, 1, 31, 0, 0, 0))
                     task.writestr(info, whl.read(member))
         lines = [f"Source wheel: {wheel.name} (sha256 {hashlib.sha256(wheel.read_bytes()).hexdigest()})"]
-    for name in [*FACE, HAND_TASK]:
+    for name in [*FACE, *POSE, HAND_TASK]:
         lines.append(f"{hashlib.sha256((HERE / name).read_bytes()).hexdigest()}  {name}")
     with zipfile.ZipFile(HERE / HAND_TASK) as task:
         for name in HAND_PARTS:

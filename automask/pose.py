@@ -1,0 +1,140 @@
+"""Where people's hands are, from their pose: MediaPipe's BlazePose detector and body landmark model, run on
+their own through OpenVINO's TFLite reader (the files carry no Tasks metadata).
+
+The palm detector finds a hand by its look, and a hand smeared by motion, small in a grey picture or clasped in
+another loses that look well before the hand landmark model stops knowing it on a crop around it.  A person's
+pose puts the hand's crop where the arm ends: the body landmark model gives each wrist and the bases of the index
+and little fingers, and MediaPipe's holistic graph (``HandDetectionsFromPoseToRectsCalculator``) crops the hand
+from them — centred on the middle finger's estimated base, twice its distance from the wrist, turned along
+wrist → finger, 2.7 times that box.  ``Detector`` has the hand landmark model judge each such crop.
+
+The decoding follows MediaPipe's pose graphs (``pose_detection_cpu`` and ``pose_landmark_by_roi``): the picture
+letterboxed into 224² in [-1, 1], 2254 SSD anchors (strides 8, 16 and 32 ×3, two anchors a layer, fixed size), a
+person's box and four keypoints (hips' middle, a point whose distance from it gives the body's size and turn, …),
+the body crop around the hips turned upright, 2.5 times that distance, 256², and 39 points a person (33 of the
+body) with a visibility logit each.  One simplification: overlapping people are kept apart by a plain IoU rule
+(the better kept), not MediaPipe's weighted averaging of their boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from automask.face_mesh import one_thread, rotated_crop, to_image
+from automask.found import MODELS, iou
+
+DETECTOR = MODELS / "pose_detection.tflite"
+LANDMARKS = MODELS / "pose_landmark_full.tflite"
+DETECT_SIDE = 224
+LAYERS = ((8, 2), (16, 2), (32, 6))  # (stride, anchors a cell): 28²×2 + 14²×2 + 7²×6 = 2254 anchors
+HIPS, SIZE_POINT = 0, 1   # the detector's keypoints that place, size and turn the body's crop
+BODY_SCALE = 2.5          # the body's crop: 2 × (hips → size point), 1.25 times
+LANDMARK_SIDE = 256
+PEOPLE = 4                # people looked at, most confident first
+MIN_PERSON = 0.5          # the detector's score a person must have (MediaPipe's own threshold)
+MIN_BODY = 0.5            # … and the landmark model's flag that a body is in its crop
+SAME_PERSON = 0.3         # IoU: a box overlapping a surer person's this much is that person
+HANDS = {"left": (15, 17, 19), "right": (16, 18, 20)}  # wrist, little finger's base, index finger's base
+HAND_SCALE = 2.7          # the hand's crop: this many times twice the wrist → middle finger distance
+
+
+@dataclass
+class HandPlace:
+    """Where a person's hand is, as the crop the hand landmark model is given (``rotated_crop``'s)."""
+
+    centre: tuple[float, float]
+    side: float
+    angle: float
+    person: float  # the detector's score for the person it belongs to
+
+
+def _anchors() -> np.ndarray:
+    cells = []
+    for stride, per_cell in LAYERS:
+        n = DETECT_SIDE // stride
+        cells += [((x + 0.5) / n, (y + 0.5) / n) for y in range(n) for x in range(n) for _ in range(per_cell)]
+    return np.asarray(cells, dtype=np.float32) * DETECT_SIDE
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -100, 100)))
+
+
+def _outputs(result) -> dict[tuple[int, ...], np.ndarray]:
+    """A request's outputs by shape (each model's outputs differ in shape)."""
+    return {tuple(np.asarray(v).shape): np.asarray(v) for v in result.values()}
+
+
+class Poses:
+    """The pose detector and body landmark model, loaded once; ``hands`` gives the places of people's hands."""
+
+    def __init__(self, detector: Path = DETECTOR, landmarks: Path = LANDMARKS):
+        self.compiled = (one_thread(detector), one_thread(landmarks))
+        self._detector, self._landmarks = (m.create_infer_request() for m in self.compiled)
+        self._anchors = _anchors()
+
+    def people(self, rgb: Image.Image) -> list[tuple[float, np.ndarray]]:
+        """Each person the detector is sure of (``MIN_PERSON``), best first, at most ``PEOPLE``: the score and the
+        hips' middle and size point in image pixels."""
+        f = DETECT_SIDE / max(rgb.size)
+        w, h = max(1, round(rgb.width * f)), max(1, round(rgb.height * f))
+        canvas = Image.new("RGB", (DETECT_SIDE, DETECT_SIDE))
+        ox, oy = (DETECT_SIDE - w) // 2, (DETECT_SIDE - h) // 2
+        canvas.paste(rgb.resize((w, h), Image.Resampling.BILINEAR), (ox, oy))
+        out = _outputs(self._detector.infer({0: (np.asarray(canvas, dtype=np.float32) / 127.5 - 1)[None]}))
+        raw = out[(1, len(self._anchors), 12)][0]
+        scores = _sigmoid(out[(1, len(self._anchors), 1)][0, :, 0])
+        found: list[tuple[float, tuple, np.ndarray]] = []
+        for i in np.argsort(-scores):
+            if scores[i] < MIN_PERSON or len(found) == PEOPLE:
+                break
+            ax, ay = self._anchors[i]
+            cx, cy, bw, bh = raw[i, 0] + ax, raw[i, 1] + ay, raw[i, 2], raw[i, 3]
+            box = ((cx - bw / 2 - ox) / f, (cy - bh / 2 - oy) / f, (cx + bw / 2 - ox) / f, (cy + bh / 2 - oy) / f)
+            if any(iou(box, b) >= SAME_PERSON for _, b, _ in found):
+                continue
+            keypoints = (raw[i, 4:12].reshape(4, 2) + (ax, ay) - (ox, oy)) / f
+            found.append((float(scores[i]), box, keypoints))
+        return [(score, keypoints) for score, _, keypoints in found]
+
+    def body(self, pixels: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """A person's 39 points (33 of the body) in image pixels, each one's visibility (0–1), and the model's flag
+        that a body is in its crop (0–1)."""
+        v = keypoints[SIZE_POINT] - keypoints[HIPS]
+        side = BODY_SCALE * float(np.linalg.norm(v))
+        angle = math.atan2(float(v[0]), -float(v[1]))  # the crop's up along hips → size point
+        crop, affine = rotated_crop(pixels, (float(keypoints[HIPS][0]), float(keypoints[HIPS][1])), side, angle,
+                                    LANDMARK_SIDE)
+        out = _outputs(self._landmarks.infer({0: (crop.astype(np.float32) / 255.0)[None]}))
+        points = out[(1, 195)].reshape(39, 5)
+        return to_image(affine, points[:, :2]), _sigmoid(points[:, 3]), float(out[(1, 1)].ravel()[0])
+
+    def hands(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[HandPlace]:
+        """Both hands' places of each person found whose body the landmark model sees (``MIN_BODY``)."""
+        pixels = np.asarray(rgb) if pixels is None else pixels
+        out: list[HandPlace] = []
+        for score, keypoints in self.people(rgb):
+            if float(np.linalg.norm(keypoints[SIZE_POINT] - keypoints[HIPS])) < 4:
+                continue  # a speck: no crop to look at
+            points, _, flag = self.body(pixels, keypoints)
+            if flag < MIN_BODY:
+                continue
+            for wrist_i, little_i, index_i in HANDS.values():
+                wrist, little, index = points[wrist_i], points[little_i], points[index_i]
+                middle = (2 * index + little) / 3  # the middle finger's base, estimated
+                v = middle - wrist
+                reach = float(np.linalg.norm(v))
+                if reach < 1:
+                    continue
+                out.append(HandPlace((float(middle[0]), float(middle[1])), HAND_SCALE * 2 * reach,
+                                     math.atan2(float(v[0]), -float(v[1])), score))
+        return out
+
+    def close(self) -> None:
+        self._detector = self._landmarks = None
+        self.compiled = ()
