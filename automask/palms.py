@@ -44,12 +44,14 @@ class Palm:
     angle: float
 
 
-def _anchors() -> np.ndarray:
+def anchors(layers: tuple[tuple[int, int], ...] = LAYERS, side: int = SIDE) -> np.ndarray:
+    """SSD anchor centres in input pixels, as MediaPipe's ``SsdAnchorsCalculator`` lays out fixed-size ones: each
+    layer's (stride, anchors a cell), cell by cell, row by row."""
     cells = []
-    for stride, per_cell in LAYERS:
-        n = SIDE // stride
+    for stride, per_cell in layers:
+        n = side // stride
         cells += [((x + 0.5) / n, (y + 0.5) / n) for y in range(n) for x in range(n) for _ in range(per_cell)]
-    return np.asarray(cells, dtype=np.float32) * SIDE
+    return np.asarray(cells, dtype=np.float32) * side
 
 
 class Palms:
@@ -59,7 +61,7 @@ class Palms:
         self._compiled = bundle_model(bundle, "hand_detector.tflite")
         self._request = self._compiled.create_infer_request()
         self._boxes_out, self._scores_out = self._compiled.outputs  # 1×2016×18 (box, 7 keypoints), 1×2016×1
-        self._anchors = _anchors()
+        self._anchors = anchors()
 
     def best(self, rgb: Image.Image, count: int, floor: float) -> list[Palm]:
         """The detector's ``count`` best distinct places for a palm that score at least ``floor``, best first."""

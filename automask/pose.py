@@ -27,6 +27,7 @@ from PIL import Image
 
 from automask.face_mesh import one_thread, rotated_crop, to_image
 from automask.found import MODELS, iou
+from automask.palms import anchors
 
 DETECTOR = MODELS / "pose_detection.tflite"
 LANDMARKS = MODELS / "pose_landmark_full.tflite"
@@ -53,14 +54,6 @@ class HandPlace:
     person: float  # the detector's score for the person it belongs to
 
 
-def _anchors() -> np.ndarray:
-    cells = []
-    for stride, per_cell in LAYERS:
-        n = DETECT_SIDE // stride
-        cells += [((x + 0.5) / n, (y + 0.5) / n) for y in range(n) for x in range(n) for _ in range(per_cell)]
-    return np.asarray(cells, dtype=np.float32) * DETECT_SIDE
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -100, 100)))
 
@@ -76,7 +69,7 @@ class Poses:
     def __init__(self, detector: Path = DETECTOR, landmarks: Path = LANDMARKS):
         self.compiled = (one_thread(detector), one_thread(landmarks))
         self._detector, self._landmarks = (m.create_infer_request() for m in self.compiled)
-        self._anchors = _anchors()
+        self._anchors = anchors(LAYERS, DETECT_SIDE)
 
     def people(self, rgb: Image.Image) -> list[tuple[float, np.ndarray]]:
         """Each person the detector is sure of (``MIN_PERSON``), best first, at most ``PEOPLE``: the score and the
