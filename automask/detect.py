@@ -154,7 +154,7 @@ def is_grey(rgb: Image.Image) -> bool:
     pixels = small[coloured].astype(np.float32)
     chroma = pixels - pixels.mean(axis=1, keepdims=True)
     spread = np.linalg.svd(chroma, compute_uv=False) / np.sqrt(len(chroma))
-    return float(spread[1]) < TONED_SPREAD
+    return len(spread) < 2 or float(spread[1]) < TONED_SPREAD  # (one coloured pixel has one hue)
 
 
 def _shrunk(rgb: Image.Image) -> tuple[Image.Image, float]:

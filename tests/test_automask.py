@@ -882,3 +882,11 @@ def test_a_hand_where_a_pose_puts_it_is_kept_only_when_the_landmark_model_is_sur
     assert kept is not None and kept.kind == "hand" and kept.label == "Right" and kept.score == SETTLED
     assert kept.landmarks[0] == (101.0, 101.0)
     assert _hand_of_person(pixels, place, Joints(SETTLED - 0.01)) is None
+
+
+def test_pictures_of_a_pixel_or_a_sliver_are_searched_without_error(detector):
+    # A picture of one coloured pixel has one hue (toned, searched as grey); slivers and specks find nothing.
+    rng = np.random.default_rng(0)
+    for w, h in ((1, 1), (2, 1), (3, 500), (500, 3)):
+        picture = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        assert detector.detect(picture) == []
