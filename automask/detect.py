@@ -36,8 +36,9 @@ several ways and the results merged:
 
 Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
-two takes.  A grey picture's skin-toned copy's best palm places are looked at by whichever thread is free
-(``_Places``), each with landmark models of its own.
+two takes.  People's poses are looked at on the hands' thread (a grey picture's on the faces': its hands thread
+has the more to do), and a grey picture's skin-toned copy's best palm places by whichever thread is free
+(``_Places``), each thread with landmark models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -77,6 +78,8 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
 )
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
+from automask.pose import DETECTOR as POSE_DETECTOR
+from automask.pose import LANDMARKS as POSE_LANDMARKS
 from automask.pose import Poses
 from automask.skeleton import draw_hand
 
@@ -404,7 +407,9 @@ class Detector:
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
             # … and the faces' thread, with a model of its own, at a grey picture's people and skin palms
             self._beside_joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
-            self._poses = Poses() if settings.poses else None
+            if settings.poses:
+                self._poses = Poses()
+                self.model_files.update({"pose-detector": POSE_DETECTOR, "pose-landmarks": POSE_LANDMARKS})
 
     def close(self) -> None:
         for _, det in self._faces:

@@ -454,6 +454,8 @@ def test_stage_writes_masks_detections_and_manifest(tmp_path):
     assert 0.02 < det.area_ratio < 0.06
     shipped = {m.name: m.sha256 for m in entry.models}
     assert shipped["face-short"] == hashlib.sha256(SHIPPED["short"].read_bytes()).hexdigest()
+    from automask.pose import LANDMARKS
+    assert shipped["pose-landmarks"] == hashlib.sha256(LANDMARKS.read_bytes()).hexdigest()  # each model it ran
     assert np.asarray(mask)[120, 224] == 255 and np.asarray(mask)[450, 450] == 0
     assert Image.open(archive / "10-detections.png").size == (512, 512)
 
