@@ -26,9 +26,9 @@ several ways and the results merged:
 * each person's body region (below and beside a face) searched again for hands, enlarged, when fewer
   hands than two a face were found (hands in full-body and group shots are small);
 * people's poses (``pose``): each person the pose detector finds, the hand landmark model looks where their
-  wrists and finger bases say the hands are, kept when it is sure of a hand on the crop its joints give; the palm
+  wrists and finger bases say the hands are, kept when it is sure of a hand on the crop its joints give (the palm
   detector loses a hand smeared by motion, small in a grey picture or clasped in another long before that model
-  does;
+  does), and the face models look at their head, turned upright by their eyes (a tilted face, a turned picture);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from automask.face_mesh import rotated_crop, to_image
 from automask.face_tiles import FullRangeFaces
 from automask.found import (  # noqa: F401 (the names detection is known by)
     GREY_PICTURE,
@@ -80,7 +81,7 @@ from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
 from automask.pose import LANDMARKS as POSE_LANDMARKS
-from automask.pose import Poses
+from automask.pose import Person, Poses, hand_places, head
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -114,6 +115,7 @@ GREY_SETTLED = 0.25  # … and the landmark model's hand flag on the crop a find
 TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies along one hue only (the RMS across
                      # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
                      # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
+HEAD_SIDE = 256      # px: a person's head is searched for a face at this size, upright (``_heads``)
 SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
 BEST_PALMS = 10     # a grey picture's hands are also looked for at the palm detector's best places, …
 PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96)
@@ -360,6 +362,16 @@ class _Places:
         return out
 
 
+class _People:
+    """People's poses in the whole view (``pose``), found by the thread that looks at their hands, before its own
+    searches — the hands thread, a grey picture's faces thread (its hands thread has the more to do) — and read by
+    the faces thread, which looks at their heads after its own searches."""
+
+    def __init__(self):
+        self.found = threading.Event()
+        self.bodies: list[Person] = []
+
+
 class Detector:
     """Loads the models once; ``detect`` is then cheap enough to call per image."""
 
@@ -452,14 +464,18 @@ class Detector:
             bundle = Path(s.hand_model or SHIPPED["hand"])
             self._palms, self._skin_palms = Palms(bundle), Palms(bundle)
         skin = _Places() if views and self._skin_palms is not None else None
-        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin)
+        people = _People() if self._poses is not None else None
+        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people)
         try:
-            found, in_tiles = self._hands_in(rgb, whole_view, f, views) if self._hands is not None else ([], [])
+            found, in_tiles = self._hands_in(rgb, whole_view, f, views, people) if self._hands is not None \
+                else ([], [])
             if skin is not None:  # done with its own searches, this thread looks at skin-toned places too
                 skin.ranked.wait()
                 with self._timed("skin palms here"):
                     skin.look(self._joints)
         finally:
+            if people is not None:
+                people.found.set()  # (whatever went wrong here, the other thread waits no longer)
             also = beside.result()
         if skin is not None:
             hands = skin.hands()
@@ -490,7 +506,7 @@ class Detector:
         return found
 
     def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
-                skin: _Places | None) -> list[Detection]:
+                skin: _Places | None, people: _People | None = None) -> list[Detection]:
         """What the detector's own thread searches while the caller's searches hands: every face search, and a
         grey picture's hands where people's poses put them and at the best places of its skin-toned copy (``skin``:
         ranked here first, with models of this thread's own, and looked at by both threads as each comes free)."""
@@ -498,11 +514,19 @@ class Detector:
             if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
                 with self._timed("skin palms ranked"):
                     skin.rank(views[1], self._skin_palms)
+            if people is not None and views:  # a grey picture's hands thread has the more to do
+                self._find_people(whole_view, people)
             found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
-            if views and self._poses is not None:  # a grey picture's hands thread has the more to do
-                with self._timed("poses"):
-                    people = self._people(whole_view, [], self._beside_joints)
-                found += [d.moved(1 / f, 0, 0) for d in people] if f != 1.0 else people
+            if people is not None:
+                people.found.wait()
+                new: list[Detection] = []
+                if self._faces:
+                    with self._timed("heads"):
+                        new += self._heads(whole_view, people.bodies, found, f, bool(views))
+                if views:
+                    with self._timed("poses"):
+                        new += self._people(whole_view, people.bodies, [], self._beside_joints)
+                found += [d.moved(1 / f, 0, 0) for d in new] if f != 1.0 else new
             if skin is not None:
                 with self._timed("skin palms"):
                     skin.look(self._beside_joints)
@@ -536,15 +560,18 @@ class Detector:
         # around a small group photo): labelled, the stage has the face landmark model judge them.
         return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
-    def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float,
-                  views: list[Image.Image]) -> tuple[list[Detection], list[Detection]]:
-        """The hand searches, but the body regions' and the hands behind: the whole view; a grey picture
-        (``views``: its tones stretched and skin-toned) with its own thresholds and at the palm detector's best
-        places; a small picture at 2×; a large one's tiles.  What only tiles found comes apart, to be kept
-        when it is no speck beside a face."""
+    def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
+                  people: _People | None = None) -> tuple[list[Detection], list[Detection]]:
+        """The hand searches, but the body regions' and the hands behind: ``people`` found first (but a grey
+        picture's); the whole view; a grey picture (``views``: its tones stretched and skin-toned) with its own
+        thresholds and at the palm detector's best places; people's hands (a grey picture's: on the other thread);
+        a small picture at 2×; a large one's tiles.  What only tiles found comes apart, to be kept when it is no
+        speck beside a face."""
         s = self.settings
         w, h = rgb.size
         self._grey = bool(views)
+        if people is not None and not views:  # first: the faces thread looks at their heads after its own searches
+            self._find_people(whole_view, people)
         with self._timed("whole"):
             found = self._pass(whole_view, faces=False)
         if views:
@@ -553,9 +580,9 @@ class Detector:
             if self._palms is not None:
                 with self._timed("best palms"):
                     found += self._best_palms(whole_view, found, self._palms, self._joints, BEST_PALMS)
-        if self._poses is not None and not views:  # (a grey picture's: on the other thread)
+        if people is not None and not views:  # (a grey picture's: on the other thread)
             with self._timed("poses"):
-                found += self._people(whole_view, found, self._joints)
+                found += self._people(whole_view, people.bodies, found, self._joints)
         found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
@@ -632,17 +659,49 @@ class Detector:
                 new.append(d)
         return found + new
 
-    def _people(self, rgb: Image.Image, found: list[Detection], joints: HandJoints) -> list[Detection]:
+    def _people(self, rgb: Image.Image, bodies: list[Person], found: list[Detection],
+                joints: HandJoints) -> list[Detection]:
         """Hands where people's poses put them (``pose``, ``_hand_of_person``, with ``joints``: the calling thread's
         landmark model); a place on a hand already found is not looked at again."""
-        pixels = np.asarray(rgb)  # made once for the body's and every place's look (``rotated_crop``)
+        pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
         out: list[Detection] = []
-        for place in self._poses.hands(rgb, pixels):
+        for place in (p for body in bodies for p in hand_places(body)):
             if any(inside(place.centre, d.box) for d in found + out if d.kind == "hand"):
                 continue
             hand = _hand_of_person(pixels, place, joints)
             if hand is not None:
                 out.append(hand)
+        return out
+
+    def _find_people(self, whole_view: Image.Image, people: _People) -> None:
+        with self._timed("people"):
+            try:
+                people.bodies = self._poses.bodies(whole_view)
+            finally:
+                people.found.set()
+
+    def _heads(self, rgb: Image.Image, bodies: list[Person], found: list[Detection], f: float,
+               grey: bool) -> list[Detection]:
+        """Faces searched again on each person's head, upright (``pose.head``), in the whole view (``rgb``; ``f``
+        its scale, ``found`` the faces found, in the picture's pixels): a face tilted, or in a turned picture, is
+        upright there and enlarged.  A head whose face is found already is not looked at again."""
+        pixels = np.asarray(rgb)
+        out: list[Detection] = []
+        for body in bodies:
+            crop_of_head = head(body)
+            if crop_of_head is None:
+                continue
+            centre, side_px, angle = crop_of_head
+            if any(d.kind == "face" and inside((centre[0] / f, centre[1] / f), d.box) and d.score >= WHOLE_SURE
+                   for d in found):
+                continue
+            crop, affine = rotated_crop(pixels, centre, side_px, angle, HEAD_SIDE)
+            for d in self._pass(Image.fromarray(crop), hands=False):
+                x0, y0, x1, y1 = d.box
+                corners = to_image(affine, np.array([(x0, y0), (x1, y0), (x0, y1), (x1, y1)], dtype=np.float64))
+                marks = to_image(affine, np.array(d.landmarks, dtype=np.float64)) if d.landmarks else []
+                out.append(Detection("face", (*corners.min(axis=0), *corners.max(axis=0)), d.score, d.model,
+                                     [(float(x), float(y)) for x, y in marks], GREY_PICTURE if grey else ""))
         return out
 
     def _best_palms(self, rgb: Image.Image, found: list[Detection], palms: Palms, joints: HandJoints,

@@ -42,6 +42,20 @@ MIN_BODY = 0.5            # … and the landmark model's flag that a body is in 
 SAME_PERSON = 0.3         # IoU: a box overlapping a surer person's this much is that person
 HANDS = {"left": (15, 17, 19), "right": (16, 18, 20)}  # wrist, little finger's base, index finger's base
 HAND_SCALE = 2.7          # the hand's crop: this many times twice the wrist → middle finger distance
+NOSE, EARS, EYES = 0, (7, 8), (5, 2)  # the body model's nose, ears (left, right), eyes (right, left)
+HEAD_SCALE = 3.0          # a head's crop: this many times the distance between the ears, …
+HEAD_SMALLEST = 24        # … at least this many px
+SEEN = 0.5                # the visibility a head's points must have for its crop to be taken
+
+
+@dataclass
+class Person:
+    """A person the pose models found: the detector's score, and the body model's 39 points (33 of the body) in
+    image pixels with each one's visibility (0–1)."""
+
+    score: float
+    points: np.ndarray
+    visibility: np.ndarray
 
 
 @dataclass
@@ -107,27 +121,52 @@ class Poses:
         points = out[(1, 195)].reshape(39, 5)
         return to_image(affine, points[:, :2]), _sigmoid(points[:, 3]), float(out[(1, 1)].ravel()[0])
 
-    def hands(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[HandPlace]:
-        """Both hands' places of each person found whose body the landmark model sees (``MIN_BODY``)."""
+    def bodies(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[Person]:
+        """Each person found whose body the landmark model sees (``MIN_BODY``), with their points."""
         pixels = np.asarray(rgb) if pixels is None else pixels
-        out: list[HandPlace] = []
+        out: list[Person] = []
         for score, keypoints in self.people(rgb):
             if float(np.linalg.norm(keypoints[SIZE_POINT] - keypoints[HIPS])) < 4:
                 continue  # a speck: no crop to look at
-            points, _, flag = self.body(pixels, keypoints)
-            if flag < MIN_BODY:
-                continue
-            for wrist_i, little_i, index_i in HANDS.values():
-                wrist, little, index = points[wrist_i], points[little_i], points[index_i]
-                middle = (2 * index + little) / 3  # the middle finger's base, estimated
-                v = middle - wrist
-                reach = float(np.linalg.norm(v))
-                if reach < 1:
-                    continue
-                out.append(HandPlace((float(middle[0]), float(middle[1])), HAND_SCALE * 2 * reach,
-                                     math.atan2(float(v[0]), -float(v[1])), score))
+            points, visibility, flag = self.body(pixels, keypoints)
+            if flag >= MIN_BODY:
+                out.append(Person(score, points, visibility))
         return out
+
+    def hands(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[HandPlace]:
+        """Both hands' places of each person found (``bodies``)."""
+        return [place for person in self.bodies(rgb, pixels) for place in hand_places(person)]
 
     def close(self) -> None:
         self._detector = self._landmarks = None
         self.compiled = ()
+
+
+def hand_places(person: Person) -> list[HandPlace]:
+    """Where a person's hands are: from each wrist and the bases of its index and little fingers."""
+    out: list[HandPlace] = []
+    for wrist_i, little_i, index_i in HANDS.values():
+        wrist, little, index = (person.points[i] for i in (wrist_i, little_i, index_i))
+        middle = (2 * index + little) / 3  # the middle finger's base, estimated
+        v = middle - wrist
+        reach = float(np.linalg.norm(v))
+        if reach >= 1:
+            out.append(HandPlace((float(middle[0]), float(middle[1])), HAND_SCALE * 2 * reach,
+                                 math.atan2(float(v[0]), -float(v[1])), person.score))
+    return out
+
+
+def head(person: Person) -> tuple[tuple[float, float], float, float] | None:
+    """The crop around a person's head, upright (``rotated_crop``'s centre, side and angle): centred between the
+    nose and the ears' middle, ``HEAD_SCALE`` times the ears' distance, turned so that the eyes lie level — a face
+    tilted, or in a turned picture, is upright there, as the face detectors were trained to see faces.  None when
+    the nose or an eye is not visible (a head seen from behind has no face to find)."""
+    p, seen = person.points, person.visibility
+    if min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) < SEEN:
+        return None
+    ears = p[EARS[0]] - p[EARS[1]]
+    eyes = p[EYES[1]] - p[EYES[0]]  # the person's right eye → left eye: left to right in an upright face
+    centre = (p[NOSE] + (p[EARS[0]] + p[EARS[1]]) / 2) / 2
+    up = np.array([eyes[1], -eyes[0]])  # the eye line turned a quarter: up from the face
+    return ((float(centre[0]), float(centre[1])), max(HEAD_SCALE * float(np.linalg.norm(ears)), HEAD_SMALLEST),
+            math.atan2(float(up[0]), -float(up[1])))

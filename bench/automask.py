@@ -238,9 +238,10 @@ def more_copies(todo: list[Photo], mesh: FaceMesh | None) -> list[str]:
     """Every photo changed as no pass was built for (see ``MORE``): faces and hands found, of those there, and
     false finds (by count: more than there), with and without people's poses."""
     detectors = {"with": Detector(settings()), "without": Detector(dataclasses.replace(settings(), poses=False))}
-    out = ["", "More copies of every photo (turned 30° and −45° on grey, as a JPEG at quality 40, with grain of "
-           "σ 12 levels, grey and turned 30°): faces and hands found (of those there) and false finds, without / "
-           "with people's poses:", "", "| copy | faces | hands |", "|---|---|---|"]
+    out = ["", "More copies of every photo (turned 30° and −45°, the corners filled grey; as a JPEG at quality 40; "
+           "with grain of σ 12 levels; grey and turned 30°): faces and hands found (of those there) and false finds, "
+           "without / with people's poses (their hands, and faces on their heads turned upright):", "",
+           "| copy | faces | hands |", "|---|---|---|"]
     for name, change in MORE.items():
         cells = {k: {"face": [0, 0, 0], "hand": [0, 0, 0]} for k in detectors}  # there, found, false
         for p in todo:
@@ -446,8 +447,8 @@ def main(argv=None) -> int:
     detector = Detector(settings())
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
-    passes = ["whole", "grey", "best palms", "poses", "2x", "tiles", "second look", "bodies", "behind"]
-    beside = ["faces", "skin palms"]
+    passes = ["people", "whole", "grey", "best palms", "poses", "2x", "tiles", "second look", "bodies", "behind"]
+    beside = ["faces", "heads", "skin palms"]
     name, flags = cpu()
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              f"`python -m bench.automask`, CPU: {name}, {' '.join(flags)}. Counts are of what the stage keeps: "

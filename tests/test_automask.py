@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -893,3 +894,34 @@ def test_pictures_of_a_pixel_or_a_sliver_are_searched_without_error(detector):
     for w, h in ((1, 1), (2, 1), (3, 500), (500, 3)):
         picture = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         assert all(0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h for d in detector.detect(picture))
+
+
+def test_a_face_upside_down_is_found_on_its_head_turned_upright():
+    # The astronaut, grey and upside down: the face detectors see no face in the whole picture; her pose puts
+    # her head where it is, and upright there the face is found, where it is.
+    picture = ImageOps.grayscale(Image.open(DATA / "astronaut.png")).convert("RGB").rotate(180)
+    with_poses, without = Detector(DetectorSettings()), Detector(DetectorSettings(poses=False))
+    try:
+        found = [d for d in with_poses.detect(picture) if d.kind == "face" and d.score >= 0.5]
+        assert not [d for d in without.detect(picture) if d.kind == "face" and d.score >= 0.5]
+    finally:
+        with_poses.close()
+        without.close()
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert x0 < 512 - 221 < x1 and y0 < 512 - 123 < y1 and x1 - x0 < 160  # her face, turned with the picture
+
+
+def test_a_heads_crop_levels_the_eyes_and_a_head_without_a_visible_face_has_none():
+    from automask.pose import EARS, EYES, NOSE, Person, head
+
+    points = np.zeros((39, 2))
+    points[NOSE] = (100, 100)
+    points[EYES[0]], points[EYES[1]] = (90, 110), (110, 90)  # the right eye lower: the head tilted 45°
+    points[EARS[1]], points[EARS[0]] = (80, 120), (120, 80)
+    seen = np.ones(39)
+    (cx, cy), side_px, angle = head(Person(0.9, points, seen))
+    assert (cx, cy) == (100.0, 100.0) and side_px == pytest.approx(3 * np.hypot(40, 40))
+    assert math.degrees(angle) == pytest.approx(-45)  # the crop turned with the head: its eyes level in it
+    seen[NOSE] = 0.1  # the back of a head
+    assert head(Person(0.9, points, seen)) is None
