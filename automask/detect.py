@@ -36,9 +36,9 @@ several ways and the results merged:
 
 Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
-two takes.  People's poses are looked at on the hands' thread (a grey picture's on the faces': its hands thread
-has the more to do), and a grey picture's skin-toned copy's best palm places by whichever thread is free
-(``_Places``), each thread with landmark models of its own.
+two takes.  People's poses are found, and their hands looked at, on the hands' thread (a grey picture's on the
+faces': its hands thread has the more to do), their heads on the faces' thread; a grey picture's skin-toned
+copy's best palm places by whichever thread is free (``_Places``), each thread with landmark models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -507,9 +507,10 @@ class Detector:
 
     def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
                 skin: _Places | None, people: _People | None = None) -> list[Detection]:
-        """What the detector's own thread searches while the caller's searches hands: every face search, and a
-        grey picture's hands where people's poses put them and at the best places of its skin-toned copy (``skin``:
-        ranked here first, with models of this thread's own, and looked at by both threads as each comes free)."""
+        """What the detector's own thread searches while the caller's searches hands: every face search, the faces
+        on people's heads (``people``: a grey picture's found here first, and their hands looked at here too), and
+        a grey picture's hands at the best places of its skin-toned copy (``skin``: ranked here first, with models
+        of this thread's own, and looked at by both threads as each comes free)."""
         try:
             if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
                 with self._timed("skin palms ranked"):
