@@ -122,8 +122,10 @@ PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where
 PALM_SETTLED = 0.7  # … kept when the landmark model's flag on the crop a place's joints give is this high (0.5:
                     # 13 false hands on the grey, sepia and faded copies with motion blur and the rest; 0.7: 7,
                     # and no real hand fewer)
-SKIN_PALMS = 16     # … and at the best places of its skin-toned copy, where whatever is light turns skin-coloured
-                    # and outranks hands more often (10: 48 of 65 grey hands in the benchmark, 16 and 24: 49)
+SKIN_PALMS = 8      # … and at the best places of its skin-toned copy, where whatever is light turns skin-coloured
+                    # and outranks hands more often (without people's poses, 10: 48 of 65 grey hands in the
+                    # benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8 with 3
+                    # false finds fewer and 15 ms less a grey picture)
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 

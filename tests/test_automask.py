@@ -742,11 +742,11 @@ def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_
     import threading
     import time
 
-    from automask.detect import Detector, _Places
+    from automask.detect import SKIN_PALMS, Detector, _Places
     from automask.palms import Palm
 
     places = [Palm(0.9 - i / 20, (100.0 * i, 0.0, 100.0 * i + 60, 60.0), (100.0 * i + 30, 30.0), 60.0, 0.0)
-              for i in range(8)]
+              for i in range(SKIN_PALMS - 1)]
     places.insert(2, Palm(0.8, (20.0, 10.0, 40.0, 30.0), (30.0, 20.0), 20.0, 0.0))  # on the first place's hand
     unsure = {3, 6}  # the places whose hand flag is low
 
