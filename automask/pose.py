@@ -6,7 +6,9 @@ another loses that look well before the hand landmark model stops knowing it on 
 pose puts the hand's crop where the arm ends: the body landmark model gives each wrist and the bases of the index
 and little fingers, and MediaPipe's holistic graph (``HandDetectionsFromPoseToRectsCalculator``) crops the hand
 from them — centred on the middle finger's estimated base, twice its distance from the wrist, turned along
-wrist → finger, 2.7 times that box.  ``Detector`` has the hand landmark model judge each such crop.
+wrist → finger, 2.7 times that box.  ``Detector`` has the hand landmark model judge each such crop.  A person's
+head likewise (``head``): the crop around it turned so that the eyes lie level, where the face detectors look
+again — a tilted face, or one in a turned picture, is upright there.
 
 The decoding follows MediaPipe's pose graphs (``pose_detection_cpu`` and ``pose_landmark_by_roi``): the picture
 letterboxed into 224² in [-1, 1], 2254 SSD anchors (strides 8, 16 and 32 ×3, two anchors a layer, fixed size), a
