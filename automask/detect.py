@@ -300,14 +300,15 @@ def tiles(width: int, height: int, size: int, overlap: float = 0.25) -> list[tup
     return [(x, y, min(width, x + size), min(height, y + size)) for y in starts(height) for x in starts(width)]
 
 
-def _hand_at(pixels: np.ndarray, palm, joints: HandJoints) -> Detection | None:
+def _hand_at(pixels: np.ndarray, palm, joints: HandJoints, first: float = SETTLED,
+             settled: float = PALM_SETTLED) -> Detection | None:
     """The hand at one of the palm detector's places, when the landmark model flags a hand on the palm's crop
-    (``SETTLED``) and is sure of it on the crop its joints give (``PALM_SETTLED``)."""
+    (``first``) and is sure of it on the crop its joints give (``settled``)."""
     j, flag, right = joints.look(pixels, palm.centre, palm.side, palm.angle)
-    if flag < SETTLED:
+    if flag < first:
         return None
     j, flag = joints.settle(pixels, j)
-    if flag < PALM_SETTLED:
+    if flag < settled:
         return None
     pts = [(float(x), float(y)) for x, y in j]
     return Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left")
@@ -317,12 +318,7 @@ def _hand_of_person(pixels: np.ndarray, place, joints: HandJoints) -> Detection 
     """The hand where a person's pose puts it (``pose``), when the landmark model is sure of a hand (``SETTLED``) on
     the crop the joints it gives there give.  Its flag on the pose's own crop is not asked: a crop from a wrist is
     looser than one from a palm, and the model's first joints there are near enough for the second look."""
-    j, _, right = joints.look(pixels, place.centre, place.side, place.angle)
-    j, flag = joints.settle(pixels, j)
-    if flag < SETTLED:
-        return None
-    pts = [(float(x), float(y)) for x, y in j]
-    return Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left")
+    return _hand_at(pixels, place, joints, first=0.0, settled=SETTLED)
 
 
 class _Places:
@@ -372,6 +368,7 @@ class _People:
     def __init__(self):
         self.found = threading.Event()
         self.bodies: list[Person] = []
+        self.pixels: np.ndarray | None = None  # the whole view's, made once for every crop taken of it
 
 
 class Detector:
@@ -525,10 +522,10 @@ class Detector:
                 new: list[Detection] = []
                 if self._faces:
                     with self._timed("heads"):
-                        new += self._heads(whole_view, people.bodies, found, f, bool(views))
+                        new += self._heads(people, found, f, bool(views))
                 if views:
                     with self._timed("poses"):
-                        new += self._people(whole_view, people.bodies, [], self._beside_joints)
+                        new += self._people(people, [], self._beside_joints)
                 found += [d.moved(1 / f, 0, 0) for d in new] if f != 1.0 else new
             if skin is not None:
                 with self._timed("skin palms"):
@@ -585,7 +582,7 @@ class Detector:
                     found += self._best_palms(whole_view, found, self._palms, self._joints, BEST_PALMS)
         if people is not None and not views:  # (a grey picture's: on the other thread)
             with self._timed("poses"):
-                found += self._people(whole_view, people.bodies, found, self._joints)
+                found += self._people(people, found, self._joints)
         found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
@@ -662,16 +659,14 @@ class Detector:
                 new.append(d)
         return found + new
 
-    def _people(self, rgb: Image.Image, bodies: list[Person], found: list[Detection],
-                joints: HandJoints) -> list[Detection]:
+    def _people(self, people: _People, found: list[Detection], joints: HandJoints) -> list[Detection]:
         """Hands where people's poses put them (``pose``, ``_hand_of_person``, with ``joints``: the calling thread's
-        landmark model); a place on a hand already found is not looked at again."""
-        pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
+        landmark model), in the whole view; a place on a hand already found is not looked at again."""
         out: list[Detection] = []
-        for place in (p for body in bodies for p in hand_places(body)):
+        for place in (p for body in people.bodies for p in hand_places(body)):
             if any(inside(place.centre, d.box) for d in found + out if d.kind == "hand"):
                 continue
-            hand = _hand_of_person(pixels, place, joints)
+            hand = _hand_of_person(people.pixels, place, joints)
             if hand is not None:
                 out.append(hand)
         return out
@@ -679,18 +674,17 @@ class Detector:
     def _find_people(self, whole_view: Image.Image, people: _People) -> None:
         with self._timed("people"):
             try:
-                people.bodies = self._poses.bodies(whole_view)
+                people.pixels = np.asarray(whole_view)
+                people.bodies = self._poses.bodies(whole_view, people.pixels)
             finally:
                 people.found.set()
 
-    def _heads(self, rgb: Image.Image, bodies: list[Person], found: list[Detection], f: float,
-               grey: bool) -> list[Detection]:
-        """Faces searched again on each person's head, upright (``pose.head``), in the whole view (``rgb``; ``f``
-        its scale, ``found`` the faces found, in the picture's pixels): a face tilted, or in a turned picture, is
-        upright there and enlarged.  A head whose face is found already is not looked at again."""
-        pixels = np.asarray(rgb)
+    def _heads(self, people: _People, found: list[Detection], f: float, grey: bool) -> list[Detection]:
+        """Faces searched again on each person's head, upright (``pose.head``), in the whole view (``f`` its scale,
+        ``found`` the faces found, in the picture's pixels): a face tilted, or in a turned picture, is upright there
+        and enlarged.  A head whose face is found already is not looked at again."""
         out: list[Detection] = []
-        for body in bodies:
+        for body in people.bodies:
             crop_of_head = head(body)
             if crop_of_head is None:
                 continue
@@ -698,7 +692,7 @@ class Detector:
             if any(d.kind == "face" and inside((centre[0] / f, centre[1] / f), d.box) and d.score >= WHOLE_SURE
                    for d in found):
                 continue
-            crop, affine = rotated_crop(pixels, centre, side_px, angle, HEAD_SIDE)
+            crop, affine = rotated_crop(people.pixels, centre, side_px, angle, HEAD_SIDE)
             for d in self._pass(Image.fromarray(crop), hands=False):
                 x0, y0, x1, y1 = d.box
                 corners = to_image(affine, np.array([(x0, y0), (x1, y0), (x0, y1), (x1, y1)], dtype=np.float64))
