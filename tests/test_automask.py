@@ -925,3 +925,30 @@ def test_a_heads_crop_levels_the_eyes_and_a_head_without_a_visible_face_has_none
     assert math.degrees(angle) == pytest.approx(-45)  # the crop turned with the head: its eyes level in it
     seen[NOSE] = 0.1  # the back of a head
     assert head(Person(0.9, points, seen)) is None
+
+
+def test_a_pose_model_that_fails_fails_the_search_and_leaves_no_thread_waiting():
+    # People are found by one thread and their heads looked at by the other: a pose model that fails, on a colour
+    # picture (found on the hands thread) or a grey one (on the faces thread), ends that search with its error,
+    # the other thread is not left waiting, and the next search, with the model back, finds what it found.
+    d = Detector(DetectorSettings())
+
+    class BrokenPoses:
+        def bodies(self, rgb, pixels=None):
+            raise RuntimeError("pose model broke")
+
+        def close(self):
+            pass
+
+    astronaut = Image.open(DATA / "astronaut.png").convert("RGB")
+    grey = ImageOps.grayscale(Image.open(DATA / "camera.png")).convert("RGB")
+    try:
+        before = [(x.kind, x.box) for x in d.detect(astronaut)]
+        poses, d._poses = d._poses, BrokenPoses()
+        for picture in (astronaut, grey):
+            with pytest.raises(RuntimeError, match="pose model broke"):
+                d.detect(picture)
+        d._poses = poses
+        assert [(x.kind, x.box) for x in d.detect(astronaut)] == before
+    finally:
+        d.close()
