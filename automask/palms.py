@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import iou
 from automask.hand_joints import bundle_model
+from automask.ssd import Letterbox, anchors, sigmoid
 
 SIDE = 192                       # the detector's input: the picture letterboxed into a square
 LAYERS = ((8, 2), (16, 6))       # (stride, anchors per cell): 24² cells × 2 and 12² cells × 6 = 2016 anchors
@@ -44,16 +44,6 @@ class Palm:
     angle: float
 
 
-def anchors(layers: tuple[tuple[int, int], ...] = LAYERS, side: int = SIDE) -> np.ndarray:
-    """SSD anchor centres in input pixels, as MediaPipe's ``SsdAnchorsCalculator`` lays out fixed-size ones: each
-    layer's (stride, anchors a cell), cell by cell, row by row."""
-    cells = []
-    for stride, per_cell in layers:
-        n = side // stride
-        cells += [((x + 0.5) / n, (y + 0.5) / n) for y in range(n) for x in range(n) for _ in range(per_cell)]
-    return np.asarray(cells, dtype=np.float32) * side
-
-
 class Palms:
     """The palm detector of a hand landmarker bundle, loaded once."""
 
@@ -61,31 +51,16 @@ class Palms:
         self._compiled = bundle_model(bundle, "hand_detector.tflite")
         self._request = self._compiled.create_infer_request()
         self._boxes_out, self._scores_out = self._compiled.outputs  # 1×2016×18 (box, 7 keypoints), 1×2016×1
-        self._anchors = anchors()
+        self._anchors = anchors(LAYERS, SIDE)
 
     def best(self, rgb: Image.Image, count: int, floor: float) -> list[Palm]:
         """The detector's ``count`` best distinct places for a palm that score at least ``floor``, best first."""
-        f = SIDE / max(rgb.size)
-        w, h = max(1, round(rgb.width * f)), max(1, round(rgb.height * f))
-        canvas = Image.new("RGB", (SIDE, SIDE))
-        ox, oy = (SIDE - w) // 2, (SIDE - h) // 2
-        canvas.paste(rgb.resize((w, h), Image.Resampling.BILINEAR), (ox, oy))
-        result = self._request.infer({0: (np.asarray(canvas, dtype=np.float32) / 255.0)[None]})
+        square = Letterbox(rgb, SIDE)
+        result = self._request.infer({0: (square.pixels.astype(np.float32) / 255.0)[None]})
+        scores = sigmoid(np.asarray(result[self._scores_out])[0, :, 0])
         raw = np.asarray(result[self._boxes_out])[0]
-        logits = np.clip(np.asarray(result[self._scores_out])[0, :, 0], -100, 100)
-        scores = 1 / (1 + np.exp(-logits))
-        out: list[Palm] = []
-        for i in np.argsort(-scores)[:SCANNED]:
-            if scores[i] < floor or len(out) == count:
-                break
-            ax, ay = self._anchors[i]
-            cx, cy, bw, bh = raw[i, 0] + ax, raw[i, 1] + ay, raw[i, 2], raw[i, 3]
-            box = ((cx - bw / 2 - ox) / f, (cy - bh / 2 - oy) / f, (cx + bw / 2 - ox) / f, (cy + bh / 2 - oy) / f)
-            if any(iou(box, p.box) >= SAME_PALM for p in out):
-                continue
-            keypoints = (raw[i, 4:4 + 2 * KEYPOINTS].reshape(KEYPOINTS, 2) + (ax, ay) - (ox, oy)) / f
-            out.append(_palm(float(scores[i]), box, keypoints))
-        return out
+        return [_palm(score, box, keypoints) for score, box, keypoints in
+                square.places(raw, scores, self._anchors, KEYPOINTS, floor, count, SAME_PALM, SCANNED)]
 
     def close(self) -> None:
         self._request = self._compiled = None

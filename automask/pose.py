@@ -28,14 +28,15 @@ import numpy as np
 from PIL import Image
 
 from automask.face_mesh import one_thread, rotated_crop, to_image
-from automask.found import MODELS, iou
-from automask.palms import anchors
+from automask.found import MODELS
+from automask.ssd import Letterbox, anchors, sigmoid
 
 DETECTOR = MODELS / "pose_detection.tflite"
 LANDMARKS = MODELS / "pose_landmark_full.tflite"
 DETECT_SIDE = 224
 LAYERS = ((8, 2), (16, 2), (32, 6))  # (stride, anchors a cell): 28²×2 + 14²×2 + 7²×6 = 2254 anchors
-HIPS, SIZE_POINT = 0, 1   # the detector's keypoints that place, size and turn the body's crop
+KEYPOINTS = 4             # the detector's keypoints a person, of which …
+HIPS, SIZE_POINT = 0, 1   # … these place, size and turn the body's crop
 BODY_SCALE = 2.5          # the body's crop: 2 × (hips → size point), 1.25 times
 LANDMARK_SIDE = 256
 PEOPLE = 4                # people looked at, most confident first
@@ -70,10 +71,6 @@ class HandPlace:
     person: float  # the detector's score for the person it belongs to
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -100, 100)))
-
-
 def _outputs(result) -> dict[tuple[int, ...], np.ndarray]:
     """A request's outputs by shape (each model's outputs differ in shape)."""
     return {tuple(np.asarray(v).shape): np.asarray(v) for v in result.values()}
@@ -90,26 +87,12 @@ class Poses:
     def people(self, rgb: Image.Image) -> list[tuple[float, np.ndarray]]:
         """Each person the detector is sure of (``MIN_PERSON``), best first, at most ``PEOPLE``: the score and the
         hips' middle and size point in image pixels."""
-        f = DETECT_SIDE / max(rgb.size)
-        w, h = max(1, round(rgb.width * f)), max(1, round(rgb.height * f))
-        canvas = Image.new("RGB", (DETECT_SIDE, DETECT_SIDE))
-        ox, oy = (DETECT_SIDE - w) // 2, (DETECT_SIDE - h) // 2
-        canvas.paste(rgb.resize((w, h), Image.Resampling.BILINEAR), (ox, oy))
-        out = _outputs(self._detector.infer({0: (np.asarray(canvas, dtype=np.float32) / 127.5 - 1)[None]}))
+        square = Letterbox(rgb, DETECT_SIDE)
+        out = _outputs(self._detector.infer({0: (square.pixels.astype(np.float32) / 127.5 - 1)[None]}))
+        scores = sigmoid(out[(1, len(self._anchors), 1)][0, :, 0])
         raw = out[(1, len(self._anchors), 12)][0]
-        scores = _sigmoid(out[(1, len(self._anchors), 1)][0, :, 0])
-        found: list[tuple[float, tuple, np.ndarray]] = []
-        for i in np.argsort(-scores):
-            if scores[i] < MIN_PERSON or len(found) == PEOPLE:
-                break
-            ax, ay = self._anchors[i]
-            cx, cy, bw, bh = raw[i, 0] + ax, raw[i, 1] + ay, raw[i, 2], raw[i, 3]
-            box = ((cx - bw / 2 - ox) / f, (cy - bh / 2 - oy) / f, (cx + bw / 2 - ox) / f, (cy + bh / 2 - oy) / f)
-            if any(iou(box, b) >= SAME_PERSON for _, b, _ in found):
-                continue
-            keypoints = (raw[i, 4:12].reshape(4, 2) + (ax, ay) - (ox, oy)) / f
-            found.append((float(scores[i]), box, keypoints))
-        return [(score, keypoints) for score, _, keypoints in found]
+        return [(score, keypoints) for score, _, keypoints in
+                square.places(raw, scores, self._anchors, KEYPOINTS, MIN_PERSON, PEOPLE, SAME_PERSON)]
 
     def body(self, pixels: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """A person's 39 points (33 of the body) in image pixels, each one's visibility (0–1), and the model's flag
@@ -121,7 +104,7 @@ class Poses:
                                     LANDMARK_SIDE)
         out = _outputs(self._landmarks.infer({0: (crop.astype(np.float32) / 255.0)[None]}))
         points = out[(1, 195)].reshape(39, 5)
-        return to_image(affine, points[:, :2]), _sigmoid(points[:, 3]), float(out[(1, 1)].ravel()[0])
+        return to_image(affine, points[:, :2]), sigmoid(points[:, 3]), float(out[(1, 1)].ravel()[0])
 
     def bodies(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[Person]:
         """Each person found whose body the landmark model sees (``MIN_BODY``), with their points."""
