@@ -38,7 +38,8 @@ Faces and hands are searched side by side, faces on a thread of the detector's o
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
 two takes.  People's poses are found, and their hands looked at, on the hands' thread (a grey picture's on the
 faces': its hands thread has the more to do), their heads on the faces' thread; a grey picture's skin-toned
-copy's best palm places by whichever thread is free (``_Places``), each thread with landmark models of its own.
+copy's best palm places, and people's body regions, by whichever thread is free (``_Places``, ``_bodies``), each
+thread with hand models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -360,6 +361,16 @@ class _Places:
         return out
 
 
+@dataclass(frozen=True)
+class _HandModels:
+    """One thread's hand models: MediaPipe's hand landmarker, the one for grey pictures (``GREY_HAND_DETECTION``),
+    and the landmark model alone (``hand_joints``)."""
+
+    hands: object
+    grey: object
+    joints: HandJoints | None
+
+
 class _People:
     """People's poses in the whole view (``pose``), found by the thread that looks at their hands, before its own
     searches — the hands thread, a grey picture's faces thread (its hands thread has the more to do) — and read by
@@ -411,9 +422,11 @@ class Detector:
                     min_hand_detection_confidence=threshold, min_hand_presence_confidence=threshold,
                     min_tracking_confidence=threshold)
                 return vision.HandLandmarker.create_from_options(options)
-            self._hands = landmarker(settings.hand_confidence)
-            self._grey_hands = landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION))
+            self._landmarkers = lambda: (landmarker(settings.hand_confidence),
+                                         landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION)))
+            self._hands, self._grey_hands = self._landmarkers()
         self._joints = self._palms = self._beside_joints = self._skin_palms = self._poses = None
+        self._beside_hands: _HandModels | None = None  # the detector thread's landmarkers: made when first needed
         if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model, …
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
             # … and the faces' thread, with a model of its own, at a grey picture's people and skin palms
@@ -425,14 +438,15 @@ class Detector:
     def close(self) -> None:
         for _, det in self._faces:
             det.close()
-        for hands in (self._hands, self._grey_hands):
+        beside = self._beside_hands
+        for hands in (self._hands, self._grey_hands, *((beside.hands, beside.grey) if beside else ())):
             if hands is not None:
                 hands.close()
         for model in (self._palms, self._skin_palms, self._full_tiles, self._poses):
             if model is not None:
                 model.close()
         self._thread.shutdown()
-        self._faces, self._hands, self._grey_hands = [], None, None
+        self._faces, self._hands, self._grey_hands, self._beside_hands = [], None, None, None
         self._joints = self._palms = self._beside_joints = self._skin_palms = self._full_tiles = self._poses = None
 
     # ------------------------------------------------------------------ passes
@@ -732,17 +746,39 @@ class Detector:
                 found: list[Detection]) -> list[Detection]:
         """Hands searched again in each person's body region (below and beside the face), enlarged: where a
         full-body or group shot makes hands too small for the whole view.  Kept as a tile's finds are: seen
-        again, and not a speck beside a face."""
+        again, and not a speck beside a face.  The regions are searched on both threads, whichever is free taking
+        the next, the detector's own with landmarkers of its own; what is kept does not depend on who looked (a
+        region's find that an earlier region found too is that one, as though searched one after the other)."""
+        if self._beside_hands is None:
+            self._beside_hands = _HandModels(*self._landmarkers(), self._beside_joints)
+        per_region: list[list[Detection]] = [[] for _ in regions]
+        left = iter(range(len(regions)))
+        lock = threading.Lock()
+
+        def search(models: _HandModels | None) -> None:
+            while True:
+                with lock:
+                    i = next(left, None)
+                if i is None:
+                    return
+                x0, y0, x1, y1 = regions[i]
+                crop = rgb.crop((x0, y0, x1, y1))
+                f = BODY_SIDE / max(crop.size)
+                crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
+                                   Image.Resampling.LANCZOS)
+                per_region[i] = [d for d in (d.moved(1 / f, x0, y0) for d in self._pass(crop, faces=False,
+                                                                                         hand_models=models))
+                                 if not _same_as_any(d, found) and not dwarfed(d, faces)
+                                 and self._seen_again(rgb, d, models)]
+
+        beside = self._thread.submit(search, self._beside_hands)
+        try:
+            search(None)
+        finally:
+            beside.result()
         out: list[Detection] = []
-        for x0, y0, x1, y1 in regions:
-            crop = rgb.crop((x0, y0, x1, y1))
-            f = BODY_SIDE / max(crop.size)
-            crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
-                               Image.Resampling.LANCZOS)
-            for d in self._pass(crop, faces=False):
-                d = d.moved(1 / f, x0, y0)
-                if not _same_as_any(d, found + out) and not dwarfed(d, faces) and self._seen_again(rgb, d):
-                    out.append(d)
+        for finds in per_region:
+            out += [d for d in finds if not _same_as_any(d, out)]
         return out
 
     @contextmanager
@@ -753,7 +789,7 @@ class Detector:
         finally:
             self.timings[name] = (time.perf_counter() - t0) * 1000
 
-    def _seen_again(self, rgb: Image.Image, d: Detection) -> bool:
+    def _seen_again(self, rgb: Image.Image, d: Detection, hand_models: _HandModels | None = None) -> bool:
         """A find that only a tile made is kept if a second look finds it too: a crop three times its size
         around it, at another scale.  A real small face or hand is found again; texture that resembled one
         at the tile's scale (an enlarged image's blur, a flag's folds) mostly is not."""
@@ -765,13 +801,15 @@ class Detector:
         crop = rgb.crop(box)
         f = SECOND_LOOK / max(crop.size)
         crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))), Image.Resampling.LANCZOS)
-        again = [a.moved(1 / f, box[0], box[1]) for a in self._pass(crop, d.kind == "face", d.kind == "hand")
+        again = [a.moved(1 / f, box[0], box[1]) for a in self._pass(crop, d.kind == "face", d.kind == "hand",
+                                                                    hand_models=hand_models)
                  if a.score >= CONFIRM]
         return _same_as_any(d, again)
 
-    def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True,
-              face_models: list | None = None) -> list[Detection]:
-        """One look with the models (``face_models``: only these of the face models)."""
+    def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True, face_models: list | None = None,
+              hand_models: _HandModels | None = None) -> list[Detection]:
+        """One look with the models (``face_models``: only these of the face models; ``hand_models``: the hand
+        models of the thread that looks, when not the caller's own)."""
         pixels = np.ascontiguousarray(np.asarray(rgb))
         mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=pixels)
         w, h = rgb.size
@@ -782,13 +820,14 @@ class Detector:
                 keypoints = [(k.x * w, k.y * h) for k in d.keypoints or ()]  # eyes, nose, mouth, ears
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
-        if self._hands is not None and hands:
-            result = (self._grey_hands if self._grey else self._hands).detect(mp_image)
+        models = hand_models or _HandModels(self._hands, self._grey_hands, self._joints)
+        if models.hands is not None and hands:
+            result = (models.grey if self._grey else models.hands).detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
                 if self._grey and handedness[0].score < CONFIRM:
                     continue  # the lowered thresholds let coat folds through: what they find must be sure
                 pts = [(p.x * w, p.y * h) for p in landmarks]
-                if self._grey and self._joints.settle(pixels, pts)[1] < GREY_SETTLED:
+                if self._grey and models.joints.settle(pixels, pts)[1] < GREY_SETTLED:
                     continue  # … and a hand to the landmark model on its own crop
                 out.append(Detection("hand", _hand_box(pts), float(handedness[0].score), "hand", pts,
                                      handedness[0].category_name))

@@ -101,6 +101,37 @@ def test_a_person_far_away_in_a_large_frame_has_their_hands_found_in_their_body_
     assert entry.details.counts["hand"] == 0
 
 
+def test_body_regions_keep_the_same_hands_whichever_thread_searches_them(monkeypatch):
+    # Three people far away: their body regions are searched on both of the detector's threads, whichever is free
+    # taking the next.  Kept are the same hands, in the same order, as when the caller searches them all (the
+    # detector's own thread given nothing to do).
+    from concurrent.futures import Future
+
+    from automask.detect import Detector, DetectorSettings, body_regions
+    photo = Image.open(DEV / "woman-sitting.jpg").convert("RGB")
+    frame = Image.open(DATA / "camera.png").convert("RGB").resize((1024, 1024))
+    small = photo.resize((300, round(photo.height * 300 / photo.width)), Image.Resampling.LANCZOS)
+    for x, y in ((20, 40), (360, 300), (700, 620)):
+        frame.paste(small, (x, y))
+    detector = Detector(DetectorSettings())
+    try:
+        faces = [d for d in detector.detect(frame) if d.kind == "face" and d.score >= 0.5]
+        regions = body_regions(*frame.size, faces)
+        assert len(regions) >= 3
+        both = detector._bodies(frame, regions, faces, [])
+        assert len(both) >= 2  # hands are found there at all
+
+        def idle(fn, *args):
+            done = Future()
+            done.set_result(None)
+            return done
+        monkeypatch.setattr(detector._thread, "submit", idle)
+        alone = detector._bodies(frame, regions, faces, [])
+        assert [(d.box, d.score) for d in alone] == [(d.box, d.score) for d in both]
+    finally:
+        detector.close()
+
+
 def test_a_hand_behind_another_is_found_and_masked_with_it(tmp_path):
     # Two thumbs up, one hand behind the other: the first search reads them as one hand whose joints mix
     # both; settled, those joints lie on the front hand, and with it painted out the back one is found.
