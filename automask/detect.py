@@ -29,6 +29,8 @@ several ways and the results merged:
   wrists and finger bases say the hands are, kept when it is sure of a hand on the crop its joints give (the palm
   detector loses a hand smeared by motion, small in a grey picture or clasped in another long before that model
   does), and the face models look at their head, turned upright by their eyes (a tilted face, a turned picture);
+  a person it misses in the whole view — a few dozen px tall, or grey — is looked for again around their face
+  (``_around_faces``), where they are as large as the pose detector expects;
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
@@ -82,7 +84,7 @@ from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
 from automask.pose import LANDMARKS as POSE_LANDMARKS
-from automask.pose import Person, Poses, hand_places, head
+from automask.pose import NOSE, PEOPLE, SEED_SIDE, Person, Poses, hand_places, head
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -117,6 +119,7 @@ TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies al
                      # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
                      # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
 HEAD_SIDE = 256      # px: a person's head is searched for a face at this size, upright (``_heads``)
+PEOPLE_AROUND = PEOPLE  # faces a person is looked for around at most (``_around_faces``)
 SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
 BEST_PALMS = 10     # a grey picture's hands are also looked for at the palm detector's best places, …
 PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96)
@@ -223,6 +226,23 @@ def body_regions(width: int, height: int, faces: list[Detection]) -> list[tuple[
             o = out[near]
             out[near] = (min(o[0], box[0]), min(o[1], box[1]), max(o[2], box[2]), max(o[3], box[3]))
     return [tuple(round(v) for v in b) for b in out[:BODY_REGIONS]]
+
+
+def _grown(box: tuple[float, float, float, float], by: float) -> tuple[float, float, float, float]:
+    """A box grown by ``by`` of its size on each side."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - by * w, box[1] - by * h, box[2] + by * w, box[3] + by * h)
+
+
+def _down(face: Detection) -> tuple[float, float]:
+    """A face's down, a unit vector from between its eyes to its mouth (the face models' keypoints 0, 1 and 3);
+    straight down when it has none."""
+    if len(face.landmarks) < 4:
+        return (0.0, 1.0)
+    (rx, ry), (lx, ly), _, (mx, my) = face.landmarks[:4]
+    v = np.array([mx - (rx + lx) / 2, my - (ry + ly) / 2])
+    n = float(np.linalg.norm(v))
+    return (float(v[0] / n), float(v[1] / n)) if n > 0 else (0.0, 1.0)
 
 
 def _hand_box(joints) -> tuple[float, float, float, float]:
@@ -534,12 +554,15 @@ class Detector:
             if people is not None:
                 people.found.wait()
                 new: list[Detection] = []
+                with self._timed("people by faces"):
+                    around = self._around_faces(people, whole_view, found, f)
                 if self._faces:
                     with self._timed("heads"):
                         new += self._heads(people, found, f, bool(views))
-                if views:
+                if views or around:  # (a colour picture's other people: on the other thread)
                     with self._timed("poses"):
-                        new += self._people(people, [], self._beside_joints)
+                        new += self._people(people, [], self._beside_joints,
+                                            people.bodies + around if views else around)
                 found += [d.moved(1 / f, 0, 0) for d in new] if f != 1.0 else new
             if skin is not None:
                 with self._timed("skin palms"):
@@ -673,11 +696,13 @@ class Detector:
                 new.append(d)
         return found + new
 
-    def _people(self, people: _People, found: list[Detection], joints: HandJoints) -> list[Detection]:
+    def _people(self, people: _People, found: list[Detection], joints: HandJoints,
+                bodies: list[Person] | None = None) -> list[Detection]:
         """Hands where people's poses put them (``pose``, ``_hand_of_person``, with ``joints``: the calling thread's
-        landmark model), in the whole view; a place on a hand already found is not looked at again."""
+        landmark model), in the whole view: of ``bodies``, or else of every person found; a place on a hand already
+        found is not looked at again."""
         out: list[Detection] = []
-        for place in (p for body in people.bodies for p in hand_places(body)):
+        for place in (p for body in (people.bodies if bodies is None else bodies) for p in hand_places(body)):
             if any(inside(place.centre, d.box) for d in found + out if d.kind == "hand"):
                 continue
             hand = _hand_of_person(people.pixels, place, joints)
@@ -692,6 +717,32 @@ class Detector:
                 people.bodies = self._poses.bodies(whole_view, people.pixels)
             finally:
                 people.found.set()
+
+    def _around_faces(self, people: _People, whole_view: Image.Image, found: list[Detection],
+                      f: float) -> list[Person]:
+        """People looked for again around their faces (``found``, in the picture's pixels; ``f`` the whole view's
+        scale), where the pose search of the whole view found nobody (``pose.around``): a person small in a large
+        picture, or grey, whom the detector missed there.  The largest sure faces first, at most ``PEOPLE_AROUND``;
+        a face is passed over when a person found has their nose on it, and when the square around it would be no
+        smaller than the whole view (the person no larger there)."""
+        out: list[Person] = []
+        looked: list[tuple[float, float, float, float]] = []
+        longest = max(whole_view.size)
+        for d in sorted((d for d in found if d.kind == "face" and d.score >= WHOLE_SURE), key=lambda d: d.area,
+                        reverse=True):
+            if len(looked) == PEOPLE_AROUND:
+                break
+            box = tuple(v * f for v in d.box)
+            grown = _grown(box, 0.5)
+            if (SEED_SIDE * max(box[2] - box[0], box[3] - box[1]) >= longest
+                    or any(inside(tuple(p.points[NOSE]), grown) for p in people.bodies + out)
+                    or any(centre_in(box, o) for o in looked)):
+                continue
+            looked.append(box)
+            person = self._poses.around(whole_view, people.pixels, box, _down(d))
+            if person is not None:
+                out.append(person)
+        return out
 
     def _heads(self, people: _People, found: list[Detection], f: float, grey: bool) -> list[Detection]:
         """Faces searched again on each person's head, upright (``pose.head``), in the whole view (``f`` its scale,

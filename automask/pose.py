@@ -43,6 +43,8 @@ PEOPLE = 4                # people looked at, most confident first
 MIN_PERSON = 0.5          # the detector's score a person must have (MediaPipe's own threshold)
 MIN_BODY = 0.5            # … and the landmark model's flag that a body is in its crop
 SAME_PERSON = 0.3         # IoU: a box overlapping a surer person's this much is that person
+SEED_SIDE = 9.0           # a person looked for around their face (``around``): a square this many face sizes, …
+SEED_DROP = 3.0           # … its middle this many of them below the face's centre, where the body is
 HANDS = {"left": (15, 17, 19), "right": (16, 18, 20)}  # wrist, little finger's base, index finger's base
 HAND_SCALE = 2.7          # the hand's crop: this many times twice the wrist → middle finger distance
 NOSE, EARS, EYES = 0, (7, 8), (5, 2)  # the body model's nose, ears (left, right), eyes (right, left)
@@ -87,12 +89,39 @@ class Poses:
     def people(self, rgb: Image.Image) -> list[tuple[float, np.ndarray]]:
         """Each person the detector is sure of (``MIN_PERSON``), best first, at most ``PEOPLE``: the score and the
         hips' middle and size point in image pixels."""
+        return [(score, keypoints) for score, _, keypoints in self._detected(rgb)]
+
+    def _detected(self, rgb: Image.Image) -> list[tuple[float, tuple, np.ndarray]]:
+        """``people``, with each one's box (the detector boxes a person by their face)."""
         square = Letterbox(rgb, DETECT_SIDE)
         out = _outputs(self._detector.infer({0: (square.pixels.astype(np.float32) / 127.5 - 1)[None]}))
         scores = sigmoid(out[(1, len(self._anchors), 1)][0, :, 0])
         raw = out[(1, len(self._anchors), 12)][0]
-        return [(score, keypoints) for score, _, keypoints in
-                square.places(raw, scores, self._anchors, KEYPOINTS, MIN_PERSON, PEOPLE, SAME_PERSON)]
+        return square.places(raw, scores, self._anchors, KEYPOINTS, MIN_PERSON, PEOPLE, SAME_PERSON)
+
+    def around(self, rgb: Image.Image, pixels: np.ndarray, face: tuple[float, float, float, float],
+               down: tuple[float, float] = (0.0, 1.0)) -> Person | None:
+        """The person whose face is ``face`` (its box), looked for in a square around it and their body: ``SEED_SIDE``
+        face heights, its middle ``SEED_DROP`` of them from the face's centre along ``down`` (the face's own down,
+        a unit vector: eyes → mouth).  A person a few dozen px tall in a large picture, or grey — whom the detector
+        scores far lower than the same in colour — is as large there as the detector expects.  The person kept is
+        the surest one the detector boxes around the face's centre."""
+        size = max(face[2] - face[0], face[3] - face[1])
+        side = round(SEED_SIDE * size)
+        cx = (face[0] + face[2]) / 2 + SEED_DROP * size * down[0]
+        cy = (face[1] + face[3]) / 2 + SEED_DROP * size * down[1]
+        left, top = round(cx - side / 2), round(cy - side / 2)
+        crop = rgb.crop((left, top, left + side, top + side))  # (black beyond the picture)
+        middle = ((face[0] + face[2]) / 2 - left, (face[1] + face[3]) / 2 - top)
+        for score, box, keypoints in self._detected(crop):
+            if not (box[0] <= middle[0] <= box[2] and box[1] <= middle[1] <= box[3]):
+                continue
+            keypoints = keypoints + (left, top)
+            if float(np.linalg.norm(keypoints[SIZE_POINT] - keypoints[HIPS])) < 4:
+                return None
+            points, visibility, flag = self.body(pixels, keypoints)
+            return Person(score, points, visibility) if flag >= MIN_BODY else None
+        return None
 
     def body(self, pixels: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """A person's 39 points (33 of the body) in image pixels, each one's visibility (0–1), and the model's flag

@@ -130,17 +130,25 @@ def sheet(panels: list[tuple[str, Image.Image]], path: Path, side: int = 300) ->
 FAR_WIDTHS = (200, 320, 500, 640)
 
 
+def _hands_on(found: list, box: tuple[int, int, int, int]) -> int:
+    """The hands among ``found`` whose centre lies in ``box``."""
+    return sum(d.kind == "hand" and box[0] <= (d.box[0] + d.box[2]) / 2 <= box[2]
+               and box[1] <= (d.box[1] + d.box[3]) / 2 <= box[3] for d in found)
+
+
 def far_people(todo: list[Photo]) -> list[str]:
     """People far away in a large frame: each photo with people, scaled to a few widths and pasted on a 1024²
-    frame (the repository's camera.png enlarged), searched with and without the bodies pass."""
+    frame (the repository's camera.png enlarged), searched with and without the bodies pass, in colour and grey;
+    the hands counted are those found on the photo."""
     frame = Image.open(REPO / "tests" / "data" / "camera.png").convert("RGB").resize((1024, 1024))
     with_bodies, without = Detector(settings()), Detector(dataclasses.replace(settings(), body_regions=False))
     out = ["", "People far away: each photo with faces and hands, scaled to a width of "
-           + ", ".join(map(str, FAR_WIDTHS)) + " px and pasted on a 1024² frame; hands found (of those in the "
-           "photo) without / with the bodies pass, and the pass's ms:", "",
+           + ", ".join(map(str, FAR_WIDTHS)) + " px and pasted on a 1024² frame; hands found on the photo (of "
+           "those in it) without / with the bodies pass, and the pass's ms:", "",
            "| photo | " + " | ".join(f"{w} px" for w in FAR_WIDTHS) + " |",
            "|---|" + "---|" * len(FAR_WIDTHS)]
     totals = [0, 0, 0, 0]  # hands there, found without, found with, false with
+    grey = [0, 0, 0]  # the same pictures grey: found without, found with, false with
     panels: list[tuple[str, Image.Image]] = []
     for p in todo:
         if not (p.faces and p.hands) or p.path.parent != DEV:
@@ -151,9 +159,10 @@ def far_people(todo: list[Photo]) -> list[str]:
             small = photo.resize((w, round(photo.height * w / photo.width)), Image.Resampling.LANCZOS)
             image = frame.copy()
             image.paste(small, (100, 100))
-            n_without = count(kept(without, image)[0], "hand")
+            on = (100, 100, 100 + small.width, 100 + small.height)  # the frame, a cameraman, has hands of its own
+            n_without = _hands_on(kept(without, image)[0], on)
             found_with = kept(with_bodies, image)[0]
-            n_with = count(found_with, "hand")
+            n_with = _hands_on(found_with, on)
             if w == FAR_WIDTHS[2]:
                 region = (0, 0, min(1024, small.width + 200), min(1024, small.height + 200))
                 drawn = draw_detections(image, found_with, [], [])
@@ -164,6 +173,10 @@ def far_people(todo: list[Photo]) -> list[str]:
             totals = [totals[0] + p.hands, totals[1] + a, totals[2] + b, totals[3] + max(0, n_with - p.hands)]
             cells.append(f"{a} / {b}" + (f" +{n_with - p.hands} false" if n_with > p.hands else "")
                          + (f" ({ms:.0f} ms)" if ms is not None else ""))
+            grey_image = ImageOps.grayscale(image).convert("RGB")
+            g_without, g_with = (_hands_on(kept(d, grey_image)[0], on) for d in (without, with_bodies))
+            grey = [grey[0] + min(p.hands, g_without), grey[1] + min(p.hands, g_with),
+                    grey[2] + max(0, g_with - p.hands)]
         plural = "s" if p.hands != 1 else ""
         out.append(f"| {p.path.name} ({p.hands} hand{plural}) | " + " | ".join(cells) + " |")
     with_bodies.close()
@@ -174,7 +187,8 @@ def far_people(todo: list[Photo]) -> list[str]:
         out += ["", f"bench/out/automask_far.png: each photo at {FAR_WIDTHS[2]} px, what the stage keeps."]
     if totals[0]:
         out += ["", f"In all: {totals[1]}/{totals[0]} hands without the bodies pass, {totals[2]}/{totals[0]} with it "
-                f"({totals[3]} false with it)."]
+                f"({totals[3]} false with it); the same pictures grey: {grey[0]}/{totals[0]} without it, "
+                f"{grey[1]}/{totals[0]} with it ({grey[2]} false with it)."]
     return out
 
 

@@ -952,3 +952,43 @@ def test_a_pose_model_that_fails_fails_the_search_and_leaves_no_thread_waiting()
         assert [(x.kind, x.box) for x in d.detect(astronaut)] == before
     finally:
         d.close()
+
+
+def test_people_are_looked_for_around_sure_faces_the_whole_pictures_pose_did_not_explain():
+    # Largest sure face first; passed over: a face a person found has their nose on, one not sure, one too large
+    # for the square around it to be smaller than the picture, one inside a face looked around already; at most
+    # PEOPLE_AROUND looks.  Each look goes along the face's own down (eyes → mouth), in the whole view's pixels.
+    from automask.detect import PEOPLE_AROUND, _People
+    from automask.pose import NOSE, Person
+
+    d = Detector(DetectorSettings())
+    calls = []
+
+    class Recorded:
+        def around(self, rgb, pixels, face, down=(0.0, 1.0)):
+            calls.append((tuple(round(v) for v in face), tuple(round(v, 3) for v in down)))
+            return None
+
+        def close(self):
+            pass
+
+    def face(x, y, size, score=0.9, keypoints=()):
+        return Detection("face", (x, y, x + size, y + size), score, "face-full", list(keypoints))
+
+    people = _People()
+    people.pixels = np.zeros((500, 500, 3), np.uint8)  # the whole view of a 1000 px picture (f = 0.5)
+    nose = np.zeros((39, 2))
+    nose[NOSE] = (55, 55)  # on the first face, in the whole view
+    people.bodies = [Person(0.9, nose, np.ones(39))]
+    sideways = [(110, 300), (110, 320), (0, 0), (140, 310)]  # eyes above each other, the mouth to the right
+    found = [face(100, 100, 20), face(300, 300, 30, keypoints=sideways), face(600, 100, 40, score=0.3),
+             face(0, 0, 120), face(305, 305, 10)] + [face(50 + 100 * i, 800, 24 - i) for i in range(6)]
+    poses, d._poses = d._poses, Recorded()
+    try:
+        assert d._around_faces(people, Image.new("RGB", (500, 500)), found, 0.5) == []
+    finally:
+        d._poses = poses
+        d.close()
+    assert calls[0] == ((150, 150, 165, 165), (1.0, 0.0))  # the largest one looked at, along its own down
+    assert [c[0] for c in calls[1:]] == [(25, 400, 37, 412), (75, 400, 86, 412), (125, 400, 136, 411)]
+    assert len(calls) == PEOPLE_AROUND and all(down == (0.0, 1.0) for _, down in calls[1:])

@@ -240,3 +240,35 @@ def test_a_face_in_a_turned_grey_photo_is_found_on_the_persons_head(tmp_path):
     assert entry.details.counts["face"] == 1
     _, entry = _run(tmp_path / "off", "turned.png", photo, "[automask]\npose_search = false\n")
     assert entry.details.counts["face"] == 0
+
+
+def test_a_grey_person_far_away_is_found_around_their_face_and_their_hands_where_they_are(tmp_path, monkeypatch):
+    # The woman sitting, 640 px wide on a 1024² frame, grey: the pose detector does not find her in the whole
+    # picture (0.46; 0.98 in colour), the face models find her face; around it, where she is as large as the pose
+    # detector expects, she is found, and her pose puts both hands where the colour copy has them.
+    from automask.detect import Detector, DetectorSettings
+    from automask.pose import Poses
+
+    photo = Image.open(DEV / "woman-sitting.jpg").convert("RGB")
+    frame = Image.open(DATA / "camera.png").convert("RGB").resize((1024, 1024))
+    frame.paste(photo.resize((640, round(photo.height * 640 / photo.width)), Image.Resampling.LANCZOS), (100, 100))
+    grey = ImageOps.grayscale(frame).convert("RGB")
+    detector = Detector(DetectorSettings(body_regions=False))
+    try:
+        assert not detector._poses.bodies(grey)
+        colour_hands = [d for d in detector.detect(frame) if d.kind == "hand" and d.score >= 0.5]
+        grey_hands = [d for d in detector.detect(grey) if d.kind == "hand" and d.score >= 0.5]
+        monkeypatch.setattr(Poses, "around", lambda *args: None)
+        without = [d for d in detector.detect(grey) if d.kind == "hand" and d.score >= 0.5]
+    finally:
+        detector.close()
+
+    def on_her(d):
+        cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+        return 100 <= cx <= 740 and 100 <= cy <= 527
+    assert len([d for d in colour_hands if on_her(d)]) == 2
+    found = [d for d in grey_hands if on_her(d)]
+    assert len(found) == 2 and not [d for d in without if on_her(d)]
+    for c in (d for d in colour_hands if on_her(d)):
+        assert any(max(0.0, min(c.box[2], g.box[2]) - max(c.box[0], g.box[0]))
+                   * max(0.0, min(c.box[3], g.box[3]) - max(c.box[1], g.box[1])) > 0.3 * c.area for g in found)
