@@ -83,8 +83,8 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
+from automask.pose import EARS, EYES, NOSE, PEOPLE, SEED_SIDE, SEEN, Person, Poses, hand_places, head
 from automask.pose import LANDMARKS as POSE_LANDMARKS
-from automask.pose import NOSE, PEOPLE, SEED_SIDE, Person, Poses, hand_places, head
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -243,6 +243,20 @@ def _down(face: Detection) -> tuple[float, float]:
     v = np.array([mx - (rx + lx) / 2, my - (ry + ly) / 2])
     n = float(np.linalg.norm(v))
     return (float(v[0] / n), float(v[1] / n)) if n > 0 else (0.0, 1.0)
+
+
+def _face_of(person: Person, box: tuple[float, float, float, float]) -> bool:
+    """Whether a face's ``box`` is ``person``'s face: their nose and eyes seen (``pose.SEEN``), the nose in the box's
+    middle half, and the face as wide as the box within a factor of two (ear to ear, or 2.5 × eye to eye)."""
+    p, seen = person.points, person.visibility
+    if min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) < SEEN:
+        return False
+    w, h = box[2] - box[0], box[3] - box[1]
+    nx, ny = p[NOSE]
+    if not (box[0] + w / 4 <= nx <= box[2] - w / 4 and box[1] + h / 4 <= ny <= box[3] - h / 4):
+        return False
+    width = max(float(np.linalg.norm(p[EARS[0]] - p[EARS[1]])), 2.5 * float(np.linalg.norm(p[EYES[0]] - p[EYES[1]])))
+    return 0.5 * w <= width <= 2 * w
 
 
 def _hand_box(joints) -> tuple[float, float, float, float]:
@@ -556,6 +570,10 @@ class Detector:
                 new: list[Detection] = []
                 with self._timed("people by faces"):
                     around = self._around_faces(people, whole_view, found, f)
+                if views:  # a grey picture's face that a person's pose has there too needs no other judge
+                    found = [dataclasses.replace(d, label="") if d.label == GREY_PICTURE and d.score >= WHOLE_SURE
+                             and any(_face_of(p, tuple(v * f for v in d.box)) for p in people.bodies + around)
+                             else d for d in found]
                 if self._faces:
                     with self._timed("heads"):
                         new += self._heads(people, found, f, bool(views))
@@ -594,7 +612,8 @@ class Detector:
             if max(w, h) > s.tile_above:
                 found += self._tiles(rgb, found, "face")
         # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey frame
-        # around a small group photo): labelled, the stage has the face landmark model judge them.
+        # around a small group photo): labelled, the stage has the face landmark model judge them (but a sure one
+        # a person's pose has too: ``_face_of``).
         return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
     def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],

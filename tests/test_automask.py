@@ -125,12 +125,19 @@ def test_a_less_sure_face_is_kept_when_the_landmark_model_sees_one():
 def test_a_large_face_on_a_grey_picture_is_kept_only_when_the_landmark_model_sees_one(detector):
     """On a grey picture the short-range model can see a face of hundreds of px in plain texture: such a face,
     however sure, is kept only when the face landmark model sees a face in it.  The detector labels a grey
-    picture's faces so; a face under 40 px is too small for the landmark model to judge and is kept."""
+    picture's faces so — but a sure one that a person's pose has there too, as her face is to hers; a face under
+    40 px is too small for the landmark model to judge and is kept."""
     from automask.face_mesh import FaceMesh
     from automask.found import GREY_PICTURE
 
     grey = ImageOps.grayscale(Image.open(DATA / "astronaut.png")).convert("RGB")
-    (face,) = faces(detector.detect(grey))
+    (posed,) = faces(detector.detect(grey))
+    assert posed.label == ""
+    without_poses = Detector(DetectorSettings(poses=False))
+    try:
+        (face,) = faces(without_poses.detect(grey))
+    finally:
+        without_poses.close()
     assert face.label == GREY_PICTURE
     assert all(d.label == "" for d in detector.detect(Image.open(DATA / "astronaut.png")))  # in colour: none
     mesh = FaceMesh()
@@ -992,3 +999,20 @@ def test_people_are_looked_for_around_sure_faces_the_whole_pictures_pose_did_not
     assert calls[0] == ((150, 150, 165, 165), (1.0, 0.0))  # the largest one looked at, along its own down
     assert [c[0] for c in calls[1:]] == [(25, 400, 37, 412), (75, 400, 86, 412), (125, 400, 136, 411)]
     assert len(calls) == PEOPLE_AROUND and all(down == (0.0, 1.0) for _, down in calls[1:])
+
+
+def test_a_face_is_a_persons_when_their_nose_is_in_its_middle_and_their_face_is_its_size():
+    from automask.detect import _face_of
+    from automask.pose import EARS, EYES, NOSE, Person
+
+    points, seen = np.zeros((39, 2)), np.ones(39)
+    points[NOSE] = (100, 100)
+    points[EYES[0]], points[EYES[1]] = (90, 95), (110, 95)
+    points[EARS[1]], points[EARS[0]] = (75, 98), (125, 98)  # 50 px ear to ear
+    person = Person(0.9, points, seen)
+    assert _face_of(person, (70, 70, 130, 130))
+    assert not _face_of(person, (95, 70, 155, 130))  # the nose at the box's edge: another face
+    assert not _face_of(person, (-50, -50, 250, 250))  # a box six times the face: a frame around people
+    assert not _face_of(person, (90, 90, 110, 110))  # a box under half the face: a part of it
+    seen[EYES[1]] = 0.2  # an eye the pose does not see
+    assert not _face_of(Person(0.9, points, seen), (70, 70, 130, 130))
