@@ -740,10 +740,10 @@ class Detector:
     def _around_faces(self, people: _People, whole_view: Image.Image, found: list[Detection],
                       f: float) -> list[Person]:
         """People looked for again around their faces (``found``, in the picture's pixels; ``f`` the whole view's
-        scale), where the pose search of the whole view found nobody (``pose.around``): a person small in a large
-        picture, or grey, whom the detector missed there.  The largest sure faces first, at most ``PEOPLE_AROUND``;
-        a face is passed over when a person found has their nose on it, and when the square around it would be no
-        smaller than the whole view (the person no larger there)."""
+        scale) that no person found in the whole view has their nose on (``pose.around``): a person small in a
+        large picture, or grey, whom the pose detector missed there.  The largest sure faces first, at most
+        ``PEOPLE_AROUND``; a face is passed over when a person found has their nose on it, and when the square
+        around it would be no smaller than the whole view (the person no larger there)."""
         out: list[Person] = []
         looked: list[tuple[float, float, float, float]] = []
         longest = max(whole_view.size)

@@ -102,10 +102,10 @@ class Poses:
     def around(self, rgb: Image.Image, pixels: np.ndarray, face: tuple[float, float, float, float],
                down: tuple[float, float] = (0.0, 1.0)) -> Person | None:
         """The person whose face is ``face`` (its box), looked for in a square around it and their body: ``SEED_SIDE``
-        face heights, its middle ``SEED_DROP`` of them from the face's centre along ``down`` (the face's own down,
-        a unit vector: eyes → mouth).  A person a few dozen px tall in a large picture, or grey — whom the detector
-        scores far lower than the same in colour — is as large there as the detector expects.  The person kept is
-        the surest one the detector boxes around the face's centre."""
+        face sizes (the box's longer side), its middle ``SEED_DROP`` of them from the face's centre along ``down``
+        (the face's own down, a unit vector: eyes → mouth).  A person a few dozen px tall in a large picture, or
+        grey — whom the detector scores far lower than the same in colour — is as large there as the detector
+        expects.  The person kept is the surest one the detector boxes around the face's centre."""
         size = max(face[2] - face[0], face[3] - face[1])
         side = round(SEED_SIDE * size)
         cx = (face[0] + face[2]) / 2 + SEED_DROP * size * down[0]
