@@ -44,7 +44,8 @@ MIN_PERSON = 0.5          # the detector's score a person must have (MediaPipe's
 MIN_BODY = 0.5            # … and the landmark model's flag that a body is in its crop
 SAME_PERSON = 0.3         # IoU: a box overlapping a surer person's this much is that person
 SEED_SIDE = 9.0           # a person looked for around their face (``around``): a square this many face sizes, …
-SEED_DROP = 3.0           # … its middle this many of them below the face's centre, where the body is
+SEED_DROP = 3.0           # … its middle this many of them below the face's centre, where the body is, …
+SEED_SMALLEST = 16        # … and at least this many px
 HANDS = {"left": (15, 17, 19), "right": (16, 18, 20)}  # wrist, little finger's base, index finger's base
 HAND_SCALE = 2.7          # the hand's crop: this many times twice the wrist → middle finger distance
 NOSE, EARS, EYES = 0, (7, 8), (5, 2)  # the body model's nose, ears (left, right), eyes (right, left)
@@ -108,6 +109,8 @@ class Poses:
         expects.  The person kept is the surest one the detector boxes around the face's centre."""
         size = max(face[2] - face[0], face[3] - face[1])
         side = round(SEED_SIDE * size)
+        if side < SEED_SMALLEST:
+            return None  # a speck: no body to see around it
         cx = (face[0] + face[2]) / 2 + SEED_DROP * size * down[0]
         cy = (face[1] + face[3]) / 2 + SEED_DROP * size * down[1]
         left, top = round(cx - side / 2), round(cy - side / 2)

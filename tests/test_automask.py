@@ -1016,3 +1016,21 @@ def test_a_face_is_a_persons_when_their_nose_is_in_its_middle_and_their_face_is_
     assert not _face_of(person, (90, 90, 110, 110))  # a box under half the face: a part of it
     seen[EYES[1]] = 0.2  # an eye the pose does not see
     assert not _face_of(Person(0.9, points, seen), (70, 70, 130, 130))
+
+
+def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_around_a_speck():
+    # The astronaut's face: the square around it reaches below the picture (black there), and she is found, her
+    # nose on her face.  A face box of a pixel or none has no body around it to see: nobody, and no error.
+    from automask.pose import NOSE, Poses
+
+    astronaut = Image.open(DATA / "astronaut.png").convert("RGB")
+    pixels = np.asarray(astronaut)
+    poses = Poses()
+    try:
+        person = poses.around(astronaut, pixels, (170.0, 60.0, 275.0, 165.0))
+        assert person is not None
+        assert 170 <= person.points[NOSE][0] <= 275 and 60 <= person.points[NOSE][1] <= 165
+        assert poses.around(astronaut, pixels, (100.0, 100.0, 100.0, 100.0)) is None
+        assert poses.around(astronaut, pixels, (100.0, 100.0, 101.0, 101.0)) is None
+    finally:
+        poses.close()
