@@ -83,7 +83,7 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
-from automask.pose import EARS, EYES, NOSE, PEOPLE, SEED_SIDE, SEEN, Person, Poses, hand_places, head
+from automask.pose import EARS, EYES, NOSE, SEED_SIDE, SEEN, Person, Poses, hand_places, head
 from automask.pose import LANDMARKS as POSE_LANDMARKS
 from automask.skeleton import draw_hand
 
@@ -119,7 +119,8 @@ TONED_SPREAD = 2.0   # levels: a picture whose coloured pixels' colour varies al
                      # it is less) is toned — sepia, cyanotype, a tinted black-and-white — and searched as grey;
                      # colour photos measure 3.4–30, toned copies 0.2–1.5 (as JPEG at quality 70)
 HEAD_SIDE = 256      # px: a person's head is searched for a face at this size, upright (``_heads``)
-PEOPLE_AROUND = PEOPLE  # faces a person is looked for around at most (``_around_faces``)
+PEOPLE_AROUND = 8    # faces a person is looked for around at most (``_around_faces``; 13 ms or so each, and their
+                     # hands' looks: in the benchmark's group of 13 faces, 4 found 9 of 16 hands, 8 and 12 found 13)
 SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
 BEST_PALMS = 10     # a grey picture's hands are also looked for at the palm detector's best places, …
 PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96)

@@ -988,8 +988,9 @@ def test_people_are_looked_for_around_sure_faces_the_whole_pictures_pose_did_not
     nose[NOSE] = (55, 55)  # on the first face, in the whole view
     people.bodies = [Person(0.9, nose, np.ones(39))]
     sideways = [(110, 300), (110, 320), (0, 0), (140, 310)]  # eyes above each other, the mouth to the right
+    small = [face(50 + 90 * i, 800, 24 - i) for i in range(PEOPLE_AROUND + 2)]  # more than are looked around
     found = [face(100, 100, 20), face(300, 300, 30, keypoints=sideways), face(600, 100, 40, score=0.3),
-             face(0, 0, 120), face(305, 305, 10)] + [face(50 + 100 * i, 800, 24 - i) for i in range(6)]
+             face(0, 0, 120), face(305, 305, 10)] + small
     poses, d._poses = d._poses, Recorded()
     try:
         assert d._around_faces(people, Image.new("RGB", (500, 500)), found, 0.5) == []
@@ -997,7 +998,7 @@ def test_people_are_looked_for_around_sure_faces_the_whole_pictures_pose_did_not
         d._poses = poses
         d.close()
     assert calls[0] == ((150, 150, 165, 165), (1.0, 0.0))  # the largest one looked at, along its own down
-    assert [c[0] for c in calls[1:]] == [(25, 400, 37, 412), (75, 400, 86, 412), (125, 400, 136, 411)]
+    assert [c[0] for c in calls[1:]] == [tuple(round(v / 2) for v in d.box) for d in small[:PEOPLE_AROUND - 1]]
     assert len(calls) == PEOPLE_AROUND and all(down == (0.0, 1.0) for _, down in calls[1:])
 
 
