@@ -234,12 +234,7 @@ def test_a_face_in_a_turned_grey_photo_is_found_on_the_persons_head(tmp_path):
     # colour); on her head, turned upright by her pose's eyes, they do, and the face landmark model agrees.
     photo = ImageOps.grayscale(Image.open(DEV / "woman-sitting.jpg")).convert("RGB").rotate(
         30, expand=True, fillcolor=(128, 128, 128))
-    for folder in ("on", "off"):
-        (tmp_path / folder).mkdir()
-    _, entry = _run(tmp_path / "on", "turned.png", photo)
-    assert entry.details.counts["face"] == 1
-    _, entry = _run(tmp_path / "off", "turned.png", photo, "[automask]\npose_search = false\n")
-    assert entry.details.counts["face"] == 0
+    assert _faces_with_and_without_poses(tmp_path, photo) == (1, 0)
 
 
 def test_a_grey_person_far_away_is_found_around_their_face_and_their_hands_where_they_are(tmp_path, monkeypatch):
@@ -281,9 +276,14 @@ def test_a_grey_face_in_three_quarter_view_that_a_persons_pose_has_too_is_kept(t
     photo = Image.open(DEV / "couple-and-dog.jpg").convert("RGB")
     photo = ImageOps.grayscale(photo.resize((1024, round(photo.height * 1024 / photo.width)),
                                             Image.Resampling.LANCZOS))
-    for folder in ("on", "off"):
+    assert _faces_with_and_without_poses(tmp_path, photo) == (2, 1)
+
+
+def _faces_with_and_without_poses(tmp_path: Path, photo: Image.Image) -> tuple[int, int]:
+    """The faces the stage keeps on ``photo``, with people's poses and without."""
+    counts = []
+    for folder, toml in (("on", ""), ("off", "[automask]\npose_search = false\n")):
         (tmp_path / folder).mkdir()
-    _, entry = _run(tmp_path / "on", "couple.png", photo)
-    assert entry.details.counts["face"] == 2
-    _, entry = _run(tmp_path / "off", "couple.png", photo, "[automask]\npose_search = false\n")
-    assert entry.details.counts["face"] == 1
+        _, entry = _run(tmp_path / folder, "photo.png", photo, toml)
+        counts.append(entry.details.counts["face"])
+    return counts[0], counts[1]
