@@ -83,8 +83,8 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
 from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
-from automask.pose import EARS, EYES, NOSE, SEED_SIDE, SEEN, Person, Poses, hand_places, head
 from automask.pose import LANDMARKS as POSE_LANDMARKS
+from automask.pose import NOSE, SEED_SIDE, Person, Poses, hand_places, has_face, head
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -246,20 +246,6 @@ def _down(face: Detection) -> tuple[float, float]:
     return (float(v[0] / n), float(v[1] / n)) if n > 0 else (0.0, 1.0)
 
 
-def _face_of(person: Person, box: tuple[float, float, float, float]) -> bool:
-    """Whether a face's ``box`` is ``person``'s face: their nose and eyes seen (``pose.SEEN``), the nose in the box's
-    middle half, and the face as wide as the box within a factor of two (ear to ear, or 2.5 × eye to eye)."""
-    p, seen = person.points, person.visibility
-    if min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) < SEEN:
-        return False
-    w, h = box[2] - box[0], box[3] - box[1]
-    nx, ny = p[NOSE]
-    if not (box[0] + w / 4 <= nx <= box[2] - w / 4 and box[1] + h / 4 <= ny <= box[3] - h / 4):
-        return False
-    width = max(float(np.linalg.norm(p[EARS[0]] - p[EARS[1]])), 2.5 * float(np.linalg.norm(p[EYES[0]] - p[EYES[1]])))
-    return 0.5 * w <= width <= 2 * w
-
-
 def _hand_box(joints) -> tuple[float, float, float, float]:
     """A hand's box: its joints' box, padded (the joints lie inside the flesh)."""
     xs, ys = [float(p[0]) for p in joints], [float(p[1]) for p in joints]
@@ -403,7 +389,7 @@ class _HandModels:
 
     hands: object
     grey: object
-    joints: HandJoints | None
+    joints: HandJoints
 
 
 class _People:
@@ -442,7 +428,7 @@ class Detector:
         # The face tiles' many small looks with the full-range model run through OpenVINO (``face_tiles``).
         self._full_tiles = (FullRangeFaces.of(self.model_files["face-full"], settings.min_confidence)
                             if "face-full" in self.model_files else None)
-        self._hands = self._grey_hands = None
+        self._own_hands: _HandModels | None = None  # the calling thread's hand models (``_HandModels``)
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")  # faces, beside the hands
@@ -459,11 +445,12 @@ class Detector:
                 return vision.HandLandmarker.create_from_options(options)
             self._landmarkers = lambda: (landmarker(settings.hand_confidence),
                                          landmarker(min(settings.hand_confidence, GREY_HAND_DETECTION)))
-            self._hands, self._grey_hands = self._landmarkers()
+            landmarkers = self._landmarkers()  # (made first: a file that is no hand landmarker is named by MediaPipe)
         self._joints = self._palms = self._beside_joints = self._skin_palms = self._poses = None
-        self._beside_hands: _HandModels | None = None  # the detector thread's landmarkers: made when first needed
+        self._beside_hands: _HandModels | None = None  # the detector thread's: made with the first body search
         if settings.hands:  # the hands-behind pass and grey pictures' finds look again with the landmark model, …
             self._joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
+            self._own_hands = _HandModels(*landmarkers, self._joints)
             # … and the faces' thread, with a model of its own, at a grey picture's people and skin palms
             self._beside_joints = HandJoints(Path(settings.hand_model or SHIPPED["hand"]))
             if settings.poses:
@@ -473,15 +460,15 @@ class Detector:
     def close(self) -> None:
         for _, det in self._faces:
             det.close()
-        beside = self._beside_hands
-        for hands in (self._hands, self._grey_hands, *((beside.hands, beside.grey) if beside else ())):
-            if hands is not None:
-                hands.close()
+        for models in (self._own_hands, self._beside_hands):
+            if models is not None:
+                models.hands.close()
+                models.grey.close()
         for model in (self._palms, self._skin_palms, self._full_tiles, self._poses):
             if model is not None:
                 model.close()
         self._thread.shutdown()
-        self._faces, self._hands, self._grey_hands, self._beside_hands = [], None, None, None
+        self._faces, self._own_hands, self._beside_hands = [], None, None
         self._joints = self._palms = self._beside_joints = self._skin_palms = self._full_tiles = self._poses = None
 
     # ------------------------------------------------------------------ passes
@@ -515,7 +502,7 @@ class Detector:
         people = _People() if self._poses is not None else None
         beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people)
         try:
-            found, in_tiles = self._hands_in(rgb, whole_view, f, views, people) if self._hands is not None \
+            found, in_tiles = self._hands_in(rgb, whole_view, f, views, people) if self._own_hands is not None \
                 else ([], [])
             if skin is not None:  # done with its own searches, this thread looks at skin-toned places too
                 skin.ranked.wait()
@@ -573,7 +560,7 @@ class Detector:
                     around = self._around_faces(people, whole_view, found, f)
                 if views:  # a grey picture's face that a person's pose has there too needs no other judge
                     found = [dataclasses.replace(d, label="") if d.label == GREY_PICTURE and d.score >= WHOLE_SURE
-                             and any(_face_of(p, tuple(v * f for v in d.box)) for p in people.bodies + around)
+                             and any(has_face(p, tuple(v * f for v in d.box)) for p in people.bodies + around)
                              else d for d in found]
                 if self._faces:
                     with self._timed("heads"):
@@ -614,7 +601,7 @@ class Detector:
                 found += self._tiles(rgb, found, "face")
         # On a grey picture the short-range model sees faces of hundreds of px in plain texture (a grey frame
         # around a small group photo): labelled, the stage has the face landmark model judge them (but a sure one
-        # a person's pose has too: ``_face_of``).
+        # a person's pose has too: ``pose.has_face``).
         return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
     def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
@@ -891,8 +878,8 @@ class Detector:
                 keypoints = [(k.x * w, k.y * h) for k in d.keypoints or ()]  # eyes, nose, mouth, ears
                 out.append(Detection("face", (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height),
                                      float(d.categories[0].score), model, keypoints))
-        models = hand_models or _HandModels(self._hands, self._grey_hands, self._joints)
-        if models.hands is not None and hands:
+        models = hand_models or self._own_hands
+        if models is not None and hands:
             result = (models.grey if self._grey else models.hands).detect(mp_image)
             for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=False):
                 if self._grey and handedness[0].score < CONFIRM:

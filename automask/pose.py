@@ -119,11 +119,7 @@ class Poses:
         for score, box, keypoints in self._detected(crop):
             if not (box[0] <= middle[0] <= box[2] and box[1] <= middle[1] <= box[3]):
                 continue
-            keypoints = keypoints + (left, top)
-            if float(np.linalg.norm(keypoints[SIZE_POINT] - keypoints[HIPS])) < 4:
-                return None
-            points, visibility, flag = self.body(pixels, keypoints)
-            return Person(score, points, visibility) if flag >= MIN_BODY else None
+            return self._person(score, keypoints + (left, top), pixels)
         return None
 
     def body(self, pixels: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -141,14 +137,16 @@ class Poses:
     def bodies(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[Person]:
         """Each person found whose body the landmark model sees (``MIN_BODY``), with their points."""
         pixels = np.asarray(rgb) if pixels is None else pixels
-        out: list[Person] = []
-        for score, keypoints in self.people(rgb):
-            if float(np.linalg.norm(keypoints[SIZE_POINT] - keypoints[HIPS])) < 4:
-                continue  # a speck: no crop to look at
-            points, visibility, flag = self.body(pixels, keypoints)
-            if flag >= MIN_BODY:
-                out.append(Person(score, points, visibility))
-        return out
+        return [person for score, keypoints in self.people(rgb)
+                if (person := self._person(score, keypoints, pixels)) is not None]
+
+    def _person(self, score: float, keypoints: np.ndarray, pixels: np.ndarray) -> Person | None:
+        """The person the detector found at ``keypoints`` (in ``pixels``' frame), when the body landmark model sees a
+        body in their crop (``MIN_BODY``); None for a speck, whose crop has nothing to look at."""
+        if float(np.linalg.norm(keypoints[SIZE_POINT] - keypoints[HIPS])) < 4:
+            return None
+        points, visibility, flag = self.body(pixels, keypoints)
+        return Person(score, points, visibility) if flag >= MIN_BODY else None
 
     def hands(self, rgb: Image.Image, pixels: np.ndarray | None = None) -> list[HandPlace]:
         """Both hands' places of each person found (``bodies``)."""
@@ -178,12 +176,32 @@ def head(person: Person) -> tuple[tuple[float, float], float, float] | None:
     nose and the ears' middle, ``HEAD_SCALE`` times the ears' distance, turned so that the eyes lie level — a face
     tilted, or in a turned picture, is upright there, as the face detectors were trained to see faces.  None when
     the nose or an eye is not visible (a head seen from behind has no face to find)."""
-    p, seen = person.points, person.visibility
-    if min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) < SEEN:
+    if not _face_seen(person):
         return None
+    p = person.points
     ears = p[EARS[0]] - p[EARS[1]]
     eyes = p[EYES[1]] - p[EYES[0]]  # the person's right eye → left eye: left to right in an upright face
     centre = (p[NOSE] + (p[EARS[0]] + p[EARS[1]]) / 2) / 2
     up = np.array([eyes[1], -eyes[0]])  # the eye line turned a quarter: up from the face
     return ((float(centre[0]), float(centre[1])), max(HEAD_SCALE * float(np.linalg.norm(ears)), HEAD_SMALLEST),
             math.atan2(float(up[0]), -float(up[1])))
+
+
+def has_face(person: Person, box: tuple[float, float, float, float]) -> bool:
+    """Whether a face's ``box`` is ``person``'s face: their nose and eyes seen (``SEEN``), the nose in the box's
+    middle half, and the face as wide as the box within a factor of two (ear to ear, or 2.5 × eye to eye)."""
+    if not _face_seen(person):
+        return False
+    p = person.points
+    w, h = box[2] - box[0], box[3] - box[1]
+    nx, ny = p[NOSE]
+    if not (box[0] + w / 4 <= nx <= box[2] - w / 4 and box[1] + h / 4 <= ny <= box[3] - h / 4):
+        return False
+    width = max(float(np.linalg.norm(p[EARS[0]] - p[EARS[1]])), 2.5 * float(np.linalg.norm(p[EYES[0]] - p[EYES[1]])))
+    return 0.5 * w <= width <= 2 * w
+
+
+def _face_seen(person: Person) -> bool:
+    """Whether the body model sees the person's face: their nose and both eyes visible (``SEEN``)."""
+    seen = person.visibility
+    return min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) >= SEEN

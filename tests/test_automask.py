@@ -1003,20 +1003,19 @@ def test_people_are_looked_for_around_sure_faces_the_whole_pictures_pose_did_not
 
 
 def test_a_face_is_a_persons_when_their_nose_is_in_its_middle_and_their_face_is_its_size():
-    from automask.detect import _face_of
-    from automask.pose import EARS, EYES, NOSE, Person
+    from automask.pose import EARS, EYES, NOSE, Person, has_face
 
     points, seen = np.zeros((39, 2)), np.ones(39)
     points[NOSE] = (100, 100)
     points[EYES[0]], points[EYES[1]] = (90, 95), (110, 95)
     points[EARS[1]], points[EARS[0]] = (75, 98), (125, 98)  # 50 px ear to ear
     person = Person(0.9, points, seen)
-    assert _face_of(person, (70, 70, 130, 130))
-    assert not _face_of(person, (95, 70, 155, 130))  # the nose at the box's edge: another face
-    assert not _face_of(person, (-50, -50, 250, 250))  # a box six times the face: a frame around people
-    assert not _face_of(person, (90, 90, 110, 110))  # a box under half the face: a part of it
+    assert has_face(person, (70, 70, 130, 130))
+    assert not has_face(person, (95, 70, 155, 130))  # the nose at the box's edge: another face
+    assert not has_face(person, (-50, -50, 250, 250))  # a box six times the face: a frame around people
+    assert not has_face(person, (90, 90, 110, 110))  # a box under half the face: a part of it
     seen[EYES[1]] = 0.2  # an eye the pose does not see
-    assert not _face_of(Person(0.9, points, seen), (70, 70, 130, 130))
+    assert not has_face(Person(0.9, points, seen), (70, 70, 130, 130))
 
 
 def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_around_a_speck():
