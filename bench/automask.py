@@ -131,8 +131,7 @@ FAR_WIDTHS = (200, 320, 500, 640)
 
 def _hands_on(found: list, box: tuple[int, int, int, int]) -> int:
     """The hands among ``found`` whose centre lies in ``box``."""
-    return sum(d.kind == "hand" and box[0] <= (d.box[0] + d.box[2]) / 2 <= box[2]
-               and box[1] <= (d.box[1] + d.box[3]) / 2 <= box[3] for d in found)
+    return sum(d.kind == "hand" and centre_in(d.box, box) for d in found)
 
 
 def far_people(todo: list[Photo]) -> list[str]:
@@ -504,7 +503,7 @@ def main(argv=None) -> int:
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
     passes = ["people", "whole", "grey", "best palms", "poses", "2x", "tiles", "second look", "bodies", "behind"]
-    beside = ["faces", "heads", "skin palms"]
+    beside = ["faces", "people by faces", "heads", "skin palms"]
     name, flags = cpu()
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              f"`python -m bench.automask`, CPU: {name}, {' '.join(flags)}. Counts are of what the stage keeps: "
