@@ -1034,3 +1034,49 @@ def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_aro
         assert poses.around(astronaut, pixels, (100.0, 100.0, 101.0, 101.0)) is None
     finally:
         poses.close()
+
+
+def test_a_body_search_that_fails_on_the_detectors_thread_fails_the_search_and_the_next_one_works():
+    # Body regions are searched on both threads: a landmarker that breaks on the detector's own thread ends the
+    # search with its error (none is lost or left waiting), and with it back the next search finds what it found.
+    import threading
+
+    from automask.detect import _HandModels, body_regions
+
+    d = Detector(DetectorSettings())
+    picture = Image.open(DATA / "camera.png").convert("RGB").resize((1024, 1024))
+    small = Image.open(DATA / "astronaut.png").convert("RGB").resize((200, 200))
+    for x, y in ((40, 600), (600, 600), (320, 40)):
+        picture.paste(small, (x, y))
+    try:
+        faces = [x for x in d.detect(picture) if x.kind == "face" and x.score >= 0.5]
+        regions = body_regions(*picture.size, faces)
+        assert len(regions) >= 2
+        before = d._bodies(picture, regions, faces, [])
+
+        broke = threading.Event()
+
+        class Broken:
+            def detect(self, image):
+                broke.set()
+                raise RuntimeError("landmarker broke")
+
+        class Waiting:  # the caller's landmarker waits for the detector's thread to take a region first
+            def __init__(self, landmarker):
+                self.landmarker = landmarker
+
+            def detect(self, image):
+                broke.wait(10)
+                return self.landmarker.detect(image)
+
+        own, beside = d._own_hands, d._beside_hands
+        d._own_hands = _HandModels(Waiting(own.hands), Waiting(own.grey), own.joints)
+        d._beside_hands = _HandModels(Broken(), Broken(), beside.joints)
+        with pytest.raises(RuntimeError, match="landmarker broke"):
+            d._bodies(picture, regions, faces, [])
+        assert broke.is_set()
+        d._own_hands, d._beside_hands = own, beside
+        assert [(x.box, x.score) for x in d._bodies(picture, regions, faces, [])] == \
+            [(x.box, x.score) for x in before]
+    finally:
+        d.close()
