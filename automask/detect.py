@@ -848,11 +848,12 @@ class Detector:
             self.timings[name] = (time.perf_counter() - t0) * 1000
 
     def _seen_again(self, rgb: Image.Image, d: Detection, hand_models: _HandModels | None = None) -> bool:
-        """A find that only a tile made is kept if a second look finds it too: a crop three times its size
-        around it, at another scale.  A real small face or hand is found again; texture that resembled one
-        at the tile's scale (an enlarged image's blur, a flag's folds) mostly is not.  A hand must also be one
-        to the landmark model on the crop its own joints give (``SETTLED``): a sharpened enlargement's flag star
-        and a shoe were found again (0.65–0.98) where that model flags them 0.09–0.4, and real hands 0.5–1."""
+        """A find that only a tile or a body region made is kept if a second look finds it too: a crop three times
+        its size around it, at another scale.  A real small face or hand is found again; texture that resembled
+        one at the tile's scale (an enlarged image's blur, a flag's folds) mostly is not.  A hand must also be one
+        to the landmark model on the crop its own joints give (``SETTLED``): on enlarged copies of the development
+        photos a flag's star and a shoe were found again (0.65–0.98) where that model flags them 0.09–0.4, and the
+        real hands only tiles kept 0.5–1."""
         x0, y0, x1, y1 = d.box
         reach = 3 * side(d.box) / 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
