@@ -69,6 +69,7 @@ from automask.face_tiles import FullRangeFaces
 from automask.found import (  # noqa: F401 (the names detection is known by)
     GREY_PICTURE,
     HOLDS_FACE,
+    IN_TILES,
     MODELS,
     SKIN_TONED,
     Detection,
@@ -649,8 +650,15 @@ class Detector:
                         for d in self._pass(rgb.crop((x0, y0, x1, y1)), faces=faces, hands=hands)]
         with self._timed("second look") if hands else nullcontext():
             sure = [d for d in found if d.score >= WHOLE_SURE]
-            return [d for d in nms(in_tiles, s.nms_iou)
-                    if _same_as_any(d, sure, nested=False) or self._seen_again(rgb, d)]
+            kept = []
+            for d in nms(in_tiles, s.nms_iou):
+                if _same_as_any(d, sure, nested=False):
+                    kept.append(d)
+                elif self._seen_again(rgb, d):
+                    # A face only tiles found is labelled so: the stage has the face landmark model judge it (a
+                    # hair clip, enlarged 4×, was a face to the detector and its second look, not to that model).
+                    kept.append(dataclasses.replace(d, label=IN_TILES) if faces and not d.label else d)
+            return kept
 
     def _face_tiles(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Faces of a picture up to ``tile_above`` searched again in tiles of ``FACE_TILE`` px with the full-range

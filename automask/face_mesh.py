@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import GREY_PICTURE, HOLDS_FACE, MODELS, SKIN_TONED, Detection, holds, inside, side
+from automask.found import GREY_PICTURE, HOLDS_FACE, IN_TILES, MODELS, SKIN_TONED, Detection, holds, inside, side
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
 ROI_SCALE = 1.5  # MediaPipe's face mesh crop: 1.5 times the detection's box
 PARTS = ("eyes", "mouth")
 MIN_PRESENCE = 0.5  # the model's own face flag, below which its points are not a face's
-JUDGED_FROM = 40   # px: a face found on a grey picture this large or larger (and that no person's pose has there:
-                   # ``detect``) is kept only when the landmark model sees a face in it (false ones there measured
+JUDGED_FROM = 40   # px: a face found on a grey picture, or only in a large picture's tiles, this large or larger
+                   # (and that no person's pose has there: ``detect``) is kept only when the landmark model sees a
+                   # face in it (false ones there measured
                    # 44–540 px and a flag of 0.0; real ones mostly 0.72–1.0 from 25 px up, a three-quarter face
                    # 0.03–0.5; a real face of 24 px can score 0.08: too small to judge)
 CONFIRM_FROM = 0.3  # a face the detectors are less sure of than [automask.face].min_confidence, down to this, is
@@ -139,13 +140,15 @@ class FaceMesh:
                   confirm_from: float = CONFIRM_FROM) -> list[Detection]:
         """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` — or found
         only on a grey picture's skin-toned copy (labelled ``SKIN_TONED``: a fist's knuckles, skin-toned, look
-        like a face to the detectors), or on a grey picture and ``JUDGED_FROM`` px or larger (``GREY_PICTURE``),
+        like a face to the detectors), or on a grey picture or only in a large one's tiles and ``JUDGED_FROM`` px
+        or larger (``GREY_PICTURE``, ``IN_TILES``),
         or whose box holds a far smaller face (``HOLDS_FACE``) — in which the landmark model sees a face (its
         flag at least ``MIN_PRESENCE``) that is not one already kept: a box set off a face the detectors found
         well, whose eyes and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept
         face's box.  A face held by one so kept is a part of it (an eye, a mouth), and goes."""
         def unsure(d: Detection) -> bool:
-            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label == GREY_PICTURE and side(d.box) >= JUDGED_FROM)
+            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label in (GREY_PICTURE, IN_TILES)
+                                                            and side(d.box) >= JUDGED_FROM)
 
         kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]
         judged = sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),

@@ -10,6 +10,7 @@ MODELS = Path(__file__).parent / "models"
 SKIN_TONED = "skin-toned copy"  # the label of a face found only on a grey picture's skin-toned copy (``detect``)
 GREY_PICTURE = "grey picture"   # … and of any other face found on a grey or toned picture
 HOLDS_FACE = "holds a face"     # … and of a face whose box holds a far smaller face (``holds``)
+IN_TILES = "tiles only"         # … and of a large picture's face that only its tiles found (``detect``)
 MEDIAPIPE_FACES = {"face-short", "face-full"}  # the models MediaPipe's faces are found by (``detect``)
 APART = 3  # a face's box over this many times another's size, around it, is not that face (``holds``)
 
