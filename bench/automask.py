@@ -11,8 +11,10 @@ of each pass.  Then recall and precision (by count per photo) and milliseconds p
 resized to a long side of 512, 1024 and 4096 px, and hand recall on the development set alone.  Last,
 people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
 pass; copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
-pass, which must add no hand that is not there; faces far away (each photo small on a frame of noise, at
-1024 and 640 px, in colour and grey); and every photo and copy in colour, grey, sepia and as a faded print.
+pass, which must add no hand that is not there; more copies (turned 30° and −45°, JPEG, grain); enlarged copies
+(2–4×, Lanczos, bicubic, sharpened as an upscaler's output), which must keep what the photo keeps and add nothing;
+faces far away (each photo small on a frame of noise, at 1024 and 640 px, in colour and grey); and every photo
+and copy in colour, grey, sepia and as a faded print.
 Writes bench/out/automask.md, bench/out/automask.png (every photo's detections and mask outlines, as
 10-detections.png draws them), bench/out/automask_far.png (people far away in a large frame, where the
 bodies pass finds their hands), bench/out/automask_far_faces.png (faces far away, grey) and
@@ -321,7 +323,7 @@ def enlarged(todo: list[Photo], detector: Detector, mesh: FaceMesh | None) -> li
                 for c in (cells[kind], totals[kind]):
                     c[0], c[1], c[2] = c[0] + len(theirs), c[1] + on, c[2] + len(mine) - on
                 if len(mine) - on:
-                    print(f"  {p.path.name}, {name}: {kind} not on the photo's:",
+                    print(f"  {p.path.name}, {name}: {len(mine) - on} {kind}(s) not on the photo's; all its finds:",
                           [[round(v) for v in d.box] for d in mine], flush=True)
         out.append(f"| {name} | " + " | ".join(f"{c[1]}/{c[0]}" + (f" +{c[2]}" if c[2] else "")
                                                for c in cells.values()) + f" | {statistics.median(times):.0f} |")
