@@ -860,8 +860,8 @@ class Detector:
         its size around it, at another scale.  A real small face or hand is found again; texture that resembled
         one at the tile's scale (an enlarged image's blur, a flag's folds) mostly is not.  A hand must also be one
         to the landmark model on the crop its own joints give (``SETTLED``): on enlarged copies of the development
-        photos a flag's star and a shoe were found again (0.65–0.98) where that model flags them 0.09–0.4, and the
-        real hands only tiles kept 0.5–1."""
+        photos a flag's star and a shoe were found again (0.65–0.98) where that model flags them 0.09–0.4, and real
+        hands there 0.5–1 (one at 0.27 that the whole view found as well)."""
         x0, y0, x1, y1 = d.box
         reach = 3 * side(d.box) / 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2

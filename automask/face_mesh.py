@@ -25,11 +25,11 @@ SIDE = 192
 ROI_SCALE = 1.5  # MediaPipe's face mesh crop: 1.5 times the detection's box
 PARTS = ("eyes", "mouth")
 MIN_PRESENCE = 0.5  # the model's own face flag, below which its points are not a face's
-JUDGED_FROM = 40   # px: a face found on a grey picture, or only in a large picture's tiles, this large or larger
-                   # (and that no person's pose has there: ``detect``) is kept only when the landmark model sees a
-                   # face in it (false ones there measured
-                   # 44–540 px and a flag of 0.0; real ones mostly 0.72–1.0 from 25 px up, a three-quarter face
-                   # 0.03–0.5; a real face of 24 px can score 0.08: too small to judge)
+JUDGED_FROM = 40   # px: a face found on a grey picture (but one a person's pose has there: ``detect``), or only in
+                   # a large picture's tiles, this large or larger is kept only when the landmark model sees a face
+                   # in it (false ones on grey pictures measured 44–540 px and a flag of 0.0; real ones mostly
+                   # 0.72–1.0 from 25 px up, a three-quarter face 0.03–0.5; a real face of 24 px can score 0.08:
+                   # too small to judge)
 CONFIRM_FROM = 0.3  # a face the detectors are less sure of than [automask.face].min_confidence, down to this, is
                     # kept when the landmark model sees a face in it ([automask.face].confirm_from): of 32 such
                     # finds on the development photos and their copies, the one face had a flag of 0.7, the

@@ -79,9 +79,8 @@ def test_large_images_are_searched_in_tiles_and_small_faces_found(detector):
     cx, cy = centre(dets[0].box)
     assert 1700 < cx < 1850 and 1200 < cy < 1350
     mesh = FaceMesh()
-    beside = dataclasses.replace(dets[0], box=(dets[0].box[0] - 300, *dets[0].box[1:3], dets[0].box[3]))
-    beside = dataclasses.replace(beside, box=(beside.box[0], beside.box[1], beside.box[2] - 300, beside.box[3]),
-                                 landmarks=[])
+    x0, y0, x1, y1 = dets[0].box
+    beside = dataclasses.replace(dets[0], box=(x0 - 300, y0, x1 - 300, y1), landmarks=[])
     assert mesh.confirmed(canvas, [dets[0], beside], 0.5) == [dets[0]]
     mesh.close()
 
