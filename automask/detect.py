@@ -877,7 +877,7 @@ class Detector:
             return False
         if d.kind != "hand" or len(d.landmarks) != 21:
             return True
-        return (hand_models or self._own_hands).joints.settle(np.asarray(rgb), d.landmarks)[1] >= SETTLED
+        return (hand_models or self._own_hands).joints.settle(rgb, d.landmarks)[1] >= SETTLED
 
     def _pass(self, rgb: Image.Image, faces: bool = True, hands: bool = True, face_models: list | None = None,
               hand_models: _HandModels | None = None) -> list[Detection]:

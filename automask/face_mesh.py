@@ -86,7 +86,8 @@ def rotated_crop(image: Image.Image | np.ndarray, centre: tuple[float, float], s
     """The square of ``side`` px around ``centre``, turned by ``angle`` (radians), sampled to out×out (bilinear,
     black beyond the picture) — the crop MediaPipe's landmark models expect — and the affine (a, b, c, d, e, f)
     that takes a crop pixel (u, v) back to the image: (a·u + b·v + c, d·u + e·v + f).  ``image``: a picture or its
-    pixels (H×W×3); one looked at many times is best given as pixels, made once (a 1024² picture's take 2 ms)."""
+    pixels (H×W×3); one looked at many times is best given as pixels, made once (a 1024² picture's take 2 ms, a
+    4096²'s 60).  Of a picture, only the part the square covers is read."""
     import cv2
 
     k, cos, sin = side / out, math.cos(angle), math.sin(angle)
@@ -97,6 +98,14 @@ def rotated_crop(image: Image.Image | np.ndarray, centre: tuple[float, float], s
     # OpenCV samples pixel centres at whole coordinates, the affine's at half ones (PIL's convention): the matrix
     # OpenCV is given takes a crop pixel's centre to its place in the image, both counted from pixel centres.
     matrix = np.float64([[a, b, c + (a + b) / 2 - 0.5], [d, e, f + (d + e) / 2 - 0.5]])
+    if isinstance(image, Image.Image):
+        # The turned square's bounds, and a pixel more each way for the bilinear sampling; beyond the picture,
+        # PIL's crop is black as OpenCV's border is.
+        reach = side / 2 * (abs(cos) + abs(sin)) + 2
+        x0, y0 = math.floor(centre[0] - reach), math.floor(centre[1] - reach)
+        image = image.crop((x0, y0, math.ceil(centre[0] + reach), math.ceil(centre[1] + reach)))
+        matrix[0, 2] -= x0
+        matrix[1, 2] -= y0
     crop = cv2.warpAffine(pixels_of(image), matrix, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop, (a, b, c, d, e, f)

@@ -748,7 +748,8 @@ def test_the_face_tiles_full_range_model_finds_what_mediapipe_finds_with_it(tmp_
 
 def test_a_landmark_models_crop_samples_the_picture_where_its_affine_says_from_a_picture_or_its_pixels():
     # The crop the landmark models see (OpenCV) is the one its affine maps back: the same pixels PIL's affine
-    # transform samples there, to a level; and a picture's pixels, made once for many looks, give the same crop.
+    # transform samples there, to a level; and a picture's pixels, made once for many looks, give the same crop
+    # to a level (of a picture only the part the square covers is read, black beyond its edges as in the pixels').
     import math
 
     from automask.face_mesh import rotated_crop
@@ -757,13 +758,17 @@ def test_a_landmark_models_crop_samples_the_picture_where_its_affine_says_from_a
     for centre, side_, angle in [((250.3, 180.7), 150.0, 0.4), ((256, 256), 300.0, -2.0), ((300, 120), 60.0, 0.0)]:
         crop, affine = rotated_crop(photo, centre, side_, angle, 224)
         assert crop.shape == (224, 224, 3)
-        assert np.array_equal(crop, rotated_crop(np.asarray(photo), centre, side_, angle, 224)[0])
+        from_pixels, same = rotated_crop(np.asarray(photo), centre, side_, angle, 224)
+        assert same == affine and np.abs(crop.astype(int) - from_pixels).max() <= 1
         pil = np.asarray(photo.transform((224, 224), Image.Transform.AFFINE, affine, Image.Resampling.BILINEAR))
         assert np.abs(crop.astype(int) - pil).max() <= 1
         a, b, c, d, e, f = affine  # the crop's middle is the centre asked for, its up turned by the angle
         assert (a * 112 + b * 112 + c, d * 112 + e * 112 + f) == pytest.approx(centre)
         assert math.atan2(d, a) == pytest.approx(angle)
     assert rotated_crop(photo.convert("L"), (256, 256), 100.0, 0.0, 64)[0].shape == (64, 64, 3)
+    edge = rotated_crop(photo, (20.5, 490.2), 200.0, 0.8, 224)[0]  # partly beyond the picture: black there
+    assert np.abs(edge.astype(int) - rotated_crop(np.asarray(photo), (20.5, 490.2), 200.0, 0.8, 224)[0]).max() <= 1
+    assert (edge == 0).all(axis=2).mean() > 0.3
 
 
 def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_looks():
