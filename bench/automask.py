@@ -274,20 +274,21 @@ def more_copies(todo: list[Photo], mesh: FaceMesh | None) -> list[str]:
     return out
 
 
-def sharpened(im: Image.Image, k: int) -> Image.Image:
-    """The picture enlarged ``k``× (Lanczos) and sharpened with an unsharp mask of radius ``k``: crisp edges and
-    halos, as an upscaler's output has."""
-    from PIL import ImageFilter
-
-    big = im.resize((im.width * k, im.height * k), Image.Resampling.LANCZOS)
-    return big.filter(ImageFilter.UnsharpMask(k, 150, 2))
+LANCZOS, BICUBIC = Image.Resampling.LANCZOS, Image.Resampling.BICUBIC
 
 
 def _enlarged_by(k: int, how: Image.Resampling):
     return lambda im: im.resize((im.width * k, im.height * k), how)
 
 
-LANCZOS, BICUBIC = Image.Resampling.LANCZOS, Image.Resampling.BICUBIC
+def sharpened(im: Image.Image, k: int) -> Image.Image:
+    """The picture enlarged ``k``× (Lanczos) and sharpened with an unsharp mask of radius ``k``: crisp edges and
+    halos, as an upscaler's output has."""
+    from PIL import ImageFilter
+
+    return _enlarged_by(k, LANCZOS)(im).filter(ImageFilter.UnsharpMask(k, 150, 2))
+
+
 ENLARGED = {"2× Lanczos": _enlarged_by(2, LANCZOS), "4× Lanczos": _enlarged_by(4, LANCZOS),
             "3× bicubic": _enlarged_by(3, BICUBIC), "4× bicubic": _enlarged_by(4, BICUBIC),
             "2× sharpened": lambda im: sharpened(im, 2), "3× sharpened": lambda im: sharpened(im, 3),
