@@ -45,7 +45,8 @@ thread with hand models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
-the larger box is kept, with the better score.  A face whose centre lies in a surer face's box is that face —
+the larger box is kept, with the better score (but a face's loose box around a surer, tight one of the same
+face: ``loose_around``).  A face whose centre lies in a surer face's box is that face —
 unless that box is over three times its size (``found.holds``): then both stay, and the stage has the face
 landmark model judge the larger.
 """
@@ -267,7 +268,8 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
     the most confident stays.  A box mostly inside a larger one is a part of it (a finger a tile saw inside
     a whole hand, an eye inside a face): the larger box stays, with the better score — a face's only when it is
     itself sure (``WHOLE_SURE``): a loose box the short-range model is unsure of (0.3–0.45) around a small face
-    it cannot see, sure of itself (0.6–0.85), is not that face's better outline.  A face whose centre lies in a
+    it cannot see, sure of itself (0.6–0.85), is not that face's better outline, nor a short-range box loose
+    around a surer full-range one (``loose_around``).  A face whose centre lies in a
     surer face's box is that face too (two models, or two views, can box one face well apart: the short-range
     model's box of a large face sits off the full-range one's; real faces never overlap that far).  A face box
     around two faces apart (``spans``) is neither, and neither is a part of it: all stay, for the stage to judge
@@ -292,11 +294,21 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
         if same is None:
             kept.append(d)
         elif iou(d.box, kept[same].box) <= threshold and containment(d.box, kept[same].box) >= 0.7 \
-                and d.area > kept[same].area and (d.kind != "face" or d.score >= WHOLE_SURE):
+                and d.area > kept[same].area and (d.kind != "face" or d.score >= WHOLE_SURE) \
+                and not loose_around(d, kept[same]):
             larger = dataclasses.replace(d, score=kept[same].score)
             took[id(larger)] = (kept[same], d)
             kept[same] = larger
     return kept
+
+
+def loose_around(big: Detection, face: Detection) -> bool:
+    """Whether face ``big``, a short-range find, is a loose box around ``face``, a surer full-range find mostly inside
+    it: the short-range model, made for faces that fill much of a picture, boxes a face of a few dozen px in a group
+    photo 1.6–2.2 times its size (the full-range model's box of it is tight, and surer: 0.75–0.92 against
+    0.54–0.65), and a mask from that box would take in the hair, the neck and the faces beside."""
+    return (big.kind == face.kind == "face" and big.model == "face-short" and face.model == "face-full"
+            and face.score >= big.score)
 
 
 def _taken_for(d: Detection, k: Detection, threshold: float) -> bool:
