@@ -13,7 +13,7 @@ several ways and the results merged:
   sees a hand there at all; and hands at the palm detector's best places however low it scores them
   (``palms``), on the picture and on a skin-toned copy of its tones (the colour cue the detector was
   trained with, given back), kept when the landmark model is sure of a hand there; faces are searched on
-  the skin-toned copy too;
+  the skin-toned copy too; a hand mostly inside a sure face's box is that face (``on_a_face``);
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * the faces of any but a large picture in 320 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), run through OpenVINO
@@ -135,6 +135,8 @@ SKIN_PALMS = 8      # … and at the best places of its skin-toned copy, where w
                     # false finds fewer and 15 ms less a grey picture)
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
+FACE_UNDER = 0.75    # a grey picture's hand mostly inside a face this sure is that face (``on_a_face``); a fist the
+                     # face models take for a face scores near their threshold (0.5–0.6)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,16 @@ def dwarfed(d: Detection, faces: list[Detection]) -> bool:
         if beside and hand < HAND_OF_FACE * fs:
             return True
     return False
+
+
+def on_a_face(d: Detection, found: list[Detection]) -> bool:
+    """Whether a hand lies mostly (0.7) inside the box of a sure face (``FACE_UNDER``) larger than it.  On a grey
+    picture the palm detector's best places can lie on a face, and the landmark model can then be sure of a hand
+    there (a grey face crop of 112 px: a palm 0.58, a hand flag 0.94, on the cheek and nose); repainted as a hand, the
+    face would be ruined, while a real hand that far inside a face's box is repainted with the face."""
+    return d.kind == "hand" and any(
+        f.kind == "face" and f.score >= FACE_UNDER and f.area > d.area and containment(d.box, f.box) >= 0.7
+        for f in found)
 
 
 def body_regions(width: int, height: int, faces: list[Detection]) -> list[tuple[int, int, int, int]]:
@@ -543,6 +555,8 @@ class Detector:
                 with self._timed("bodies"):
                     found += self._bodies(rgb, regions, faces, merged)
         found = [d.clamped(w, h) for d in nms(found, s.nms_iou) if d.area > 0]
+        if grey:  # the lowered thresholds' and the best palms' finds on a face are the face
+            found = [d for d in found if not on_a_face(d, found)]
         # A face whose box holds a far smaller one, or two faces apart, is labelled: the stage has the face
         # landmark model judge it.
         found = [dataclasses.replace(d, label=HOLDS_FACE)

@@ -240,6 +240,30 @@ def test_toned_photos_are_searched_as_grey_ones_and_a_grey_astronaut_has_no_hand
     assert [d for d in detector.detect(astronaut) if d.kind == "hand" and d.score >= 0.3] == []
 
 
+def test_a_grey_close_up_keeps_no_hand_on_its_face(detector):
+    """A small grey close-up of a face: the palm detector's best places lie on the face, and the landmark model can
+    be sure of a hand there (the camera man's face, 112 and 128 px wide: 0.84 and 0.9, on his cheek).  A hand mostly
+    inside a sure face's box, on a grey picture, is that face."""
+    from automask.detect import on_a_face
+    from automask.found import containment
+
+    face = Image.open(DATA / "camera.png").convert("RGB").crop((192, 113, 284, 206))
+    for width in (112, 128):
+        grey = ImageOps.grayscale(face.resize((width, round(face.height * width / face.width)),
+                                              Image.Resampling.LANCZOS)).convert("RGB")
+        found = [d for d in detector.detect(grey) if d.score >= 0.3]
+        faces = [d for d in found if d.kind == "face" and d.score >= 0.75]
+        assert len(faces) == 1, found
+        assert not any(d.kind == "hand" and containment(d.box, faces[0].box) >= 0.7 for d in found), found
+    # The rule itself: mostly inside a sure face larger than the hand, and only then.
+    sure = Detection("face", (0, 0, 100, 100), 0.8, "face-short")
+    hand = Detection("hand", (10, 40, 40, 75), 0.9, "hand")
+    assert on_a_face(hand, [sure, hand])
+    assert not on_a_face(hand, [dataclasses.replace(sure, score=0.6), hand])  # a fist the face model was unsure of
+    assert not on_a_face(dataclasses.replace(hand, box=(80, 40, 120, 75)), [sure])  # half of it outside
+    assert not on_a_face(dataclasses.replace(hand, box=(-10, -10, 110, 110)), [sure])  # larger than the face
+
+
 def test_a_small_face_far_away_is_not_lost_in_a_false_box_around_it(tmp_path):
     """The astronaut 240 px wide on a 1024² frame of noise: the short-range model boxes hundreds of px of noise
     around her 48 px face, and merged with such a box her face was lost in grey, while in colour a box of her
