@@ -72,6 +72,7 @@ from automask.found import (  # noqa: F401 (the names detection is known by)
     HOLDS_FACE,
     IN_TILES,
     MODELS,
+    SHORT_RANGE,
     SKIN_TONED,
     Detection,
     centre_in,
@@ -135,6 +136,10 @@ SKIN_PALMS = 8      # … and at the best places of its skin-toned copy, where w
                     # false finds fewer and 15 ms less a grey picture)
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
+SHORT_UNSURE = 0.75  # a face the short-range model boxed less sure than this is labelled (``SHORT_RANGE``) and
+                     # judged by the face landmark model: a dog's head, a torso, a colour wheel, a box between two
+                     # faces (0.51–0.61, the model's flag 0.0–0.02); real faces it was as unsure of had flags of 1.0
+TIGHTER_SIDE = 192   # px: the crop around such a face that the full-range model looks at for its own box (its input)
 FACE_UNDER = 0.75    # a grey picture's hand mostly inside a face this sure is that face (``on_a_face``); a fist the
                      # face models take for a face scores near their threshold (0.5–0.6)
 
@@ -425,6 +430,7 @@ class _People:
     def __init__(self):
         self.found = threading.Event()
         self.bodies: list[Person] = []
+        self.around: list[Person] = []  # people found again around faces (``_around_faces``), by the faces thread
         self.pixels: np.ndarray | None = None  # the whole view's, made once for every crop taken of it
 
 
@@ -561,6 +567,16 @@ class Detector:
         # landmark model judge it.
         found = [dataclasses.replace(d, label=HOLDS_FACE)
                  if not d.label and (any(holds(d, o) for o in found) or spans(d, found)) else d for d in found]
+        # … as is a face boxed by the short-range model, which was unsure of it (``SHORT_UNSURE``), but one a
+        # person's pose has there (a face turned three-quarters: the landmark model is unsure of it too).
+        # Its face's own box, where the full-range model finds one in it, takes its place (``_tighter``).
+        bodies = people.bodies + people.around if people is not None else []
+        for i, d in enumerate(found):
+            if d.kind == "face" and not d.label and d.model == "face-short" and d.score < SHORT_UNSURE \
+                    and not any(has_face(p, tuple(v * f for v in d.box)) for p in bodies):
+                tight = self._tighter(rgb, d) if self._faces else None
+                found[i] = dataclasses.replace(d, label=SHORT_RANGE) if tight is None else tight
+        found = nms(found, s.nms_iou)  # (a face's own box may be one found already)
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)
@@ -584,7 +600,7 @@ class Detector:
                 people.found.wait()
                 new: list[Detection] = []
                 with self._timed("people by faces"):
-                    around = self._around_faces(people, whole_view, found, f)
+                    around = people.around = self._around_faces(people, whole_view, found, f)
                 if views:  # a grey picture's face that a person's pose has there too needs no other judge
                     found = [dataclasses.replace(d, label="") if d.label == GREY_PICTURE and d.score >= WHOLE_SURE
                              and any(has_face(p, tuple(v * f for v in d.box)) for p in people.bodies + around)
@@ -685,6 +701,21 @@ class Detector:
                     # hair clip, enlarged 4×, was a face to the detector and its second look, not to that model).
                     kept.append(dataclasses.replace(d, label=IN_TILES) if faces and not d.label else d)
             return kept
+
+    def _tighter(self, rgb: Image.Image, d: Detection) -> Detection | None:
+        """The face inside a box the short-range model was unsure of, as the full-range model boxes it on a crop of
+        ``TIGHTER_SIDE`` px around it (sure of it, its centre in that box): that model's box of a face of a few
+        dozen px is its own, where the short-range model's can be 2–4 times its size — and the face landmark model,
+        given so loose a box, does not see the face in it."""
+        full = [(name, m) for name, m in self._faces if name == "face-full"]
+        x0, y0, x1, y1 = _grown(d.box, 0.25)
+        box = (max(0, round(x0)), max(0, round(y0)), min(rgb.width, round(x1)), min(rgb.height, round(y1)))
+        crop = rgb.crop(box)
+        k = TIGHTER_SIDE / max(crop.size)
+        crop = crop.resize((max(1, round(crop.width * k)), max(1, round(crop.height * k))), Image.Resampling.LANCZOS)
+        inside_it = [a.moved(1 / k, box[0], box[1]) for a in self._pass(crop, hands=False, face_models=full)]
+        inside_it = [a for a in inside_it if a.score >= WHOLE_SURE and centre_in(a.box, d.box)]
+        return max(inside_it, key=lambda a: a.score) if inside_it else None
 
     def _face_tiles(self, rgb: Image.Image, found: list[Detection]) -> list[Detection]:
         """Faces of a picture up to ``tile_above`` searched again in tiles of ``FACE_TILE`` px with the full-range

@@ -18,7 +18,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import GREY_PICTURE, HOLDS_FACE, IN_TILES, MODELS, SKIN_TONED, Detection, holds, inside, side
+from automask.found import (
+    GREY_PICTURE,
+    HOLDS_FACE,
+    IN_TILES,
+    MODELS,
+    SHORT_RANGE,
+    SKIN_TONED,
+    Detection,
+    holds,
+    inside,
+    side,
+)
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
@@ -150,13 +161,14 @@ class FaceMesh:
         """``faces`` at least ``min_confidence`` sure, and those less sure but at least ``confirm_from`` — or found
         only on a grey picture's skin-toned copy (labelled ``SKIN_TONED``: a fist's knuckles, skin-toned, look
         like a face to the detectors), or on a grey picture or only in a large one's tiles and ``JUDGED_FROM`` px
-        or larger (``GREY_PICTURE``, ``IN_TILES``),
+        or larger (``GREY_PICTURE``, ``IN_TILES``), or one boxed by the short-range model, which was unsure of it
+        (``SHORT_RANGE``), as large,
         or whose box holds a far smaller face (``HOLDS_FACE``) — in which the landmark model sees a face (its
         flag at least ``MIN_PRESENCE``) that is not one already kept: a box set off a face the detectors found
         well, whose eyes and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept
         face's box.  A face held by one so kept is a part of it (an eye, a mouth), and goes."""
         def unsure(d: Detection) -> bool:
-            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label in (GREY_PICTURE, IN_TILES)
+            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label in (GREY_PICTURE, IN_TILES, SHORT_RANGE)
                                                             and side(d.box) >= JUDGED_FROM)
 
         kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]

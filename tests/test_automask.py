@@ -1152,3 +1152,38 @@ def test_a_body_search_that_fails_on_the_detectors_thread_fails_the_search_and_t
             [(x.box, x.score) for x in before]
     finally:
         d.close()
+
+
+def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them(tmp_path, monkeypatch):
+    """``bench.annotated`` measures the stage on photos someone boxed (dlib's imglab XML): a box's label is its
+    kind (a face without one), ``ignore`` boxes neither count nor make a find false, a photo that is not there is
+    left out; a mirrored look mirrors the boxes."""
+    import shutil
+
+    from bench import annotated
+
+    shutil.copy(DATA / "camera.png", tmp_path / "camera.png")
+    xml = tmp_path / "boxes.xml"
+    xml.write_text("""<?xml version='1.0'?><dataset><images>
+      <image file='camera.png'>
+        <box top='121' left='200' width='76' height='77'/>
+        <box top='150' left='160' width='60' height='60'><label>hand</label></box>
+        <box top='400' left='20' width='40' height='40' ignore='1'><label>hand</label></box>
+      </image>
+      <image file='gone.png'><box top='0' left='0' width='9' height='9'/></image>
+    </images></dataset>""", encoding="utf-8")
+    photos = annotated.read(xml)
+    assert [p.path.name for p in photos] == ["camera.png"]
+    assert photos[0].boxes == [("face", (200.0, 121.0, 276.0, 198.0)), ("hand", (160.0, 150.0, 220.0, 210.0))]
+    assert photos[0].ignored == [("hand", (20.0, 400.0, 60.0, 440.0))]
+    # A loose box on a small face finds it, a box of half the picture around it does not; each box once.
+    face = (200, 121, 276, 198)
+    assert annotated.paired([(190, 110, 290, 210), (0, 0, 256, 256), (205, 125, 270, 195)], [face]) == (1, 2)
+    assert annotated.moved(face, "mirrored", 512) == (236, 121, 312, 198)
+    monkeypatch.setattr(annotated, "OUT", tmp_path / "out")
+    assert annotated.main([str(xml), "--looks", "colour,mirrored"]) == 0
+    report = (tmp_path / "out" / "annotated.md").read_text(encoding="utf-8")
+    assert "| colour | 1/1 (100%) | 0 |" in report and "| mirrored | 1/1 (100%) | 0 |" in report, report
+    assert (tmp_path / "out" / "annotated.png").is_file()
+    with pytest.raises(SystemExit):
+        annotated.main([str(xml), "--looks", "sideways"])

@@ -1,0 +1,166 @@
+"""Detection on photos someone else annotated: how many of their boxes the stage finds.
+
+    python -m bench.annotated FILE.xml [FILE.xml ...] [--looks colour,grey,mirrored] [--label face]
+
+The annotations are dlib's imglab XML (``<image file='…'><box top='' left='' width='' height=''>``, a box's
+``<label>`` its kind, ``face`` where it has none; ``ignore='1'`` boxes neither count nor make a find false), the
+format of dlib's own face sets and of the boxes ``imglab`` draws.  Each photo is searched as it is, grey and
+mirrored (the boxes mirrored with it), with the shipped models and the default settings, and what the stage keeps
+(faces with the face landmark model's judgement, hands) is paired with the boxes: a find on a box (IoU 0.3, or its
+centre in the box and at most three times its size) finds it.  Reported per look: the boxes found of each kind,
+the finds on no box (false finds — or things nobody boxed: look at the sheet; of a kind no box in the set has,
+the finds are only counted), and the milliseconds a photo.
+
+Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
+keeps green for faces, magenta for hands).  The photos stay where the XML is; nothing is copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageOps
+
+from automask.detect import Detector
+from automask.face_mesh import FaceMesh
+from automask.found import centre_in, iou, side
+from bench.automask import OUT, kept, settings, sheet, spent, warm
+from bench.kit.machine import cpu
+
+LOOKS = ("colour", "grey", "mirrored")
+KINDS = ("face", "hand")
+
+
+@dataclass
+class Annotated:
+    path: Path
+    boxes: list[tuple[str, tuple[float, float, float, float]]]  # (kind, box) to be found
+    ignored: list[tuple[str, tuple[float, float, float, float]]]  # boxed, but neither counted nor false
+
+
+def read(xml: Path, default: str = "face") -> list[Annotated]:
+    """The photos of an imglab XML file that exist beside it, with their boxes."""
+    out = []
+    for image in ET.parse(xml).getroot().iter("image"):
+        path = xml.parent / image.get("file", "")
+        if not path.is_file():
+            print(f"{xml}: {path.name} is not there; left out", file=sys.stderr)
+            continue
+        boxes, ignored = [], []
+        for b in image.iter("box"):
+            x, y = float(b.get("left", 0)), float(b.get("top", 0))
+            box = (x, y, x + float(b.get("width", 0)), y + float(b.get("height", 0)))
+            label = (b.findtext("label") or default).strip().lower()
+            (ignored if b.get("ignore") == "1" else boxes).append((label, box))
+        out.append(Annotated(path, boxes, ignored))
+    return out
+
+
+def on_box(find: tuple, box: tuple) -> bool:
+    """Whether a find lies on an annotated box: IoU 0.3, or its centre in the box and at most three times its size
+    (a loose box around a small face still finds it; one of half the picture does not)."""
+    return iou(find, box) >= 0.3 or (centre_in(find, box) and side(find) <= 3 * side(box)) or \
+        (centre_in(box, find) and side(find) <= 3 * side(box))
+
+
+def paired(finds: list[tuple], boxes: list[tuple]) -> tuple[int, int]:
+    """How many ``boxes`` a find lies on (each box found once), and how many finds lie on none."""
+    left, hit, false = list(boxes), 0, 0
+    for f in finds:
+        box = next((b for b in left if on_box(f, b)), None)
+        if box is None:
+            false += 1
+        else:
+            left.remove(box)
+            hit += 1
+    return hit, false
+
+
+def looked(image: Image.Image, look: str) -> Image.Image:
+    return {"colour": image, "grey": ImageOps.grayscale(image).convert("RGB"),
+            "mirrored": ImageOps.mirror(image)}[look]
+
+
+def moved(box: tuple, look: str, width: int) -> tuple:
+    return (width - box[2], box[1], width - box[0], box[3]) if look == "mirrored" else box
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("xml", nargs="+", type=Path, help="imglab XML files (the photos beside them)")
+    ap.add_argument("--looks", default=",".join(LOOKS), help=f"of {', '.join(LOOKS)}")
+    ap.add_argument("--label", default="face", choices=KINDS, help="the kind of a box without a label")
+    args = ap.parse_args(argv)
+    looks = [look.strip() for look in args.looks.split(",") if look.strip()]
+    if any(look not in LOOKS for look in looks):
+        ap.error(f"--looks: each of {', '.join(LOOKS)} (got {args.looks})")
+    todo = [a for xml in args.xml for a in read(xml, args.label)]
+    if not todo:
+        print("no annotated photo found", file=sys.stderr)
+        return 2
+    mesh = FaceMesh()
+    detector = warm(Detector(settings()), todo[0].path, mesh)
+    name, flags = cpu()
+    lines = ["# Detection on annotated photos", "",
+             f"`python -m bench.annotated {' '.join(str(x) for x in args.xml)}`, CPU: {name}, {' '.join(flags)}. "
+             f"{len(todo)} photos; boxes found of those annotated, and finds on no box (false, or not annotated).",
+             "", "| photo | size | " + " | ".join(f"{look}: faces, hands" for look in looks) + " |",
+             "|---|---|" + "---|" * len(looks)]
+    boxed = {k for a in todo for k, _ in a.boxes}  # kinds with boxes: the others' finds are only counted
+    totals = {look: {k: [0, 0, 0] for k in KINDS} for look in looks}  # boxes, found, false
+    times: dict[str, list[float]] = {look: [] for look in looks}
+    panels = []
+    for a in todo:
+        image = Image.open(a.path).convert("RGB")
+        cells = []
+        for look in looks:
+            found, _ = kept(detector, looked(image, look), mesh)
+            times[look].append(spent(detector))
+            ignored = [moved(b, look, image.width) for _, b in a.ignored]
+            cell = []
+            for kind in KINDS:
+                boxes = [moved(b, look, image.width) for k, b in a.boxes if k == kind]
+                finds = [d.box for d in found if d.kind == kind
+                         and not any(on_box(d.box, b) for b in ignored)]
+                hit, false = paired(finds, boxes)
+                t = totals[look][kind]
+                t[0], t[1], t[2] = t[0] + len(boxes), t[1] + hit, t[2] + false
+                cell.append(f"{hit}/{len(boxes)}" + (f" +{false}" if false else "") if kind in boxed
+                            else f"{false} {kind}{'s' if false != 1 else ''}")
+            cells.append(", ".join(cell))
+            if look == "colour":
+                shown = image.copy()
+                draw = ImageDraw.Draw(shown)
+                for _, b in a.boxes:
+                    draw.rectangle(b, outline=(255, 230, 0), width=2)
+                for d in found:
+                    draw.rectangle(d.box, outline=(0, 220, 0) if d.kind == "face" else (230, 0, 230), width=2)
+                panels.append((a.path.name, shown))
+        lines.append(f"| {a.path.name} | {image.width}×{image.height} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    detector.close()
+    lines += ["", "| look | faces found | false faces | hands found | false hands | ms a photo (median) |",
+              "|---|---|---|---|---|---|"]
+    for look in looks:
+        row = []
+        for kind in KINDS:
+            boxes, hit, false = totals[look][kind]
+            row += [f"{hit}/{boxes} ({hit / boxes:.0%})", str(false)] if kind in boxed else \
+                ["none boxed", f"{false} found"]
+        lines.append(f"| {look} | " + " | ".join(row) + f" | {statistics.median(times[look]):.0f} |")
+    OUT.mkdir(parents=True, exist_ok=True)
+    sheet(panels, OUT / "annotated.png")
+    lines += ["", "bench/out/annotated.png: each photo as it is, the boxes yellow, the faces kept green, the hands "
+              "magenta."]
+    (OUT / "annotated.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines[-len(looks) - 4:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
