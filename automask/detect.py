@@ -569,13 +569,14 @@ class Detector:
                  if not d.label and (any(holds(d, o) for o in found) or spans(d, found)) else d for d in found]
         # … as is a face boxed by the short-range model, which was unsure of it (``SHORT_UNSURE``), but one a
         # person's pose has there (a face turned three-quarters: the landmark model is unsure of it too).
-        # Its face's own box, where the full-range model finds one in it, takes its place (``_tighter``).
+        # Its face's own box, where the full-range model finds one in it, takes its place (``_tighter``), judged
+        # as it would have been.  (Less sure than the stage's threshold, the landmark model judges it anyway.)
         bodies = people.bodies + people.around if people is not None else []
         for i, d in enumerate(found):
-            if d.kind == "face" and not d.label and d.model == "face-short" and d.score < SHORT_UNSURE \
+            if d.kind == "face" and not d.label and d.model == "face-short" and WHOLE_SURE <= d.score < SHORT_UNSURE \
                     and not any(has_face(p, tuple(v * f for v in d.box)) for p in bodies):
-                tight = self._tighter(rgb, d) if self._faces else None
-                found[i] = dataclasses.replace(d, label=SHORT_RANGE) if tight is None else tight
+                found[i] = dataclasses.replace((self._tighter(rgb, d) if self._faces else None) or d,
+                                               label=SHORT_RANGE)
         found = nms(found, s.nms_iou)  # (a face's own box may be one found already)
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):

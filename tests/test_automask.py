@@ -1187,3 +1187,30 @@ def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them
     assert (tmp_path / "out" / "annotated.png").is_file()
     with pytest.raises(SystemExit):
         annotated.main([str(xml), "--looks", "sideways"])
+
+
+def test_a_face_the_short_range_model_is_unsure_of_gets_its_own_box_or_the_landmark_model_s_judgement(detector):
+    """The camera man, his face 46 px in a 640² picture of noise: the short-range model alone finds him, boxed
+    115 px wide and 0.54 sure, and the face landmark model sees no face in so loose a box.  The full-range model,
+    on a crop around that box, boxes his face itself: that box takes its place, and the landmark model, judging it,
+    sees his face.  A box the short-range model was as unsure of where no face is (a torso, a dog's head) is
+    labelled, and the landmark model drops it."""
+    from automask.face_mesh import FaceMesh
+    from automask.found import SHORT_RANGE
+
+    rng = np.random.default_rng(0)
+    frame = Image.fromarray(np.clip(rng.normal(0, 12, (1024, 1024, 3)) + (150, 140, 120), 0, 255).astype("uint8"))
+    frame.paste(Image.open(DATA / "camera.png").convert("RGB").resize((500, 500), Image.Resampling.LANCZOS),
+                (292, 307))
+    picture = frame.resize((640, 640), Image.Resampling.LANCZOS)
+    found = [d for d in detector.detect(picture) if d.kind == "face"]
+    mesh = FaceMesh()
+    try:
+        (face,) = select_faces(found, FaceMaskConfig(), picture.size, picture, mesh)
+        assert face.model == "face-full" and face.label == SHORT_RANGE and 35 <= face.box[2] - face.box[0] <= 60
+        assert 300 <= (face.box[0] + face.box[2]) / 2 <= 350 and 260 <= (face.box[1] + face.box[3]) / 2 <= 310
+        none = Detection("face", (40, 40, 140, 140), 0.6, "face-short", label=SHORT_RANGE)  # noise
+        assert mesh.confirmed(picture, [face, none], 0.5) == [face]
+        assert mesh.confirmed(picture, [dataclasses.replace(none, label="")], 0.5) != []  # unlabelled: not judged
+    finally:
+        mesh.close()
