@@ -12,7 +12,8 @@ the finds on no box (false finds — or things nobody boxed: look at the sheet; 
 the finds are only counted), and the milliseconds a photo.
 
 Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
-keeps green for faces, magenta for hands).  The photos stay where the XML is; nothing is copied.
+keeps green for faces, magenta for hands).  The photos stay where the XML is; the report and the sheet, which
+shows them, are not committed (.gitignore).
 """
 
 from __future__ import annotations
