@@ -100,7 +100,13 @@ def main(argv=None) -> int:
     looks = [look.strip() for look in args.looks.split(",") if look.strip()]
     if any(look not in LOOKS for look in looks):
         ap.error(f"--looks: each of {', '.join(LOOKS)} (got {args.looks})")
-    todo = [a for xml in args.xml for a in read(xml, args.label)]
+    todo = []
+    for xml in args.xml:
+        try:
+            todo += read(xml, args.label)
+        except (OSError, ET.ParseError) as exc:
+            print(f"{xml}: not an imglab XML file that can be read ({exc})", file=sys.stderr)
+            return 2
     if not todo:
         print("no annotated photo found", file=sys.stderr)
         return 2

@@ -1187,6 +1187,9 @@ def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them
     assert (tmp_path / "out" / "annotated.png").is_file()
     with pytest.raises(SystemExit):
         annotated.main([str(xml), "--looks", "sideways"])
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<dataset><images><image file='camera.png'>", encoding="utf-8")
+    assert annotated.main([str(broken)]) == 2 and annotated.main([str(tmp_path / "none.xml")]) == 2
 
 
 def test_a_face_the_short_range_model_is_unsure_of_gets_its_own_box_or_the_landmark_model_s_judgement(detector):
