@@ -18,18 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automask.found import (
-    GREY_PICTURE,
-    HOLDS_FACE,
-    IN_TILES,
-    MODELS,
-    SHORT_RANGE,
-    SKIN_TONED,
-    Detection,
-    holds,
-    inside,
-    side,
-)
+from automask.found import JUDGED_ALWAYS, JUDGED_BY_SIZE, MODELS, Detection, holds, inside, side
 
 MODEL = MODELS / "face_landmark.tflite"  # shipped beside the detectors
 SIDE = 192
@@ -168,8 +157,7 @@ class FaceMesh:
         well, whose eyes and mouth (the detector's keypoints) or whose landmarks lie, on average, in a kept
         face's box.  A face held by one so kept is a part of it (an eye, a mouth), and goes."""
         def unsure(d: Detection) -> bool:
-            return d.label in (SKIN_TONED, HOLDS_FACE) or (d.label in (GREY_PICTURE, IN_TILES, SHORT_RANGE)
-                                                            and side(d.box) >= JUDGED_FROM)
+            return d.label in JUDGED_ALWAYS or (d.label in JUDGED_BY_SIZE and side(d.box) >= JUDGED_FROM)
 
         kept = [d for d in faces if d.score >= min_confidence and not unsure(d)]
         judged = sorted((d for d in faces if confirm_from <= d.score and (d.score < min_confidence or unsure(d))),

@@ -11,7 +11,9 @@ SKIN_TONED = "skin-toned copy"  # the label of a face found only on a grey pictu
 GREY_PICTURE = "grey picture"   # … and of any other face found on a grey or toned picture
 HOLDS_FACE = "holds a face"     # … and of a face whose box holds a far smaller face (``holds``)
 IN_TILES = "tiles only"         # … and of a large picture's face that only its tiles found (``detect``)
-SHORT_RANGE = "short range, unsure"  # … and of a face the short-range model boxed unsure (or its own box in that)
+SHORT_RANGE = "short range, unsure"  # … and of a face the short-range model was unsure of (or the full-range box of it)
+JUDGED_ALWAYS = (SKIN_TONED, HOLDS_FACE)  # the labels whose face the face landmark model judges (``face_mesh``), …
+JUDGED_BY_SIZE = (GREY_PICTURE, IN_TILES, SHORT_RANGE)  # … and those whose face it judges when large enough
 MEDIAPIPE_FACES = {"face-short", "face-full"}  # the models MediaPipe's faces are found by (``detect``)
 APART = 3  # a face's box over this many times another's size, around it, is not that face (``holds``)
 
