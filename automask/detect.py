@@ -48,7 +48,8 @@ the most confident one is kept.  One mostly inside a larger one is a part of it:
 the larger box is kept, with the better score (but a face's loose box around a surer, tight one of the same
 face: ``loose_around``).  A face whose centre lies in a surer face's box is that face —
 unless that box is over three times its size (``found.holds``): then both stay, and the stage has the face
-landmark model judge the larger.
+landmark model judge the larger.  A face the short-range model boxed unsure takes the full-range model's own box
+of it, found on a crop around it, and either is judged by the face landmark model (``SHORT_UNSURE``).
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden 
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 SHORT_UNSURE = 0.75  # a face the short-range model boxed less sure than this is labelled (``SHORT_RANGE``) and
                      # judged by the face landmark model: a dog's head, a torso, a colour wheel, a box between two
-                     # faces (0.51–0.61, the model's flag 0.0–0.02); real faces it was as unsure of had flags of 1.0
+                     # faces (0.51–0.61, the model's flag 0.0–0.02); real faces it was as unsure of had flags of 1.0,
+                     # but those it boxed 2–4 times their size (0.0 there), which first take their own box
+                     # (``_tighter``)
 TIGHTER_SIDE = 192   # px: the crop around such a face that the full-range model looks at for its own box (its input)
 FACE_UNDER = 0.75    # a grey picture's hand mostly inside a face this sure is that face (``on_a_face``); a fist the
                      # face models take for a face scores near their threshold (0.5–0.6)

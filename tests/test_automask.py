@@ -365,8 +365,8 @@ def test_a_loose_box_around_faces_neither_takes_a_sure_face_s_place_nor_merges_t
 
 def test_a_face_keeps_its_tight_box_not_the_short_range_model_s_loose_one_around_it():
     # A group photo's 51 px face (PASCAL VOC, measured): the full-range model boxes it tightly, 0.92 sure; the
-    # short-range model boxes it 99 px wide, 0.65 sure.  Under the half of two that is not "holding" it (three
-    # times), the larger box took the face's place and the mask took in her hair and her neighbours' faces.
+    # short-range model boxes it 99 px wide, 0.65 sure.  Twice its size (a box "holds" a face from three times),
+    # the larger box took the face's place, and the mask took in her hair and her neighbours' faces.
     tight = Detection("face", (190, 112, 241, 163), 0.92, "face-full")
     loose = Detection("face", (163, 78, 262, 177), 0.65, "face-short")
     assert [d.box for d in nms([loose, tight], 0.4)] == [tight.box]
