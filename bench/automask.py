@@ -12,7 +12,8 @@ resized to a long side of 512, 1024 and 4096 px, and hand recall on the developm
 people far away: each development photo scaled small on a 1024² frame, searched with and without the bodies
 pass; copies of every photo (mirrored, turned 90°, grey, darker) searched with and without the hands-behind
 pass, which must add no hand that is not there; more copies (turned 30° and −45°, JPEG, grain); enlarged copies
-(2–4×, Lanczos, bicubic, sharpened as an upscaler's output), which must keep what the photo keeps and add nothing;
+(2–4×, Lanczos, bicubic, sharpened as an upscaler's output, and 4× by polishd's own upscaler), which must keep what
+the photo keeps and add nothing;
 faces far away (each photo small on a frame of noise, at 1024 and 640 px, in colour and grey); and every photo
 and copy in colour, grey, sepia and as a faded print.
 Writes bench/out/automask.md, bench/out/automask.png (every photo's detections and mask outlines, as
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -296,22 +298,43 @@ ENLARGED = {"2× Lanczos": _enlarged_by(2, LANCZOS), "4× Lanczos": _enlarged_by
             "4× sharpened, JPEG at 70": lambda im: jpeg(sharpened(im, 4), 70)}
 
 
+UPSCALED = "4× polishd's upscaler (x4plus)"
+
+
+def upscaler():
+    """polishd's own upscaler as the upscale stage runs it by default (Real-ESRGAN x4plus, 4×), as a function of a
+    picture; or None and why not (its weights come with a package: ``stages.esrgan.load``)."""
+    try:
+        from bench.upscale import Polishd
+
+        up = Polishd("x4plus", threads=os.cpu_count() or 2)
+    except Exception as exc:  # any reason it cannot run leaves its row out, said why
+        return None, f"{type(exc).__name__}: {exc}"
+    return (lambda im: Image.fromarray(up(im))), ""
+
+
 def enlarged(todo: list[Photo], detector: Detector, mesh: FaceMesh | None) -> list[str]:
     """Every photo (at a long side of at most 1024 px) enlarged as upscalers and editors enlarge (see
-    ``ENLARGED``): the faces and hands kept that lie on what the photo itself keeps, of those, and the finds that
-    do not (each counted on the photo, ``_matched``), with the median time.  An enlarged copy is searched in tiles
-    at full resolution, where texture made sharp and large looks like a hand more often."""
+    ``ENLARGED``), and by polishd's own upscaler (``upscaler``): the faces and hands kept that lie on what the photo
+    itself keeps, of those, and the finds that do not (each counted on the photo, ``_matched``), with the median
+    time.  An enlarged copy is searched in tiles at full resolution, where texture made sharp and large looks like a
+    hand more often."""
     out = ["", "Enlarged copies of every photo (each at a long side of at most 1024 px, enlarged 2–4× with Lanczos or "
            "bicubic, or with Lanczos and an unsharp mask of radius k as an upscaler's sharp output, and that as a JPEG "
-           "at 70): faces and hands kept on what the photo itself keeps (of those), + finds not on one of them:", "",
+           "at 70, and 4× by polishd's own upscaler as the upscale stage runs it): faces and hands kept on what the "
+           "photo itself keeps (of those), + finds not on one of them:", "",
            "| copy | faces | hands | ms (median) |", "|---|---|---|---|"]
+    changes = dict(ENLARGED)
+    up, why = upscaler()
+    if up is not None:
+        changes[UPSCALED] = up
     bases = []
     for p in todo:
         photo = Image.open(p.path).convert("RGB")
         photo = resized(photo, 1024) if max(photo.size) > 1024 else photo
         bases.append((p, photo, kept(detector, photo, mesh)[0]))
     totals = {"face": [0, 0, 0], "hand": [0, 0, 0]}
-    for name, change in ENLARGED.items():
+    for name, change in changes.items():
         cells, times = {"face": [0, 0, 0], "hand": [0, 0, 0]}, []
         for p, photo, own in bases:
             image = change(photo)
@@ -331,6 +354,8 @@ def enlarged(todo: list[Photo], detector: Detector, mesh: FaceMesh | None) -> li
         print(out[-1], flush=True)
     out += ["", "In all: faces " + ", hands ".join(f"{c[1]}/{c[0]} on the photo's, {c[2]} not"
                                                   for c in totals.values()) + "."]
+    if up is None:
+        out += ["", f"(polishd's upscaler could not run here, so its row is left out: {why})"]
     return out
 
 
