@@ -575,12 +575,15 @@ class Detector:
         # Its face's own box, where the full-range model finds one in it, takes its place (``_tighter``), judged
         # as it would have been.  (Less sure than the stage's threshold, the landmark model judges it anyway.)
         bodies = people.bodies + people.around if people is not None else []
+        reboxed = False
         for i, d in enumerate(found):
             if d.kind == "face" and not d.label and d.model == "face-short" and WHOLE_SURE <= d.score < SHORT_UNSURE \
                     and not any(has_face(p, tuple(v * f for v in d.box)) for p in bodies):
-                found[i] = dataclasses.replace((self._tighter(rgb, d) if self._faces else None) or d,
-                                               label=SHORT_RANGE)
-        found = nms(found, s.nms_iou)  # (a face's own box may be one found already)
+                tight = self._tighter(rgb, d) if self._faces else None
+                reboxed = reboxed or tight is not None
+                found[i] = dataclasses.replace(tight or d, label=SHORT_RANGE)
+        if reboxed:  # a face's own box may be one found already
+            found = nms(found, s.nms_iou)
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)
