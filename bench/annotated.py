@@ -25,15 +25,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from automask.detect import Detector
 from automask.face_mesh import FaceMesh
 from automask.found import centre_in, iou, side
-from bench.automask import OUT, kept, settings, sheet, spent, warm
+from bench.automask import CHANGES, OUT, kept, settings, sheet, spent, warm
+from bench.automask import LOOKS as BENCH_LOOKS
 from bench.kit.machine import cpu
 
-LOOKS = ("colour", "grey", "mirrored")
+LOOKS = {"colour": BENCH_LOOKS["colour"], "grey": BENCH_LOOKS["grey"], "mirrored": CHANGES["mirrored"]}
 KINDS = ("face", "hand")
 
 
@@ -82,11 +83,6 @@ def paired(finds: list[tuple], boxes: list[tuple]) -> tuple[int, int]:
     return hit, false
 
 
-def looked(image: Image.Image, look: str) -> Image.Image:
-    return {"colour": image, "grey": ImageOps.grayscale(image).convert("RGB"),
-            "mirrored": ImageOps.mirror(image)}[look]
-
-
 def moved(box: tuple, look: str, width: int) -> tuple:
     return (width - box[2], box[1], width - box[0], box[3]) if look == "mirrored" else box
 
@@ -126,7 +122,7 @@ def main(argv=None) -> int:
         image = Image.open(a.path).convert("RGB")
         cells = []
         for look in looks:
-            found, _ = kept(detector, looked(image, look), mesh)
+            found, _ = kept(detector, LOOKS[look](image), mesh)
             times[look].append(spent(detector))
             ignored = [moved(b, look, image.width) for _, b in a.ignored]
             cell = []
