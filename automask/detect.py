@@ -135,6 +135,10 @@ SKIN_PALMS = 8      # … and at the best places of its skin-toned copy, where w
                     # and outranks hands more often (without people's poses, 10: 48 of 65 grey hands in the
                     # benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8 with 3
                     # false finds fewer and 15 ms less a grey picture)
+REGION_PALMS = 4    # a body region's hands are also looked for at the palm detector's best places in it, …
+REGION_SETTLED = 0.9  # … kept when the landmark model's flag on the crop a place's joints give is this high: on
+                      # 15 group photos never tuned on, grey, 10 → 17 of the 33 hands colour keeps at 0.7, 16 at
+                      # 0.9, where a motion-blurred chin (0.83) is no longer a hand
 HIDDEN_INSIDE = 2 / 3  # a find with more of its joints than this on the hidden hands is one of them again …
 SAME_JOINTS = 0.25   # … as is one whose joints lie this near a hidden hand's (mean, a share of that hand's size)
 SHORT_UNSURE = 0.75  # a face the short-range model boxed less sure than this is labelled (``SHORT_RANGE``) and
@@ -380,7 +384,10 @@ class _Places:
     """A grey picture's skin-toned copy's best palm places (``SKIN_PALMS``), ranked by one thread and looked at by
     both, each with landmark models of its own, whichever is free taking the next: the face thread ranks them
     before its faces and looks after them, and the hands thread looks once done with its own searches.  What is
-    kept does not depend on who looked: ``hands`` reads the places in rank order, as ``_best_palms`` would."""
+    kept does not depend on who looked: ``hands`` reads the places in rank order, as ``_best_palms`` would.  The
+    landmark model looks on the grey picture, not its skin-toned copy: on 15 group photos never tuned on it kept
+    10 of the 33 hands colour keeps there where on the copy it kept 9, and on the development photos' sepia copies
+    it took one thing fewer for a hand (2, not 3)."""
 
     def __init__(self):
         self.ranked = threading.Event()
@@ -390,9 +397,9 @@ class _Places:
         self._found: dict[int, Detection | None] = {}
         self._lock = threading.Lock()
 
-    def rank(self, rgb: Image.Image, palms: Palms) -> None:
-        self._pixels = np.asarray(rgb)
-        self._places = palms.best(rgb, SKIN_PALMS, PALM_FLOOR)
+    def rank(self, skin: Image.Image, grey: Image.Image, palms: Palms) -> None:
+        self._pixels = np.asarray(grey)
+        self._places = palms.best(skin, SKIN_PALMS, PALM_FLOOR)
         self.ranked.set()
 
     def look(self, joints: HandJoints) -> None:
@@ -527,11 +534,8 @@ class Detector:
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
         whole_view, f = _shrunk(rgb)
         views = grey_views(whole_view) if grey else []
-        if grey and s.hands and self._palms is None:
-            # The palm detector ranks a grey picture's places, on each thread with models of its own: loaded
-            # with the first grey picture (about 0.6 s), not by every detector made.
-            bundle = Path(s.hand_model or SHIPPED["hand"])
-            self._palms, self._skin_palms = Palms(bundle), Palms(bundle)
+        if grey and s.hands:
+            self._load_palms()
         skin = _Places() if views and self._skin_palms is not None else None
         people = _People() if self._poses is not None else None
         beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people)
@@ -599,7 +603,7 @@ class Detector:
         try:
             if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
                 with self._timed("skin palms ranked"):
-                    skin.rank(views[1], self._skin_palms)
+                    skin.rank(views[1], whole_view, self._skin_palms)
             if people is not None and views:  # a grey picture's hands thread has the more to do
                 self._find_people(whole_view, people)
             found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
@@ -845,18 +849,26 @@ class Detector:
                                      [(float(x), float(y)) for x, y in marks], GREY_PICTURE if grey else ""))
         return out
 
+    def _load_palms(self) -> None:
+        """The palm detector, on each thread with a model of its own: loaded with the first grey picture or body
+        region (about 0.6 s), not by every detector made."""
+        if self._palms is None:
+            bundle = Path(self.settings.hand_model or SHIPPED["hand"])
+            self._palms, self._skin_palms = Palms(bundle), Palms(bundle)
+
     def _best_palms(self, rgb: Image.Image, found: list[Detection], palms: Palms, joints: HandJoints,
-                    count: int) -> list[Detection]:
-        """Hands at the palm detector's ``count`` best places however low it scores them (``palms``), each
-        kept when the landmark model flags a hand on the palm's crop (``SETTLED``) and is sure of it on the crop
-        its joints give (``PALM_SETTLED``).  A place on a hand already found is not looked at again."""
+                    count: int, ranked: Image.Image | None = None, settled: float = PALM_SETTLED) -> list[Detection]:
+        """Hands at the palm detector's ``count`` best places however low it scores them (``palms``; on
+        ``ranked``, a copy of ``rgb`` in other tones, when given), each kept when the landmark model flags a hand on
+        the palm's crop (``SETTLED``) and is sure of it (``settled``) on the crop its joints give.  A place on a
+        hand already found is not looked at again."""
         hands = [d for d in found if d.kind == "hand"]
         out: list[Detection] = []
         pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
-        for palm in palms.best(rgb, count, PALM_FLOOR):
+        for palm in palms.best(rgb if ranked is None else ranked, count, PALM_FLOOR):
             if any(centre_in(palm.box, d.box) for d in hands + out):
                 continue
-            hand = _hand_at(pixels, palm, joints)
+            hand = _hand_at(pixels, palm, joints, settled=settled)
             if hand is not None:
                 out.append(hand)
         return out
@@ -876,11 +888,16 @@ class Detector:
                 found: list[Detection]) -> list[Detection]:
         """Hands searched again in each person's body region (below and beside the face), enlarged: where a
         full-body or group shot makes hands too small for the whole view.  Kept as a tile's finds are: seen
-        again, and not a speck beside a face.  The regions are searched on both threads, whichever is free taking
+        again, and not a speck beside a face.  The hands at the palm detector's best places in the region
+        (``REGION_PALMS``; a grey picture's ranked on its skin-toned copy) are kept when the landmark model is sure
+        of them (``REGION_SETTLED``) and they are no speck beside a face: the hand landmarker, even at a grey
+        picture's lowered thresholds, passes over most hands of a grey group photo, which its palm detector ranks
+        low but among its best few there.  The regions are searched on both threads, whichever is free taking
         the next, the detector's own with landmarkers of its own; what is kept does not depend on who looked (a
         region's find that an earlier region found too is that one, as though searched one after the other)."""
         if self._beside_hands is None:
             self._beside_hands = _HandModels(*self._landmarkers(), self._beside_joints)
+        self._load_palms()
         per_region: list[list[Detection]] = [[] for _ in regions]
         left = iter(range(len(regions)))
         lock = threading.Lock()
@@ -896,10 +913,17 @@ class Detector:
                 f = BODY_SIDE / max(crop.size)
                 crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
                                    Image.Resampling.LANCZOS)
-                per_region[i] = [d for d in (d.moved(1 / f, x0, y0) for d in self._pass(crop, faces=False,
-                                                                                         hand_models=models))
+                in_crop = self._pass(crop, faces=False, hand_models=models)
+                palms, joints = (self._palms, self._joints) if models is None else (self._skin_palms,
+                                                                                   self._beside_joints)
+                # (A place on what the region's search found is looked at too: that find may not be kept.)
+                at_palms = self._best_palms(crop, [], palms, joints, REGION_PALMS,
+                                            grey_views(crop)[1] if self._grey else None, REGION_SETTLED)
+                per_region[i] = [d for d in (d.moved(1 / f, x0, y0) for d in in_crop)
                                  if not _same_as_any(d, found) and not dwarfed(d, faces)
                                  and self._seen_again(rgb, d, models)]
+                per_region[i] += [d for d in (d.moved(1 / f, x0, y0) for d in at_palms)
+                                  if not _same_as_any(d, found + per_region[i]) and not dwarfed(d, faces)]
 
         beside = self._thread.submit(search, self._beside_hands)
         try:

@@ -817,7 +817,7 @@ def test_a_landmark_models_crop_samples_the_picture_where_its_affine_says_from_a
 def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_looks():
     # Both threads look at the skin-toned copy's best palm places, each taking the next free one: the hands kept
     # are those one thread looking at every place in turn keeps — a place the landmark model is not sure of is
-    # none, and a place on a hand a better place gave is none either.
+    # none, and a place on a hand a better place gave is none either.  They look on the grey picture itself.
     import threading
     import time
 
@@ -835,6 +835,7 @@ def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_
 
     class Joints:  # the landmark model, slower on some places than others
         def look(self, rgb, centre, side, angle):
+            assert (np.asarray(rgb) == 0).all()  # the grey picture's pixels, not the skin-toned copy's
             i = next(k for k, p in enumerate(places) if p.centre == centre)
             time.sleep(0.002 * (i % 3))
             joints = np.array([(centre[0] + dx, centre[1] + dy) for dx in (-20, 0, 20) for dy in range(-20, 21, 6)])
@@ -848,12 +849,68 @@ def test_a_grey_pictures_skin_toned_places_give_the_same_hands_whichever_thread_
     assert len(alone) == len(places) - 1 - len(unsure)  # the place on a hand, and the unsure ones: none
     for _ in range(3):
         shared = _Places()
-        shared.rank(picture, Palms())
+        shared.rank(Image.new("RGB", picture.size, (255, 199, 158)), picture, Palms())
         other = threading.Thread(target=shared.look, args=(Joints(),))
         other.start()
         shared.look(Joints())
         other.join()
         assert [(d.box, d.score) for d in shared.hands()] == [(d.box, d.score) for d in alone]
+
+
+def test_a_body_regions_hands_are_also_taken_at_its_best_palm_places_when_the_landmark_model_is_sure(detector,
+                                                                                                  monkeypatch):
+    # In a grey group photo the hand landmarker passes over most hands, even at its lowered thresholds, while its
+    # palm detector ranks them among its best few places in a person's body region and the landmark model is
+    # sure of them there.  Such a place's hand is kept when the model is sure of it (REGION_SETTLED), and not when
+    # it is less sure, when it is a speck beside a face, or when it is a hand found already; a grey region's
+    # places are ranked on its skin-toned copy and looked at on its own grey pixels, a colour region's on itself.
+    from automask.detect import BODY_SIDE, REGION_PALMS
+    from automask.palms import Palm
+
+    region = (100, 200, 612, 712)  # 512 px: searched as it is (BODY_SIDE)
+    assert region[2] - region[0] == BODY_SIDE
+    face = Detection("face", (300, 120, 400, 220), 0.9, "face-short")
+    found = Detection("hand", (500, 600, 560, 660), 0.9, "hand")  # in the picture's pixels
+    # Places in the region's pixels: the flag the landmark model gives on the crop each one's joints give.
+    places = {(100.0, 100.0): 0.95,            # sure: kept
+              (300.0, 100.0): 0.85,            # less sure (a motion-blurred chin was 0.83): none
+              (250.0, 20.0): 0.99,             # a speck beside the face (10 px across): none
+              (430.0, 430.0): 0.99}            # the hand found already: none
+    assert len(places) <= REGION_PALMS
+    seen: dict[str, list] = {"ranked": [], "looked": []}
+
+    class Palms:
+        def best(self, rgb, count, floor):
+            seen["ranked"].append(np.asarray(rgb))
+            return [Palm(0.1, (x - 5, y - 5, x + 5, y + 5), (x, y), 40.0, 0.0) for x, y in places][:count]
+
+    class Joints:
+        def look(self, pixels, centre, side, angle):
+            seen["looked"].append(np.asarray(pixels))
+            reach = 2 if centre == (250.0, 20.0) else 25
+            joints = np.array([(centre[0] + dx, centre[1] + dy) for dx in (-reach, 0, reach)
+                               for dy in np.linspace(-reach, reach, 7)])
+            return joints, 0.9, 1.0
+
+        def settle(self, pixels, joints):
+            return joints, places[tuple(float(v) for v in np.round(joints.mean(axis=0)))]
+
+    monkeypatch.setattr(detector, "_pass", lambda *args, **kwargs: [])  # the hand landmarker finds nothing
+    for name in ("_palms", "_skin_palms"):
+        monkeypatch.setattr(detector, name, Palms())
+    for name in ("_joints", "_beside_joints"):
+        monkeypatch.setattr(detector, name, Joints())
+    rng = np.random.default_rng(1)
+    picture = Image.fromarray(rng.integers(0, 256, (800, 800), dtype=np.uint8)).convert("RGB")
+    for grey in (True, False):
+        seen["ranked"].clear()
+        seen["looked"].clear()
+        monkeypatch.setattr(detector, "_grey", grey)
+        (hand,) = detector._bodies(picture, [region], [face], [found])
+        assert centre(hand.box) == pytest.approx((200, 300)) and hand.score == 0.95
+        (ranked,) = seen["ranked"]
+        assert (ranked[..., 0] != ranked[..., 2]).any() == grey  # the skin-toned copy: red above blue
+        assert all((px[..., 0] == px[..., 2]).all() for px in seen["looked"])  # the grey pixels themselves
 
 
 def test_the_openvino_models_are_not_pinned_to_one_core(detector):
