@@ -916,8 +916,10 @@ class Detector:
                 in_crop = self._pass(crop, faces=False, hand_models=models)
                 palms, joints = (self._palms, self._joints) if models is None else (self._skin_palms,
                                                                                    self._beside_joints)
-                # (A place on what the region's search found is looked at too: that find may not be kept.)
-                at_palms = self._best_palms(crop, [], palms, joints, REGION_PALMS,
+                # (A place on a hand found before the regions is not looked at; one on what the region's own
+                # search found is: that find may not be kept.)
+                known = [d.moved(f, -x0 * f, -y0 * f) for d in found]
+                at_palms = self._best_palms(crop, known, palms, joints, REGION_PALMS,
                                             grey_views(crop)[1] if self._grey else None, REGION_SETTLED)
                 per_region[i] = [d for d in (d.moved(1 / f, x0, y0) for d in in_crop)
                                  if not _same_as_any(d, found) and not dwarfed(d, faces)
