@@ -30,7 +30,8 @@ several ways and the results merged:
   detector loses a hand smeared by motion, small in a grey picture or clasped in another long before that model
   does), and the face models look at their head, turned upright by their eyes (a tilted face, a turned picture);
   a person it misses in the whole view — a few dozen px tall, or grey — is looked for again around their face
-  (``_around_faces``), where they are as large as the pose detector expects;
+  (``_around_faces``), where they are as large as the pose detector expects; and a face far smaller than a
+  person's own, on their torso, is a thing they wear, not a face (``pose.on_torso``: a coat's button, a badge);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
@@ -88,7 +89,7 @@ from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
 from automask.pose import LANDMARKS as POSE_LANDMARKS
-from automask.pose import NOSE, SEED_SIDE, Person, Poses, hand_places, has_face, head
+from automask.pose import NOSE, SEED_SIDE, Person, Poses, hand_places, has_face, head, on_torso
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -588,6 +589,9 @@ class Detector:
                 found[i] = dataclasses.replace(tight or d, label=SHORT_RANGE)
         if reboxed:  # a face's own box may be one found already
             found = nms(found, s.nms_iou)
+        # A face far smaller than a person's own, on their torso, is a thing they wear (``pose.on_torso``).
+        found = [d for d in found if d.kind != "face" or not any(on_torso(p, tuple(v * f for v in d.box))
+                                                                  for p in bodies)]
         if s.hands_behind and self._joints is not None and any(d.kind == "hand" for d in found):
             with self._timed("behind"):
                 found = self._behind(rgb, found)

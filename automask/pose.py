@@ -197,8 +197,37 @@ def has_face(person: Person, box: tuple[float, float, float, float]) -> bool:
     nx, ny = p[NOSE]
     if not (box[0] + w / 4 <= nx <= box[2] - w / 4 and box[1] + h / 4 <= ny <= box[3] - h / 4):
         return False
-    width = max(float(np.linalg.norm(p[EARS[0]] - p[EARS[1]])), 2.5 * float(np.linalg.norm(p[EYES[0]] - p[EYES[1]])))
-    return 0.5 * w <= width <= 2 * w
+    return 0.5 * w <= _face_width(person) <= 2 * w
+
+
+TORSO = (11, 12, 24, 23)  # the body model's shoulders (left, right) and hips (right, left): the torso's corners in turn
+ON_TORSO = 1 / 3          # a face under this part of a person's own face's width, on their torso, is a thing they wear
+
+
+def on_torso(person: Person, box: tuple[float, float, float, float]) -> bool:
+    """Whether a face's ``box`` is a thing on ``person``'s torso — a coat's button, a badge, a suit's neck ring —
+    that the face detectors and the face landmark model took for a face (a 4× enlarged portrait's button: the
+    landmark model's face flag 0.96): its centre inside the quadrilateral of their shoulders (seen) and hips, and
+    its box under ``ON_TORSO`` of the width of their own face (seen).  A face there would be behind them; a child
+    held to the chest has a face over half an adult's."""
+    if not _face_seen(person) or min(person.visibility[TORSO[0]], person.visibility[TORSO[1]]) < SEEN:
+        return False
+    if max(box[2] - box[0], box[3] - box[1]) >= ON_TORSO * _face_width(person):
+        return False
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    corners = [tuple(map(float, person.points[i])) for i in TORSO]
+    # Inside a convex quadrilateral: on the same side of each of its edges (the sign of each edge's cross product
+    # with the way to the centre).
+    turns = [(x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)
+             for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1], strict=True)]
+    return all(t > 0 for t in turns) or all(t < 0 for t in turns)
+
+
+def _face_width(person: Person) -> float:
+    """A person's face's width in px, from their pose: ear to ear, or 2.5 times eye to eye (a face turned aside
+    shows its ears close together)."""
+    p = person.points
+    return max(float(np.linalg.norm(p[EARS[0]] - p[EARS[1]])), 2.5 * float(np.linalg.norm(p[EYES[0]] - p[EYES[1]])))
 
 
 def _face_seen(person: Person) -> bool:

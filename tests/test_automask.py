@@ -1147,6 +1147,66 @@ def test_a_face_is_a_persons_when_their_nose_is_in_its_middle_and_their_face_is_
     assert not has_face(Person(0.9, points, seen), (70, 70, 130, 130))
 
 
+def _person_facing_us(seen_shoulders: float = 1.0):
+    """A person upright at x = 100: a face 50 px ear to ear at y = 100, shoulders at y = 160, hips at y = 300."""
+    from automask.pose import EARS, EYES, NOSE, TORSO, Person
+
+    points, seen = np.zeros((39, 2)), np.ones(39)
+    points[NOSE] = (100, 100)
+    points[EYES[0]], points[EYES[1]] = (90, 95), (110, 95)
+    points[EARS[1]], points[EARS[0]] = (75, 98), (125, 98)
+    for i, xy in zip(TORSO, ((150, 160), (50, 160), (60, 300), (140, 300)), strict=True):
+        points[i] = xy
+    seen[list(TORSO[:2])] = seen_shoulders
+    return Person(0.9, points, seen)
+
+
+def test_a_face_far_smaller_than_a_persons_own_on_their_torso_is_a_thing_they_wear():
+    # A coat's button in a 4× enlarged portrait was a face to the detectors and to the face landmark model (0.96):
+    # on the torso (shoulders to hips) and under a third of the person's face, it is not one.  A face beside the
+    # torso, or a third of theirs and larger (a child held to the chest), or the person's own, is.
+    from automask.pose import on_torso
+
+    person = _person_facing_us()
+    assert on_torso(person, (95, 200, 105, 210))       # a 10 px button on the chest
+    assert on_torso(person, (60, 280, 75, 295))        # … one near a hip (the quadrilateral's corner)
+    assert not on_torso(person, (160, 200, 170, 210))  # beside the torso
+    assert not on_torso(person, (90, 190, 110, 210))   # 20 px: over a third of the 50 px face
+    assert not on_torso(person, (75, 75, 125, 125))    # the face itself, above the shoulders
+    assert not on_torso(_person_facing_us(seen_shoulders=0.2), (95, 200, 105, 210))  # where the torso is, unseen
+    facing_away = _person_facing_us()
+    facing_away.visibility[0] = 0.1  # the nose unseen: no face of theirs to measure by
+    assert not on_torso(facing_away, (95, 200, 105, 210))
+
+
+def test_the_detector_drops_a_small_face_on_a_persons_torso_and_keeps_the_others():
+    # The face searches and the pose model stubbed (the picture is blank): what the detector returns has the
+    # person's face and a small face beside them, not the small face on their chest.
+    d = Detector(DetectorSettings())
+    own = Detection("face", (75.0, 75.0, 125.0, 125.0), 0.95, "face-full")
+    chest = Detection("face", (95.0, 200.0, 105.0, 210.0), 0.9, "face-full")
+    beside = Detection("face", (170.0, 200.0, 180.0, 210.0), 0.9, "face-full")
+
+    class OnePerson:
+        def bodies(self, rgb, pixels=None):
+            return [_person_facing_us()]
+
+        def around(self, rgb, pixels, box, down=None):
+            return None
+
+        def close(self):
+            pass
+
+    d._poses = OnePerson()
+    d._faces_in = lambda *args: [own, chest, beside]
+    try:
+        found = [x.box for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
+    finally:
+        d.close()
+    assert own.box in found and beside.box in found
+    assert chest.box not in found
+
+
 def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_around_a_speck():
     # The astronaut's face: the square around it reaches below the picture (black there), and she is found, her
     # nose on her face.  A face box of a pixel or none has no body around it to see: nobody, and no error.
