@@ -1,15 +1,17 @@
 """Detection on photos someone else annotated: how many of their boxes the stage finds.
 
-    python -m bench.annotated FILE.xml [FILE.xml ...] [--looks colour,grey,mirrored] [--label face]
+    python -m bench.annotated FILE.xml [FILE.xml ...] [--looks colour,grey,mirrored,…] [--label face]
 
 The annotations are dlib's imglab XML (``<image file='…'><box top='' left='' width='' height=''>``, a box's
 ``<label>`` its kind, ``face`` where it has none; ``ignore='1'`` boxes neither count nor make a find false), the
-format of dlib's own face sets and of the boxes ``imglab`` draws.  Each photo is searched as it is, grey and
-mirrored (the boxes mirrored with it), with the shipped models and the default settings, and what the stage keeps
-(faces with the face landmark model's judgement, hands) is paired with the boxes: a find on a box (IoU 0.3, or its
-centre in the box and at most three times its size) finds it.  Reported per look: the boxes found of each kind,
-the finds on no box (false finds — or things nobody boxed: look at the sheet; of a kind no box in the set has,
-the finds are only counted), and the milliseconds a photo.
+format of dlib's own face sets and of the boxes ``imglab`` draws.  Each photo is searched as it is and as copies
+of it (``LOOKS``: grey, mirrored, turned 90°, darker, motion-blurred, enlarged 4× with Lanczos, the boxes moved
+with the picture; ``upscaled``, 4× by polishd's own upscaler, only when asked: a minute a photo on a CPU), with
+the shipped models and the default settings, and what the stage keeps (faces with the face landmark model's
+judgement, hands) is paired with the boxes: a find on a box (IoU 0.3, or its centre in the box and at most three
+times its size) finds it.  Reported per look: the boxes found of each kind, the finds on no box (false finds — or
+things nobody boxed: look at the sheet; of a kind no box in the set has, the finds are only counted), and the
+milliseconds a photo.
 
 Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
 keeps green for faces, magenta for hands).  The photos stay where the XML is; the report and the sheet, which
@@ -19,6 +21,7 @@ shows them, are not committed (.gitignore).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import xml.etree.ElementTree as ET
@@ -30,11 +33,49 @@ from PIL import Image, ImageDraw
 from automask.detect import Detector
 from automask.face_mesh import FaceMesh
 from automask.found import centre_in, iou, side
-from bench.automask import CHANGES, OUT, kept, settings, sheet, spent, warm
+from bench.automask import CHANGES, ENLARGED, OUT, kept, settings, sheet, spent, upscaler, warm
 from bench.automask import LOOKS as BENCH_LOOKS
 from bench.kit.machine import cpu
 
-LOOKS = {"colour": BENCH_LOOKS["colour"], "grey": BENCH_LOOKS["grey"], "mirrored": CHANGES["mirrored"]}
+Box = tuple[float, float, float, float]
+
+
+def _same(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    return box
+
+
+def _mirrored(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    return (size[0] - box[2], box[1], size[0] - box[0], box[3])
+
+
+def _turned(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    """A box of a picture turned 90° anticlockwise (``Image.rotate(90, expand=True)``): (x, y) → (y, width − x)."""
+    return (box[1], size[0] - box[2], box[3], size[0] - box[0])
+
+
+def _scaled(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    kx, ky = new[0] / size[0], new[1] / size[1]
+    return (box[0] * kx, box[1] * ky, box[2] * kx, box[3] * ky)
+
+
+@functools.cache
+def _polishd_upscaler():
+    up, why = upscaler()
+    if up is None:
+        raise SystemExit(f"--looks upscaled: polishd's upscaler cannot run here ({why})")
+    return up
+
+
+def _upscaled(image: Image.Image) -> Image.Image:
+    return _polishd_upscaler()(image)
+
+
+# Each look: the picture's copy, and where a box of the photo lies on it (the box, the photo's size, the copy's).
+LOOKS = {"colour": (BENCH_LOOKS["colour"], _same), "grey": (BENCH_LOOKS["grey"], _same),
+         "mirrored": (CHANGES["mirrored"], _mirrored), "turned 90°": (CHANGES["turned 90°"], _turned),
+         "darker": (CHANGES["darker"], _same), "motion blur": (CHANGES["motion blur"], _same),
+         "4× Lanczos": (ENLARGED["4× Lanczos"], _scaled), "upscaled": (_upscaled, _scaled)}
+ASKED_ONLY = ("upscaled",)  # looks left out unless --looks names them
 KINDS = ("face", "hand")
 
 
@@ -83,14 +124,16 @@ def paired(finds: list[tuple], boxes: list[tuple]) -> tuple[int, int]:
     return hit, false
 
 
-def moved(box: tuple, look: str, width: int) -> tuple:
-    return (width - box[2], box[1], width - box[0], box[3]) if look == "mirrored" else box
+def moved(box: Box, look: str, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    """Where ``box`` of a photo of ``size`` lies on its copy ``look`` of size ``new``."""
+    return LOOKS[look][1](box, size, new)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("xml", nargs="+", type=Path, help="imglab XML files (the photos beside them)")
-    ap.add_argument("--looks", default=",".join(LOOKS), help=f"of {', '.join(LOOKS)}")
+    ap.add_argument("--looks", default=",".join(k for k in LOOKS if k not in ASKED_ONLY),
+                    help=f"of {', '.join(LOOKS)} (all but {', '.join(ASKED_ONLY)} unless given)")
     ap.add_argument("--label", default="face", choices=KINDS, help="the kind of a box without a label")
     args = ap.parse_args(argv)
     looks = [look.strip() for look in args.looks.split(",") if look.strip()]
@@ -122,12 +165,13 @@ def main(argv=None) -> int:
         image = Image.open(a.path).convert("RGB")
         cells = []
         for look in looks:
-            found, _ = kept(detector, LOOKS[look](image), mesh)
+            copy = LOOKS[look][0](image)
+            found, _ = kept(detector, copy, mesh)
             times[look].append(spent(detector))
-            ignored = [moved(b, look, image.width) for _, b in a.ignored]
+            ignored = [moved(b, look, image.size, copy.size) for _, b in a.ignored]
             cell = []
             for kind in KINDS:
-                boxes = [moved(b, look, image.width) for k, b in a.boxes if k == kind]
+                boxes = [moved(b, look, image.size, copy.size) for k, b in a.boxes if k == kind]
                 finds = [d.box for d in found if d.kind == kind
                          and not any(on_box(d.box, b) for b in ignored)]
                 hit, false = paired(finds, boxes)

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from automask.detect import SHIPPED, Detection, Detector, DetectorSettings, loose_around, nms, spans, tiles
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
@@ -1296,7 +1296,7 @@ def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them
     # A loose box on a small face finds it, a box of half the picture around it does not; each box once.
     face = (200, 121, 276, 198)
     assert annotated.paired([(190, 110, 290, 210), (0, 0, 256, 256), (205, 125, 270, 195)], [face]) == (1, 2)
-    assert annotated.moved(face, "mirrored", 512) == (236, 121, 312, 198)
+    assert annotated.moved(face, "mirrored", (512, 512), (512, 512)) == (236, 121, 312, 198)
     monkeypatch.setattr(annotated, "OUT", tmp_path / "out")
     assert annotated.main([str(xml), "--looks", "colour,mirrored"]) == 0
     report = (tmp_path / "out" / "annotated.md").read_text(encoding="utf-8")
@@ -1307,6 +1307,24 @@ def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them
     broken = tmp_path / "broken.xml"
     broken.write_text("<dataset><images><image file='camera.png'>", encoding="utf-8")
     assert annotated.main([str(broken)]) == 2 and annotated.main([str(tmp_path / "none.xml")]) == 2
+
+
+def test_the_annotated_photos_bench_moves_each_box_with_its_look():
+    """Every copy ``bench.annotated`` searches (turned, mirrored, enlarged, …) has the photo's boxes where the
+    copy's pixels put them: a white box drawn on a photo lies in the box moved with the look."""
+    from bench import annotated
+
+    box = (40.0, 30.0, 100.0, 70.0)
+    photo = Image.new("RGB", (160, 120), (0, 0, 0))
+    ImageDraw.Draw(photo).rectangle((40, 30, 99, 69), fill=(255, 255, 255))
+    for look, (change, _) in annotated.LOOKS.items():
+        if look in annotated.ASKED_ONLY:
+            continue
+        copy = change(photo)
+        bright = copy.convert("L").point(lambda v: 255 if v > 60 else 0).getbbox()
+        moved = annotated.moved(box, look, photo.size, copy.size)
+        slack = 3 * copy.width / photo.width + 8 * (look == "motion blur")  # resampling's ringing, the smear
+        assert all(abs(a - b) <= slack for a, b in zip(bright, moved, strict=True)), (look, bright, moved)
 
 
 def test_a_face_the_short_range_model_is_unsure_of_gets_its_own_box_or_the_landmark_model_s_judgement(detector):
