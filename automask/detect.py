@@ -89,7 +89,7 @@ from automask.hand_joints import HandJoints
 from automask.palms import Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
 from automask.pose import LANDMARKS as POSE_LANDMARKS
-from automask.pose import NOSE, SEED_SIDE, Person, Poses, hand_places, has_face, head, on_torso
+from automask.pose import NOSE, SEED_SIDE, Person, Poses, hand_places, has_face, head, on_torso, quarter_turns
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -271,6 +271,20 @@ def _down(face: Detection) -> tuple[float, float]:
     v = np.array([mx - (rx + lx) / 2, my - (ry + ly) / 2])
     n = float(np.linalg.norm(v))
     return (float(v[0] / n), float(v[1] / n)) if n > 0 else (0.0, 1.0)
+
+
+def turned(d: Detection, size: tuple[int, int], turns: int) -> Detection:
+    """``d`` of a picture of ``size``, on that picture turned ``turns`` quarter turns anticlockwise
+    (``Image.rotate(90 * turns, expand=True)``: a point (x, y) goes to (y, width − x) each turn)."""
+    w, h = size
+    box = [(d.box[0], d.box[1]), (d.box[2], d.box[3])]
+    points = list(d.landmarks)
+    for _ in range(turns % 4):
+        box = [(y, w - x) for x, y in box]
+        points = [(y, w - x) for x, y in points]
+        w, h = h, w
+    (x0, y0), (x1, y1) = box
+    return dataclasses.replace(d, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), landmarks=points)
 
 
 def _hand_box(joints) -> tuple[float, float, float, float]:
@@ -473,6 +487,7 @@ class Detector:
         self._own_hands: _HandModels | None = None  # the calling thread's hand models (``_HandModels``)
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``
+        self._people_seen: list[Person] = []  # the people the last search found in the whole view
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")  # faces, beside the hands
         self._busy = threading.Lock()
         if settings.hands:
@@ -519,7 +534,23 @@ class Detector:
         the whole search's (faces and hands side by side: see the module's text).  One search at a time: jobs
         on several workers share the gate's detector, and a search keeps its state (grey or not) on it."""
         with self._busy:
-            return self._detect(image)
+            found = self._detect(image)
+            turns = quarter_turns(self._people_seen)
+            if not turns:
+                return found
+            # People on their side or upside down: the picture is searched again turned upright, the way the face
+            # models look (in group photos turned a quarter they found two faces in three), and what that search
+            # finds is what the picture holds — unless it finds no sure face (a pose in a close-up of hands).
+            first_ms, first_timings = self.elapsed, self.timings
+            upright = image.rotate(90 * turns, expand=True)
+            again = self._detect(upright)
+            self.elapsed += first_ms
+            if not any(d.kind == "face" and d.score >= WHOLE_SURE for d in again):
+                self.timings = {**first_timings, "upright": self.elapsed - first_ms}
+                return found
+            self.timings = {**self.timings, "sideways": first_ms}
+            w, h = image.size
+            return [turned(d, upright.size, 4 - turns).clamped(w, h) for d in again]
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         t0 = time.perf_counter()
@@ -580,6 +611,7 @@ class Detector:
         # Its face's own box, where the full-range model finds one in it, takes its place (``_tighter``), judged
         # as it would have been.  (Less sure than the stage's threshold, the landmark model judges it anyway.)
         bodies = people.bodies + people.around if people is not None else []
+        self._people_seen = people.bodies if people is not None else []  # (``quarter_turns``)
         reboxed = False
         for i, d in enumerate(found):
             if d.kind == "face" and not d.label and d.model == "face-short" and WHOLE_SURE <= d.score < SHORT_UNSURE \

@@ -202,6 +202,7 @@ def has_face(person: Person, box: tuple[float, float, float, float]) -> bool:
 
 TORSO = (11, 12, 24, 23)  # the body model's shoulders (left, right) and hips (right, left): the torso's corners in turn
 ON_TORSO = 1 / 3          # a face under this part of a person's own face's width, on their torso, is a thing they wear
+UP_AXIS = 2.0             # a person's up is a way when it points within atan(1/2) ≈ 27° of it (``quarter_turns``)
 
 
 def on_torso(person: Person, box: tuple[float, float, float, float]) -> bool:
@@ -234,3 +235,27 @@ def _face_seen(person: Person) -> bool:
     """Whether the body model sees the person's face: their nose and both eyes visible (``SEEN``)."""
     seen = person.visibility
     return min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) >= SEEN
+
+
+def quarter_turns(people: list[Person]) -> int:
+    """How many quarter turns anticlockwise make the picture upright (0–3), by its people's poses: each
+    person whose hips → shoulders, shoulders → ears and shoulders → nose all point near one way (within
+    ``UP_AXIS``: a head in profile, a person leaning or lying aslant has no say) says that way is up; the way most
+    people say, when it is not the picture's own up and more say it than any other."""
+    def way(v) -> int | None:
+        # up along −y: upright; along +x: turned clockwise (one turn anticlockwise makes it upright); along +y:
+        # upside down; along −x: turned anticlockwise (three more)
+        dx, dy = float(v[0]), float(v[1])
+        if max(abs(dx), abs(dy)) < UP_AXIS * min(abs(dx), abs(dy)):
+            return None
+        return 0 if -dy >= abs(dx) else 1 if dx >= abs(dy) else 2 if dy >= abs(dx) else 3
+
+    votes = [0, 0, 0, 0]
+    for p in people:
+        shoulders = (p.points[TORSO[0]] + p.points[TORSO[1]]) / 2
+        ways = {way(shoulders - (p.points[TORSO[2]] + p.points[TORSO[3]]) / 2),
+                way((p.points[EARS[0]] + p.points[EARS[1]]) / 2 - shoulders), way(p.points[NOSE] - shoulders)}
+        if len(ways) == 1 and None not in ways:
+            votes[ways.pop()] += 1
+    best = max(range(4), key=lambda k: votes[k])
+    return best if best and votes[best] > max(votes[k] for k in range(4) if k != best) else 0
