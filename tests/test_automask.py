@@ -1207,6 +1207,106 @@ def test_the_detector_drops_a_small_face_on_a_persons_torso_and_keeps_the_others
     assert chest.box not in found
 
 
+def _turned_points(person, size: tuple[int, int], turns: int):
+    """``person`` of a picture of ``size`` as they stand in it turned ``turns`` quarter turns anticlockwise."""
+    from automask.pose import Person
+
+    w, h = size
+    points = person.points.copy()
+    for _ in range(turns):
+        points = np.stack([points[:, 1], w - points[:, 0]], axis=1)
+        w, h = h, w
+    return Person(person.score, points, person.visibility)
+
+
+def test_the_way_up_of_a_picture_is_the_way_its_people_stand():
+    # Turned anticlockwise k quarters, a picture is upright after 4 − k more; people who do not stand along one
+    # way (a head in profile) have no say, and a way up needs more people than any other.
+    from automask.pose import NOSE, quarter_turns
+
+    upright = _person_facing_us()
+    assert quarter_turns([]) == 0 and quarter_turns([upright]) == 0
+    for k in (1, 2, 3):
+        assert quarter_turns([_turned_points(upright, (300, 400), k)]) == 4 - k
+    profile = _person_facing_us()
+    profile.points[NOSE] = (160, 140)  # the nose well to the side of the shoulders, the ears above them
+    assert quarter_turns([_turned_points(profile, (300, 400), 1)]) == 0
+    profile.points[NOSE] = (140, 120)  # … or aslant
+    assert quarter_turns([_turned_points(profile, (300, 400), 1)]) == 0
+    lying = _turned_points(upright, (300, 400), 1)
+    assert quarter_turns([lying, upright]) == 0  # one on their side, one upright: the picture stands as it is
+    assert quarter_turns([lying, lying, upright]) == 3
+
+
+def test_a_find_on_a_turned_picture_lies_where_the_turn_takes_its_pixels():
+    from automask.detect import turned
+
+    picture = Image.new("RGB", (160, 120), (0, 0, 0))
+    ImageDraw.Draw(picture).rectangle((40, 30, 99, 69), fill=(255, 255, 255))
+    find = Detection("face", (40.0, 30.0, 100.0, 70.0), 0.9, "face-full", [(40.0, 30.0), (100.0, 70.0)])
+    for k in (1, 2, 3):
+        copy = picture.rotate(90 * k, expand=True)
+        moved = turned(find, picture.size, k)
+        assert moved.box == tuple(float(v) for v in copy.getbbox()), k
+        # the find's corner points are the turned box's opposite corners
+        assert {x for x, _ in moved.landmarks} == {moved.box[0], moved.box[2]}
+        assert {y for _, y in moved.landmarks} == {moved.box[1], moved.box[3]}
+        back = turned(moved, copy.size, 4 - k)
+        assert back.box == find.box and back.landmarks == find.landmarks
+
+
+def test_a_picture_whose_people_lie_on_their_side_is_searched_upright():
+    # The astronaut turned a quarter: her pose says which way is up, the picture is searched that way up, and her
+    # face is where the upright picture's face lies once turned back.  Upright, nothing is searched twice.
+    from automask.detect import turned
+    from automask.found import iou
+
+    astronaut = Image.open(DATA / "astronaut.png").convert("RGB")
+    d = Detector(DetectorSettings())
+    try:
+        upright = [x for x in d.detect(astronaut) if x.kind == "face" and x.score >= 0.5]
+        assert "sideways" not in d.timings
+        side = astronaut.rotate(90, expand=True)
+        found = [x for x in d.detect(side) if x.kind == "face" and x.score >= 0.5]
+        assert "sideways" in d.timings
+    finally:
+        d.close()
+    assert len(upright) == 1 and len(found) == 1
+    assert iou(found[0].box, turned(upright[0], astronaut.size, 1).box) >= 0.8
+
+
+def test_a_turned_search_that_finds_no_face_leaves_the_first_one():
+    # A pose in a close-up of hands can point sideways: searched turned, the picture shows no sure face, and what
+    # the first search found stands.
+    d = Detector(DetectorSettings())
+    face = Detection("face", (10.0, 10.0, 40.0, 40.0), 0.9, "face-full")
+    calls = []
+
+    class LyingPerson:
+        def bodies(self, rgb, pixels=None):
+            return [_turned_points(_person_facing_us(), (300, 400), 1)] if not calls else []
+
+        def around(self, rgb, pixels, box, down=None):
+            return None
+
+        def close(self):
+            pass
+
+    def faces_in(*args):
+        calls.append(args[0].size)
+        return [face] if len(calls) == 1 else []
+
+    d._poses = LyingPerson()
+    d._faces_in = faces_in
+    try:
+        found = [x for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
+        timings = dict(d.timings)
+    finally:
+        d.close()
+    assert calls == [(300, 400), (400, 300)]  # searched as it is, then turned (three quarters anticlockwise)
+    assert [x.box for x in found] == [face.box] and "upright" in timings
+
+
 def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_around_a_speck():
     # The astronaut's face: the square around it reaches below the picture (black there), and she is found, her
     # nose on her face.  A face box of a pixel or none has no body around it to see: nobody, and no error.
