@@ -30,8 +30,12 @@ several ways and the results merged:
   detector loses a hand smeared by motion, small in a grey picture or clasped in another long before that model
   does), and the face models look at their head, turned upright by their eyes (a tilted face, a turned picture);
   a person it misses in the whole view — a few dozen px tall, or grey — is looked for again around their face
-  (``_around_faces``), where they are as large as the pose detector expects; and a face far smaller than a
+  (``_around_faces``), where they are as large as the pose detector expects; a face far smaller than a
   person's own, on their torso, is a thing they wear, not a face (``pose.on_torso``: a coat's button, a badge);
+  and when the people the pose detector finds in the whole view stand on their side or upside down
+  (``pose.quarter_turns``), the picture is searched again turned upright and that search's finds, turned back,
+  are the picture's, as long as it finds a sure face (the face models see few faces on their side: in never-tuned
+  group photos turned a quarter, two in three);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
