@@ -34,8 +34,8 @@ several ways and the results merged:
   person's own, on their torso, is a thing they wear, not a face (``pose.on_torso``: a coat's button, a badge);
   and when the people the pose detector finds in the whole view stand on their side or upside down
   (``pose.quarter_turns``), the picture is searched again turned upright and that search's finds, turned back,
-  are the picture's, as long as it finds a sure face (the face models see few faces on their side: in never-tuned
-  group photos turned a quarter, two in three);
+  are the picture's when it finds more sure faces than the first search (the face models see few faces on their
+  side: in never-tuned group photos turned a quarter, two in three);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
   image searched once more; a find there that is a hand to the landmark model on its own crop, with its
@@ -275,6 +275,12 @@ def _down(face: Detection) -> tuple[float, float]:
     v = np.array([mx - (rx + lx) / 2, my - (ry + ly) / 2])
     n = float(np.linalg.norm(v))
     return (float(v[0] / n), float(v[1] / n)) if n > 0 else (0.0, 1.0)
+
+
+def _sure_faces(found: list[Detection]) -> tuple[int, float]:
+    """How many sure faces (``WHOLE_SURE``) ``found`` holds, and their scores' sum."""
+    sure = [d.score for d in found if d.kind == "face" and d.score >= WHOLE_SURE]
+    return len(sure), sum(sure)
 
 
 def turned(d: Detection, size: tuple[int, int], turns: int) -> Detection:
@@ -544,12 +550,13 @@ class Detector:
                 return found
             # People on their side or upside down: the picture is searched again turned upright, the way the face
             # models look (in group photos turned a quarter they found two faces in three), and what that search
-            # finds is what the picture holds — unless it finds no sure face (a pose in a close-up of hands).
+            # finds is what the picture holds — when it finds more sure faces than the first (a pose can point
+            # sideways in a close-up of hands, or in a small group far away).
             first_ms, first_timings = self.elapsed, self.timings
             upright = image.rotate(90 * turns, expand=True)
             again = self._detect(upright)
             self.elapsed += first_ms
-            if not any(d.kind == "face" and d.score >= WHOLE_SURE for d in again):
+            if _sure_faces(again) <= _sure_faces(found):
                 self.timings = {**first_timings, "upright": self.elapsed - first_ms}
                 return found
             self.timings = {**self.timings, "sideways": first_ms}

@@ -1275,11 +1275,17 @@ def test_a_picture_whose_people_lie_on_their_side_is_searched_upright():
     assert iou(found[0].box, turned(upright[0], astronaut.size, 1).box) >= 0.8
 
 
-def test_a_turned_search_that_finds_no_face_leaves_the_first_one():
-    # A pose in a close-up of hands can point sideways: searched turned, the picture shows no sure face, and what
-    # the first search found stands.
+@pytest.mark.parametrize("first, again, upright", [
+    ([0.9], [], False),             # a pose sideways in a close-up of hands: no face when turned
+    ([0.94, 0.69], [0.76], False),  # a small group far away, a pose aslant: fewer faces turned
+    ([0.9, 0.7], [0.8, 0.7], False),  # as many, less sure
+    ([0.6], [0.6, 0.9], True),      # people on their side: more faces upright
+    ([0.6], [0.8], True),           # … or the same faces, surer
+])
+def test_a_turned_search_is_taken_when_it_finds_more_sure_faces(first, again, upright):
+    # The poses say the picture is turned; the search turned upright is taken when it finds more sure faces than
+    # the first, or as many more surely; else what the first search found stands.
     d = Detector(DetectorSettings())
-    face = Detection("face", (10.0, 10.0, 40.0, 40.0), 0.9, "face-full")
     calls = []
 
     class LyingPerson:
@@ -1294,7 +1300,9 @@ def test_a_turned_search_that_finds_no_face_leaves_the_first_one():
 
     def faces_in(*args):
         calls.append(args[0].size)
-        return [face] if len(calls) == 1 else []
+        scores = first if len(calls) == 1 else again
+        return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), s, "face-full")
+                for i, s in enumerate(scores)]
 
     d._poses = LyingPerson()
     d._faces_in = faces_in
@@ -1304,7 +1312,10 @@ def test_a_turned_search_that_finds_no_face_leaves_the_first_one():
     finally:
         d.close()
     assert calls == [(300, 400), (400, 300)]  # searched as it is, then turned (three quarters anticlockwise)
-    assert [x.box for x in found] == [face.box] and "upright" in timings
+    assert sorted(x.score for x in found) == sorted(again if upright else first)
+    assert ("sideways" in timings) == upright and ("upright" in timings) != upright
+    if upright:  # turned back a quarter: the upright picture's top-left box lies at the original's bottom left
+        assert any(x.box == (10.0, 360.0, 40.0, 390.0) for x in found), [x.box for x in found]
 
 
 def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_around_a_speck():
