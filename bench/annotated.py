@@ -5,13 +5,13 @@
 The annotations are dlib's imglab XML (``<image file='…'><box top='' left='' width='' height=''>``, a box's
 ``<label>`` its kind, ``face`` where it has none; ``ignore='1'`` boxes neither count nor make a find false), the
 format of dlib's own face sets and of the boxes ``imglab`` draws.  Each photo is searched as it is and as copies
-of it (``LOOKS``: grey, mirrored, turned 90°, darker, motion-blurred, enlarged 4× with Lanczos, the boxes moved
-with the picture; ``upscaled``, 4× by polishd's own upscaler, only when asked: a minute a photo on a CPU), with
-the shipped models and the default settings, and what the stage keeps (faces with the face landmark model's
-judgement, hands) is paired with the boxes: a find on a box (IoU 0.3, or its centre in the box and at most three
-times its size) finds it.  Reported per look: the boxes found of each kind, the finds on no box (false finds — or
-things nobody boxed: look at the sheet; of a kind no box in the set has, the finds are only counted), and the
-milliseconds a photo.
+of it (``LOOKS``: grey, mirrored, turned a quarter either way and upside down, darker, motion-blurred, enlarged 4×
+with Lanczos, the boxes moved with the picture; ``upscaled``, 4× by polishd's own upscaler, only when asked: tens
+of seconds a photo on a CPU), with the shipped models and the default settings, and what the stage keeps (faces
+with the face landmark model's judgement, hands) is paired with the boxes: a find on a box (IoU 0.3, or its centre
+in the box and at most three times its size) finds it.  Reported per look: the boxes found of each kind, the finds
+on no box (false finds — or things nobody boxed: look at the sheet; of a kind no box in the set has, the finds are
+only counted), and the milliseconds a photo.
 
 Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
 keeps green for faces, magenta for hands).  The photos stay where the XML is; the report and the sheet, which
@@ -53,6 +53,15 @@ def _turned(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
     return (box[1], size[0] - box[2], box[3], size[0] - box[0])
 
 
+def _upside_down(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    return (size[0] - box[2], size[1] - box[3], size[0] - box[0], size[1] - box[1])
+
+
+def _turned_clockwise(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
+    """A box of a picture turned 90° clockwise: (x, y) → (height − y, x)."""
+    return (size[1] - box[3], box[0], size[1] - box[1], box[2])
+
+
 def _scaled(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
     kx, ky = new[0] / size[0], new[1] / size[1]
     return (box[0] * kx, box[1] * ky, box[2] * kx, box[3] * ky)
@@ -73,6 +82,8 @@ def _upscaled(image: Image.Image) -> Image.Image:
 # Each look: the picture's copy, and where a box of the photo lies on it (the box, the photo's size, the copy's).
 LOOKS = {"colour": (BENCH_LOOKS["colour"], _same), "grey": (BENCH_LOOKS["grey"], _same),
          "mirrored": (CHANGES["mirrored"], _mirrored), "turned 90°": (CHANGES["turned 90°"], _turned),
+         "turned 180°": (lambda im: im.rotate(180, expand=True), _upside_down),
+         "turned −90°": (lambda im: im.rotate(-90, expand=True), _turned_clockwise),
          "darker": (CHANGES["darker"], _same), "motion blur": (CHANGES["motion blur"], _same),
          "4× Lanczos": (ENLARGED["4× Lanczos"], _scaled), "upscaled": (_upscaled, _scaled)}
 ASKED_ONLY = ("upscaled",)  # looks left out unless --looks names them
