@@ -283,18 +283,28 @@ def _sure_faces(found: list[Detection]) -> tuple[int, float]:
     return len(sure), sum(sure)
 
 
-def turned(d: Detection, size: tuple[int, int], turns: int) -> Detection:
-    """``d`` of a picture of ``size``, on that picture turned ``turns`` quarter turns anticlockwise
+def turned_points(points, size: tuple[int, int], turns: int) -> list[tuple[float, float]]:
+    """``points`` (x, y) of a picture of ``size``, on that picture turned ``turns`` quarter turns anticlockwise
     (``Image.rotate(90 * turns, expand=True)``: a point (x, y) goes to (y, width − x) each turn)."""
     w, h = size
-    box = [(d.box[0], d.box[1]), (d.box[2], d.box[3])]
-    points = list(d.landmarks)
+    out = [(float(x), float(y)) for x, y in points]
     for _ in range(turns % 4):
-        box = [(y, w - x) for x, y in box]
-        points = [(y, w - x) for x, y in points]
+        out = [(y, w - x) for x, y in out]
         w, h = h, w
-    (x0, y0), (x1, y1) = box
-    return dataclasses.replace(d, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), landmarks=points)
+    return out
+
+
+def turned_box(box: tuple[float, float, float, float], size: tuple[int, int],
+               turns: int) -> tuple[float, float, float, float]:
+    """``box`` of a picture of ``size`` on that picture turned ``turns`` quarter turns anticlockwise."""
+    (x0, y0), (x1, y1) = turned_points([box[:2], box[2:]], size, turns)
+    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+def turned(d: Detection, size: tuple[int, int], turns: int) -> Detection:
+    """``d`` of a picture of ``size``, its box and landmarks on that picture turned ``turns`` quarter turns
+    anticlockwise."""
+    return dataclasses.replace(d, box=turned_box(d.box, size, turns), landmarks=turned_points(d.landmarks, size, turns))
 
 
 def _hand_box(joints) -> tuple[float, float, float, float]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from automask.detect import Detector
+from automask.detect import Detector, turned_box
 from automask.face_mesh import FaceMesh
 from automask.found import centre_in, iou, side
 from bench.automask import CHANGES, ENLARGED, OUT, kept, settings, sheet, spent, upscaler, warm
@@ -48,18 +48,9 @@ def _mirrored(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
     return (size[0] - box[2], box[1], size[0] - box[0], box[3])
 
 
-def _turned(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
-    """A box of a picture turned 90° anticlockwise (``Image.rotate(90, expand=True)``): (x, y) → (y, width − x)."""
-    return (box[1], size[0] - box[2], box[3], size[0] - box[0])
-
-
-def _upside_down(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
-    return (size[0] - box[2], size[1] - box[3], size[0] - box[0], size[1] - box[1])
-
-
-def _turned_clockwise(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
-    """A box of a picture turned 90° clockwise: (x, y) → (height − y, x)."""
-    return (size[1] - box[3], box[0], size[1] - box[1], box[2])
+def _turned(turns: int):
+    """Where a box lies on the picture turned ``turns`` quarter turns anticlockwise (``Image.rotate``)."""
+    return lambda box, size, new: turned_box(box, size, turns)
 
 
 def _scaled(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
@@ -81,9 +72,9 @@ def _upscaled(image: Image.Image) -> Image.Image:
 
 # Each look: the picture's copy, and where a box of the photo lies on it (the box, the photo's size, the copy's).
 LOOKS = {"colour": (BENCH_LOOKS["colour"], _same), "grey": (BENCH_LOOKS["grey"], _same),
-         "mirrored": (CHANGES["mirrored"], _mirrored), "turned 90°": (CHANGES["turned 90°"], _turned),
-         "turned 180°": (lambda im: im.rotate(180, expand=True), _upside_down),
-         "turned −90°": (lambda im: im.rotate(-90, expand=True), _turned_clockwise),
+         "mirrored": (CHANGES["mirrored"], _mirrored), "turned 90°": (CHANGES["turned 90°"], _turned(1)),
+         "turned 180°": (lambda im: im.rotate(180, expand=True), _turned(2)),
+         "turned −90°": (lambda im: im.rotate(-90, expand=True), _turned(3)),
          "darker": (CHANGES["darker"], _same), "motion blur": (CHANGES["motion blur"], _same),
          "4× Lanczos": (ENLARGED["4× Lanczos"], _scaled), "upscaled": (_upscaled, _scaled)}
 ASKED_ONLY = ("upscaled",)  # looks left out unless --looks names them

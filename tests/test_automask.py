@@ -1209,14 +1209,10 @@ def test_the_detector_drops_a_small_face_on_a_persons_torso_and_keeps_the_others
 
 def _turned_points(person, size: tuple[int, int], turns: int):
     """``person`` of a picture of ``size`` as they stand in it turned ``turns`` quarter turns anticlockwise."""
+    from automask.detect import turned_points
     from automask.pose import Person
 
-    w, h = size
-    points = person.points.copy()
-    for _ in range(turns):
-        points = np.stack([points[:, 1], w - points[:, 0]], axis=1)
-        w, h = h, w
-    return Person(person.score, points, person.visibility)
+    return Person(person.score, np.array(turned_points(person.points, size, turns)), person.visibility)
 
 
 def test_the_way_up_of_a_picture_is_the_way_its_people_stand():
