@@ -1147,6 +1147,23 @@ def test_a_face_is_a_persons_when_their_nose_is_in_its_middle_and_their_face_is_
     assert not has_face(Person(0.9, points, seen), (70, 70, 130, 130))
 
 
+class _StubPoses:
+    """In place of ``pose.Poses``: the people each search in turn finds in the whole view (then nobody); nobody
+    around faces."""
+
+    def __init__(self, *searches):
+        self._searches = list(searches)
+
+    def bodies(self, rgb, pixels=None):
+        return self._searches.pop(0) if self._searches else []
+
+    def around(self, rgb, pixels, box, down=None):
+        return None
+
+    def close(self):
+        pass
+
+
 def _person_facing_us(seen_shoulders: float = 1.0):
     """A person upright at x = 100: a face 50 px ear to ear at y = 100, shoulders at y = 160, hips at y = 300."""
     from automask.pose import EARS, EYES, NOSE, TORSO, Person
@@ -1187,17 +1204,7 @@ def test_the_detector_drops_a_small_face_on_a_persons_torso_and_keeps_the_others
     chest = Detection("face", (95.0, 200.0, 105.0, 210.0), 0.9, "face-full")
     beside = Detection("face", (170.0, 200.0, 180.0, 210.0), 0.9, "face-full")
 
-    class OnePerson:
-        def bodies(self, rgb, pixels=None):
-            return [_person_facing_us()]
-
-        def around(self, rgb, pixels, box, down=None):
-            return None
-
-        def close(self):
-            pass
-
-    d._poses = OnePerson()
+    d._poses = _StubPoses([_person_facing_us()])
     d._faces_in = lambda *args: [own, chest, beside]
     try:
         found = [x.box for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
@@ -1284,23 +1291,13 @@ def test_a_turned_search_is_taken_when_it_finds_more_sure_faces(first, again, up
     d = Detector(DetectorSettings())
     calls = []
 
-    class LyingPerson:
-        def bodies(self, rgb, pixels=None):
-            return [_turned_points(_person_facing_us(), (300, 400), 1)] if not calls else []
-
-        def around(self, rgb, pixels, box, down=None):
-            return None
-
-        def close(self):
-            pass
-
     def faces_in(*args):
         calls.append(args[0].size)
         scores = first if len(calls) == 1 else again
         return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), s, "face-full")
                 for i, s in enumerate(scores)]
 
-    d._poses = LyingPerson()
+    d._poses = _StubPoses([_turned_points(_person_facing_us(), (300, 400), 1)], [])  # the second search: upright
     d._faces_in = faces_in
     try:
         found = [x for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
