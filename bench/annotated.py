@@ -49,8 +49,8 @@ def _mirrored(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
 
 
 def _turned(turns: int):
-    """Where a box lies on the picture turned ``turns`` quarter turns anticlockwise (``Image.rotate``)."""
-    return lambda box, size, new: turned_box(box, size, turns)
+    """The look of a picture turned ``turns`` quarter turns anticlockwise, and where a box lies on it."""
+    return (lambda im: im.rotate(90 * turns, expand=True)), (lambda box, size, new: turned_box(box, size, turns))
 
 
 def _scaled(box: Box, size: tuple[int, int], new: tuple[int, int]) -> Box:
@@ -72,9 +72,8 @@ def _upscaled(image: Image.Image) -> Image.Image:
 
 # Each look: the picture's copy, and where a box of the photo lies on it (the box, the photo's size, the copy's).
 LOOKS = {"colour": (BENCH_LOOKS["colour"], _same), "grey": (BENCH_LOOKS["grey"], _same),
-         "mirrored": (CHANGES["mirrored"], _mirrored), "turned 90°": (CHANGES["turned 90°"], _turned(1)),
-         "turned 180°": (lambda im: im.rotate(180, expand=True), _turned(2)),
-         "turned −90°": (lambda im: im.rotate(-90, expand=True), _turned(3)),
+         "mirrored": (CHANGES["mirrored"], _mirrored), "turned 90°": _turned(1), "turned 180°": _turned(2),
+         "turned −90°": _turned(3),
          "darker": (CHANGES["darker"], _same), "motion blur": (CHANGES["motion blur"], _same),
          "4× Lanczos": (ENLARGED["4× Lanczos"], _scaled), "upscaled": (_upscaled, _scaled)}
 ASKED_ONLY = ("upscaled",)  # looks left out unless --looks names them
