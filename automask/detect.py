@@ -115,6 +115,10 @@ HAND_OF_FACE = 0.25  # a hand only tiles found, at or beside a face, is at least
 BODY_SIDE = 512      # px: the long side a person's body region is searched at
 BODY_REGIONS = 6     # body regions searched at most (≈ 30 ms each on a CPU core)
 SETTLED = 0.5        # the hand flag the landmark model must give on a hand's own crop for its joints to be taken
+NOT_A_HAND = 0.1     # … and under which a find is no hand (``_behind``): a colour photo's neckline that the hand
+                     # landmarker was sure of (0.96) flags 0.03, a forearm on a table 0.04, a grey thigh 0.07, where
+                     # the real hands of the benchmark's copies (colour, grey, sepia) and of 30 photos never tuned
+                     # on (colour, grey, mirrored), about 320 kept, flag 0.19 (dark gloves in a grey photo) to 1
 HIDDEN_GREY = (128, 128, 128)  # what a found hand is painted over with before the search for a hand behind it
 GREY_SPREAD = 24     # a pixel whose largest and smallest channel differ by more has colour …
 GREY_COLOURED = 0.005  # … and a picture with fewer such pixels than this share is grey (black-and-white, toned)
@@ -806,7 +810,10 @@ class Detector:
         hands: one behind another, that the first search read with it as one hand."""
         w, h = rgb.size
         pixels = np.asarray(rgb)  # made once for every hand's look (``rotated_crop``)
-        found = [self._settled(pixels, d)[0].clamped(w, h) if d.kind == "hand" else d for d in found]
+        settled = [self._settled(pixels, d) if d.kind == "hand" and len(d.landmarks) == 21 else (d, 1.0)
+                   for d in found]
+        # A hand the landmark model sees no hand in on the crop its own joints give is none (``NOT_A_HAND``).
+        found = [d.clamped(w, h) if d.kind == "hand" else d for d, flag in settled if flag >= NOT_A_HAND]
         hands = [d for d in found if d.kind == "hand" and len(d.landmarks) == 21]
         if not hands:
             return found
