@@ -11,9 +11,12 @@ several ways and the results merged:
   threshold — the palm detector scores grey hands far lower than the same in colour — on the picture and
   on its tones stretched, what that finds kept when the hand landmark model, on the crop its joints give,
   sees a hand there at all; and hands at the palm detector's best places however low it scores them
-  (``palms``), on the picture and on a skin-toned copy of its tones (the colour cue the detector was
-  trained with, given back), kept when the landmark model is sure of a hand there; faces are searched on
-  the skin-toned copy too; a hand mostly inside a sure face's box is that face (``on_a_face``);
+  on a skin-toned copy of its tones (the colour cue the detector was trained with, given back), kept when
+  the landmark model is sure of a hand there; faces are searched on the skin-toned copy too; a hand mostly
+  inside a sure face's box is that face (``on_a_face``);
+* the palm detector's best places in the whole view, of any picture, however low it scores them (``palms``),
+  each kept when the landmark model is sure of a hand there (a hand round a glass, passed over by the hand
+  landmarker, was the detector's best place);
 * a 2× enlarged copy when the image is small (faces and hands of a few dozen px);
 * the faces of any but a large picture in 320 px tiles with the full-range model alone (a group
   photo's faces of a few dozen px are a handful in its 192² view of the whole), run through OpenVINO
@@ -37,8 +40,8 @@ several ways and the results merged:
   are the picture's when it finds more sure faces than the first search (the face models see few faces on their
   side: in never-tuned group photos turned a quarter, two in three);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
-  ``hand_joints``: joints that mixed two overlapping hands settle on one), the hands painted out, and the
-  image searched once more; a find there that is a hand to the landmark model on its own crop, with its
+  ``hand_joints``: joints that mixed two overlapping hands settle on one; a find the landmark model sees no
+  hand in there is none, ``NOT_A_HAND``), the hands painted out, and the image searched once more; a find there that is a hand to the landmark model on its own crop, with its
   joints neither mostly on nor where a hidden hand's are, is the hand behind.
 
 Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
@@ -135,15 +138,17 @@ HEAD_SIDE = 256      # px: a person's head is searched for a face at this size, 
 PEOPLE_AROUND = 8    # faces a person is looked for around at most (``_around_faces``; 13 ms or so each, and their
                      # hands' looks: in the benchmark's group of 13 faces, 4 found 9 of 16 hands, 8 and 12 found 13)
 SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it in the skin-toned grey copy
-BEST_PALMS = 10     # a grey picture's hands are also looked for at the palm detector's best places, …
-PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96)
+BEST_PALMS = 10     # a picture's hands are also looked for at the palm detector's best places, …
+PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96; a
+                    # colour hand round a glass, that the hand landmarker passes over, 0.4) …
 PALM_SETTLED = 0.7  # … kept when the landmark model's flag on the crop a place's joints give is this high (0.5:
                     # 13 false hands on the grey, sepia and faded copies with motion blur and the rest; 0.7: 7,
-                    # and no real hand fewer)
-SKIN_PALMS = 8      # … and at the best places of its skin-toned copy, where whatever is light turns skin-coloured
-                    # and outranks hands more often (without people's poses, 10: 48 of 65 grey hands in the
-                    # benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8 with 3
-                    # false finds fewer and 15 ms less a grey picture)
+                    # and no real hand fewer).  In colour: on 30 photos never tuned on, as they are, mirrored,
+                    # darker and at 1024 px, 11 hands more and 1 fewer, nothing false
+SKIN_PALMS = 8      # … and a grey picture's at the best places of its skin-toned copy, where whatever is light turns
+                    # skin-coloured and outranks hands more often (without people's poses, 10: 48 of 65 grey hands
+                    # in the benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8
+                    # with 3 false finds fewer and 15 ms less a grey picture)
 REGION_PALMS = 4    # a body region's hands are also looked for at the palm detector's best places in it, …
 REGION_SETTLED = 0.9  # … kept when the landmark model's flag on the crop a place's joints give is this high: on
                       # 15 group photos never tuned on, grey, 10 → 17 of the 33 hands colour keeps at 0.7, 16 at
@@ -174,6 +179,8 @@ class DetectorSettings:
     faces: bool = True
     hands: bool = True
     body_regions: bool = True
+    palm_places: bool = True  # a colour picture's hands looked for at the palm detector's best places (``BEST_PALMS``;
+                              # a grey one's always)
     hands_behind: bool = True
     poses: bool = True
 
@@ -591,7 +598,7 @@ class Detector:
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
         whole_view, f = _shrunk(rgb)
         views = grey_views(whole_view) if grey else []
-        if grey and s.hands:
+        if s.hands and (grey or s.palm_places):
             self._load_palms()
         skin = _Places() if views and self._skin_palms is not None else None
         people = _People() if self._poses is not None else None
@@ -723,7 +730,7 @@ class Detector:
                   people: _People | None = None) -> tuple[list[Detection], list[Detection]]:
         """The hand searches, but the body regions' and the hands behind: ``people`` found first (but a grey
         picture's); the whole view; a grey picture (``views``: its tones stretched and skin-toned) with its own
-        thresholds and at the palm detector's best places; people's hands (a grey picture's: on the other thread);
+        thresholds; the palm detector's best places; people's hands (a grey picture's: on the other thread);
         a small picture at 2×; a large one's tiles.  What only tiles found comes apart, to be kept when it is no
         speck beside a face."""
         s = self.settings
@@ -736,9 +743,9 @@ class Detector:
         if views:
             with self._timed("grey"):
                 found += self._pass(views[0], faces=False)  # (the skin-toned copy: on the other thread)
-            if self._palms is not None:
-                with self._timed("best palms"):
-                    found += self._best_palms(whole_view, found, self._palms, self._joints, BEST_PALMS)
+        if self._palms is not None and (views or s.palm_places):
+            with self._timed("best palms"):
+                found += self._best_palms(whole_view, found, self._palms, self._joints, BEST_PALMS)
         if people is not None and not views:  # (a grey picture's: on the other thread)
             with self._timed("poses"):
                 found += self._people(people, found, self._joints)

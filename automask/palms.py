@@ -4,8 +4,9 @@ MediaPipe's hand landmarker keeps the palms its detector scores above a threshol
 model on each.  On a grey picture that detector scores every palm low — a hand that scores 0.96 in colour
 scores 0.02 in grey — and yet the hands are still among its best few places: on a grey copy of a woman sitting
 on cobblestones both hands are its 6th and 8th anchors, at scores no threshold could tell from the stones'.
-The landmark model, given the crop, still knows a hand there (its hand flag 0.99).  So for grey pictures the
-detector's best places are taken however low they score, and the landmark model decides (``Detector``).
+The landmark model, given the crop, still knows a hand there (its hand flag 0.99).  So the detector's best places
+are taken however low they score, and the landmark model decides (``Detector``) — in colour too, where a hand
+round a glass, that the hand landmarker passes over, was the detector's best place (0.4, the model's flag 0.99).
 
 The decoding is MediaPipe's own for ``palm_detection_full``, read from its graph's options (the SSD anchors
 ``SsdAnchorsCalculator`` makes, ``TensorsToDetectionsCalculator``'s box and keypoint layout) and the hand's

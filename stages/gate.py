@@ -145,7 +145,8 @@ def fingers_apart(landmarks: list[tuple[float, float]]) -> bool:
 
 FINDER_FLOOR = 0.05  # the lowest score a YOLO finder reports when judging (a weak find still counts)
 JUDGE_SETTINGS = DetectorSettings(  # one look at the region itself
-    upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False, poses=False)
+    upsample_below=0, tile_above=1 << 30, num_hands=4, body_regions=False, hands_behind=False, poses=False,
+    palm_places=False)
 
 
 class Judge:

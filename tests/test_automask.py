@@ -913,6 +913,71 @@ def test_a_body_regions_hands_are_also_taken_at_its_best_palm_places_when_the_la
         assert all((px[..., 0] == px[..., 2]).all() for px in seen["looked"])  # the grey pixels themselves
 
 
+def test_a_colour_pictures_hands_are_also_taken_at_the_palm_detectors_best_places(detector, monkeypatch):
+    # A hand round a glass: the hand landmarker passes over it, its palm detector ranks it first (0.4) and the
+    # landmark model is sure of it there (0.99).  The whole view's best places are looked at in colour as in grey:
+    # a place's hand is kept when the model is sure of it (PALM_SETTLED), not when less sure, and a place on a
+    # hand found already is not looked at; the gate's one look (``palm_places`` off) takes none.
+    from automask.detect import BEST_PALMS, PALM_SETTLED
+    from automask.palms import Palm
+    from stages.gate import JUDGE_SETTINGS
+
+    found = Detection("hand", (480, 480, 560, 560), 0.9, "hand", [(520.0, 520.0)] * 21)
+    places = {(100.0, 100.0): PALM_SETTLED, (300.0, 100.0): PALM_SETTLED - 0.01, (520.0, 520.0): 1.0}
+    looked: list = []
+
+    class Palms:
+        def best(self, rgb, count, floor):
+            assert count == BEST_PALMS
+            return [Palm(0.4, (x - 5, y - 5, x + 5, y + 5), (x, y), 40.0, 0.0) for x, y in places]
+
+    class Joints:
+        def look(self, pixels, centre, side, angle):
+            looked.append(centre)
+            return np.array([(centre[0] + dx, centre[1] + dy) for dx in (-25, 0, 25)
+                             for dy in np.linspace(-25, 25, 7)]), 0.9, 1.0
+
+        def settle(self, pixels, joints):
+            return joints, places[tuple(float(v) for v in np.round(joints.mean(axis=0)))]
+
+    monkeypatch.setattr(detector, "_pass", lambda *args, **kwargs: [found] if not kwargs.get("faces", True) else [])
+    monkeypatch.setattr(detector, "_palms", Palms())
+    monkeypatch.setattr(detector, "_joints", Joints())
+    picture = Image.new("RGB", (800, 800), (200, 120, 90))
+    hands, _ = detector._hands_in(picture, picture, 1.0, [])
+    assert [centre(d.box) for d in hands] == [(520, 520), pytest.approx((100, 100))]
+    assert hands[1].score == PALM_SETTLED and hands[1].landmarks
+    assert (520.0, 520.0) not in looked  # the hand found already
+    assert not JUDGE_SETTINGS.palm_places
+    monkeypatch.setattr(detector, "settings", dataclasses.replace(detector.settings, palm_places=False))
+    assert detector._hands_in(picture, picture, 1.0, [])[0] == [found]
+
+
+def test_a_hand_the_landmark_model_sees_no_hand_in_on_its_own_crop_is_dropped(detector, monkeypatch):
+    # The hand landmarker was sure (0.96) of a hand on a colour photo's neckline; on the crop the find's own joints
+    # give, the landmark model flags 0.03 there, where real hands flag 0.19 (dark gloves in a grey photo) to 1.
+    # Such a find is no hand; one the model is unsure of but sees (0.3) keeps its joints and stays; a face stays.
+    from automask.detect import NOT_A_HAND
+
+    def hand(x, score):
+        return Detection("hand", (x, 100, x + 60, 160), score, "hand",
+                         [(x + 3.0 * i % 60, 100 + 2.5 * i) for i in range(21)])
+
+    flags = {100: NOT_A_HAND - 0.07, 300: 0.3, 500: NOT_A_HAND}
+
+    class Joints:
+        def settle(self, pixels, joints):
+            return np.asarray(joints) + 7, flags[round(min(x for x, _ in joints))]
+
+    monkeypatch.setattr(detector, "_joints", Joints())
+    monkeypatch.setattr(detector, "_pass", lambda *args, **kwargs: [])  # nothing behind them
+    face = Detection("face", (600, 20, 700, 120), 0.9, "face-short")
+    kept = detector._behind(Image.new("RGB", (800, 400), (90, 90, 90)), [hand(100, 0.96), hand(300, 0.9),
+                                                                           hand(500, 0.8), face])
+    assert [(d.kind, d.box[0]) for d in kept] == [("hand", 300), ("hand", 500), ("face", 600)]
+    assert kept[0].landmarks == hand(300, 0.9).landmarks  # unsure: its own joints, not the second look's
+
+
 def test_the_openvino_models_are_not_pinned_to_one_core(detector):
     # The detector's two threads each run OpenVINO models (hand joints, palms, face tiles, poses); pinned, as OpenVINO
     # pins by default, they would share one core and wait for each other.
