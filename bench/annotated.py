@@ -11,7 +11,10 @@ of seconds a photo on a CPU), with the shipped models and the default settings, 
 with the face landmark model's judgement, hands) is paired with the boxes: a find on a box (IoU 0.3, or its centre
 in the box and at most three times its size) finds it.  Reported per look: the boxes found of each kind, the finds
 on no box (false finds — or things nobody boxed: look at the sheet; of a kind no box in the set has, the finds are
-only counted), and the milliseconds a photo.
+only counted), and the milliseconds a photo.  And, needing no boxes, each look beside the photo in colour: how many
+of the faces and hands the stage keeps on the photo it keeps on the look's copy too (where the look moves them), and
+how many it keeps elsewhere — grey against colour is what a grey picture loses, on photos of any kind (an XML that
+lists photos without boxes will do).
 
 Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
 keeps green for faces, magenta for hands).  The photos stay where the XML is; the report and the sheet, which
@@ -130,6 +133,42 @@ def moved(box: Box, look: str, size: tuple[int, int], new: tuple[int, int]) -> B
     return LOOKS[look][1](box, size, new)
 
 
+def _count_beside(counts: dict, in_colour: list, found: list, look: str, size: tuple[int, int],
+                  new: tuple[int, int]) -> None:
+    """Adds to ``counts`` (kind → colour's finds, kept there too, kept elsewhere) one photo's look beside its colour
+    search: ``in_colour`` what the stage keeps on the photo, ``found`` on the look's copy of size ``new``."""
+    for kind in KINDS:
+        there = [moved(d.box, look, size, new) for d in in_colour if d.kind == kind]
+        hit, elsewhere = paired([d.box for d in found if d.kind == kind], there)
+        t = counts[kind]
+        t[0], t[1], t[2] = t[0] + len(there), t[1] + hit, t[2] + elsewhere
+
+
+def _summary(looks: list[str], boxed: set, totals: dict, beside: dict, times: dict) -> list[str]:
+    """The report's tables of looks: boxes found and false finds, and each look beside the photos in colour."""
+    out = ["", "| look | faces found | false faces | hands found | false hands | ms a photo (median) |",
+           "|---|---|---|---|---|---|"]
+    for look in looks:
+        row = []
+        for kind in KINDS:
+            boxes, hit, false = totals[look][kind]
+            row += [f"{hit}/{boxes} ({hit / boxes:.0%})", str(false)] if kind in boxed else \
+                ["none boxed", f"{false} found"]
+        out.append(f"| {look} | " + " | ".join(row) + f" | {statistics.median(times[look]):.0f} |")
+    if "colour" in looks:
+        out += ["", "Beside the photos in colour: of the faces and hands the stage keeps on a photo, those it keeps "
+                "where they are on the look's copy too, and those it keeps elsewhere on it:", "",
+                "| look | faces kept where colour keeps them | faces elsewhere | hands kept where colour keeps them "
+                "| hands elsewhere |", "|---|---|---|---|---|"]
+        for look in (look for look in looks if look != "colour"):
+            row = []
+            for kind in KINDS:
+                there, hit, elsewhere = beside[look][kind]
+                row += [f"{hit}/{there}" + (f" ({hit / there:.0%})" if there else ""), str(elsewhere)]
+            out.append(f"| {look} | " + " | ".join(row) + " |")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("xml", nargs="+", type=Path, help="imglab XML files (the photos beside them)")
@@ -160,15 +199,21 @@ def main(argv=None) -> int:
              "|---|---|" + "---|" * len(looks)]
     boxed = {k for a in todo for k, _ in a.boxes}  # kinds with boxes: the others' finds are only counted
     totals = {look: {k: [0, 0, 0] for k in KINDS} for look in looks}  # boxes, found, false
+    beside = {look: {k: [0, 0, 0] for k in KINDS} for look in looks}  # colour's finds, kept there too, elsewhere
     times: dict[str, list[float]] = {look: [] for look in looks}
     panels = []
     for a in todo:
         image = Image.open(a.path).convert("RGB")
         cells = []
+        in_colour = None  # what the stage keeps on the photo in colour, when that look is searched first
         for look in looks:
             copy = LOOKS[look][0](image)
             found, _ = kept(detector, copy, mesh)
             times[look].append(spent(detector))
+            if look == "colour" and in_colour is None:
+                in_colour = found
+            if in_colour is not None:
+                _count_beside(beside[look], in_colour, found, look, image.size, copy.size)
             ignored = [moved(b, look, image.size, copy.size) for _, b in a.ignored]
             cell = []
             for kind in KINDS:
@@ -192,21 +237,13 @@ def main(argv=None) -> int:
         lines.append(f"| {a.path.name} | {image.width}×{image.height} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     detector.close()
-    lines += ["", "| look | faces found | false faces | hands found | false hands | ms a photo (median) |",
-              "|---|---|---|---|---|---|"]
-    for look in looks:
-        row = []
-        for kind in KINDS:
-            boxes, hit, false = totals[look][kind]
-            row += [f"{hit}/{boxes} ({hit / boxes:.0%})", str(false)] if kind in boxed else \
-                ["none boxed", f"{false} found"]
-        lines.append(f"| {look} | " + " | ".join(row) + f" | {statistics.median(times[look]):.0f} |")
+    summary = _summary(looks, boxed, totals, beside, times)
     OUT.mkdir(parents=True, exist_ok=True)
     sheet(panels, OUT / "annotated.png")
-    lines += ["", "bench/out/annotated.png: each photo as it is, the boxes yellow, the faces kept green, the hands "
-              "magenta."]
+    lines += summary + ["", "bench/out/annotated.png: each photo as it is, the boxes yellow, the faces kept green, "
+                        "the hands magenta."]
     (OUT / "annotated.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines[-len(looks) - 4:]))
+    print("\n".join(summary))
     return 0
 
 

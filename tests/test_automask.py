@@ -1470,12 +1470,34 @@ def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them
     assert annotated.main([str(xml), "--looks", "colour,mirrored"]) == 0
     report = (tmp_path / "out" / "annotated.md").read_text(encoding="utf-8")
     assert "| colour | 1/1 (100%) | 0 |" in report and "| mirrored | 1/1 (100%) | 0 |" in report, report
+    # … and, needing no boxes, the mirrored look beside the photo in colour: its face kept where colour keeps it.
+    beside = report.split("Beside the photos in colour")[1]
+    assert "| mirrored | 1/1 (100%) | 0 |" in beside and "| colour |" not in beside, report
     assert (tmp_path / "out" / "annotated.png").is_file()
     with pytest.raises(SystemExit):
         annotated.main([str(xml), "--looks", "sideways"])
     broken = tmp_path / "broken.xml"
     broken.write_text("<dataset><images><image file='camera.png'>", encoding="utf-8")
     assert annotated.main([str(broken)]) == 2 and annotated.main([str(tmp_path / "none.xml")]) == 2
+
+
+def test_the_annotated_photos_bench_counts_a_looks_finds_where_the_photo_in_colour_has_them():
+    """Beside the photo in colour, a look's finds are counted where colour's lie on its copy (moved with it), each
+    once, and the others as elsewhere, kind by kind: a grey photo's lost hand is read without anyone boxing it."""
+    from bench import annotated
+
+    in_colour = [Detection("hand", (10, 10, 50, 50), 0.9, "hand"), Detection("hand", (100, 10, 140, 50), 0.9, "hand"),
+                 Detection("face", (60, 60, 100, 100), 0.9, "face-short")]
+    counts = {k: [0, 0, 0] for k in annotated.KINDS}
+    # Mirrored (200 px wide): colour's first hand lies at 150–190 there; the look keeps it, twice over, and a hand
+    # where nothing was; it loses the second hand and keeps the face.
+    found = [Detection("hand", (152, 12, 188, 48), 0.9, "hand"), Detection("hand", (150, 10, 190, 50), 0.8, "hand"),
+             Detection("hand", (0, 150, 30, 190), 0.9, "hand"),
+             Detection("face", (100, 60, 140, 100), 0.9, "face-short")]
+    annotated._count_beside(counts, in_colour, found, "mirrored", (200, 200), (200, 200))
+    assert counts == {"face": [1, 1, 0], "hand": [2, 1, 2]}
+    annotated._count_beside(counts, in_colour, in_colour, "colour", (200, 200), (200, 200))
+    assert counts == {"face": [2, 2, 0], "hand": [4, 3, 2]}
 
 
 def test_the_annotated_photos_bench_moves_each_box_with_its_look():
