@@ -41,8 +41,9 @@ several ways and the results merged:
   side: in never-tuned group photos turned a quarter, two in three);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one; a find the landmark model sees no
-  hand in there is none, ``NOT_A_HAND``), the hands painted out, and the image searched once more; a find there that is a hand to the landmark model on its own crop, with its
-  joints neither mostly on nor where a hidden hand's are, is the hand behind.
+  hand in there is none, ``NOT_A_HAND``), the hands painted out, and the image searched once more; a find
+  there that is a hand to the landmark model on its own crop, with its joints neither mostly on nor where a
+  hidden hand's are, is the hand behind.
 
 Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
@@ -144,7 +145,7 @@ PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where
 PALM_SETTLED = 0.7  # … kept when the landmark model's flag on the crop a place's joints give is this high (0.5:
                     # 13 false hands on the grey, sepia and faded copies with motion blur and the rest; 0.7: 7,
                     # and no real hand fewer).  In colour: on 30 photos never tuned on, as they are, mirrored,
-                    # darker and at 1024 px, 11 hands more and 1 fewer, nothing false
+                    # darker and at 1024 px, 9 hands more and 1 fewer, nothing false
 SKIN_PALMS = 8      # … and a grey picture's at the best places of its skin-toned copy, where whatever is light turns
                     # skin-coloured and outranks hands more often (without people's poses, 10: 48 of 65 grey hands
                     # in the benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8
