@@ -25,7 +25,8 @@ several ways and the results merged:
 * overlapping tiles when the image is large (the models see 128–256 px inputs); a find that
   only a tile made is kept when a second look, at a crop around it and another scale, finds
   it again (large images must not invent faces), and a hand only tiles found is not kept beside
-  a face many times its size (hair and ears enlarged in a tile look like small hands);
+  a face many times its size (hair and ears enlarged in a tile look like small hands), nor mostly inside a
+  sure face's box (a nose, in a tile of a group photo enlarged 4×: ``on_a_face``);
 * each person's body region (below and beside a face) searched again for hands, enlarged, when fewer
   hands than two a face were found (hands in full-body and group shots are small);
 * people's poses (``pose``): each person the pose detector finds, the hand landmark model looks where their
@@ -243,7 +244,8 @@ def on_a_face(d: Detection, found: list[Detection]) -> bool:
     """Whether a hand lies mostly (0.7) inside the box of a sure face (``FACE_UNDER``) larger than it.  On a grey
     picture the palm detector's best places can lie on a face, and the landmark model can then be sure of a hand
     there (a grey face crop of 112 px: a palm 0.58, a hand flag 0.94, on the cheek and nose); repainted as a hand, the
-    face would be ruined, while a real hand that far inside a face's box is repainted with the face."""
+    face would be ruined, while a real hand that far inside a face's box is repainted with the face.  So can a tile
+    of a large picture, of any colour (a nose in a group photo enlarged 4×: 0.94)."""
     return d.kind == "hand" and any(
         f.kind == "face" and f.score >= FACE_UNDER and f.area > d.area and containment(d.box, f.box) >= 0.7
         for f in found)
@@ -621,7 +623,8 @@ class Detector:
         if in_tiles:  # a hand only tiles found is not a speck beside a face
             sure = [d for d in found if d.score >= WHOLE_SURE]
             faces = [d for d in also if d.kind == "face" and d.score >= WHOLE_SURE]
-            found += [d for d in in_tiles if _same_as_any(d, sure, nested=False) or not dwarfed(d, faces)]
+            found += [d for d in in_tiles if _same_as_any(d, sure, nested=False)
+                      or not (dwarfed(d, faces) or on_a_face(d, faces))]
         found += also
         self._grey = grey
         if s.body_regions and s.hands:

@@ -653,6 +653,26 @@ def test_a_tiny_hand_beside_a_large_face_is_not_a_hand():
     assert not dwarfed(hair, []) and not dwarfed(face, [face])
 
 
+def test_a_hand_only_tiles_found_mostly_inside_a_sure_face_is_that_face(detector, monkeypatch):
+    # A colour group photo enlarged 4×: a tile saw a woman's nose as a hand (0.94), inside her face's box (0.87)
+    # and over a quarter its size, so no speck; kept, the face would be repainted as a hand.  A hand only tiles
+    # found that lies mostly inside a sure face is that face, as on grey pictures; a hand at the face's corner, and
+    # one the whole view found too, stay.
+    face = Detection("face", (1000, 1000, 2000, 2000), 0.87, "face-short")
+    nose = Detection("hand", (1350, 1400, 1550, 1670), 0.94, "hand")
+    own = Detection("hand", (1800, 1900, 2600, 2600), 0.9, "hand")
+    monkeypatch.setattr(detector, "_beside", lambda *args, **kwargs: [face])
+    monkeypatch.setattr(detector, "_poses", None)
+    monkeypatch.setattr(detector, "settings",
+                        dataclasses.replace(detector.settings, body_regions=False, hands_behind=False))
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).resize((3000, 3000))
+    for whole, kept in (([], {face.box, own.box}), ([dataclasses.replace(nose, score=0.8)], {face.box, own.box,
+                                                                                              nose.box})):
+        monkeypatch.setattr(detector, "_hands_in", lambda *args, w=whole, **kwargs: (list(w), [nose, own]))
+        assert {d.box for d in detector._detect(picture)} == kept
+
+
 def test_body_regions_lie_below_and_beside_each_face_and_neighbours_are_searched_once():
     from automask.detect import body_regions
 
