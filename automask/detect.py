@@ -143,6 +143,9 @@ SKIN = (255, 199, 158)  # a light skin tone at full brightness: white becomes it
 BEST_PALMS = 10     # a picture's hands are also looked for at the palm detector's best places, …
 PALM_FLOOR = 0.005  # … down to this score (grey hands score 0.01–0.05 where the same in colour scores 0.5–0.96; a
                     # colour hand round a glass, that the hand landmarker passes over, 0.4) …
+PALM_SMALLEST = 32  # px: … a place whose hand's crop is smaller is a speck, that the landmark model would see enlarged
+                    # over seven times (a 64 px astronaut's suit: a 19 px crop, a "hand" it flagged 0.82); the
+                    # places' real hands on the benchmark's copies and photos never tuned on had crops of 49 px and more
 PALM_SETTLED = 0.7  # … kept when the landmark model's flag on the crop a place's joints give is this high (0.5:
                     # 13 false hands on the grey, sepia and faded copies with motion blur and the rest; 0.7: 7,
                     # and no real hand fewer).  In colour: on 30 photos never tuned on, as they are, mirrored,
@@ -448,7 +451,7 @@ class _Places:
 
     def rank(self, skin: Image.Image, grey: Image.Image, palms: Palms) -> None:
         self._pixels = np.asarray(grey)
-        self._places = palms.best(skin, SKIN_PALMS, PALM_FLOOR)
+        self._places = [p for p in palms.best(skin, SKIN_PALMS, PALM_FLOOR) if p.side >= PALM_SMALLEST]
         self.ranked.set()
 
     def look(self, joints: HandJoints) -> None:
@@ -941,7 +944,7 @@ class Detector:
         out: list[Detection] = []
         pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
         for palm in palms.best(rgb if ranked is None else ranked, count, PALM_FLOOR):
-            if any(centre_in(palm.box, d.box) for d in hands + out):
+            if palm.side < PALM_SMALLEST or any(centre_in(palm.box, d.box) for d in hands + out):
                 continue
             hand = _hand_at(pixels, palm, joints, settled=settled)
             if hand is not None:

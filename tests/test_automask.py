@@ -937,19 +937,23 @@ def test_a_colour_pictures_hands_are_also_taken_at_the_palm_detectors_best_place
     # A hand round a glass: the hand landmarker passes over it, its palm detector ranks it first (0.4) and the
     # landmark model is sure of it there (0.99).  The whole view's best places are looked at in colour as in grey:
     # a place's hand is kept when the model is sure of it (PALM_SETTLED), not when less sure, and a place on a
-    # hand found already is not looked at; the gate's one look (``palm_places`` off) takes none.
-    from automask.detect import BEST_PALMS, PALM_SETTLED
+    # hand found already, or a speck (a 64 px astronaut's suit), is not looked at; the gate's one look
+    # (``palm_places`` off) takes none.
+    from automask.detect import BEST_PALMS, PALM_SETTLED, PALM_SMALLEST
     from automask.palms import Palm
     from stages.gate import JUDGE_SETTINGS
 
     found = Detection("hand", (480, 480, 560, 560), 0.9, "hand", [(520.0, 520.0)] * 21)
-    places = {(100.0, 100.0): PALM_SETTLED, (300.0, 100.0): PALM_SETTLED - 0.01, (520.0, 520.0): 1.0}
+    places = {(100.0, 100.0): PALM_SETTLED, (300.0, 100.0): PALM_SETTLED - 0.01, (520.0, 520.0): 1.0,
+              (700.0, 700.0): 1.0}
+    speck = (700.0, 700.0)
     looked: list = []
 
     class Palms:
         def best(self, rgb, count, floor):
             assert count == BEST_PALMS
-            return [Palm(0.4, (x - 5, y - 5, x + 5, y + 5), (x, y), 40.0, 0.0) for x, y in places]
+            return [Palm(0.4, (x - 5, y - 5, x + 5, y + 5), (x, y), PALM_SMALLEST - 1.0 if (x, y) == speck else 40.0,
+                         0.0) for x, y in places]
 
     class Joints:
         def look(self, pixels, centre, side, angle):
@@ -967,7 +971,7 @@ def test_a_colour_pictures_hands_are_also_taken_at_the_palm_detectors_best_place
     hands, _ = detector._hands_in(picture, picture, 1.0, [])
     assert [centre(d.box) for d in hands] == [(520, 520), pytest.approx((100, 100))]
     assert hands[1].score == PALM_SETTLED and hands[1].landmarks
-    assert (520.0, 520.0) not in looked  # the hand found already
+    assert (520.0, 520.0) not in looked and speck not in looked  # the hand found already, the speck
     assert not JUDGE_SETTINGS.palm_places
     monkeypatch.setattr(detector, "settings", dataclasses.replace(detector.settings, palm_places=False))
     assert detector._hands_in(picture, picture, 1.0, [])[0] == [found]
