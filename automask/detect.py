@@ -425,6 +425,12 @@ def _hand_at(pixels: np.ndarray, palm, joints: HandJoints, first: float = SETTLE
     return Detection("hand", _hand_box(pts), flag, "hand", pts, "Right" if right >= 0.5 else "Left")
 
 
+def _palm_places(palms: Palms, picture: Image.Image, count: int) -> list:
+    """The palm detector's ``count`` best places on ``picture`` down to ``PALM_FLOOR``, but specks
+    (``PALM_SMALLEST``)."""
+    return [p for p in palms.best(picture, count, PALM_FLOOR) if p.side >= PALM_SMALLEST]
+
+
 def _hand_of_person(pixels: np.ndarray, place, joints: HandJoints) -> Detection | None:
     """The hand where a person's pose puts it (``pose``), when the landmark model is sure of a hand (``SETTLED``) on
     the crop the joints it gives there give.  Its flag on the pose's own crop is not asked: a crop from a wrist is
@@ -451,7 +457,7 @@ class _Places:
 
     def rank(self, skin: Image.Image, grey: Image.Image, palms: Palms) -> None:
         self._pixels = np.asarray(grey)
-        self._places = [p for p in palms.best(skin, SKIN_PALMS, PALM_FLOOR) if p.side >= PALM_SMALLEST]
+        self._places = _palm_places(palms, skin, SKIN_PALMS)
         self.ranked.set()
 
     def look(self, joints: HandJoints) -> None:
@@ -943,8 +949,8 @@ class Detector:
         hands = [d for d in found if d.kind == "hand"]
         out: list[Detection] = []
         pixels = np.asarray(rgb)  # made once for every place's look (``rotated_crop``)
-        for palm in palms.best(rgb if ranked is None else ranked, count, PALM_FLOOR):
-            if palm.side < PALM_SMALLEST or any(centre_in(palm.box, d.box) for d in hands + out):
+        for palm in _palm_places(palms, rgb if ranked is None else ranked, count):
+            if any(centre_in(palm.box, d.box) for d in hands + out):
                 continue
             hand = _hand_at(pixels, palm, joints, settled=settled)
             if hand is not None:
