@@ -934,8 +934,9 @@ class Detector:
         return out
 
     def _load_palms(self) -> None:
-        """The palm detector, on each thread with a model of its own: loaded with the first grey picture or body
-        region (about 0.6 s), not by every detector made."""
+        """The palm detector, on each thread with a model of its own: loaded with the first search that looks at its
+        places (about 0.6 s; a detector without ``palm_places``, the gate's, with its first grey picture or body
+        region), not by every detector made."""
         if self._palms is None:
             bundle = Path(self.settings.hand_model or SHIPPED["hand"])
             self._palms, self._skin_palms = Palms(bundle), Palms(bundle)
