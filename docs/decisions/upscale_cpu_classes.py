@@ -28,7 +28,7 @@ TABLES = (
     ("upscale_cpu-avx512-only", "avx512, no bf16 (no AMD part is in this class)", "AVX-512 code only"),
     ("upscale_cpu-avx2-only-xeon", "avx2: AMD Zen 1-3, Intel desktop parts", "AVX2 code only"),
     ("upscale_cpu-avx2-only", "avx2: AMD Zen 1-3, Intel desktop parts", "AVX2 code only"),
-    ("upscale_cpu", "avx2: AMD Zen 1-3 (measured before the MNN path)", "native"),
+    ("upscale_cpu", "avx2: AMD Zen 1-3, Intel desktop parts", "native"),
 )
 
 
