@@ -439,13 +439,16 @@ def _hand_of_person(pixels: np.ndarray, place, joints: HandJoints) -> Detection 
 
 
 class _Places:
-    """A grey picture's skin-toned copy's best palm places (``SKIN_PALMS``), ranked by one thread and looked at by
-    both, each with landmark models of its own, whichever is free taking the next: the face thread ranks them
-    before its faces and looks after them, and the hands thread looks once done with its own searches.  What is
-    kept does not depend on who looked: ``hands`` reads the places in rank order, as ``_best_palms`` would.  The
-    landmark model looks on the grey picture, not its skin-toned copy: on 15 group photos never tuned on it kept
-    10 of the 33 hands colour keeps there where on the copy it kept 9, and on the development photos' sepia copies
-    it took one thing fewer for a hand (2, not 3)."""
+    """The palm detector's best places on a picture, ranked by one thread and looked at by both, each with landmark
+    models of its own, whichever is free taking the next (``_hand_at``: some ten milliseconds a look where a CPU has
+    no bf16, two looks a place that shows a hand).  Two sets: the whole view's (``BEST_PALMS``), ranked by the hands
+    thread after its whole view and looked at by the faces thread too once its faces are done; and a grey
+    picture's skin-toned copy's (``SKIN_PALMS``), which the faces thread ranks before its faces and looks at after
+    them, and the hands thread once done with its own searches.  What is kept does not depend on who looked:
+    ``hands`` reads the places in rank order, as one thread looking at them in turn would.  The landmark model
+    looks on the picture ranked, or, for the skin-toned copy, on the grey picture: on 15 group photos never tuned
+    on it kept 10 of the 33 hands colour keeps there where on the copy it kept 9, and on the development photos'
+    sepia copies it took one thing fewer for a hand (2, not 3)."""
 
     def __init__(self):
         self.ranked = threading.Event()
@@ -453,25 +456,41 @@ class _Places:
         self._pixels: np.ndarray | None = None
         self._next = 0
         self._found: dict[int, Detection | None] = {}
-        self._lock = threading.Lock()
+        self._done = threading.Condition()
 
-    def rank(self, skin: Image.Image, grey: Image.Image, palms: Palms) -> None:
-        self._pixels = np.asarray(grey)
-        self._places = _palm_places(palms, skin, SKIN_PALMS)
+    def rank(self, ranked: Image.Image, looked: Image.Image, palms: Palms, count: int,
+             found: list[Detection] = ()) -> None:
+        """The ``count`` best places on ``ranked``, to be looked at on ``looked`` (the same size), but those on a
+        hand ``found`` already."""
+        self._pixels = np.asarray(looked)
+        hands = [d for d in found if d.kind == "hand"]
+        self._places = [p for p in _palm_places(palms, ranked, count)
+                        if not any(centre_in(p.box, d.box) for d in hands)]
         self.ranked.set()
 
     def look(self, joints: HandJoints) -> None:
         """Look at places nobody has taken yet, until none is left."""
         while True:
-            with self._lock:
+            with self._done:
                 if self._next >= len(self._places):
                     return
                 i, self._next = self._next, self._next + 1
-            self._found[i] = _hand_at(self._pixels, self._places[i], joints)
+            hand = None
+            try:
+                hand = _hand_at(self._pixels, self._places[i], joints)
+            finally:  # (a look that failed is done too: its error is the thread's, no one waits for it)
+                with self._done:
+                    self._found[i] = hand
+                    self._done.notify_all()
+
+    def looked(self) -> None:
+        """Waits until every place has been looked at (by whichever thread took it)."""
+        with self._done:
+            self._done.wait_for(lambda: len(self._found) == len(self._places))
 
     def hands(self) -> list[Detection]:
         """The hands found, best place first; a place on a hand a better place gave is not one (as though it had
-        not been looked at)."""
+        not been looked at).  Once every place has been looked at (``looked``)."""
         out: list[Detection] = []
         for i, palm in enumerate(self._places):
             d = self._found.get(i)
@@ -613,18 +632,20 @@ class Detector:
         if s.hands and (grey or s.palm_places):
             self._load_palms()
         skin = _Places() if views and self._skin_palms is not None else None
+        best = self._whole_places(bool(views))
         people = _People() if self._poses is not None else None
-        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people)
+        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people, best)
         try:
-            found, in_tiles = self._hands_in(rgb, whole_view, f, views, people) if self._own_hands is not None \
-                else ([], [])
+            found, in_tiles = self._hands_in(rgb, whole_view, f, views, people, best) \
+                if self._own_hands is not None else ([], [])
             if skin is not None:  # done with its own searches, this thread looks at skin-toned places too
                 skin.ranked.wait()
                 with self._timed("skin palms here"):
                     skin.look(self._joints)
         finally:
-            if people is not None:
-                people.found.set()  # (whatever went wrong here, the other thread waits no longer)
+            for event in (people.found if people is not None else None, best.ranked if best is not None else None):
+                if event is not None:
+                    event.set()  # (whatever went wrong here, the other thread waits no longer)
             also = beside.result()
         if skin is not None:
             hands = skin.hands()
@@ -676,15 +697,16 @@ class Detector:
         return found
 
     def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
-                skin: _Places | None, people: _People | None = None) -> list[Detection]:
+                skin: _Places | None, people: _People | None = None, best: _Places | None = None) -> list[Detection]:
         """What the detector's own thread searches while the caller's searches hands: every face search, the faces
-        on people's heads (``people``: a grey picture's found here first, and their hands looked at here too), and
-        a grey picture's hands at the best places of its skin-toned copy (``skin``: ranked here first, with models
-        of this thread's own, and looked at by both threads as each comes free)."""
+        on people's heads (``people``: a grey picture's found here first, and their hands looked at here too), the
+        palm detector's best places in the whole view (``best``: ranked by the hands thread, looked at by both as
+        each comes free), and a grey picture's hands at the best places of its skin-toned copy (``skin``: ranked
+        here first, with models of this thread's own, and looked at by both threads as each comes free)."""
         try:
             if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
                 with self._timed("skin palms ranked"):
-                    skin.rank(views[1], whole_view, self._skin_palms)
+                    skin.rank(views[1], whole_view, self._skin_palms, SKIN_PALMS)
             if people is not None and views:  # a grey picture's hands thread has the more to do
                 self._find_people(whole_view, people)
             found = self._faces_in(rgb, whole_view, f, views) if self._faces else []
@@ -705,9 +727,13 @@ class Detector:
                         new += self._people(people, [], self._beside_joints,
                                             people.bodies + around if views else around)
                 found += [d.moved(1 / f, 0, 0) for d in new] if f != 1.0 else new
-            if skin is not None:
+            if skin is not None:  # (its own places first: the whole view's may not be ranked yet)
                 with self._timed("skin palms"):
                     skin.look(self._beside_joints)
+            if best is not None:
+                with self._timed("best palms beside"):
+                    best.ranked.wait()
+                    best.look(self._beside_joints)
         finally:
             if skin is not None:
                 skin.ranked.set()  # (whatever went wrong here, the other thread waits no longer)
@@ -740,12 +766,13 @@ class Detector:
         return [dataclasses.replace(d, label=GREY_PICTURE) if views and not d.label else d for d in found]
 
     def _hands_in(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
-                  people: _People | None = None) -> tuple[list[Detection], list[Detection]]:
+                  people: _People | None = None,
+                  best: _Places | None = None) -> tuple[list[Detection], list[Detection]]:
         """The hand searches, but the body regions' and the hands behind: ``people`` found first (but a grey
         picture's); the whole view; a grey picture (``views``: its tones stretched and skin-toned) with its own
-        thresholds; the palm detector's best places; people's hands (a grey picture's: on the other thread);
-        a small picture at 2×; a large one's tiles.  What only tiles found comes apart, to be kept when it is no
-        speck beside a face."""
+        thresholds; the palm detector's best places (``best``: ranked here, looked at by both threads); people's
+        hands (a grey picture's: on the other thread); a small picture at 2×; a large one's tiles.  What only
+        tiles found comes apart, to be kept when it is no speck beside a face."""
         s = self.settings
         w, h = rgb.size
         self._grey = bool(views)
@@ -756,9 +783,12 @@ class Detector:
         if views:
             with self._timed("grey"):
                 found += self._pass(views[0], faces=False)  # (the skin-toned copy: on the other thread)
-        if self._palms is not None and (views or s.palm_places):
+        if best is not None:
             with self._timed("best palms"):
-                found += self._best_palms(whole_view, found, self._palms, self._joints, BEST_PALMS)
+                best.rank(whole_view, whole_view, self._palms, BEST_PALMS, found)
+                best.look(self._joints)
+                best.looked()  # (a place the faces thread took is being looked at there)
+                found += best.hands()
         if people is not None and not views:  # (a grey picture's: on the other thread)
             with self._timed("poses"):
                 found += self._people(people, found, self._joints)
@@ -940,6 +970,11 @@ class Detector:
         if self._palms is None:
             bundle = Path(self.settings.hand_model or SHIPPED["hand"])
             self._palms, self._skin_palms = Palms(bundle), Palms(bundle)
+
+    def _whole_places(self, grey: bool) -> _Places | None:
+        """The whole view's best palm places, to be looked at (``_Places``): a grey picture's, and a colour one's
+        with ``palm_places`` (the gate's one look has none)."""
+        return _Places() if self._palms is not None and (grey or self.settings.palm_places) else None
 
     def _best_palms(self, rgb: Image.Image, found: list[Detection], palms: Palms, joints: HandJoints,
                     count: int, ranked: Image.Image | None = None, settled: float = PALM_SETTLED) -> list[Detection]:

@@ -590,7 +590,7 @@ def main(argv=None) -> int:
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
     passes = ["people", "whole", "grey", "best palms", "poses", "2x", "tiles", "second look", "bodies", "behind"]
-    beside = ["faces", "people by faces", "heads", "skin palms"]
+    beside = ["faces", "people by faces", "heads", "best palms beside", "skin palms"]
     name, flags = cpu()
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              f"`python -m bench.automask`, CPU: {name}, {' '.join(flags)}. Counts are of what the stage keeps: "
