@@ -49,9 +49,9 @@ several ways and the results merged:
 Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
 two takes.  People's poses are found, and their hands looked at, on the hands' thread (a grey picture's on the
-faces': its hands thread has the more to do), their heads on the faces' thread; a grey picture's skin-toned
-copy's best palm places, and people's body regions, by whichever thread is free (``_Places``, ``_bodies``), each
-thread with hand models of its own.
+faces': its hands thread has the more to do), their heads on the faces' thread; the palm detector's best places
+(the whole view's, a grey picture's skin-toned copy's), and people's body regions, by whichever thread is free
+(``_Places``, ``_bodies``), each thread with hand models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
