@@ -86,14 +86,14 @@ class PlainTorch:
 
 
 class Polishd:
-    """The upscale stage on the CPU, as a function of a photo.  ``colour_fix="none"`` gives the model's own
-    output, for measuring an engine against fp32 torch: the colour fix (on by default, ``bench.colour``) changes
-    the picture on purpose, and would be counted as the engine's error."""
+    """The upscale stage on the CPU, as a function of a photo, with the stage's colour fix (``colour_fix``: its
+    default when not given).  ``"none"`` gives the model's own output, for measuring an engine against fp32 torch:
+    the colour fix (``bench.colour``) changes the picture on purpose, and would be counted as the engine's error."""
 
-    def __init__(self, model: str, threads: int, tile: int = 0, colour_fix: str = "wavelet"):
+    def __init__(self, model: str, threads: int, tile: int = 0, colour_fix: str | None = None):
         self.stage = UpscaleStage()
         self.params = UpscaleParams(model=model, scale=4, device="cpu", threads=threads, tile=tile,
-                                    colour_fix=colour_fix)
+                                    **({"colour_fix": colour_fix} if colour_fix else {}))
 
         class _Ctx:
             models = Models(None, CACHE)
