@@ -643,9 +643,11 @@ class Detector:
                 with self._timed("skin palms here"):
                     skin.look(self._joints)
         finally:
-            for event in (people.found if people is not None else None, best.ranked if best is not None else None):
-                if event is not None:
-                    event.set()  # (whatever went wrong here, the other thread waits no longer)
+            # (whatever went wrong here, the other thread waits no longer)
+            if people is not None:
+                people.found.set()
+            if best is not None:
+                best.ranked.set()
             also = beside.result()
         if skin is not None:
             hands = skin.hands()
