@@ -891,6 +891,57 @@ def test_the_palm_detectors_best_places_give_the_same_hands_whichever_thread_loo
             assert len(looked_at) == sum(p.side >= PALM_SMALLEST for p in places) - len(before)  # once each
 
 
+def test_a_look_that_fails_on_one_thread_does_not_leave_the_other_waiting_for_it():
+    # The hands thread waits (``looked``) for the places the faces thread took; a look that raises there is done
+    # too: the wait ends, the other places' hands are read, and the error is the failing thread's own.
+    import threading
+
+    from automask.detect import _Places
+    from automask.palms import Palm
+
+    places = [Palm(0.9, (100.0 * i, 0.0, 100.0 * i + 60, 60.0), (100.0 * i + 30, 30.0), 60.0, 0.0) for i in range(4)]
+    taken = threading.Event()
+
+    class Palms:
+        def best(self, rgb, count, floor):
+            return places[:count]
+
+    class Joints:
+        def look(self, rgb, centre, side, angle):
+            joints = np.array([(centre[0] + dx, centre[1] + dy) for dx in (-20, 0, 20) for dy in range(-20, 21, 6)])
+            return joints, 0.95, 1.0
+
+        def settle(self, rgb, joints):
+            return joints, 0.9
+
+    class Broken(Joints):
+        def look(self, rgb, centre, side, angle):
+            taken.set()
+            raise RuntimeError("the model failed")
+
+    shared = _Places()
+    shared.rank(Image.new("RGB", (500, 100)), Image.new("RGB", (500, 100)), Palms(), len(places))
+    errors: list[Exception] = []
+
+    def other():
+        try:
+            shared.look(Broken())
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other, daemon=True)
+    thread.start()
+    taken.wait(5)
+    shared.look(Joints())
+    waiter = threading.Thread(target=shared.looked, daemon=True)  # (a regression must not hang the suite)
+    waiter.start()
+    waiter.join(5)
+    assert not waiter.is_alive()  # the wait ended
+    thread.join(5)
+    assert [str(e) for e in errors] == ["the model failed"]
+    assert len(shared.hands()) == len(places) - 1  # every place but the failed one gave its hand
+
+
 def test_a_body_regions_hands_are_also_taken_at_its_best_palm_places_when_the_landmark_model_is_sure(detector,
                                                                                                   monkeypatch):
     # In a grey group photo the hand landmarker passes over most hands, even at its lowered thresholds, while its
