@@ -438,7 +438,63 @@ def _hand_of_person(pixels: np.ndarray, place, joints: HandJoints) -> Detection 
     return _hand_at(pixels, place, joints, first=0.0, settled=SETTLED)
 
 
-class _Places:
+class _Shared:
+    """Looks that both threads take, whichever is free taking the next (each with models of its own: ``work``'s
+    ``look``), read in the items' order, so that what is kept does not depend on who looked: an item ``drops``
+    (given the results kept before it) is none, as though it had not been looked at — and is not looked at when
+    every item before it is done.  A thread joins by ``work``; ``kept`` and ``results`` wait for the looks the
+    other thread took (a look that fails is done too: its error is its thread's own, and nobody waits for it)."""
+
+    def __init__(self, items=(), drops=None):
+        self.items = list(items)
+        self._drops = drops or (lambda item, kept: False)
+        self._next = 0
+        self._found: dict[int, object] = {}
+        self._done = threading.Condition()
+
+    def work(self, look) -> None:
+        """``look`` at items nobody has taken yet, until none is left."""
+        while True:
+            with self._done:
+                if self._next >= len(self.items):
+                    return
+                i, self._next = self._next, self._next + 1
+                known = all(j in self._found for j in range(i))
+                dropped = known and self._drops(self.items[i], self._kept(i))
+            result = None
+            try:
+                result = None if dropped else look(self.items[i])
+            finally:
+                with self._done:
+                    self._found[i] = result
+                    self._done.notify_all()
+
+    def _kept(self, n: int) -> list:
+        kept: list = []
+        for i, item in enumerate(self.items[:n]):
+            if self._found.get(i) is not None and not self._drops(item, kept):
+                kept.append(self._found[i])
+        return kept
+
+    def looked(self) -> None:
+        """Waits until every item has been looked at (by whichever thread took it)."""
+        with self._done:
+            self._done.wait_for(lambda: len(self._found) == len(self.items))
+
+    def results(self) -> list:
+        """Each item's result (``None`` for one whose look failed), in the items' order, once all are looked at."""
+        self.looked()
+        return [self._found.get(i) for i in range(len(self.items))]
+
+    def kept(self) -> list:
+        """The results kept, in the items' order, once all are looked at: each but those none and those
+        ``drops``."""
+        self.looked()
+        with self._done:
+            return self._kept(len(self.items))
+
+
+class _Places(_Shared):
     """The palm detector's best places on a picture, ranked by one thread and looked at by both, each with landmark
     models of its own, whichever is free taking the next (``_hand_at``: some ten milliseconds a look where a CPU has
     no bf16, two looks a place that shows a hand).  Two sets: the whole view's (``BEST_PALMS``), ranked by the hands
@@ -451,12 +507,9 @@ class _Places:
     sepia copies it took one thing fewer for a hand (2, not 3)."""
 
     def __init__(self):
+        super().__init__(drops=lambda palm, kept: any(centre_in(palm.box, d.box) for d in kept))
         self.ranked = threading.Event()
-        self._places: list = []
         self._pixels: np.ndarray | None = None
-        self._next = 0
-        self._found: dict[int, Detection | None] = {}
-        self._done = threading.Condition()
 
     def rank(self, ranked: Image.Image, looked: Image.Image, palms: Palms, count: int,
              found: list[Detection] = ()) -> None:
@@ -464,39 +517,18 @@ class _Places:
         hand ``found`` already."""
         self._pixels = np.asarray(looked)
         hands = [d for d in found if d.kind == "hand"]
-        self._places = [p for p in _palm_places(palms, ranked, count)
-                        if not any(centre_in(p.box, d.box) for d in hands)]
+        self.items = [p for p in _palm_places(palms, ranked, count)
+                      if not any(centre_in(p.box, d.box) for d in hands)]
         self.ranked.set()
 
     def look(self, joints: HandJoints) -> None:
         """Look at places nobody has taken yet, until none is left."""
-        while True:
-            with self._done:
-                if self._next >= len(self._places):
-                    return
-                i, self._next = self._next, self._next + 1
-            hand = None
-            try:
-                hand = _hand_at(self._pixels, self._places[i], joints)
-            finally:  # (a look that failed is done too: its error is the thread's, no one waits for it)
-                with self._done:
-                    self._found[i] = hand
-                    self._done.notify_all()
-
-    def looked(self) -> None:
-        """Waits until every place has been looked at (by whichever thread took it)."""
-        with self._done:
-            self._done.wait_for(lambda: len(self._found) == len(self._places))
+        self.work(lambda place: _hand_at(self._pixels, place, joints))
 
     def hands(self) -> list[Detection]:
         """The hands found, best place first; a place on a hand a better place gave is not one (as though it had
         not been looked at).  Once every place has been looked at (``looked``)."""
-        out: list[Detection] = []
-        for i, palm in enumerate(self._places):
-            d = self._found.get(i)
-            if d is not None and not any(centre_in(palm.box, o.box) for o in out):
-                out.append(d)
-        return out
+        return self.kept()
 
 
 @dataclass(frozen=True)
@@ -552,6 +584,7 @@ class Detector:
         self._people_seen: list[Person] = []  # the people the last search found in the whole view
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")  # faces, beside the hands
         self._busy = threading.Lock()
+        self._helpers: list = []  # the detector's own thread's share of the hands thread's looks (``_help``)
         if settings.hands:
             path = Path(settings.hand_model or SHIPPED["hand"])
             self.model_files["hand"] = path
@@ -621,6 +654,7 @@ class Detector:
         w, h = rgb.size
         s = self.settings
         self.timings = {}
+        self._helpers = []
         grey = is_grey(rgb)
         if grey:  # a toned picture is searched as the grey one it is (its tint made hands of a sepia coat)
             rgb = ImageOps.grayscale(rgb).convert("RGB")
@@ -648,7 +682,10 @@ class Detector:
                 people.found.set()
             if best is not None:
                 best.ranked.set()
-            also = beside.result()
+            try:
+                also = beside.result()
+            finally:
+                self._helped()
         if skin is not None:
             hands = skin.hands()
             also += [d.moved(1 / f, 0, 0) for d in hands] if f != 1.0 else hands
@@ -793,7 +830,7 @@ class Detector:
                 found += best.hands()
         if people is not None and not views:  # (a grey picture's: on the other thread)
             with self._timed("poses"):
-                found += self._people(people, found, self._joints)
+                found += self._people(people, found, self._joints, shared=True)
         found = [d.moved(1 / f, 0, 0) for d in found] if f != 1.0 else found
         if max(w, h) < s.upsample_below:
             with self._timed("2x"):
@@ -862,8 +899,14 @@ class Detector:
         hands: one behind another, that the first search read with it as one hand."""
         w, h = rgb.size
         pixels = np.asarray(rgb)  # made once for every hand's look (``rotated_crop``)
-        settled = [self._settled(pixels, d) if d.kind == "hand" and len(d.landmarks) == 21 else (d, 1.0)
-                   for d in found]
+        looks = _Shared(d for d in found if d.kind == "hand" and len(d.landmarks) == 21)
+        helper = self._thread.submit(looks.work, lambda d: self._settled(pixels, d, self._beside_joints))
+        try:  # (the hands settled on both threads)
+            looks.work(lambda d: self._settled(pixels, d))
+            again = dict(zip(map(id, looks.items), looks.results(), strict=True))
+        finally:
+            helper.result()
+        settled = [again.get(id(d), (d, 1.0)) for d in found]
         # A hand the landmark model sees no hand in on the crop its own joints give is none (``NOT_A_HAND``).
         found = [d.clamped(w, h) if d.kind == "hand" else d for d, flag in settled if flag >= NOT_A_HAND]
         hands = [d for d in found if d.kind == "hand" and len(d.landmarks) == 21]
@@ -896,18 +939,30 @@ class Detector:
         return found + new
 
     def _people(self, people: _People, found: list[Detection], joints: HandJoints,
-                bodies: list[Person] | None = None) -> list[Detection]:
+                bodies: list[Person] | None = None, shared: bool = False) -> list[Detection]:
         """Hands where people's poses put them (``pose``, ``_hand_of_person``, with ``joints``: the calling thread's
         landmark model), in the whole view: of ``bodies``, or else of every person found; a place on a hand already
-        found is not looked at again."""
-        out: list[Detection] = []
-        for place in (p for body in (people.bodies if bodies is None else bodies) for p in hand_places(body)):
-            if any(inside(place.centre, d.box) for d in found + out if d.kind == "hand"):
-                continue
-            hand = _hand_of_person(people.pixels, place, joints)
-            if hand is not None:
-                out.append(hand)
-        return out
+        found is not looked at, nor one on a hand an earlier place gave (``_Shared``).  ``shared``: the detector's own
+        thread, once free, looks at places too (``_help``)."""
+        places = [p for body in (people.bodies if bodies is None else bodies) for p in hand_places(body)
+                  if not any(inside(p.centre, d.box) for d in found if d.kind == "hand")]
+        looks = _Shared(places, drops=lambda place, kept: any(inside(place.centre, d.box) for d in kept))
+        if shared:
+            self._help(looks, lambda place: _hand_of_person(people.pixels, place, self._beside_joints))
+        looks.work(lambda place: _hand_of_person(people.pixels, place, joints))
+        return looks.kept()
+
+    def _help(self, looks: _Shared, look) -> None:
+        """The detector's own thread joins the hands thread's ``looks`` once it is free (with ``look``: its own
+        models), awaited at the end of the search (``_detect``): should it come free only after the hands thread
+        has taken every item, it finds none left."""
+        self._helpers.append(self._thread.submit(looks.work, look))
+
+    def _helped(self) -> None:
+        """Waits for the detector's own thread's share of the hands thread's looks (``_help``), each begun only once
+        that thread's own searches are done (``_beside``)."""
+        for helper in self._helpers:
+            helper.result()
 
     def _find_people(self, whole_view: Image.Image, people: _People) -> None:
         with self._timed("people"):
@@ -995,12 +1050,14 @@ class Detector:
                 out.append(hand)
         return out
 
-    def _settled(self, rgb: Image.Image | np.ndarray, d: Detection) -> tuple[Detection, float]:
-        """The hand with the joints the landmark model gives on the crop its joints give, where it is sure
-        (its hand flag there at least ``SETTLED``; else the hand as it was), and that flag."""
+    def _settled(self, rgb: Image.Image | np.ndarray, d: Detection,
+                 model: HandJoints | None = None) -> tuple[Detection, float]:
+        """The hand with the joints the landmark model (``model``, or the hands thread's) gives on the crop its
+        joints give, where it is sure (its hand flag there at least ``SETTLED``; else the hand as it was), and that
+        flag."""
         if len(d.landmarks) != 21:
             return d, 0.0
-        joints, flag = self._joints.settle(rgb, d.landmarks)
+        joints, flag = (model or self._joints).settle(rgb, d.landmarks)
         if flag < SETTLED:
             return d, flag
         joints = [(float(x), float(y)) for x, y in joints]

@@ -843,12 +843,12 @@ def test_the_palm_detectors_best_places_give_the_same_hands_whichever_thread_loo
     import threading
     import time
 
-    from automask.detect import PALM_SMALLEST, SKIN_PALMS, Detector, _Places
+    from automask.detect import SKIN_PALMS, Detector, _Places
     from automask.palms import Palm
 
     places = [Palm(0.9 - i / 20, (100.0 * i, 0.0, 100.0 * i + 60, 60.0), (100.0 * i + 30, 30.0), 60.0, 0.0)
               for i in range(SKIN_PALMS - 1)]
-    places.insert(2, Palm(0.8, (20.0, 10.0, 40.0, 30.0), (30.0, 20.0), 20.0, 0.0))  # on the first place's hand
+    places.insert(2, Palm(0.8, (20.0, 10.0, 40.0, 30.0), (30.0, 20.0), 40.0, 0.0))  # on the first place's hand
     unsure = {3, 6}  # the places whose hand flag is low
     found = [Detection("hand", (410.0, 0.0, 470.0, 60.0), 0.9, "hand")]  # on place 5's centre
     looked_at: list[tuple] = []
@@ -875,7 +875,7 @@ def test_the_palm_detectors_best_places_give_the_same_hands_whichever_thread_loo
     picture = Image.new("RGB", (900, 100))
     for before in ([], found):
         alone = Detector._best_palms(None, picture, before, Palms(), Joints(), len(places))
-        # the place on a hand, the unsure ones (and the one on the hand found before): none
+        # the place on the first place's hand, the unsure ones (and the one on the hand found before): none
         assert len(alone) == len(places) - 1 - len(unsure) - len(before)
         for pause in (0.0, 0.03):  # (the other thread slow: its last look outlasts this thread's)
             looked_at.clear()
@@ -888,7 +888,71 @@ def test_the_palm_detectors_best_places_give_the_same_hands_whichever_thread_loo
             assert [(d.box, d.score) for d in shared.hands()] == [(d.box, d.score) for d in alone]
             other.join()
             assert (places[5].centre in looked_at) == (not before)
-            assert len(looked_at) == sum(p.side >= PALM_SMALLEST for p in places) - len(before)  # once each
+            assert len(looked_at) == len(set(looked_at))  # none twice
+            # (the place on the first place's hand is looked at only when taken before that hand was known)
+            assert len(looked_at) >= len(places) - len(before) - 1
+        looked_at.clear()  # one thread alone: that place is passed over
+        alone_too = _Places()
+        alone_too.rank(picture, picture, Palms(), SKIN_PALMS, before)
+        alone_too.look(Joints())
+        assert [d.box for d in alone_too.hands()] == [d.box for d in alone]
+        assert places[2].centre not in looked_at
+        assert len(looked_at) == len(places) - len(before) - 1
+
+
+def test_peoples_hands_and_the_hands_behind_are_looked_at_on_both_threads_with_the_same_result(detector,
+                                                                                               monkeypatch):
+    # Where people's poses put hands, the detector's own thread, once free, looks too (each thread with its own
+    # landmark model): the hands kept are those one thread looking at each place in turn keeps — a place on a hand
+    # found before is not looked at, a place the model is not sure of is none, a place on a hand an earlier place
+    # gave is none.  The hands-behind pass settles each hand on both threads too, each hand's own result kept.
+    import threading
+    import time
+
+    from automask.detect import SETTLED, _People
+    from automask.pose import HandPlace
+
+    places = [HandPlace((100.0 * i + 50, 50.0), 60.0, 0.0, 0.9) for i in range(6)]
+    places.insert(3, HandPlace((60.0, 60.0), 60.0, 0.0, 0.9))  # on the first place's hand
+    unsure = {4}
+    found = [Detection("hand", (520.0, 20.0, 580.0, 80.0), 0.9, "hand")]  # on the last place's centre
+    threads: dict[str, set] = {"alone": set(), "shared": set()}
+
+    class Joints:
+        def __init__(self, mode: str):
+            self.mode = mode
+
+        def look(self, rgb, centre, side, angle):
+            joints = np.array([(centre[0] + dx, centre[1] + dy) for dx in (-25, 0, 25) for dy in range(-24, 25, 8)])
+            return joints, 0.9, 1.0
+
+        def settle(self, rgb, joints):
+            threads[self.mode].add(threading.current_thread().name)
+            time.sleep(0.01)  # (long enough for the other thread to take some too)
+            joints = np.asarray(joints)
+            i = next(k for k, p in enumerate(places) if abs(p.centre[0] - np.mean(joints[:, 0])) < 2)
+            return joints + 1, (SETTLED - 0.1 if i in unsure else 0.95)
+
+    monkeypatch.setattr("automask.detect.hand_places", lambda body: places)
+    people = _People()
+    people.bodies, people.pixels = [object()], np.zeros((100, 700, 3), dtype=np.uint8)
+    alone = detector._people(people, found, Joints("alone"))
+    monkeypatch.setattr(detector, "_beside_joints", Joints("shared"))
+    monkeypatch.setattr(detector, "_helpers", [])
+    shared = detector._people(people, found, Joints("shared"), shared=True)
+    detector._helped()
+    assert [d.box for d in alone] == [d.box for d in shared]
+    assert len(alone) == len(places) - 1 - len(unsure) - len(found)
+    assert len(threads["alone"]) == 1 and len(threads["shared"]) == 2
+
+    # The hands behind: each hand settled once, on either thread, kept with its own joints.
+    hands = [dataclasses.replace(d, score=0.9) for d in alone]
+    monkeypatch.setattr(detector, "_joints", Joints("shared"))
+    monkeypatch.setattr(detector, "_pass", lambda *args, **kwargs: [])  # nothing behind them
+    threads["shared"].clear()
+    kept = detector._behind(Image.new("RGB", (700, 100)), hands)
+    assert [d.landmarks for d in kept] == [[(x + 1, y + 1) for x, y in d.landmarks] for d in hands]
+    assert len(threads["shared"]) == 2
 
 
 def test_a_look_that_fails_on_one_thread_does_not_leave_the_other_waiting_for_it():
@@ -1059,7 +1123,8 @@ def test_a_hand_the_landmark_model_sees_no_hand_in_on_its_own_crop_is_dropped(de
         def settle(self, pixels, joints):
             return np.asarray(joints) + 7, flags[round(min(x for x, _ in joints))]
 
-    monkeypatch.setattr(detector, "_joints", Joints())
+    for name in ("_joints", "_beside_joints"):  # (the hands are settled on both threads)
+        monkeypatch.setattr(detector, name, Joints())
     monkeypatch.setattr(detector, "_pass", lambda *args, **kwargs: [])  # nothing behind them
     face = Detection("face", (600, 20, 700, 120), 0.9, "face-short")
     kept = detector._behind(Image.new("RGB", (800, 400), (90, 90, 90)), [hand(100, 0.96), hand(300, 0.9),
