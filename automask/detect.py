@@ -48,10 +48,11 @@ several ways and the results merged:
 
 Faces and hands are searched side by side, faces on a thread of the detector's own: they share no model,
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
-two takes.  People's poses are found, and their hands looked at, on the hands' thread (a grey picture's on the
-faces': its hands thread has the more to do), their heads on the faces' thread; the palm detector's best places
-(the whole view's, a grey picture's skin-toned copy's), and people's body regions, by whichever thread is free
-(``_Places``, ``_bodies``), each thread with hand models of its own.
+two takes.  People's poses are found on the hands' thread (a grey picture's on the faces': its hands thread has
+the more to do), their heads looked at on the faces' thread; the palm detector's best places (the whole view's, a
+grey picture's skin-toned copy's), the hands where a colour picture's people's poses put them, people's body
+regions and the hands-behind pass's second looks by whichever thread is free (``_Shared``, ``_Places``,
+``_bodies``), each thread with hand models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -954,8 +955,8 @@ class Detector:
 
     def _help(self, looks: _Shared, look) -> None:
         """The detector's own thread joins the hands thread's ``looks`` once it is free (with ``look``: its own
-        models), awaited at the end of the search (``_detect``): should it come free only after the hands thread
-        has taken every item, it finds none left."""
+        models), awaited once that thread's own searches are (``_helped``): should it come free only after the hands
+        thread has taken every item, it finds none left."""
         self._helpers.append(self._thread.submit(looks.work, look))
 
     def _helped(self) -> None:
