@@ -901,12 +901,9 @@ class Detector:
         w, h = rgb.size
         pixels = np.asarray(rgb)  # made once for every hand's look (``rotated_crop``)
         looks = _Shared(d for d in found if d.kind == "hand" and len(d.landmarks) == 21)
-        helper = self._thread.submit(looks.work, lambda d: self._settled(pixels, d, self._beside_joints))
-        try:  # (the hands settled on both threads)
-            looks.work(lambda d: self._settled(pixels, d))
-            again = dict(zip(map(id, looks.items), looks.results(), strict=True))
-        finally:
-            helper.result()
+        again = dict(zip(map(id, looks.items), self._on_both(looks, lambda d: self._settled(pixels, d),
+                                                              lambda d: self._settled(pixels, d, self._beside_joints)),
+                         strict=True))
         settled = [again.get(id(d), (d, 1.0)) for d in found]
         # A hand the landmark model sees no hand in on the crop its own joints give is none (``NOT_A_HAND``).
         found = [d.clamped(w, h) if d.kind == "hand" else d for d, flag in settled if flag >= NOT_A_HAND]
@@ -958,6 +955,16 @@ class Detector:
         models), awaited once that thread's own searches are (``_helped``): should it come free only after the hands
         thread has taken every item, it finds none left."""
         self._helpers.append(self._thread.submit(looks.work, look))
+
+    def _on_both(self, looks: _Shared, own, beside) -> list:
+        """``looks`` taken by both threads at once (the detector's own thread free: after ``_beside``), this one
+        with ``own``, the other with ``beside`` (each with its own models); each item's result, in order."""
+        helper = self._thread.submit(looks.work, beside)
+        try:
+            looks.work(own)
+            return looks.results()
+        finally:
+            helper.result()
 
     def _helped(self) -> None:
         """Waits for the detector's own thread's share of the hands thread's looks (``_help``), each begun only once
@@ -1078,18 +1085,11 @@ class Detector:
         if self._beside_hands is None:
             self._beside_hands = _HandModels(*self._landmarkers(), self._beside_joints)
         self._load_palms()
-        per_region: list[list[Detection]] = [[] for _ in regions]
-        left = iter(range(len(regions)))
-        lock = threading.Lock()
 
-        def search(models: _HandModels | None) -> None:
-            while True:
-                with lock:
-                    i = next(left, None)
-                if i is None:
-                    return
-                x0, y0, x1, y1 = regions[i]
-                crop = rgb.crop((x0, y0, x1, y1))
+        def search(models: _HandModels | None):
+            def region(box: tuple[int, int, int, int]) -> list[Detection]:
+                x0, y0, x1, y1 = box
+                crop = rgb.crop(box)
                 f = BODY_SIDE / max(crop.size)
                 crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
                                    Image.Resampling.LANCZOS)
@@ -1101,19 +1101,14 @@ class Detector:
                 known = [d.moved(f, -x0 * f, -y0 * f) for d in found]
                 at_palms = self._best_palms(crop, known, palms, joints, REGION_PALMS,
                                             grey_views(crop)[1] if self._grey else None, REGION_SETTLED)
-                per_region[i] = [d for d in (d.moved(1 / f, x0, y0) for d in in_crop)
-                                 if not _same_as_any(d, found) and not dwarfed(d, faces)
-                                 and self._seen_again(rgb, d, models)]
-                per_region[i] += [d for d in (d.moved(1 / f, x0, y0) for d in at_palms)
-                                  if not _same_as_any(d, found + per_region[i]) and not dwarfed(d, faces)]
+                finds = [d for d in (d.moved(1 / f, x0, y0) for d in in_crop)
+                         if not _same_as_any(d, found) and not dwarfed(d, faces) and self._seen_again(rgb, d, models)]
+                return finds + [d for d in (d.moved(1 / f, x0, y0) for d in at_palms)
+                                if not _same_as_any(d, found + finds) and not dwarfed(d, faces)]
+            return region
 
-        beside = self._thread.submit(search, self._beside_hands)
-        try:
-            search(None)
-        finally:
-            beside.result()
         out: list[Detection] = []
-        for finds in per_region:
+        for finds in self._on_both(_Shared(regions), search(None), search(self._beside_hands)):
             out += [d for d in finds if not _same_as_any(d, out)]
         return out
 
