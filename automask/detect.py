@@ -169,6 +169,14 @@ SHORT_UNSURE = 0.75  # a face the short-range model boxed less sure than this is
 TIGHTER_SIDE = 192   # px: the crop around such a face that the full-range model looks at for its own box (its input)
 FACE_UNDER = 0.75    # a grey picture's hand mostly inside a face this sure is that face (``on_a_face``); a fist the
                      # face models take for a face scores near their threshold (0.5–0.6)
+DETAIL = 0.16        # a picture over ``tile_above`` whose finest octave holds less than this (``detail``) is searched
+                     # at half its size: photos measure 0.19–1.0 (median 0.42), the same enlarged 2–4× 0.05–0.4
+                     # (medians 0.11–0.19); a collage of 1920 px photos at 3840 px, 0.26
+DETAIL_CROP = 512    # px: ``detail`` is measured on crops this large, …
+DETAIL_CROPS = 5     # … this many, the picture's most textured
+ROUNDING = 2 / 12    # the mean square that rounding to 8 bits puts in a difference of two pictures (1/12 each)
+SMALLEST_SEARCHED = 256  # px: a picture halved so (``_searched``) is halved again while its half is at least this long
+TEXTURE = 4.0        # the mean square a crop's octaves below the finest must have, on average, for ``detail`` to tell
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,36 @@ def is_grey(rgb: Image.Image) -> bool:
     chroma = pixels - pixels.mean(axis=1, keepdims=True)
     spread = np.linalg.svd(chroma, compute_uv=False) / np.sqrt(len(chroma))
     return len(spread) < 2 or float(spread[1]) < TONED_SPREAD  # (one coloured pixel has one hue)
+
+
+def detail(rgb: Image.Image) -> float:
+    """How much of a picture's detail lies in its finest octave: what a copy at half its size loses (Lanczos, there and
+    back), over what lies between that copy and one at an eighth (mean squares of the luma, each less the 8-bit
+    rounding's share), on its ``DETAIL_CROPS`` most textured crops of ``DETAIL_CROP`` px taken together.  A picture
+    enlarged from a smaller one has nothing in that octave but what the enlarging made (an upscaler's sharpening among
+    it); a photo has about as much there as in the octaves below it, or a share of it when soft.  None of it (0) when
+    even its most textured crops have next to nothing in the octaves below (a picture enlarged many times, or
+    plain)."""
+    w, h = rgb.size
+    cw, ch = min(w, DETAIL_CROP), min(h, DETAIL_CROP)
+    # The most textured crops, by the spread of a thumbnail's pixels in each place of a grid of crops (in a plain
+    # place, what each octave holds is little more than the rounding).
+    r = max(1, max(w, h) // DETAIL_CROP)
+    thumb = np.asarray((rgb.reduce(r) if r > 1 else rgb).convert("L"), dtype=np.float32)
+    places = [(x, y) for y in range(0, h - ch + 1, max(1, ch // 2)) for x in range(0, w - cw + 1, max(1, cw // 2))]
+    spread = [float(thumb[y // r:(y + ch) // r, x // r:(x + cw) // r].std()) for x, y in places]
+    finest = below = 0.0
+    chosen = np.argsort(spread)[::-1][:DETAIL_CROPS]
+    for i in chosen:
+        x0, y0 = places[i]
+        crop = rgb.crop((x0, y0, x0 + cw, y0 + ch)).convert("L")
+        luma = np.asarray(crop, dtype=np.float32)
+        half, eighth = (np.asarray(crop.resize((max(1, round(cw / k)), max(1, round(ch / k))), Image.Resampling.LANCZOS)
+                                   .resize((cw, ch), Image.Resampling.LANCZOS), dtype=np.float32) for k in (2, 8))
+        inner = (slice(8, -8), slice(8, -8))  # (the crop's edges resample from beyond it)
+        finest += max(0.0, float(np.mean((luma - half)[inner] ** 2)) - ROUNDING)
+        below += max(0.0, float(np.mean((half - eighth)[inner] ** 2)) - ROUNDING)
+    return 0.0 if below < len(chosen) * TEXTURE else (finest / below) ** 0.5
 
 
 def _shrunk(rgb: Image.Image) -> tuple[Image.Image, float]:
@@ -582,6 +620,7 @@ class Detector:
         self._own_hands: _HandModels | None = None  # the calling thread's hand models (``_HandModels``)
         self._grey = False  # the picture being searched is grey: the grey hand landmarker looks
         self.elapsed = 0.0  # ms, the last ``detect``
+        self.searched_size: tuple[int, int] | None = None  # the size the last ``detect`` searched the picture at
         self._people_seen: list[Person] = []  # the people the last search found in the whole view
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")  # faces, beside the hands
         self._busy = threading.Lock()
@@ -626,28 +665,61 @@ class Detector:
 
     # ------------------------------------------------------------------ passes
     def detect(self, image: Image.Image) -> list[Detection]:
-        """Every face and hand found; ``timings`` then holds the milliseconds each pass took, and ``elapsed``
-        the whole search's (faces and hands side by side: see the module's text).  One search at a time: jobs
-        on several workers share the gate's detector, and a search keeps its state (grey or not) on it."""
+        """Every face and hand found; ``timings`` then holds the milliseconds each pass took, ``elapsed`` the whole
+        search's (faces and hands side by side: see the module's text), and ``searched_size`` the size the picture
+        was searched at (``_searched``).  One search at a time: jobs on several workers share the gate's detector,
+        and a search keeps its state (grey or not) on it."""
         with self._busy:
-            found = self._detect(image)
-            turns = quarter_turns(self._people_seen)
-            if not turns:
+            t0 = time.perf_counter()
+            picture, f = self._searched(image)
+            measured = (time.perf_counter() - t0) * 1000
+            found = self._upright(picture)
+            if max(image.size) > self.settings.tile_above:  # (its detail measured)
+                self.timings = {**self.timings, "detail": measured}
+                self.elapsed += measured
+            self.searched_size = picture.size
+            if f == 1.0:
                 return found
-            # People on their side or upside down: the picture is searched again turned upright, the way the face
-            # models look (in group photos turned a quarter they found two faces in three), and what that search
-            # finds is what the picture holds — when it finds more sure faces than the first (a pose can point
-            # sideways in a close-up of hands, or in a small group far away).
-            first_ms, first_timings = self.elapsed, self.timings
-            upright = image.rotate(90 * turns, expand=True)
-            again = self._detect(upright)
-            self.elapsed += first_ms
-            if _sure_faces(again) <= _sure_faces(found):
-                self.timings = {**first_timings, "upright": self.elapsed - first_ms}
-                return found
-            self.timings = {**self.timings, "sideways": first_ms}
             w, h = image.size
-            return [turned(d, upright.size, 4 - turns).clamped(w, h) for d in again]
+            return [d.moved(1 / f, 0, 0).clamped(w, h) for d in found]
+
+    def _searched(self, image: Image.Image) -> tuple[Image.Image, float]:
+        """The picture as it is searched, and the factor it was scaled by: one larger than ``tile_above`` whose finest
+        octave holds next to nothing (``detail`` under ``DETAIL``) — enlarged from a smaller one, or that soft — at
+        half its size (Lanczos), and so again while it is.  Its tiles, second looks and hands-behind pass would
+        otherwise search texture that the enlarging made sharp and large, where hands were found that its photo does
+        not have (an ear, an open mouth), and none that the smaller copy does not show."""
+        picture, f = image, 1.0
+        while (max(picture.size) > self.settings.tile_above
+               or (f < 1.0 and max(picture.size) >= 2 * SMALLEST_SEARCHED)):
+            if detail(picture) >= DETAIL:
+                break
+            f /= 2
+            picture = image.resize((max(1, round(image.width * f)), max(1, round(image.height * f))),
+                                   Image.Resampling.LANCZOS)
+        return picture, f
+
+    def _upright(self, image: Image.Image) -> list[Detection]:
+        """``image`` searched (``_detect``), and searched again turned upright when its people lie on their side or
+        upside down."""
+        found = self._detect(image)
+        turns = quarter_turns(self._people_seen)
+        if not turns:
+            return found
+        # People on their side or upside down: the picture is searched again turned upright, the way the face
+        # models look (in group photos turned a quarter they found two faces in three), and what that search
+        # finds is what the picture holds — when it finds more sure faces than the first (a pose can point
+        # sideways in a close-up of hands, or in a small group far away).
+        first_ms, first_timings = self.elapsed, self.timings
+        upright = image.rotate(90 * turns, expand=True)
+        again = self._detect(upright)
+        self.elapsed += first_ms
+        if _sure_faces(again) <= _sure_faces(found):
+            self.timings = {**first_timings, "upright": self.elapsed - first_ms}
+            return found
+        self.timings = {**self.timings, "sideways": first_ms}
+        w, h = image.size
+        return [turned(d, upright.size, 4 - turns).clamped(w, h) for d in again]
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         t0 = time.perf_counter()
