@@ -1,7 +1,9 @@
 """Faces and hands, found offline with MediaPipe's Tasks API.
 
 Recall comes first — a missed hand is never repaired — so one image is searched
-several ways and the results merged:
+several ways and the results merged.  A large picture with next to nothing in its finest octave (``detail``:
+enlarged from a smaller one, or that soft) is first halved, and again while so (``Detector._searched``): it is
+searched at the size it was enlarged from, and its finds scaled back.  The ways:
 
 * the whole view — of a picture larger than 1024 px, a Lanczos copy of that size, as MediaPipe shrinks its
   input to the models' size without filtering — with both face models (short range for close-ups, full range
@@ -170,8 +172,9 @@ TIGHTER_SIDE = 192   # px: the crop around such a face that the full-range model
 FACE_UNDER = 0.75    # a grey picture's hand mostly inside a face this sure is that face (``on_a_face``); a fist the
                      # face models take for a face scores near their threshold (0.5–0.6)
 DETAIL = 0.16        # a picture over ``tile_above`` whose finest octave holds less than this (``detail``) is searched
-                     # at half its size: photos measure 0.19–1.0 (median 0.42), the same enlarged 2–4× 0.05–0.4
-                     # (medians 0.11–0.19); a collage of 1920 px photos at 3840 px, 0.26
+                     # at half its size: 54 photos measure 0.18–0.97 (median 0.40; as JPEGs at 70, 0.17 and up), the
+                     # same enlarged 3× or 4× with Lanczos or bicubic at most 0.16, 2× mostly less (medians
+                     # 0.09–0.15); a collage of 1920 px photos at 3840 px, 0.26
 DETAIL_CROP = 512    # px: ``detail`` is measured on crops this large, …
 DETAIL_CROPS = 5     # … this many, the picture's most textured
 ROUNDING = 2 / 12    # the mean square that rounding to 8 bits puts in a difference of two pictures (1/12 each)

@@ -317,13 +317,15 @@ def enlarged(todo: list[Photo], detector: Detector, mesh: FaceMesh | None) -> li
     """Every photo (at a long side of at most 1024 px) enlarged as upscalers and editors enlarge (see
     ``ENLARGED``), and by polishd's own upscaler (``upscaler``): the faces and hands kept that lie on what the photo
     itself keeps, of those, and the finds that do not (each counted on the photo, ``_matched``), with the median
-    time.  An enlarged copy is searched in tiles at full resolution, where texture made sharp and large looks like a
-    hand more often."""
+    time, and the size it was searched at as a share of the copy's (``Detector._searched``: one with next to nothing in
+    its finest octave is searched at the size it was enlarged from, not in tiles at full resolution, where texture made
+    sharp and large looks like a hand more often)."""
     out = ["", "Enlarged copies of every photo (each at a long side of at most 1024 px, enlarged 2–4× with Lanczos or "
            "bicubic, or with Lanczos and an unsharp mask of radius k as an upscaler's sharp output, and that as a JPEG "
            "at 70, and 4× by polishd's own upscaler as the upscale stage runs it): faces and hands kept on what the "
-           "photo itself keeps (of those), + finds not on one of them:", "",
-           "| copy | faces | hands | ms (median) |", "|---|---|---|---|"]
+           "photo itself keeps (of those), + finds not on one of them; the side it was searched at, of its own "
+           "(median):",
+           "", "| copy | faces | hands | searched at | ms (median) |", "|---|---|---|---|---|"]
     changes = dict(ENLARGED)
     up, why = upscaler()
     if up is not None:
@@ -335,12 +337,13 @@ def enlarged(todo: list[Photo], detector: Detector, mesh: FaceMesh | None) -> li
         bases.append((p, photo, kept(detector, photo, mesh)[0]))
     totals = {"face": [0, 0, 0], "hand": [0, 0, 0]}
     for name, change in changes.items():
-        cells, times = {"face": [0, 0, 0], "hand": [0, 0, 0]}, []
+        cells, times, searched = {"face": [0, 0, 0], "hand": [0, 0, 0]}, [], []
         for p, photo, own in bases:
             image = change(photo)
             k = image.width / photo.width
             found = [d.moved(1 / k, 0, 0) for d in kept(detector, image, mesh)[0]]
             times.append(spent(detector))
+            searched.append(detector.searched_size[0] / image.width)
             for kind in ("face", "hand"):
                 mine, theirs = [d for d in found if d.kind == kind], [d for d in own if d.kind == kind]
                 on = min(_matched(mine, theirs), len(theirs))
@@ -350,7 +353,8 @@ def enlarged(todo: list[Photo], detector: Detector, mesh: FaceMesh | None) -> li
                     print(f"  {p.path.name}, {name}: {len(mine) - on} {kind}(s) not on the photo's; all its finds:",
                           [[round(v) for v in d.box] for d in mine], flush=True)
         out.append(f"| {name} | " + " | ".join(f"{c[1]}/{c[0]}" + (f" +{c[2]}" if c[2] else "")
-                                               for c in cells.values()) + f" | {statistics.median(times):.0f} |")
+                                               for c in cells.values())
+                   + f" | {statistics.median(searched):.2f} | {statistics.median(times):.0f} |")
         print(out[-1], flush=True)
     out += ["", "In all: faces " + ", hands ".join(f"{c[1]}/{c[0]} on the photo's, {c[2]} not"
                                                   for c in totals.values()) + "."]
