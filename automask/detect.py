@@ -692,14 +692,15 @@ class Detector:
         half its size (Lanczos), and so again while it is.  Its tiles, second looks and hands-behind pass would
         otherwise search texture that the enlarging made sharp and large, where hands were found that its photo does
         not have (an ear, an open mouth), and none that the smaller copy does not show."""
-        picture, f = image, 1.0
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        picture, f = rgb, 1.0
         while (max(picture.size) > self.settings.tile_above
                or (f < 1.0 and max(picture.size) >= 2 * SMALLEST_SEARCHED)):
             if detail(picture) >= DETAIL:
                 break
             f /= 2
-            picture = image.resize((max(1, round(image.width * f)), max(1, round(image.height * f))),
-                                   Image.Resampling.LANCZOS)
+            picture = rgb.resize((max(1, round(rgb.width * f)), max(1, round(rgb.height * f))),
+                                 Image.Resampling.LANCZOS)
         return picture, f
 
     def _upright(self, image: Image.Image) -> list[Detection]:
