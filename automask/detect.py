@@ -172,7 +172,7 @@ TIGHTER_SIDE = 192   # px: the crop around such a face that the full-range model
 FACE_UNDER = 0.75    # a grey picture's hand mostly inside a face this sure is that face (``on_a_face``); a fist the
                      # face models take for a face scores near their threshold (0.5–0.6)
 DETAIL = 0.16        # a picture over ``tile_above`` whose finest octave holds less than this (``detail``) is searched
-                     # at half its size: 38 photos, and the larger at 1024 px, measure 0.18–0.97 (median 0.40; as
+                     # at half its size: 37 photos, and the larger at 1024 px, measure 0.18–0.97 (median 0.40; as
                      # JPEGs at 70, 0.17 and up), the same enlarged 4× with Lanczos or 3× with bicubic at most 0.16,
                      # 2× mostly less (medians 0.09–0.15); a collage of 1920 px photos at 3840 px, 0.26
 DETAIL_CROP = 512    # px: ``detail`` is measured on crops this large, …
