@@ -228,6 +228,8 @@ def detail(rgb: Image.Image) -> float:
     plain)."""
     w, h = rgb.size
     cw, ch = min(w, DETAIL_CROP), min(h, DETAIL_CROP)
+    if min(cw, ch) < 64:
+        return 1.0  # a strip too narrow for its eighth (under 8 px) to show an octave: searched as it is
     # The most textured crops, by the spread of a thumbnail's pixels in each place of a grid of crops (in a plain
     # place, what each octave holds is little more than the rounding).
     r = max(1, max(w, h) // DETAIL_CROP)

@@ -322,6 +322,7 @@ def test_detail_tells_a_photo_from_the_same_photo_enlarged():
         for k, how in ((2, Image.Resampling.LANCZOS), (3, Image.Resampling.BICUBIC), (4, Image.Resampling.LANCZOS)):
             assert detail(im.resize((im.width * k, im.height * k), how)) < DETAIL, (im.size, k)
     assert detail(Image.new("RGB", (3000, 2000), (90, 120, 60))) == 0.0
+    assert detail(Image.new("RGB", (3000, 40), (90, 120, 60))) >= DETAIL  # too narrow to tell: searched as it is
 
 
 def test_a_picture_enlarged_from_a_smaller_one_is_searched_at_that_size(detector):
