@@ -197,6 +197,11 @@ class AutoMaskStage(Stage):
         if not (source.user_mask and params.user_mask == "replace"):
             ctx.check_stop()
             found = self._detector.detect(image) if params.mediapipe else []
+            searched = self._detector.searched_size if params.mediapipe else None
+            if searched is not None and searched != size:
+                # (nothing in its finest octave: enlarged from a smaller picture, or that soft)
+                log.info("searched at the size it was enlarged from", searched=f"{searched[0]}×{searched[1]}",
+                         size=f"{size[0]}×{size[1]}")
             for entry, model in self._yolo:
                 ctx.check_stop()
                 finds = model.find(image, entry.kind, entry.confidence, entry.classes)

@@ -344,6 +344,17 @@ def test_a_picture_enlarged_from_a_smaller_one_is_searched_at_that_size(detector
     assert detector._searched(im.resize((1536, 1536), Image.Resampling.LANCZOS))[1] == 1.0
 
 
+def test_the_stage_says_when_it_searched_a_picture_at_the_size_it_was_enlarged_from(tmp_path):
+    from structlog.testing import capture_logs
+
+    big = Image.open(DATA / "camera.png").convert("RGB").resize((2048, 2048), Image.Resampling.LANCZOS)
+    with capture_logs() as logs:
+        _, entry = _run(tmp_path, "camera.png", big)
+    said = [e for e in logs if e["event"] == "searched at the size it was enlarged from"]
+    assert entry.status == "done" and len(said) == 1
+    assert said[0]["searched"] == "512×512" and said[0]["size"] == "2048×2048"
+
+
 def test_tiles_cover_the_image_with_overlap():
     ts = tiles(2000, 1000, 768)
     assert ts[0][:2] == (0, 0) and max(t[2] for t in ts) == 2000 and max(t[3] for t in ts) == 1000
