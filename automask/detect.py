@@ -242,12 +242,18 @@ def detail(rgb: Image.Image) -> float:
         x0, y0 = places[i]
         crop = rgb.crop((x0, y0, x0 + cw, y0 + ch)).convert("L")
         luma = np.asarray(crop, dtype=np.float32)
-        half, eighth = (np.asarray(crop.resize((max(1, round(cw / k)), max(1, round(ch / k))), Image.Resampling.LANCZOS)
-                                   .resize((cw, ch), Image.Resampling.LANCZOS), dtype=np.float32) for k in (2, 8))
+        half, eighth = (np.asarray(_scaled(crop, 1 / k).resize((cw, ch), Image.Resampling.LANCZOS), dtype=np.float32)
+                        for k in (2, 8))
         inner = (slice(8, -8), slice(8, -8))  # (the crop's edges resample from beyond it)
         finest += max(0.0, float(np.mean((luma - half)[inner] ** 2)) - ROUNDING)
         below += max(0.0, float(np.mean((half - eighth)[inner] ** 2)) - ROUNDING)
     return 0.0 if below < len(chosen) * TEXTURE else (finest / below) ** 0.5
+
+
+def _scaled(picture: Image.Image, f: float) -> Image.Image:
+    """``picture`` scaled by ``f`` (Lanczos), each side at least a pixel."""
+    return picture.resize((max(1, round(picture.width * f)), max(1, round(picture.height * f))),
+                          Image.Resampling.LANCZOS)
 
 
 def _shrunk(rgb: Image.Image) -> tuple[Image.Image, float]:
@@ -255,7 +261,7 @@ def _shrunk(rgb: Image.Image) -> tuple[Image.Image, float]:
     f = min(1.0, WHOLE_SIDE / max(rgb.size))
     if f == 1.0:
         return rgb, f
-    return rgb.resize((max(1, round(rgb.width * f)), max(1, round(rgb.height * f))), Image.Resampling.LANCZOS), f
+    return _scaled(rgb, f), f
 
 
 def grey_views(rgb: Image.Image) -> list[Image.Image]:
@@ -694,6 +700,8 @@ class Detector:
         half its size (Lanczos), and so again while it is.  Its tiles, second looks and hands-behind pass would
         otherwise search texture that the enlarging made sharp and large, where hands were found that its photo does
         not have (an ear, an open mouth), and none that the smaller copy does not show."""
+        if max(image.size) <= self.settings.tile_above:
+            return image, 1.0  # (not measured: searched as it is, converted by ``_detect``)
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         picture, f = rgb, 1.0
         while (max(picture.size) > self.settings.tile_above
@@ -701,8 +709,7 @@ class Detector:
             if detail(picture) >= DETAIL:
                 break
             f /= 2
-            picture = rgb.resize((max(1, round(rgb.width * f)), max(1, round(rgb.height * f))),
-                                 Image.Resampling.LANCZOS)
+            picture = _scaled(rgb, f)
         return picture, f
 
     def _upright(self, image: Image.Image) -> list[Detection]:
@@ -952,7 +959,7 @@ class Detector:
         box = (max(0, round(x0)), max(0, round(y0)), min(rgb.width, round(x1)), min(rgb.height, round(y1)))
         crop = rgb.crop(box)
         k = TIGHTER_SIDE / max(crop.size)
-        crop = crop.resize((max(1, round(crop.width * k)), max(1, round(crop.height * k))), Image.Resampling.LANCZOS)
+        crop = _scaled(crop, k)
         inside_it = [a.moved(1 / k, box[0], box[1]) for a in self._pass(crop, hands=False, face_models=full)]
         inside_it = [a for a in inside_it if a.score >= WHOLE_SURE and centre_in(a.box, d.box)]
         return max(inside_it, key=lambda a: a.score) if inside_it else None
@@ -1169,8 +1176,7 @@ class Detector:
                 x0, y0, x1, y1 = box
                 crop = rgb.crop(box)
                 f = BODY_SIDE / max(crop.size)
-                crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
-                                   Image.Resampling.LANCZOS)
+                crop = _scaled(crop, f)
                 in_crop = self._pass(crop, faces=False, hand_models=models)
                 palms, joints = (self._palms, self._joints) if models is None else (self._skin_palms,
                                                                                    self._beside_joints)
@@ -1212,7 +1218,7 @@ class Detector:
                min(rgb.width, round(cx + reach)), min(rgb.height, round(cy + reach)))
         crop = rgb.crop(box)
         f = SECOND_LOOK / max(crop.size)
-        crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))), Image.Resampling.LANCZOS)
+        crop = _scaled(crop, f)
         again = [a.moved(1 / f, box[0], box[1]) for a in self._pass(crop, d.kind == "face", d.kind == "hand",
                                                                     hand_models=hand_models)
                  if a.score >= CONFIRM]

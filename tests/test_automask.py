@@ -105,9 +105,7 @@ def test_a_sharpened_enlargements_flag_star_is_no_hand(detector, monkeypatch):
     tiles find stay: ``test_automask_dev``.)"""
     from PIL import ImageFilter
 
-    import automask.detect
-
-    monkeypatch.setattr(automask.detect, "detail", lambda picture: 1.0)
+    at_full_resolution(monkeypatch)
     image = Image.open(DATA / "astronaut.png").convert("RGB")
     big = image.resize((2048, 2048), Image.Resampling.LANCZOS).filter(ImageFilter.UnsharpMask(4, 150, 2))
     found = detector.detect(big)
@@ -309,15 +307,29 @@ def test_an_enlarged_copy_finds_what_the_original_finds(detector):
     assert not [d for d in detector.detect(big) if d.kind == "hand" and d.score >= 0.3]
 
 
-def test_detail_tells_a_photo_from_the_same_photo_enlarged():
-    """``detail``: the photos, and a grid of them 2048 px wide, have as much in their finest octave as ``DETAIL`` or
-    more; the same photos enlarged 2–4× (Lanczos, bicubic) have less, and a plain picture none."""
+def _grid_of_photos() -> Image.Image:
+    """The astronaut and the camera man, 512² each, in turn on a 4 × 4 grid: 2048² with detail at full resolution."""
     photos = [Image.open(DATA / name).convert("RGB") for name in ("astronaut.png", "camera.png")]
     grid = Image.new("RGB", (2048, 2048))
     for i in range(16):
         grid.paste(photos[i % 2], (512 * (i % 4), 512 * (i // 4)))
-    assert detail(grid) >= DETAIL
-    for im in photos:
+    return grid
+
+
+def at_full_resolution(monkeypatch) -> None:
+    """Large pictures searched at full resolution, as one with detail there is (``detail`` made to say so): an
+    enlarged copy is otherwise searched at the size it was enlarged from (``Detector._searched``), and the tiles'
+    rules a test holds would not be reached."""
+    import automask.detect
+
+    monkeypatch.setattr(automask.detect, "detail", lambda picture: 1.0)
+
+
+def test_detail_tells_a_photo_from_the_same_photo_enlarged():
+    """``detail``: the photos, and a grid of them 2048 px wide, have as much in their finest octave as ``DETAIL`` or
+    more; the same photos enlarged 2–4× (Lanczos, bicubic) have less, and a plain picture none."""
+    assert detail(_grid_of_photos()) >= DETAIL
+    for im in (Image.open(DATA / name).convert("RGB") for name in ("astronaut.png", "camera.png")):
         assert detail(im) >= DETAIL
         for k, how in ((2, Image.Resampling.LANCZOS), (3, Image.Resampling.BICUBIC), (4, Image.Resampling.LANCZOS)):
             assert detail(im.resize((im.width * k, im.height * k), how)) < DETAIL, (im.size, k)
@@ -337,9 +349,7 @@ def test_a_picture_enlarged_from_a_smaller_one_is_searched_at_that_size(detector
     assert detector.searched_size == (512, 512)
     assert len(photo) == len(found) == 1
     assert iou(tuple(4 * v for v in photo[0].box), found[0].box) > 0.9
-    grid = Image.new("RGB", (2048, 2048))
-    for i in range(16):
-        grid.paste(im if i % 2 else Image.open(DATA / "astronaut.png").convert("RGB"), (512 * (i % 4), 512 * (i // 4)))
+    grid = _grid_of_photos()
     assert detector._searched(grid) == (grid, 1.0)
     assert detector._searched(im.resize((1536, 1536), Image.Resampling.LANCZOS))[1] == 1.0
 

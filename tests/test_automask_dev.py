@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from stages.automask import AutoMaskStage
 from tests.conftest import DATA
-from tests.test_automask import _run
+from tests.test_automask import _run, at_full_resolution
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces-hands-dev"
 pytestmark = pytest.mark.skipif(not (DEV / "expected.json").is_file(),
@@ -73,18 +73,9 @@ def test_the_development_set_keeps_its_measured_recall_without_false_faces(tmp_p
     assert hands >= 10 and false_hands == 0  # 10 of 11: a hand of 10 px holding a phone is missed
 
 
-def _at_full_resolution(monkeypatch) -> None:
-    """Enlarged copies searched in tiles at full resolution, as a large picture with detail there is: an enlarged
-    copy is otherwise searched at the size it was enlarged from (``Detector._searched``), and the tiles' rules these
-    tests hold would not be reached."""
-    import automask.detect
-
-    monkeypatch.setattr(automask.detect, "detail", lambda picture: 1.0)
-
-
 @pytest.mark.slow
 def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path, monkeypatch):
-    _at_full_resolution(monkeypatch)
+    at_full_resolution(monkeypatch)
     # Four times enlarged, a tile sees the girl's hair clip as a small hand; it lies beside her face at about a
     # thirteenth of its size, so it is not kept.  The real hand (on the boy's shoulder) and both faces are.
     photo = Image.open(DEV / "two-children.jpg").convert("RGB")
@@ -94,7 +85,7 @@ def test_a_large_copy_does_not_invent_a_hand_in_the_hair(tmp_path, monkeypatch):
 
 
 def test_a_large_copy_does_not_keep_a_hair_clip_as_a_face(tmp_path, monkeypatch):
-    _at_full_resolution(monkeypatch)
+    at_full_resolution(monkeypatch)
     # The two children at 1024 px, enlarged 4×: a tile sees the girl's pink hair clip as a face (0.6) and a second
     # look finds it again, but the face landmark model does not (0.01), and a face only tiles found is judged by
     # it.  Both faces, which the whole view finds too, stay.
@@ -106,7 +97,7 @@ def test_a_large_copy_does_not_keep_a_hair_clip_as_a_face(tmp_path, monkeypatch)
 
 
 def test_a_bicubic_enlargement_keeps_its_hands_and_takes_no_shoe_for_one(tmp_path, monkeypatch):
-    _at_full_resolution(monkeypatch)
+    at_full_resolution(monkeypatch)
     # Four times enlarged with bicubic (3840 px), the woman sitting: a tile takes the toe of her shoe for a hand
     # and a second look finds it again (0.98), but the landmark model, on the crop that find's joints give, flags
     # no hand there (0.29).  Her two hands, which the tiles find too, stay where they are.
