@@ -349,6 +349,8 @@ def test_a_picture_enlarged_from_a_smaller_one_is_searched_at_that_size(detector
     assert detector.searched_size == (512, 512)
     assert len(photo) == len(found) == 1
     assert iou(tuple(4 * v for v in photo[0].box), found[0].box) > 0.9
+    for mode in ("RGBA", "L"):  # measured and halved on an RGB copy
+        assert len(faces(detector.detect(big.convert(mode)))) == 1 and detector.searched_size == (512, 512)
     grid = _grid_of_photos()
     assert detector._searched(grid) == (grid, 1.0)
     assert detector._searched(im.resize((1536, 1536), Image.Resampling.LANCZOS))[1] == 1.0
