@@ -322,3 +322,31 @@ def _faces_with_and_without_poses(tmp_path: Path, photo: Image.Image) -> tuple[i
         _, entry = _run(tmp_path / folder, "photo.png", photo, toml)
         counts.append(entry.details.counts["face"])
     return counts[0], counts[1]
+
+
+def test_a_small_grey_hand_is_found_at_the_best_places_of_a_quarter_of_the_picture(monkeypatch):
+    # The two children, 320 px wide on a 1024² frame, grey: the girl's hand on the boy's shoulder is 55 px, 10 px in
+    # the palm detector's view of the whole picture, where none of its best places lies on it; in its view of the
+    # frame's top-left quarter, one does, and the landmark model is sure of a hand there (0.99).  Without the
+    # quarters' places, no hand is found on the photo.
+    import automask.detect as detect
+
+    photo = Image.open(DEV / "two-children.jpg").convert("RGB")
+    frame = Image.open(DATA / "camera.png").convert("RGB").resize((1024, 1024))
+    small = photo.resize((320, round(photo.height * 320 / photo.width)), Image.Resampling.LANCZOS)
+    frame.paste(small, (100, 100))
+    grey = ImageOps.grayscale(frame).convert("RGB")
+
+    def on_photo(d):
+        cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+        return 100 <= cx <= 100 + small.width and 100 <= cy <= 100 + small.height
+    detector = detect.Detector(detect.DetectorSettings())
+    try:
+        hands = [d for d in detector.detect(grey) if d.kind == "hand" and d.score >= 0.5 and on_photo(d)]
+        monkeypatch.setattr(detect, "QUARTER_PALMS", 0)
+        without = [d for d in detector.detect(grey) if d.kind == "hand" and d.score >= 0.5 and on_photo(d)]
+    finally:
+        detector.close()
+    assert len(hands) == 1 and not without
+    x0, y0, x1, y1 = hands[0].box  # the hand on the boy's shoulder, below the girl's face
+    assert 250 <= (x0 + x1) / 2 <= 330 and 250 <= (y0 + y1) / 2 <= 330
