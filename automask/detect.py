@@ -575,11 +575,12 @@ class _Shared:
 class _Places(_Shared):
     """The palm detector's best places on a picture, ranked by one thread and looked at by both, each with landmark
     models of its own, whichever is free taking the next (``_hand_at``: some ten milliseconds a look where a CPU has
-    no bf16, two looks a place that shows a hand).  Two sets: the whole view's (``BEST_PALMS``), ranked by the hands
-    thread after its whole view and looked at by the faces thread too once its faces are done; and a grey
-    picture's skin-toned copy's (``SKIN_PALMS``), which the faces thread ranks before its faces and looks at after
-    them, and the hands thread once done with its own searches.  What is kept does not depend on who looked:
-    ``hands`` reads the places in rank order, as one thread looking at them in turn would.  The landmark model
+    no bf16, two looks a place that shows a hand).  Three sets: the whole view's (``BEST_PALMS``), ranked by the hands
+    thread after its whole view and looked at by the faces thread too once its faces are done; a grey picture's
+    skin-toned copy's (``SKIN_PALMS``), which the faces thread ranks before its faces and looks at after them, and
+    the hands thread once done with its own searches; and that copy's quarters' (``QUARTER_PALMS``), which the hands
+    thread ranks after those and both look at, kept only at ``REGION_SETTLED``.  What is kept does not depend on who
+    looked: ``hands`` reads the places in rank order, as one thread looking at them in turn would.  The landmark model
     looks on the picture ranked, or, for the skin-toned copy, on the grey picture: on 15 group photos never tuned
     on it kept 10 of the 33 hands colour keeps there where on the copy it kept 9, and on the development photos'
     sepia copies it took one thing fewer for a hand (2, not 3)."""

@@ -325,10 +325,10 @@ def _faces_with_and_without_poses(tmp_path: Path, photo: Image.Image) -> tuple[i
 
 
 def test_a_small_grey_hand_is_found_at_the_best_places_of_a_quarter_of_the_picture(monkeypatch):
-    # The two children, 320 px wide on a 1024² frame, grey: the girl's hand on the boy's shoulder is 55 px, 10 px in
-    # the palm detector's view of the whole picture, where none of its best places lies on it; in its view of the
-    # frame's top-left quarter, one does, and the landmark model is sure of a hand there (0.99).  Without the
-    # quarters' places, no hand is found on the photo.
+    # The two children, 320 px wide on a 1024² frame, grey: the girl's hand on the boy's shoulder (boxed 86 px) is
+    # 16 px in the palm detector's view of the whole frame, where none of its best places lies on it (on the grey
+    # picture or its skin-toned copy); in its view of the frame's top-left quarter one does (0.32), and the landmark
+    # model is sure of a hand there (0.99).  Without the quarters' places, no hand is found on the photo.
     import automask.detect as detect
 
     photo = Image.open(DEV / "two-children.jpg").convert("RGB")
