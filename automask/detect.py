@@ -592,12 +592,12 @@ class _Places(_Shared):
         self._pixels: np.ndarray | None = None
 
     def rank(self, ranked: Image.Image, looked: Image.Image, palms: Palms, count: int,
-             found: list[Detection] = (), places=None) -> None:
-        """The ``count`` best places on ``ranked`` (``places``: the function that gives them, ``_palm_places`` if
-        none), to be looked at on ``looked`` (the same size), but those on a hand ``found`` already."""
+             found: list[Detection] = (), places=_palm_places) -> None:
+        """The ``count`` best places on ``ranked`` (``places``: the function that gives them), to be looked at on
+        ``looked`` (the same size), but those on a hand ``found`` already."""
         self._pixels = np.asarray(looked)
         hands = [d for d in found if d.kind == "hand"]
-        self.items = [p for p in (places or _palm_places)(palms, ranked, count)
+        self.items = [p for p in places(palms, ranked, count)
                       if not any(centre_in(p.box, d.box) for d in hands)]
         self.ranked.set()
 
