@@ -14,9 +14,9 @@ searched at the size it was enlarged from, and its finds scaled back.  The ways:
   on its tones stretched, what that finds kept when the hand landmark model, on the crop its joints give,
   sees a hand there at all; and hands at the palm detector's best places however low it scores them
   on a skin-toned copy of its tones (the colour cue the detector was trained with, given back), kept when
-  the landmark model is sure of a hand there — and at the best places of each quarter of that copy, which the palm
-  detector sees at 1.7 times the scale (``_quarter_places``: a small hand it passes over in the whole), kept when
-  that model is surer still; faces are searched on the skin-toned copy too; a hand mostly
+  the landmark model is sure of a hand there — and at the best places of each ninth of its tones stretched, which
+  the palm detector sees at 2.3 times the scale (``_ninth_places``: a small hand it passes over in the whole), kept
+  when that model is surer still; faces are searched on the skin-toned copy too; a hand mostly
   inside a sure face's box is that face (``on_a_face``);
 * the palm detector's best places in the whole view, of any picture, however low it scores them (``palms``),
   each kept when the landmark model is sure of a hand there (a hand round a glass, passed over by the hand
@@ -54,9 +54,9 @@ Faces and hands are searched side by side, faces on a thread of the detector's o
 MediaPipe runs each model on a thread of its own, and so on two cores a search takes about what the longer of the
 two takes.  People's poses are found on the hands' thread (a grey picture's on the faces': its hands thread has
 the more to do), their heads looked at on the faces' thread; the palm detector's best places (the whole view's, a
-grey picture's skin-toned copy's and its quarters'), the hands where a colour picture's people's poses put them,
-people's body regions and the hands-behind pass's second looks by whichever thread is free (``_Shared``, ``_Places``,
-``_bodies``), each thread with hand models of its own.
+grey picture's skin-toned copy's and the ninths' of its tones stretched), the hands where a colour picture's
+people's poses put them, people's body regions and the hands-behind pass's second looks by whichever thread is free
+(``_Shared``, ``_Places``, ``_bodies``), each thread with hand models of its own.
 
 Detections of one kind that overlap (IoU above ``nms_iou``) are the same thing:
 the most confident one is kept.  One mostly inside a larger one is a part of it:
@@ -159,13 +159,15 @@ SKIN_PALMS = 8      # … and a grey picture's at the best places of its skin-to
                     # skin-coloured and outranks hands more often (without people's poses, 10: 48 of 65 grey hands
                     # in the benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8
                     # with 3 false finds fewer and 15 ms less a grey picture)
-QUARTER_PALMS = 2   # … and at the best places of each quarter of the skin-toned copy (``_quarter_places``: the palm
-                    # detector sees a 1024 px picture's hand of 40 px as 8 px in its 192² input, a quarter's as 12),
+NINTH_PALMS = 3     # … and at the best places of each ninth of its tones stretched (``_ninth_places``: the palm
+                    # detector sees a 1024 px picture's hand of 40 px as 8 px in its 192² input, a ninth's as 17),
                     # kept at ``REGION_SETTLED`` (at 0.7, a flag's stripes and a camera man's backdrop were hands):
-                    # on 29 photos never tuned on, grey, 30 → 32 of the 54 hands colour keeps, nothing more
-                    # elsewhere (4 best places a quarter: the same); grey copies of the development photos and
-                    # their copies, the same 58 of 78; people far away, grey, 16 → 17 of 28
-QUARTER = 0.6       # … each a square's share of the picture's width and height, at either end (overlapping a fifth)
+                    # on 29 photos never tuned on, grey, 30 → 37 of the 54 hands colour keeps, nothing more
+                    # elsewhere, where the skin-toned copy's quarters, 2 places each, gave 32 (and 2 a ninth: 36);
+                    # grey copies of the development photos and their copies, the same 58 of 78; people far away,
+                    # grey, 16 → 17 of 28
+NINTH = 3 / 7       # … each a square's share of the picture's width and height, three across and three down, where
+                    # two overlap a third of one
 REGION_PALMS = 4    # a body region's hands are also looked for at the palm detector's best places in it, …
 REGION_SETTLED = 0.9  # … kept when the landmark model's flag on the crop a place's joints give is this high: on
                       # 15 group photos never tuned on, grey, 10 → 17 of the 33 hands colour keeps at 0.7, 16 at
@@ -490,15 +492,15 @@ def _palm_places(palms: Palms, picture: Image.Image, count: int) -> list:
     return [p for p in palms.best(picture, count, PALM_FLOOR) if p.side >= PALM_SMALLEST]
 
 
-def _quarter_places(palms: Palms, picture: Image.Image, count: int) -> list:
-    """The palm detector's ``count`` best places (``_palm_places``) in each quarter of ``picture`` (``QUARTER`` of
-    its width and height, at either end of each), surest first, in the picture's pixels; a place that overlaps a surer
-    one (IoU ``SAME_PALM``, where two quarters overlap) is that one again."""
+def _ninth_places(palms: Palms, picture: Image.Image, count: int) -> list:
+    """The palm detector's ``count`` best places (``_palm_places``) in each ninth of ``picture`` (``NINTH`` of its
+    width and height, at either end of each and in the middle), surest first, in the picture's pixels; a place that
+    overlaps a surer one (IoU ``SAME_PALM``, where two ninths overlap) is that one again."""
     w, h = picture.size
-    cw, ch = round(QUARTER * w), round(QUARTER * h)
+    cw, ch = round(NINTH * w), round(NINTH * h)
     found = []
-    for x0 in (0, w - cw):
-        for y0 in (0, h - ch):
+    for x0 in (0, round((w - cw) / 2), w - cw):
+        for y0 in (0, round((h - ch) / 2), h - ch):
             for p in _palm_places(palms, picture.crop((x0, y0, x0 + cw, y0 + ch)), count):
                 found.append(dataclasses.replace(p, box=(p.box[0] + x0, p.box[1] + y0, p.box[2] + x0, p.box[3] + y0),
                                                  centre=(p.centre[0] + x0, p.centre[1] + y0)))
@@ -575,15 +577,16 @@ class _Shared:
 class _Places(_Shared):
     """The palm detector's best places on a picture, ranked by one thread and looked at by both, each with landmark
     models of its own, whichever is free taking the next (``_hand_at``: some ten milliseconds a look where a CPU has
-    no bf16, two looks a place that shows a hand).  Three sets: the whole view's (``BEST_PALMS``), ranked by the hands
-    thread after its whole view and looked at by the faces thread too once its faces are done; a grey picture's
-    skin-toned copy's (``SKIN_PALMS``), which the faces thread ranks before its faces and looks at after them, and
-    the hands thread once done with its own searches; and that copy's quarters' (``QUARTER_PALMS``), which the hands
-    thread ranks after those and both look at, kept only at ``REGION_SETTLED``.  What is kept does not depend on who
-    looked: ``hands`` reads the places in rank order, as one thread looking at them in turn would.  The landmark model
-    looks on the picture ranked, or, for the skin-toned copy, on the grey picture: on 15 group photos never tuned
-    on it kept 10 of the 33 hands colour keeps there where on the copy it kept 9, and on the development photos'
-    sepia copies it took one thing fewer for a hand (2, not 3)."""
+    no bf16, two looks a place that shows a hand).  Three sets: the whole view's (``BEST_PALMS``), ranked by the
+    hands thread after its whole view and looked at by the faces thread too once its faces are done; a grey
+    picture's skin-toned copy's (``SKIN_PALMS``), which the faces thread ranks before its faces and looks at after
+    them, and the hands thread once done with its own searches; and the ninths' of its tones stretched
+    (``NINTH_PALMS``), which the hands thread ranks after those and both look at, kept only at ``REGION_SETTLED``.
+    What is kept does not depend on who looked: ``hands`` reads the places in rank order, as one thread looking at
+    them in turn would.  The landmark model looks on the picture ranked, or, for a grey picture's other tones, on
+    the grey picture: on 15 group photos never tuned on it kept 10 of the 33 hands colour keeps there where on the
+    skin-toned copy it kept 9, and on the development photos' sepia copies it took one thing fewer for a hand (2,
+    not 3)."""
 
     def __init__(self, settled: float = PALM_SETTLED):
         super().__init__(drops=lambda palm, kept: any(centre_in(palm.box, d.box) for d in kept))
@@ -782,25 +785,25 @@ class Detector:
         if s.hands and (grey or s.palm_places):
             self._load_palms()
         skin = _Places() if views and self._skin_palms is not None else None
-        quarters = _Places(REGION_SETTLED) if skin is not None else None
+        ninths = _Places(REGION_SETTLED) if skin is not None else None
         best = self._whole_places(bool(views))
         people = _People() if self._poses is not None else None
-        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people, best, quarters)
+        beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people, best, ninths)
         try:
             found, in_tiles = self._hands_in(rgb, whole_view, f, views, people, best) \
                 if self._own_hands is not None else ([], [])
             if skin is not None:
-                self._skin_places(whole_view, views[1], f, found, skin, quarters)
+                self._skin_places(whole_view, views, f, found, skin, ninths)
         finally:
             # (whatever went wrong here, the other thread waits no longer)
-            for ready in (people and people.found, best and best.ranked, quarters and quarters.ranked):
+            for ready in (people and people.found, best and best.ranked, ninths and ninths.ranked):
                 if ready:
                     ready.set()
             try:
                 also = beside.result()
             finally:
                 self._helped()
-        hands = [d for places in (skin, quarters) if places is not None for d in places.hands()]
+        hands = [d for places in (skin, ninths) if places is not None for d in places.hands()]
         also += [d.moved(1 / f, 0, 0) for d in hands] if f != 1.0 else hands
         if in_tiles:  # a hand only tiles found is not a speck beside a face
             sure = [d for d in found if d.score >= WHOLE_SURE]
@@ -848,23 +851,23 @@ class Detector:
         self.elapsed = (time.perf_counter() - t0) * 1000
         return found
 
-    def _skin_places(self, whole_view: Image.Image, skin_toned: Image.Image, f: float, found: list[Detection],
-                     skin: _Places, quarters: _Places) -> None:
+    def _skin_places(self, whole_view: Image.Image, views: list[Image.Image], f: float, found: list[Detection],
+                     skin: _Places, ninths: _Places) -> None:
         """A grey picture's hands thread, done with its own searches (``found``, in the picture's pixels; ``f`` the
         whole view's scale): it looks at the skin-toned copy's best places too (``skin``, ranked by the other thread),
-        then ranks the best places of that copy's quarters (``quarters``: ``_quarter_places``) but those on a hand
-        found, and looks at them with the other thread."""
+        then ranks the best places of the ninths of its tones stretched (``views[0]``; ``ninths``: ``_ninth_places``)
+        but those on a hand found, and looks at them with the other thread."""
         skin.ranked.wait()
         with self._timed("skin palms here"):
             skin.look(self._joints)
-        with self._timed("quarter palms"):
+        with self._timed("ninth palms"):
             hands = ([d.moved(f, 0, 0) for d in found] if f != 1.0 else found) + skin.hands()
-            quarters.rank(skin_toned, whole_view, self._palms, QUARTER_PALMS, hands, _quarter_places)
-            quarters.look(self._joints)
+            ninths.rank(views[0], whole_view, self._palms, NINTH_PALMS, hands, _ninth_places)
+            ninths.look(self._joints)
 
     def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
                 skin: _Places | None, people: _People | None = None, best: _Places | None = None,
-                quarters: _Places | None = None) -> list[Detection]:
+                ninths: _Places | None = None) -> list[Detection]:
         """What the detector's own thread searches while the caller's searches hands: every face search, the faces
         on people's heads (``people``: a grey picture's found here first, and their hands looked at here too), the
         palm detector's best places in the whole view (``best``: ranked by the hands thread, looked at by both as
@@ -901,10 +904,10 @@ class Detector:
                 with self._timed("best palms beside"):
                     best.ranked.wait()
                     best.look(self._beside_joints)
-            if quarters is not None:
-                with self._timed("quarter palms beside"):
-                    quarters.ranked.wait()
-                    quarters.look(self._beside_joints)
+            if ninths is not None:
+                with self._timed("ninth palms beside"):
+                    ninths.ranked.wait()
+                    ninths.look(self._beside_joints)
         finally:
             if skin is not None:
                 skin.ranked.set()  # (whatever went wrong here, the other thread waits no longer)

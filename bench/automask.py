@@ -593,9 +593,9 @@ def main(argv=None) -> int:
     detector = Detector(settings())
     mesh = FaceMesh() if cfg.face.shape == "oval" or cfg.face.parts else None
     todo, note = photos()
-    passes = ["people", "whole", "grey", "best palms", "poses", "2x", "tiles", "second look", "quarter palms", "bodies",
+    passes = ["people", "whole", "grey", "best palms", "poses", "2x", "tiles", "second look", "ninth palms", "bodies",
               "behind"]
-    beside = ["faces", "people by faces", "heads", "best palms beside", "skin palms", "quarter palms beside"]
+    beside = ["faces", "people by faces", "heads", "best palms beside", "skin palms", "ninth palms beside"]
     name, flags = cpu()
     lines = ["# Detection benchmark (shipped MediaPipe models, default settings, CPU)", "",
              f"`python -m bench.automask`, CPU: {name}, {' '.join(flags)}. Counts are of what the stage keeps: "

@@ -910,29 +910,32 @@ def test_a_landmark_models_crop_samples_the_picture_where_its_affine_says_from_a
     assert (edge == 0).all(axis=2).mean() > 0.3
 
 
-def test_a_quarters_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_only_when_sure():
-    # The palm detector looks at each quarter of the picture (three fifths of each side, at either end) on its own,
-    # in its 192² input as it would a picture; a place is read in the quarter's pixels and moved into the picture's.
-    # A quarter's places are taken at ``REGION_SETTLED``: a hand the landmark model flags 0.8 is not one of them.
-    from automask.detect import QUARTER, REGION_SETTLED, _hand_at, _Places, _quarter_places
+def test_a_ninths_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_only_when_sure():
+    # The palm detector looks at each ninth of the picture (three sevenths of each side, at either end and in the
+    # middle) on its own, in its 192² input as it would a picture; a place is read in the ninth's pixels and moved
+    # into the picture's.  A ninth's places are taken at ``REGION_SETTLED``: a hand the landmark model flags 0.8 is
+    # not one of them.
+    from automask.detect import NINTH, REGION_SETTLED, _hand_at, _ninth_places, _Places
     from automask.palms import Palm
 
     crops = []
 
-    class Palms:  # one palm at the middle of whatever it is shown, surer the farther right and down it lies
+    class Palms:  # one palm at the middle of whatever it is shown, surer the later it is shown
         def best(self, rgb, count, floor):
             crops.append(rgb.size)
             i = len(crops)
             w, h = rgb.size
             return [Palm(i / 10, (w / 2 - 20, h / 2 - 20, w / 2 + 20, h / 2 + 20), (w / 2, h / 2), 104.0, 0.0)]
 
-    picture = Image.new("RGB", (1000, 500))
-    places = _quarter_places(Palms(), picture, 2)
-    cw, ch = round(QUARTER * 1000), round(QUARTER * 500)
-    assert crops == [(cw, ch)] * 4
-    ends = [(0, 0), (0, 500 - ch), (1000 - cw, 0), (1000 - cw, 500 - ch)]  # the order they are looked at
-    assert [p.centre for p in places] == [(x + cw / 2, y + ch / 2) for x, y in reversed(ends)]  # surest first
+    picture = Image.new("RGB", (1400, 700))
+    places = _ninth_places(Palms(), picture, 2)
+    cw, ch = round(NINTH * 1400), round(NINTH * 700)
+    assert (cw, ch) == (600, 300) and crops == [(cw, ch)] * 9
+    starts = [(x, y) for x in (0, 400, 800) for y in (0, 200, 400)]  # the order they are looked at
+    assert [p.centre for p in places] == [(x + cw / 2, y + ch / 2) for x, y in reversed(starts)]  # surest first
     assert all(p.box == (p.centre[0] - 20, p.centre[1] - 20, p.centre[0] + 20, p.centre[1] + 20) for p in places)
+    # Two ninths overlap a third of one: a palm at the middle of each lies in no other.
+    assert max(p.centre[0] for p in places) - min(p.centre[0] for p in places) == 2 * (cw - cw / 3)
 
     class Joints:  # a hand at every place, flagged 0.8 on the crop its joints give
         def look(self, rgb, centre, side, angle):
@@ -942,10 +945,10 @@ def test_a_quarters_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_on
             return joints, 0.8
 
     assert _hand_at(np.asarray(picture), places[0], Joints()) is not None  # a whole view's place: kept at 0.7
-    quarters = _Places(REGION_SETTLED)
-    quarters.rank(picture, picture, Palms(), 2, places=_quarter_places)
-    quarters.look(Joints())
-    assert len(quarters.items) == 4 and quarters.hands() == []
+    ninths = _Places(REGION_SETTLED)
+    ninths.rank(picture, picture, Palms(), 2, places=_ninth_places)
+    ninths.look(Joints())
+    assert len(ninths.items) == 9 and ninths.hands() == []
 
 
 def test_the_palm_detectors_best_places_give_the_same_hands_whichever_thread_looks():

@@ -324,11 +324,11 @@ def _faces_with_and_without_poses(tmp_path: Path, photo: Image.Image) -> tuple[i
     return counts[0], counts[1]
 
 
-def test_a_small_grey_hand_is_found_at_the_best_places_of_a_quarter_of_the_picture(monkeypatch):
+def test_a_small_grey_hand_is_found_at_the_best_places_of_a_ninth_of_the_picture(monkeypatch):
     # The two children, 320 px wide on a 1024² frame, grey: the girl's hand on the boy's shoulder (boxed 86 px) is
     # 16 px in the palm detector's view of the whole frame, where none of its best places lies on it (on the grey
-    # picture or its skin-toned copy); in its view of the frame's top-left quarter one does (0.32), and the landmark
-    # model is sure of a hand there (0.99).  Without the quarters' places, no hand is found on the photo.
+    # picture or its skin-toned copy); in its view of a ninth of the frame one does, and the landmark model is sure
+    # of a hand there (0.99).  Without the ninths' places, no hand is found on the photo.
     import automask.detect as detect
 
     photo = Image.open(DEV / "two-children.jpg").convert("RGB")
@@ -343,7 +343,7 @@ def test_a_small_grey_hand_is_found_at_the_best_places_of_a_quarter_of_the_pictu
     detector = detect.Detector(detect.DetectorSettings())
     try:
         hands = [d for d in detector.detect(grey) if d.kind == "hand" and d.score >= 0.5 and on_photo(d)]
-        monkeypatch.setattr(detect, "QUARTER_PALMS", 0)
+        monkeypatch.setattr(detect, "NINTH_PALMS", 0)
         without = [d for d in detector.detect(grey) if d.kind == "hand" and d.score >= 0.5 and on_photo(d)]
     finally:
         detector.close()
