@@ -15,7 +15,7 @@ searched at the size it was enlarged from, and its finds scaled back.  The ways:
   sees a hand there at all; and hands at the palm detector's best places however low it scores them
   on a skin-toned copy of its tones (the colour cue the detector was trained with, given back), kept when
   the landmark model is sure of a hand there — and at the best places of each ninth of its tones stretched, which
-  the palm detector sees at 2.3 times the scale (``_ninth_places``: a small hand it passes over in the whole), kept
+  the palm detector sees at 2.3 times the scale (``_NinthPlaces``: a small hand it passes over in the whole), kept
   when that model is surer still; faces are searched on the skin-toned copy too; a hand mostly
   inside a sure face's box is that face (``on_a_face``);
 * the palm detector's best places in the whole view, of any picture, however low it scores them (``palms``),
@@ -159,7 +159,7 @@ SKIN_PALMS = 8      # … and a grey picture's at the best places of its skin-to
                     # skin-coloured and outranks hands more often (without people's poses, 10: 48 of 65 grey hands
                     # in the benchmark, 16 and 24: 49; with them, 8 and 16 both 59 of 78 grey hands and 57 sepia, 8
                     # with 3 false finds fewer and 15 ms less a grey picture)
-NINTH_PALMS = 3     # … and at the best places of each ninth of its tones stretched (``_ninth_places``: the palm
+NINTH_PALMS = 3     # … and at the best places of each ninth of its tones stretched (``_NinthPlaces``: the palm
                     # detector sees a 1024 px picture's hand of 40 px as 8 px in its 192² input, a ninth's as 17),
                     # kept at ``REGION_SETTLED`` (at 0.7, a flag's stripes and a camera man's backdrop were hands):
                     # on 29 photos never tuned on, grey, 30 → 37 of the 54 hands colour keeps, nothing more
@@ -492,20 +492,28 @@ def _palm_places(palms: Palms, picture: Image.Image, count: int) -> list:
     return [p for p in palms.best(picture, count, PALM_FLOOR) if p.side >= PALM_SMALLEST]
 
 
-def _ninth_places(palms: Palms, picture: Image.Image, count: int) -> list:
-    """The palm detector's ``count`` best places (``_palm_places``) in each ninth of ``picture`` (``NINTH`` of its
-    width and height, at either end of each and in the middle), surest first, in the picture's pixels; a place that
-    overlaps a surer one (IoU ``SAME_PALM``, where two ninths overlap) is that one again."""
-    w, h = picture.size
-    cw, ch = round(NINTH * w), round(NINTH * h)
-    found = []
-    for x0 in (0, round((w - cw) / 2), w - cw):
-        for y0 in (0, round((h - ch) / 2), h - ch):
-            for p in _palm_places(palms, picture.crop((x0, y0, x0 + cw, y0 + ch)), count):
-                found.append(dataclasses.replace(p, box=(p.box[0] + x0, p.box[1] + y0, p.box[2] + x0, p.box[3] + y0),
-                                                 centre=(p.centre[0] + x0, p.centre[1] + y0)))
+def _ninths(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The ninths of a picture (``NINTH`` of its width and height, at either end of each and in the middle), row by
+    row within each column."""
+    cw, ch = round(NINTH * width), round(NINTH * height)
+    return [(x0, y0, x0 + cw, y0 + ch) for x0 in (0, round((width - cw) / 2), width - cw)
+            for y0 in (0, round((height - ch) / 2), height - ch)]
+
+
+def _places_in(palms: Palms, picture: Image.Image, box: tuple[int, int, int, int], count: int) -> list:
+    """The palm detector's ``count`` best places (``_palm_places``) in ``box`` of ``picture``, in the picture's
+    pixels."""
+    x0, y0 = box[:2]
+    return [dataclasses.replace(p, box=(p.box[0] + x0, p.box[1] + y0, p.box[2] + x0, p.box[3] + y0),
+                                centre=(p.centre[0] + x0, p.centre[1] + y0))
+            for p in _palm_places(palms, picture.crop(box), count)]
+
+
+def _surest(places: list) -> list:
+    """``places`` surest first; one that overlaps a surer one (IoU ``SAME_PALM``: where two crops overlap) is that one
+    again."""
     out: list = []
-    for p in sorted(found, key=lambda p: p.score, reverse=True):
+    for p in sorted(places, key=lambda p: p.score, reverse=True):
         if not any(iou(p.box, o.box) >= SAME_PALM for o in out):
             out.append(p)
     return out
@@ -595,13 +603,16 @@ class _Places(_Shared):
         self._pixels: np.ndarray | None = None
 
     def rank(self, ranked: Image.Image, looked: Image.Image, palms: Palms, count: int,
-             found: list[Detection] = (), places=_palm_places) -> None:
-        """The ``count`` best places on ``ranked`` (``places``: the function that gives them), to be looked at on
-        ``looked`` (the same size), but those on a hand ``found`` already."""
+             found: list[Detection] = ()) -> None:
+        """The ``count`` best places on ``ranked`` (``_palm_places``), to be looked at on ``looked`` (the same size),
+        but those on a hand ``found`` already."""
+        self.take(_palm_places(palms, ranked, count), looked, found)
+
+    def take(self, places: list, looked: Image.Image, found: list[Detection] = ()) -> None:
+        """``places``, in their order, to be looked at on ``looked``, but those on a hand ``found`` already."""
         self._pixels = np.asarray(looked)
         hands = [d for d in found if d.kind == "hand"]
-        self.items = [p for p in places(palms, ranked, count)
-                      if not any(centre_in(p.box, d.box) for d in hands)]
+        self.items = [p for p in places if not any(centre_in(p.box, d.box) for d in hands)]
         self.ranked.set()
 
     def look(self, joints: HandJoints) -> None:
@@ -612,6 +623,28 @@ class _Places(_Shared):
         """The hands found, best place first; a place on a hand a better place gave is not one (as though it had
         not been looked at).  Once every place has been looked at (``looked``)."""
         return self.kept()
+
+
+class _NinthPlaces(_Places):
+    """The palm detector's ``count`` best places in each ninth of ``picture`` (``_ninths``, ``_places_in``), surest
+    first (``_surest``), kept at ``REGION_SETTLED``: a ninth at a time, ranked by both threads, whichever is free
+    taking the next, each with a palm detector of its own (nine looks of some 7 ms), then looked at as ``_Places``'
+    are.  The ninths' places do not depend on who ranked them."""
+
+    def __init__(self, picture: Image.Image, count: int):
+        super().__init__(REGION_SETTLED)
+        self._picture, self._count = picture, count
+        self._ninths = _Shared(_ninths(*picture.size))
+
+    def rank_some(self, palms: Palms) -> None:
+        """Ranks the ninths nobody has taken yet."""
+        self._ninths.work(lambda box: _places_in(palms, self._picture, box, self._count))
+
+    def rank_all(self, looked: Image.Image, palms: Palms, found: list[Detection] = ()) -> None:
+        """Ranks the ninths left, waits for those the other thread is ranking, and takes their places, to be looked
+        at on ``looked``, but those on a hand ``found`` already (``take``)."""
+        self.rank_some(palms)
+        self.take(_surest([p for places in self._ninths.results() for p in places or ()]), looked, found)
 
 
 @dataclass(frozen=True)
@@ -785,7 +818,7 @@ class Detector:
         if s.hands and (grey or s.palm_places):
             self._load_palms()
         skin = _Places() if views and self._skin_palms is not None else None
-        ninths = _Places(REGION_SETTLED) if skin is not None else None
+        ninths = _NinthPlaces(views[0], NINTH_PALMS) if skin is not None else None
         best = self._whole_places(bool(views))
         people = _People() if self._poses is not None else None
         beside = self._thread.submit(self._beside, rgb, whole_view, f, views, skin, people, best, ninths)
@@ -793,7 +826,7 @@ class Detector:
             found, in_tiles = self._hands_in(rgb, whole_view, f, views, people, best) \
                 if self._own_hands is not None else ([], [])
             if skin is not None:
-                self._skin_places(whole_view, views, f, found, skin, ninths)
+                self._skin_places(whole_view, f, found, skin, ninths)
         finally:
             # (whatever went wrong here, the other thread waits no longer)
             for ready in (people and people.found, best and best.ranked, ninths and ninths.ranked):
@@ -851,23 +884,23 @@ class Detector:
         self.elapsed = (time.perf_counter() - t0) * 1000
         return found
 
-    def _skin_places(self, whole_view: Image.Image, views: list[Image.Image], f: float, found: list[Detection],
-                     skin: _Places, ninths: _Places) -> None:
+    def _skin_places(self, whole_view: Image.Image, f: float, found: list[Detection],
+                     skin: _Places, ninths: _NinthPlaces) -> None:
         """A grey picture's hands thread, done with its own searches (``found``, in the picture's pixels; ``f`` the
         whole view's scale): it looks at the skin-toned copy's best places too (``skin``, ranked by the other thread),
-        then ranks the best places of the ninths of its tones stretched (``views[0]``; ``ninths``: ``_ninth_places``)
-        but those on a hand found, and looks at them with the other thread."""
+        then ranks the best places of the ninths of its tones stretched (``ninths``, with the other thread once it is
+        free) but those on a hand found, and looks at them with the other thread."""
         skin.ranked.wait()
         with self._timed("skin palms here"):
             skin.look(self._joints)
         with self._timed("ninth palms"):
             hands = ([d.moved(f, 0, 0) for d in found] if f != 1.0 else found) + skin.hands()
-            ninths.rank(views[0], whole_view, self._palms, NINTH_PALMS, hands, _ninth_places)
+            ninths.rank_all(whole_view, self._palms, hands)
             ninths.look(self._joints)
 
     def _beside(self, rgb: Image.Image, whole_view: Image.Image, f: float, views: list[Image.Image],
                 skin: _Places | None, people: _People | None = None, best: _Places | None = None,
-                ninths: _Places | None = None) -> list[Detection]:
+                ninths: _NinthPlaces | None = None) -> list[Detection]:
         """What the detector's own thread searches while the caller's searches hands: every face search, the faces
         on people's heads (``people``: a grey picture's found here first, and their hands looked at here too), the
         palm detector's best places in the whole view (``best``: ranked by the hands thread, looked at by both as
@@ -906,6 +939,7 @@ class Detector:
                     best.look(self._beside_joints)
             if ninths is not None:
                 with self._timed("ninth palms beside"):
+                    ninths.rank_some(self._skin_palms)
                     ninths.ranked.wait()
                     ninths.look(self._beside_joints)
         finally:

@@ -915,7 +915,7 @@ def test_a_ninths_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_only
     # middle) on its own, in its 192² input as it would a picture; a place is read in the ninth's pixels and moved
     # into the picture's.  A ninth's places are taken at ``REGION_SETTLED``: a hand the landmark model flags 0.8 is
     # not one of them.
-    from automask.detect import NINTH, REGION_SETTLED, _hand_at, _ninth_places, _Places
+    from automask.detect import NINTH, _hand_at, _NinthPlaces
     from automask.palms import Palm
 
     crops = []
@@ -928,10 +928,12 @@ def test_a_ninths_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_only
             return [Palm(i / 10, (w / 2 - 20, h / 2 - 20, w / 2 + 20, h / 2 + 20), (w / 2, h / 2), 104.0, 0.0)]
 
     picture = Image.new("RGB", (1400, 700))
-    places = _ninth_places(Palms(), picture, 2)
+    ninths = _NinthPlaces(picture, 2)
+    ninths.rank_all(picture, Palms())
+    places = ninths.items
     cw, ch = round(NINTH * 1400), round(NINTH * 700)
     assert (cw, ch) == (600, 300) and crops == [(cw, ch)] * 9
-    starts = [(x, y) for x in (0, 400, 800) for y in (0, 200, 400)]  # the order they are looked at
+    starts = [(x, y) for x in (0, 400, 800) for y in (0, 200, 400)]  # the order they are ranked
     assert [p.centre for p in places] == [(x + cw / 2, y + ch / 2) for x, y in reversed(starts)]  # surest first
     assert all(p.box == (p.centre[0] - 20, p.centre[1] - 20, p.centre[0] + 20, p.centre[1] + 20) for p in places)
     # Two ninths overlap a third of one: a palm at the middle of each lies in no other.
@@ -945,10 +947,44 @@ def test_a_ninths_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_only
             return joints, 0.8
 
     assert _hand_at(np.asarray(picture), places[0], Joints()) is not None  # a whole view's place: kept at 0.7
-    ninths = _Places(REGION_SETTLED)
-    ninths.rank(picture, picture, Palms(), 2, places=_ninth_places)
     ninths.look(Joints())
-    assert len(ninths.items) == 9 and ninths.hands() == []
+    assert ninths.hands() == []
+
+
+def test_the_ninths_give_the_same_places_whichever_thread_ranks_them():
+    # Both threads rank the ninths, each taking the next free one with a palm detector of its own: the places are
+    # those one thread ranking every ninth gives, in the same order, and they are taken only once every ninth is
+    # ranked (the hands thread waits for the ninth the other is still ranking).
+    import threading
+    import time
+
+    from automask.detect import _NinthPlaces
+    from automask.palms import Palm
+
+    picture = Image.new("RGB", (700, 700))
+
+    class Palms:  # two palms a ninth, scored by where the ninth lies; the other thread's detector is slow
+        def __init__(self, wait=0.0):
+            self.wait, self.seen, self.started = wait, [], threading.Event()
+
+        def best(self, rgb, count, floor):
+            self.started.set()
+            time.sleep(self.wait)
+            self.seen.append(rgb.size)
+            return [Palm(s, (10 + s * 100, 10, 50 + s * 100, 50), (30 + s * 100, 30), 104.0, 0.0) for s in (0.3, 0.6)]
+
+    alone = _NinthPlaces(picture, 2)
+    alone.rank_all(picture, Palms())
+    mine, theirs = Palms(), Palms(wait=0.05)
+    shared = _NinthPlaces(picture, 2)
+    other = threading.Thread(target=shared.rank_some, args=(theirs,))
+    other.start()
+    theirs.started.wait()  # the other thread has taken the first ninth
+    shared.rank_all(picture, mine)
+    assert shared.ranked.is_set() and len(mine.seen) + len(theirs.seen) == 9 and theirs.seen and mine.seen
+    other.join()
+    assert [(p.score, p.box) for p in shared.items] == [(p.score, p.box) for p in alone.items]
+    assert len(shared.items) > 2
 
 
 def test_the_palm_detectors_best_places_give_the_same_hands_whichever_thread_looks():
