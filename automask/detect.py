@@ -1099,8 +1099,11 @@ class Detector:
                 continue
             d, flag = self._settled(hidden_pixels, d)
             d = d.clamped(w, h)
-            # Off every hand found, it is not one of them however near; only new finds can repeat each other.
-            if flag >= SETTLED and d.area > 0 and not _same_as_any(d, new):
+            # Off every hand found, it is not one of them however near — but where its settled joints are a hidden
+            # hand's: found beside the paint, at a large picture's scale, the landmark model settles on that hand
+            # again (a hand of 640 px in a 4096 px picture, IoU 0.75).  Only new finds can repeat each other.
+            if (flag >= SETTLED and d.area > 0 and not _same_as_any(d, new)
+                    and not any(_same_hand(d, o) for o in hands)):
                 new.append(d)
         return found + new
 
