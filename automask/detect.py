@@ -589,7 +589,7 @@ class _Places(_Shared):
     hands thread after its whole view and looked at by the faces thread too once its faces are done; a grey
     picture's skin-toned copy's (``SKIN_PALMS``), which the faces thread ranks before its faces and looks at after
     them, and the hands thread once done with its own searches; and the ninths' of its tones stretched
-    (``NINTH_PALMS``), which the hands thread ranks after those and both look at, kept only at ``REGION_SETTLED``.
+    (``NINTH_PALMS``, ``_NinthPlaces``), which both rank and look at after those, kept only at ``REGION_SETTLED``.
     What is kept does not depend on who looked: ``hands`` reads the places in rank order, as one thread looking at
     them in turn would.  The landmark model looks on the picture ranked, or, for a grey picture's other tones, on
     the grey picture: on 15 group photos never tuned on it kept 10 of the 33 hands colour keeps there where on the
@@ -905,7 +905,8 @@ class Detector:
         on people's heads (``people``: a grey picture's found here first, and their hands looked at here too), the
         palm detector's best places in the whole view (``best``: ranked by the hands thread, looked at by both as
         each comes free), and a grey picture's hands at the best places of its skin-toned copy (``skin``: ranked
-        here first, with models of this thread's own, and looked at by both threads as each comes free)."""
+        here first, with models of this thread's own, and looked at by both threads as each comes free) and of the
+        ninths of its tones stretched (``ninths``: ranked and looked at by both)."""
         try:
             if skin is not None:  # ranked first: the hands thread, should it come free first, looks at them
                 with self._timed("skin palms ranked"):
