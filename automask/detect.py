@@ -493,9 +493,9 @@ def _palm_places(palms: Palms, picture: Image.Image, count: int) -> list:
 
 
 def _ninths(width: int, height: int) -> list[tuple[int, int, int, int]]:
-    """The ninths of a picture (``NINTH`` of its width and height, at either end of each and in the middle), row by
-    row within each column."""
-    cw, ch = round(NINTH * width), round(NINTH * height)
+    """The ninths of a picture (``NINTH`` of its width and height, at either end of each and in the middle, a pixel
+    at least), row by row within each column."""
+    cw, ch = max(1, round(NINTH * width)), max(1, round(NINTH * height))
     return [(x0, y0, x0 + cw, y0 + ch) for x0 in (0, round((width - cw) / 2), width - cw)
             for y0 in (0, round((height - ch) / 2), height - ch)]
 
