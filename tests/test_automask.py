@@ -936,7 +936,7 @@ def test_a_ninths_palm_places_are_in_the_pictures_pixels_and_its_hands_kept_only
     starts = [(x, y) for x in (0, 400, 800) for y in (0, 200, 400)]  # the order they are ranked
     assert [p.centre for p in places] == [(x + cw / 2, y + ch / 2) for x, y in reversed(starts)]  # surest first
     assert all(p.box == (p.centre[0] - 20, p.centre[1] - 20, p.centre[0] + 20, p.centre[1] + 20) for p in places)
-    # Two ninths overlap a third of one: a palm at the middle of each lies in no other.
+    # Two ninths side by side overlap a third of one: the first and the last start two thirds of a ninth apart twice.
     assert max(p.centre[0] for p in places) - min(p.centre[0] for p in places) == 2 * (cw - cw / 3)
 
     class Joints:  # a hand at every place, flagged 0.8 on the crop its joints give
@@ -963,7 +963,7 @@ def test_the_ninths_give_the_same_places_whichever_thread_ranks_them():
 
     picture = Image.new("RGB", (700, 700))
 
-    class Palms:  # two palms a ninth, scored by where the ninth lies; the other thread's detector is slow
+    class Palms:  # two palms a ninth, at the same place in each; the other thread's detector is slow
         def __init__(self, wait=0.0):
             self.wait, self.seen, self.started = wait, [], threading.Event()
 
