@@ -114,6 +114,47 @@ def test_a_sharpened_enlargements_flag_star_is_no_hand(detector, monkeypatch):
     assert len(faces(found)) == 1
 
 
+def test_a_dark_picture_is_searched_brightened_to_white_and_a_well_exposed_one_as_it_is():
+    """An underexposed picture is searched with its brightest tones (the top 0.1 % of its pixels) scaled up to
+    white, every channel alike; a picture that reaches three quarters of white already is searched as it is, and so
+    is a black one — and a small bright face on a dull backdrop keeps the picture's own tones (clipping the brightest
+    0.5 % whitened the face, and it was lost)."""
+    from automask.detect import exposed
+
+    photo = Image.open(DATA / "astronaut.png").convert("RGB")
+    dark = Image.eval(photo, lambda v: v * 3 // 10)
+    lit = exposed(dark)
+    top = np.quantile(np.asarray(lit).max(axis=2), 0.999)
+    assert 250 <= top <= 255 and np.asarray(lit).max() == 255
+    before, after = np.asarray(dark, dtype=np.float64), np.asarray(lit, dtype=np.float64)
+    unclipped = (after < 255).all(axis=2) & (before > 20).all(axis=2)
+    gains = after[unclipped] / before[unclipped]
+    assert np.ptp(gains) < 0.1 and 3.0 < gains.mean() < 3.6  # one gain for every channel: hues stay
+    assert exposed(photo) is photo
+    black = Image.new("RGB", (64, 64))
+    assert exposed(black) is black
+    canvas = Image.new("RGB", (2400, 1600), (120, 130, 140))
+    canvas.paste(photo.crop((150, 40, 300, 190)), (1700, 1200))
+    assert exposed(canvas) is canvas
+
+
+def test_a_dark_photos_hand_is_found_as_in_the_photo(detector, monkeypatch):
+    """The camera man at 3/10 of his brightness: his left glove is found where it is in the photo
+    (``test_a_grey_photos_hands_are_found_…``), as the picture is searched brightened; searched as it is, no
+    hand at all."""
+    import automask.detect as detect_mod
+
+    dark = Image.eval(Image.open(DATA / "camera.png").convert("RGB"), lambda v: v * 3 // 10)
+
+    def hands():
+        return [d for d in detector.detect(dark) if d.kind == "hand" and d.score >= 0.3]
+    (glove,) = hands()
+    cx, cy = centre(glove.box)
+    assert abs(cx - 205) < 30 and abs(cy - 222) < 30
+    monkeypatch.setattr(detect_mod, "DARK", 0.0)
+    assert hands() == []
+
+
 def test_a_grey_photos_hands_are_found_and_its_coat_pocket_is_not_taken_for_one(detector):
     """The camera man's gloved hands: a grey picture, whose hands the palm detector scores far lower than in
     colour (none was found before grey pictures had thresholds of their own).  His left glove, at 512 px and on
