@@ -41,9 +41,11 @@ A dark picture is searched brightened (``exposed``).  A large picture with next 
   (``_around_faces``), where they are as large as the pose detector expects; a face far smaller than a
   person's own, on their torso, is a thing they wear, not a face (``pose.on_torso``: a coat's button, a badge);
   and when the people the pose detector finds in the whole view stand on their side or upside down
-  (``pose.quarter_turns``), the picture is searched again turned upright and that search's finds, turned back,
-  are the picture's when it finds more sure faces than the first search (the face models see few faces on their
-  side: in never-tuned group photos turned a quarter, two in three);
+  (``pose.quarter_turns``) — or, where no pose says, the sure faces' mouths lie to one side of their eyes or above
+  them (``faces_turns``: a collage of heads, where the pose detector finds nobody) — the picture is searched again
+  turned upright and that search's finds, turned back, are the picture's when it finds more sure faces than the
+  first search (the face models see few faces on their side: in never-tuned group photos turned a quarter, two in
+  three);
 * hands behind hands: each hand's joints looked at again on the crop they give (MediaPipe's tracking step,
   ``hand_joints``: joints that mixed two overlapping hands settle on one; a find the landmark model sees no
   hand in there is none, ``NOT_A_HAND``), the hands painted out, and the image searched once more; a find
@@ -103,7 +105,19 @@ from automask.hand_joints import HandJoints
 from automask.palms import SAME_PALM, Palms
 from automask.pose import DETECTOR as POSE_DETECTOR
 from automask.pose import LANDMARKS as POSE_LANDMARKS
-from automask.pose import NOSE, SEED_SIDE, Person, Poses, hand_places, has_face, head, on_torso, quarter_turns
+from automask.pose import (
+    NOSE,
+    SEED_SIDE,
+    Person,
+    Poses,
+    hand_places,
+    has_face,
+    head,
+    most_said,
+    on_torso,
+    quarter_turns,
+    way_up,
+)
 from automask.skeleton import draw_hand
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
@@ -374,6 +388,20 @@ def _down(face: Detection) -> tuple[float, float]:
     v = np.array([mx - (rx + lx) / 2, my - (ry + ly) / 2])
     n = float(np.linalg.norm(v))
     return (float(v[0] / n), float(v[1] / n)) if n > 0 else (0.0, 1.0)
+
+
+def faces_turns(found: list[Detection]) -> int:
+    """How many quarter turns anticlockwise make the picture upright (0–3), by its sure faces (``WHOLE_SURE``):
+    each whose mouth lies near one way from its eyes (``_down``, ``pose.way_up``) says the other way is up; the way
+    most faces say (``pose.most_said``)."""
+    votes = [0, 0, 0, 0]
+    for d in found:
+        if d.kind == "face" and d.score >= WHOLE_SURE and len(d.landmarks) >= 4:
+            dx, dy = _down(d)
+            w = way_up((-dx, -dy))
+            if w is not None:
+                votes[w] += 1
+    return most_said(votes)
 
 
 def _sure_faces(found: list[Detection]) -> tuple[int, float]:
@@ -801,9 +829,9 @@ class Detector:
 
     def _upright(self, image: Image.Image) -> list[Detection]:
         """``image`` searched (``_detect``), and searched again turned upright when its people lie on their side or
-        upside down."""
+        upside down, or, where no person's pose says, its sure faces do (``faces_turns``)."""
         found = self._detect(image)
-        turns = quarter_turns(self._people_seen)
+        turns = quarter_turns(self._people_seen) or faces_turns(found)
         if not turns:
             return found
         # People on their side or upside down: the picture is searched again turned upright, the way the face

@@ -237,25 +237,34 @@ def _face_seen(person: Person) -> bool:
     return min(seen[NOSE], seen[EYES[0]], seen[EYES[1]]) >= SEEN
 
 
+def way_up(v) -> int | None:
+    """The quarter turns anticlockwise (0–3) that make ``v``, a thing's up in the picture, point up: none when it
+    points aslant, not within ``UP_AXIS`` of one way."""
+    # up along −y: upright; along +x: turned clockwise (one turn anticlockwise makes it upright); along +y:
+    # upside down; along −x: turned anticlockwise (three more)
+    dx, dy = float(v[0]), float(v[1])
+    if max(abs(dx), abs(dy)) < UP_AXIS * min(abs(dx), abs(dy)):
+        return None
+    return 0 if -dy >= abs(dx) else 1 if dx >= abs(dy) else 2 if dy >= abs(dx) else 3
+
+
+def most_said(votes: list[int]) -> int:
+    """The way (0–3) that most votes say, when it is not the picture's own up and more say it than any other; else
+    0."""
+    best = max(range(4), key=lambda k: votes[k])
+    return best if best and votes[best] > max(votes[k] for k in range(4) if k != best) else 0
+
+
 def quarter_turns(people: list[Person]) -> int:
     """How many quarter turns anticlockwise make the picture upright (0–3), by its people's poses: each
-    person whose hips → shoulders, shoulders → ears and shoulders → nose all point near one way (within
-    ``UP_AXIS``: a head in profile, a person leaning or lying aslant has no say) says that way is up; the way most
-    people say, when it is not the picture's own up and more say it than any other."""
-    def way(v) -> int | None:
-        # up along −y: upright; along +x: turned clockwise (one turn anticlockwise makes it upright); along +y:
-        # upside down; along −x: turned anticlockwise (three more)
-        dx, dy = float(v[0]), float(v[1])
-        if max(abs(dx), abs(dy)) < UP_AXIS * min(abs(dx), abs(dy)):
-            return None
-        return 0 if -dy >= abs(dx) else 1 if dx >= abs(dy) else 2 if dy >= abs(dx) else 3
-
+    person whose hips → shoulders, shoulders → ears and shoulders → nose all point near one way (``way_up``: a
+    head in profile, a person leaning or lying aslant has no say) says that way is up; the way most people say
+    (``most_said``)."""
     votes = [0, 0, 0, 0]
     for p in people:
         shoulders = (p.points[TORSO[0]] + p.points[TORSO[1]]) / 2
-        ways = {way(shoulders - (p.points[TORSO[2]] + p.points[TORSO[3]]) / 2),
-                way((p.points[EARS[0]] + p.points[EARS[1]]) / 2 - shoulders), way(p.points[NOSE] - shoulders)}
+        ways = {way_up(shoulders - (p.points[TORSO[2]] + p.points[TORSO[3]]) / 2),
+                way_up((p.points[EARS[0]] + p.points[EARS[1]]) / 2 - shoulders), way_up(p.points[NOSE] - shoulders)}
         if len(ways) == 1 and None not in ways:
             votes[ways.pop()] += 1
-    best = max(range(4), key=lambda k: votes[k])
-    return best if best and votes[best] > max(votes[k] for k in range(4) if k != best) else 0
+    return most_said(votes)

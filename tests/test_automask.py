@@ -1687,6 +1687,29 @@ def test_the_way_up_of_a_picture_is_the_way_its_people_stand():
     assert quarter_turns([lying, lying, upright]) == 3
 
 
+def test_the_way_up_of_a_picture_is_the_way_its_sure_faces_look():
+    # A face's keypoints (right eye, left eye, nose, mouth): the mouth below the eyes is upright.  Turned
+    # anticlockwise k quarters, the picture is upright after 4 − k more; an unsure face, one aslant or one without
+    # keypoints has no say, and a way up needs more faces than any other.
+    from automask.detect import faces_turns, turned
+
+    def face(x, score=0.9, mouth=(0, 30)):
+        eyes = [(x - 10.0, 100.0), (x + 10.0, 100.0)]
+        return Detection("face", (x - 20.0, 80.0, x + 20.0, 140.0), score, "face-full",
+                         eyes + [(x, 115.0), (x + mouth[0], 100.0 + mouth[1])])
+
+    upright = [face(50), face(150)]
+    assert faces_turns([]) == 0 and faces_turns(upright) == 0
+    for k in (1, 2, 3):
+        assert faces_turns([turned(d, (300, 400), k) for d in upright]) == 4 - k
+    lying = turned(face(250), (300, 400), 1)
+    assert faces_turns([lying]) == 3
+    assert faces_turns([turned(face(250, score=0.3), (300, 400), 1)]) == 0  # unsure
+    assert faces_turns([turned(face(250, mouth=(25, 25)), (300, 400), 1)]) == 0  # aslant
+    assert faces_turns([dataclasses.replace(lying, landmarks=[])]) == 0
+    assert faces_turns([lying, upright[0]]) == 0 and faces_turns([lying, lying, upright[0]]) == 3
+
+
 def test_a_find_on_a_turned_picture_lies_where_the_turn_takes_its_pixels():
     from automask.detect import turned
 
@@ -1754,6 +1777,32 @@ def test_a_turned_search_is_taken_when_it_finds_more_sure_faces(first, again, up
     assert ("sideways" in timings) == upright and ("upright" in timings) != upright
     if upright:  # turned back a quarter: the upright picture's top-left box lies at the original's bottom left
         assert any(x.box == (10.0, 360.0, 40.0, 390.0) for x in found), [x.box for x in found]
+
+
+def test_a_picture_of_faces_without_bodies_turned_a_quarter_is_searched_upright():
+    # Nobody's pose is found (faces in a collage): the sure faces' mouths lie to the right of their eyes, so the
+    # picture is searched again turned upright (three quarters anticlockwise), and that search, finding more sure
+    # faces, is taken.
+    d = Detector(DetectorSettings())
+    calls = []
+
+    def faces_in(*args):
+        calls.append(args[0].size)
+        if len(calls) == 1:  # on its side: eyes one above the other, the mouth to their right
+            return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), 0.7, "face-full",
+                              [(20.0 + 60 * i, 30.0), (20.0 + 60 * i, 20.0), (27.0 + 60 * i, 25.0),
+                               (34.0 + 60 * i, 25.0)]) for i in range(2)]
+        return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), 0.9, "face-full") for i in range(3)]
+
+    d._poses = _StubPoses([], [])
+    d._faces_in = faces_in
+    try:
+        found = [x for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
+        timings = dict(d.timings)
+    finally:
+        d.close()
+    assert calls == [(300, 400), (400, 300)]
+    assert len(found) == 3 and "sideways" in timings
 
 
 def test_a_person_is_looked_for_around_a_face_at_the_pictures_edge_and_never_around_a_speck():
