@@ -1,7 +1,7 @@
 """Faces and hands, found offline with MediaPipe's Tasks API.
 
 Recall comes first — a missed hand is never repaired — so one image is searched several ways and the results merged.
-A dark picture is searched brightened (``exposed``).  A large picture with next to nothing in its finest octave
+A dark colour picture is searched brightened (``exposed``).  A large picture with next to nothing in its finest octave
 (``detail``: enlarged from a smaller one, or that soft) is first halved, and again while so
 (``Detector._searched``): it is searched at the size it was enlarged from, and its finds scaled back.  The ways:
 
@@ -204,10 +204,12 @@ DETAIL_CROP = 512    # px: ``detail`` is measured on crops this large, …
 DETAIL_CROPS = 5     # … this many, the picture's most textured
 ROUNDING = 2 / 12    # the mean square that rounding to 8 bits puts in a difference of two pictures (1/12 each)
 SMALLEST_SEARCHED = 256  # px: a picture halved so (``_searched``) is halved again while its half is at least this long
-DARK = 0.75          # a picture whose brightest tones stop below this share of white is searched brightened
+DARK = 0.75          # a colour picture whose brightest tones stop below this share of white is searched brightened
                      # (``exposed``): on 33 photos never tuned on, copies at 3/5 of their brightness kept 48 of the 61
                      # hands the photos keep, and 57 brightened (faces 106 → 107 of 107); of the photos as they are
                      # one is this dark (PASCAL's 2008_001009, 0.69; the next, 0.77), and it keeps what it kept
+                     # (a grey one is not: its hands are searched on its tones stretched, ``grey_views``, and brightened
+                     # too, the development photos' grey copies kept 54 of their 78 hands, not 58)
 BRIGHTEST = 0.001    # … its brightest tones: the level this share of its pixels (each by its largest channel) reaches
                      # (at 0.005, a small bright face on a plain backdrop was whitened, and lost)
 TEXTURE = 4.0        # the mean square a crop's octaves below the finest must have, on average, for ``detail`` to tell
@@ -859,8 +861,9 @@ class Detector:
         grey = is_grey(rgb)
         if grey:  # a toned picture is searched as the grey one it is (its tint made hands of a sepia coat)
             rgb = ImageOps.grayscale(rgb).convert("RGB")
-        with self._timed("exposure"):
-            rgb = exposed(rgb)
+        else:  # (a grey one's tones are stretched for its own searches: ``grey_views``)
+            with self._timed("exposure"):
+                rgb = exposed(rgb)
         # The whole view of a large picture is searched on a copy of WHOLE_SIDE px made with Lanczos: MediaPipe
         # shrinks its input to the models' 128–256 px without filtering, and a 4× larger copy of a picture then
         # shows them other, aliased pixels (hands found at 1× were lost at 4×).  Tiles see the full resolution.
