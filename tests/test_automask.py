@@ -1744,6 +1744,25 @@ def test_a_picture_whose_people_lie_on_their_side_is_searched_upright():
     assert iou(found[0].box, turned(upright[0], astronaut.size, 1).box) >= 0.8
 
 
+def _searched_with(poses, faces_of):
+    """A plain 300 × 400 picture searched with ``poses`` in place of the pose models, the face searches finding
+    ``faces_of(n)`` in the n-th search of it: the faces kept, the passes' timings, and the sizes searched."""
+    d = Detector(DetectorSettings())
+    calls = []
+
+    def faces_in(*args):
+        calls.append(args[0].size)
+        return faces_of(len(calls))
+
+    d._poses = poses
+    d._faces_in = faces_in
+    try:
+        found = [x for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
+        return found, dict(d.timings), calls
+    finally:
+        d.close()
+
+
 @pytest.mark.parametrize("first, again, upright", [
     ([0.9], [], False),             # a pose sideways in a close-up of hands: no face when turned
     ([0.94, 0.69], [0.76], False),  # a small group far away, a pose aslant: fewer faces turned
@@ -1754,22 +1773,12 @@ def test_a_picture_whose_people_lie_on_their_side_is_searched_upright():
 def test_a_turned_search_is_taken_when_it_finds_more_sure_faces(first, again, upright):
     # The poses say the picture is turned; the search turned upright is taken when it finds more sure faces than
     # the first, or as many more surely; else what the first search found stands.
-    d = Detector(DetectorSettings())
-    calls = []
-
-    def faces_in(*args):
-        calls.append(args[0].size)
-        scores = first if len(calls) == 1 else again
+    def faces_of(search):
         return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), s, "face-full")
-                for i, s in enumerate(scores)]
+                for i, s in enumerate(first if search == 1 else again)]
 
-    d._poses = _StubPoses([_turned_points(_person_facing_us(), (300, 400), 1)], [])  # the second search: upright
-    d._faces_in = faces_in
-    try:
-        found = [x for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
-        timings = dict(d.timings)
-    finally:
-        d.close()
+    poses = _StubPoses([_turned_points(_person_facing_us(), (300, 400), 1)], [])  # the second search: upright
+    found, timings, calls = _searched_with(poses, faces_of)
     assert calls == [(300, 400), (400, 300)]  # searched as it is, then turned (three quarters anticlockwise)
     assert sorted(x.score for x in found) == sorted(again if upright else first)
     assert ("sideways" in timings) == upright and ("upright" in timings) != upright
@@ -1781,24 +1790,14 @@ def test_a_picture_of_faces_without_bodies_turned_a_quarter_is_searched_upright(
     # Nobody's pose is found (faces in a collage): the sure faces' mouths lie to the right of their eyes, so the
     # picture is searched again turned upright (three quarters anticlockwise), and that search, finding more sure
     # faces, is taken.
-    d = Detector(DetectorSettings())
-    calls = []
-
-    def faces_in(*args):
-        calls.append(args[0].size)
-        if len(calls) == 1:  # on its side: eyes one above the other, the mouth to their right
+    def faces_of(search):
+        if search == 1:  # on its side: eyes one above the other, the mouth to their right
             return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), 0.7, "face-full",
                               [(20.0 + 60 * i, 30.0), (20.0 + 60 * i, 20.0), (27.0 + 60 * i, 25.0),
                                (34.0 + 60 * i, 25.0)]) for i in range(2)]
         return [Detection("face", (10.0 + 60 * i, 10.0, 40.0 + 60 * i, 40.0), 0.9, "face-full") for i in range(3)]
 
-    d._poses = _StubPoses([], [])
-    d._faces_in = faces_in
-    try:
-        found = [x for x in d.detect(Image.new("RGB", (300, 400), (90, 110, 140))) if x.kind == "face"]
-        timings = dict(d.timings)
-    finally:
-        d.close()
+    found, timings, calls = _searched_with(_StubPoses([], []), faces_of)
     assert calls == [(300, 400), (400, 300)]
     assert len(found) == 3 and "sideways" in timings
 
