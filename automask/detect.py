@@ -254,8 +254,8 @@ def is_grey(rgb: Image.Image) -> bool:
 def exposed(rgb: Image.Image) -> Image.Image:
     """``rgb`` as it is, or, when it is dark — its brightest tones (``BRIGHTEST``, read on a sample of at most
     256² of its pixels) stop below ``DARK`` of white: an underexposed photo, a night scene — brightened so that they
-    reach white (each channel scaled alike, so hues stay).  The palm detector loses hands in a dark picture that it
-    finds in the same picture well exposed."""
+    reach white (each channel scaled alike, so hues stay).  The hand landmarker passes over hands in a dark picture
+    that it finds in the same picture well exposed."""
     sample = rgb if max(rgb.size) <= 256 else rgb.resize(
         (max(1, rgb.width * 256 // max(rgb.size)), max(1, rgb.height * 256 // max(rgb.size))),
         Image.Resampling.NEAREST)

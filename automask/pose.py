@@ -202,7 +202,7 @@ def has_face(person: Person, box: tuple[float, float, float, float]) -> bool:
 
 TORSO = (11, 12, 24, 23)  # the body model's shoulders (left, right) and hips (right, left): the torso's corners in turn
 ON_TORSO = 1 / 3          # a face under this part of a person's own face's width, on their torso, is a thing they wear
-UP_AXIS = 2.0             # a person's up is a way when it points within atan(1/2) ≈ 27° of it (``quarter_turns``)
+UP_AXIS = 2.0             # a person's or a face's up is a way when it points within atan(1/2) ≈ 27° of it (``way_up``)
 
 
 def on_torso(person: Person, box: tuple[float, float, float, float]) -> bool:

@@ -356,7 +356,7 @@ def test_a_collage_of_heads_turned_a_quarter_is_searched_upright_by_its_faces(mo
     """The development photos' six faces as heads in a 3 × 3 collage on white, turned a quarter anticlockwise.
     Where no person's pose says which way is up (here silenced: in a never-tuned collage of 24 heads the pose
     detector found nobody), the faces found on their side say it, and the picture searched upright keeps all nine;
-    without their say, the faces models on their side keep fewer."""
+    without their say, the face models keep fewer on their side."""
     import automask.detect as detect_mod
     from automask.detect import Detector, DetectorSettings
 
