@@ -160,8 +160,10 @@ class AutoMaskStage(Stage):
             faces=params.face.enabled and "face" in params.mediapipe,
             hands=params.hand.enabled and "hand" in params.mediapipe, body_regions=params.body_search,
             hands_behind=params.hands_behind, poses=params.pose_search)
-        loaded = OWNER.get("detector", repr(settings), lambda: _load_detector(settings), _Loaded.close)
-        self._detector, self._digests = loaded.detector, dict(loaded.digests)
+        # MediaPipe is loaded only when it looks for something: the YOLO models alone need none of it.
+        loaded = OWNER.get("detector", repr(settings), lambda: _load_detector(settings), _Loaded.close) \
+            if settings.faces or settings.hands else None
+        self._detector, self._digests = (loaded.detector, dict(loaded.digests)) if loaded else (None, {})
         self._yolo, self._yolo_problems = [], []
         for n, (entry, ms) in enumerate(zip(params.yolo, yolo_settings(params.yolo), strict=True)):
             try:
@@ -194,10 +196,11 @@ class AutoMaskStage(Stage):
         image, size = view.image(), view.size
         found: list[Detection] = []
         people: list[Detection] = []
+        outside: list[Detection] = []  # hands a person model has no one at (dropped, and drawn so)
         if not (source.user_mask and params.user_mask == "replace"):
             ctx.check_stop()
-            found = self._detector.detect(image) if params.mediapipe else []
-            searched = self._detector.searched_size if params.mediapipe else None
+            found = self._detector.detect(image) if self._detector is not None else []
+            searched = self._detector.searched_size if self._detector is not None else None
             if searched is not None and searched != size:
                 # (nothing in its finest octave: enlarged from a smaller picture, or that soft)
                 log.info("searched at the size it was enlarged from", searched=f"{searched[0]}×{searched[1]}",
@@ -209,6 +212,7 @@ class AutoMaskStage(Stage):
             if self._yolo:  # several detectors' finds of one thing are one find, as the passes' are
                 found = nms(found, params.nms_iou)
             if people:  # a person model bounds where hands are: one outside every person is not a hand
+                outside = [d for d in found if d.kind == "hand" and not _among(d, people)]
                 found = [d for d in found if d.kind != "hand" or _among(d, people)]
         kept: list[Detection] = []
         outputs: list[str] = []
@@ -255,7 +259,7 @@ class AutoMaskStage(Stage):
                 name = ctx.save_mask(f"{self.prefix}-mask-{kind}.png", mask)
                 outputs.append(name)
                 masks.append(Mask(kind, name, _bounds(mask)))
-        dropped = [d for d in found if d not in kept]
+        dropped = [d for d in found if d not in kept] + outside
         picture = Picture(ctx.save_picture(f"{self.prefix}-detections.png",
                                            draw_detections(view.flat(), kept, dropped, drawn_masks)))
         outputs.append(picture.name)
@@ -264,7 +268,7 @@ class AutoMaskStage(Stage):
             products=Products(detections=Found(tuple(kept), picture),
                               masks=tuple(m for m in masks if m.bounds != (0, 0, 0, 0))),
             models=([ModelRef(k, self._digests[k], str(p)) for k, p in self._detector.model_files.items()]
-                    if self._detector and params.mediapipe else [])
+                    if self._detector is not None else [])
             + [ModelRef(m.path.name, self._digests[m.path.name], str(m.path)) for _, m in self._yolo]
             + ([ModelRef("face-landmarks", self._digests["face-landmarks"], str(FACE_MESH_MODEL))]
                if self._mesh is not None and any(d.outlines for d in kept) else []),

@@ -26,7 +26,7 @@ from automask.found import iou
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
 from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig, select_faces
-from tests.conftest import DATA, manifest_of, run_one, write_config
+from tests.conftest import DATA, REPO, manifest_of, run_one, write_config
 
 
 @pytest.fixture(scope="module")
@@ -691,6 +691,53 @@ def test_user_mask_replace_skips_detection(tmp_path):
     assert entry.details.detections == []
     assert np.asarray(Image.open(archive / "10-mask-user.png"))[30, 30] == 255
     assert (archive / "00-sidecar-mask.png").exists()
+
+
+class _Given:
+    """A YOLO detector whose finds are given (``automask.yolo``'s own are tested against ultralytics in
+    ``test_yolo.py``): what the stage does with them, without a model's numbers."""
+
+    def __init__(self, path, finds):
+        self.path, self.finds = path, finds
+
+    def find(self, image, kind, confidence, classes=()):
+        return [dataclasses.replace(d, kind=kind, model=self.path.name) for d in self.finds if d.score >= confidence]
+
+
+def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
+    import stages.automask
+
+    person = Detection("person", (100.0, 100.0, 300.0, 500.0), 0.9, "")
+    hands = [Detection("hand", (180.0, 280.0, 220.0, 320.0), 0.8, ""),  # in the person's box
+             Detection("hand", (290.0, 300.0, 330.0, 340.0), 0.8, ""),  # an arm held out: within a tenth more
+             Detection("hand", (420.0, 60.0, 460.0, 100.0), 0.8, "")]  # nobody there
+    people = {"person_yolov8n-seg.pt": [person], "hand_yolov8n.pt": hands, "nobody.pt": []}
+    monkeypatch.setattr(stages.automask, "held_yolo", lambda path, device: _Given(path, people[path.name]))
+    models = tmp_path / "models" / "adetailer"
+    models.mkdir(parents=True)
+    for name in people:
+        (models / name).write_bytes(name.encode())  # (never opened: held_yolo gives their finds)
+    picture = Image.new("RGB", (512, 512), (128, 128, 128))
+
+    def kept_hands(run: str, with_people: str):
+        (tmp_path / run).mkdir()
+        entries = '{model = "hand_yolov8n.pt", kind = "hand"}' + (
+            f', {{model = "{with_people}", kind = "person"}}' if with_people else "")
+        path = write_config(tmp_path / run, f'[automask]\nmediapipe = []\nyolo = [{entries}]\n'
+                                            f'[automask.hand]\nshape = "box"\n[upscale]\nenabled = false\n')
+        path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(tmp_path / "models")))
+        cfg = config_mod.load(path)
+        src = cfg.paths.inbox / "people.png"
+        picture.save(src)
+        _, manifest = run_one(cfg, src, [AutoMaskStage()])
+        entry = manifest.stages[0]
+        return sorted(tuple(d.box) for d in entry.details.detections if d.kind == "hand"), entry.details.dropped
+
+    assert kept_hands("alone", "") == (sorted(h.box for h in hands), 0)
+    # With a person model, the hand nobody is at is dropped (and counted so); the arm held out keeps its hand.
+    assert kept_hands("bounded", "person_yolov8n-seg.pt") == (sorted(h.box for h in hands[:2]), 1)
+    # A person model that finds nobody bounds nothing: a close-up of a hand shows no person.
+    assert kept_hands("nobody", "nobody.pt") == (sorted(h.box for h in hands), 0)
 
 
 def test_contact_sheet_shows_original_and_detections_labelled(tmp_path):

@@ -74,6 +74,10 @@ def random_models(tmp_path_factory):
         with torch.no_grad():  # class logits near 0 (scores near 0.5): a random model that finds things
             for branch in head.cv3:
                 branch[-1].bias.zero_()
+            for branch in getattr(head, "cv4", ()):  # mask coefficients whose outlines are not the boxes
+                branch[-1].weight.zero_()
+                branch[-1].bias.zero_()
+                branch[-1].bias[0], branch[-1].bias[2] = 5.0, -5.0
         model.ckpt = {"train_args": {"task": task, "imgsz": 640}}  # as a trained checkpoint carries them
         model.save(str(folder / name))
     return folder
@@ -137,3 +141,75 @@ def test_a_region_a_yolo_model_found_is_judged_by_that_model(random_models):
     verdict = judge(Judge(), GateConfig(), "face", crop, crop, np.zeros((256, 256), np.uint8), box, finder=model)
     assert verdict.scores["judged_by"] == "random_yolov8n.pt"
     assert verdict.scores["face_before"] == verdict.scores["face_after"] == round(best, 3)
+
+
+def _stage_run(tmp_path, models: Path, automask: str):
+    """The astronaut through the auto-mask stage alone, with ``[paths].models`` at ``models``."""
+    from daemon import config as config_mod
+    from stages.automask import AutoMaskStage
+    from tests.conftest import run_one
+
+    path = write_config(tmp_path, automask + "\n[upscale]\nenabled = false\n")
+    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+    cfg = config_mod.load(path)
+    src = cfg.paths.inbox / "astronaut.png"
+    Image.open(DATA / "astronaut.png").convert("RGB").save(src)
+    out, manifest = run_one(cfg, src, [AutoMaskStage()])
+    return out.archive, manifest.stages[0]
+
+
+@pytest.mark.yolo
+def test_the_stage_masks_what_comfyuis_yolo_models_find_with_mediapipe_left_out(random_models, tmp_path):
+    import hashlib
+    import shutil
+
+    from automask.mask import polygon_mask
+
+    models = tmp_path / "models"
+    for sub, name in (("segm", "random_yolov8n-seg.pt"), ("bbox", "random_yolov8n.pt")):
+        (models / "ultralytics" / sub).mkdir(parents=True)
+        shutil.copy(random_models / name, models / "ultralytics" / sub / name)  # ComfyUI's folders, by name
+    archive, entry = _stage_run(tmp_path, models, """
+[automask]
+mediapipe = []
+yolo = [{model = "random_yolov8n-seg.pt", kind = "face", confidence = 0.3, classes = ["face"]},
+        {model = "random_yolov8n.pt", kind = "hand", confidence = 0.3, classes = ["hand"]}]
+[automask.face]
+shape = "segm"
+min_confidence = 0.3
+top_k = 2
+merge = false
+padding = 0
+dilate = 0
+feather = 0
+[automask.hand]
+shape = "segm"
+min_confidence = 0.3
+top_k = 1
+padding = 0
+dilate = 0
+feather = 0
+""")
+    assert entry.status == "done"
+    # MediaPipe looked for nothing and ran nothing: every find and every model named is a YOLO file's.
+    assert {(d.kind, d.model) for d in entry.details.detections} == {("face", "random_yolov8n-seg.pt"),
+                                                                      ("hand", "random_yolov8n.pt")}
+    assert {m.name: m.sha256 for m in entry.models} == {
+        name: hashlib.sha256((random_models / name).read_bytes()).hexdigest()
+        for name in ("random_yolov8n-seg.pt", "random_yolov8n.pt")}
+    assert entry.outputs[:3] == ["10-mask-face-0.png", "10-mask-face-1.png", "10-mask-hand.png"]
+    image = Image.open(DATA / "astronaut.png").convert("RGB")
+    seg = {tuple(round(v, 1) for v in d.box): d
+           for d in yolo.load(random_models / "random_yolov8n-seg.pt").find(image, "face", 0.3, ("face",))}
+    faces = [d for d in entry.details.detections if d.kind == "face"]
+    for i, record in enumerate(faces):  # each face's own mask file is the outline the model drew for it
+        outline = seg[tuple(record.box)].outlines["segm"]
+        written = np.asarray(Image.open(archive / f"10-mask-face-{i}.png"))
+        assert written.any() and np.array_equal(written, polygon_mask(image.size, outline, 0))
+        x0, y0, x1, y1 = record.box
+        assert (written > 0).sum() < 0.5 * (x1 - x0) * (y1 - y0)  # the outline, far smaller than the box
+    # A bbox model's find under shape = "segm" has no outline: its box is its mask.
+    (hand,) = [d for d in entry.details.detections if d.kind == "hand"]
+    x0, y0, x1, y1 = (round(v) for v in hand.box)
+    written = np.asarray(Image.open(archive / "10-mask-hand.png")) > 0
+    assert written[y0 + 1:y1 - 1, x0 + 1:x1 - 1].all() and not written[:max(0, y0 - 2)].any()
