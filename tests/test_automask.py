@@ -740,6 +740,35 @@ def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
     assert kept_hands("nobody", "nobody.pt") == (sorted(h.box for h in hands), 0)
 
 
+def test_a_face_mediapipe_and_a_yolo_model_both_find_is_one_face(tmp_path, monkeypatch):
+    import stages.automask
+
+    models = tmp_path / "models" / "adetailer"
+    models.mkdir(parents=True)
+    (models / "face_yolov8n.pt").write_bytes(b"face")  # (never opened: held_yolo gives its finds)
+    image = Image.open(DATA / "astronaut.png")
+    (tmp_path / "alone").mkdir()
+    _, alone = _run(tmp_path / "alone", "astronaut.png", image)
+    (face,) = alone.details.detections
+    x0, y0, x1, y1 = face.box
+    finds = [Detection("face", (x0 + 4, y0 - 3, x1 + 4, y1 - 3), 0.99, ""),  # her face, boxed a little apart
+             Detection("face", (400.0, 380.0, 440.0, 420.0), 0.95, "")]  # and a face nobody else sees
+    monkeypatch.setattr(stages.automask, "held_yolo", lambda path, device: _Given(path, finds))
+    (tmp_path / "both").mkdir()
+    path = write_config(tmp_path / "both", '[automask]\nyolo = [{model = "face_yolov8n.pt", kind = "face"}]\n'
+                                           '[upscale]\nenabled = false\n')
+    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(tmp_path / "models")))
+    cfg = config_mod.load(path)
+    src = cfg.paths.inbox / "astronaut.png"
+    image.save(src)
+    _, manifest = run_one(cfg, src, [AutoMaskStage()])
+    faces = manifest.stages[0].details.detections
+    # Her face once (the surer find's), the other face beside it; both detectors' models named.
+    assert sorted((d.model, tuple(d.box)) for d in faces) == sorted(("face_yolov8n.pt", d.box) for d in finds)
+    models_named = {m.name for m in manifest.stages[0].models}
+    assert "face_yolov8n.pt" in models_named and "face-short" in models_named
+
+
 def test_contact_sheet_shows_original_and_detections_labelled(tmp_path):
     from stages.contact import ContactSheetStage
 
