@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import structlog
 from PIL import Image
 
 from automask import face_mesh, yolo
 from automask.detect import MODELS, Detection, Detector, DetectorSettings, holds, nms, spans
+from automask.found import side
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.detectors import YoloConfig, held_yolo, yolo_settings
@@ -286,9 +288,20 @@ FACE_MESH_MODEL = MODELS / "face_landmark.tflite"
 
 
 def _among(hand: Detection, people: list[Detection], margin: float = 0.1) -> bool:
-    """Whether a hand's centre lies in a person's box, grown by ``margin`` of its size (arms held out)."""
+    """Whether a hand's centre lies on a person: a -seg model's person in their outline or no further from it
+    than half the hand's side (the outline's own edge, a hand half outside it); a bbox model's in their box,
+    grown by ``margin`` of its size (arms held out)."""
+    import cv2
+
     cx, cy = (hand.box[0] + hand.box[2]) / 2, (hand.box[1] + hand.box[3]) / 2
     for p in people:
+        outline = [poly for poly in p.outlines.get("segm", ()) if len(poly) >= 3]
+        if outline:
+            reach = side(hand.box) / 2
+            if any(cv2.pointPolygonTest(np.asarray(poly, dtype=np.float32), (cx, cy), True) >= -reach
+                   for poly in outline):
+                return True
+            continue
         mx, my = margin * (p.box[2] - p.box[0]), margin * (p.box[3] - p.box[1])
         if p.box[0] - mx <= cx <= p.box[2] + mx and p.box[1] - my <= cy <= p.box[3] + my:
             return True

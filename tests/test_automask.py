@@ -708,10 +708,16 @@ def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
     import stages.automask
 
     person = Detection("person", (100.0, 100.0, 300.0, 500.0), 0.9, "")
-    hands = [Detection("hand", (180.0, 280.0, 220.0, 320.0), 0.8, ""),  # in the person's box
-             Detection("hand", (290.0, 300.0, 330.0, 340.0), 0.8, ""),  # an arm held out: within a tenth more
+    # The same person as a -seg model outlines them: a body, and an arm held out to the right.
+    body = [(170.0, 100.0), (230.0, 100.0), (230.0, 280.0), (300.0, 280.0), (300.0, 320.0), (230.0, 320.0),
+            (230.0, 500.0), (170.0, 500.0)]
+    outlined = dataclasses.replace(person, outlines={"segm": [body]})
+    hands = [Detection("hand", (180.0, 280.0, 220.0, 320.0), 0.8, ""),  # on the body
+             Detection("hand", (290.0, 300.0, 330.0, 340.0), 0.8, ""),  # at the arm's end, half past it
+             Detection("hand", (110.0, 420.0, 150.0, 460.0), 0.8, ""),  # in the box, beside the body
              Detection("hand", (420.0, 60.0, 460.0, 100.0), 0.8, "")]  # nobody there
-    people = {"person_yolov8n-seg.pt": [person], "hand_yolov8n.pt": hands, "nobody.pt": []}
+    people = {"person_yolov8n.pt": [person], "person_yolov8n-seg.pt": [outlined], "hand_yolov8n.pt": hands,
+              "nobody.pt": []}
     monkeypatch.setattr(stages.automask, "held_yolo", lambda path, device: _Given(path, people[path.name]))
     models = tmp_path / "models" / "adetailer"
     models.mkdir(parents=True)
@@ -734,8 +740,10 @@ def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
         return sorted(tuple(d.box) for d in entry.details.detections if d.kind == "hand"), entry.details.dropped
 
     assert kept_hands("alone", "") == (sorted(h.box for h in hands), 0)
-    # With a person model, the hand nobody is at is dropped (and counted so); the arm held out keeps its hand.
-    assert kept_hands("bounded", "person_yolov8n-seg.pt") == (sorted(h.box for h in hands[:2]), 1)
+    # With a person model, the hand nobody is at is dropped (and counted so); a bbox model's person is their box
+    # and a tenth more (an arm held out), a -seg model's their outline and half a hand more.
+    assert kept_hands("boxed", "person_yolov8n.pt") == (sorted(h.box for h in hands[:3]), 1)
+    assert kept_hands("outlined", "person_yolov8n-seg.pt") == (sorted(h.box for h in hands[:2]), 2)
     # A person model that finds nobody bounds nothing: a close-up of a hand shows no person.
     assert kept_hands("nobody", "nobody.pt") == (sorted(h.box for h in hands), 0)
 
