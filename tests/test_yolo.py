@@ -213,3 +213,21 @@ feather = 0
     x0, y0, x1, y1 = (round(v) for v in hand.box)
     written = np.asarray(Image.open(archive / "10-mask-hand.png")) > 0
     assert written[y0 + 1:y1 - 1, x0 + 1:x1 - 1].all() and not written[:max(0, y0 - 2)].any()
+
+
+@pytest.mark.yolo
+def test_check_config_says_what_each_yolo_model_is_and_which_class_it_lacks(random_models, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    (models / "ultralytics" / "segm").mkdir(parents=True)
+    shutil.copy(random_models / "random_yolov8n-seg.pt", models / "ultralytics" / "segm" / "person_yolov8n-seg.pt")
+    path = write_config(tmp_path, '[automask]\nyolo = [{model = "person_yolov8n-seg.pt", kind = "person", '
+                                  'classes = ["person"]}]\n')
+    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    said = "[[automask.yolo]] #1 (person) = 'person_yolov8n-seg.pt'"
+    assert f"{said}: YOLO segmentation model, 2 classes (face, hand), input 640 px" in out.stdout + out.stderr
+    assert f"{said}: has no class 'person' (it has 'face', 'hand')" in out.stderr
+    assert out.returncode == 3 and "Traceback" not in out.stderr
