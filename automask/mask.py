@@ -127,6 +127,7 @@ def part_mask(size: tuple[int, int], faces: list[Detection], part: str, s: MaskS
 
 
 COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255), "face-eyes": (255, 210, 0), "face-mouth": (255, 120, 220)}
+PERSON = (120, 220, 120)  # a person model's people in the detections picture
 def masks_for(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Image.Image]:
     """One merged mask, or one mask per detection (``merge = false``)."""
     if not detections:
@@ -149,10 +150,11 @@ def user_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Detection],
-                    masks: list[tuple[str, Image.Image]] = ()) -> Image.Image:
+                    masks: list[tuple[str, Image.Image]] = (), people: list[Detection] = ()) -> Image.Image:
     """The picture people check: what each mask will repaint (its outline, where the feathered mask
     reaches half strength) in its kind's colour, kept boxes with kind and score, dropped ones thin grey with
-    theirs and the word "dropped"."""
+    theirs and the word "dropped", and the people a person model found (their outline, or box), thin, that
+    bound where hands are kept."""
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 400))
@@ -162,6 +164,14 @@ def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Det
         edge = inside.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
         out.paste(COLOURS.get(kind, (255, 255, 0)), mask=edge)
     small = ImageFont.load_default(size=max(10, round(font.size * 0.75)))
+    for d in people:
+        for poly in [p for p in d.outlines.get("segm", ()) if len(p) >= 3] or [
+                [(d.box[0], d.box[1]), (d.box[2], d.box[1]), (d.box[2], d.box[3]), (d.box[0], d.box[3])]]:
+            draw.line([*map(tuple, poly), tuple(poly[0])], fill=PERSON, width=1)
+        label = f"person {d.score:.2f}"
+        tx, ty = d.box[0], max(0, d.box[1] - small.size - 3)
+        draw.rectangle(draw.textbbox((tx, ty), label, font=small), fill=(0, 0, 0))
+        draw.text((tx, ty), label, fill=PERSON, font=small)
     for d in dropped:  # found, then not kept (too small, too unsure, or one thing seen twice): said so, in grey
         draw.rectangle(d.box, outline=(160, 160, 160), width=1)
         label = f"{d.kind} {d.score:.2f} dropped"

@@ -263,7 +263,7 @@ class AutoMaskStage(Stage):
                 masks.append(Mask(kind, name, _bounds(mask)))
         dropped = [d for d in found if d not in kept] + outside
         picture = Picture(ctx.save_picture(f"{self.prefix}-detections.png",
-                                           draw_detections(view.flat(), kept, dropped, drawn_masks)))
+                                           draw_detections(view.flat(), kept, dropped, drawn_masks, people)))
         outputs.append(picture.name)
         return StageResult(
             outputs=outputs, summary=_summary(kept, source, params),

@@ -744,6 +744,13 @@ def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
     # and a tenth more (an arm held out), a -seg model's their outline and half a hand more.
     assert kept_hands("boxed", "person_yolov8n.pt") == (sorted(h.box for h in hands[:3]), 1)
     assert kept_hands("outlined", "person_yolov8n-seg.pt") == (sorted(h.box for h in hands[:2]), 2)
+    # The detections picture shows the bound: the person's outline, or box, thin, in a colour of its own.
+    from automask.mask import PERSON
+
+    for run, on, off in (("outlined", (170, 200), (100, 200)), ("boxed", (100, 200), (170, 200))):
+        (drawn,) = (tmp_path / run / "archive").glob("*/10-detections.png")
+        pixels = Image.open(drawn).convert("RGB")
+        assert pixels.getpixel(on) == PERSON and pixels.getpixel(off) != PERSON, run
     # A person model that finds nobody bounds nothing: a close-up of a hand shows no person.
     assert kept_hands("nobody", "nobody.pt") == (sorted(h.box for h in hands), 0)
 
