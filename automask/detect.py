@@ -491,12 +491,15 @@ def nms(detections: list[Detection], threshold: float) -> list[Detection]:
 
 
 def loose_around(big: Detection, face: Detection) -> bool:
-    """Whether face ``big``, a short-range find, is a loose box around ``face``, a surer full-range find mostly inside
-    it: the short-range model, made for faces that fill much of a picture, boxes a face of a few dozen px in a group
-    photo 1.6–2.2 times its size (the full-range model's box of it is tight, and surer: 0.75–0.92 against
-    0.54–0.65), and a mask from that box would take in the hair, the neck and the faces beside."""
-    return (big.kind == face.kind == "face" and big.model == "face-short" and face.model == "face-full"
-            and face.score >= big.score)
+    """Whether face ``big``, a short-range find, is a loose box around ``face``, a surer find mostly inside it: the
+    short-range model, made for faces that fill much of a picture, boxes a face of a few dozen px in a group photo
+    1.6–2.2 times its size (the full-range model's box of it is tight, and surer: 0.75–0.92 against 0.54–0.65), and
+    a mask from that box would take in the hair, the neck and the faces beside.  Around a surer box of its own
+    model (a tile's) only when it is unsure of itself (``SHORT_UNSURE``): a tilted face in a picture enlarged 4×
+    was boxed 0.52 sure in the whole view, off the face and over its hair, and 0.97 in a tile; the loose box took
+    the tile's place and score, and the face landmark model, crop and all, outlined hair and half the face."""
+    return (big.kind == face.kind == "face" and big.model == "face-short" and face.score >= big.score
+            and (face.model == "face-full" or big.score < SHORT_UNSURE))
 
 
 def _taken_for(d: Detection, k: Detection, threshold: float) -> bool:

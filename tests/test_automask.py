@@ -22,7 +22,7 @@ from automask.detect import (
     spans,
     tiles,
 )
-from automask.found import iou
+from automask.found import containment, iou
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
 from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig, select_faces
@@ -197,6 +197,28 @@ def test_a_less_sure_face_is_kept_when_the_landmark_model_sees_one():
     off = Detection("face", (224, 120, 364, 260), 0.4, "face-full", [(203, 97), (247, 97), (224, 125), (223, 148)])
     kept = dataclasses.replace(face, score=0.9)
     assert mesh.confirmed(image, [kept, off], 0.5) == [kept]
+    mesh.close()
+
+
+def test_a_face_box_between_two_faces_over_much_of_each_is_neither():
+    """Two faces side by side, and an unsure box over the gap between them and a third of each (the short-range
+    model's, on a group photo enlarged 4×): the landmark model sees a face in it, but it is neither face."""
+    from automask.face_mesh import BETWEEN, MIN_PRESENCE, FaceMesh, pixels_of
+
+    face = Image.open(DATA / "astronaut.png").convert("RGB").crop((164, 60, 286, 182)).resize((120, 120))
+    canvas = Image.new("RGB", (400, 240), (90, 90, 90))
+    for x in (40, 180):
+        canvas.paste(face, (x, 60))
+    left = Detection("face", (40, 60, 160, 180), 0.9, "face-full")
+    right = Detection("face", (180, 60, 300, 180), 0.45, "face-full")  # judged, and kept, first
+    between = Detection("face", (110, 50, 230, 190), 0.41, "face-short")
+    assert all(containment(between.box, d.box) >= BETWEEN for d in (left, right))
+    mesh = FaceMesh()
+    assert mesh.landmarks(pixels_of(canvas), between)[1] >= MIN_PRESENCE
+    assert mesh.confirmed(canvas, [left, right, between], 0.5) == [left, right]
+    # With the right face found by nobody, the box is over one kept face only: judged as before, the face the
+    # landmark model sees in it is kept.
+    assert mesh.confirmed(canvas, [left, between], 0.5) == [left, between]
     mesh.close()
 
 
@@ -493,6 +515,15 @@ def test_a_face_keeps_its_tight_box_not_the_short_range_model_s_loose_one_around
     hand = Detection("hand", loose.box, 0.65, "hand")
     finger = Detection("hand", tight.box, 0.92, "hand")
     assert [(d.box, d.score) for d in nms([hand, finger], 0.4)] == [(hand.box, 0.92)]
+    # A tilted face in a photo enlarged 4× by the upscaler (face-api's sample1 at 512 px, measured): the whole
+    # view's short-range box of it lies off the face, over her hair, 0.52 sure; a tile's short-range box is tight,
+    # 0.97.  The unsure box is no better outline of the tile's face than of the full-range model's.
+    tile = Detection("face", (1576, 273, 1754, 451), 0.97, "face-short")
+    off = Detection("face", (1594, 158, 1902, 466), 0.52, "face-short")
+    assert [d.box for d in nms([off, tile], 0.4)] == [tile.box]
+    # Sure of itself (a close-up boxed whole, a tile's sure box of a part of it inside), it stays the face.
+    whole = dataclasses.replace(off, score=0.9)
+    assert [(d.box, d.score) for d in nms([whole, tile], 0.4)] == [(whole.box, 0.97)]
 
 
 # ---------------------------------------------------------------------- masks
