@@ -1,6 +1,6 @@
 """Detection on photos someone else annotated: how many of their boxes the stage finds.
 
-    python -m bench.annotated FILE.xml [FILE.xml ...] [--looks colour,grey,mirrored,…] [--label face]
+    python -m bench.annotated FILE.xml [FILE.xml ...] [--looks colour,grey,mirrored,…] [--label face] [--side 512]
 
 The annotations are dlib's imglab XML (``<image file='…'><box top='' left='' width='' height=''>``, a box's
 ``<label>`` its kind, ``face`` where it has none; ``ignore='1'`` boxes neither count nor make a find false), the
@@ -14,7 +14,9 @@ on no box (false finds — or things nobody boxed: look at the sheet; of a kind 
 only counted), and the milliseconds a photo.  And, needing no boxes, each look beside the photo in colour: how many
 of the faces and hands the stage keeps on the photo it keeps on the look's copy too (where the look moves them), and
 how many it keeps elsewhere — grey against colour is what a grey picture loses, on photos of any kind (an XML that
-lists photos without boxes will do).
+lists photos without boxes will do).  ``--side N`` first resizes every photo (and its boxes) to a long side of N
+px, as a generation is made: ``--side 512 --looks colour,upscaled`` searches a 512 px picture and the 2048 px one
+the upscale stage makes of it.
 
 Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
 keeps green for faces, magenta for hands).  The photos stay where the XML is; the report and the sheet, which
@@ -36,7 +38,7 @@ from PIL import Image, ImageDraw
 from automask.detect import Detector, turned_box
 from automask.face_mesh import FaceMesh
 from automask.found import centre_in, iou, side
-from bench.automask import CHANGES, ENLARGED, OUT, kept, settings, sheet, spent, upscaler, warm
+from bench.automask import CHANGES, ENLARGED, OUT, kept, resized, settings, sheet, spent, upscaler, warm
 from bench.automask import LOOKS as BENCH_LOOKS
 from bench.kit.machine import cpu
 
@@ -108,6 +110,13 @@ def read(xml: Path, default: str = "face") -> list[Annotated]:
     return out
 
 
+def _resized(a: Annotated, k: float) -> Annotated:
+    """``a`` with its boxes scaled by ``k`` (its photo resized)."""
+    def scaled(boxes):
+        return [(kind, tuple(v * k for v in box)) for kind, box in boxes]
+    return Annotated(a.path, scaled(a.boxes), scaled(a.ignored))
+
+
 def on_box(find: tuple, box: tuple) -> bool:
     """Whether a find lies on an annotated box: IoU 0.3, or its centre in the box and at most three times its size
     (a loose box around a small face still finds it; one of half the picture does not)."""
@@ -175,6 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--looks", default=",".join(k for k in LOOKS if k not in ASKED_ONLY),
                     help=f"of {', '.join(LOOKS)} (all but {', '.join(ASKED_ONLY)} unless given)")
     ap.add_argument("--label", default="face", choices=KINDS, help="the kind of a box without a label")
+    ap.add_argument("--side", type=int, default=0, help="resize each photo first to this long side (px)")
     args = ap.parse_args(argv)
     looks = [look.strip() for look in args.looks.split(",") if look.strip()]
     if any(look not in LOOKS for look in looks):
@@ -193,7 +203,8 @@ def main(argv=None) -> int:
     detector = warm(Detector(settings()), todo[0].path, mesh)
     name, flags = cpu()
     lines = ["# Detection on annotated photos", "",
-             f"`python -m bench.annotated {' '.join(str(x) for x in args.xml)}`, CPU: {name}, {' '.join(flags)}. "
+             f"`python -m bench.annotated {' '.join(str(x) for x in args.xml)}"
+             + (f" --side {args.side}" if args.side else "") + f"`, CPU: {name}, {' '.join(flags)}. "
              f"{len(todo)} photos; boxes found of those annotated, and finds on no box (false, or not annotated).",
              "", "| photo | size | " + " | ".join(f"{look}: faces, hands" for look in looks) + " |",
              "|---|---|" + "---|" * len(looks)]
@@ -204,6 +215,9 @@ def main(argv=None) -> int:
     panels = []
     for a in todo:
         image = Image.open(a.path).convert("RGB")
+        if args.side and max(image.size) != args.side:
+            a = _resized(a, args.side / max(image.size))
+            image = resized(image, args.side)
         cells = []
         in_colour = None  # what the stage keeps on the photo in colour, when that look is searched first
         for look in looks:

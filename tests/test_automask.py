@@ -2022,6 +2022,13 @@ def test_the_annotated_photos_bench_reads_imglab_boxes_and_pairs_finds_with_them
     beside = report.split("Beside the photos in colour")[1]
     assert "| mirrored | 1/1 (100%) | 0 |" in beside and "| colour |" not in beside, report
     assert (tmp_path / "out" / "annotated.png").is_file()
+    # --side: each photo and its boxes resized first (a generation's size, before the upscaler's look).
+    assert annotated._resized(photos[0], 2).boxes == [("face", (400.0, 242.0, 552.0, 396.0)),
+                                                      ("hand", (320.0, 300.0, 440.0, 420.0))]
+    assert annotated.main([str(xml), "--looks", "colour", "--side", "1024"]) == 0
+    report = (tmp_path / "out" / "annotated.md").read_text(encoding="utf-8")
+    assert "--side 1024`" in report and "| camera.png | 1024×1024 |" in report and "| colour | 1/1 (100%) | 0 |" \
+        in report, report
     with pytest.raises(SystemExit):
         annotated.main([str(xml), "--looks", "sideways"])
     broken = tmp_path / "broken.xml"
