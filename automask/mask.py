@@ -128,6 +128,8 @@ def part_mask(size: tuple[int, int], faces: list[Detection], part: str, s: MaskS
 
 COLOURS = {"face": (255, 64, 64), "hand": (64, 160, 255), "face-eyes": (255, 210, 0), "face-mouth": (255, 120, 220)}
 PERSON = (120, 220, 120)  # a person model's people in the detections picture
+
+
 def masks_for(detections: list[Detection], s: MaskSettings, size: tuple[int, int]) -> list[Image.Image]:
     """One merged mask, or one mask per detection (``merge = false``)."""
     if not detections:

@@ -215,7 +215,7 @@ class AutoMaskStage(Stage):
                 found = nms(found, params.nms_iou)
             if people:  # a person model bounds where hands are: one outside every person is not a hand
                 outside = [d for d in found if d.kind == "hand" and not _among(d, people)]
-                found = [d for d in found if d.kind != "hand" or _among(d, people)]
+                found = [d for d in found if not any(d is o for o in outside)]
         kept: list[Detection] = []
         outputs: list[str] = []
         masks: list[Mask] = []
