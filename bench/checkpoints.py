@@ -58,8 +58,7 @@ def run(root: Path, models: Path, count: int, grouped: bool, max_loaded: int) ->
     root.mkdir(parents=True)
     path = write_config(root, f'[inpaint]\nmodel = "{models / "diffusers" / NAMES[0]}"\nresolution = 64\n'
                               f"max_loaded = {max_loaded}\n[inpaint.gate]\nenabled = false\n"
-                              "[upscale]\nenabled = false\n[outpaint]\nenabled = false\n")
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+                              "[upscale]\nenabled = false\n[outpaint]\nenabled = false\n", models=models)
     cfg = config_mod.load(path)
     journal = Journal(cfg.paths.state / "journal.sqlite3")
     for src in inbox_images(cfg.paths.inbox, count):

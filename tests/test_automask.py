@@ -26,7 +26,7 @@ from automask.found import containment, iou
 from automask.mask import COLOURS, box_mask, draw_detections, masks_for, select, user_mask
 from daemon import config as config_mod
 from stages.automask import AutoMaskStage, FaceMaskConfig, HandMaskConfig, select_faces
-from tests.conftest import DATA, REPO, manifest_of, run_one, write_config
+from tests.conftest import DATA, manifest_of, run_one, write_config
 
 
 @pytest.fixture(scope="module")
@@ -761,8 +761,8 @@ def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
         entries = '{model = "hand_yolov8n.pt", kind = "hand"}' + (
             f', {{model = "{with_people}", kind = "person"}}' if with_people else "")
         path = write_config(tmp_path / run, f'[automask]\nmediapipe = []\nyolo = [{entries}]\n'
-                                            f'[automask.hand]\nshape = "box"\n[upscale]\nenabled = false\n')
-        path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(tmp_path / "models")))
+                                            f'[automask.hand]\nshape = "box"\n[upscale]\nenabled = false\n',
+                            models=tmp_path / "models")
         cfg = config_mod.load(path)
         src = cfg.paths.inbox / "people.png"
         picture.save(src)
@@ -802,8 +802,7 @@ def test_a_face_mediapipe_and_a_yolo_model_both_find_is_one_face(tmp_path, monke
     monkeypatch.setattr(stages.automask, "held_yolo", lambda path, device: _Given(path, finds))
     (tmp_path / "both").mkdir()
     path = write_config(tmp_path / "both", '[automask]\nyolo = [{model = "face_yolov8n.pt", kind = "face"}]\n'
-                                           '[upscale]\nenabled = false\n')
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(tmp_path / "models")))
+                                           '[upscale]\nenabled = false\n', models=tmp_path / "models")
     cfg = config_mod.load(path)
     src = cfg.paths.inbox / "astronaut.png"
     image.save(src)

@@ -71,11 +71,10 @@ def _run(root, extra: str, src, models, stage: str = "inpaint"):
     from stages.automask import AutoMaskStage
     from stages.inpaint import InpaintStage
     from stages.outpaint import OutpaintStage
-    from tests.conftest import REPO, run_one, write_config
+    from tests.conftest import run_one, write_config
 
     root.mkdir(parents=True)
-    path = write_config(root, extra + "\n[upscale]\nenabled = false\n[inpaint.gate]\nenabled = false\n")
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+    path = write_config(root, extra + "\n[upscale]\nenabled = false\n[inpaint.gate]\nenabled = false\n", models=models)
     cfg = config_mod.load(path)
     shutil.copyfile(src, cfg.paths.inbox / src.name)
     stages = [AutoMaskStage(), InpaintStage()] if stage == "inpaint" else [OutpaintStage()]

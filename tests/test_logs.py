@@ -23,9 +23,7 @@ JOB = '[outpaint]\nenabled = false\n[upscale]\nenabled = false\n'  # detection (
 def _process(tmp_path, *options: str, job: str = JOB, size: tuple[int, int] | None = None,
              models: Path | None = None) -> subprocess.CompletedProcess:
     """`polishd process` of the astronaut photo (resized to ``size``), with ``models`` as [paths].models if given."""
-    config = write_config(tmp_path, job)
-    if models is not None:
-        config.write_text(config.read_text().replace(f'models = "{REPO / "var" / "models"}"', f'models = "{models}"'))
+    config = write_config(tmp_path, job, models=models)
     src = tmp_path / "astronaut.png"
     if size is None:
         src.write_bytes((DATA / "astronaut.png").read_bytes())

@@ -11,7 +11,7 @@ from PIL import Image, PngImagePlugin
 from safetensors.torch import save_file
 
 from stages import vae as vae_files
-from tests.conftest import DATA, REPO, run_one, write_config
+from tests.conftest import DATA, run_one, write_config
 from tests.helpers.hostile import write_hostile
 
 
@@ -48,8 +48,7 @@ def _job(root, model, src, models, extra: str = ""):
 
     root.mkdir(parents=True)
     path = write_config(root, f'[inpaint]\nmodel = "{model}"\nresolution = 64\nseed = 1\n{extra}\n'
-                              "[upscale]\nenabled = false\n[inpaint.gate]\nenabled = false\n")
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+                              "[upscale]\nenabled = false\n[inpaint.gate]\nenabled = false\n", models=models)
     cfg = config_mod.load(path)
     shutil.copyfile(src, cfg.paths.inbox / src.name)
     out, manifest = run_one(cfg, cfg.paths.inbox / src.name, [AutoMaskStage(), InpaintStage()])

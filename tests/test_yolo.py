@@ -42,8 +42,7 @@ def test_check_config_names_a_yolo_file_it_cannot_use_with_the_reason(tmp_path):
     models = tmp_path / "models"
     (models / "adetailer").mkdir(parents=True)  # ADetailer's folder, found by name
     _hostile(models / "adetailer" / "hand_yolov8s.pt")
-    path = write_config(tmp_path, '[automask]\nyolo = [{model = "hand_yolov8s.pt", kind = "hand"}]\n')
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+    path = write_config(tmp_path, '[automask]\nyolo = [{model = "hand_yolov8s.pt", kind = "hand"}]\n', models=models)
     out = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)], cwd=REPO,
                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 3
@@ -149,8 +148,7 @@ def _stage_run(tmp_path, models: Path, automask: str):
     from stages.automask import AutoMaskStage
     from tests.conftest import run_one
 
-    path = write_config(tmp_path, automask + "\n[upscale]\nenabled = false\n")
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+    path = write_config(tmp_path, automask + "\n[upscale]\nenabled = false\n", models=models)
     cfg = config_mod.load(path)
     src = cfg.paths.inbox / "astronaut.png"
     Image.open(DATA / "astronaut.png").convert("RGB").save(src)
@@ -223,8 +221,7 @@ def test_check_config_says_what_each_yolo_model_is_and_which_class_it_lacks(rand
     (models / "ultralytics" / "segm").mkdir(parents=True)
     shutil.copy(random_models / "random_yolov8n-seg.pt", models / "ultralytics" / "segm" / "person_yolov8n-seg.pt")
     path = write_config(tmp_path, '[automask]\nyolo = [{model = "person_yolov8n-seg.pt", kind = "person", '
-                                  'classes = ["person"]}]\n')
-    path.write_text(path.read_text().replace(str(REPO / "var" / "models"), str(models)))
+                                  'classes = ["person"]}]\n', models=models)
     out = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)], cwd=REPO,
                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     said = "[[automask.yolo]] #1 (person) = 'person_yolov8n-seg.pt'"

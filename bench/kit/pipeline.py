@@ -47,7 +47,9 @@ tile = 128
 """
 
 
-def write_config(root: Path, extra: str = "", stability_delay: float = 0.3) -> Path:
+def write_config(root: Path, extra: str = "", stability_delay: float = 0.3, models: Path | None = None) -> Path:
+    """A pipeline.toml in ``root`` with its folders, ``extra`` appended; ``[paths].models`` is ``models`` (the
+    repository's model cache unless given)."""
     path = root / "pipeline.toml"
     path.write_text(
         f"""
@@ -56,7 +58,7 @@ inbox = "inbox"
 archive = "archive"
 failed = "failed"
 state = "state"
-models = "{REPO / 'var' / 'models'}"
+models = "{models or REPO / 'var' / 'models'}"
 
 [daemon]
 stability_delay = {stability_delay}
