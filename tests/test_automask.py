@@ -654,8 +654,8 @@ def test_user_masks_painted_on_transparency_or_as_grey():
 
 
 def _run(tmp_path, name: str, image: Image.Image, extra: str = "", mask: Image.Image | None = None,
-         stages=None):
-    cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n"))
+         stages=None, models=None):
+    cfg = config_mod.load(write_config(tmp_path, extra + "\n[upscale]\nenabled = false\n", models=models))
     src = cfg.paths.inbox / name
     image.save(src)
     if mask is not None:
@@ -760,14 +760,8 @@ def test_a_person_model_bounds_where_hands_are_kept(tmp_path, monkeypatch):
         (tmp_path / run).mkdir()
         entries = '{model = "hand_yolov8n.pt", kind = "hand"}' + (
             f', {{model = "{with_people}", kind = "person"}}' if with_people else "")
-        path = write_config(tmp_path / run, f'[automask]\nmediapipe = []\nyolo = [{entries}]\n'
-                                            f'[automask.hand]\nshape = "box"\n[upscale]\nenabled = false\n',
-                            models=tmp_path / "models")
-        cfg = config_mod.load(path)
-        src = cfg.paths.inbox / "people.png"
-        picture.save(src)
-        _, manifest = run_one(cfg, src, [AutoMaskStage()])
-        entry = manifest.stages[0]
+        _, entry = _run(tmp_path / run, "people.png", picture, f'[automask]\nmediapipe = []\nyolo = [{entries}]\n'
+                        '[automask.hand]\nshape = "box"\n', models=tmp_path / "models")
         return sorted(tuple(d.box) for d in entry.details.detections if d.kind == "hand"), entry.details.dropped
 
     assert kept_hands("alone", "") == (sorted(h.box for h in hands), 0)
@@ -801,16 +795,12 @@ def test_a_face_mediapipe_and_a_yolo_model_both_find_is_one_face(tmp_path, monke
              Detection("face", (400.0, 380.0, 440.0, 420.0), 0.95, "")]  # and a face nobody else sees
     monkeypatch.setattr(stages.automask, "held_yolo", lambda path, device: _Given(path, finds))
     (tmp_path / "both").mkdir()
-    path = write_config(tmp_path / "both", '[automask]\nyolo = [{model = "face_yolov8n.pt", kind = "face"}]\n'
-                                           '[upscale]\nenabled = false\n', models=tmp_path / "models")
-    cfg = config_mod.load(path)
-    src = cfg.paths.inbox / "astronaut.png"
-    image.save(src)
-    _, manifest = run_one(cfg, src, [AutoMaskStage()])
-    faces = manifest.stages[0].details.detections
+    _, both = _run(tmp_path / "both", "astronaut.png", image, '[automask]\nyolo = [{model = "face_yolov8n.pt", '
+                   'kind = "face"}]\n', models=tmp_path / "models")
     # Her face once (the surer find's), the other face beside it; both detectors' models named.
-    assert sorted((d.model, tuple(d.box)) for d in faces) == sorted(("face_yolov8n.pt", d.box) for d in finds)
-    models_named = {m.name for m in manifest.stages[0].models}
+    assert sorted((d.model, tuple(d.box)) for d in both.details.detections) == \
+        sorted(("face_yolov8n.pt", d.box) for d in finds)
+    models_named = {m.name for m in both.models}
     assert "face_yolov8n.pt" in models_named and "face-short" in models_named
 
 
