@@ -16,7 +16,10 @@ of the faces and hands the stage keeps on the photo it keeps on the look's copy 
 how many it keeps elsewhere — grey against colour is what a grey picture loses, on photos of any kind (an XML that
 lists photos without boxes will do).  ``--side N`` first resizes every photo (and its boxes) to a long side of N
 px, as a generation is made: ``--side 512 --looks colour,upscaled`` searches a 512 px picture and the 2048 px one
-the upscale stage makes of it.
+the upscale stage makes of it.  Where grey loses a hand colour keeps, the report says whether the hand landmark
+model, the search's last judge, still sees it on the grey copy at the crop the colour find's joints give (MediaPipe's
+tracking step): a hand it is sure of there is one the grey search found no place for; one it is not, the model
+itself does not see in grey.
 
 Writes bench/out/annotated.md and bench/out/annotated.png (each photo as it is: the boxes yellow, what the stage
 keeps green for faces, magenta for hands).  The photos stay where the XML is; the report and the sheet, which
@@ -35,9 +38,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from automask.detect import Detector, turned_box
-from automask.face_mesh import FaceMesh
+from automask.detect import SETTLED, SHIPPED, Detector, turned_box
+from automask.face_mesh import FaceMesh, pixels_of
 from automask.found import centre_in, iou, side
+from automask.hand_joints import HandJoints
 from bench.automask import CHANGES, ENLARGED, OUT, kept, resized, settings, sheet, spent, upscaler, warm
 from bench.automask import LOOKS as BENCH_LOOKS
 from bench.kit.machine import cpu
@@ -83,6 +87,7 @@ LOOKS = {"colour": (BENCH_LOOKS["colour"], _same), "grey": (BENCH_LOOKS["grey"],
          "4× Lanczos": (ENLARGED["4× Lanczos"], _scaled), "upscaled": (_upscaled, _scaled)}
 ASKED_ONLY = ("upscaled",)  # looks left out unless --looks names them
 KINDS = ("face", "hand")
+SURE = 0.9  # the landmark model's flag a hand is kept at from a ninth's or a body region's places (REGION_SETTLED)
 
 
 @dataclass
@@ -153,6 +158,31 @@ def _count_beside(counts: dict, in_colour: list, found: list, look: str, size: t
         t[0], t[1], t[2] = t[0] + len(there), t[1] + hit, t[2] + elsewhere
 
 
+def lost(in_colour: list, found: list) -> list:
+    """The hands of ``in_colour`` (what the stage keeps on a photo) on which no hand of ``found`` (what it keeps on
+    a copy that moves nothing: grey) lies."""
+    return [d for d in in_colour if d.kind == "hand"
+            and not any(on_box(f.box, d.box) for f in found if f.kind == "hand")]
+
+
+def flags_at(joints: HandJoints, copy: Image.Image, hands: list) -> list[float]:
+    """The hand landmark model's flag on ``copy`` at the crop each of ``hands``' joints give."""
+    pixels = pixels_of(copy)
+    return [joints.settle(pixels, d.landmarks)[1] for d in hands if len(d.landmarks) == 21]
+
+
+def _grey_lost(flags: list[float]) -> list[str]:
+    """The report's lines on the hands grey loses, by the landmark model's flag there."""
+    if not flags:
+        return ["", "Grey loses no hand that colour keeps."]
+    sure = sum(f >= SURE for f in flags)
+    fair = sum(SETTLED <= f < SURE for f in flags)
+    return ["", f"Hands colour keeps that grey loses: {len(flags)}. The hand landmark model on the grey copy, at the "
+            f"crop the colour find's joints give, is sure of {sure} (≥ {SURE}), fairly sure of {fair} "
+            f"({SETTLED}–{SURE}) and unsure of {len(flags) - sure - fair}: the first are hands the grey search found "
+            "no place for, the last hands the model does not see in grey."]
+
+
 def _summary(looks: list[str], boxed: set, totals: dict, beside: dict, times: dict) -> list[str]:
     """The report's tables of looks: boxes found and false finds, and each look beside the photos in colour."""
     out = ["", "| look | faces found | false faces | hands found | false hands | ms a photo (median) |",
@@ -201,6 +231,8 @@ def main(argv=None) -> int:
         return 2
     mesh = FaceMesh()
     detector = warm(Detector(settings()), todo[0].path, mesh)
+    joints = HandJoints(SHIPPED["hand"]) if "grey" in looks and "colour" in looks else None
+    grey_lost: list[float] = []  # the landmark model's flags on the grey copies at the hands grey loses
     name, flags = cpu()
     lines = ["# Detection on annotated photos", "",
              f"`python -m bench.annotated {' '.join(str(x) for x in args.xml)}"
@@ -228,6 +260,8 @@ def main(argv=None) -> int:
                 in_colour = found
             if in_colour is not None:
                 _count_beside(beside[look], in_colour, found, look, image.size, copy.size)
+                if look == "grey" and joints is not None:
+                    grey_lost += flags_at(joints, copy, lost(in_colour, found))
             ignored = [moved(b, look, image.size, copy.size) for _, b in a.ignored]
             cell = []
             for kind in KINDS:
@@ -251,7 +285,7 @@ def main(argv=None) -> int:
         lines.append(f"| {a.path.name} | {image.width}×{image.height} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     detector.close()
-    summary = _summary(looks, boxed, totals, beside, times)
+    summary = _summary(looks, boxed, totals, beside, times) + (_grey_lost(grey_lost) if joints else [])
     OUT.mkdir(parents=True, exist_ok=True)
     sheet(panels, OUT / "annotated.png")
     lines += summary + ["", "bench/out/annotated.png: each photo as it is, the boxes yellow, the faces kept green, "

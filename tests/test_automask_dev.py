@@ -222,6 +222,33 @@ def test_the_palm_detectors_best_place_gives_the_hand_the_hand_landmarker_gives(
     assert float(np.linalg.norm(joints - found, axis=1).mean()) < 0.03 * size
 
 
+def test_the_annotated_bench_tells_a_hand_grey_found_no_place_for_from_one_the_model_does_not_see():
+    """Where grey loses a hand colour keeps, ``bench.annotated`` asks the hand landmark model about it on the grey
+    copy at the crop the colour find's joints give: sure there, the grey search found no place for it; unsure, the
+    model does not see it.  A clear hand is sure on its grey copy; painted out, it is not there to be seen."""
+    from automask.detect import SHIPPED, Detector, DetectorSettings
+    from automask.found import Detection
+    from automask.hand_joints import HandJoints
+    from bench import annotated
+
+    photo = Image.open(DEV / "thumb-up-teal.jpg").convert("RGB")
+    detector = Detector(DetectorSettings(hands_behind=False))
+    (hand,) = [d for d in detector.detect(photo) if d.kind == "hand"]
+    detector.close()
+    assert annotated.lost([hand], []) == [hand] and annotated.lost([hand], [hand]) == []
+    elsewhere = Detection("hand", (0, 0, 20, 20), 0.9, "hand")
+    assert annotated.lost([hand], [elsewhere]) == [hand]
+    grey = ImageOps.grayscale(photo).convert("RGB")
+    painted = grey.copy()
+    painted.paste((128, 128, 128), tuple(round(v) for v in hand.box))
+    joints = HandJoints(SHIPPED["hand"])
+    (sure,), (gone,) = annotated.flags_at(joints, grey, [hand]), annotated.flags_at(joints, painted, [hand])
+    assert sure >= annotated.SURE and gone < 0.5, (sure, gone)
+    line = annotated._grey_lost([sure, 0.7, gone])[-1]
+    assert "loses: 3." in line and "sure of 1 (≥ 0.9), fairly sure of 1 (0.5–0.9) and unsure of 1" in line, line
+    assert "no hand" in annotated._grey_lost([])[-1]
+
+
 def test_two_children_far_away_in_a_grey_frame_are_not_one_face_of_the_frame(tmp_path):
     # Scaled to 240 px on a 1024² frame of plain noise and turned grey, the short-range model sees a face of
     # 470 px around them (0.93 sure); the face landmark model sees none there, and the stage keeps both
