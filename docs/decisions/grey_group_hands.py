@@ -15,8 +15,6 @@ Writes bench/out/grey_group_hands.md.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -25,18 +23,15 @@ from automask.detect import Detector, _shrunk, grey_views
 from automask.found import centre_in, iou
 from bench.automask import OUT, kept, settings, warm
 from bench.kit.machine import cpu
+from bench.kit.photos import given
 
 PLACES = 30     # the palm detector's best places looked through
 SURE = 0.5      # the landmark model's hand flag that counts as sure of a hand
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("photos", nargs="+", type=Path)
-    args = ap.parse_args(argv)
-    missing = [p for p in args.photos if not p.is_file()]
-    if missing:
-        print(f"not there: {', '.join(map(str, missing))}", file=sys.stderr)
+    args, there = given(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), argv)
+    if not there:
         return 2
     detector = warm(Detector(settings()), args.photos[0])
     detector.detect(ImageOps.grayscale(Image.open(args.photos[0])).convert("RGB"))  # loads the palm models

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -33,6 +31,7 @@ from automask.hand_joints import HandJoints, crop_of
 from automask.palms import Palms
 from bench.automask import OUT, kept, settings, warm
 from bench.kit.machine import cpu
+from bench.kit.photos import given
 
 SQUARE = 0.25   # the finer search's squares: this share of the picture's long side, …
 OVERLAP = 0.5   # … overlapping by this share
@@ -70,12 +69,8 @@ def looks(joints: HandJoints, views: dict, mirrored: np.ndarray, hand: np.ndarra
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("photos", nargs="+", type=Path)
-    args = ap.parse_args(argv)
-    missing = [p for p in args.photos if not p.is_file()]
-    if missing:
-        print(f"not there: {', '.join(map(str, missing))}", file=sys.stderr)
+    args, there = given(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), argv)
+    if not there:
         return 2
     detector = warm(Detector(settings()), args.photos[0])
     palms, joints = Palms(SHIPPED["hand"]), HandJoints(SHIPPED["hand"])

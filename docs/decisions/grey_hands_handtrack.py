@@ -30,6 +30,7 @@ from automask.detect import Detector
 from automask.found import iou
 from bench.automask import OUT, kept, settings, warm
 from bench.kit.machine import cpu
+from bench.kit.photos import given
 
 LEAST = (0.1, 0.2, 0.3, 0.5)  # the scores a place is counted at
 ON = 0.2                      # IoU: a place on a hand the stage keeps in colour
@@ -82,11 +83,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, required=True, help="the Human package's models folder")
     ap.add_argument("--node-modules", type=Path, required=True, help="where @tensorflow/tfjs is installed")
-    ap.add_argument("photos", nargs="+", type=Path)
-    args = ap.parse_args(argv)
-    missing = [p for p in [args.models / "handtrack.json", *args.photos] if not p.is_file()]
-    if missing:
-        print(f"not there: {', '.join(map(str, missing))}", file=sys.stderr)
+    args, there = given(ap, argv)
+    if not there:
+        return 2
+    if not (args.models / "handtrack.json").is_file():
+        print(f"not there: {args.models / 'handtrack.json'}", file=sys.stderr)
         return 2
     detector = warm(Detector(settings()), args.photos[0])
     with tempfile.TemporaryDirectory() as tmp:
