@@ -38,7 +38,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from automask.detect import SETTLED, SHIPPED, Detector, turned_box
+from automask.detect import REGION_SETTLED, SETTLED, SHIPPED, Detector, turned_box
 from automask.face_mesh import FaceMesh, pixels_of
 from automask.found import centre_in, iou, side
 from automask.hand_joints import HandJoints
@@ -87,7 +87,7 @@ LOOKS = {"colour": (BENCH_LOOKS["colour"], _same), "grey": (BENCH_LOOKS["grey"],
          "4× Lanczos": (ENLARGED["4× Lanczos"], _scaled), "upscaled": (_upscaled, _scaled)}
 ASKED_ONLY = ("upscaled",)  # looks left out unless --looks names them
 KINDS = ("face", "hand")
-SURE = 0.9  # the landmark model's flag a hand is kept at from a ninth's or a body region's places (REGION_SETTLED)
+SURE = REGION_SETTLED  # the landmark model's flag a hand is kept at from a ninth's or a body region's places
 
 
 @dataclass
@@ -166,7 +166,8 @@ def lost(in_colour: list, found: list) -> list:
 
 
 def flags_at(joints: HandJoints, copy: Image.Image, hands: list) -> list[float]:
-    """The hand landmark model's flag on ``copy`` at the crop each of ``hands``' joints give."""
+    """The hand landmark model's flag on ``copy`` at the crop each of ``hands``' joints give (a hand without the
+    landmark model's 21 joints, a YOLO model's, is left out)."""
     pixels = pixels_of(copy)
     return [joints.settle(pixels, d.landmarks)[1] for d in hands if len(d.landmarks) == 21]
 
