@@ -6,7 +6,8 @@
         --node-modules node_modules PHOTO [PHOTO ...]
 
 The detector is HandTrack (an SSD from victordibia/handtracking, as converted to a TensorFlow.js graph in the
-Human library, MIT): the one model of its kind that a package registry carries with its weights.  It runs in
+Human library, MIT): the one hand detector apart from MediaPipe's found in a package registry with its weights
+(Human's other hand models are MediaPipe's own, older).  It runs in
 Node.js as Human runs it (the picture resized to at most 512 px high, a multiple of 8; the graph's scores and boxes
 before its own post-processing; the best class but "face" a place's score).  Its places, merged at IoU 0.3, are
 set beside the hands the stage keeps on each photo in colour — on the photo in colour and on its grey copy.
