@@ -172,7 +172,7 @@ def flags_at(joints: HandJoints, copy: Image.Image, hands: list) -> list[float]:
     return [joints.settle(pixels, d.landmarks)[1] for d in hands if len(d.landmarks) == 21]
 
 
-def _grey_lost(flags: list[float]) -> list[str]:
+def lost_report(flags: list[float]) -> list[str]:
     """The report's lines on the hands grey loses, by the landmark model's flag there."""
     if not flags:
         return ["", "Grey loses no hand that colour keeps."]
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
         lines.append(f"| {a.path.name} | {image.width}×{image.height} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     detector.close()
-    summary = _summary(looks, boxed, totals, beside, times) + (_grey_lost(grey_lost) if joints else [])
+    summary = _summary(looks, boxed, totals, beside, times) + (lost_report(grey_lost) if joints else [])
     OUT.mkdir(parents=True, exist_ok=True)
     sheet(panels, OUT / "annotated.png")
     lines += summary + ["", "bench/out/annotated.png: each photo as it is, the boxes yellow, the faces kept green, "

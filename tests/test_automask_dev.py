@@ -244,9 +244,9 @@ def test_the_annotated_bench_tells_a_hand_grey_found_no_place_for_from_one_the_m
     joints = HandJoints(SHIPPED["hand"])
     (sure,), (gone,) = annotated.flags_at(joints, grey, [hand]), annotated.flags_at(joints, painted, [hand])
     assert sure >= annotated.SURE and gone < 0.5, (sure, gone)
-    line = annotated._grey_lost([sure, 0.7, gone])[-1]
+    line = annotated.lost_report([sure, 0.7, gone])[-1]
     assert "loses: 3." in line and "sure of 1 (≥ 0.9), fairly sure of 1 (0.5–0.9) and unsure of 1" in line, line
-    assert "no hand" in annotated._grey_lost([])[-1]
+    assert "no hand" in annotated.lost_report([])[-1]
 
 
 def test_two_children_far_away_in_a_grey_frame_are_not_one_face_of_the_frame(tmp_path):

@@ -29,6 +29,7 @@ from automask.detect import SHIPPED, Detector, _hand_at, _places_in, grey_views,
 from automask.found import iou
 from automask.hand_joints import HandJoints, crop_of
 from automask.palms import Palms
+from bench import annotated
 from bench.automask import OUT, kept, settings, warm
 from bench.kit.machine import cpu
 from bench.kit.photos import given
@@ -37,7 +38,7 @@ SQUARE = 0.25   # the finer search's squares: this share of the picture's long s
 OVERLAP = 0.5   # … overlapping by this share
 PLACES = 3      # the palm detector's best places looked at in each square
 FOUND = 0.8     # the landmark model's flag (settled) a finer find is counted at
-SAME = 0.3      # IoU: a find on a reference hand
+SAME = 0.3      # IoU: a finer find the same as one found before it
 FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 
 
@@ -82,10 +83,10 @@ def main(argv=None) -> int:
         grey = ImageOps.grayscale(colour).convert("RGB")
         reference = [d for d in kept(detector, colour)[0] if d.kind == "hand" and len(d.landmarks) == 21]
         in_grey = [d for d in kept(detector, grey)[0] if d.kind == "hand"]
-        lost = [d for d in reference if not any(iou(d.box, g.box) >= SAME for g in in_grey)]
+        lost = annotated.lost(reference, in_grey)
         stretched, skin = grey_views(grey)
         views = {"grey": np.asarray(grey), "stretched": np.asarray(stretched), "skin-toned": np.asarray(skin)}
-        known += [joints.settle(views["grey"], d.landmarks)[1] for d in lost]
+        known += annotated.flags_at(joints, grey, lost)
         mirrored = np.ascontiguousarray(views["grey"][:, ::-1])
         side = max(64, round(SQUARE * max(grey.size)))
         found: list = []
@@ -95,21 +96,16 @@ def main(argv=None) -> int:
                 if hand is None or hand.score < FOUND or any(iou(hand.box, f.box) >= SAME for f in found):
                     continue
                 found.append(hand)
-                on = [d for d in reference if iou(hand.box, d.box) >= SAME]
+                on = [d for d in reference if annotated.on_box(hand.box, d.box)]
                 what = "elsewhere" if not on else ("lost in grey" if on[0] in lost else "kept in grey")
                 points = np.asarray(hand.landmarks, dtype=np.float64)
                 finds.append((path.name, what, hand.score, looks(joints, views, mirrored, points), shape(points)))
         print(f"{path.name}: {len(reference)} hands in colour, {len(lost)} lost in grey, {len(found)} finer finds",
               flush=True)
     detector.close()
-    sure = sum(f >= 0.9 for f in known)
-    fair = sum(0.5 <= f < 0.9 for f in known)
     lines = ["# Grey hands: a finer search, and what tells its hands from the rest", "",
              f"`PYTHONPATH=. python docs/decisions/grey_hands_finer.py …` ({len(args.photos)} photos), CPU: {name}, "
-             f"{' '.join(flags)}.", "",
-             f"Hands kept in colour and lost in grey: {len(known)}. The landmark model on the grey copy at the crop "
-             f"the colour find's joints give: sure (≥ 0.9) of {sure}, 0.5–0.9 of {fair}, under 0.5 of "
-             f"{len(known) - sure - fair}.", "",
+             f"{' '.join(flags)}.", *annotated.lost_report(known), "",
              f"The finer search's finds flagged {FOUND} or more, by what they lie on:", "",
              "| flag at least | lost in grey | kept in grey | elsewhere |", "|---|---|---|---|"]
     for least in (0.8, 0.9, 0.95):
