@@ -47,6 +47,12 @@ class Detection:
         return Detection(self.kind, box, self.score, self.model, self.landmarks, self.label, self.outlines)
 
 
+def segm_outline(d: Detection) -> list[list[tuple[float, float]]]:
+    """A segmentation model's outline of ``d``: its polygons of three points or more (none for a box model's
+    find)."""
+    return [p for p in d.outlines.get("segm", ()) if len(p) >= 3]
+
+
 def iou(a: tuple, b: tuple) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

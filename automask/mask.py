@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from automask.detect import Detection, containment
+from automask.found import segm_outline
 from automask.skeleton import CONNECTIONS, draw_hand
 
 
@@ -167,7 +168,7 @@ def draw_detections(image: Image.Image, kept: list[Detection], dropped: list[Det
         out.paste(COLOURS.get(kind, (255, 255, 0)), mask=edge)
     small = ImageFont.load_default(size=max(10, round(font.size * 0.75)))
     for d in people:
-        for poly in [p for p in d.outlines.get("segm", ()) if len(p) >= 3] or [
+        for poly in segm_outline(d) or [
                 [(d.box[0], d.box[1]), (d.box[2], d.box[1]), (d.box[2], d.box[3]), (d.box[0], d.box[3])]]:
             draw.line([*map(tuple, poly), tuple(poly[0])], fill=PERSON, width=1)
         label = f"person {d.score:.2f}"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from automask import face_mesh, yolo
 from automask.detect import MODELS, Detection, Detector, DetectorSettings, holds, nms, spans
-from automask.found import side
+from automask.found import segm_outline, side
 from automask.mask import MaskSettings, draw_detections, faces_on_hands, masks_for, part_mask, select, user_mask
 from stages.base import JobContext, ModelRef, Stage, StageResult, from_section
 from stages.detectors import YoloConfig, held_yolo, yolo_settings
@@ -295,7 +295,7 @@ def _among(hand: Detection, people: list[Detection], margin: float = 0.1) -> boo
 
     cx, cy = (hand.box[0] + hand.box[2]) / 2, (hand.box[1] + hand.box[3]) / 2
     for p in people:
-        outline = [poly for poly in p.outlines.get("segm", ()) if len(poly) >= 3]
+        outline = segm_outline(p)
         if outline:
             reach = side(hand.box) / 2
             if any(cv2.pointPolygonTest(np.asarray(poly, dtype=np.float32), (cx, cy), True) >= -reach
